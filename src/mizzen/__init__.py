@@ -1,0 +1,1 @@
+"""Mizzen: a service mesh with a Python control plane and Envoy sidecars."""

@@ -1,0 +1,134 @@
+"""Shared pieces of every resource kind: metadata, the resource envelope, errors with field paths."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+DEFAULT_NAMESPACE = "default"
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class Spec(BaseModel):
+    """Base of every spec model: immutable, camelCase in YAML, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+
+class Metadata(Spec):
+    name: str
+    namespace: str = DEFAULT_NAMESPACE
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    # Kubernetes fields tolerated on input (kubectl output round-trips), not used.
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+    creation_timestamp: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or len(v) > 253 or not _DNS_SUBDOMAIN.match(v):
+            raise ValueError(f"invalid name {v!r}: lower-case letters, digits, '-' and '.' only")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        if not v or len(v) > 63 or not _DNS_LABEL.match(v):
+            raise ValueError(f"invalid namespace {v!r}: a DNS label (lower-case letters, digits, '-')")
+        return v
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in user input, located precisely."""
+
+    message: str
+    file: str = "<input>"
+    document: int | None = None  # 0-based index of the YAML document in the file
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+    path: str | None = None  # field path, e.g. spec.http[0].route[1].weight
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.document is not None:
+            where += f" (document {self.document + 1})"
+        what = ""
+        if self.kind:
+            what = f" {self.kind}"
+            if self.name:
+                what += f" {self.namespace or DEFAULT_NAMESPACE}/{self.name}"
+        field_ = f" field {self.path}:" if self.path else ":"
+        return f"{where}:{what}{field_} {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class InvalidConfig(Exception):
+    """Raised when input cannot be accepted. Carries every issue found, not just the first."""
+
+    def __init__(self, issues: list[Issue]):
+        self.issues = list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+@dataclass(frozen=True)
+class ResourceKey:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A validated resource: envelope + typed spec. Hashable and immutable."""
+
+    api_version: str
+    kind: str
+    metadata: Metadata
+    spec: Any  # a Spec subclass instance for the kind
+    revision: int = 0  # store revision at which it was last written (0 = not stored)
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.kind, self.metadata.namespace, self.metadata.name)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical YAML/JSON form (camelCase, defaults omitted)."""
+        meta = self.metadata.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True)
+        meta["namespace"] = self.metadata.namespace
+        out: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
+        spec = self.spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
+        out["spec"] = spec
+        return out
+
+    def with_revision(self, revision: int) -> "Resource":
+        return Resource(self.api_version, self.kind, self.metadata, self.spec, revision)

@@ -1,0 +1,65 @@
+"""Kubernetes-shaped core kinds (v1 Service, v1 ServiceAccount) and Mizzen's own kinds (mizzen.dev/v1)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Spec
+
+
+class K8sServicePort(Spec):
+    port: int = Field(ge=1, le=65535)
+    name: str = ""
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    target_port: int | str | None = None
+    app_protocol: str | None = None
+    node_port: int | None = None
+
+
+class ServiceSpec(Spec):
+    ports: list[K8sServicePort] = Field(default_factory=list)
+    selector: dict[str, str] = Field(default_factory=dict)
+    type: str = "ClusterIP"
+    cluster_ip: str | None = Field(default=None, alias="clusterIP")
+    session_affinity: str | None = None
+
+    @model_validator(mode="after")
+    def _ports(self) -> "ServiceSpec":
+        seen: set[int] = set()
+        for p in self.ports:
+            if p.port in seen:
+                raise ValueError(f"duplicate service port {p.port}")
+            seen.add(p.port)
+        if len(self.ports) > 1 and any(not p.name for p in self.ports):
+            raise ValueError("every port must be named when a service has several ports")
+        return self
+
+
+class ServiceAccountSpec(Spec):
+    """ServiceAccount has no spec; identities are derived from it later (SPIFFE)."""
+
+
+class ContainerPort(Spec):
+    container_port: int = Field(ge=1, le=65535)
+    name: str | None = None
+    protocol: str = "TCP"
+
+
+class WorkloadSpec(Spec):
+    replicas: int = Field(default=1, ge=0, le=64)
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    ports: list[ContainerPort] = Field(default_factory=list)
+    sidecar: bool = True
+    service_account: str | None = None
+    workdir: str | None = None
+    locality: str | None = None  # region/zone/subzone
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if not k or "=" in k:
+                raise ValueError(f"invalid environment variable name {k!r}")
+        return v

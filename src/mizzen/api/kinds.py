@@ -1,0 +1,56 @@
+"""The table of resource kinds Mizzen knows: apiVersions, spec model, CLI names."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import core, networking
+from .base import Spec
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    kind: str
+    api_versions: tuple[str, ...]  # first is the preferred version
+    spec_model: type[Spec]
+    plural: str
+    short_names: tuple[str, ...] = ()
+    spec_at_top_level: bool = False  # e.g. ServiceAccount has no spec block
+
+
+KINDS: dict[str, KindInfo] = {
+    k.kind: k
+    for k in (
+        KindInfo("VirtualService", networking.ISTIO_NETWORKING_VERSIONS, networking.VirtualServiceSpec,
+                 "virtualservices", ("vs", "virtualservice")),
+        KindInfo("DestinationRule", networking.ISTIO_NETWORKING_VERSIONS, networking.DestinationRuleSpec,
+                 "destinationrules", ("dr", "destinationrule")),
+        KindInfo("ServiceEntry", networking.ISTIO_NETWORKING_VERSIONS, networking.ServiceEntrySpec,
+                 "serviceentries", ("se", "serviceentry")),
+        KindInfo("Sidecar", networking.ISTIO_NETWORKING_VERSIONS, networking.SidecarSpec,
+                 "sidecars", ("sidecar",)),
+        KindInfo("Gateway", networking.ISTIO_NETWORKING_VERSIONS, networking.GatewaySpec,
+                 "gateways", ("gw", "gateway")),
+        KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
+        KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
+                 ("sa", "serviceaccount"), spec_at_top_level=True),
+        KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
+    )
+}
+
+# Kubernetes kinds that appear in manifests Mizzen is given (e.g. Istio's bookinfo.yaml) and that Mizzen
+# deliberately skips with a warning: they describe how to run containers, which a Workload does here.
+SKIPPED_KINDS = {
+    ("apps/v1", "Deployment"): "use a mizzen.dev/v1 Workload to run a program",
+    ("apps/v1", "StatefulSet"): "use a mizzen.dev/v1 Workload to run a program",
+    ("apps/v1", "DaemonSet"): "use a mizzen.dev/v1 Workload to run a program",
+    ("v1", "Pod"): "use a mizzen.dev/v1 Workload to run a program",
+}
+
+
+def resolve_kind(name: str) -> KindInfo:
+    """Map a CLI name (kind, plural or short name, any case) to its KindInfo."""
+    low = name.lower()
+    for k in KINDS.values():
+        if low in (k.kind.lower(), k.plural, *k.short_names):
+            return k
+    raise KeyError(name)

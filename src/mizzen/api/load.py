@@ -1,0 +1,158 @@
+"""YAML/JSON → validated Resources. Every problem is reported with file, document, resource and field path."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pydantic
+import yaml
+
+from .base import DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
+from .kinds import KINDS, SKIPPED_KINDS
+
+
+@dataclass
+class LoadResult:
+    resources: list[Resource] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+
+
+def _loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pyd_issues(err: pydantic.ValidationError, prefix: str, base: Issue) -> list[Issue]:
+    issues = []
+    for e in err.errors():
+        # drop pydantic's internal location parts for unions/validators
+        loc = [p for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+        path = _loc([prefix, *loc]) if prefix else _loc(loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        issues.append(Issue(msg, base.file, base.document, base.kind, base.namespace, base.name, path))
+    return issues
+
+
+def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
+                   default_namespace: str = DEFAULT_NAMESPACE) -> tuple[Resource | None, list[Issue], list[Issue]]:
+    """Validate one decoded document. Returns (resource or None, errors, warnings)."""
+    base = Issue("", file, index)
+    if not isinstance(doc, dict):
+        return None, [Issue("document is not a mapping", file, index)], []
+    api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    meta_in = doc.get("metadata") or {}
+    name = meta_in.get("name") if isinstance(meta_in, dict) else None
+    ns = (meta_in.get("namespace") if isinstance(meta_in, dict) else None) or default_namespace
+    base = Issue("", file, index, kind if isinstance(kind, str) else None, ns, name)
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None, [Issue("apiVersion and kind are required", file, index, None, ns, name)], []
+    if (api_version, kind) in SKIPPED_KINDS:
+        return None, [], [Issue(f"skipped: {SKIPPED_KINDS[(api_version, kind)]}", file, index, kind, ns, name)]
+    info = KINDS.get(kind)
+    if info is None:
+        known = ", ".join(sorted(KINDS))
+        return None, [Issue(f"unknown kind {kind!r} (known kinds: {known})", file, index, kind, ns, name, "kind")], []
+    if api_version not in info.api_versions:
+        return None, [Issue(f"apiVersion {api_version!r} is not served for {kind}; use one of "
+                            f"{', '.join(info.api_versions)}", file, index, kind, ns, name, "apiVersion")], []
+    errors: list[Issue] = []
+    allowed_top = {"apiVersion", "kind", "metadata", "spec", "status"}
+    if info.spec_at_top_level:
+        allowed_top |= {"secrets", "imagePullSecrets", "automountServiceAccountToken"}
+    for k in doc:
+        if k not in allowed_top:
+            errors.append(Issue("unknown field", file, index, kind, ns, name, str(k)))
+    if not isinstance(meta_in, dict):
+        errors.append(Issue("metadata must be a mapping", file, index, kind, ns, name, "metadata"))
+        return None, errors, []
+    meta_in = dict(meta_in)
+    meta_in.setdefault("namespace", default_namespace)
+    try:
+        meta = Metadata.model_validate(meta_in)
+    except pydantic.ValidationError as e:
+        errors.extend(_pyd_issues(e, "metadata", base))
+        meta = None
+    spec_in = {} if info.spec_at_top_level else doc.get("spec", {})
+    if spec_in is None:
+        spec_in = {}
+    try:
+        spec = info.spec_model.model_validate(spec_in)
+    except pydantic.ValidationError as e:
+        errors.extend(_pyd_issues(e, "spec", base))
+        spec = None
+    if errors or meta is None or spec is None:
+        return None, errors, []
+    return Resource(api_version, kind, meta, spec), [], []
+
+
+def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+    """Parse a multi-document YAML (or JSON) text. Raises InvalidConfig listing every problem."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InvalidConfig([Issue(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file)]) from None
+    result = LoadResult()
+    errors: list[Issue] = []
+    seen: dict[Any, int] = {}
+    for i, doc in enumerate(docs):
+        if doc is None:  # empty document, e.g. a trailing '---'
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            sub = doc["items"]
+        else:
+            sub = [doc]
+        for d in sub:
+            res, errs, warns = parse_document(d, file=file, index=i, default_namespace=default_namespace)
+            errors.extend(errs)
+            result.warnings.extend(warns)
+            if res is not None:
+                if res.key in seen:
+                    errors.append(Issue(f"defined twice in one input (also document {seen[res.key] + 1})",
+                                        file, i, res.kind, res.namespace, res.name))
+                seen[res.key] = i
+                result.resources.append(res)
+    if errors:
+        raise InvalidConfig(errors)
+    return result
+
+
+def load_files(paths: Iterable[str], *, default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+    """Load several files as one all-or-nothing input."""
+    out = LoadResult()
+    errors: list[Issue] = []
+    for p in paths:
+        try:
+            with open(p, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            errors.append(Issue(f"cannot read: {e.strerror}", p))
+            continue
+        try:
+            r = load_text(text, file=p, default_namespace=default_namespace)
+        except InvalidConfig as e:
+            errors.extend(e.issues)
+            continue
+        out.resources.extend(r.resources)
+        out.warnings.extend(r.warnings)
+    if errors:
+        raise InvalidConfig(errors)
+    return out
+
+
+def from_dict(d: dict[str, Any], revision: int = 0) -> Resource:
+    """Rebuild a stored resource (already validated once)."""
+    res, errs, _ = parse_document(d, file="<store>", default_namespace=d.get("metadata", {}).get("namespace", DEFAULT_NAMESPACE))
+    if res is None:
+        raise InvalidConfig(errs)
+    return res.with_revision(revision)
