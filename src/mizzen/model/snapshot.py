@@ -1,0 +1,278 @@
+"""One immutable, indexed view of config + registry, built in two independent halves.
+
+`ConfigIndex` is rebuilt only when the store changes; `EndpointIndex` only when the registry changes;
+a `Snapshot` pairs them. `diff_hosts` tells which hosts a change touched, so pushes are scoped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Mapping
+
+from ..api.base import Resource
+from .services import Service, is_http, resolve_host, services_from_resources
+from .types import Instance, Proxy
+
+ROOT_NAMESPACE = "istio-system"  # where a mesh-wide default Sidecar lives (Istio's convention)
+
+
+def labels_match(selector: Mapping[str, str] | Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:
+    items = selector.items() if isinstance(selector, Mapping) else selector
+    return all(labels.get(k) == v for k, v in items)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+    labels: tuple[tuple[str, str], ...]
+    healthy: bool = True
+    locality: str = ""
+    instance_id: str = ""
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class SidecarScope:
+    """What one proxy may reach: the hosts allowed by its Sidecar (None = everything)."""
+
+    key: str  # "" = no Sidecar applies; else "<ns>/<name>"
+    egress: tuple[tuple[str, str], ...] | None  # (namespace pattern, host pattern)
+
+    def allows(self, svc: Service, proxy_ns: str) -> bool:
+        if self.egress is None:
+            return True
+        for ns_pat, host_pat in self.egress:
+            if ns_pat == "~":
+                continue
+            if ns_pat == ".":
+                ns_pat = self.key.split("/", 1)[0]
+            if ns_pat != "*" and ns_pat != svc.namespace:
+                continue
+            if host_pat == "*" or host_pat == svc.hostname or host_pat in svc.short_names:
+                return True
+            if host_pat.startswith("*.") and svc.hostname.endswith(host_pat[1:]):
+                return True
+        return False
+
+
+class ConfigIndex:
+    """Indexes over the config store's resources. Immutable once built."""
+
+    def __init__(self, resources: Iterable[Resource], revision: int = 0):
+        by_kind: dict[str, list[Resource]] = {}
+        for r in resources:
+            by_kind.setdefault(r.kind, []).append(r)
+        for lst in by_kind.values():
+            lst.sort(key=lambda r: (r.revision, r.namespace, r.name))
+        self.revision = revision
+        self.by_kind: dict[str, tuple[Resource, ...]] = {k: tuple(v) for k, v in by_kind.items()}
+        self.namespaces = frozenset(r.namespace for lst in by_kind.values() for r in lst)
+        self.services: dict[str, Service] = services_from_resources(
+            self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces)
+        self.virtual_services_by_host: dict[str, tuple[Resource, ...]] = self._vs_by_host()
+        self.destination_rules_by_host: dict[str, Resource] = self._dr_by_host()
+        self.sidecars: tuple[Resource, ...] = self.by_kind.get("Sidecar", ())
+        self.ports_by_number: dict[int, tuple[Service, ...]] = self._ports()
+
+    def resolve(self, host: str, namespace: str) -> str:
+        return resolve_host(host, namespace, self.namespaces)
+
+    def _vs_by_host(self) -> dict[str, tuple[Resource, ...]]:
+        out: dict[str, list[Resource]] = {}
+        for vs in self.by_kind.get("VirtualService", ()):
+            gws = vs.spec.gateways
+            if gws and "mesh" not in gws:
+                continue  # gateway-only VirtualService: not for sidecars
+            for h in vs.spec.hosts:
+                out.setdefault(self.resolve(h, vs.namespace), []).append(vs)
+        return {h: tuple(v) for h, v in out.items()}
+
+    def _dr_by_host(self) -> dict[str, Resource]:
+        out: dict[str, Resource] = {}
+        for dr in self.by_kind.get("DestinationRule", ()):
+            out.setdefault(self.resolve(dr.spec.host, dr.namespace), dr)  # oldest wins, as in Istio
+        return out
+
+    def _ports(self) -> dict[int, tuple[Service, ...]]:
+        out: dict[int, list[Service]] = {}
+        for s in sorted(self.services.values(), key=lambda s: s.hostname):
+            for p in s.ports:
+                out.setdefault(p.port, []).append(s)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def virtual_service_for(self, host: str) -> Resource | None:
+        lst = self.virtual_services_by_host.get(host)
+        return lst[0] if lst else None
+
+    def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
+        labels = proxy.label_dict
+        chosen: Resource | None = None
+        for sc in self.sidecars:  # workload-selected Sidecar in the proxy's namespace wins
+            sel = sc.spec.workload_selector
+            if sc.namespace == proxy.namespace and sel and sel.labels and labels_match(sel.labels, labels):
+                chosen = sc
+                break
+        if chosen is None:
+            for ns in (proxy.namespace, ROOT_NAMESPACE):
+                for sc in self.sidecars:
+                    sel = sc.spec.workload_selector
+                    if sc.namespace == ns and not (sel and sel.labels):
+                        chosen = sc
+                        break
+                if chosen:
+                    break
+        if chosen is None or not chosen.spec.egress:
+            return SidecarScope("", None)
+        egress: list[tuple[str, str]] = []
+        for eg in chosen.spec.egress:
+            for h in eg.hosts:
+                ns_pat, host_pat = h.split("/", 1)
+                egress.append((chosen.namespace if ns_pat == "." else ns_pat, host_pat))
+        return SidecarScope(f"{chosen.namespace}/{chosen.name}", tuple(egress))
+
+
+class EndpointIndex:
+    """Registry instances grouped by the services that select them."""
+
+    def __init__(self, instances: Iterable[Instance], version: int = 0):
+        self.version = version
+        self.instances: tuple[Instance, ...] = tuple(sorted(instances, key=lambda i: i.id))
+
+    def for_service(self, svc: Service) -> tuple[Instance, ...]:
+        key = (svc.namespace, svc.selector)
+        hit = self._groups.get(key)
+        if hit is None:
+            hit = self._select(*key)
+            self._groups[key] = hit
+        return hit
+
+    @cached_property
+    def _groups(self) -> dict:
+        return {}
+
+    @cached_property
+    def _by_label(self) -> dict[tuple[str, str, str], list[Instance]]:
+        idx: dict[tuple[str, str, str], list[Instance]] = {}
+        for inst in self.instances:
+            for k, v in inst.labels:
+                idx.setdefault((inst.namespace, k, v), []).append(inst)
+        return idx
+
+    def _select(self, namespace: str, selector: tuple[tuple[str, str], ...]) -> tuple[Instance, ...]:
+        if not selector:
+            return ()
+        lists = [self._by_label.get((namespace, k, v), []) for k, v in selector]
+        smallest = min(lists, key=len)
+        return tuple(i for i in smallest if labels_match(selector, i.label_dict))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    config: ConfigIndex
+    endpoints: EndpointIndex
+    generation: int = 0
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, resources: Iterable[Resource], instances: Iterable[Instance], *, revision: int = 0,
+              registry_version: int = 0, generation: int = 0) -> "Snapshot":
+        return cls(ConfigIndex(resources, revision), EndpointIndex(instances, registry_version), generation)
+
+    def with_config(self, config: ConfigIndex, generation: int) -> "Snapshot":
+        return Snapshot(config, self.endpoints, generation)
+
+    def with_endpoints(self, endpoints: EndpointIndex, generation: int) -> "Snapshot":
+        return Snapshot(self.config, endpoints, generation)
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return self.config.services
+
+    def endpoints_for(self, svc: Service, port: int, subset_labels: tuple[tuple[str, str], ...] = ()
+                      ) -> tuple[Endpoint, ...]:
+        """Endpoints of one service port (optionally one subset), healthy or not."""
+        sp = svc.port(port)
+        if sp is None:
+            return ()
+        out: list[Endpoint] = []
+        if svc.static_endpoints:
+            for se in svc.static_endpoints:
+                if subset_labels and not labels_match(subset_labels, dict(se.labels)):
+                    continue
+                ep_port = dict(se.ports).get(sp.name) or sp.target_for()
+                out.append(Endpoint(se.address, ep_port, se.labels, True, se.locality, "", se.weight or 1))
+        else:
+            target = sp.target_for()
+            for inst in self.endpoints.for_service(svc):
+                if subset_labels and not labels_match(subset_labels, inst.label_dict):
+                    continue
+                if inst.ports and target not in inst.ports:
+                    continue
+                out.append(Endpoint(inst.address, inst.reachable_port(target), inst.labels, inst.healthy,
+                                    inst.locality, inst.id))
+        return tuple(out)
+
+    def visible_services(self, proxy: Proxy) -> tuple[Service, ...]:
+        scope = self.config.sidecar_scope(proxy)
+        key = ("visible", scope.key, proxy.namespace)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = tuple(s for s in sorted(self.services.values(), key=lambda s: s.hostname)
+                        if scope.allows(s, proxy.namespace))
+            self._cache[key] = hit
+        return hit
+
+    def inbound_protocol(self, proxy: Proxy, container_port: int) -> str:
+        """HTTP if any service selecting this proxy exposes the port as HTTP, else TCP."""
+        labels = proxy.label_dict
+        for s in self.services.values():
+            if s.namespace != proxy.namespace or not s.selector or not labels_match(s.selector, labels):
+                continue
+            for p in s.ports:
+                if p.target_for() == container_port and is_http(p.protocol):
+                    return p.protocol
+        return "TCP"
+
+
+def diff_hosts(old: Snapshot | None, new: Snapshot) -> frozenset[str] | None:
+    """Hosts whose config or endpoints changed between two snapshots; None = everything (e.g. Sidecars)."""
+    if old is None:
+        return None
+    oc, nc = old.config, new.config
+    if oc is not nc:
+        if oc.sidecars != nc.sidecars:
+            return None
+        changed: set[str] = set()
+        for h in set(oc.services) | set(nc.services):
+            if oc.services.get(h) != nc.services.get(h):
+                changed.add(h)
+        for table_o, table_n in ((oc.virtual_services_by_host, nc.virtual_services_by_host),
+                                 (oc.destination_rules_by_host, nc.destination_rules_by_host)):
+            for h in set(table_o) | set(table_n):
+                a, b = table_o.get(h), table_n.get(h)
+                if _revs(a) != _revs(b):
+                    changed.add(h)
+        # a VirtualService may route to other hosts: treat its hosts as changed (done above).
+    else:
+        changed = set()
+    if old.endpoints is not new.endpoints:
+        before = {i.id: i for i in old.endpoints.instances}
+        after = {i.id: i for i in new.endpoints.instances}
+        moved = [before.get(k) for k in set(before) | set(after) if before.get(k) != after.get(k)]
+        moved += [after.get(k) for k in set(before) | set(after) if before.get(k) != after.get(k)]
+        for inst in moved:
+            if inst is None:
+                continue
+            for s in nc.services.values():
+                if s.namespace == inst.namespace and s.selector and labels_match(s.selector, inst.label_dict):
+                    changed.add(s.hostname)
+    return frozenset(changed)
+
+
+def _revs(x) -> tuple:
+    if x is None:
+        return ()
+    if isinstance(x, tuple):
+        return tuple((r.key, r.revision) for r in x)
+    return ((x.key, x.revision),)

@@ -1,0 +1,201 @@
+"""Route configurations: one per outbound port (netns mode) or one for the HTTP proxy (loopback mode).
+
+Each visible HTTP service gets a virtual host answering every name form a caller may use; its routes
+come from the VirtualService for the host (Istio semantics: first match wins, no implicit fallback),
+or a single default route to the service's cluster.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+
+from ..api.base import Resource
+from ..api.networking import HTTPMatchRequest, HTTPRoute, StringMatch
+from ..model.services import Service, is_http
+from ..model.snapshot import Snapshot, labels_match
+from ..model.types import Proxy
+from .common import PASSTHROUGH, duration, outbound_cluster, parse_duration, u32
+
+
+def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list[str]:
+    names = list(svc.short_names) if svc.namespace == proxy_ns else \
+        [n for n in svc.short_names if "." in n]  # short name only inside its own namespace
+    if svc.vip:
+        names.append(svc.vip)
+    out: list[str] = []
+    for n in names:
+        if with_bare:
+            out.append(n)
+        out.append(f"{n}:{port}")
+    return out
+
+
+def _string_matcher(m: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher:
+    if m.exact is not None:
+        return string_pb2.StringMatcher(exact=m.exact, ignore_case=ignore_case)
+    if m.prefix is not None:
+        return string_pb2.StringMatcher(prefix=m.prefix, ignore_case=ignore_case)
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=m.regex))
+
+
+def _header(name: str, m: StringMatch, invert: bool = False) -> rc.HeaderMatcher:
+    if m.exact is None and m.prefix is None and m.regex is None:
+        return rc.HeaderMatcher(name=name, present_match=True, invert_match=invert)
+    return rc.HeaderMatcher(name=name.lower(), string_match=_string_matcher(m), invert_match=invert)
+
+
+def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
+    rm = rc.RouteMatch()
+    if m is None or m.uri is None:
+        rm.prefix = "/"
+    elif m.uri.exact is not None:
+        rm.path = m.uri.exact
+    elif m.uri.prefix is not None:
+        rm.prefix = m.uri.prefix
+    else:
+        rm.safe_regex.regex = m.uri.regex
+    if m is None:
+        return rm
+    if m.ignore_uri_case:
+        rm.case_sensitive.value = False
+    for name, sm in sorted(m.headers.items()):
+        rm.headers.append(_header(name, sm))
+    for name, sm in sorted(m.without_headers.items()):
+        rm.headers.append(_header(name, sm, invert=True))
+    if m.method:
+        rm.headers.append(_header(":method", m.method))
+    if m.authority:
+        rm.headers.append(_header(":authority", m.authority))
+    if m.scheme:
+        rm.headers.append(_header(":scheme", m.scheme))
+    for name, sm in sorted(m.query_params.items()):
+        rm.query_parameters.append(rc.QueryParameterMatcher(name=name, string_match=_string_matcher(sm)))
+    return rm
+
+
+def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:
+    if m.port is not None and port is not None and m.port != port:
+        return False
+    if m.source_labels and not labels_match(m.source_labels, proxy.label_dict):
+        return False
+    if m.source_namespace and m.source_namespace != proxy.namespace:
+        return False
+    if m.gateways and "mesh" not in m.gateways:
+        return False
+    return True
+
+
+def _header_ops(target, ops, request: bool) -> None:
+    if ops is None:
+        return
+    add = target.request_headers_to_add if request else target.response_headers_to_add
+    remove = target.request_headers_to_remove if request else target.response_headers_to_remove
+    for k, v in sorted(ops.set.items()):
+        add.append(base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v),
+                   append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    for k, v in sorted(ops.add.items()):
+        add.append(base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v),
+                   append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD))
+    remove.extend(ops.remove)
+
+
+class RouteBuilder:
+    """Builds routes of one snapshot for one proxy's view; pure."""
+
+    def __init__(self, snap: Snapshot, proxy: Proxy):
+        self.snap = snap
+        self.proxy = proxy
+
+    def _dest_cluster(self, dest, vs_ns: str, port: int) -> str:
+        host = self.snap.config.resolve(dest.host, vs_ns)
+        svc = self.snap.services.get(host)
+        if dest.port is not None:
+            p = dest.port.number
+        elif svc is not None and len(svc.ports) == 1:
+            p = svc.ports[0].port
+        else:
+            p = port
+        return outbound_cluster(p, dest.subset, host)
+
+    def _action(self, r: HTTPRoute, vs: Resource, port: int) -> rc.RouteAction:
+        act = rc.RouteAction()
+        if len(r.route) == 1:
+            act.cluster = self._dest_cluster(r.route[0].destination, vs.namespace, port)
+        else:
+            wc = act.weighted_clusters
+            for d in r.route:
+                if d.weight == 0:
+                    continue
+                cw = wc.clusters.add(name=self._dest_cluster(d.destination, vs.namespace, port),
+                                     weight=u32(d.weight))
+                if d.headers:
+                    _header_ops(cw, d.headers.request, True)
+                    _header_ops(cw, d.headers.response, False)
+        t = parse_duration(r.timeout)
+        act.timeout.CopyFrom(duration(t or 0.0))  # Istio: no timeout unless asked
+        return act
+
+    def routes_from_vs(self, vs: Resource, port: int) -> list[rc.Route]:
+        out: list[rc.Route] = []
+        for i, r in enumerate(vs.spec.http):
+            if not r.route:
+                continue  # redirect/directResponse/delegate: translated in a later issue
+            matches = [m for m in r.match if _applies(m, port, self.proxy)] if r.match else [None]
+            if r.match and not matches:
+                continue
+            action = self._action(r, vs, port)
+            for j, m in enumerate(matches):
+                route = rc.Route(name=r.name or f"{vs.namespace}.{vs.name}.{i}.{j}", match=route_match(m),
+                                 route=action)
+                if r.headers:
+                    _header_ops(route, r.headers.request, True)
+                    _header_ops(route, r.headers.response, False)
+                out.append(route)
+        return out
+
+    def virtual_host(self, svc: Service, port: int, with_bare: bool) -> rc.VirtualHost:
+        vh = rc.VirtualHost(name=f"{svc.hostname}:{port}",
+                            domains=domains_for(svc, port, self.proxy.namespace, with_bare))
+        vs = self.snap.config.virtual_service_for(svc.hostname)
+        if vs is not None:
+            vh.routes.extend(self.routes_from_vs(vs, port))
+        else:
+            vh.routes.append(rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
+                                      route=rc.RouteAction(cluster=outbound_cluster(port, None, svc.hostname),
+                                                           timeout=duration(0))))
+        return vh
+
+    def _allow_any(self) -> rc.VirtualHost:
+        return rc.VirtualHost(name="allow_any", domains=["*"], routes=[
+            rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"),
+                     route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0)))])
+
+    def for_port(self, port: int, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
+        rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False})
+        for svc in services:
+            sp = svc.port(port)
+            if sp is not None and is_http(sp.protocol):
+                rcfg.virtual_hosts.append(self.virtual_host(svc, port, with_bare=True))
+        rcfg.virtual_hosts.append(self._allow_any())
+        return rcfg
+
+    def http_proxy(self, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
+        """Loopback mode: one route config for an explicit HTTP proxy, every port."""
+        rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False})
+        for svc in services:
+            for sp in svc.ports:
+                if is_http(sp.protocol):
+                    rcfg.virtual_hosts.append(self.virtual_host(svc, sp.port, with_bare=(sp.port == 80)))
+        return rcfg
+
+    def inbound(self, port: int) -> route_pb2.RouteConfiguration:
+        from .common import inbound_cluster
+
+        name = inbound_cluster(port)
+        return route_pb2.RouteConfiguration(name=name, virtual_hosts=[rc.VirtualHost(
+            name=name, domains=["*"], routes=[rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
+                                                       route=rc.RouteAction(cluster=name, timeout=duration(0)))])])
