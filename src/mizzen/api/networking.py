@@ -45,9 +45,13 @@ class StringMatch(Spec):
     @model_validator(mode="after")
     def _one(self) -> "StringMatch":
         n = sum(x is not None for x in (self.exact, self.prefix, self.regex))
-        if n != 1:
-            raise ValueError("exactly one of exact, prefix, regex must be set")
+        if n > 1:
+            raise ValueError("only one of exact, prefix, regex may be set")
         return self
+
+    @property
+    def empty(self) -> bool:
+        return self.exact is None and self.prefix is None and self.regex is None
 
 
 class HTTPMatchRequest(Spec):
@@ -65,6 +69,14 @@ class HTTPMatchRequest(Spec):
     without_headers: dict[str, StringMatch] = Field(default_factory=dict)
     source_namespace: str | None = None
     stat_prefix: str | None = None
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "HTTPMatchRequest":
+        for name in ("uri", "scheme", "method", "authority"):
+            m = getattr(self, name)
+            if m is not None and m.empty:
+                raise ValueError(f"{name}: one of exact, prefix, regex must be set")
+        return self
 
 
 class PortSelector(Spec):

@@ -34,7 +34,9 @@ def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list
     return out
 
 
-def _string_matcher(m: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher:
+def _string_matcher(m: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher | None:
+    if m.empty:
+        return None
     if m.exact is not None:
         return string_pb2.StringMatcher(exact=m.exact, ignore_case=ignore_case)
     if m.prefix is not None:
@@ -43,8 +45,8 @@ def _string_matcher(m: StringMatch, ignore_case: bool = False) -> string_pb2.Str
 
 
 def _header(name: str, m: StringMatch, invert: bool = False) -> rc.HeaderMatcher:
-    if m.exact is None and m.prefix is None and m.regex is None:
-        return rc.HeaderMatcher(name=name, present_match=True, invert_match=invert)
+    if m.empty:
+        return rc.HeaderMatcher(name=name.lower(), present_match=True, invert_match=invert)
     return rc.HeaderMatcher(name=name.lower(), string_match=_string_matcher(m), invert_match=invert)
 
 
@@ -73,7 +75,10 @@ def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
     if m.scheme:
         rm.headers.append(_header(":scheme", m.scheme))
     for name, sm in sorted(m.query_params.items()):
-        rm.query_parameters.append(rc.QueryParameterMatcher(name=name, string_match=_string_matcher(sm)))
+        if sm.empty:
+            rm.query_parameters.append(rc.QueryParameterMatcher(name=name, present_match=True))
+        else:
+            rm.query_parameters.append(rc.QueryParameterMatcher(name=name, string_match=_string_matcher(sm)))
     return rm
 
 

