@@ -1,0 +1,47 @@
+# Mizzen: `make demo` and `make test` do all set-up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST := $(BIN)/python -m pytest
+APT_PKGS := iptables iproute2 curl wrk
+
+.PHONY: install sysdeps demo test test-unit test-e2e bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture).
+sysdeps:
+	@missing=""; for c in iptables ip curl wrk; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages ($$missing )"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	  else echo "warning: missing$$missing (install: apt-get install $(APT_PKGS))"; fi; \
+	fi
+
+demo: install sysdeps
+	$(BIN)/python examples/bookinfo/demo.py
+
+# Fast unit, protocol and golden tests first; end-to-end suites (real Envoy, namespaces) after.
+test: install sysdeps
+	$(PYTEST) -q -m "not e2e" -p no:cacheprovider
+	$(PYTEST) -q -m e2e -p no:cacheprovider
+
+test-unit: install
+	$(PYTEST) -q -m "not e2e"
+
+test-e2e: install sysdeps
+	$(PYTEST) -q -m e2e
+
+bench: install sysdeps
+	$(BIN)/python -m mizzen.bench.run --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) .mizzen build src/*.egg-info
