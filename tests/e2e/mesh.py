@@ -1,0 +1,114 @@
+"""Drive a real local mesh through the `mizzen` CLI, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+SAMPLES = SHARED / "istio-samples" / "bookinfo" / "networking"
+BOOKINFO_MESH = ROOT / "examples" / "bookinfo" / "mesh.yaml"
+LOAD_CLIENT = Path(__file__).with_name("load_client.py")
+
+
+def can_run_netns() -> str | None:
+    """None if end-to-end netns tests can run here, else the reason."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, iptables)"
+    for tool in ("ip", "iptables"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (make sysdeps)"
+    return None
+
+
+class Mesh:
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 120, input: str | None = None
+            ) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "mizzen.cli.main", *args[:1], "--state-dir", str(self.state_dir), *args[1:]]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def up(self, mesh_file: Path = BOOKINFO_MESH, timeout: float = 180) -> None:
+        self.cli("up", str(mesh_file), "--detach", timeout=timeout)
+
+    def down(self) -> subprocess.CompletedProcess:
+        return self.cli("down", check=False, timeout=120)
+
+    def apply(self, *files: Path | str, check: bool = True) -> subprocess.CompletedProcess:
+        args: list[str] = []
+        for f in files:
+            args += ["-f", str(f)]
+        return self.cli("apply", *args, check=check)
+
+    def apply_text(self, text: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.cli("apply", "-f", "-", check=check, input=text)
+
+    def get_json(self, kind: str, *extra: str) -> dict:
+        return json.loads(self.cli("get", kind, *extra, "-o", "json").stdout)
+
+    def reset_routing(self) -> None:
+        """Delete every VirtualService, DestinationRule and Sidecar, then wait for proxies to sync."""
+        for kind in ("virtualservices", "destinationrules", "sidecars"):
+            items = self.get_json(kind, "-A").get("items", [])
+            for it in items:
+                self.cli("delete", kind, it["metadata"]["name"], "-n", it["metadata"]["namespace"])
+        self.wait_synced()
+
+    def exec(self, pod: str, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.cli("exec", pod, "--", *cmd, check=False, timeout=timeout)
+
+    def load(self, pod: str, url: str, *, count: int = 0, rps: float = 0, seconds: float = 0,
+             headers: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 300) -> dict:
+        args = ["python3", str(LOAD_CLIENT), url, "--concurrency", str(concurrency)]
+        if count:
+            args += ["--count", str(count)]
+        if rps:
+            args += ["--rps", str(rps)]
+        if seconds:
+            args += ["--seconds", str(seconds)]
+        for k, v in (headers or {}).items():
+            args += ["-H", f"{k}: {v}"]
+        p = self.exec(pod, *args, timeout=timeout)
+        assert p.returncode == 0, f"load client failed: {p.stdout}\n{p.stderr}"
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4
+                        ) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(self.state_dir), pod, "--",
+               "python3", str(LOAD_CLIENT), url, "--rps", str(rps), "--seconds", str(seconds),
+               "--concurrency", str(concurrency)]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def proxy_status(self) -> list[dict]:
+        return json.loads(self.cli("proxy-status", "-o", "json").stdout)["items"]
+
+    def wait_synced(self, timeout: float = 60, expect: int | None = None) -> list[dict]:
+        """Wait until every connected proxy has ACKed what was sent for every type."""
+        deadline = time.monotonic() + timeout
+        last: list[dict] = []
+        while time.monotonic() < deadline:
+            last = self.proxy_status()
+            live = [p for p in last if p.get("connected")]
+            if (expect is None or len(live) >= expect) and live and all(
+                    t.get("state") in ("SYNCED", "NOT_SENT") for p in live for t in p["types"].values()):
+                return live
+            time.sleep(0.3)
+        raise AssertionError(f"proxies not SYNCED within {timeout}s: {json.dumps(last, indent=1)[:3000]}")
+
+    def status(self) -> dict:
+        return json.loads(self.cli("status", "-o", "json").stdout)
+
+
+def share(counts: dict[str, int], key_part: str) -> float:
+    total = sum(counts.values())
+    return 100.0 * sum(n for k, n in counts.items() if key_part in k) / total if total else 0.0

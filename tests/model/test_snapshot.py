@@ -1,0 +1,109 @@
+"""Snapshot indexes, host resolution, VIPs, Sidecar scope and change detection."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mizzen.api import load_text
+from mizzen.model import Instance, Proxy, Snapshot, diff_hosts
+from mizzen.model.services import allocate_vips, port_protocol, resolve_host
+from mizzen.translate import Renderer
+
+SVC = """apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  ports: [{{port: 9080, name: http}}]
+  selector: {{app: {name}}}
+---
+"""
+
+
+def resources(text: str):
+    return [r.with_revision(i + 1) for i, r in enumerate(load_text(text).resources)]
+
+
+def inst(name: str, app: str, ip: str, ns: str = "default", **labels) -> Instance:
+    return Instance(id=f"{ns}.{name}", namespace=ns, workload=name, address=ip, ports=(9080,),
+                    labels=tuple(sorted({"app": app, **labels}.items())))
+
+
+def test_resolve_host_forms() -> None:
+    assert resolve_host("reviews", "default") == "reviews.default.svc.cluster.local"
+    assert resolve_host("reviews.prod", "default", ["prod"]) == "reviews.prod.svc.cluster.local"
+    assert resolve_host("reviews.prod.svc", "default") == "reviews.prod.svc.cluster.local"
+    assert resolve_host("www.example.com", "default") == "www.example.com"
+
+
+def test_port_protocols_follow_istio_naming() -> None:
+    assert port_protocol("http") == "HTTP" and port_protocol("http-web") == "HTTP"
+    assert port_protocol("grpc-api") == "GRPC" and port_protocol("tcp-db") == "TCP"
+    assert port_protocol("") == "TCP" and port_protocol("web", app_protocol="http2") == "HTTP2"
+
+
+def test_vips_are_stable_and_unique() -> None:
+    a = allocate_vips([("a", None), ("b", None)])
+    b = allocate_vips([("a", None), ("b", None), ("c", None)])
+    assert a["a"] == b["a"] and a["b"] == b["b"] and len(set(b.values())) == 3
+    assert allocate_vips([("x", "10.96.0.9")]) == {"x": "10.96.0.9"}
+
+
+def test_endpoints_by_selector_and_subset() -> None:
+    snap = Snapshot.build(resources(SVC.format(name="reviews", ns="default") + SVC.format(name="reviews", ns="prod")),
+                          [inst("r1", "reviews", "10.0.0.1", version="v1"), inst("r2", "reviews", "10.0.0.2", version="v2"),
+                           inst("p1", "reviews", "10.0.0.3", ns="prod")])
+    svc = snap.services["reviews.default.svc.cluster.local"]
+    assert {e.address for e in snap.endpoints_for(svc, 9080)} == {"10.0.0.1", "10.0.0.2"}
+    assert {e.address for e in snap.endpoints_for(svc, 9080, (("version", "v2"),))} == {"10.0.0.2"}
+    assert snap.endpoints_for(svc, 1234) == ()
+
+
+def test_sidecar_scope_selects_most_specific() -> None:
+    text = SVC.format(name="reviews", ns="default") + SVC.format(name="ratings", ns="default") + """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ns-wide}
+spec:
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: only-reviews}
+spec:
+  workloadSelector: {labels: {app: sleep}}
+  egress: [{hosts: ["./reviews.default.svc.cluster.local"]}]
+"""
+    snap = Snapshot.build(resources(text), [])
+    sleep = Proxy(id="s", labels=(("app", "sleep"),))
+    other = Proxy(id="o", labels=(("app", "x"),))
+    assert [s.name for s in snap.visible_services(sleep)] == ["reviews"]
+    assert [s.name for s in snap.visible_services(other)] == ["ratings", "reviews"]
+
+
+def test_diff_hosts_scopes_endpoint_changes() -> None:
+    res = resources(SVC.format(name="reviews", ns="default") + SVC.format(name="ratings", ns="default"))
+    i1 = inst("r1", "reviews", "10.0.0.1")
+    s1 = Snapshot.build(res, [i1, inst("t1", "ratings", "10.0.0.5")])
+    s2 = s1.with_endpoints(type(s1.endpoints)([replace(i1, address="10.0.0.9"), inst("t1", "ratings", "10.0.0.5")]), 2)
+    assert diff_hosts(s1, s2) == {"reviews.default.svc.cluster.local"}
+
+
+def test_renderer_shares_and_reuses() -> None:
+    res = resources(SVC.format(name="reviews", ns="default") + SVC.format(name="ratings", ns="default"))
+    i1 = inst("r1", "reviews", "10.0.0.1")
+    s1 = Snapshot.build(res, [i1, inst("t1", "ratings", "10.0.0.5")])
+    r1 = Renderer(s1)
+    p1 = Proxy(id="a", labels=(("app", "x"),))
+    p2 = Proxy(id="b", labels=(("app", "x"),))
+    v1 = r1.resources_for(p1)
+    assert r1.resources_for(p2) is v1  # same view key: rendered once
+    s2 = s1.with_endpoints(type(s1.endpoints)([replace(i1, address="10.0.0.9"), inst("t1", "ratings", "10.0.0.5")]), 2)
+    r2 = Renderer(s2, r1, diff_hosts(s1, s2))
+    v2 = r2.resources_for(p1)
+    assert r2.stats["hosts_rendered"] == 1  # only reviews re-rendered
+    eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+    lds = "type.googleapis.com/envoy.config.listener.v3.Listener"
+    name = "outbound|9080||reviews.default.svc.cluster.local"
+    other = "outbound|9080||ratings.default.svc.cluster.local"
+    assert v2[eds][name].version != v1[eds][name].version
+    assert v2[eds][other] is v1[eds][other]  # same object: not re-serialized
+    assert v2[lds] is v1[lds]
