@@ -1,0 +1,5 @@
+"""Config store: durable, atomic, watchable storage of validated resources."""
+from .base import Action, ApplyResult, Change, ConfigStore, HistoryCompacted, NotFound
+from .sqlite import SqliteStore
+
+__all__ = ["Action", "ApplyResult", "Change", "ConfigStore", "HistoryCompacted", "NotFound", "SqliteStore"]

@@ -1,0 +1,193 @@
+"""ControlPlaneCore: the use-cases behind the REST API. No HTTP here: errors are InvalidConfig / NotFound."""
+from __future__ import annotations
+
+import builtins
+
+from typing import Any, Callable, Iterable, Sequence
+
+import yaml
+
+from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, ResourceKey, load_text, resolve_kind
+from ..api.kinds import SKIPPED_KINDS
+from ..model.types import Instance
+from ..registry.base import Registry
+from ..store.base import ConfigStore, NotFound
+
+# (resources being applied, every resource currently stored) -> problems; any problem rejects the apply
+Validator = Callable[[list[Resource], list[Resource]], list[Issue]]
+# (file name, file text)
+File = tuple[str, str]
+
+# metadata the server owns: dropped on input so that re-applying `get -o yaml` output is a no-op
+_SERVER_FIELDS = {"uid": None, "resource_version": None, "generation": None, "creation_timestamp": None}
+
+
+def resource_dict(r: Resource) -> dict[str, Any]:
+    """The REST form of a stored resource: canonical document + metadata.resourceVersion (store revision)."""
+    d = r.to_dict()
+    if r.revision:
+        d["metadata"]["resourceVersion"] = str(r.revision)
+    return d
+
+
+def _strip_server_fields(r: Resource) -> Resource:
+    meta = r.metadata.model_copy(update=_SERVER_FIELDS)
+    return Resource(r.api_version, r.kind, meta, r.spec, r.revision)
+
+
+def kind_name(name: str) -> str:
+    """A kind as given by a client (Kind, plural or short name) -> the canonical Kind."""
+    if name in KINDS:
+        return name
+    try:
+        return resolve_kind(name).kind
+    except KeyError:
+        raise InvalidConfig([Issue(f"unknown kind {name!r} (known kinds: {', '.join(sorted(KINDS))})",
+                                   "<request>", path="kind")]) from None
+
+
+def _key_dict(k: ResourceKey) -> dict[str, str]:
+    return {"kind": k.kind, "namespace": k.namespace, "name": k.name}
+
+
+class ControlPlaneCore:
+    def __init__(self, store: ConfigStore, registry: Registry, validators: Iterable[Validator] = ()):
+        self.store = store
+        self.registry = registry
+        self.validators: list[Validator] = list(validators)
+
+    # ------------------------------------------------------------------ config
+
+    def parse(self, files: Sequence[File], namespace: str | None = None) -> tuple[list[Resource], list[Issue]]:
+        """Parse and validate every file as one input. Returns (resources, warnings); raises InvalidConfig
+        listing every problem in every file."""
+        ns = namespace or DEFAULT_NAMESPACE
+        resources: list[Resource] = []
+        warnings: list[Issue] = []
+        errors: list[Issue] = []
+        origin: dict[ResourceKey, str] = {}
+        for name, text in files:
+            try:
+                result = load_text(text, file=name, default_namespace=ns)
+            except InvalidConfig as e:
+                errors.extend(e.issues)
+                continue
+            warnings.extend(result.warnings)
+            for r in result.resources:
+                if r.key in origin:
+                    errors.append(Issue(f"defined twice in one input (also in {origin[r.key]})", name, None,
+                                        r.kind, r.namespace, r.name))
+                    continue
+                origin[r.key] = name
+                resources.append(_strip_server_fields(r))
+        if errors:
+            raise InvalidConfig(errors)
+        return resources, warnings
+
+    def apply(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+        resources, warnings = self.parse(files, namespace)
+        if not resources:
+            where = ", ".join(n for n, _ in files) or "<input>"
+            raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
+        current = self.store.list()
+        issues = [i for v in self.validators for i in v(resources, current)]
+        if issues:
+            raise InvalidConfig(issues)
+        result = self.store.apply(resources)
+        return {
+            "revision": result.revision,
+            "applied": [{**_key_dict(r.key), "action": a} for r, a in result.actions],
+            "warnings": [str(w) for w in warnings],
+        }
+
+    def _keys_from_files(self, files: Sequence[File], namespace: str | None) -> tuple[list[ResourceKey], list[Issue]]:
+        """Lenient parse for delete: only kind, metadata.name and metadata.namespace matter, so a file that
+        no longer validates (or was edited) can still be deleted."""
+        ns = namespace or DEFAULT_NAMESPACE
+        keys: list[ResourceKey] = []
+        warnings: list[Issue] = []
+        errors: list[Issue] = []
+        for fname, text in files:
+            try:
+                docs = list(yaml.safe_load_all(text))
+            except yaml.YAMLError as e:
+                errors.append(Issue(f"not valid YAML: {getattr(e, 'problem', e)}", fname))
+                continue
+            for i, doc in enumerate(docs):
+                if doc is None:
+                    continue
+                items = doc["items"] if isinstance(doc, dict) and doc.get("kind") == "List" \
+                    and isinstance(doc.get("items"), list) else [doc]
+                for d in items:
+                    meta = d.get("metadata") if isinstance(d, dict) else None
+                    if not isinstance(d, dict) or not isinstance(meta, dict) or not meta.get("name"):
+                        errors.append(Issue("a document needs kind and metadata.name", fname, i))
+                        continue
+                    kind, name = d.get("kind"), str(meta["name"])
+                    rns = str(meta.get("namespace") or ns)
+                    if (d.get("apiVersion"), kind) in SKIPPED_KINDS:
+                        warnings.append(Issue("skipped: not a Mizzen resource", fname, i, kind, rns, name))
+                    elif kind not in KINDS:
+                        errors.append(Issue(f"unknown kind {kind!r}", fname, i, kind, rns, name, "kind"))
+                    else:
+                        keys.append(ResourceKey(str(kind), rns, name))
+        if errors:
+            raise InvalidConfig(errors)
+        return list(dict.fromkeys(keys)), warnings
+
+    def delete_files(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+        keys, warnings = self._keys_from_files(files, namespace)
+        if not keys:
+            where = ", ".join(n for n, _ in files) or "<input>"
+            raise InvalidConfig([Issue("no objects passed to delete", where), *warnings])
+        revision = self.store.delete(keys)
+        return {"revision": revision, "deleted": [_key_dict(k) for k in keys],
+                "warnings": [str(w) for w in warnings]}
+
+    def delete(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        revision = self.store.delete([ResourceKey(kind_name(kind), namespace, name)])
+        return {"revision": revision}
+
+    def list(self, kind: str | None = None, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
+        return [resource_dict(r) for r in self.store.list(kind_name(kind) if kind else None, namespace or None)]
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        key = ResourceKey(kind_name(kind), namespace, name)
+        r = self.store.get(key)
+        if r is None:
+            raise NotFound([key])
+        return resource_dict(r)
+
+    @property
+    def revision(self) -> int:
+        return self.store.revision
+
+    # ------------------------------------------------------------------ registry
+
+    def upsert_instance(self, data: dict[str, Any], id: str | None = None) -> bool:
+        """Register or refresh an instance from its `Instance.to_dict()` form. `id`, when given (the URL's),
+        must match the body's id (or fills it in). Returns True if anything changed."""
+        if not isinstance(data, dict):
+            raise InvalidConfig([Issue("an instance must be a JSON object", "<request>")])
+        body = dict(data)
+        if id is not None:
+            body.setdefault("id", id)
+            if str(body["id"]) != id:
+                raise InvalidConfig([Issue(f"instance id {body['id']!r} does not match the URL's {id!r}",
+                                           "<request>", path="id")])
+        try:
+            inst = Instance.from_dict(body)
+        except KeyError as e:
+            raise InvalidConfig([Issue("required field is missing", "<request>", path=str(e.args[0]))]) from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InvalidConfig([Issue(f"invalid instance: {e}", "<request>")]) from None
+        if not inst.id or not inst.address:
+            raise InvalidConfig([Issue("id and address must not be empty", "<request>")])
+        return self.registry.upsert(inst)
+
+    def remove_instance(self, id: str) -> bool:
+        """Withdraw an instance; idempotent (returns False if it was not registered)."""
+        return self.registry.remove(id)
+
+    def instances(self) -> builtins.list[dict[str, Any]]:
+        return [i.to_dict() for i in self.registry.list()]

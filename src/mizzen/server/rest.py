@@ -1,0 +1,227 @@
+"""The REST API (docs/internals.md): thin aiohttp handlers over ControlPlaneCore.
+
+Handlers call the core synchronously in the event loop thread, so store/registry subscribers run on the
+loop and may use asyncio freely (e.g. schedule a push).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from typing import Any, Awaitable, Callable, Iterator
+
+from aiohttp import web
+
+from ..api import InvalidConfig, Issue
+from ..store.base import NotFound
+from .core import ControlPlaneCore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CORE_KEY: web.AppKey[ControlPlaneCore] = web.AppKey("core", ControlPlaneCore)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+
+
+def _not_found_body(e: NotFound) -> dict[str, Any]:
+    return {"message": str(e),
+            "missing": [{"kind": k.kind, "namespace": k.namespace, "name": k.name} for k in e.keys]}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InvalidConfig as e:
+        n = len(e.issues)
+        return _json({"message": f"invalid input: {n} problem{'s' if n != 1 else ''}",
+                      "errors": [i.to_dict() for i in e.issues]}, 400)
+    except NotFound as e:
+        return _json(_not_found_body(e), 404)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _json({"message": e.reason}, e.status)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _json({"message": "internal error (see the control plane log)"}, 500)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidConfig([Issue("request body is not valid JSON", "<request>")]) from None
+    if not isinstance(data, dict):
+        raise InvalidConfig([Issue("request body must be a JSON object", "<request>")])
+    return data
+
+
+def _files(data: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
+    files = data.get("files")
+    if not isinstance(files, list):
+        raise InvalidConfig([Issue("'files' must be a list of {name, text}", "<request>", path="files")])
+    out: list[tuple[str, str]] = []
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not isinstance(f.get("text"), str):
+            raise InvalidConfig([Issue("each file needs a string 'text'", "<request>", path=f"files[{i}]")])
+        out.append((str(f.get("name") or f"<file {i}>"), f["text"]))
+    ns = data.get("namespace")
+    if ns is not None and not isinstance(ns, str):
+        raise InvalidConfig([Issue("'namespace' must be a string", "<request>", path="namespace")])
+    return out, ns or None
+
+
+def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
+             services: Callable[[], list[dict[str, Any]]],
+             proxies: Callable[[], list[dict[str, Any]]],
+             proxy_resources: Callable[[str, str], dict[str, Any] | None]) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app[CORE_KEY] = core
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok = bool(ready())
+        return _json({"ready": ok}, 200 if ok else 503)
+
+    async def apply(request: web.Request) -> web.Response:
+        files, ns = _files(await _body(request))
+        return _json(core.apply(files, ns))
+
+    async def delete_files(request: web.Request) -> web.Response:
+        files, ns = _files(await _body(request))
+        return _json(core.delete_files(files, ns))
+
+    async def list_resources(request: web.Request) -> web.Response:
+        q = request.query
+        return _json({"items": core.list(q.get("kind") or None, q.get("namespace") or None)})
+
+    async def get_resource(request: web.Request) -> web.Response:
+        m = request.match_info
+        return _json(core.get(m["kind"], m["ns"], m["name"]))
+
+    async def delete_resource(request: web.Request) -> web.Response:
+        m = request.match_info
+        return _json(core.delete(m["kind"], m["ns"], m["name"]))
+
+    async def list_services(request: web.Request) -> web.Response:
+        return _json({"items": services()})
+
+    async def put_instance(request: web.Request) -> web.Response:
+        changed = core.upsert_instance(await _body(request), request.match_info["id"])
+        return _json({"ok": True, "changed": changed})
+
+    async def delete_instance(request: web.Request) -> web.Response:
+        return _json({"ok": True, "removed": core.remove_instance(request.match_info["id"])})
+
+    async def list_instances(request: web.Request) -> web.Response:
+        return _json({"items": core.instances()})
+
+    async def list_proxies(request: web.Request) -> web.Response:
+        return _json({"items": proxies()})
+
+    async def get_proxy_resources(request: web.Request) -> web.Response:
+        pid = request.match_info["id"]
+        type_ = request.query.get("type", "").upper()
+        if not type_:
+            raise InvalidConfig([Issue("query parameter 'type' is required (CDS, EDS, LDS, RDS)", "<request>",
+                                       path="type")])
+        out = proxy_resources(pid, type_)
+        if out is None:
+            raise NotFound(message=f"no connected proxy {pid!r}")
+        return _json(out)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/v1/apply", apply)
+    app.router.add_post("/api/v1/delete", delete_files)
+    app.router.add_get("/api/v1/resources", list_resources)
+    app.router.add_get("/api/v1/resources/{kind}/{ns}/{name}", get_resource)
+    app.router.add_delete("/api/v1/resources/{kind}/{ns}/{name}", delete_resource)
+    app.router.add_get("/api/v1/services", list_services)
+    app.router.add_get("/api/v1/instances", list_instances)
+    app.router.add_put("/api/v1/instances/{id}", put_instance)
+    app.router.add_delete("/api/v1/instances/{id}", delete_instance)
+    app.router.add_get("/api/v1/proxies", list_proxies)
+    app.router.add_get("/api/v1/proxies/{id}/resources", get_proxy_resources)
+    return app
+
+
+@contextlib.contextmanager
+def short_unix_path(path: str) -> Iterator[str]:
+    """A path naming the same socket that fits in sun_path (108 bytes): deep paths go through
+    /proc/self/fd/<dirfd>/<name> while the context is open."""
+    if len(os.fsencode(path)) < 100:
+        yield path
+        return
+    d, name = os.path.split(os.path.abspath(path))
+    fd = os.open(d, os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
+def _unix_listener(path: str) -> socket.socket:
+    """Bind a listening unix socket at `path`: refuse if a live server answers there, unlink a stale one,
+    work around the sun_path limit for deep state dirs, chmod 0o666."""
+    if os.path.lexists(path):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise RuntimeError(f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with short_unix_path(path) as p:
+                probe.connect(p)
+        except OSError:
+            os.unlink(path)  # stale: nobody listening
+        else:
+            raise RuntimeError(f"another server is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with short_unix_path(path) as p:
+            sock.bind(p)
+        os.chmod(path, 0o666)
+        sock.listen(512)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(app: web.Application, unix_path: str | None = None,
+                tcp: tuple[str, int] | None = None) -> web.AppRunner:
+    """Start `app` on a unix socket and/or TCP; returns the runner (`await runner.cleanup()` stops it and
+    removes the socket file if it is still ours)."""
+    if unix_path is None and tcp is None:
+        raise ValueError("serve() needs a unix path or a TCP address")
+    sock = _unix_listener(unix_path) if unix_path is not None else None
+    if sock is not None and unix_path is not None:
+        path, ino = unix_path, os.stat(unix_path).st_ino
+
+        async def unlink_socket(_app: web.Application) -> None:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+
+        app.on_cleanup.append(unlink_socket)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        if sock is not None:
+            await web.SockSite(runner, sock).start()
+        if tcp is not None:
+            await web.TCPSite(runner, tcp[0], tcp[1], reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        if sock is not None:
+            sock.close()
+        raise
+    return runner
