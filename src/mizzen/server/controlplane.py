@@ -39,6 +39,9 @@ class Settings:
     api_tcp: tuple[str, int] | None = None
     debounce_quiet: float = 0.1
     debounce_max_wait: float = 1.0
+    # Envoy runs as uid 1337 and must reach the xDS socket: the runner may put it in a runtime dir
+    # every parent of which uid 1337 can traverse (the state dir may sit under a 0700 home).
+    xds_socket: Path | None = None
 
 
 class ControlPlane:
@@ -94,7 +97,7 @@ class ControlPlane:
         self.store.subscribe(lambda rev: self._mark(config=True))
         self.registry.subscribe(lambda ver: self._mark(endpoints=True))
         self._ready = True
-        xds_addrs = [f"unix:{sd / 'xds.sock'}"]
+        xds_addrs = [f"unix:{self.settings.xds_socket or sd / 'xds.sock'}"]
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)

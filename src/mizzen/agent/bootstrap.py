@@ -1,0 +1,133 @@
+"""Envoy bootstrap from the agent config. Pure: no files, no sockets, no clock.
+
+Everything but the xDS cluster and the admin endpoint comes later over ADS (CDS + LDS; EDS/RDS ride on ADS
+through the resources the control plane sends).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import yaml
+
+from mizzen.model.types import Proxy
+
+from .config import AgentConfig, parse_address
+
+XDS_CLUSTER = "xds-grpc"
+
+
+def proxy_of(cfg: AgentConfig) -> Proxy:
+    """The control plane's view of this sidecar (it rebuilds the same value with `Proxy.from_node`)."""
+    return Proxy(
+        id=cfg.node_id, namespace=cfg.namespace, workload=cfg.workload, labels=cfg.labels, ip=cfg.ip,
+        kind="sidecar", interception=cfg.interception, ports=cfg.ports, outbound_port=cfg.outbound_port,
+        inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
+        service_account=cfg.service_account,
+    )
+
+
+def envoy_address(addr: str) -> dict[str, Any]:
+    """`unix:/p` -> Envoy `pipe` address; `host:port` -> `socket_address`."""
+    host, port = parse_address(addr, "xdsAddress")
+    if host == "unix":
+        return {"pipe": {"path": port}}
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
+    address = envoy_address(cfg.xds_address)
+    sock = address.get("socket_address")
+    cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if sock is None or _is_ip(sock["address"]) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+        # One long-lived ADS stream; never let default circuit breakers cut it.
+        "circuit_breakers": {"thresholds": [{
+            "priority": "DEFAULT", "max_connections": 100000, "max_pending_requests": 100000,
+            "max_requests": 100000, "max_retries": 3}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    # HTTP/2 PINGs notice a dead control plane on any transport (also unix sockets).
+                    "connection_keepalive": {"interval": "30s", "timeout": "10s"},
+                }},
+            },
+        },
+        # TCP keepalive on the socket (ignored by the kernel's unix sockets, harmless there).
+        "upstream_connection_options": {"tcp_keepalive": {
+            "keepalive_time": 300, "keepalive_interval": 30, "keepalive_probes": 3}},
+    }
+    return cluster
+
+
+def locality_of(s: str) -> dict[str, str]:
+    parts = [p for p in s.split("/")] if s else []
+    out = {}
+    for key, val in zip(("region", "zone", "sub_zone"), parts):
+        if val:
+            out[key] = val
+    return out
+
+
+def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
+    """The Envoy v3 Bootstrap as a plain dict (YAML/JSON serializable)."""
+    node: dict[str, Any] = {
+        "id": cfg.node_id,
+        "cluster": cfg.workload,
+        "metadata": proxy_of(cfg).node_metadata(),
+    }
+    loc = locality_of(cfg.locality)
+    if loc:
+        node["locality"] = loc
+    source = {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+    return {
+        "node": node,
+        "admin": {"address": {"pipe": {"path": cfg.admin_socket, "mode": 0o660}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": cfg.xds_protocol,
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            # 0s: stay un-initialized (admin /ready != LIVE, no listeners) until the control plane answers.
+            "cds_config": dict(source),
+            "lds_config": dict(source),
+        },
+        "static_resources": {"clusters": [xds_cluster(cfg)]},
+        # The connection cap. Envoy 1.40 deprecates the runtime key overload.global_downstream_max_connections
+        # (it warns and still reports "no configured limit"), so the overload manager's monitor carries it.
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
+                             ".DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": cfg.max_downstream_connections,
+                },
+            }],
+        },
+        "layered_runtime": {"layers": [
+            {"name": "static", "static_layer": {}},
+            {"name": "admin", "admin_layer": {}},
+        ]},
+    }
+
+
+def render_bootstrap(cfg: AgentConfig) -> str:
+    """The bootstrap as YAML text, for `<workDir>/envoy.yaml`."""
+    return yaml.safe_dump(build_bootstrap(cfg), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,268 @@
+"""The sidecar agent's configuration: `<state>/pods/<pod>/agent.json`, written by the local runner.
+
+Keys are camelCase in the file and snake_case here. Unknown keys are ignored (logged), so a newer runner
+can add keys without breaking an older agent; wrong types and bad values raise `AgentConfigError`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger("mizzen.agent")
+
+INTERCEPTION_MODES = ("netns", "loopback")
+XDS_PROTOCOLS = ("DELTA_GRPC", "GRPC")
+LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
+UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
+
+
+class AgentConfigError(ValueError):
+    """agent.json is missing, malformed or has a bad value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    pod: str
+    namespace: str = "default"
+    workload: str = ""  # default: the pod name without its trailing "-<n>"
+    labels: tuple[tuple[str, str], ...] = ()
+    ip: str = "127.0.0.1"
+    ports: tuple[int, ...] = ()  # container ports
+    service_account: str = "default"
+    locality: str = ""  # region/zone/subzone
+    interception: str = "netns"
+    outbound_port: int = 15001
+    inbound_port: int = 15006
+    port_map: tuple[tuple[int, int], ...] = ()  # container port -> app's real port (identity if absent)
+    register_port_map: tuple[tuple[int, int], ...] = ()  # container port -> port callers reach (loopback)
+    app_host: str = "127.0.0.1"
+    xds_address: str = "127.0.0.1:15010"  # "unix:/abs/xds.sock" or "host:port"
+    xds_protocol: str = "DELTA_GRPC"  # DELTA_GRPC | GRPC (state of the world)
+    api_address: str | None = None  # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration
+    admin_socket: str = ""  # default: <workDir>/admin.sock
+    work_dir: str = ""  # default: the directory of agent.json
+    envoy_binary: str | None = None
+    concurrency: int = 1
+    log_level: str = "warning"
+    envoy_uid: int | None = None
+    envoy_gid: int | None = None  # default: envoy_uid
+    health_host: str = ""  # default: 0.0.0.0 in netns mode (the pod's own namespace), 127.0.0.1 in loopback mode
+    health_port: int = 15020  # 0: pick a free port (written to agent.state as healthPort)
+    drain_seconds: float = 5.0
+    parent_shutdown_seconds: float | None = None  # Envoy --parent-shutdown-time-s; default drain + 5
+    withdraw_delay_seconds: float | None = None  # default min(2, drainSeconds / 2)
+    stop_timeout_seconds: float = 5.0  # SIGTERM -> SIGKILL grace when stopping Envoy
+    heartbeat_seconds: float = 5.0
+    register: bool = True
+    max_downstream_connections: int = 50000
+    restart_backoff_seconds: float = 0.25  # first restart delay after Envoy dies; doubles ...
+    restart_backoff_max_seconds: float = 10.0  # ... up to this
+    app_wait_log_seconds: float = 10.0  # while waiting for the app's ports, log this often
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def instance_id(self) -> str:
+        return f"{self.namespace}.{self.pod}"
+
+    @property
+    def node_id(self) -> str:
+        return f"sidecar~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def app_ports(self) -> tuple[int, ...]:
+        """The ports the app really listens on (at app_host): portMap values, else the container ports."""
+        if self.port_map:
+            return tuple(sorted({b for _, b in self.port_map}))
+        return tuple(self.ports)
+
+    @property
+    def withdraw_delay(self) -> float:
+        if self.withdraw_delay_seconds is not None:
+            return max(0.0, self.withdraw_delay_seconds)
+        return min(2.0, self.drain_seconds / 2)
+
+    @property
+    def parent_shutdown(self) -> float:
+        if self.parent_shutdown_seconds is not None:
+            return self.parent_shutdown_seconds
+        return self.drain_seconds + 5
+
+    @property
+    def bootstrap_path(self) -> str:
+        return os.path.join(self.work_dir, "envoy.yaml")
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.work_dir, "agent.state")
+
+    @property
+    def envoy_log_path(self) -> str:
+        return os.path.join(self.work_dir, "envoy.log")
+
+    @property
+    def base_id_path(self) -> str:
+        return os.path.join(self.work_dir, "base-id")
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, base_dir: str | None = None) -> "AgentConfig":
+        if not isinstance(d, Mapping):
+            raise AgentConfigError("agent config must be a JSON object")
+        known = {_camel(f.name): f.name for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            log.warning("agent config: ignoring unknown keys %s", ", ".join(unknown))
+        kw: dict[str, Any] = {}
+        for key, name in known.items():
+            if key in d and d[key] is not None:
+                kw[name] = _convert(key, name, d[key])
+            elif key in d and name in _NULLABLE:
+                kw[name] = None
+        if "pod" not in kw or not kw["pod"]:
+            raise AgentConfigError("pod: required")
+        if not kw.get("workload"):
+            kw["workload"] = _workload_of(kw["pod"])
+        if not kw.get("work_dir"):
+            if base_dir is None:
+                raise AgentConfigError("workDir: required when the config does not come from a file")
+            kw["work_dir"] = base_dir
+        kw["work_dir"] = os.path.abspath(kw["work_dir"])
+        if not kw.get("admin_socket"):
+            kw["admin_socket"] = os.path.join(kw["work_dir"], "admin.sock")
+        if not kw.get("health_host"):
+            kw["health_host"] = "127.0.0.1" if kw.get("interception") == "loopback" else "0.0.0.0"
+        if kw.get("envoy_gid") is None and kw.get("envoy_uid") is not None:
+            kw["envoy_gid"] = kw["envoy_uid"]
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        def bad(key: str, msg: str) -> None:
+            raise AgentConfigError(f"{key}: {msg}")
+
+        if self.interception not in INTERCEPTION_MODES:
+            bad("interception", f"must be one of {', '.join(INTERCEPTION_MODES)}")
+        if self.xds_protocol not in XDS_PROTOCOLS:
+            bad("xdsProtocol", f"must be one of {', '.join(XDS_PROTOCOLS)}")
+        if self.log_level not in LOG_LEVELS:
+            bad("logLevel", f"must be one of {', '.join(LOG_LEVELS)}")
+        if self.concurrency < 1:
+            bad("concurrency", "must be >= 1")
+        for key, port in (("outboundPort", self.outbound_port), ("inboundPort", self.inbound_port)):
+            if not 0 < port < 65536:
+                bad(key, "must be a TCP port")
+        if not 0 <= self.health_port < 65536:
+            bad("healthPort", "must be a TCP port or 0")
+        for p in self.ports:
+            if not 0 < p < 65536:
+                bad("ports", f"{p} is not a TCP port")
+        for key, pm in (("portMap", self.port_map), ("registerPortMap", self.register_port_map)):
+            for a, b in pm:
+                if not (0 < a < 65536 and 0 < b < 65536):
+                    bad(key, f"{a} -> {b} is not a TCP port mapping")
+        if self.drain_seconds < 0:
+            bad("drainSeconds", "must be >= 0")
+        if self.heartbeat_seconds <= 0:
+            bad("heartbeatSeconds", "must be > 0")
+        if not self.xds_address:
+            bad("xdsAddress", "required")
+        parse_address(self.xds_address, "xdsAddress")
+        if self.api_address:
+            parse_address(self.api_address, "apiAddress")
+        if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
+            bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
+
+
+def load_config(path: str | os.PathLike[str]) -> AgentConfig:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise AgentConfigError(f"{p}: no such file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise AgentConfigError(f"{p}: {e}") from None
+    try:
+        return AgentConfig.from_dict(data, base_dir=str(p.resolve().parent))
+    except AgentConfigError as e:
+        raise AgentConfigError(f"{p}: {e}") from None
+
+
+def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
+    """`unix:/path` -> ("unix", "/path"); `host:port`, `http://host:port` -> (host, port)."""
+    if addr.startswith("unix:"):
+        path = addr[5:]
+        if path.startswith("//"):  # unix:///abs/path
+            path = path[2:]
+        if not path.startswith("/"):
+            raise AgentConfigError(f"{key}: unix socket path must be absolute: {addr!r}")
+        if len(path.encode()) > UNIX_PATH_MAX:
+            raise AgentConfigError(f"{key}: unix socket path longer than {UNIX_PATH_MAX} bytes")
+        return "unix", path
+    rest = addr.split("://", 1)[1] if "://" in addr else addr
+    rest = rest.rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AgentConfigError(f"{key}: expected 'unix:/path' or 'host:port', got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+# ---------------------------------------------------------------------- helpers
+_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "withdraw_delay_seconds",
+             "parent_shutdown_seconds"}
+_INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
+        "max_downstream_connections"}
+_FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
+          "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
+          "app_wait_log_seconds"}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(w[:1].upper() + w[1:] for w in rest)
+
+
+def _workload_of(pod: str) -> str:
+    base, sep, n = pod.rpartition("-")
+    return base if sep and n.isdigit() else pod
+
+
+def _convert(key: str, name: str, v: Any) -> Any:
+    try:
+        if name in _INT:
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise ValueError
+            return int(v)
+        if name in _FLOAT:
+            if isinstance(v, bool):
+                raise ValueError
+            return float(v)
+        if name == "register":
+            if not isinstance(v, bool):
+                raise ValueError
+            return v
+        if name == "labels":
+            if not isinstance(v, Mapping):
+                raise ValueError
+            return tuple(sorted((str(a), str(b)) for a, b in v.items()))
+        if name == "ports":
+            if not isinstance(v, (list, tuple)):
+                raise ValueError
+            return tuple(int(p) for p in v)
+        if name in ("port_map", "register_port_map"):
+            if not isinstance(v, Mapping):
+                raise ValueError
+            return tuple(sorted((int(a), int(b)) for a, b in v.items()))
+        if not isinstance(v, str):
+            raise ValueError
+        return v
+    except (TypeError, ValueError):
+        raise AgentConfigError(f"{key}: bad value {v!r}") from None

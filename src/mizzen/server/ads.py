@@ -1,0 +1,355 @@
+"""The ADS gRPC server (grpc.aio): a thin adapter between sockets and `xds.stream`.
+
+    ads = AdsServer(source)                       # source: ready(), resources_for(proxy), generation
+    await ads.start(["unix:/state/xds.sock", "127.0.0.1:15010"])
+    ads.notify(lambda proxy: ...)                 # after each new snapshot (None = every proxy)
+    ads.statuses(); ads.sent_resources(proxy_id, "CDS")
+    await ads.stop(1.0)
+
+Serves `envoy.service.discovery.v3.AggregatedDiscoveryService` StreamAggregatedResources (SotW) and
+DeltaAggregatedResources (Delta) with generic handlers: requests are parsed by protobuf, responses are bytes
+built by `xds.wire` (marshal once) and written with an identity serializer.
+
+Per connection one task owns the `Stream`: requests (read by a helper task) and push wake-ups go through one
+asyncio queue, so the sans-I/O state machine is never entered concurrently.  No request is answered before
+`source.ready()`: the handler waits (polling), it does not fail.
+
+Debouncing: `notify` pushes at once; the caller debounces (the control plane uses `xds.PushQueue`).  Pass
+`debounce=(quiet_s, max_wait_s)` to have `notify` debounce here instead (predicates are OR-ed).
+Repeated notifies for one proxy before its task runs collapse into one push.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, Protocol
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401  (registers types for json dumps)
+from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2  # noqa: F401
+from envoy.config.route.v3 import route_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import descriptor_pool, json_format, message_factory
+
+from ..model.types import SHORT_TYPE, Proxy, ProxyResources, Rendered
+from ..xds.pushqueue import ALL, PushQueue
+from ..xds.stream import Response, new_stream
+
+log = logging.getLogger("mizzen.xds")
+
+SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+SOTW_METHOD = f"/{SERVICE}/StreamAggregatedResources"
+DELTA_METHOD = f"/{SERVICE}/DeltaAggregatedResources"
+_TYPE_BY_SHORT = {v: k for k, v in SHORT_TYPE.items()}
+
+
+class Source(Protocol):
+    generation: int
+
+    def ready(self) -> bool: ...
+
+    def resources_for(self, proxy: Proxy) -> ProxyResources: ...
+
+
+def _identity(b: bytes) -> bytes:
+    return b
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _Conn:
+    """One ADS stream of one proxy."""
+
+    def __init__(self, proxy: Proxy, mode: str, stream: Any, queue: asyncio.Queue, peer: str) -> None:
+        self.proxy = proxy
+        self.mode = mode
+        self.stream = stream
+        self.queue = queue
+        self.peer = peer
+        self.connected = True
+        self.connected_since = time.time()
+        self.disconnected_at: float | None = None
+        self.disconnected_mono: float | None = None
+        self.push_pending = False
+        self.generation = 0
+        self.pushes = 0
+
+    def wake(self) -> None:
+        if self.connected and not self.push_pending:
+            self.push_pending = True
+            self.queue.put_nowait(("push", None))
+
+
+class AdsServer:
+    def __init__(self, source: Source, *, debounce: tuple[float, float] | None = None, forget_after: float = 600.0,
+                 on_send: Callable[[str, Response], None] | None = None, ready_poll: float = 0.05) -> None:
+        self.source = source
+        self.forget_after = forget_after
+        self.on_send = on_send  # observer (tests, debug): called with (proxy id, Response) before each write
+        self.ready_poll = ready_poll
+        self._conns: dict[str, _Conn] = {}
+        self._server: grpc.aio.Server | None = None
+        self._unix_paths: list[str] = []
+        self.addresses: list[str] = []  # bound addresses (TCP port 0 resolved)
+        self._queue = PushQueue(*debounce) if debounce else None
+        self._preds: list[Callable[[Proxy], bool]] = []
+        self._wake: asyncio.Event | None = None
+        self._flusher: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self, addresses: list[str]) -> list[str]:
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ])
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._sotw, request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_identity),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                self._delta, request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_identity),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        bound: list[str] = []
+        for addr in addresses:
+            if addr.startswith("unix:"):
+                path = addr[len("unix:"):]
+                if os.path.exists(path):
+                    os.unlink(path)  # stale socket of a previous run
+                server.add_insecure_port(addr)
+                self._unix_paths.append(path)
+                bound.append(addr)
+            else:
+                port = server.add_insecure_port(addr)
+                if port == 0:
+                    raise OSError(f"cannot bind xDS address {addr}")
+                bound.append(f"{addr.rsplit(':', 1)[0]}:{port}")
+        await server.start()
+        for path in self._unix_paths:
+            os.chmod(path, 0o666)  # Envoy runs as uid 1337
+        self._server = server
+        self.addresses = bound
+        if self._queue is not None:
+            self._wake = asyncio.Event()
+            self._flusher = asyncio.create_task(self._flush_loop(), name="ads-debounce")
+        log.info("xDS (ADS sotw+delta) listening on %s", ", ".join(bound))
+        return bound
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        for c in self._conns.values():
+            if c.connected:
+                c.connected = False
+                c.disconnected_at, c.disconnected_mono = time.time(), time.monotonic()
+        for path in self._unix_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self._unix_paths = []
+
+    # -- pushes ----------------------------------------------------------------------------------------
+    def notify(self, affected: Callable[[Proxy], bool] | None = None) -> None:
+        """A new snapshot exists: re-target the proxies for which `affected(proxy)` is true (None = all)."""
+        if self._queue is not None and self._wake is not None:
+            self._queue.add(ALL if affected is None else (affected,), time.monotonic())
+            self._wake.set()
+            return
+        self._push(affected)
+
+    def _push(self, affected: Callable[[Proxy], bool] | None) -> None:
+        n = 0
+        for c in self._conns.values():
+            if c.connected and (affected is None or affected(c.proxy)):
+                c.wake()
+                n += 1
+        log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
+
+    async def _flush_loop(self) -> None:
+        assert self._queue is not None and self._wake is not None
+        q = self._queue
+        while True:
+            deadline = q.next_deadline()
+            if deadline is None:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                    self._wake.clear()
+                    continue
+                except asyncio.TimeoutError:
+                    pass
+            if q.due(time.monotonic()):
+                ev = q.take()
+                if ev is None:
+                    continue
+                if ev.keys is None:
+                    self._push(None)
+                else:
+                    preds = list(ev.keys)
+                    self._push(lambda p: any(f(p) for f in preds))
+
+    # -- gRPC handlers ---------------------------------------------------------------------------------
+    async def _sotw(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for b in self._serve("sotw", requests, context):
+            yield b
+
+    async def _delta(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for b in self._serve("delta", requests, context):
+            yield b
+
+    @staticmethod
+    async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue) -> None:
+        try:
+            async for req in requests:
+                queue.put_nowait(("req", req))
+            queue.put_nowait(("end", None))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # stream reset by the client etc.
+            queue.put_nowait(("end", e))
+
+    async def _serve(self, mode: str, requests: AsyncIterator[Any],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read(requests, queue))
+        stream = new_stream(mode)
+        conn: _Conn | None = None
+        peer = context.peer() or ""
+        try:
+            while True:
+                kind, item = await queue.get()
+                if kind == "end":
+                    if item is not None:
+                        log.info("ADS stream of %s ended: %s", conn.proxy.id if conn else peer, item)
+                    return
+                if kind == "req":
+                    if conn is None:
+                        while not self.source.ready():  # never answer before the store is loaded
+                            await asyncio.sleep(self.ready_poll)
+                        conn = self._register(stream, item, mode, queue, peer)
+                        out = stream.on_request(item, time.monotonic())
+                        out += self._retarget(conn)
+                    else:
+                        out = stream.on_request(item, time.monotonic())
+                    if item.HasField("error_detail"):
+                        log.warning("%s NACK %s: %s", conn.proxy.id, SHORT_TYPE.get(item.type_url, item.type_url),
+                                    item.error_detail.message)
+                else:  # push
+                    assert conn is not None
+                    conn.push_pending = False
+                    out = self._retarget(conn)
+                for r in out:
+                    if self.on_send is not None:
+                        self.on_send(conn.proxy.id, r)
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("-> %s %s", conn.proxy.id, r)
+                    yield r.data
+        finally:
+            reader.cancel()
+            if conn is not None:
+                conn.connected = False
+                conn.disconnected_at, conn.disconnected_mono = time.time(), time.monotonic()
+                log.info("proxy %s disconnected (%s)", conn.proxy.id, mode)
+
+    def _retarget(self, conn: _Conn) -> list[Response]:
+        conn.generation = getattr(self.source, "generation", 0)
+        conn.pushes += 1
+        return conn.stream.set_target(self.source.resources_for(conn.proxy), time.monotonic())
+
+    def _register(self, stream: Any, req: Any, mode: str, queue: asyncio.Queue, peer: str) -> _Conn:
+        node = req.node if req.HasField("node") else None
+        if node is not None and node.id:
+            proxy = Proxy.from_node(node.id, json_format.MessageToDict(node.metadata))
+        else:
+            proxy = Proxy.from_node(f"unknown~{peer}", {})
+        old = self._conns.get(proxy.id)
+        if old is not None and old.connected:
+            log.info("proxy %s opened a new stream; the previous one is replaced", proxy.id)
+            old.connected = False
+        conn = _Conn(proxy, mode, stream, queue, peer)
+        self._conns[proxy.id] = conn
+        log.info("proxy %s connected (%s, %s)", proxy.id, mode, peer)
+        return conn
+
+    # -- introspection -----------------------------------------------------------------------------------
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for pid in [pid for pid, c in self._conns.items()
+                    if not c.connected and c.disconnected_mono is not None
+                    and now - c.disconnected_mono > self.forget_after]:
+            del self._conns[pid]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """For /api/v1/proxies: one dict per known proxy (disconnected ones are kept for `forget_after`)."""
+        self._prune()
+        out = []
+        for pid in sorted(self._conns):
+            c = self._conns[pid]
+            out.append({
+                "id": pid, "namespace": c.proxy.namespace, "workload": c.proxy.workload,
+                "connected": c.connected, "connectedSince": _iso(c.connected_since),
+                "disconnectedAt": _iso(c.disconnected_at), "protocol": c.mode, "peer": c.peer,
+                "generation": c.generation, "phase": c.stream.phase_name, "types": c.stream.status(),
+            })
+        return out
+
+    def sent_resources(self, proxy_id: str, short_type: str) -> dict[str, Any] | None:
+        """What was last sent to a proxy for one type, as JSON (None: unknown proxy or type)."""
+        c = self._conns.get(proxy_id)
+        type_url = _TYPE_BY_SHORT.get(short_type.upper(), short_type)
+        if c is None or "/" not in type_url:
+            return None
+        st = c.stream.status().get(SHORT_TYPE.get(type_url, ""), {})
+        return {
+            "id": proxy_id, "type": SHORT_TYPE.get(type_url, type_url), "typeUrl": type_url,
+            "version": st.get("sentVersion", ""), "ackedVersion": st.get("ackedVersion", ""),
+            "resources": [_to_json(r) for _, r in sorted(c.stream.sent(type_url).items())],
+        }
+
+    def connected_count(self) -> int:
+        return sum(1 for c in self._conns.values() if c.connected)
+
+
+def _to_json(r: Rendered) -> dict[str, Any]:
+    msg = r.message
+    if msg is None and r.payload:
+        try:
+            desc = descriptor_pool.Default().FindMessageTypeByName(r.type_url.rsplit("/", 1)[-1])
+            msg = message_factory.GetMessageClass(desc).FromString(r.payload)
+        except Exception as e:  # unknown type: show what we know
+            return {"name": r.name, "version": r.version, "error": f"cannot decode: {e}"}
+    if msg is None:  # Delta: a version the proxy reported at connect, never sent on this stream
+        return {"name": r.name, "version": r.version, "reportedByProxy": True}
+    try:
+        body = json_format.MessageToDict(msg)
+    except Exception as e:  # e.g. an Any of a type not linked in
+        body = {"error": f"cannot render as JSON: {e}"}
+    return {"name": r.name, "version": r.version, "resource": body}

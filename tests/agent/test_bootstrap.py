@@ -1,0 +1,62 @@
+import subprocess
+
+import pytest
+import yaml
+
+from mizzen.agent.bootstrap import build_bootstrap, proxy_of, render_bootstrap
+from mizzen.agent.config import AgentConfig
+from mizzen.agent.envoy import find_envoy
+from mizzen.model.types import Proxy
+
+NETNS = {
+    "pod": "reviews-v1-0", "namespace": "default", "workload": "reviews-v1",
+    "labels": {"app": "reviews", "version": "v1"}, "ip": "10.244.0.5", "ports": [9080],
+    "serviceAccount": "bookinfo-reviews", "locality": "us-east/zone-a", "interception": "netns",
+    "xdsAddress": "unix:/tmp/mz/xds.sock", "apiAddress": "unix:/tmp/mz/api.sock",
+    "workDir": "/tmp/mz/pods/reviews-v1-0", "envoyUid": 1337,
+}
+LOOPBACK = dict(NETNS, ip="127.0.0.1", interception="loopback", outboundPort=21001, inboundPort=21006,
+                portMap={"9080": 19080}, xdsAddress="127.0.0.1:15010", xdsProtocol="GRPC", envoyUid=None)
+
+
+@pytest.mark.parametrize("raw", [NETNS, LOOPBACK], ids=["netns", "loopback"])
+def test_bootstrap_validates_with_envoy(raw, tmp_path):
+    cfg = AgentConfig.from_dict(raw)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_bootstrap(cfg))
+    r = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
+                        "--log-level", "warning"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK" in r.stdout + r.stderr
+
+
+def test_node_identity_round_trips():
+    cfg = AgentConfig.from_dict(LOOPBACK)
+    b = build_bootstrap(cfg)
+    node = b["node"]
+    assert node["id"] == "sidecar~127.0.0.1~reviews-v1-0.default~default.svc.cluster.local"
+    assert node["cluster"] == "reviews-v1"
+    assert node["locality"] == {"region": "us-east", "zone": "zone-a"}
+    assert Proxy.from_node(node["id"], node["metadata"]) == proxy_of(cfg)
+    assert node["metadata"]["PORT_MAP"] == {"9080": "19080"}
+
+
+def test_xds_cluster_and_admin():
+    netns = build_bootstrap(AgentConfig.from_dict(NETNS))
+    assert netns["admin"]["address"]["pipe"]["path"] == "/tmp/mz/pods/reviews-v1-0/admin.sock"
+    ads = netns["dynamic_resources"]["ads_config"]
+    assert ads["api_type"] == "DELTA_GRPC"
+    assert netns["dynamic_resources"]["cds_config"]["ads"] == {}
+    assert netns["dynamic_resources"]["lds_config"]["resource_api_version"] == "V3"
+    (xds,) = netns["static_resources"]["clusters"]
+    ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert ep == {"pipe": {"path": "/tmp/mz/xds.sock"}}
+    opts = xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in opts["explicit_http_config"]
+    assert xds["upstream_connection_options"]["tcp_keepalive"]
+    loop = build_bootstrap(AgentConfig.from_dict(LOOPBACK))
+    assert loop["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    (xds,) = loop["static_resources"]["clusters"]
+    ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert ep == {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}
+    assert yaml.safe_load(render_bootstrap(AgentConfig.from_dict(LOOPBACK))) == loop
