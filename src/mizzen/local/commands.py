@@ -1,0 +1,296 @@
+"""`mizzen up | down | exec | status`: run a mesh on this machine (see local/runner.py)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from ..api import InvalidConfig
+from ..cli.client import ApiClient
+from ..cli.options import state_dir_option
+from ..cli.render import print_table
+from . import netns
+from .procs import alive, env_without_proxies, tail
+from .runner import (STATUS_FILE, Runner, RunnerError, failing_logs, live_status, not_ready_reasons,
+                     read_json, runner_alive, setup_logging, stop_mesh, summary_lines)
+
+RESTARTS_BEFORE_FAILING = 3
+
+
+def _echo_err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+# ---------------------------------------------------------------------------------------------- up
+
+@click.command()
+@click.argument("mesh_file", metavar="MESH.yaml", type=click.Path(dir_okay=False))
+@click.option("-d", "--detach", is_flag=True, help="run in the background; return once the mesh is ready")
+@state_dir_option
+@click.option("--mode", type=click.Choice(["auto", "netns", "loopback"]), default="auto", show_default=True,
+              help="netns: a network namespace per pod with iptables capture (root); "
+                   "loopback: every pod on 127.0.0.1 with an explicit HTTP proxy")
+@click.option("--envoy-concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="worker threads per Envoy")
+@click.option("--timeout", type=float, default=120.0, show_default=True,
+              help="seconds to wait for the mesh to be ready")
+@click.option("--drain-seconds", type=float, default=2.0, show_default=True,
+              help="how long a sidecar drains when its pod stops")
+def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
+       drain_seconds: float) -> None:
+    """Start a mesh from MESH.yaml: control plane, a pod per workload replica with its sidecar, the apps."""
+    runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
+                    drain_seconds=drain_seconds)
+    try:
+        result = runner.preflight()
+    except InvalidConfig as e:
+        for issue in e.issues:
+            _echo_err(str(issue))
+        sys.exit(1)
+    except RunnerError as e:
+        raise click.ClickException(str(e)) from None
+    for w in result.warnings:
+        _echo_err(f"Warning: {w}")
+    if not detach:
+        setup_logging(sys.stderr)
+
+        def on_ready(st: dict[str, Any]) -> None:
+            click.echo("\n".join(summary_lines(st)))
+            click.echo("mesh ready; Ctrl-C stops it")
+
+        runner.on_ready = on_ready
+        sys.exit(runner.run())
+    sys.exit(_up_detached(runner, timeout))
+
+
+def _up_detached(runner: Runner, timeout: float) -> int:
+    state_dir = runner.state_dir
+    os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
+    log_path = os.path.join(state_dir, "logs", "runner.log")
+    try:  # a status.json from an earlier run must not be mistaken for this one's
+        os.unlink(os.path.join(state_dir, STATUS_FILE))
+    except FileNotFoundError:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # first child: new session, fork again so the runner is no session leader
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork() > 0:
+                os._exit(0)
+            _daemon_main(runner, w, log_path)
+        finally:
+            os._exit(1)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        data = f.read().strip()
+    if not data.isdigit():
+        _echo_err(f"error: the runner did not start; see {log_path}\n{tail(log_path, 20)}")
+        return 1
+    return wait_ready(state_dir, int(data), timeout, log_path)
+
+
+def _daemon_main(runner: Runner, w: int, log_path: str) -> None:
+    code = 1
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(null)
+        sys.stdout = os.fdopen(1, "w", buffering=1)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+        os.chdir("/")
+        setup_logging(sys.stderr)
+        os.write(w, f"{os.getpid()}\n".encode())
+        os.close(w)
+        code = runner.run()
+    except BaseException as e:  # noqa: BLE001 - the daemon must always exit through os._exit
+        try:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.write(f"runner: {type(e).__name__}: {e}\n")
+        except Exception:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(code)
+
+
+def wait_ready(state_dir: str, runner_pid: int, timeout: float, runner_log: str) -> int:
+    """Wait until every sidecar is ready and every instance with ports is registered (0), or report why
+    not (1): the runner died, start-up failed, a component keeps crashing, or the time is up."""
+    deadline = time.monotonic() + timeout
+    st: dict[str, Any] | None = None
+    while True:
+        st = live_status(state_dir)
+        if st is not None and (st.get("runner") or {}).get("pid") != runner_pid:
+            st = None  # not yet written by this runner
+        if not alive(runner_pid):
+            st = read_json(os.path.join(state_dir, STATUS_FILE))
+            reason = (st or {}).get("error") or "the runner exited"
+            _echo_err(f"error: mesh did not start: {reason}")
+            _echo_err(f"--- {runner_log}\n{tail(runner_log, 25)}")
+            return 1
+        if st is not None:
+            if st.get("phase") == "failed":
+                _echo_err(f"error: mesh did not start: {st.get('error')}")
+                _wait_gone(runner_pid, 30)
+                return 1
+            if st.get("ready"):
+                missing = _unregistered(state_dir, st)
+                if missing is not None and not missing:
+                    click.echo("\n".join(summary_lines(st)))
+                    click.echo(f"mesh ready; stop it with `mizzen down --state-dir {st.get('stateDir')}`")
+                    return 0
+            crashing = [c for c in st.get("components", [])
+                        if c.get("restarts", 0) >= RESTARTS_BEFORE_FAILING
+                        and c.get("state") not in ("ready", "running")]
+            if crashing:
+                names = ", ".join(f"{c['name']} ({c['restarts']} restarts)" for c in crashing)
+                _report(st, f"keeps crashing: {names}")
+                return 1
+        if time.monotonic() > deadline:
+            _report(st, f"not ready after {timeout:.0f}s")
+            return 1
+        time.sleep(0.3)
+
+
+def _unregistered(state_dir: str, st: dict[str, Any]) -> list[str] | None:
+    try:
+        ids = {str(i.get("id")) for i in ApiClient(state_dir, timeout=5).instances()}
+    except Exception:
+        return None
+    return [p["name"] for p in st.get("pods", []) if p.get("ports") and f"{p['namespace']}.{p['name']}" not in ids]
+
+
+def _wait_gone(pid: int, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+
+
+def _report(st: dict[str, Any] | None, headline: str) -> None:
+    _echo_err(f"error: mesh {headline}")
+    if st is None:
+        _echo_err("  the runner wrote no status yet")
+        return
+    for reason in not_ready_reasons(st):
+        _echo_err(f"  {reason}")
+    for title, text in failing_logs(st)[:4]:
+        _echo_err(f"--- {title}\n{text}")
+    _echo_err(f"the mesh is still running: inspect it with `mizzen status`, stop it with "
+              f"`mizzen down --state-dir {st.get('stateDir')}`")
+
+
+# -------------------------------------------------------------------------------------------- down
+
+@click.command()
+@state_dir_option
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="seconds to wait for an orderly stop before killing what is left")
+def down(state_dir: str, timeout: float) -> None:
+    """Stop the mesh: apps, then sidecars (drained), then the control plane; remove the namespaces."""
+    state_dir = os.path.abspath(state_dir)
+    meshid = netns.mesh_id(state_dir)
+    st = read_json(os.path.join(state_dir, STATUS_FILE))
+    had_netns = netns.unavailable_reason() is None and bool(netns.mesh_leftovers(meshid))
+    if runner_alive(state_dir) is None and not had_netns and (st is None or st.get("phase") in ("stopped", "failed")):
+        click.echo(f"no mesh running in {state_dir}")
+        return
+    forced = stop_mesh(state_dir, timeout, out=click.echo)
+    if forced:
+        click.echo(f"cleaned up by force: {', '.join(forced)}")
+    if netns.unavailable_reason() is None:
+        left = netns.mesh_leftovers(meshid)
+        if left:
+            raise click.ClickException(f"could not remove: {', '.join(left)}")
+    click.echo(f"mesh {meshid} stopped")
+
+
+# -------------------------------------------------------------------------------------------- exec
+
+def find_pod(st: dict[str, Any], target: str, namespace: str | None = None) -> dict[str, Any]:
+    """A pod by name, else the first replica of a workload of that name, else of a workload whose
+    `app` label is that name."""
+    pods = [p for p in st.get("pods", []) if namespace is None or p.get("namespace") == namespace]
+    for p in pods:
+        if p["name"] == target:
+            return p
+    for key in (lambda p: p.get("workload"), lambda p: (p.get("labels") or {}).get("app")):
+        matches = [p for p in pods if key(p) == target]
+        if matches:
+            return matches[0]
+    names = ", ".join(p["name"] for p in pods) or "none"
+    raise click.ClickException(f"no pod, workload or app named {target!r} (pods: {names})")
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("target", metavar="POD|WORKLOAD|APP")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
+@click.option("-n", "--namespace", default=None, help="only pods of this namespace")
+@state_dir_option
+def exec_(target: str, command: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
+    """Run CMD inside a pod's network namespace (its sidecar captures the traffic). Exit code passes through."""
+    st = live_status(state_dir)
+    if st is None or st.get("phase") in ("stopped", "dead", "failed"):
+        raise click.ClickException(f"no mesh running in {state_dir} (start one with `mizzen up`)")
+    pod = find_pod(st, target, namespace)
+    env = env_without_proxies()
+    argv = list(command)
+    if pod.get("netns"):
+        if pod["netns"] not in netns.list_namespaces():
+            raise click.ClickException(f"pod {pod['name']}: namespace {pod['netns']} is gone")
+        argv = netns.exec_argv(pod["netns"], argv)
+    elif pod.get("sidecar") and pod.get("outboundPort"):  # loopback: the sidecar is an explicit proxy
+        proxy = f"http://127.0.0.1:{pod['outboundPort']}"
+        env.update({"HTTP_PROXY": proxy, "http_proxy": proxy,
+                    "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        raise click.ClickException(f"cannot run {argv[0]}: {e.strerror}") from None
+
+
+# ------------------------------------------------------------------------------------------ status
+
+@click.command()
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@state_dir_option
+def status(output: str, state_dir: str) -> None:
+    """The mesh's processes (control plane, each pod's agent, Envoy and app) with liveness checked now."""
+    st = live_status(state_dir)
+    if st is None:
+        raise click.ClickException(f"no mesh in {os.path.abspath(state_dir)} (no {STATUS_FILE})")
+    if output == "json":
+        click.echo(json.dumps(st, indent=2))
+        return
+    runner = st.get("runner") or {}
+    click.echo(f"mesh {st.get('meshId')} ({st.get('mode')}): {st.get('phase')}"
+               f"{', ready' if st.get('ready') else ''}; runner pid {runner.get('pid')}"
+               f"{'' if runner.get('alive') else ' (not running)'}; state dir {st.get('stateDir')}")
+    if st.get("error"):
+        click.echo(f"error: {st['error']}")
+    rows = [[c["name"], c.get("pid"), c.get("address"), c.get("state"), c.get("restarts") or ""]
+            for c in st.get("components", [])]
+    print_table(["NAME", "PID", "ADDRESS", "STATE", "RESTARTS"], rows, empty="No components.")
+
+
+__all__ = ["up", "down", "exec_", "status", "find_pod", "wait_ready"]

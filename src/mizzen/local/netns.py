@@ -1,0 +1,442 @@
+"""Network namespaces of a local mesh: one bridge namespace, one namespace ("pod") per workload replica.
+
+Layout (see docs/internals.md):
+- `mizzen-<meshid>-net` holds the bridge `mzbr0`: no address, no uplink, no NAT, no default route;
+- each pod `mizzen-<meshid>-<pod>` has `lo` up and `eth0` (the pod side of a veth pair whose other
+  side, `m<meshid>-<hash6>`, is attached to `mzbr0`) with `10.244.x.y/16`, a route to the service
+  VIP range `10.96.0.0/16` via `eth0` and no default route;
+- iptables (nat) in a pod with a sidecar: tcp leaving the pod (not on lo, not uid 1337, not to
+  127.0.0.0/8) is redirected to 15001; tcp arriving on eth0 to 15006 (except the agent's and
+  Envoy's own ports 15020/15021/15090, as Istio does);
+- `/etc/netns/<ns>/hosts` maps every service VIP to its names; `ip netns exec` bind-mounts it over
+  /etc/hosts, so it is rewritten in place.
+
+The veth pair is created directly inside the namespaces (never in the host's), so deleting the
+namespaces deletes everything; `cleanup_mesh(meshid)` removes what a dead runner left behind.
+Everything here needs root and the `ip` and `iptables` binaries.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+BRIDGE = "mzbr0"
+POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
+VIP_NETWORK = ipaddress.ip_network("10.96.0.0/16")
+ENVOY_UID = 1337
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+# Ports of the sidecar itself that inbound capture leaves alone (agent health/metrics, Envoy stats).
+INBOUND_EXCLUDED_PORTS = (15020, 15021, 15090)
+NETNS_DIR = "/run/netns"
+ETC_NETNS = "/etc/netns"
+MAX_NS_NAME = 64
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+INSTALL_HINT = "install it with: apt-get install -y iproute2 iptables"
+
+
+class NetnsError(RuntimeError):
+    """A namespace operation failed; the message carries the command and its stderr."""
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+def mesh_id(state_dir: str) -> str:
+    """First 6 hex digits of the sha1 of the absolute state dir: names every object of one mesh."""
+    return hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:6]
+
+
+def _h(s: str, n: int) -> str:
+    return hashlib.sha1(s.encode()).hexdigest()[:n]
+
+
+def prefix(meshid: str) -> str:
+    return f"mizzen-{meshid}-"
+
+
+def bridge_ns_name(meshid: str) -> str:
+    return f"mizzen-{meshid}-net"
+
+
+def pod_ns_name(meshid: str, pod: str) -> str:
+    name = f"mizzen-{meshid}-{pod}"
+    if len(name) <= MAX_NS_NAME and "/" not in pod:
+        return name
+    return f"mizzen-{meshid}-{pod[:40].replace('/', '-')}-{_h(pod, 8)}"
+
+
+def veth_name(meshid: str, pod: str) -> str:
+    """Bridge-side veth name: `m<meshid>-<6 hex>`, 14 characters (interface names are ≤ 15)."""
+    return f"m{meshid}-{_h(pod, 6)}"
+
+
+def pod_ip(index: int) -> str:
+    """The index-th pod address: 10.244.<i/250>.<i%250+2>."""
+    if index < 0 or index >= 250 * 256:
+        raise ValueError(f"pod index {index} out of range")
+    return f"10.244.{index // 250}.{index % 250 + 2}"
+
+
+# ------------------------------------------------------------------------------------------- commands
+
+def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
+        timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run a command; on failure raise NetnsError with the command line and its stderr."""
+    try:
+        p = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise NetnsError(f"{argv[0]} not found; {INSTALL_HINT}") from None
+    except subprocess.TimeoutExpired:
+        raise NetnsError(f"timed out after {timeout}s: {' '.join(argv)}") from None
+    if check and p.returncode != 0:
+        raise NetnsError(f"`{' '.join(argv)}` failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
+    """The command line running argv inside a namespace (hosts file bind-mounted)."""
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+_availability: str | None | bool = False  # False = not checked yet
+
+
+def unavailable_reason() -> str | None:
+    """Why netns mode cannot work here (None if it can). Checked once per process."""
+    global _availability
+    if _availability is not False:
+        return _availability  # type: ignore[return-value]
+    reason: str | None = None
+    if os.geteuid() != 0:
+        reason = "network namespaces need root"
+    elif shutil.which("ip") is None:
+        reason = f"the `ip` command is missing; {INSTALL_HINT}"
+    elif shutil.which("iptables") is None or shutil.which("iptables-restore") is None:
+        reason = f"the `iptables` command is missing; {INSTALL_HINT}"
+    else:
+        p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        if p.returncode != 0:
+            reason = f"`ip netns` does not work here: {p.stderr.strip()}"
+    _availability = reason
+    return reason
+
+
+def list_namespaces() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def namespace_pids(netns: str) -> list[int]:
+    p = run(["ip", "netns", "pids", netns], check=False)
+    return [int(x) for x in p.stdout.split() if x.isdigit()]
+
+
+def kill_namespace(netns: str, sig: int = signal.SIGKILL, wait: float = 3.0) -> list[int]:
+    """Signal every process in a namespace; with SIGKILL also wait (briefly) until they are gone."""
+    pids = namespace_pids(netns) if netns in list_namespaces() else []
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    if sig == signal.SIGKILL and pids:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0); treat it as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def delete_namespace(netns: str) -> None:
+    if netns in list_namespaces():
+        run(["ip", "netns", "del", netns], check=False)
+    shutil.rmtree(os.path.join(ETC_NETNS, netns), ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- iptables
+
+def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INBOUND_PORT,
+                  envoy_uid: int = ENVOY_UID,
+                  inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS) -> str:
+    """The iptables-restore input (nat table) of a pod with a sidecar."""
+    lines = [
+        "*nat",
+        ":MIZZEN_INBOUND - [0:0]",
+        ":MIZZEN_OUTPUT - [0:0]",
+        "-A PREROUTING -p tcp -i eth0 -j MIZZEN_INBOUND",
+        "-A OUTPUT -p tcp -j MIZZEN_OUTPUT",
+    ]
+    for port in inbound_excluded:
+        lines.append(f"-A MIZZEN_INBOUND -p tcp --dport {port} -j RETURN")
+    lines += [
+        f"-A MIZZEN_INBOUND -p tcp -j REDIRECT --to-ports {inbound_port}",
+        "-A MIZZEN_OUTPUT -o lo -j RETURN",
+        f"-A MIZZEN_OUTPUT -m owner --uid-owner {envoy_uid} -j RETURN",
+        "-A MIZZEN_OUTPUT -d 127.0.0.0/8 -j RETURN",
+        f"-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports {outbound_port}",
+        "COMMIT",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- hosts file
+
+def _service_names(svc: Mapping[str, Any], pod_namespace: str) -> list[str]:
+    name, ns, host = svc.get("name") or "", svc.get("namespace") or "", svc.get("hostname") or ""
+    out: list[str] = []
+    if name and ns and (not host or host == f"{name}.{ns}.{CLUSTER_DOMAIN}"):
+        out += [f"{name}.{ns}.{CLUSTER_DOMAIN}", f"{name}.{ns}.svc", f"{name}.{ns}"]
+        if ns == pod_namespace:
+            out.append(name)
+    elif host:
+        out.append(host)
+    seen: set[str] = set()
+    return [n for n in out if not (n in seen or seen.add(n))]
+
+
+def render_hosts(services: Iterable[Mapping[str, Any]], *, pod_namespace: str,
+                 pod: str | None = None, ip: str | None = None) -> str:
+    """The /etc/hosts of a pod: localhost, the pod itself, every service VIP with every name form."""
+    lines = [
+        "# written by mizzen (local runner); rewritten when services change",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+    ]
+    if pod and ip:
+        lines.append(f"{ip}\t{pod}")
+    rows = []
+    for svc in services:
+        vip = svc.get("vip")
+        if not vip:
+            continue
+        names = _service_names(svc, pod_namespace)
+        if names:
+            rows.append((str(vip), names))
+    for vip, names in sorted(rows, key=lambda r: r[1][0]):
+        lines.append(f"{vip}\t{' '.join(names)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_in_place(path: str, text: str) -> bool:
+    """Replace a file's content without replacing its inode (it is bind-mounted). True if changed."""
+    data = text.encode()
+    try:
+        with open(path, "r+b") as f:
+            if f.read() == data:
+                return False
+            f.seek(0)
+            f.write(data)
+            f.truncate(len(data))
+            f.flush()
+        return True
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------- mesh
+
+@dataclass
+class PodNet:
+    pod: str
+    namespace: str  # the mesh namespace of the workload (for short service names)
+    netns: str
+    ip: str
+    veth: str
+    capture: bool
+    hosts_path: str
+
+    def exec_argv(self, argv: Sequence[str]) -> list[str]:
+        return exec_argv(self.netns, argv)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pod": self.pod, "namespace": self.namespace, "netns": self.netns, "ip": self.ip,
+                "veth": self.veth, "capture": self.capture, "hostsPath": self.hosts_path}
+
+
+@dataclass
+class MeshNet:
+    """The namespaces of one mesh. Create with `create()`, add pods, `teardown()` at the end."""
+
+    meshid: str
+    pods: dict[str, PodNet] = field(default_factory=dict)
+    services: list[dict[str, Any]] = field(default_factory=list)
+    created: bool = False
+
+    @classmethod
+    def for_state_dir(cls, state_dir: str) -> "MeshNet":
+        return cls(mesh_id(state_dir))
+
+    @property
+    def bridge_ns(self) -> str:
+        return bridge_ns_name(self.meshid)
+
+    def create(self) -> None:
+        """Create the bridge namespace (removing leftovers of this mesh first)."""
+        reason = unavailable_reason()
+        if reason:
+            raise NetnsError(reason)
+        cleanup_mesh(self.meshid)
+        ns = self.bridge_ns
+        run(["ip", "netns", "add", ns])
+        self.created = True
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "link", "add", BRIDGE, "type", "bridge"])
+        run(["ip", "-n", ns, "link", "set", BRIDGE, "up"])
+
+    def add_pod(self, pod: str, index: int, *, namespace: str = "default", capture: bool = True,
+                outbound_port: int = OUTBOUND_PORT, inbound_port: int = INBOUND_PORT,
+                envoy_uid: int = ENVOY_UID) -> PodNet:
+        if pod in self.pods:
+            raise NetnsError(f"pod {pod} exists")
+        netns = pod_ns_name(self.meshid, pod)
+        veth = veth_name(self.meshid, pod)
+        ip = pod_ip(index)
+        hosts = os.path.join(ETC_NETNS, netns, "hosts")
+        pn = PodNet(pod, namespace, netns, ip, veth, capture, hosts)
+        # the hosts file must exist before any `ip netns exec` so that it gets bind-mounted
+        write_in_place(hosts, render_hosts(self.services, pod_namespace=namespace, pod=pod, ip=ip))
+        write_in_place(os.path.join(ETC_NETNS, netns, "resolv.conf"),
+                       f"# written by mizzen: service names are in /etc/hosts\n"
+                       f"search {namespace}.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN} cluster.local\n"
+                       f"nameserver 127.0.0.1\noptions ndots:5 timeout:1 attempts:1\n")
+        run(["ip", "netns", "add", netns])
+        self.pods[pod] = pn
+        try:
+            run(["ip", "-n", self.bridge_ns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                 "netns", netns])
+            run(["ip", "-n", self.bridge_ns, "link", "set", veth, "master", BRIDGE, "up"])
+            run(["ip", "-n", netns, "link", "set", "lo", "up"])
+            run(["ip", "-n", netns, "addr", "add", f"{ip}/{POD_NETWORK.prefixlen}", "dev", "eth0"])
+            run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+            run(["ip", "-n", netns, "route", "add", str(VIP_NETWORK), "dev", "eth0"])
+            if capture:
+                run(exec_argv(netns, ["iptables-restore"]),
+                    input=capture_rules(outbound_port=outbound_port, inbound_port=inbound_port,
+                                        envoy_uid=envoy_uid))
+        except NetnsError:
+            self.remove_pod(pod)
+            raise
+        return pn
+
+    def remove_pod(self, pod: str) -> None:
+        pn = self.pods.pop(pod, None)
+        if pn is None:
+            return
+        kill_namespace(pn.netns)
+        run(["ip", "-n", self.bridge_ns, "link", "del", pn.veth], check=False)
+        delete_namespace(pn.netns)
+
+    def set_services(self, services: Iterable[Mapping[str, Any]]) -> bool:
+        """Record the services and rewrite every pod's hosts file in place. True if any changed."""
+        self.services = [dict(s) for s in services]
+        changed = False
+        for pn in self.pods.values():
+            text = render_hosts(self.services, pod_namespace=pn.namespace, pod=pn.pod, ip=pn.ip)
+            changed |= write_in_place(pn.hosts_path, text)
+        return changed
+
+    def exec_argv(self, pod: str, argv: Sequence[str]) -> list[str]:
+        return self.pods[pod].exec_argv(argv)
+
+    def teardown(self) -> None:
+        """Kill whatever still runs in the pods, delete every namespace and /etc/netns dir."""
+        for pod in list(self.pods):
+            self.remove_pod(pod)
+        kill_namespace(self.bridge_ns)
+        delete_namespace(self.bridge_ns)
+        self.created = False
+        cleanup_mesh(self.meshid)
+
+
+_ROOT_VETH = re.compile(r"^\d+:\s+([^:@\s]+)")
+
+
+def cleanup_mesh(meshid: str) -> list[str]:
+    """Remove every namespace, /etc/netns dir and stray veth named after this mesh, killing the
+    processes still inside. Works without any record of what was made (e.g. the runner died)."""
+    removed: list[str] = []
+    pre = prefix(meshid)
+    names = [n for n in list_namespaces() if n.startswith(pre)]
+    # pods first, the bridge last (deleting it removes the bridge-side veths)
+    names.sort(key=lambda n: n == bridge_ns_name(meshid))
+    for ns in names:
+        kill_namespace(ns)
+        delete_namespace(ns)
+        removed.append(f"netns {ns}")
+    try:
+        for d in os.listdir(ETC_NETNS):
+            if d.startswith(pre):
+                shutil.rmtree(os.path.join(ETC_NETNS, d), ignore_errors=True)
+                removed.append(f"{ETC_NETNS}/{d}")
+    except FileNotFoundError:
+        pass
+    # veths are made inside the namespaces, but one could be stranded in the host's by a crash
+    if shutil.which("ip"):
+        p = run(["ip", "-o", "link", "show"], check=False)
+        for line in p.stdout.splitlines():
+            m = _ROOT_VETH.match(line)
+            if m and m.group(1).startswith(f"m{meshid}-"):
+                run(["ip", "link", "del", m.group(1)], check=False)
+                removed.append(f"link {m.group(1)}")
+    return removed
+
+
+def mesh_leftovers(meshid: str) -> list[str]:
+    """What of this mesh still exists (namespaces, /etc/netns dirs, host veths); [] when clean."""
+    out = [f"netns {n}" for n in list_namespaces() if n.startswith(prefix(meshid))]
+    try:
+        out += [f"{ETC_NETNS}/{d}" for d in os.listdir(ETC_NETNS) if d.startswith(prefix(meshid))]
+    except FileNotFoundError:
+        pass
+    if shutil.which("ip"):
+        p = run(["ip", "-o", "link", "show"], check=False)
+        for line in p.stdout.splitlines():
+            m = _ROOT_VETH.match(line)
+            if m and m.group(1).startswith(f"m{meshid}-"):
+                out.append(f"link {m.group(1)}")
+    return out
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports in LISTEN state in the network namespace of a process (from /proc/<pid>/net)."""
+    ports: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A":
+                        ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+        except (OSError, ValueError):
+            continue
+    return ports

@@ -1,0 +1,961 @@
+"""The `mizzen up` runner: control plane, pods (network namespaces or loopback), agents and apps.
+
+One Runner owns one state dir. `run()` starts everything, supervises it (restarts crashed processes with
+back-off, keeps hosts files in step with services, writes `status.json` on every change) and tears it
+all down on SIGTERM/SIGINT: apps first, then agents (they drain and stop Envoy), then the control plane,
+then the namespaces. Processes are started in order: control plane → apply the mesh file → pods →
+agents → each app once its agent reports ready (Istio's holdApplicationUntilProxyStarts).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..api import InvalidConfig, LoadResult, Resource, load_files
+from ..cli.client import ApiClient, ApiError, MeshUnavailable
+from . import netns
+from .procs import alive, cmdline, env_without_proxies, free_ports, same_process, signal_pid, tail, wait_gone
+
+log = logging.getLogger("mizzen.local")
+
+STATUS_FILE = "status.json"
+PID_FILE = "runner.pid"
+ENVOY_UID = 1337
+OUTBOUND_PORT = netns.OUTBOUND_PORT
+INBOUND_PORT = netns.INBOUND_PORT
+HEALTH_PORT = 15020
+UNIX_PATH_MAX = 107
+POLL_SECONDS = 0.25
+SERVICES_POLL_SECONDS = 1.5
+REGISTER_REFRESH_SECONDS = 10.0
+BACKOFF_MAX_SECONDS = 30.0
+STABLE_SECONDS = 30.0  # a process that ran this long has its back-off reset
+STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE)
+
+
+class RunnerError(Exception):
+    """A problem to report to the user (no traceback)."""
+
+
+class Interrupted(RunnerError):
+    """Asked to stop (signal) before the mesh was up."""
+
+
+API_ERRORS = (MeshUnavailable, OSError, ApiError, ValueError, KeyError, TypeError, http.client.HTTPException)
+
+
+def resolve_mode(mode: str) -> str:
+    """auto → netns when root with `ip netns` and iptables, else loopback. netns asked but impossible → error."""
+    reason = netns.unavailable_reason()
+    if mode == "auto":
+        return "loopback" if reason else "netns"
+    if mode == "netns" and reason:
+        raise RunnerError(f"--mode netns: {reason}")
+    if mode not in ("netns", "loopback"):
+        raise RunnerError(f"unknown mode {mode!r}")
+    return mode
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_pid(state_dir: str) -> int | None:
+    try:
+        with open(os.path.join(state_dir, PID_FILE)) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def runner_alive(state_dir: str) -> int | None:
+    """The PID of the runner of this state dir if it runs, else None."""
+    pid = read_pid(state_dir)
+    if pid and alive(pid) and pid != os.getpid():
+        if any("mizzen" in a for a in cmdline(pid)):
+            return pid
+    return None
+
+
+def untraversable(path: str, uid: int) -> str | None:
+    """The first existing ancestor of path (or path) that uid may not search, or None."""
+    p = os.path.abspath(path)
+    chain = []
+    while True:
+        chain.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(chain):
+        try:
+            st = os.stat(d)
+        except FileNotFoundError:
+            return None  # made by the runner (0755) from here on
+        if st.st_uid == uid or st.st_mode & 0o001:
+            continue
+        return d
+    return None
+
+
+def envoy_pid_of(agent_state: dict[str, Any] | None) -> int | None:
+    if not agent_state:
+        return None
+    for key in ("envoyPid", "envoy_pid"):
+        v = agent_state.get(key)
+        if isinstance(v, int):
+            return v
+    env = agent_state.get("envoy")
+    if isinstance(env, dict) and isinstance(env.get("pid"), int):
+        return env["pid"]
+    return None
+
+
+# ------------------------------------------------------------------------------------------ the plan
+
+@dataclass
+class Pod:
+    name: str
+    workload: str
+    namespace: str
+    labels: dict[str, str]
+    ports: list[int]
+    sidecar: bool
+    service_account: str
+    locality: str
+    command: list[str]
+    env: dict[str, str]
+    cwd: str
+    index: int
+    # filled in when the pod is made
+    ip: str = "127.0.0.1"
+    netns: str | None = None
+    dir: str = ""
+    outbound_port: int = OUTBOUND_PORT
+    inbound_port: int = INBOUND_PORT
+    health_port: int = HEALTH_PORT
+    port_map: dict[int, int] = field(default_factory=dict)  # container port -> app's real port
+    register_port_map: dict[int, int] = field(default_factory=dict)  # container port -> callers' port
+
+    @property
+    def instance_id(self) -> str:
+        return f"{self.namespace}.{self.name}"
+
+    @property
+    def app_ports(self) -> list[int]:
+        return [self.port_map.get(p, p) for p in self.ports]
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return netns.exec_argv(self.netns, argv) if self.netns else list(argv)
+
+
+def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
+    pods: list[Pod] = []
+    seen: dict[str, str] = {}
+    for r in resources:
+        if r.kind != "Workload":
+            continue
+        spec = r.spec
+        cwd = mesh_dir
+        if spec.workdir:
+            cwd = os.path.normpath(os.path.join(mesh_dir, spec.workdir))
+        for i in range(spec.replicas):
+            name = f"{r.name}-{i}"
+            if name in seen:
+                raise RunnerError(f"pod name {name} is used by workloads in namespaces {seen[name]} and "
+                                  f"{r.namespace}; workload names must be unique in a local mesh")
+            seen[name] = r.namespace
+            pods.append(Pod(
+                name=name, workload=r.name, namespace=r.namespace, labels=dict(r.metadata.labels),
+                ports=[p.container_port for p in spec.ports], sidecar=spec.sidecar,
+                service_account=spec.service_account or "default", locality=spec.locality or "",
+                command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
+            ))
+    return pods
+
+
+# --------------------------------------------------------------------------------- supervised process
+
+@dataclass
+class Child:
+    """A process the runner starts, watches and restarts with back-off."""
+
+    name: str
+    argv: list[str]
+    log_path: str
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    restart: bool = True
+    popen: subprocess.Popen | None = None
+    restarts: int = 0
+    failures: int = 0  # consecutive quick exits (drives the back-off)
+    started_at: float = 0.0
+    started_wall: float = 0.0
+    next_start: float = 0.0
+    last_exit: int | None = None
+    exec_argv: list[str] = field(default_factory=list)  # the argv after `ip netns exec` execs
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            out.write(f"--- mizzen: {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}"
+                      f"{f' (restart {self.restarts})' if self.restarts else ''}: {' '.join(self.argv)}\n".encode())
+            out.flush()
+            try:
+                self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                              env=self.env, cwd=self.cwd, start_new_session=True)
+            except OSError as e:
+                out.write(f"--- mizzen: cannot start: {e}\n".encode())
+                self.popen = None
+                self.last_exit = 127
+                self._schedule_restart(time.monotonic())
+                return
+        self.started_at = time.monotonic()
+        self.started_wall = time.time()
+
+    def _schedule_restart(self, now: float) -> None:
+        self.failures += 1
+        self.next_start = now + min(BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self.failures - 1))
+
+    def check(self, now: float) -> bool:
+        """Notice an exit (scheduling a restart) or start when due. True when something changed."""
+        if self.popen is not None:
+            rc = self.popen.poll()
+            if rc is None:
+                return False
+            self.popen = None
+            self.last_exit = rc
+            if now - self.started_at >= STABLE_SECONDS:
+                self.failures = 0
+            self._schedule_restart(now)
+            log.warning("%s exited with %s%s", self.name, rc,
+                        f"; restarting in {self.next_start - now:.1f}s" if self.restart else "")
+            return True
+        if self.restart and now >= self.next_start and self.last_exit is not None:
+            self.restarts += 1
+            self.start()
+            return True
+        return False
+
+    def stop(self, sig: int = signal.SIGTERM, group: bool = False) -> None:
+        self.restart = False
+        if self.running:
+            signal_pid(self.popen.pid, sig, group=group)
+
+    def state(self) -> str:
+        if self.running:
+            return "running"
+        if self.popen is None and self.last_exit is None:
+            return "pending"
+        return "restarting" if self.restart else "stopped"
+
+
+# ------------------------------------------------------------------------------------------- runner
+
+class Runner:
+    def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
+                 timeout: float = 120.0, drain_seconds: float = 2.0,
+                 on_ready: Callable[[dict[str, Any]], None] | None = None):
+        self.mesh_file = os.path.abspath(mesh_file)
+        self.mesh_dir = os.path.dirname(self.mesh_file)
+        self.state_dir = os.path.abspath(state_dir)
+        self.requested_mode = mode
+        self.mode = mode
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.drain_seconds = drain_seconds
+        self.on_ready = on_ready
+        self.meshid = netns.mesh_id(self.state_dir)
+        self.api = ApiClient(self.state_dir, timeout=5.0)
+        self.resources: list[Resource] = []
+        self.mesh_text = ""
+        self.pods: list[Pod] = []
+        self.net: netns.MeshNet | None = None
+        self.cp: Child | None = None
+        self.agents: dict[str, Child] = {}
+        self.apps: dict[str, Child] = {}
+        self.agent_states: dict[str, dict[str, Any]] = {}
+        self.envoy_pids: dict[str, int] = {}
+        self.registered: set[str] = set()
+        self.static_registered: dict[str, float] = {}  # sidecar-less pods the runner registered: id -> time
+        self.services: list[dict[str, Any]] = []
+        self.stop_requested = False
+        self.force = False
+        self.phase = "starting"
+        self.error: str | None = None
+        self.ready = False
+        self.started = time.monotonic()
+        self._last_status: Any = None
+        self._next_services = 0.0
+
+    # ------------------------------------------------------------------------------------ paths
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.state_dir, *parts)
+
+    @property
+    def api_sock(self) -> str:
+        return self.path("api.sock")
+
+    # ------------------------------------------------------------------------------- preflight
+    def preflight(self) -> LoadResult:
+        """Everything checked before anything starts: input, mode, a mesh already running here."""
+        result = load_files([self.mesh_file])  # raises InvalidConfig
+        with open(self.mesh_file, encoding="utf-8") as f:
+            self.mesh_text = f.read()
+        self.resources = list(result.resources)
+        self.pods = plan_pods(self.resources, self.mesh_dir)
+        self.mode = resolve_mode(self.requested_mode)
+        pid = runner_alive(self.state_dir)
+        if pid:
+            raise RunnerError(f"a mesh is already running in {self.state_dir} (runner pid {pid}); "
+                              f"stop it with `mizzen down --state-dir {self.state_dir}`")
+        longest = max((len(self.path("pods", p.name, "admin.sock")) for p in self.pods), default=0)
+        if max(longest, len(self.path("xds.sock"))) > UNIX_PATH_MAX:
+            raise RunnerError(f"state dir path too long for unix sockets ({UNIX_PATH_MAX} bytes max): "
+                              f"use a shorter --state-dir")
+        if self.mode == "netns" and any(p.sidecar for p in self.pods):
+            blocked = untraversable(self.state_dir, ENVOY_UID)
+            tmp = os.path.realpath(tempfile.gettempdir())
+            while blocked and os.path.realpath(blocked).startswith(tmp + os.sep) and os.geteuid() == 0:
+                # e.g. a mkdtemp() state dir (mode 700): let Envoy search it (o+x, no listing)
+                os.chmod(blocked, os.stat(blocked).st_mode | 0o001)
+                log.warning("made %s searchable by others (o+x) so Envoy (uid %d) reaches its files",
+                            blocked, ENVOY_UID)
+                blocked = untraversable(self.state_dir, ENVOY_UID)
+            if blocked:
+                raise RunnerError(f"Envoy runs as uid {ENVOY_UID} and cannot reach {self.state_dir}: {blocked} "
+                                  f"is mode {os.stat(blocked).st_mode & 0o777:o}; use a --state-dir under "
+                                  f"world-searchable directories (e.g. chmod o+x {blocked})")
+        if len(self.pods) > 250 * 256:
+            raise RunnerError("too many pods")
+        return result
+
+    # ----------------------------------------------------------------------------------- run
+    def run(self) -> int:
+        """Start, supervise until asked to stop, tear down. Returns the exit code."""
+        if not self.pods and not self.resources:
+            self.preflight()
+        self._install_signals()
+        code = 0
+        try:
+            self._prepare_state_dir()
+            self.start()
+            self.phase = "running"
+            self.write_status()
+            self.loop()
+        except Interrupted as e:
+            log.info("%s", e)
+            code = 130
+        except RunnerError as e:
+            self.error = str(e)
+            self.phase = "failed"
+            log.error("%s", e)
+            code = 1
+        except Exception as e:  # a bug: say what, still tear down
+            self.error = f"{type(e).__name__}: {e}"
+            self.phase = "failed"
+            log.exception("runner failed")
+            code = 1
+        finally:
+            try:
+                self.write_status()
+            except OSError:
+                pass
+            self.teardown()
+        return code
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, frame: Any) -> None:
+            if self.stop_requested:
+                self.force = True
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        if sys.stdin is not None and sys.stdin.isatty():
+            signal.signal(signal.SIGHUP, on_stop)
+        else:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _prepare_state_dir(self) -> None:
+        os.makedirs(self.path("logs"), exist_ok=True)
+        # a fresh mesh: what a previous run left (store, sockets, pods, namespaces) goes
+        if self.mode == "netns" or netns.unavailable_reason() is None:
+            left = netns.cleanup_mesh(self.meshid)
+            if left:
+                log.info("removed leftovers of a previous run: %s", ", ".join(left))
+        for name in STATE_FILES:
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(self.path("pods"), ignore_errors=True)
+        os.makedirs(self.path("pods"), exist_ok=True)
+        with open(self.path(PID_FILE), "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise Interrupted("stopped before the mesh was up")
+
+    # ---------------------------------------------------------------------------------- start
+    def start(self) -> None:
+        log.info("mesh %s: state dir %s, mode %s, %d pods", self.meshid, self.state_dir, self.mode,
+                 len(self.pods))
+        self.start_controlplane()
+        self.apply()
+        self.refresh_services()
+        self.make_pods()
+        for pod in self.pods:
+            if pod.sidecar:
+                self.agents[pod.name] = self._agent_child(pod)
+                self.agents[pod.name].start()
+            self.apps[pod.name] = self._app_child(pod)
+            if not pod.sidecar:
+                self.apps[pod.name].start()
+        self.write_status()
+
+    def start_controlplane(self) -> None:
+        argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.state_dir]
+        self.cp = Child("controlplane", argv, self.path("logs", "controlplane.log"), env=env_without_proxies(),
+                        exec_argv=argv)
+        self.cp.start()
+        log.info("control plane started (pid %s), waiting for %s", self.cp.pid, self.api_sock)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self._check_stop()
+            if not self.cp.running:
+                raise RunnerError("the control plane exited during start-up:\n"
+                                  + tail(self.cp.log_path, 30))
+            try:
+                if self.api.healthz().get("ready"):
+                    break
+            except API_ERRORS:
+                pass
+            if time.monotonic() > deadline:
+                raise RunnerError(f"the control plane did not become healthy in {self.timeout:.0f}s:\n"
+                                  + tail(self.cp.log_path, 30))
+            time.sleep(0.1)
+        log.info("control plane ready")
+
+    def apply(self) -> None:
+        try:
+            out = self.api.apply([(self.mesh_file, self.mesh_text)])
+        except ApiError as e:
+            lines = [str(e)]
+            for issue in e.body.get("errors") or []:
+                lines.append("  " + (issue_text(issue)))
+            raise RunnerError("the control plane rejected the mesh file: " + "\n".join(lines)) from None
+        for w in out.get("warnings") or []:
+            log.warning("apply: %s", w)
+        log.info("applied %d resources (revision %s)", len(out.get("applied") or []), out.get("revision"))
+
+    def refresh_services(self) -> bool:
+        try:
+            items = self.api.services()
+        except API_ERRORS:
+            return False
+        items = sorted(items, key=lambda s: (s.get("namespace") or "", s.get("name") or "", s.get("hostname") or ""))
+        if items == self.services:
+            return False
+        self.services = items
+        if self.net is not None:
+            if self.net.set_services(items):
+                log.info("hosts files rewritten (%d services)", len(items))
+        return True
+
+    def make_pods(self) -> None:
+        if self.mode == "netns":
+            self.net = netns.MeshNet(self.meshid)
+            self.net.services = list(self.services)
+            self.net.create()
+        for pod in self.pods:
+            self._check_stop()
+            pod.dir = self.path("pods", pod.name)
+            os.makedirs(pod.dir, exist_ok=True)
+            if self.mode == "netns":
+                assert self.net is not None
+                pn = self.net.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
+                pod.ip, pod.netns = pn.ip, pn.netns
+                pod.port_map = {p: p for p in pod.ports}
+            else:
+                ports = free_ports(len(pod.ports) + 3)
+                pod.ip = "127.0.0.1"
+                pod.port_map = {p: ports[i] for i, p in enumerate(pod.ports)}
+                pod.outbound_port, pod.inbound_port, pod.health_port = ports[-3:]
+                pod.register_port_map = {p: pod.inbound_port for p in pod.ports}
+            if pod.sidecar:
+                write_json(os.path.join(pod.dir, "agent.json"), self.agent_config(pod))
+                if self.mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
+                    os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+        log.info("%d pods made (%s)", len(self.pods), self.mode)
+
+    def agent_config(self, pod: Pod) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "pod": pod.name, "namespace": pod.namespace, "workload": pod.workload, "labels": pod.labels,
+            "ip": pod.ip, "ports": pod.ports, "serviceAccount": pod.service_account,
+            "interception": self.mode, "outboundPort": pod.outbound_port, "inboundPort": pod.inbound_port,
+            "portMap": {str(a): b for a, b in pod.port_map.items()},
+            "xdsAddress": f"unix:{self.path('xds.sock')}", "apiAddress": f"unix:{self.api_sock}",
+            "adminSocket": os.path.join(pod.dir, "admin.sock"), "workDir": pod.dir,
+            "concurrency": self.concurrency, "envoyUid": ENVOY_UID if self.mode == "netns" else None,
+            "healthPort": pod.health_port, "drainSeconds": self.drain_seconds, "register": True,
+        }
+        if self.mode == "loopback":
+            cfg["registerPortMap"] = {str(a): b for a, b in pod.register_port_map.items()}
+        if pod.locality:
+            cfg["locality"] = pod.locality
+        return cfg
+
+    def _agent_child(self, pod: Pod) -> Child:
+        argv = [sys.executable, "-m", "mizzen.cli.main", "agent", "--config", os.path.join(pod.dir, "agent.json")]
+        return Child(f"{pod.name}/agent", pod.argv(argv), os.path.join(pod.dir, "agent.log"),
+                     env=env_without_proxies(), cwd=pod.dir, exec_argv=argv)
+
+    def _app_child(self, pod: Pod) -> Child:
+        env = env_without_proxies()
+        env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1"})
+        env.update(pod.env)
+        if pod.ports:
+            env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))
+            for p in pod.ports:
+                env[f"PORT_{p}"] = str(pod.port_map.get(p, p))
+        if self.mode == "loopback" and pod.sidecar:
+            proxy = f"http://127.0.0.1:{pod.outbound_port}"
+            env.update({"HTTP_PROXY": proxy, "http_proxy": proxy,
+                        "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
+        return Child(f"{pod.name}/app", pod.argv(pod.command), os.path.join(pod.dir, "app.log"), env=env,
+                     cwd=pod.cwd, exec_argv=list(pod.command))
+
+    # ------------------------------------------------------------------------------ supervise
+    def loop(self) -> None:
+        ready_deadline = time.monotonic() + self.timeout
+        warned = False
+        while not self.stop_requested:
+            self.step()
+            if not self.ready and not warned and time.monotonic() > ready_deadline:
+                warned = True
+                log.warning("not ready after %.0fs: %s", self.timeout, "; ".join(not_ready_reasons(self.status())))
+            time.sleep(POLL_SECONDS)
+        log.info("stopping")
+
+    def step(self) -> None:
+        now = time.monotonic()
+        if self.cp is not None:
+            self.cp.check(now)
+        for pod in self.pods:
+            agent = self.agents.get(pod.name)
+            app = self.apps[pod.name]
+            if agent is not None:
+                if agent.check(now):
+                    self.agent_states.pop(pod.name, None)
+                st = self._agent_state(pod, agent)
+                if st is not None:
+                    self.agent_states[pod.name] = st
+                    epid = envoy_pid_of(st)
+                    if epid:
+                        self.envoy_pids[pod.name] = epid
+                if app.popen is None and app.last_exit is None and self.agent_states.get(pod.name, {}).get("state") == "ready":
+                    log.info("%s: sidecar ready, starting the app", pod.name)
+                    app.start()
+                    continue
+            if app.popen is not None or app.last_exit is not None:
+                app.check(now)
+            if not pod.sidecar:
+                self._register_static(pod, now)
+        if now >= self._next_services:
+            self._next_services = now + SERVICES_POLL_SECONDS
+            self.refresh_services()
+            self.refresh_instances()
+        st = self.status()
+        if st["ready"] and not self.ready:
+            self.ready = True
+            log.info("mesh ready in %.1fs", now - self.started)
+            if self.on_ready:
+                self.on_ready(st)
+            else:
+                for line in summary_lines(st):
+                    log.info("%s", line)
+        self.write_status(st)
+
+    def _agent_state(self, pod: Pod, agent: Child) -> dict[str, Any] | None:
+        """agent.state, unless it predates the running agent (a crashed agent's last word)."""
+        path = os.path.join(pod.dir, "agent.state")
+        try:
+            if os.stat(path).st_mtime < agent.started_wall - 1.0:
+                return None
+        except OSError:
+            return None
+        return read_json(path)
+
+    def refresh_instances(self) -> None:
+        try:
+            items = self.api.instances()
+        except API_ERRORS:
+            return
+        self.registered = {str(i.get("id")) for i in items}
+
+    def _register_static(self, pod: Pod, now: float) -> None:
+        """A pod without a sidecar has no agent to register it: the runner does, once the app listens."""
+        if not pod.ports:
+            return
+        app = self.apps[pod.name]
+        listening = app.running and all(p in netns.listening_ports(app.pid) for p in pod.app_ports)
+        iid = pod.instance_id
+        if listening and now - self.static_registered.get(iid, -1e9) >= REGISTER_REFRESH_SECONDS:
+            inst = {
+                "id": iid, "namespace": pod.namespace, "workload": pod.workload, "address": pod.ip,
+                "ports": pod.ports, "labels": pod.labels, "healthy": True, "sidecar": False,
+                "locality": pod.locality, "serviceAccount": pod.service_account, "source": "static",
+                "portMap": {str(a): b for a, b in pod.port_map.items() if a != b},
+            }
+            try:
+                self.api.put_instance(inst)
+                if iid not in self.static_registered:
+                    log.info("%s: registered (no sidecar)", pod.name)
+                self.static_registered[iid] = now
+            except API_ERRORS as e:
+                log.warning("%s: cannot register: %s", pod.name, e)
+        elif not listening and iid in self.static_registered:
+            self._deregister(iid)
+
+    def _deregister(self, iid: str) -> None:
+        self.static_registered.pop(iid, None)
+        try:
+            self.api.delete_instance(iid)
+        except API_ERRORS:
+            pass
+
+    # --------------------------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        comps: list[dict[str, Any]] = []
+        if self.cp is not None:
+            comps.append({"name": "controlplane", "kind": "controlplane", "pid": self.cp.pid,
+                          "address": f"unix:{self.api_sock}", "state": self.cp.state(),
+                          "restarts": self.cp.restarts, "log": self.cp.log_path, "cmdline": self.cp.exec_argv})
+        pods_out = []
+        all_ready = self.phase == "running" and self.cp is not None and self.cp.running
+        for pod in self.pods:
+            agent, app = self.agents.get(pod.name), self.apps.get(pod.name)
+            registered = pod.instance_id in self.registered
+            pod_ready = True
+            if agent is not None:
+                ast = self.agent_states.get(pod.name) or {}
+                astate = ast.get("state", "starting") if agent.running else agent.state()
+                comps.append({"name": f"{pod.name}/agent", "kind": "agent", "pod": pod.name, "pid": agent.pid,
+                              "address": f"{pod.ip}:{ast.get('healthPort') or pod.health_port}", "state": astate,
+                              "restarts": agent.restarts, "log": agent.log_path, "cmdline": agent.exec_argv})
+                epid = self.envoy_pids.get(pod.name)
+                comps.append({"name": f"{pod.name}/envoy", "kind": "envoy", "pod": pod.name, "pid": epid,
+                              "address": f"unix:{os.path.join(pod.dir, 'admin.sock')}",
+                              "state": "running" if epid and alive(epid) else ("starting" if agent.running else "stopped"),
+                              "log": os.path.join(pod.dir, "envoy.log")})
+                pod_ready = pod_ready and agent.running and astate == "ready"
+            if app is not None:
+                comps.append({"name": f"{pod.name}/app", "kind": "app", "pod": pod.name, "pid": app.pid,
+                              "address": ",".join(f"{pod.ip}:{p}" for p in pod.app_ports),
+                              "state": "waiting-for-sidecar" if app.state() == "pending" and agent else app.state(),
+                              "restarts": app.restarts, "lastExit": app.last_exit, "log": app.log_path,
+                              "cmdline": app.exec_argv})
+                pod_ready = pod_ready and app.running
+            if pod.ports:
+                pod_ready = pod_ready and registered
+            all_ready = all_ready and pod_ready
+            pods_out.append({
+                "name": pod.name, "workload": pod.workload, "namespace": pod.namespace, "labels": pod.labels,
+                "ip": pod.ip, "netns": pod.netns, "sidecar": pod.sidecar, "ports": pod.ports,
+                "portMap": {str(a): b for a, b in pod.port_map.items()},
+                "outboundPort": pod.outbound_port if pod.sidecar else None,
+                "inboundPort": pod.inbound_port if pod.sidecar else None,
+                "dir": pod.dir, "registered": registered, "ready": pod_ready,
+            })
+        return {
+            "meshId": self.meshid, "stateDir": self.state_dir, "meshFile": self.mesh_file, "mode": self.mode,
+            "phase": self.phase, "error": self.error, "ready": bool(all_ready and self.pods is not None),
+            "runner": {"pid": os.getpid()},
+            "components": comps, "pods": pods_out,
+        }
+
+    def write_status(self, st: dict[str, Any] | None = None) -> None:
+        st = st if st is not None else self.status()
+        if st == self._last_status:
+            return
+        self._last_status = st
+        st = dict(st, updatedAt=time.time())
+        if os.path.isdir(self.state_dir):
+            write_json(self.path(STATUS_FILE), st)
+
+    # ------------------------------------------------------------------------------- teardown
+    def teardown(self) -> None:
+        self.phase = "stopping"
+        self._ignore_signals_for_teardown()
+        self.write_status()
+        grace = 1.0 if self.force else 5.0
+        # 1. apps
+        apps = [c for c in self.apps.values()]
+        for c in apps:
+            c.stop(signal.SIGTERM, group=True)
+        self._wait_children(apps, grace, group=True)
+        for iid in list(self.static_registered):
+            self._deregister(iid)
+        # 2. agents: they drain, withdraw their instance and stop Envoy
+        agents = list(self.agents.values())
+        for c in agents:
+            c.stop(signal.SIGTERM)
+        self._wait_children(agents, (1.0 if self.force else self.drain_seconds + 15.0), group=True)
+        left = [p for p in self.envoy_pids.values() if alive(p)]
+        for pid in left:
+            if any("envoy" in a for a in _cmd(pid)):
+                signal_pid(pid, signal.SIGKILL)
+        # 3. the control plane
+        if self.cp is not None:
+            self.cp.stop(signal.SIGTERM)
+            self._wait_children([self.cp], grace, group=True)
+        # 4. the namespaces (and whatever still runs in them)
+        if self.mode == "netns":
+            try:
+                if self.net is not None:
+                    self.net.teardown()
+                else:
+                    netns.cleanup_mesh(self.meshid)
+            except netns.NetnsError as e:
+                log.error("namespace teardown: %s", e)
+        self.phase = "failed" if self.error else "stopped"
+        self.write_status()
+        try:
+            if read_pid(self.state_dir) == os.getpid():
+                os.unlink(self.path(PID_FILE))
+        except OSError:
+            pass
+        log.info("mesh %s stopped", self.meshid)
+
+    def _ignore_signals_for_teardown(self) -> None:
+        def on_signal(signum: int, frame: Any) -> None:
+            self.force = True
+
+        try:
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+        except ValueError:  # not the main thread
+            pass
+
+    def _wait_children(self, children: Sequence[Child], timeout: float, group: bool) -> None:
+        deadline = time.monotonic() + timeout
+        for c in children:
+            if c.popen is None:
+                continue
+            try:
+                c.popen.wait(max(0.0, deadline - time.monotonic()) if not self.force else 0.5)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", c.name)
+                signal_pid(c.popen.pid, signal.SIGKILL, group=group)
+                signal_pid(c.popen.pid, signal.SIGKILL)
+                try:
+                    c.popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            if group:  # what the process left in its session (e.g. a shell's children)
+                signal_pid(c.popen.pid, signal.SIGKILL, group=True)
+            c.last_exit = c.popen.returncode
+            c.popen = None
+
+
+def _cmd(pid: int) -> list[str]:
+    return cmdline(pid)
+
+
+def issue_text(issue: dict[str, Any]) -> str:
+    where = issue.get("file", "<input>")
+    if issue.get("document") is not None:
+        where += f" (document {int(issue['document']) + 1})"
+    what = ""
+    if issue.get("kind"):
+        what = f" {issue['kind']}"
+        if issue.get("name"):
+            what += f" {issue.get('namespace') or 'default'}/{issue['name']}"
+    path = f" field {issue['path']}:" if issue.get("path") else ":"
+    return f"{where}:{what}{path} {issue.get('message', '')}"
+
+
+# -------------------------------------------------------------------------- reading a mesh's status
+
+def not_ready_reasons(st: dict[str, Any]) -> list[str]:
+    out = []
+    if st.get("error"):
+        out.append(str(st["error"]))
+    for c in st.get("components", []):
+        if c["kind"] == "controlplane" and c["state"] != "running":
+            out.append(f"control plane {c['state']}")
+    comps = {c["name"]: c for c in st.get("components", [])}
+    for p in st.get("pods", []):
+        if p.get("ready"):
+            continue
+        agent, app = comps.get(f"{p['name']}/agent"), comps.get(f"{p['name']}/app")
+        if agent and agent["state"] != "ready":
+            out.append(f"{p['name']}: sidecar {agent['state']}"
+                       + (f" ({agent.get('restarts')} restarts)" if agent.get("restarts") else ""))
+        elif app and app["state"] != "running":
+            out.append(f"{p['name']}: app {app['state']}"
+                       + (f" (last exit {app.get('lastExit')}, {app.get('restarts')} restarts)"
+                          if app.get("lastExit") is not None else ""))
+        elif p.get("ports") and not p.get("registered"):
+            out.append(f"{p['name']}: instance {p['namespace']}.{p['name']} not registered")
+        else:
+            out.append(f"{p['name']}: not ready")
+    return out
+
+
+def summary_lines(st: dict[str, Any]) -> list[str]:
+    comps = {c["name"]: c for c in st.get("components", [])}
+    cp = comps.get("controlplane") or {}
+    lines = [f"mesh {st.get('meshId')} ({st.get('mode')}) in {st.get('stateDir')}: control plane pid "
+             f"{cp.get('pid')} on {cp.get('address')}"]
+    width = max((len(p["name"]) for p in st.get("pods", [])), default=10)
+    for p in st.get("pods", []):
+        agent, app = comps.get(f"{p['name']}/agent"), comps.get(f"{p['name']}/app")
+        side = f"sidecar {agent['state']}" if agent else "no sidecar"
+        ports = ",".join(str(x) for x in p.get("ports") or []) or "-"
+        lines.append(f"  {p['name']:<{width}}  {p['ip']:<12} ports {ports:<6} {side:<14} "
+                     f"app {app['state'] if app else '-'}{'  registered' if p.get('registered') else ''}")
+    return lines
+
+
+def failing_logs(st: dict[str, Any], lines: int = 15) -> list[tuple[str, str]]:
+    """(title, log tail) of what keeps a mesh from being ready."""
+    out = []
+    comps = {c["name"]: c for c in st.get("components", [])}
+    cp = comps.get("controlplane")
+    if cp and cp["state"] != "running":
+        out.append(("controlplane", tail(cp.get("log", ""), lines)))
+    for p in st.get("pods", []):
+        if p.get("ready"):
+            continue
+        agent, app = comps.get(f"{p['name']}/agent"), comps.get(f"{p['name']}/app")
+        if agent and agent["state"] != "ready":
+            out.append((f"{p['name']} agent ({agent.get('log')})", tail(agent.get("log", ""), lines)))
+            envoy = comps.get(f"{p['name']}/envoy")
+            if envoy and os.path.exists(envoy.get("log", "")):
+                out.append((f"{p['name']} envoy ({envoy.get('log')})", tail(envoy["log"], lines)))
+        elif app and app["state"] != "running":
+            out.append((f"{p['name']} app ({app.get('log')})", tail(app.get("log", ""), lines)))
+        elif agent:
+            out.append((f"{p['name']} agent ({agent.get('log')})", tail(agent.get("log", ""), lines)))
+    return out
+
+
+def live_status(state_dir: str) -> dict[str, Any] | None:
+    """status.json with every PID's liveness re-checked now."""
+    st = read_json(os.path.join(os.path.abspath(state_dir), STATUS_FILE))
+    if st is None:
+        return None
+    rpid = (st.get("runner") or {}).get("pid")
+    runner_up = bool(rpid and alive(rpid))
+    st["runner"] = {"pid": rpid, "alive": runner_up}
+    for c in st.get("components", []):
+        pid = c.get("pid")
+        c["alive"] = bool(pid and alive(pid))
+        if pid and not c["alive"] and c.get("state") in ("running", "ready", "starting", "draining"):
+            c["state"] = "dead"
+    if not runner_up and st.get("phase") in ("starting", "running", "stopping"):
+        st["phase"] = "dead"
+        st["ready"] = False
+    return st
+
+
+# ------------------------------------------------------------------------------------------- down
+
+def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] = lambda s: None) -> list[str]:
+    """SIGTERM the runner and wait; if it is dead or too slow, kill what status.json recorded and remove
+    the mesh's namespaces. Returns what had to be cleaned up by force (empty when the runner did it all)."""
+    state_dir = os.path.abspath(state_dir)
+    meshid = netns.mesh_id(state_dir)
+    forced: list[str] = []
+    pid = runner_alive(state_dir)
+    if pid:
+        out(f"stopping mesh {meshid} (runner pid {pid})")
+        signal_pid(pid, signal.SIGTERM)
+        if wait_gone([pid], timeout):
+            out(f"runner did not stop in {timeout:.0f}s; killing it")
+            signal_pid(pid, signal.SIGKILL)
+            wait_gone([pid], 5)
+            forced.append(f"runner {pid}")
+    st = read_json(os.path.join(state_dir, STATUS_FILE)) or {}
+    # whatever the runner left: recorded processes (if still the same programs) ...
+    comps = st.get("components") or []
+    for kind in ("app", "agent", "envoy", "controlplane"):
+        for c in comps:
+            if c.get("kind") != kind:
+                continue
+            cpid = c.get("pid")
+            argv = c.get("cmdline")
+            if kind == "envoy":
+                ok = alive(cpid) and any("envoy" in a for a in _cmd(cpid))
+            else:
+                ok = same_process(cpid, argv) if argv else False
+            if ok:
+                signal_pid(cpid, signal.SIGKILL, group=kind == "app")
+                signal_pid(cpid, signal.SIGKILL)
+                forced.append(f"{c['name']} pid {cpid}")
+    # ... and namespaces
+    if netns.unavailable_reason() is None:
+        forced += netns.cleanup_mesh(meshid)
+    try:
+        rp = read_pid(state_dir)
+        if rp and not alive(rp):
+            os.unlink(os.path.join(state_dir, PID_FILE))
+    except OSError:
+        pass
+    if forced and st:
+        st["phase"] = "stopped"
+        st["ready"] = False
+        try:
+            write_json(os.path.join(state_dir, STATUS_FILE), st)
+        except OSError:
+            pass
+    return forced
+
+
+def setup_logging(stream: Any = None, level: int = logging.INFO) -> None:
+    h = logging.StreamHandler(stream or sys.stderr)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("mizzen.local")
+    root.handlers[:] = [h]
+    root.setLevel(level)
+    root.propagate = False
+
+
+__all__ = ["Runner", "RunnerError", "Pod", "plan_pods", "resolve_mode", "live_status", "stop_mesh",
+           "summary_lines", "not_ready_reasons", "failing_logs", "read_json", "runner_alive", "InvalidConfig",
+           "STATUS_FILE", "PID_FILE", "setup_logging"]

@@ -1,0 +1,128 @@
+"""The runner's planning and the CLI commands' behaviour that needs no running mesh."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import click
+import pytest
+
+from mizzen.api import load_files
+from mizzen.local.commands import find_pod
+from mizzen.local.runner import Pod, Runner, live_status, plan_pods, untraversable, write_json
+
+from .conftest import requires_netns
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOOKINFO = os.path.join(ROOT, "examples", "bookinfo", "mesh.yaml")
+
+
+def test_bookinfo_mesh_matches_istio_sample():
+    res = load_files([BOOKINFO]).resources
+    by = {(r.kind, r.name): r for r in res}
+    for app in ("details", "ratings", "reviews", "productpage"):
+        svc = by[("Service", app)]
+        assert svc.metadata.labels == {"app": app, "service": app}
+        assert [(p.port, p.name) for p in svc.spec.ports] == [(9080, "http")]
+        assert svc.spec.selector == {"app": app}
+        assert by[("ServiceAccount", f"bookinfo-{app}")].metadata.labels == {"account": app}
+    for wl, v in (("details-v1", "v1"), ("ratings-v1", "v1"), ("reviews-v1", "v1"), ("reviews-v2", "v2"),
+                  ("reviews-v3", "v3"), ("productpage-v1", "v1")):
+        w = by[("Workload", wl)]
+        assert w.metadata.labels == {"app": wl.split("-")[0], "version": v}
+        assert w.spec.env["SERVICE_VERSION"] == v
+        assert [p.container_port for p in w.spec.ports] == [9080]
+        assert os.path.exists(os.path.join(os.path.dirname(BOOKINFO), w.spec.command[1]))
+    sleep = by[("Workload", "sleep")]
+    assert sleep.metadata.labels == {"app": "sleep"} and not sleep.spec.ports
+
+
+def test_plan_pods():
+    pods = plan_pods(load_files([BOOKINFO]).resources, "/m")
+    assert [p.name for p in pods] == ["details-v1-0", "ratings-v1-0", "reviews-v1-0", "reviews-v2-0",
+                                      "reviews-v3-0", "productpage-v1-0", "sleep-0"]
+    assert [p.index for p in pods] == list(range(7))
+    rv2 = pods[3]
+    assert (rv2.workload, rv2.cwd, rv2.command, rv2.env, rv2.ports, rv2.service_account) == (
+        "reviews-v2", "/m", ["python3", "reviews.py"], {"SERVICE_VERSION": "v2"}, [9080], "bookinfo-reviews")
+
+
+def _status_with_pods():
+    def pod(name, workload, app):
+        return {"name": name, "workload": workload, "namespace": "default", "labels": {"app": app}}
+    return {"pods": [pod("reviews-v1-0", "reviews-v1", "reviews"), pod("reviews-v1-1", "reviews-v1", "reviews"),
+                     pod("productpage-v1-0", "productpage-v1", "productpage")]}
+
+
+def test_find_pod_by_pod_workload_or_app():
+    st = _status_with_pods()
+    assert find_pod(st, "reviews-v1-1")["name"] == "reviews-v1-1"
+    assert find_pod(st, "reviews-v1")["name"] == "reviews-v1-0"
+    assert find_pod(st, "productpage")["name"] == "productpage-v1-0"
+    with pytest.raises(click.ClickException):
+        find_pod(st, "ratings")
+
+
+def test_agent_config_netns(tmp_path):
+    r = Runner(BOOKINFO, str(tmp_path / "s"), mode="netns")
+    r.mode = "netns"
+    pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]
+    pod.dir, pod.ip, pod.port_map = "/s/pods/reviews-v2-0", "10.244.0.5", {9080: 9080}
+    cfg = r.agent_config(pod)
+    assert cfg["interception"] == "netns" and cfg["envoyUid"] == 1337
+    assert (cfg["outboundPort"], cfg["inboundPort"], cfg["healthPort"]) == (15001, 15006, 15020)
+    assert cfg["xdsAddress"] == f"unix:{tmp_path / 's' / 'xds.sock'}"
+    assert cfg["portMap"] == {"9080": 9080} and cfg["register"] is True
+    assert cfg["labels"] == {"app": "reviews", "version": "v2"}
+    assert "registerPortMap" not in cfg
+
+
+def test_invalid_mesh_file_starts_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: mizzen.dev/v1\nkind: Workload\nmetadata: {name: x}\nspec: {command: [], bogus: 1}\n")
+    sd = tmp_path / "state"
+    p = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "up", str(bad), "--state-dir", str(sd),
+                        "--detach"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "spec.bogus: unknown field" in p.stderr and "spec.command" in p.stderr
+    assert not sd.exists()
+
+
+def test_live_status_marks_dead_processes(tmp_path):
+    write_json(str(tmp_path / "status.json"), {
+        "phase": "running", "ready": True, "runner": {"pid": 999999999},
+        "components": [{"name": "controlplane", "kind": "controlplane", "pid": 999999998, "state": "running"}],
+        "pods": []})
+    st = live_status(str(tmp_path))
+    assert st["phase"] == "dead" and not st["ready"]
+    assert st["components"][0]["state"] == "dead" and not st["components"][0]["alive"]
+
+
+def test_untraversable(tmp_path):
+    d = tmp_path / "a"
+    d.mkdir(mode=0o700)
+    os.chmod(d, 0o700)
+    if os.geteuid() == 0:
+        assert untraversable(str(d / "b" / "c"), 1337) is not None
+    os.chmod(d, 0o755)
+    assert untraversable("/", 1337) is None
+
+
+def test_pod_instance_id():
+    p = Pod("r-0", "r", "ns1", {}, [], True, "default", "", ["x"], {}, "/", 0)
+    assert p.instance_id == "ns1.r-0"
+
+
+@requires_netns
+def test_preflight_makes_a_private_tmp_state_dir_searchable_for_envoy():
+    d = tempfile.mkdtemp(prefix="mz-pf-")  # mode 700, as the demo's and many tests' state dirs
+    try:
+        r = Runner(BOOKINFO, os.path.join(d, ".mizzen"), mode="netns")
+        r.preflight()
+        assert os.stat(d).st_mode & 0o001
+        assert untraversable(os.path.join(d, ".mizzen"), 1337) is None
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
