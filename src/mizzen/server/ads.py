@@ -46,6 +46,7 @@ SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 SOTW_METHOD = f"/{SERVICE}/StreamAggregatedResources"
 DELTA_METHOD = f"/{SERVICE}/DeltaAggregatedResources"
 _TYPE_BY_SHORT = {v: k for k, v in SHORT_TYPE.items()}
+_END = object()
 
 
 class Source(Protocol):
@@ -83,10 +84,24 @@ class _Conn:
         self.generation = 0
         self.pushes = 0
 
-    def wake(self) -> None:
+    def wake(self, loop: asyncio.AbstractEventLoop, retarget: Callable[["_Conn"], list[Response]]) -> None:
+        """Schedule one re-target (repeated wakes before it runs collapse into one)."""
         if self.connected and not self.push_pending:
             self.push_pending = True
-            self.queue.put_nowait(("push", None))
+            loop.call_soon(self._push, retarget)
+
+    def _push(self, retarget: Callable[["_Conn"], list[Response]]) -> None:
+        self.push_pending = False
+        if not self.connected:
+            return
+        try:
+            out = retarget(self)
+        except Exception as e:  # a bug: end this stream rather than leave the proxy silently stale
+            log.exception("push to %s failed", self.proxy.id)
+            self.queue.put_nowait(e)
+            return
+        if out:
+            self.queue.put_nowait(out)
 
 
 class AdsServer:
@@ -101,9 +116,9 @@ class AdsServer:
         self._unix_paths: list[str] = []
         self.addresses: list[str] = []  # bound addresses (TCP port 0 resolved)
         self._queue = PushQueue(*debounce) if debounce else None
-        self._preds: list[Callable[[Proxy], bool]] = []
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, addresses: list[str]) -> list[str]:
@@ -115,6 +130,11 @@ class AdsServer:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.keepalive_permit_without_calls", 1),
+            # A restarted control plane gets every proxy back at once. Calls the Python side has not picked
+            # up yet are "pending"; past 1000 grpc core starts shedding them at random (the proxy sees
+            # CANCELLED and backs off). Queue them instead: each costs little until served.
+            ("grpc.server.max_pending_requests", 100_000),
+            ("grpc.server.max_pending_requests_hard_limit", 200_000),
         ])
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -140,6 +160,7 @@ class AdsServer:
                     raise OSError(f"cannot bind xDS address {addr}")
                 bound.append(f"{addr.rsplit(':', 1)[0]}:{port}")
         await server.start()
+        self._loop = asyncio.get_running_loop()
         for path in self._unix_paths:
             os.chmod(path, 0o666)  # Envoy runs as uid 1337
         self._server = server
@@ -174,7 +195,18 @@ class AdsServer:
 
     # -- pushes ----------------------------------------------------------------------------------------
     def notify(self, affected: Callable[[Proxy], bool] | None = None) -> None:
-        """A new snapshot exists: re-target the proxies for which `affected(proxy)` is true (None = all)."""
+        """A new snapshot exists: re-target the proxies for which `affected(proxy)` is true (None = all).
+
+        Safe to call from another thread (it hops to the server's loop)."""
+        if self._loop is None:
+            return  # not started: nobody is connected
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._loop:
+            self._loop.call_soon_threadsafe(self.notify, affected)
+            return
         if self._queue is not None and self._wake is not None:
             self._queue.add(ALL if affected is None else (affected,), time.monotonic())
             self._wake.set()
@@ -185,7 +217,7 @@ class AdsServer:
         n = 0
         for c in self._conns.values():
             if c.connected and (affected is None or affected(c.proxy)):
-                c.wake()
+                c.wake(self._loop, self._retarget)
                 n += 1
         log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
 
@@ -225,56 +257,65 @@ class AdsServer:
         async for b in self._serve("delta", requests, context):
             yield b
 
-    @staticmethod
-    async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue) -> None:
+    async def _read(self, mode: str, stream: Any, requests: AsyncIterator[Any], queue: asyncio.Queue, peer: str,
+                    box: list) -> None:
+        """Feeds requests to the state machine; queues what it answers (ACKs usually need no answer, so the
+        writer is not woken).  The Stream is only ever called synchronously, so the reader, the push callback
+        and the writer never interleave inside it, and output order is the order it was produced."""
+        conn: _Conn | None = None
         try:
             async for req in requests:
-                queue.put_nowait(("req", req))
-            queue.put_nowait(("end", None))
+                if conn is None:
+                    while not self.source.ready():  # never answer before the store is loaded
+                        await asyncio.sleep(self.ready_poll)
+                try:
+                    if conn is None:
+                        conn = self._register(stream, req, mode, queue, peer)
+                        box.append(conn)
+                        out = stream.on_request(req, time.monotonic())
+                        out += self._retarget(conn)
+                    else:
+                        out = stream.on_request(req, time.monotonic())
+                except Exception as e:  # a bug (ours or the source's): say so loudly, end the stream
+                    log.exception("xDS processing failed for %s", conn.proxy.id if conn else peer)
+                    queue.put_nowait(e)
+                    return
+                if req.HasField("error_detail"):
+                    log.warning("%s NACK %s: %s", conn.proxy.id, SHORT_TYPE.get(req.type_url, req.type_url),
+                                req.error_detail.message)
+                if out:
+                    queue.put_nowait(out)
+            queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # stream reset by the client etc.
-            queue.put_nowait(("end", e))
+        except Exception as e:  # stream reset by the client, or a bug: end this stream, the proxy reconnects
+            queue.put_nowait(e)
 
     async def _serve(self, mode: str, requests: AsyncIterator[Any],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
         queue: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.create_task(self._read(requests, queue))
-        stream = new_stream(mode)
-        conn: _Conn | None = None
+        box: list[_Conn] = []
         peer = context.peer() or ""
+        reader = asyncio.create_task(self._read(mode, new_stream(mode), requests, queue, peer, box))
         try:
             while True:
-                kind, item = await queue.get()
-                if kind == "end":
-                    if item is not None:
-                        log.info("ADS stream of %s ended: %s", conn.proxy.id if conn else peer, item)
+                item = await queue.get()
+                if item is _END:
                     return
-                if kind == "req":
-                    if conn is None:
-                        while not self.source.ready():  # never answer before the store is loaded
-                            await asyncio.sleep(self.ready_poll)
-                        conn = self._register(stream, item, mode, queue, peer)
-                        out = stream.on_request(item, time.monotonic())
-                        out += self._retarget(conn)
-                    else:
-                        out = stream.on_request(item, time.monotonic())
-                    if item.HasField("error_detail"):
-                        log.warning("%s NACK %s: %s", conn.proxy.id, SHORT_TYPE.get(item.type_url, item.type_url),
-                                    item.error_detail.message)
-                else:  # push
-                    assert conn is not None
-                    conn.push_pending = False
-                    out = self._retarget(conn)
-                for r in out:
+                if isinstance(item, BaseException):
+                    log.info("ADS stream of %s ended: %r", box[0].proxy.id if box else peer, item)
+                    return
+                pid = box[0].proxy.id
+                for r in item:
                     if self.on_send is not None:
-                        self.on_send(conn.proxy.id, r)
+                        self.on_send(pid, r)
                     if log.isEnabledFor(logging.DEBUG):
-                        log.debug("-> %s %s", conn.proxy.id, r)
+                        log.debug("-> %s %s", pid, r)
                     yield r.data
         finally:
             reader.cancel()
-            if conn is not None:
+            if box:
+                conn = box[0]
                 conn.connected = False
                 conn.disconnected_at, conn.disconnected_mono = time.time(), time.monotonic()
                 log.info("proxy %s disconnected (%s)", conn.proxy.id, mode)

@@ -1,0 +1,64 @@
+"""`mizzen bench ...` commands. `bench` is a click group; the CLI adds it as a plugin."""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import shlex
+import sys
+
+import click
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks against real processes (results are reported, never pass/fail)."""
+
+
+@bench.command("xds")
+@click.option("--proxies", "-n", default=100, show_default=True, help="ADS streams (simulated Envoys).")
+@click.option("--services", "-m", default=50, show_default=True, help="Kubernetes Services (2 instances each).")
+@click.option("--sotw", is_flag=True, help="State-of-the-world ADS instead of Delta.")
+@click.option("--changes", "-k", default=5, show_default=True, help="Endpoint changes to time.")
+@click.option("--workers", "-w", default=1, show_default=True,
+              help="Client processes sharing the streams (use more if one process saturates a core).")
+@click.option("--debounce-ms", default=None, type=int, help="Control plane quiet period (default: its own).")
+@click.option("--timeout", default=300.0, show_default=True, help="Give up (and tear down) after this many seconds.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Append the result (markdown) to this file.")
+@click.option("--keep-state", is_flag=True, help="Keep the temp state dir (control-plane log) for inspection.")
+@click.option("--cp-log-level", default="warning", show_default=True, help="Control-plane log level (log in the state dir).")
+@click.option("--quiet", "-q", is_flag=True, help="Only print the result row.")
+def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
+        output: str | None, keep_state: bool, cp_log_level: str, quiet: bool) -> None:
+    """EDS push latency and control-plane cost with N ADS streams and M services."""
+    from .xds_load import TABLE_HEADER, BenchOptions, run_bench
+
+    opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
+                        timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
+                        cp_log_level=cp_log_level)
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    try:
+        res = asyncio.run(run_bench(opts, log))
+    except (asyncio.TimeoutError, TimeoutError):
+        raise click.ClickException(f"benchmark did not finish within {timeout:.0f} s (everything was stopped)")
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+    row = res.row()
+    click.echo(TABLE_HEADER)
+    click.echo(row)
+    if res.connected not in (proxies, -1):
+        click.echo(f"warning: control plane lists {res.connected} connected proxies, expected {proxies}", err=True)
+    if output:
+        cmd = "mizzen bench " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("xds"):]) \
+            if "xds" in sys.argv else f"mizzen bench xds --proxies {proxies} --services {services}"
+        when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with open(output, "a", encoding="utf-8") as f:
+            if f.tell() > 0:
+                f.write("\n")
+            f.write(f"`{cmd}` ({when}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]})\n\n")
+            f.write(TABLE_HEADER + "\n" + row + "\n")
+        log(f"appended to {output}")

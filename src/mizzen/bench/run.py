@@ -1,0 +1,63 @@
+"""`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
+
+1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
+2. Two-hop latency through the mesh vs direct, on the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from . import latency
+
+
+def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "mizzen.cli.main", "bench", "xds", "--proxies", str(n), "--services", str(m),
+           "--output", str(output), *extra]
+    print("$", " ".join(cmd[2:]), flush=True)
+    return subprocess.run(cmd, timeout=1800).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--output", default="docs/benchmarks.md")
+    ap.add_argument("--sizes", default="100x100,100x1000,1000x100,1000x1000",
+                    help="comma-separated PROXIESxSERVICES")
+    ap.add_argument("--workers", default="2")
+    ap.add_argument("--latency-seconds", type=int, default=10)
+    ap.add_argument("--skip-latency", action="store_true")
+    a = ap.parse_args(argv)
+    out = Path(a.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        out.write_text("# Mizzen benchmarks\n\nAppended by `make bench`; never pass/fail. Newest last.\n")
+    with out.open("a") as f:
+        f.write(f"\n## {dt.datetime.now().isoformat(timespec='seconds')} — {platform.node()}, "
+                f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n")
+        f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n### xDS push\n\n")
+    failures = 0
+    for size in a.sizes.split(","):
+        n, m = (int(x) for x in size.lower().split("x"))
+        failures += _xds(n, m, out, ["--workers", a.workers, "--quiet"]) != 0
+    if not a.skip_latency:
+        if os.geteuid() != 0:
+            with out.open("a") as f:
+                f.write("\n### Two-hop latency\n\nskipped: needs root (network namespaces)\n")
+        else:
+            print("$ two-hop latency (wrk in pods)", flush=True)
+            r = latency.run(seconds=a.latency_seconds)
+            md = latency.markdown(r)
+            print(md)
+            with out.open("a") as f:
+                f.write("\n### Two-hop latency through the mesh vs direct\n\n" + md + "\n")
+    print(f"results appended to {out}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

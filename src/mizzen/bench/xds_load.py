@@ -1,0 +1,643 @@
+"""xDS load test: N real gRPC ADS streams against a real control plane process, EDS push latency.
+
+Driver (`run_bench`):
+  1. temp state dir; start `<python> -m mizzen.cli.main controlplane --state-dir D --xds-port P --api-port Q`
+  2. POST /api/v1/apply M `v1 Service`s (svc-<i>, port 8080 `http`, selector app=svc-<i>);
+     PUT /api/v1/instances/default.svc-<i>-<j> two instances each (127.0.x.y; nothing connects to them)
+  3. start W worker processes (`python -m mizzen.bench.xds_load worker`), together N ADS streams (Delta or
+     SotW), one TCP connection each, node ids/metadata from `Proxy(...).node_metadata()` (netns)
+  4. each stream behaves like Envoy: CDS+LDS wildcard, EDS/RDS by name for what it received, ACK everything;
+     workers report when every stream has its initial config
+  5. K times: re-PUT instance default.svc-0-0 with a new address; the time until each stream received an
+     EDS update carrying it (p50/p99 across proxies, and until all had it)
+  6. control-plane CPU seconds (/proc/<pid>/stat) and peak RSS (VmHWM); everything is torn down.
+Workers and driver talk JSON lines over the workers' stdin/stdout; times are CLOCK_MONOTONIC, which is
+shared by all processes of the machine.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+WATCH_SERVICE = "svc-0"
+NAMESPACE = "default"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# worker side: N_i streams in one process
+# ---------------------------------------------------------------------------------------------------------
+class _Parsers:
+    """Per-process caches: the same resource bytes arrive on every stream; parse them once."""
+
+    def __init__(self) -> None:
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.endpoint.v3 import endpoint_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
+        self.Cluster = cluster_pb2.Cluster
+        self.CLA = endpoint_pb2.ClusterLoadAssignment
+        self.Listener = listener_pb2.Listener
+        self.HCM = http_connection_manager_pb2.HttpConnectionManager
+        self._eds: dict[bytes, str | None] = {}
+        self._rds: dict[bytes, frozenset[str]] = {}
+        self._addrs: dict[bytes, frozenset[str]] = {}
+
+    def eds_name(self, value: bytes) -> str | None:
+        """The EDS service name a Cluster needs, None if it is not an EDS cluster."""
+        r = self._eds.get(value, 0)
+        if r == 0:
+            c = self.Cluster.FromString(value)
+            r = (c.eds_cluster_config.service_name or c.name) if c.type == self.Cluster.EDS else None
+            self._eds[value] = r
+        return r  # type: ignore[return-value]
+
+    def rds_names(self, value: bytes) -> frozenset[str]:
+        r = self._rds.get(value)
+        if r is None:
+            lst = self.Listener.FromString(value)
+            names = set()
+            chains = list(lst.filter_chains)
+            if lst.HasField("default_filter_chain"):
+                chains.append(lst.default_filter_chain)
+            for fc in chains:
+                for f in fc.filters:
+                    if f.typed_config.type_url.endswith("HttpConnectionManager"):
+                        hcm = self.HCM.FromString(f.typed_config.value)
+                        if hcm.HasField("rds"):
+                            names.add(hcm.rds.route_config_name)
+            r = self._rds[value] = frozenset(names)
+        return r
+
+    def addresses(self, value: bytes) -> frozenset[str]:
+        r = self._addrs.get(value)
+        if r is None:
+            cla = self.CLA.FromString(value)
+            r = self._addrs[value] = frozenset(
+                lb.endpoint.address.socket_address.address for le in cla.endpoints for lb in le.lb_endpoints)
+        return r
+
+
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+
+
+class LoadStream:
+    """One simulated Envoy: subscribes like Envoy, ACKs everything, records when addresses appear."""
+
+    def __init__(self, w: "Worker", index: int) -> None:
+        self.w = w
+        self.index = index
+        ip = f"10.{1 + index // 65536}.{(index // 256) % 256}.{index % 256}"
+        self.node_id = f"sidecar~{ip}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
+        from mizzen.model.types import Proxy
+
+        self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload="bench", labels=(("app", "bench"),),
+                              ip=ip, interception="netns").node_metadata()
+        self.clusters: dict[str, str | None] = {}  # cluster name -> eds name
+        self.listeners: dict[str, frozenset[str]] = {}
+        self.eds_names: set[str] = set()
+        self.rds_names: set[str] = set()
+        self.have_eds: set[str] = set()
+        self.have_rds: set[str] = set()
+        self.got: set[str] = set()  # types that had a response
+        self.sotw_state: dict[str, tuple[str, str]] = {}  # type -> (version_info, nonce)
+        self.synced_at: float | None = None
+        self.seen: set[str] = set()  # addresses of the watched cluster seen
+        self.responses = 0
+        self.call: Any = None
+
+    def _req(self, type_url: str, names=None, sub=(), unsub=(), nonce: str = "", version: str = "",
+             first: bool = False):
+        d = self.w.pb
+        if self.w.delta:
+            r = d.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(sub),
+                                        resource_names_unsubscribe=list(unsub), response_nonce=nonce)
+        else:
+            r = d.DiscoveryRequest(type_url=type_url, resource_names=sorted(names or ()), response_nonce=nonce,
+                                   version_info=version)
+        if first:
+            r.node.id = self.node_id
+            r.node.cluster = "bench"
+            r.node.metadata.update(self.metadata)
+        return r
+
+    def _reset(self) -> None:
+        """A new stream knows nothing (like Envoy's SotW; Delta would send initial versions: not modelled)."""
+        self.clusters, self.listeners = {}, {}
+        self.eds_names, self.rds_names = set(), set()
+        self.have_eds, self.have_rds = set(), set()
+        self.got = set()
+        self.sotw_state = {}
+
+    async def run(self, channel) -> None:
+        """Keep one ADS stream open; reconnect with jittered backoff (0.5-1 s) like Envoy when it breaks."""
+        import random
+
+        w = self.w
+        method = "DeltaAggregatedResources" if w.delta else "StreamAggregatedResources"
+        req_cls = w.pb.DeltaDiscoveryRequest if w.delta else w.pb.DiscoveryRequest
+        resp_cls = w.pb.DeltaDiscoveryResponse if w.delta else w.pb.DiscoveryResponse
+        stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
+                                     request_serializer=req_cls.SerializeToString,
+                                     response_deserializer=resp_cls.FromString)
+        while True:
+            self._reset()
+            self.call = stub()
+            try:
+                await self.call.write(self._req(CDS, first=True))
+                await self.call.write(self._req(LDS))
+                async for resp in self.call:
+                    self.responses += 1
+                    await self._on_response(resp)
+                why = "ended by the server"
+            except Exception as e:  # noqa: BLE001 - any stream failure: reconnect, like Envoy
+                why = repr(e).splitlines()[0]
+            w.reconnects += 1
+            if w.reconnects <= 3:
+                print(f"stream {self.index}: {why}; reconnecting", file=sys.stderr)
+            await asyncio.sleep(0.5 + random.random() * 0.5)
+
+    async def _on_response(self, resp) -> None:
+        w, t = self.w, resp.type_url
+        now = time.monotonic()
+        self.got.add(t)
+        if w.delta:
+            items = [(r.name, r.resource.value) for r in resp.resources]
+            removed = list(resp.removed_resources)
+        else:
+            items = [(w.name_of(t, a.value), a.value) for a in resp.resources]
+            removed = None  # SotW: CDS/LDS carry the full set
+        P = w.parsers
+        if t == CDS:
+            if removed is None:
+                self.clusters = {}
+            for n in removed or ():
+                self.clusters.pop(n, None)
+            for n, v in items:
+                self.clusters[n] = P.eds_name(v)
+            want = {e for e in self.clusters.values() if e}
+            await self._resubscribe(EDS, self.eds_names, want)
+            self.eds_names = want
+            self.have_eds &= want
+        elif t == LDS:
+            if removed is None:
+                self.listeners = {}
+            for n in removed or ():
+                self.listeners.pop(n, None)
+            for n, v in items:
+                self.listeners[n] = P.rds_names(v)
+            want = set().union(*self.listeners.values()) if self.listeners else set()
+            await self._resubscribe(RDS, self.rds_names, want)
+            self.rds_names = want
+            self.have_rds &= want
+        elif t == EDS:
+            for n, v in items:
+                self.have_eds.add(n)
+                if n == w.watch_name or (w.watch_name is None and n.endswith(w.watch_suffix)):
+                    w.watch_name = n
+                    for a in P.addresses(v):
+                        if a not in self.seen:
+                            self.seen.add(a)
+                            w.saw(a, now)
+            for n in removed or ():
+                self.have_eds.discard(n)
+        elif t == RDS:
+            for n, _ in items:
+                self.have_rds.add(n)
+        # ACK
+        if w.delta:
+            await self.call.write(self._req(t, nonce=resp.nonce))
+        else:
+            self.sotw_state[t] = (resp.version_info, resp.nonce)
+            names = self.eds_names if t == EDS else self.rds_names if t == RDS else ()
+            await self.call.write(self._req(t, names, nonce=resp.nonce, version=resp.version_info))
+        if self.synced_at is None and CDS in self.got and LDS in self.got and \
+                self.eds_names <= self.have_eds and self.rds_names <= self.have_rds:
+            self.synced_at = now
+            w.on_synced()
+
+    async def _resubscribe(self, t: str, old: set[str], new: set[str]) -> None:
+        if old == new:
+            return
+        if self.w.delta:
+            await self.call.write(self._req(t, sub=sorted(new - old), unsub=sorted(old - new)))
+        else:
+            version, nonce = self.sotw_state.get(t, ("", ""))
+            await self.call.write(self._req(t, new, nonce=nonce, version=version))
+
+
+class Worker:
+    def __init__(self, xds: str, delta: bool, start: int, count: int) -> None:
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        self.pb = discovery_pb2
+        self.xds = xds
+        self.delta = delta
+        self.parsers = _Parsers()
+        self.streams = [LoadStream(self, start + i) for i in range(count)]
+        self.watch_suffix = f"|{WATCH_SERVICE}.{NAMESPACE}.svc.cluster.local"
+        self.watch_name: str | None = None
+        self.synced = 0
+        self.reconnects = 0
+        self.synced_event = asyncio.Event()
+        self.seen_times: dict[str, list[float]] = {}
+        self.seen_events: dict[str, asyncio.Event] = {}
+        self._names: dict[bytes, str] = {}
+
+    def name_of(self, type_url: str, value: bytes) -> str:
+        n = self._names.get(value)
+        if n is None:
+            P = self.parsers
+            if type_url == CDS:
+                n = P.Cluster.FromString(value).name
+            elif type_url == EDS:
+                n = P.CLA.FromString(value).cluster_name
+            elif type_url == LDS:
+                n = P.Listener.FromString(value).name
+            else:
+                from envoy.config.route.v3 import route_pb2
+                n = route_pb2.RouteConfiguration.FromString(value).name
+            self._names[value] = n
+        return n
+
+    def on_synced(self) -> None:
+        self.synced += 1
+        if self.synced == len(self.streams):
+            self.synced_event.set()
+
+    def saw(self, addr: str, now: float) -> None:
+        lst = self.seen_times.setdefault(addr, [])
+        lst.append(now)
+        if len(lst) == len(self.streams):
+            self.seen_events.setdefault(addr, asyncio.Event()).set()
+
+    async def main(self) -> None:
+        import grpc
+
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+        channels = [grpc.aio.insecure_channel(self.xds, options=opts) for _ in self.streams]
+        t_start = time.monotonic()
+        cpu0 = time.process_time()
+        tasks = [asyncio.create_task(s.run(ch)) for s, ch in zip(self.streams, channels)]
+        _emit({"event": "started", "t": t_start})
+        try:
+            while not self.synced_event.is_set():
+                try:
+                    await asyncio.wait_for(self.synced_event.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    _emit({"event": "progress", "synced": self.synced, "streams": len(self.streams),
+                           "responses": sum(s.responses for s in self.streams),
+                           "reconnects": self.reconnects,
+                           "silent": sum(1 for s in self.streams if s.responses == 0),
+                           "states": sorted({str(ch.get_state()) for ch, s in zip(channels, self.streams)
+                                             if s.responses == 0})})
+            _emit({"event": "synced", "t0": t_start, "times": [s.synced_at for s in self.streams],
+                   "cpu": time.process_time() - cpu0, "reconnects": self.reconnects})
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                cmd = json.loads(line)
+                if cmd["cmd"] == "expect":
+                    addr = cmd["address"]
+                    ev = self.seen_events.setdefault(addr, asyncio.Event())
+                    if len(self.seen_times.get(addr, ())) >= len(self.streams):
+                        ev.set()
+                    try:
+                        await asyncio.wait_for(ev.wait(), cmd.get("timeout", 30))
+                    except asyncio.TimeoutError:
+                        pass
+                    _emit({"event": "seen", "address": addr, "times": self.seen_times.get(addr, []),
+                           "missing": len(self.streams) - len(self.seen_times.get(addr, ())),
+                           "reconnects": self.reconnects,
+                           "cpu": time.process_time() - cpu0})
+                elif cmd["cmd"] == "stop":
+                    break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def worker_entry(argv: list[str]) -> None:
+    xds, mode, start, count = argv[0], argv[1], int(argv[2]), int(argv[3])
+    _raise_nofile()
+    w = Worker(xds, mode == "delta", start, count)
+    try:
+        import uvloop  # type: ignore
+
+        uvloop.run(w.main())
+    except ImportError:  # pragma: no cover
+        asyncio.run(w.main())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver side
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class BenchOptions:
+    proxies: int = 100
+    services: int = 50
+    delta: bool = True
+    changes: int = 5
+    workers: int = 1
+    timeout: float = 300.0
+    debounce_ms: int | None = None
+    python: str = sys.executable
+    keep_state: bool = False
+    cp_log_level: str = "warning"
+
+
+@dataclass
+class BenchResult:
+    options: BenchOptions
+    initial_sync_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)  # every proxy, every change
+    all_ms: list[float] = field(default_factory=list)  # per change: until the last proxy had it
+    missing: int = 0
+    cp_cpu_sync_s: float = 0.0
+    cp_cpu_changes_s: float = 0.0
+    cp_cpu_total_s: float = 0.0
+    cp_peak_rss_mb: float = 0.0
+    client_cpu_s: float = 0.0
+    connected: int = 0
+    reconnects: int = 0  # streams that broke and were reopened (like Envoy would)
+    pids: list[int] = field(default_factory=list)  # every process started (all reaped at the end)
+    state_dir: str = ""  # the temp state dir (removed at the end unless keep_state)
+
+    def pct(self, p: float) -> float:
+        return percentile(self.latencies_ms, p)
+
+    def row(self) -> str:
+        o = self.options
+        return (f"| {'delta' if o.delta else 'sotw'} | {o.proxies} | {o.services} | {o.workers} | "
+                f"{self.initial_sync_s:.2f} | {self.pct(50):.1f} | {self.pct(99):.1f} | "
+                f"{(sum(self.all_ms) / len(self.all_ms)) if self.all_ms else float('nan'):.1f} | {self.missing} | "
+                f"{self.reconnects} | "
+                f"{self.cp_cpu_sync_s:.2f} | {self.cp_cpu_changes_s:.2f} | {self.cp_peak_rss_mb:.0f} | "
+                f"{self.client_cpu_s:.1f} |")
+
+
+TABLE_HEADER = ("| mode | proxies | services | client procs | initial sync s | EDS p50 ms | EDS p99 ms | "
+                "EDS all ms (mean) | missed | reconnects | CP CPU s (sync) | CP CPU s (changes) | CP peak RSS MB | "
+                "client CPU s (total) |\n" + "|---" * 14 + "|")
+
+
+def percentile(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def proc_peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def services_yaml(m: int) -> str:
+    docs = [
+        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: {NAMESPACE}\n"
+        f"spec:\n  selector:\n    app: svc-{i}\n  ports:\n  - name: http\n    port: 8080\n"
+        for i in range(m)
+    ]
+    return "---\n".join(docs)
+
+
+def instance_dict(i: int, j: int, address: str) -> dict[str, Any]:
+    from mizzen.model.types import Instance
+
+    return Instance(id=f"{NAMESPACE}.svc-{i}-{j}", namespace=NAMESPACE, workload=f"svc-{i}", address=address,
+                    ports=(8080,), labels=(("app", f"svc-{i}"),), source="static").to_dict()
+
+
+def _addr(n: int) -> str:
+    return f"127.0.{n // 250}.{n % 250 + 1}"
+
+
+class _WorkerProc:
+    def __init__(self, proc: asyncio.subprocess.Process, count: int) -> None:
+        self.proc = proc
+        self.count = count
+
+    async def next_event(self, timeout: float) -> dict:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError(f"load worker exited (code {await self.proc.wait()})")
+        return json.loads(line)
+
+    async def send(self, obj: dict) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        await self.proc.stdin.drain()
+
+
+class _Ctx:
+    """What the run started, for teardown."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.cp: subprocess.Popen | None = None
+        self.workers: list[_WorkerProc] = []
+
+
+async def run_bench(o: BenchOptions, log=lambda s: None) -> BenchResult:
+    """Run the whole benchmark; bounded by `o.timeout`; tears everything down."""
+    _raise_nofile()
+    res = BenchResult(o)
+    ctx = _Ctx(tempfile.mkdtemp(prefix="mizzen-bench-"))
+    res.state_dir = ctx.state
+    try:
+        await asyncio.wait_for(_run(o, res, ctx, log), o.timeout)
+    finally:
+        for w in ctx.workers:
+            if w.proc.returncode is None:
+                try:
+                    await w.send({"cmd": "stop"})
+                    await asyncio.wait_for(w.proc.wait(), 5)
+                except (Exception, asyncio.TimeoutError):
+                    w.proc.kill()
+                    await w.proc.wait()
+        cp = ctx.cp
+        if cp is not None and cp.poll() is None:
+            cp.send_signal(signal.SIGTERM)
+            try:
+                cp.wait(10)
+            except subprocess.TimeoutExpired:
+                cp.kill()
+                cp.wait()
+        if o.keep_state:
+            log(f"state dir kept: {ctx.state}")
+        else:
+            shutil.rmtree(ctx.state, ignore_errors=True)
+    return res
+
+
+async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
+    state, workers = ctx.state, ctx.workers
+    xds_port, api_port = _free_port(), _free_port()
+    cmd = [o.python, "-m", "mizzen.cli.main", "controlplane", "--state-dir", state, "--xds-port", str(xds_port),
+           "--api-port", str(api_port), "--log-level", o.cp_log_level]
+    if o.debounce_ms is not None:
+        cmd += ["--debounce-ms", str(o.debounce_ms)]
+    logf = open(os.path.join(state, "controlplane.log"), "wb")
+    cp = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    logf.close()
+    ctx.cp = cp
+    res.pids.append(cp.pid)
+    api = f"http://127.0.0.1:{api_port}"
+    xds = f"127.0.0.1:{xds_port}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+        deadline = time.monotonic() + 30
+        while True:
+            if cp.poll() is not None:
+                raise RuntimeError(f"control plane exited with {cp.returncode}; see its log in {state}")
+            try:
+                async with http.get(f"{api}/healthz") as r:
+                    if r.status == 200 and (await r.json()).get("ready"):
+                        break
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("control plane not ready after 30 s")
+            await asyncio.sleep(0.1)
+        log(f"control plane pid {cp.pid} ready; applying {o.services} services")
+        async with http.post(f"{api}/api/v1/apply", json={"files": [{"name": "bench.yaml", "text": services_yaml(o.services)}],
+                                                           "namespace": NAMESPACE}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"apply failed: {r.status} {await r.text()}")
+        sem = asyncio.Semaphore(32)
+
+        async def put(i: int, j: int, address: str) -> None:
+            async with sem:
+                d = instance_dict(i, j, address)
+                async with http.put(f"{api}/api/v1/instances/{d['id']}", json=d) as r:
+                    if r.status != 200:
+                        raise RuntimeError(f"PUT instance failed: {r.status} {await r.text()}")
+
+        await asyncio.gather(*(put(i, j, _addr(2 * i + j)) for i in range(o.services) for j in range(2)))
+        log(f"registered {2 * o.services} instances")
+        await asyncio.sleep(0.3)  # let the registry change settle into a snapshot before proxies connect
+        cpu0 = proc_cpu_seconds(cp.pid)
+
+        # workers
+        n_w = max(1, min(o.workers, o.proxies))
+        per = [o.proxies // n_w + (1 if k < o.proxies % n_w else 0) for k in range(n_w)]
+        start = 0
+        for cnt in per:
+            p = await asyncio.create_subprocess_exec(
+                o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
+                str(start), str(cnt), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                start_new_session=True, limit=64 * 1024 * 1024)
+            workers.append(_WorkerProc(p, cnt))
+            res.pids.append(p.pid)
+            start += cnt
+        starts, ends = [], []
+        for w in workers:
+            ev = await w.next_event(60)
+            starts.append(ev["t"])
+        for w in workers:
+            while (ev := await w.next_event(o.timeout))["event"] == "progress":
+                log(f"worker: {ev['synced']}/{ev['streams']} streams synced, {ev['responses']} responses, "
+                    f"{ev['reconnects']} reconnects, {ev['silent']} streams without any response {ev['states']}")
+            assert ev["event"] == "synced", ev
+            ends.append(max(ev["times"]))
+            res.reconnects += ev["reconnects"]
+            res.client_cpu_s += ev["cpu"]
+        res.initial_sync_s = max(ends) - min(starts)
+        cpu1 = proc_cpu_seconds(cp.pid)
+        res.cp_cpu_sync_s = cpu1 - cpu0
+        log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")
+
+        client_cpu = 0.0
+        for k in range(o.changes):
+            address = f"127.1.{k // 250}.{k % 250 + 1}"
+            t0 = time.monotonic()
+            await put(0, 0, address)
+            for w in workers:
+                await w.send({"cmd": "expect", "address": address, "timeout": 30})
+            times: list[float] = []
+            client_cpu = 0.0
+            reconnects = 0
+            for w in workers:
+                ev = await w.next_event(60)
+                assert ev["event"] == "seen", ev
+                times += ev["times"]
+                res.missing += ev["missing"]
+                client_cpu += ev["cpu"]
+                reconnects += ev["reconnects"]
+            lat = [(t - t0) * 1000 for t in times]
+            res.latencies_ms += lat
+            if lat:
+                res.all_ms.append(max(lat))
+            log(f"change {k + 1}/{o.changes}: p50 {percentile(lat, 50):.1f} ms, all {max(lat) if lat else float('nan'):.1f} ms")
+        res.client_cpu_s = client_cpu
+        if o.changes:
+            res.reconnects = reconnects
+        cpu2 = proc_cpu_seconds(cp.pid)
+        res.cp_cpu_changes_s = cpu2 - cpu1
+        res.cp_cpu_total_s = cpu2
+        res.cp_peak_rss_mb = proc_peak_rss_mb(cp.pid)
+        try:
+            async with http.get(f"{api}/api/v1/proxies") as r:
+                items = (await r.json()).get("items", [])
+                res.connected = sum(1 for p in items if p.get("connected"))
+        except (aiohttp.ClientError, ValueError):
+            res.connected = -1
+
+
+if __name__ == "__main__":  # worker processes: python -m mizzen.bench.xds_load worker XDS MODE START COUNT
+    if len(sys.argv) >= 6 and sys.argv[1] == "worker":
+        worker_entry(sys.argv[2:])
+    else:
+        print("usage: python -m mizzen.bench.xds_load worker XDS_ADDR sotw|delta START COUNT", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,440 @@
+"""The xDS stream protocol as a sans-I/O state machine, one per connected proxy.
+
+    s = SotwStream()                      # or DeltaStream()
+    out = s.on_request(discovery_request, now)    # -> [Response]: bytes to write + a description
+    out = s.set_target(resources, now)            # the full desired set {type_url: {name: Rendered}}
+    s.status()                                    # {"CDS": {"state", "sentVersion", "ackedVersion", "error"}, ...}
+
+Nothing here does I/O or reads a clock: the caller feeds requests and targets, writes `Response.data` to the
+wire (a serialized DiscoveryResponse / DeltaDiscoveryResponse), and passes the time in.
+
+Protocol rules implemented
+- Nothing is sent before the first target is set.
+- Per type: subscription (wildcard for CDS/LDS when the first request names nothing, or "*"; named otherwise;
+  Delta subscribe/unsubscribe), the nonce of the last response, sent/acked version, the last NACK's message
+  (kept until a later ACK).  At most one response per type is in flight: the next is sent after the ACK/NACK.
+- SotW: version_info is a hash of the (name, version) pairs sent; EDS/RDS send only the requested names.
+  SotW cannot delete a named resource, so a subscribed name that leaves the target keeps the client's copy
+  until the client unsubscribes it.
+  A request carrying a stale nonce (not the last one sent for its type) is ignored.  On a new stream, a first
+  request whose version_info equals the hash of what we would send is taken as "already has it".
+- Delta: only new/changed resources are sent, removals go in removed_resources; `initial_resource_versions`
+  on a new stream seed what the client has, so unchanged resources are not resent.
+
+Make-before-break (per stream; `phase`):
+  CLUSTERS  clusters: installed ∪ target (changed/new ones sent, none removed); endpoints: target for the
+            subscribed names, installed ones kept; listeners/routes: unchanged (as installed).
+  LISTENERS clusters/endpoints as above; listeners and routes: target.
+  REMOVE    everything: target (SotW: CDS = target set; Delta: removed_resources).
+  DONE      idle: everything is target; endpoint changes and new subscriptions are answered at once.
+A phase ends when none of its types has a response in flight and none has anything left to send (a NACK
+also ends it: the error is recorded and the sequence continues).  `set_target` and a type subscribed for the
+first time restart from CLUSTERS; whatever was installed is kept until REMOVE.  Types with nothing to change
+are skipped.  Endpoint-only changes are sent in every phase.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from mizzen.model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_TYPE, ProxyResources, Rendered
+from mizzen.xds import wire
+
+__all__ = [
+    "Response", "SotwStream", "DeltaStream", "new_stream", "version_of", "WILDCARD_TYPES",
+    "CLUSTERS", "LISTENERS", "REMOVE", "DONE", "PHASE_NAMES",
+]
+
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+SEND_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+STATUS_TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+
+CLUSTERS, LISTENERS, REMOVE, DONE = 1, 2, 3, 4
+PHASE_NAMES = {CLUSTERS: "CLUSTERS", LISTENERS: "LISTENERS", REMOVE: "REMOVE", DONE: "DONE"}
+# Which types must be quiet for a phase to end.
+_PHASE_TYPES = {CLUSTERS: (CLUSTER, ENDPOINT), LISTENERS: SEND_ORDER, REMOVE: None}
+
+# View modes: what a type should look like to the client in the current phase.
+_KEEP = "keep"  # installed ∪ target
+_HAVE = "have"  # installed (unchanged)
+_TARGET = "target"
+
+_EMPTY: Mapping[str, Rendered] = {}
+
+
+def version_of(view: Mapping[str, Rendered]) -> str:
+    """A stable version for a set of resources: hash of the sorted (name, version) pairs."""
+    text = "".join([f"{name}\x00{view[name].version}\n" for name in sorted(view)])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _short(type_url: str) -> str:
+    return SHORT_TYPE.get(type_url) or type_url.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response to write: `data` is the serialized (Delta)DiscoveryResponse."""
+
+    type_url: str
+    nonce: str
+    version: str  # SotW version_info / Delta system_version_info
+    resources: tuple[str, ...]  # names of the resources included
+    removed: tuple[str, ...] = ()
+    data: bytes = b""
+    delta: bool = False
+
+    @property
+    def short(self) -> str:
+        return _short(self.type_url)
+
+    def __str__(self) -> str:
+        s = f"{self.short} nonce={self.nonce} version={self.version} +{list(self.resources)}"
+        return s + (f" -{list(self.removed)}" if self.removed else "")
+
+
+class _TypeState:
+    """Per type: subscription, what the client has been sent, in-flight nonce, ACK/NACK record."""
+
+    __slots__ = (
+        "type_url", "subscribed", "wildcard", "names", "have", "ever_sent", "force", "reported_version",
+        "last_nonce", "inflight", "inflight_version", "sent_version", "acked_version", "error", "nacks",
+        "sent_at", "acked_at", "gen", "memo",
+    )
+
+    def __init__(self, type_url: str) -> None:
+        self.type_url = type_url
+        self.subscribed = False
+        self.wildcard = False
+        self.names: set[str] = set()
+        # What the client has (as far as we know): SotW = the last set sent; Delta = sent + initial versions
+        # (entries seeded from initial_resource_versions are placeholders with an empty payload).
+        self.have: dict[str, Rendered] = {}
+        self.ever_sent = False
+        self.force = False  # resend even if unchanged (client restarted the type on this stream)
+        self.reported_version = ""  # SotW: version_info of the first request of a new stream
+        self.last_nonce = ""
+        self.inflight: str | None = None
+        self.inflight_version = ""
+        self.sent_version = ""
+        self.acked_version = ""
+        self.error: str | None = None
+        self.nacks = 0
+        self.sent_at: float | None = None
+        self.acked_at: float | None = None
+        self.gen = 0  # bumped on every change of have/subscription, for the "nothing to send" memo
+        self.memo: dict[str, tuple[Any, int]] = {}  # view mode -> (target mapping, gen) found clean
+
+    def interested(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def pick(self, src: Mapping[str, Rendered]) -> dict[str, Rendered]:
+        if self.wildcard or src.keys() <= self.names:  # set operations run in C: keep the hot path there
+            return dict(src)
+        return {n: src[n] for n in src.keys() & self.names}
+
+    def interested_part(self, d: Mapping[str, Rendered]) -> dict[str, Rendered]:
+        if self.wildcard or d.keys() <= self.names:
+            return dict(d)
+        return {n: d[n] for n in d.keys() & self.names}
+
+
+def _changed(view: Mapping[str, Rendered], have: Mapping[str, Rendered]) -> list[Rendered]:
+    """Entries of `view` that `have` lacks or has at another version (identity first: shared objects)."""
+    get = have.get
+    return [r for r in [r for n, r in view.items() if get(n) is not r]
+            if (h := get(r.name)) is None or h.version != r.version]
+
+
+def _same(a: Mapping[str, Rendered], b: Mapping[str, Rendered]) -> bool:
+    return len(a) == len(b) and a.keys() == b.keys() and not _changed(a, b)
+
+
+class _Stream:
+    mode = ""
+
+    def __init__(self) -> None:
+        self.types: dict[str, _TypeState] = {}
+        self.target: ProxyResources | None = None
+        self.phase = DONE
+        self.node: Any = None  # the node of the first request that carried one
+        self._nonce = 0
+        self.target_set_at: float | None = None
+
+    # -- public -------------------------------------------------------------------------------------------
+    @property
+    def phase_name(self) -> str:
+        return PHASE_NAMES[self.phase]
+
+    def set_target(self, resources: ProxyResources, now: float) -> list[Response]:
+        """Replace the full desired resource set; returns what to send now (make-before-break)."""
+        self.target = resources
+        self.target_set_at = now
+        self.phase = CLUSTERS
+        return self._advance(now)
+
+    def on_request(self, req: Any, now: float) -> list[Response]:
+        raise NotImplementedError
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per short type: state SYNCED | STALE | NACKED | NOT_SENT, sentVersion, ackedVersion, error."""
+        out: dict[str, dict[str, Any]] = {}
+        types = list(STATUS_TYPES) + [t for t in self.types if t not in STATUS_TYPES]
+        for t in types:
+            st = self.types.get(t)
+            if st is None or not st.ever_sent:
+                state = "NOT_SENT"
+            elif st.inflight is not None:
+                state = "STALE"
+            elif st.error is not None:
+                state = "NACKED"
+            elif self.target is not None and not _same(self._view(st, _TARGET), st.have):
+                state = "STALE"
+            else:
+                state = "SYNCED"
+            out[_short(t)] = {
+                "state": state,
+                "sentVersion": st.sent_version if st else "",
+                "ackedVersion": st.acked_version if st else "",
+                "error": st.error if st else None,
+                "resources": len(st.have) if st else 0,
+                "subscribed": (["*"] if st.wildcard else []) + sorted(st.names) if st else [],
+                "nacks": st.nacks if st else 0,
+            }
+        return out
+
+    def sent(self, type_url: str) -> dict[str, Rendered]:
+        """What the client was last sent (Delta: including versions it reported, as payload-less entries)."""
+        st = self.types.get(type_url)
+        return dict(st.have) if st else {}
+
+    def synced(self) -> bool:
+        """True when every subscribed type has its target acknowledged and the sequence is idle."""
+        if self.target is None or self.phase != DONE:
+            return False
+        return all(s["state"] in ("SYNCED", "NOT_SENT") for s in self.status().values())
+
+    # -- shared machinery -----------------------------------------------------------------------------------
+    def _ts(self, type_url: str) -> _TypeState:
+        st = self.types.get(type_url)
+        if st is None:
+            st = self.types[type_url] = _TypeState(type_url)
+        return st
+
+    def _subscribe_first(self, st: _TypeState) -> None:
+        st.subscribed = True
+        if self.target is not None:
+            self.phase = CLUSTERS  # a newly subscribed type goes through make-before-break too
+
+    def _next_nonce(self) -> str:
+        self._nonce += 1
+        return str(self._nonce)
+
+    def _mode(self, t: str) -> str:
+        p = self.phase
+        if t == CLUSTER or t == ENDPOINT:
+            return _KEEP if p <= LISTENERS else _TARGET
+        if t == LISTENER or t == ROUTE:
+            return _HAVE if p == CLUSTERS else _TARGET
+        return _TARGET
+
+    def _view(self, st: _TypeState, mode: str) -> dict[str, Rendered]:
+        if mode == _HAVE:
+            return st.interested_part(st.have)
+        picked = st.pick((self.target or _EMPTY).get(st.type_url) or _EMPTY)
+        if mode == _KEEP and st.have:
+            view = st.interested_part(st.have)
+            view.update(picked)
+            return view
+        return picked
+
+    def _on_ack(self, st: _TypeState, nonce: str, error: str | None, now: float) -> None:
+        if st.inflight is None or nonce != st.inflight:
+            return
+        st.inflight = None
+        if error is not None:
+            st.error = error or "rejected (no message)"
+            st.nacks += 1
+        else:
+            st.error = None
+            st.acked_version = st.inflight_version
+            st.acked_at = now
+
+    def _advance(self, now: float) -> list[Response]:
+        if self.target is None:
+            return []
+        out: list[Response] = []
+        while True:
+            order = list(SEND_ORDER) + [t for t in self.types if t not in SEND_ORDER]
+            for t in order:
+                st = self.types.get(t)
+                if st is None or not st.subscribed or st.inflight is not None:
+                    continue
+                r = self._maybe_send(st, now)
+                if r is not None:
+                    out.append(r)
+            if self.phase == DONE:
+                return out
+            check = _PHASE_TYPES[self.phase] or tuple(self.types)
+            if any((st := self.types.get(t)) is not None and st.inflight is not None for t in check):
+                return out
+            self.phase += 1
+
+    def _maybe_send(self, st: _TypeState, now: float) -> Response | None:
+        mode = self._mode(st.type_url)
+        tgt = (self.target or _EMPTY).get(st.type_url)
+        m = st.memo.get(mode)
+        if m is not None and m[0] is tgt and m[1] == st.gen:
+            return None  # nothing changed since we last found nothing to send in this mode
+        r = self._send_if_needed(st, mode, now)
+        st.memo[mode] = (tgt, st.gen)  # after a send, `have` is this mode's view: clean as well
+        return r
+
+    def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
+        raise NotImplementedError
+
+    def _record_send(self, st: _TypeState, view: dict[str, Rendered], version: str, nonce: str, now: float) -> None:
+        st.have = view
+        st.ever_sent = True
+        st.force = False
+        st.sent_version = version
+        st.last_nonce = nonce
+        st.inflight = nonce
+        st.inflight_version = version
+        st.sent_at = now
+        st.gen += 1
+
+
+class SotwStream(_Stream):
+    """State-of-the-world ADS (StreamAggregatedResources)."""
+
+    mode = "sotw"
+
+    def on_request(self, req: Any, now: float) -> list[Response]:
+        if self.node is None and req.HasField("node"):
+            self.node = req.node
+        st = self._ts(req.type_url)
+        nonce = req.response_nonce if st.subscribed else ""  # a nonce from an earlier stream means nothing here
+        if nonce and nonce != st.last_nonce:
+            return []  # stale: answers a response that a later one superseded
+        if not nonce:
+            if st.subscribed and st.ever_sent:
+                st.force = True  # the client restarted this type: send again
+                st.inflight = None
+            st.reported_version = req.version_info
+            st.gen += 1
+        names = set(req.resource_names)
+        wildcard = "*" in names or (not names and req.type_url in WILDCARD_TYPES)
+        names.discard("*")
+        if wildcard != st.wildcard or names != st.names:
+            st.wildcard, st.names = wildcard, names
+            st.gen += 1
+        if nonce:
+            self._on_ack(st, nonce, req.error_detail.message if req.HasField("error_detail") else None, now)
+        if not st.subscribed:
+            self._subscribe_first(st)
+        return self._advance(now)
+
+    def _view(self, st: _TypeState, mode: str) -> dict[str, Rendered]:
+        # SotW cannot remove a named (non-wildcard) resource: absence from a response leaves the client's
+        # copy alone.  So a subscribed name missing from the target keeps what was sent, and no response
+        # is sent just because a name disappeared (the client unsubscribes it, e.g. after a cluster removal).
+        if mode == _TARGET and not st.wildcard:
+            mode = _KEEP
+        return super()._view(st, mode)
+
+    def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
+        if st.reported_version and not st.ever_sent:
+            tv = self._view(st, _TARGET)
+            if version_of(tv) == st.reported_version:  # a reconnecting client already has exactly this
+                st.have, st.ever_sent = tv, True
+                st.sent_version = st.acked_version = st.reported_version
+                st.gen += 1
+            st.reported_version = ""
+        view = self._view(st, mode)
+        if _same(view, st.have) and not st.force:
+            initial = not st.ever_sent and st.wildcard and mode != _HAVE
+            if not initial:
+                return None
+        version = version_of(view)
+        nonce = self._next_nonce()
+        names = tuple(sorted(view))
+        data = wire.sotw_response(st.type_url, version, (view[n] for n in names), nonce)
+        self._record_send(st, view, version, nonce, now)
+        return Response(st.type_url, nonce, version, names, (), data, False)
+
+
+class DeltaStream(_Stream):
+    """Incremental ADS (DeltaAggregatedResources)."""
+
+    mode = "delta"
+
+    def on_request(self, req: Any, now: float) -> list[Response]:
+        if self.node is None and req.HasField("node"):
+            self.node = req.node
+        st = self._ts(req.type_url)
+        first = not st.subscribed
+        changed = False
+        subscribe = list(req.resource_names_subscribe)
+        if first and not subscribe and req.type_url in WILDCARD_TYPES:
+            st.wildcard = changed = True  # legacy wildcard: the first request names nothing
+        for n in subscribe:
+            if n == "*":
+                changed |= not st.wildcard
+                st.wildcard = True
+            elif n not in st.names:
+                st.names.add(n)
+                changed = True
+        for n in req.resource_names_unsubscribe:
+            if n == "*":
+                changed |= st.wildcard
+                st.wildcard = False
+            elif n in st.names:
+                st.names.discard(n)
+                changed = True
+        if changed:
+            for n in [n for n in st.have if not st.interested(n)]:
+                del st.have[n]  # the client forgets what it unsubscribed from
+        if first:
+            for n, v in req.initial_resource_versions.items():
+                if st.interested(n):
+                    st.have[n] = Rendered(req.type_url, n, v, b"")
+            changed = True
+        if changed:
+            st.gen += 1
+        if req.response_nonce:
+            self._on_ack(st, req.response_nonce,
+                         req.error_detail.message if req.HasField("error_detail") else None, now)
+        if first:
+            self._subscribe_first(st)
+        return self._advance(now)
+
+    def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
+        view = self._view(st, mode)
+        have = st.have
+        updates = _changed(view, have)
+        removed = list(have.keys() - view.keys())
+        if not updates and not removed:
+            initial = not st.ever_sent and not have and st.wildcard and mode != _HAVE
+            if not initial:
+                if not st.ever_sent and have:
+                    st.ever_sent = True  # seeded by initial_resource_versions and already current
+                    st.sent_version = st.acked_version = version_of(view)
+                return None
+        updates.sort(key=lambda r: r.name)
+        removed.sort()
+        version = version_of(view)
+        nonce = self._next_nonce()
+        data = wire.delta_response(st.type_url, version, updates, removed, nonce)
+        self._record_send(st, view, version, nonce, now)
+        return Response(st.type_url, nonce, version, tuple(r.name for r in updates), tuple(removed), data, True)
+
+
+def new_stream(mode: str) -> _Stream:
+    """`mode` is "sotw" or "delta"."""
+    if mode == "sotw":
+        return SotwStream()
+    if mode == "delta":
+        return DeltaStream()
+    raise ValueError(f"unknown xDS mode {mode!r}")
