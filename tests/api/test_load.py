@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mizzen.api import InvalidConfig, load_files, load_text
+from mizzen.api import InvalidConfig, load_text
+from mizzen.manifests import load_files
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "istio-samples" / "bookinfo"
 VS = "apiVersion: {v}\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n"

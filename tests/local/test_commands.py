@@ -10,7 +10,7 @@ import tempfile
 import click
 import pytest
 
-from mizzen.api import load_files
+from mizzen.manifests import load_files
 from mizzen.local.commands import find_pod
 from mizzen.local.runner import Pod, Runner, live_status, plan_pods, untraversable, write_json
 

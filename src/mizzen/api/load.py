@@ -127,22 +127,22 @@ def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFA
     return result
 
 
-def load_files(paths: Iterable[str], *, default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
-    """Load several files as one all-or-nothing input."""
+def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+    """Load several (name, text) inputs as one all-or-nothing input (reading files is the caller's job)."""
     out = LoadResult()
     errors: list[Issue] = []
-    for p in paths:
+    seen: dict[Any, str] = {}
+    for name, text in sources:
         try:
-            with open(p, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            errors.append(Issue(f"cannot read: {e.strerror}", p))
-            continue
-        try:
-            r = load_text(text, file=p, default_namespace=default_namespace)
+            r = load_text(text, file=name, default_namespace=default_namespace)
         except InvalidConfig as e:
             errors.extend(e.issues)
             continue
+        for res in r.resources:
+            if res.key in seen:
+                errors.append(Issue(f"defined twice in one input (also in {seen[res.key]})", name, None,
+                                    res.kind, res.namespace, res.name))
+            seen[res.key] = name
         out.resources.extend(r.resources)
         out.warnings.extend(r.warnings)
     if errors:

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..api import InvalidConfig, LoadResult, Resource, load_files
+from ..api import InvalidConfig, LoadResult, Resource
+from ..manifests import load_files
 from ..cli.client import ApiClient, ApiError, MeshUnavailable
 from . import netns
 from .procs import alive, cmdline, env_without_proxies, free_ports, same_process, signal_pid, tail, wait_gone
