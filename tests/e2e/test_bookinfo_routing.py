@@ -32,8 +32,10 @@ def mesh(tmp_path_factory) -> Mesh:
     finally:
         p = m.down()
         assert p.returncode == 0, p.stderr
+        from mizzen.local.netns import mesh_id
+
         left = os.popen("ip netns list").read()
-        assert f"mizzen-" not in left or m.state_dir.name not in left
+        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
 
 
 @pytest.fixture(autouse=True)
