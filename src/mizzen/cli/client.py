@@ -1,13 +1,13 @@
 """Synchronous HTTP/1.1 over unix sockets: the control plane's REST API and Envoy's admin API."""
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote, urlencode
+from ..unixpath import short_unix_path
 
 
 class MeshUnavailable(Exception):
@@ -25,20 +25,6 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         super().__init__(str(body.get("message") or f"HTTP {status}"))
-
-
-@contextlib.contextmanager
-def short_unix_path(path: str) -> Iterator[str]:
-    """A path naming the same socket that fits in sun_path (108 bytes), via /proc/self/fd for deep dirs."""
-    if len(os.fsencode(path)) < 100:
-        yield path
-        return
-    d, name = os.path.split(os.path.abspath(path))
-    fd = os.open(d, os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{name}"
-    finally:
-        os.close(fd)
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):

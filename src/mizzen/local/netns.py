@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from .procs import alive
+
 BRIDGE = "mzbr0"
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 VIP_NETWORK = ipaddress.ip_network("10.96.0.0/16")
@@ -152,24 +154,9 @@ def kill_namespace(netns: str, sig: int = signal.SIGKILL, wait: float = 3.0) -> 
             pass
     if sig == signal.SIGKILL and pids:
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
             time.sleep(0.05)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie still answers kill(0); treat it as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def delete_namespace(netns: str) -> None:

@@ -37,7 +37,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory
 
 from ..model.types import SHORT_TYPE, Proxy, ProxyResources, Rendered
-from ..xds.pushqueue import ALL, PushQueue
+from ..xds.pushqueue import ALL, PushEvent, PushQueue
+from .debounce import run_debounced
 from ..xds.stream import Response, new_stream
 
 log = logging.getLogger("mizzen.xds")
@@ -167,7 +168,8 @@ class AdsServer:
         self.addresses = bound
         if self._queue is not None:
             self._wake = asyncio.Event()
-            self._flusher = asyncio.create_task(self._flush_loop(), name="ads-debounce")
+            self._flusher = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush),
+                                                name="ads-debounce")
         log.info("xDS (ADS sotw+delta) listening on %s", ", ".join(bound))
         return bound
 
@@ -221,32 +223,12 @@ class AdsServer:
                 n += 1
         log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
 
-    async def _flush_loop(self) -> None:
-        assert self._queue is not None and self._wake is not None
-        q = self._queue
-        while True:
-            deadline = q.next_deadline()
-            if deadline is None:
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                    self._wake.clear()
-                    continue
-                except asyncio.TimeoutError:
-                    pass
-            if q.due(time.monotonic()):
-                ev = q.take()
-                if ev is None:
-                    continue
-                if ev.keys is None:
-                    self._push(None)
-                else:
-                    preds = list(ev.keys)
-                    self._push(lambda p: any(f(p) for f in preds))
+    def _flush(self, ev: PushEvent) -> None:
+        if ev.keys is None:
+            self._push(None)
+        else:
+            preds = list(ev.keys)
+            self._push(lambda p: any(f(p) for f in preds))
 
     # -- gRPC handlers ---------------------------------------------------------------------------------
     async def _sotw(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:

@@ -24,9 +24,10 @@ from ..model.types import Proxy, ProxyResources
 from ..registry.embedded import EmbeddedRegistry
 from ..store.sqlite import SqliteStore
 from ..translate import Renderer
-from ..xds.pushqueue import PushQueue
+from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
 from .core import ControlPlaneCore
+from .debounce import run_debounced
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
@@ -104,7 +105,7 @@ class ControlPlane:
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.ads.statuses,
                        proxy_resources=self.ads.sent_resources)
         self._rest_runner = await serve(app, str(sd / "api.sock"), self.settings.api_tcp)
-        self._loop_task = asyncio.create_task(self._push_loop(), name="push-loop")
+        self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         log.info("control plane ready: xds %s, api %s%s", xds_addrs, sd / "api.sock",
                  f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
 
@@ -128,28 +129,11 @@ class ControlPlane:
         self._queue.add("config" if config else "endpoints", time.monotonic())
         self._wake.set()
 
-    async def _push_loop(self) -> None:
-        while True:
-            deadline = self._queue.next_deadline()
-            if deadline is None:
-                await self._wake.wait()
-                self._wake.clear()
-                continue
-            delay = deadline - time.monotonic()
-            if delay > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                    self._wake.clear()
-                    continue  # more events: recompute the deadline
-                except asyncio.TimeoutError:
-                    pass
-            if not self._queue.due(time.monotonic()):
-                continue
-            self._queue.take()
-            try:
-                self._rebuild_and_push()
-            except Exception:  # a bad rebuild must not kill the loop; the previous snapshot stays
-                log.exception("snapshot rebuild failed; keeping the previous snapshot")
+    def _flush(self, _event: PushEvent) -> None:
+        try:
+            self._rebuild_and_push()
+        except Exception:  # a bad rebuild must not kill the loop; the previous snapshot stays
+            log.exception("snapshot rebuild failed; keeping the previous snapshot")
 
     def _rebuild_and_push(self) -> None:
         t = time.perf_counter()

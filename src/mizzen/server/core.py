@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, ResourceKey, load_text, resolve_kind
+from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, ResourceKey, load_sources, resolve_kind
 from ..api.kinds import SKIPPED_KINDS
 from ..model.types import Instance
 from ..registry.base import Registry
@@ -61,28 +61,8 @@ class ControlPlaneCore:
     def parse(self, files: Sequence[File], namespace: str | None = None) -> tuple[list[Resource], list[Issue]]:
         """Parse and validate every file as one input. Returns (resources, warnings); raises InvalidConfig
         listing every problem in every file."""
-        ns = namespace or DEFAULT_NAMESPACE
-        resources: list[Resource] = []
-        warnings: list[Issue] = []
-        errors: list[Issue] = []
-        origin: dict[ResourceKey, str] = {}
-        for name, text in files:
-            try:
-                result = load_text(text, file=name, default_namespace=ns)
-            except InvalidConfig as e:
-                errors.extend(e.issues)
-                continue
-            warnings.extend(result.warnings)
-            for r in result.resources:
-                if r.key in origin:
-                    errors.append(Issue(f"defined twice in one input (also in {origin[r.key]})", name, None,
-                                        r.kind, r.namespace, r.name))
-                    continue
-                origin[r.key] = name
-                resources.append(_strip_server_fields(r))
-        if errors:
-            raise InvalidConfig(errors)
-        return resources, warnings
+        result = load_sources(files, default_namespace=namespace or DEFAULT_NAMESPACE)
+        return [_strip_server_fields(r) for r in result.resources], result.warnings
 
     def apply(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
         resources, warnings = self.parse(files, namespace)

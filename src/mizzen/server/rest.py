@@ -11,13 +11,14 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from ..api import InvalidConfig, Issue
 from ..store.base import NotFound
 from .core import ControlPlaneCore
+from ..unixpath import short_unix_path
 
 log = logging.getLogger(__name__)
 
@@ -150,21 +151,6 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
     app.router.add_get("/api/v1/proxies", list_proxies)
     app.router.add_get("/api/v1/proxies/{id}/resources", get_proxy_resources)
     return app
-
-
-@contextlib.contextmanager
-def short_unix_path(path: str) -> Iterator[str]:
-    """A path naming the same socket that fits in sun_path (108 bytes): deep paths go through
-    /proc/self/fd/<dirfd>/<name> while the context is open."""
-    if len(os.fsencode(path)) < 100:
-        yield path
-        return
-    d, name = os.path.split(os.path.abspath(path))
-    fd = os.open(d, os.O_PATH | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{name}"
-    finally:
-        os.close(fd)
 
 
 def _unix_listener(path: str) -> socket.socket:
