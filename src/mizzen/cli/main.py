@@ -24,6 +24,7 @@ PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("mizzen.agent.commands", (("agent", "agent"),)),
     ("mizzen.server.commands", (("controlplane", "controlplane"),)),
     ("mizzen.bench.commands", (("bench", "bench"),)),
+    ("mizzen.analyze.commands", (("analyze", "analyze"),)),
 )
 
 
