@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, networking
+from . import core, networking, router
 from .base import Spec
 
 
@@ -34,6 +34,7 @@ KINDS: dict[str, KindInfo] = {
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),
         KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
+        KindInfo("Router", ("mizzen.dev/v1",), router.RouterSpec, "routers", ("router", "rt")),
     )
 }
 

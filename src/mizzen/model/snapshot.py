@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import Iterable, Mapping
 
 from ..api.base import Resource
+from .router import expand_all
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
 
@@ -60,6 +61,8 @@ class ConfigIndex:
     """Indexes over the config store's resources. Immutable once built."""
 
     def __init__(self, resources: Iterable[Resource], revision: int = 0):
+        resources = list(resources)
+        resources = expand_all(resources, {r.namespace for r in resources})
         by_kind: dict[str, list[Resource]] = {}
         for r in resources:
             by_kind.setdefault(r.kind, []).append(r)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model.router import conflicts as router_conflicts
 from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot, diff_hosts
 from ..model.types import Proxy, ProxyResources
 from ..registry.embedded import EmbeddedRegistry
@@ -54,7 +55,7 @@ class ControlPlane:
         sd.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(sd / "store.db")
         self.registry = EmbeddedRegistry(sd / "registry.db")
-        self.core = ControlPlaneCore(self.store, self.registry)
+        self.core = ControlPlaneCore(self.store, self.registry, validators=[router_conflicts])
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None

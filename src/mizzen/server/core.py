@@ -27,6 +27,10 @@ def resource_dict(r: Resource) -> dict[str, Any]:
     d = r.to_dict()
     if r.revision:
         d["metadata"]["resourceVersion"] = str(r.revision)
+    if r.kind == "Router":  # show what it stands for (`mizzen get router NAME -o yaml`)
+        from ..model.router import expand
+
+        d["status"] = {"generated": [g.to_dict() for g in expand(r)]}
     return d
 
 
