@@ -1,0 +1,122 @@
+"""The real control plane (store + registry + snapshot + renderer + ADS) over real gRPC Delta streams:
+a restarted control plane answers from its durable store, and a change to a service is pushed only to the
+proxies that can see it (Sidecar scope)."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import struct_pb2
+
+from mizzen.model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy
+from mizzen.server.ads import DELTA_METHOD
+from mizzen.server.controlplane import ControlPlane, Settings
+
+SERVICES = "".join(f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: svc-{i}}}
+spec:
+  ports: [{{port: 8080, name: http}}]
+  selector: {{app: svc-{i}}}
+""" for i in (1, 2))
+SIDECAR = """apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: only-svc-1}
+spec:
+  workloadSelector: {labels: {app: scoped}}
+  egress: [{hosts: ["./svc-1.default.svc.cluster.local"]}]
+"""
+
+
+def instance(i: int, addr: str) -> dict:
+    return {"id": f"default.svc-{i}-0", "namespace": "default", "workload": f"svc-{i}", "address": addr,
+            "ports": [8080], "labels": {"app": f"svc-{i}"}}
+
+
+class Proxyish:
+    """A Delta ADS client that behaves like Envoy: wildcard CDS/LDS, EDS/RDS by name, ACKs everything."""
+
+    def __init__(self, channel: grpc.aio.Channel, node_id: str, labels: dict[str, str]):
+        self.call = channel.stream_stream(
+            DELTA_METHOD, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)()
+        self.node_id, self.labels = node_id, labels
+        self.received: list[discovery_pb2.DeltaDiscoveryResponse] = []
+        self.have: dict[str, set[str]] = {CLUSTER: set(), ENDPOINT: set(), LISTENER: set(), ROUTE: set()}
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _send(self, **kw) -> None:
+        req = discovery_pb2.DeltaDiscoveryRequest(**kw)
+        req.node.id = self.node_id
+        meta = Proxy(id=self.node_id, labels=tuple(sorted(self.labels.items()))).node_metadata()
+        req.node.metadata.CopyFrom(struct_pb2.Struct())
+        req.node.metadata.update(meta)
+        await self.call.write(req)
+
+    async def _run(self) -> None:
+        await self._send(type_url=CLUSTER)
+        await self._send(type_url=LISTENER)
+        async for resp in self.call:
+            self.received.append(resp)
+            names = {r.name for r in resp.resources}
+            self.have[resp.type_url] |= names
+            self.have[resp.type_url] -= set(resp.removed_resources)
+            await self._send(type_url=resp.type_url, response_nonce=resp.nonce)
+            if resp.type_url == CLUSTER and names:
+                await self._send(type_url=ENDPOINT, resource_names_subscribe=sorted(names))
+
+
+async def wait_for(cond, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def test_scoped_push_and_restart_from_store(tmp_path: Path) -> None:
+    async def main() -> None:
+        settings = Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, debounce_max_wait=0.5)
+        cp = ControlPlane(settings)
+        cp.core.apply([("svc.yaml", SERVICES), ("sidecar.yaml", SIDECAR)])
+        cp.core.upsert_instance(instance(1, "10.244.0.1"))
+        cp.core.upsert_instance(instance(2, "10.244.0.2"))
+        await cp.start()
+        try:
+            addr = cp.ads.addresses[-1]
+            async with grpc.aio.insecure_channel(addr) as ch:
+                scoped = Proxyish(ch, "scoped", {"app": "scoped"})
+                wide = Proxyish(ch, "wide", {"app": "wide"})
+                svc2 = "outbound|8080||svc-2.default.svc.cluster.local"
+                await wait_for(lambda: svc2 in wide.have[ENDPOINT] and scoped.have[ENDPOINT])
+                assert svc2 not in scoped.have[CLUSTER]  # the Sidecar limits what it sees
+                n_scoped, n_wide = len(scoped.received), len(wide.received)
+                cp.core.upsert_instance(instance(2, "10.244.0.22"))  # a change to svc-2 only
+                await wait_for(lambda: len(wide.received) > n_wide)
+                eds = wide.received[-1]
+                assert eds.type_url == ENDPOINT and [r.name for r in eds.resources] == [svc2]
+                await asyncio.sleep(0.5)  # several debounce periods: nothing may reach the scoped proxy
+                assert len(scoped.received) == n_scoped
+                cp.core.upsert_instance(instance(1, "10.244.0.11"))  # svc-1: both see it
+                await wait_for(lambda: len(scoped.received) > n_scoped)
+                for p in (scoped, wide):
+                    p.call.cancel()
+        finally:
+            await cp.stop()
+        # a restarted control plane resumes from the durable store and registry: full config at once
+        cp2 = ControlPlane(settings)
+        await cp2.start()
+        try:
+            async with grpc.aio.insecure_channel(cp2.ads.addresses[-1]) as ch:
+                again = Proxyish(ch, "wide", {"app": "wide"})
+                await wait_for(lambda: "outbound|8080||svc-1.default.svc.cluster.local" in again.have[ENDPOINT])
+                assert {"outbound|8080||svc-1.default.svc.cluster.local",
+                        "outbound|8080||svc-2.default.svc.cluster.local"} <= again.have[CLUSTER]
+                again.call.cancel()
+        finally:
+            await cp2.stop()
+
+    asyncio.run(main())
