@@ -29,6 +29,8 @@ from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
 from .core import ControlPlaneCore
 from .debounce import run_debounced
+from .patchcheck import envoy_patch_validator
+from ..agent.envoy import find_envoy
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
@@ -55,7 +57,8 @@ class ControlPlane:
         sd.mkdir(parents=True, exist_ok=True)
         self.store = SqliteStore(sd / "store.db")
         self.registry = EmbeddedRegistry(sd / "registry.db")
-        self.core = ControlPlaneCore(self.store, self.registry, validators=[router_conflicts])
+        self.core = ControlPlaneCore(self.store, self.registry, validators=[
+            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)])
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None

@@ -1,0 +1,118 @@
+"""EnvoyPatch: add/merge/remove on generated resources, selected by workload labels; a patch Envoy would
+reject is refused at apply time with Envoy's own reason (checked by the real Envoy)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
+
+from mizzen.api import InvalidConfig, load_text
+from mizzen.model import EndpointIndex, Instance, Proxy, Snapshot, diff_hosts
+from mizzen.model.types import CLUSTER, LISTENER, ROUTE
+from mizzen.registry.embedded import EmbeddedRegistry
+from mizzen.server.core import ControlPlaneCore
+from mizzen.server.patchcheck import envoy_patch_validator
+from mizzen.store.sqlite import SqliteStore
+from mizzen.translate import Renderer
+from tests.envoy_bin import envoy_binary
+
+SVC = """apiVersion: v1
+kind: Service
+metadata: {name: reviews}
+spec:
+  ports: [{port: 9080, name: http}]
+  selector: {app: reviews}
+"""
+PATCH = """---
+apiVersion: mizzen.dev/v1
+kind: EnvoyPatch
+metadata: {name: tweak}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  patches:
+  - applyTo: CLUSTER
+    name: "outbound|9080||reviews.default.svc.cluster.local"
+    operation: MERGE
+    value: {connect_timeout: 0.25s}
+  - applyTo: CLUSTER
+    operation: ADD
+    value: {name: extra, type: STATIC, connect_timeout: 1s}
+  - applyTo: ROUTE_CONFIGURATION
+    name: "9080"
+    operation: MERGE
+    value:
+      virtual_hosts:
+      - name: patched
+        domains: [patched.example]
+        routes: [{match: {prefix: /}, direct_response: {status: 204}}]
+  - applyTo: CLUSTER
+    name: BlackHoleCluster
+    operation: REMOVE
+"""
+PP = Proxy(id="pp", labels=(("app", "productpage"),), ports=(9080,))
+OTHER = Proxy(id="o", labels=(("app", "other"),))
+
+
+def snapshot(text: str, instances=()) -> Snapshot:
+    return Snapshot.build([r.with_revision(i + 1) for i, r in enumerate(load_text(text).resources)], instances)
+
+
+def test_merge_add_remove_only_on_selected_proxies() -> None:
+    r = Renderer(snapshot(SVC + PATCH))
+    view = r.resources_for(PP)
+    c = cluster_pb2.Cluster.FromString(view[CLUSTER]["outbound|9080||reviews.default.svc.cluster.local"].payload)
+    assert c.connect_timeout.ToMilliseconds() == 250 and c.type == cluster_pb2.Cluster.EDS  # merged, rest kept
+    assert "extra" in view[CLUSTER] and "BlackHoleCluster" not in view[CLUSTER]
+    rc = route_pb2.RouteConfiguration.FromString(view[ROUTE]["9080"].payload)
+    assert [vh.name for vh in rc.virtual_hosts].count("patched") == 1
+    other = r.resources_for(OTHER)
+    assert "extra" not in other[CLUSTER] and "BlackHoleCluster" in other[CLUSTER]
+    assert r.patch_errors == []
+
+
+def test_patches_are_not_applied_twice_when_views_are_reused() -> None:
+    inst = Instance(id="default.r-0", namespace="default", workload="r", address="10.0.0.1", ports=(9080,),
+                    labels=(("app", "reviews"),))
+    s1 = snapshot(SVC + PATCH, [inst])
+    r1 = Renderer(s1)
+    r1.resources_for(PP)
+    s2 = s1.with_endpoints(EndpointIndex([replace(inst, address="10.0.0.2")]), 2)
+    r2 = Renderer(s2, r1, diff_hosts(s1, s2))
+    rc = route_pb2.RouteConfiguration.FromString(r2.resources_for(PP)[ROUTE]["9080"].payload)
+    assert [vh.name for vh in rc.virtual_hosts].count("patched") == 1
+    assert LISTENER in r2.resources_for(PP)
+
+
+def core(tmp_path: Path) -> ControlPlaneCore:
+    reg = EmbeddedRegistry(tmp_path / "r.db")
+    return ControlPlaneCore(SqliteStore(tmp_path / "s.db"), reg, [envoy_patch_validator(envoy_binary, reg.list)])
+
+
+def test_valid_patch_is_accepted(tmp_path: Path) -> None:
+    c = core(tmp_path)
+    out = c.apply([("p.yaml", SVC + PATCH)])
+    assert {a["kind"] for a in out["applied"]} == {"Service", "EnvoyPatch"}
+
+
+def test_patch_envoy_would_nack_is_refused_with_envoys_reason(tmp_path: Path) -> None:
+    c = core(tmp_path)
+    c.apply([("svc.yaml", SVC)])
+    rev = c.revision
+    bad = PATCH.replace("routes: [{match: {prefix: /}, direct_response: {status: 204}}]",
+                        "routes: [{match: {safe_regex: {regex: '/api/(unclosed'}}, direct_response: {status: 204}}]")
+    with pytest.raises(InvalidConfig) as e:
+        c.apply([("bad.yaml", bad)])
+    msg = str(e.value)
+    assert "EnvoyPatch default/tweak" in msg and "Envoy would reject" in msg and "missing )" in msg, msg
+    assert c.revision == rev and c.list("EnvoyPatch") == []
+
+
+def test_patch_value_that_is_not_the_type_is_refused_with_its_path(tmp_path: Path) -> None:
+    c = core(tmp_path)
+    with pytest.raises(InvalidConfig) as e:
+        c.apply([("bad.yaml", SVC + PATCH.replace("{connect_timeout: 0.25s}", "{no_such_field: 1}"))])
+    (issue,) = e.value.issues
+    assert issue.path == "spec.patches[0].value" and "no_such_field" in issue.message
