@@ -1,7 +1,8 @@
 """`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
 
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
-2. Two-hop latency through the mesh vs direct, on the same run.
+2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
+3. Two-hop latency through the mesh vs direct, on the same run.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import latency
+from . import latency, sidecar
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     for size in a.sizes.split(","):
         n, m = (int(x) for x in size.lower().split("x"))
         failures += _xds(n, m, out, ["--workers", a.workers, "--quiet"]) != 0
+    print("$ Sidecar scoping (two real Envoys, 1000 services)", flush=True)
+    md = sidecar.markdown(1000, sidecar.run(services=1000))
+    print(md)
+    with out.open("a") as f:
+        f.write("\n### Config and Envoy memory per proxy, with and without a Sidecar\n\n" + md + "\n")
     if not a.skip_latency:
         if os.geteuid() != 0:
             with out.open("a") as f:
