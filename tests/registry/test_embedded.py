@@ -72,3 +72,20 @@ def test_wal_mode(reg, tmp_path):
     db = sqlite3.connect(tmp_path / "registry.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
+
+
+def test_two_processes_on_one_registry_see_each_others_writes(tmp_path) -> None:
+    from mizzen.model.types import Instance
+    from mizzen.registry.embedded import EmbeddedRegistry
+
+    a, b = EmbeddedRegistry(tmp_path / "r.db"), EmbeddedRegistry(tmp_path / "r.db")
+    seen: list[int] = []
+    b.subscribe(seen.append)
+    a.upsert(Instance(id="x", namespace="default", workload="w", address="10.0.0.1"))
+    assert b.refresh() and seen == [1] and b.get("x").address == "10.0.0.1"
+    a.upsert(Instance(id="y", namespace="default", workload="w", address="10.0.0.2"))
+    assert b.remove("x")  # refreshes first, then writes version 3
+    assert b.version == 3 and [i.id for i in b.list()] == ["y"]
+    assert a.refresh() and [i.id for i in a.list()] == ["y"] and a.version == 3
+    a.close()
+    b.close()

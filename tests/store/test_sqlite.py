@@ -199,3 +199,24 @@ spec: {replicas: 2, command: [python3, -m, http.server], ports: [{containerPort:
     res = load_text(text).resources
     store.apply(res)
     assert [r.to_dict() for r in store.list()] == sorted([r.to_dict() for r in res], key=lambda d: d["kind"])
+
+
+def test_two_processes_on_one_store_see_each_others_writes(tmp_path) -> None:
+    """Two control-plane replicas share one store file: refresh() picks up the other's commits."""
+    from mizzen.api import load_text
+    from mizzen.store.sqlite import SqliteStore
+
+    vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {n}}}\nspec: {{hosts: [{n}]}}\n"
+    a, b = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    seen: list[int] = []
+    b.subscribe(seen.append)
+    a.apply(load_text(vs.format(n="one")).resources)
+    assert b.list() == [] and b.refresh() and seen == [1]
+    assert [r.name for r in b.list()] == ["one"] and not b.refresh()
+    # b writes without refreshing first: its commit lands after a's and b's cache holds both
+    a.apply(load_text(vs.format(n="two")).resources)
+    res = b.apply(load_text(vs.format(n="three")).resources)
+    assert res.revision == 3 and [r.name for r in b.list()] == ["one", "three", "two"]
+    assert a.refresh() and [r.revision for r in a.list()] == [1, 3, 2]
+    a.close()
+    b.close()

@@ -120,3 +120,28 @@ def test_scoped_push_and_restart_from_store(tmp_path: Path) -> None:
             await cp2.stop()
 
     asyncio.run(main())
+
+
+def test_two_replicas_on_one_store(tmp_path: Path) -> None:
+    """A change applied through replica B reaches a proxy connected to replica A (shared durable store)."""
+    async def main() -> None:
+        a = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, refresh_interval=0.1))
+        b = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, refresh_interval=0.1,
+                                  xds_socket=tmp_path / "xds-b.sock", api_socket=tmp_path / "api-b.sock"))
+        a.core.apply([("svc.yaml", SERVICES)])
+        await a.start()
+        await b.start()
+        try:
+            async with grpc.aio.insecure_channel(a.ads.addresses[-1]) as ch:
+                p = Proxyish(ch, "p", {"app": "wide"})
+                await wait_for(lambda: "outbound|8080||svc-1.default.svc.cluster.local" in p.have[CLUSTER])
+                b.core.upsert_instance(instance(2, "10.244.0.2"))
+                b.core.apply([("svc3.yaml", SERVICES.replace("svc-1", "svc-3").replace("svc-2", "svc-4"))])
+                await wait_for(lambda: "outbound|8080||svc-3.default.svc.cluster.local" in p.have[CLUSTER]
+                               and "outbound|8080||svc-2.default.svc.cluster.local" in p.have[ENDPOINT])
+                p.call.cancel()
+        finally:
+            await b.stop()
+            await a.stop()
+
+    asyncio.run(main())

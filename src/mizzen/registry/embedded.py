@@ -35,17 +35,32 @@ class EmbeddedRegistry:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-            self._version = int(row[0])
-            self._instances: dict[str, Instance] = {}
-            for id_, text in self._db.execute("SELECT id, json FROM instances"):
-                try:
-                    self._instances[id_] = Instance.from_dict(json.loads(text))
-                except (KeyError, ValueError, TypeError):
-                    log.error("registry %s: dropping unreadable instance %s", self.path, id_)
+            self._version, self._instances = self._read_all()
         except BaseException:
             self._db.close()
             raise
+
+    def _db_version(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0])
+
+    def _read_all(self) -> tuple[int, dict[str, Instance]]:
+        version = self._db_version()
+        instances: dict[str, Instance] = {}
+        for id_, text in self._db.execute("SELECT id, json FROM instances"):
+            try:
+                instances[id_] = Instance.from_dict(json.loads(text))
+            except (KeyError, ValueError, TypeError):
+                log.error("registry %s: dropping unreadable instance %s", self.path, id_)
+        return version, instances
+
+    def refresh(self) -> bool:
+        """Pick up what another process (a second control-plane replica) committed; notify if changed."""
+        with self._lock:
+            if self._db_version() == self._version:
+                return False
+            self._version, self._instances = self._read_all()
+            self._notify()
+            return True
 
     @property
     def version(self) -> int:
@@ -78,16 +93,23 @@ class EmbeddedRegistry:
             else:
                 db.execute("INSERT OR REPLACE INTO instances (id, json) VALUES (?, ?)",
                            (id, json.dumps(instance.to_dict(), sort_keys=True)))
-            db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (self._version + 1,))
+            version = int(db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (version,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._version += 1
-        if instance is None:
-            del self._instances[id]
+        if version != self._version + 1:  # another replica wrote in between: take its writes too
+            self._version, self._instances = self._read_all()
         else:
-            self._instances[id] = instance
+            self._version = version
+            if instance is None:
+                self._instances.pop(id, None)
+            else:
+                self._instances[id] = instance
+        self._notify()
+
+    def _notify(self) -> None:
         for cb in list(self._subscribers):
             try:
                 cb(self._version)
@@ -96,6 +118,7 @@ class EmbeddedRegistry:
 
     def upsert(self, instance: Instance) -> bool:
         with self._lock:
+            self.refresh()
             if self._instances.get(instance.id) == instance:
                 return False
             self._write(instance.id, instance)
@@ -103,6 +126,7 @@ class EmbeddedRegistry:
 
     def remove(self, id: str) -> bool:
         with self._lock:
+            self.refresh()
             if id not in self._instances:
                 return False
             self._write(id, None)

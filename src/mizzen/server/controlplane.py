@@ -46,6 +46,9 @@ class Settings:
     # Envoy runs as uid 1337 and must reach the xDS socket: the runner may put it in a runtime dir
     # every parent of which uid 1337 can traverse (the state dir may sit under a 0700 home).
     xds_socket: Path | None = None
+    api_socket: Path | None = None
+    # Other control-plane replicas may write the same store and registry: poll for their commits.
+    refresh_interval: float = 0.5
 
 
 class ControlPlane:
@@ -70,6 +73,7 @@ class ControlPlane:
         self.ads = AdsServer(self)
         self._rest_runner = None
         self._loop_task: asyncio.Task | None = None
+        self._refresh_task: asyncio.Task | None = None
         self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
 
     # ---- source interface used by the ADS server ------------------------------------------------
@@ -108,12 +112,25 @@ class ControlPlane:
         await self.ads.start(xds_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.ads.statuses,
                        proxy_resources=self.ads.sent_resources)
-        self._rest_runner = await serve(app, str(sd / "api.sock"), self.settings.api_tcp)
+        self._rest_runner = await serve(app, str(self.settings.api_socket or sd / "api.sock"), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         log.info("control plane ready: xds %s, api %s%s", xds_addrs, sd / "api.sock",
                  f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
 
+    async def _refresh_loop(self) -> None:
+        """Another replica's writes reach this one's subscribers (and so its proxies) within an interval."""
+        while True:
+            await asyncio.sleep(self.settings.refresh_interval)
+            try:
+                self.store.refresh()
+                self.registry.refresh()
+            except Exception:  # a locked or briefly unreadable database: try again next time
+                log.exception("refreshing the store from disk failed")
+
     async def stop(self) -> None:
+        if self._refresh_task:
+            self._refresh_task.cancel()
         if self._loop_task:
             self._loop_task.cancel()
             try:

@@ -91,6 +91,18 @@ class SqliteStore:
     def revision(self) -> int:
         return self._revision
 
+    def refresh(self) -> bool:
+        """Pick up what another process (a second control-plane replica) committed; notify if changed."""
+        with self._lock:
+            rev = self._meta("revision")
+            if rev == self._revision:
+                return False
+            self._cache, self._json = {}, {}
+            self._load()
+            self._revision = rev
+            self._notify(rev)
+            return True
+
     def get(self, key: ResourceKey) -> Resource | None:
         return self._cache.get(key)
 
@@ -160,6 +172,7 @@ class SqliteStore:
 
     def apply(self, resources: builtins.list[Resource]) -> ApplyResult:
         with self._lock:
+            self.refresh()
             seen: set[ResourceKey] = set()
             planned: list[tuple[Resource, Action, str]] = []
             for r in resources:
@@ -174,6 +187,9 @@ class SqliteStore:
             if not writes:
                 return ApplyResult(self._revision, [(self._cache[r.key], a) for r, a, _ in planned])
             rev = self._commit(writes)
+            if rev != self._revision + 1:  # another replica committed in between: reload, then ours is in
+                self._cache, self._json = {}, {}
+                self._load()
             actions: list[tuple[Resource, Action]] = []
             for r, a, text in planned:
                 if a != "unchanged":
@@ -186,6 +202,7 @@ class SqliteStore:
 
     def delete(self, keys: builtins.list[ResourceKey]) -> int:
         with self._lock:
+            self.refresh()
             unique: list[ResourceKey] = list(dict.fromkeys(keys))
             missing = [k for k in unique if k not in self._cache]
             if missing:
@@ -193,9 +210,12 @@ class SqliteStore:
             if not unique:
                 return self._revision
             rev = self._commit([(k, None) for k in unique])
+            if rev != self._revision + 1:
+                self._cache, self._json = {}, {}
+                self._load()
             for k in unique:
-                del self._cache[k]
-                del self._json[k]
+                self._cache.pop(k, None)
+                self._json.pop(k, None)
             self._revision = rev
             self._notify(rev)
             return rev
