@@ -193,12 +193,26 @@ def test_bad_input_is_rejected_and_changes_nothing(mesh: Mesh, tmp_path: Path) -
 def test_control_plane_restart_keeps_traffic_flowing(mesh: Mesh) -> None:
     mesh.apply(SAMPLES / "destination-rule-all.yaml", SAMPLES / "virtual-service-reviews-v3.yaml")
     mesh.wait_synced()
-    cp = [c for c in mesh.status()["components"] if c["kind"] == "controlplane"][0]
-    bg = mesh.load_background("sleep", REVIEWS, rps=50, seconds=12)
+    st = mesh.status()
+    cp = [c for c in st["components"] if c["kind"] == "controlplane"][0]
+    runner_pid = st["runner"]["pid"]
+    bg = mesh.load_background("sleep", REVIEWS, rps=50, seconds=14)
     try:
         time.sleep(2)
-        os.kill(cp["pid"], signal.SIGKILL)  # the runner restarts it from the durable store
-        time.sleep(8)
+        os.kill(runner_pid, signal.SIGSTOP)  # hold the supervisor so the control plane stays down a while
+        try:
+            os.kill(cp["pid"], signal.SIGKILL)
+            time.sleep(1)
+            # proxy-status still answers, from the proxies themselves: disconnected, serving their last config
+            ps = mesh.cli("proxy-status", "-o", "json")
+            items = json.loads(ps.stdout)["items"]
+            assert "control plane unreachable" in ps.stderr
+            assert len(items) == 7 and not any(p["connected"] for p in items), items
+            assert all(p["types"]["CDS"]["state"] == "STALE" for p in items), items
+            time.sleep(4)
+        finally:
+            os.kill(runner_pid, signal.SIGCONT)  # the runner restarts it from the durable store
+        time.sleep(5)
     finally:
         out, _ = bg.communicate(timeout=60)
     r = json.loads(out.strip().splitlines()[-1])

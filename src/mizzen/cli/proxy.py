@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from .client import ApiClient, ApiError, EnvoyAdmin
+from .client import ApiClient, ApiError, EnvoyAdmin, MeshUnavailable
 from .options import fail, state_dir_option
 from .render import dump, print_table
 
@@ -33,8 +33,17 @@ def _f(d: dict[str, Any], snake: str, default: Any = None) -> Any:
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
 @state_dir_option
 def proxy_status(output: str, state_dir: str) -> None:
-    """Sync state of every connected proxy: per xDS type SYNCED / STALE / NACKED / NOT SENT."""
-    items = ApiClient(state_dir).proxies()
+    """Sync state of every connected proxy: per xDS type SYNCED / STALE / NACKED / NOT SENT.
+
+    With the control plane down, the state comes from each proxy's own Envoy (admin socket): proxies
+    show as disconnected and their config as STALE (the last one they accepted, still serving)."""
+    try:
+        items = ApiClient(state_dir).proxies()
+    except MeshUnavailable:
+        items = from_envoys(state_dir)
+        if not items:
+            raise
+        click.echo("control plane unreachable: state read from each proxy's Envoy", err=True)
     if output != "table":
         dump({"items": items}, output)
         return
@@ -55,6 +64,40 @@ def proxy_status(output: str, state_dir: str) -> None:
         click.echo("\nNACK errors:")
         for line in nacks:
             click.echo("  " + line)
+
+
+_STATS = {"CDS": "cluster_manager.cds.", "LDS": "listener_manager.lds."}
+
+
+def from_envoys(state_dir: str) -> list[dict[str, Any]]:
+    """proxy-status items built from every pod's Envoy admin socket (the control plane is down)."""
+    pods = os.path.join(state_dir, "pods")
+    items: list[dict[str, Any]] = []
+    for pod in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
+        sock = os.path.join(pods, pod, "admin.sock")
+        if not os.path.exists(sock):
+            continue
+        try:
+            stats = {s["name"]: s.get("value", 0) for s in EnvoyAdmin(sock, timeout=5).get_json(
+                "/stats?format=json&filter=^(control_plane|cluster_manager.cds|listener_manager.lds)")["stats"]
+                if "name" in s}
+            node = EnvoyAdmin(sock, timeout=5).get_json("/server_info").get("node", {})
+        except (OSError, ApiError, ValueError):
+            continue
+        connected = bool(stats.get("control_plane.connected_state", 0))
+        types: dict[str, Any] = {}
+        for t in XDS_TYPES:
+            prefix = _STATS.get(t)
+            ok = stats.get(prefix + "update_success", 0) if prefix else None
+            rejected = stats.get(prefix + "update_rejected", 0) if prefix else 0
+            state = "STALE" if not connected else "UNKNOWN"
+            if ok == 0:
+                state = "NOT_SENT"
+            types[t] = {"state": state, "updates": ok, "rejected": rejected}
+        items.append({"id": node.get("id", pod), "namespace": (node.get("metadata") or {}).get("NAMESPACE", ""),
+                      "workload": node.get("cluster", ""), "connected": connected, "source": "envoy",
+                      "types": types})
+    return items
 
 
 # ------------------------------------------------------------------ proxy-config: tables from Envoy JSON
