@@ -107,3 +107,14 @@ def test_renderer_shares_and_reuses() -> None:
     assert v2[eds][name].version != v1[eds][name].version
     assert v2[eds][other] is v1[eds][other]  # same object: not re-serialized
     assert v2[lds] is v1[lds]
+
+
+def test_per_proxy_kinds_change_everything() -> None:
+    from mizzen.model import ConfigIndex
+
+    res = resources(SVC.format(name="reviews", ns="default"))
+    tel = resources("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\n"
+                    "spec: {accessLogging: [{providers: [{name: envoy}]}]}\n")
+    s1 = Snapshot.build(res, [])
+    s2 = s1.with_config(ConfigIndex(res + [tel[0].with_revision(9)]), 2)
+    assert diff_hosts(s1, s2) is None

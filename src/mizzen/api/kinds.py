@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, networking, patch, router
+from . import core, networking, patch, router, telemetry
 from .base import Spec
 
 
@@ -35,6 +35,8 @@ KINDS: dict[str, KindInfo] = {
                  ("sa", "serviceaccount"), spec_at_top_level=True),
         KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
         KindInfo("Router", ("mizzen.dev/v1",), router.RouterSpec, "routers", ("router", "rt")),
+        KindInfo("Telemetry", telemetry.TELEMETRY_VERSIONS, telemetry.TelemetrySpec, "telemetries",
+                 ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
     )
 }

@@ -20,11 +20,13 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # (module, ((attribute, command name), ...)): commands written in other packages, added when importable
 PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("mizzen.local.commands", (("up", "up"), ("down", "down"), ("exec_", "exec"), ("status", "status"))),
+    ("mizzen.local.commands", (("up", "up"), ("down", "down"), ("exec_", "exec"), ("status", "status"),
+                               ("rollout", "rollout"), ("scale", "scale"), ("proxy", "proxy"))),
     ("mizzen.agent.commands", (("agent", "agent"),)),
     ("mizzen.server.commands", (("controlplane", "controlplane"),)),
     ("mizzen.bench.commands", (("bench", "bench"),)),
     ("mizzen.analyze.commands", (("analyze", "analyze"),)),
+    ("mizzen.cli.logs", (("logs", "logs"),)),
 )
 
 

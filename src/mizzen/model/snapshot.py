@@ -14,7 +14,8 @@ from .router import expand_all
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
 
-ROOT_NAMESPACE = "istio-system"  # where a mesh-wide default Sidecar lives (Istio's convention)
+ROOT_NAMESPACE = "istio-system"
+PER_PROXY_KINDS = ("Telemetry", "EnvoyPatch")  # where a mesh-wide default Sidecar lives (Istio's convention)
 
 
 def labels_match(selector: Mapping[str, str] | Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:
@@ -246,6 +247,9 @@ def diff_hosts(old: Snapshot | None, new: Snapshot) -> frozenset[str] | None:
     if oc is not nc:
         if oc.sidecars != nc.sidecars:
             return None
+        for kind in PER_PROXY_KINDS:  # they change what whole proxies get, not one host's config
+            if _revs(oc.by_kind.get(kind, ())) != _revs(nc.by_kind.get(kind, ())):
+                return None
         changed: set[str] = set()
         for h in set(oc.services) | set(nc.services):
             if oc.services.get(h) != nc.services.get(h):
