@@ -83,7 +83,10 @@ def test_ack_and_nack_error_kept_until_later_ack():
     old = s.status()["CDS"]["ackedVersion"]
     t2 = v1_target()
     t2[CLUSTER] = {"a-v1": cluster("a-v1", timeout_ms=5)}
-    cds = one(s.set_target(t2, 2.0), CLUSTER)
+    out = s.set_target(t2, 2.0)  # an updated EDS cluster: its CLA is sent again right after (warming)
+    assert [r.type_url for r in out] == [CLUSTER, ENDPOINT], [str(r) for r in out]
+    cds = out[0]
+    s.on_request(ack(out[1], ["a-v1"]), 2.05)
     nack = sotw_req(CLUSTER, nonce=cds.nonce, version=old, error="bad cluster a-v1")
     assert s.on_request(nack, 2.1) == []  # NACK ends the step; listeners/routes unchanged, nothing to send
     st = s.status()["CDS"]
@@ -96,7 +99,8 @@ def test_ack_and_nack_error_kept_until_later_ack():
     assert s.set_target(t2, 2.2) == []
     t3 = v1_target()
     t3[CLUSTER] = {"a-v1": cluster("a-v1", timeout_ms=7)}
-    cds3 = one(s.set_target(t3, 3.0), CLUSTER)
+    cds3 = s.set_target(t3, 3.0)[0]
+    assert cds3.type_url == CLUSTER
     assert s.status()["CDS"]["error"] == "bad cluster a-v1" and s.status()["CDS"]["state"] == "STALE"
     s.on_request(ack(cds3), 3.1)
     st = s.status()["CDS"]

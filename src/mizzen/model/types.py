@@ -85,6 +85,7 @@ class Proxy:
     app_host: str = "127.0.0.1"
     port_map: tuple[tuple[int, int], ...] = ()  # loopback mode: container port -> app's real port
     service_account: str = "default"
+    locality: str = ""  # region/zone/subzone (node metadata LOCALITY; Envoy's node.locality too)
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -121,6 +122,7 @@ class Proxy:
             app_host=str(m.get("APP_HOST", "127.0.0.1")),
             port_map=tuple(sorted((_int(a, 0), _int(b, 0)) for a, b in (m.get("PORT_MAP") or {}).items())),
             service_account=str(m.get("SERVICE_ACCOUNT", "default")),
+            locality=str(m.get("LOCALITY", "")),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -131,6 +133,7 @@ class Proxy:
             "PORTS": [str(p) for p in self.ports], "OUTBOUND_PORT": str(self.outbound_port),
             "INBOUND_PORT": str(self.inbound_port), "APP_HOST": self.app_host,
             "PORT_MAP": {str(a): str(b) for a, b in self.port_map}, "SERVICE_ACCOUNT": self.service_account,
+            **({"LOCALITY": self.locality} if self.locality else {}),
         }
 
 

@@ -1,28 +1,58 @@
-"""ClusterLoadAssignments from registry instances, grouped by locality (proxyless gRPC needs locality+weight)."""
+"""ClusterLoadAssignments from registry instances, grouped by locality (proxyless gRPC needs locality+weight).
+
+A CLA is the same for every caller unless the destination's policy is locality-aware (Istio: outlier
+detection on → locality failover priorities; `localityLbSetting.distribute` → per-locality weights);
+then it depends on the caller's locality and is rendered once per (host, caller locality).
+"""
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from ..model.snapshot import Endpoint
+from . import policies as P
 from .common import socket_address, u32
 
 
-def _locality(text: str) -> base_pb2.Locality:
+def locality(text: str) -> base_pb2.Locality:
     parts = (text.split("/") + ["", "", ""])[:3]
     return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
 
 
-def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+_locality = locality
+
+
+def locality_sensitive(pol: P.Policy) -> bool:
+    """True if the CLA for this policy depends on the caller's locality."""
+    return pol.locality_failover or pol.locality_distribute
+
+
+def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...], pol: P.Policy | None = None,
+                    proxy_locality: str = "", proxy_labels: dict[str, str] | None = None
+                    ) -> endpoint_pb2.ClusterLoadAssignment:
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
-    groups: dict[str, list[Endpoint]] = {}
-    for ep in endpoints:
-        if not ep.healthy:
-            continue  # unhealthy and draining instances are withdrawn, not sent with a status
-        groups.setdefault(ep.locality, []).append(ep)
-    for loc in sorted(groups):
-        eps = sorted(groups[loc], key=lambda e: (e.address, e.port))
-        lle = cla.endpoints.add(locality=_locality(loc), load_balancing_weight=u32(max(1, len(eps))))
+    live = [ep for ep in endpoints if ep.healthy]  # unhealthy and draining instances are withdrawn
+    prio: dict[Endpoint, int] = {}
+    weights: dict[str, int] | None = None
+    if pol is not None and pol.locality_failover:
+        prio = P.locality_priorities(pol, proxy_locality, proxy_labels or {}, live)
+    groups: dict[tuple[int, str], list[Endpoint]] = {}
+    for ep in live:
+        groups.setdefault((prio.get(ep, 0), ep.locality), []).append(ep)
+    if pol is not None and pol.locality_distribute:
+        counts: dict[str, int] = {}
+        for (_, loc), eps in groups.items():
+            counts[loc] = counts.get(loc, 0) + len(eps)
+        weights = P.locality_weights(pol, proxy_locality, counts)
+    for key in sorted(groups):
+        p, loc = key
+        eps = sorted(groups[key], key=lambda e: (e.address, e.port))
+        w = max(1, len(eps)) if weights is None else weights.get(loc, 0)
+        if w <= 0:
+            continue  # `distribute` sends this caller nothing here
+        lle = cla.endpoints.add(locality=locality(loc), load_balancing_weight=u32(w))
+        if p:
+            lle.priority = p
         for ep in eps:
             lb = lle.lb_endpoints.add()
             lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
@@ -32,4 +62,4 @@ def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...]) -> endpo
     return cla
 
 
-__all__ = ["load_assignment", "endpoint_components_pb2"]
+__all__ = ["load_assignment", "locality", "locality_sensitive", "endpoint_components_pb2"]

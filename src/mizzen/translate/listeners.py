@@ -21,6 +21,7 @@ from envoy.config.core.v3 import base_pb2
 
 from ..model.services import Service, is_http
 from ..model.types import Proxy
+from .filters import http_filters
 from .common import (HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
                      ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
 
@@ -33,10 +34,12 @@ def _router() -> hcm_pb2.HttpFilter:
 
 
 def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None) -> lc.Filter:
+    # RDS (dynamic routes) means an outbound chain: VirtualService filters (fault, ...) act there, as in
+    # Istio; inbound chains keep only the router. Feature filters come from the filters/ table.
     m = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[_router()],
+        http_filters=[*http_filters(outbound=rds is not None), _router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(accept_http_10=True),
         normalize_path={"value": True},
         # websockets pass through like any upgrade

@@ -11,8 +11,7 @@ Three levels of sharing keep a large mesh cheap:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot
@@ -20,7 +19,10 @@ from ..model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, Rendered
 from . import clusters as C
 from . import listeners as L
 from .common import HTTP_PROXY_ROUTE, outbound_cluster
-from .endpoints import load_assignment
+from . import policies as P
+from .endpoints import load_assignment, locality_sensitive
+from .accesslog import access_logging_enabled, with_access_log
+from .patches import apply_patches, patches_for
 from .routes import RouteBuilder
 
 
@@ -33,12 +35,16 @@ def render(type_url: str, name: str, msg) -> Rendered:
 class HostResources:
     clusters: tuple[Rendered, ...]
     endpoints: tuple[Rendered, ...]
+    # endpoints that depend on the caller's locality (locality-aware DestinationRule): rendered lazily
+    # per caller locality by `local_endpoints`; cluster name -> (policy, endpoints)
+    local: tuple = ()
+    by_locality: dict = field(default_factory=dict, compare=False)
 
 
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
-            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind)
+            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality)
 
 
 class Renderer:
@@ -48,6 +54,7 @@ class Renderer:
         self.snap = snap
         self._hosts: dict[str, HostResources] = {}
         self._views: dict[tuple, dict[str, dict[str, Rendered]]] = {}
+        self._final: dict[tuple, dict[str, dict[str, Rendered]]] = {}  # with EnvoyPatches applied
         self._prev_views: dict[tuple, dict[str, dict[str, Rendered]]] = {}
         if prev is not None and changed_hosts is not None:
             self._hosts = {h: r for h, r in prev._hosts.items() if h not in changed_hosts}
@@ -55,6 +62,7 @@ class Renderer:
                 # endpoint-only change: listeners, routes and clusters are unchanged for every view
                 self._prev_views = prev._views
         self.stats = {"hosts_rendered": 0, "views_rendered": 0}
+        self.patch_errors: list = []  # EnvoyPatch values that do not parse (refused at apply; kept for debug)
 
     # -- per host -------------------------------------------------------------------------------
     def host(self, svc: Service) -> HostResources:
@@ -70,24 +78,47 @@ class Renderer:
         subsets = [(s.name, tuple(sorted(s.labels.items()))) for s in dr.spec.subsets] if dr else []
         cl: list[Rendered] = []
         eps: list[Rendered] = []
+        local: list = []
         for sp in svc.ports:
             for subset, labels in [(None, ())] + subsets:
                 c = C.outbound(svc, sp, subset, dr)
                 cl.append(render(CLUSTER, c.name, c))
                 if c.type == c.EDS:
-                    cla = load_assignment(c.name, self.snap.endpoints_for(svc, sp.port, labels))
-                    eps.append(render(ENDPOINT, c.name, cla))
-        return HostResources(tuple(cl), tuple(eps))
+                    pol = P.effective(dr, subset, sp.port)
+                    found = self.snap.endpoints_for(svc, sp.port, labels)
+                    if locality_sensitive(pol):
+                        local.append((c.name, pol, found))
+                    else:
+                        eps.append(render(ENDPOINT, c.name, load_assignment(c.name, found)))
+        return HostResources(tuple(cl), tuple(eps), tuple(local))
+
+    def local_endpoints(self, hr: HostResources, proxy: Proxy) -> tuple[Rendered, ...]:
+        """A locality-aware host's endpoints as seen from the caller's locality (cached per locality+labels)."""
+        key = (proxy.locality, proxy.labels)
+        hit = hr.by_locality.get(key)
+        if hit is None:
+            hit = tuple(render(ENDPOINT, name, load_assignment(name, found, pol, proxy.locality, proxy.label_dict))
+                        for name, pol, found in hr.local)
+            hr.by_locality[key] = hit
+        return hit
 
     # -- per view -------------------------------------------------------------------------------
     def resources_for(self, proxy: Proxy) -> dict[str, dict[str, Rendered]]:
         key = view_key(self.snap, proxy)
-        view = self._views.get(key)
-        if view is None:
-            view = self._render_view(proxy, self._prev_views.get(key))
-            self._views[key] = view
-            self.stats["views_rendered"] += 1
-        return view
+        final = self._final.get(key)
+        if final is None:
+            base = self._views.get(key)
+            if base is None:
+                base = self._render_view(proxy, self._prev_views.get(key))
+                self._views[key] = base  # unpatched: what the next Renderer may reuse
+                self.stats["views_rendered"] += 1
+            final = base
+            patches = patches_for(self.snap, proxy)
+            if patches:
+                final, errors = apply_patches(base, patches, render)
+                self.patch_errors.extend(errors)
+            self._final[key] = final
+        return final
 
     def _render_view(self, proxy: Proxy, prev: dict | None) -> dict[str, dict[str, Rendered]]:
         services = self.snap.visible_services(proxy)
@@ -96,7 +127,7 @@ class Renderer:
             hr = self.host(svc)
             for r in hr.clusters:
                 out[CLUSTER][r.name] = r
-            for r in hr.endpoints:
+            for r in hr.endpoints + (self.local_endpoints(hr, proxy) if hr.local else ()):
                 out[ENDPOINT][r.name] = r
         if prev is not None:
             for t in (LISTENER, ROUTE):
@@ -106,7 +137,11 @@ class Renderer:
             return out
         self._static_clusters(proxy, out[CLUSTER])
         rb = RouteBuilder(self.snap, proxy)
-        add: Callable[[str, str, object], None] = lambda t, n, m: out[t].__setitem__(n, render(t, n, m))
+        log_on = access_logging_enabled(self.snap, proxy)
+
+        def add(t: str, n: str, m) -> None:
+            out[t][n] = render(t, n, with_access_log(m) if log_on and t == LISTENER else m)
+
         protocols = {p: self.snap.inbound_protocol(proxy, p) for p in proxy.ports}
         if proxy.interception == "loopback":
             add(LISTENER, "outbound_http_proxy", L.http_proxy_outbound(proxy))

@@ -6,19 +6,23 @@ or a single default route to the service's cluster.
 """
 from __future__ import annotations
 
+import base64
 from typing import Iterable
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from ..api.base import Resource
-from ..api.networking import HTTPMatchRequest, HTTPRoute, StringMatch
+from ..api.networking import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry, HTTPRoute,
+                              StringMatch, duration_seconds, split_retry_on)
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot, labels_match
 from ..model.types import Proxy
-from .common import PASSTHROUGH, duration, outbound_cluster, parse_duration, u32
+from .common import PASSTHROUGH, duration, outbound_cluster, pack, u32
+from .filters import fault
 
 
 def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list[str]:
@@ -108,6 +112,64 @@ def _header_ops(target, ops, request: bool) -> None:
     remove.extend(ops.remove)
 
 
+# Retries when a route says nothing (see docs/translation.md, "Retries"): only what is safe for every
+# method, because the request never reached the app: no connection, refused stream (HTTP/2), or a reset
+# before the request was sent. A 5xx or a reset after sending is never retried unless asked for.
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+DEFAULT_RETRY_ATTEMPTS = 2
+
+_REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND,
+                   303: rc.RedirectAction.SEE_OTHER, 307: rc.RedirectAction.TEMPORARY_REDIRECT,
+                   308: rc.RedirectAction.PERMANENT_REDIRECT}
+
+
+def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
+    """Istio `retries` → Envoy RetryPolicy; None (no retries) for `attempts: 0` or no attempts, as Istio."""
+    if r is None:
+        conds, codes, attempts = DEFAULT_RETRY_ON.split(","), [], DEFAULT_RETRY_ATTEMPTS
+    else:
+        if r.attempts <= 0:
+            return None
+        conds, codes = split_retry_on(r.retry_on) if r.retry_on else (DEFAULT_RETRY_ON.split(","), [])
+        attempts = r.attempts
+    if codes and "retriable-status-codes" not in conds:
+        conds.append("retriable-status-codes")
+    pol = rc.RetryPolicy(retry_on=",".join(dict.fromkeys(conds)), num_retries=u32(attempts),
+                         retriable_status_codes=sorted(set(codes)), host_selection_retry_max_attempts=5)
+    pol.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts",
+                                 typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
+    if r is not None and r.per_try_timeout:
+        pol.per_try_timeout.CopyFrom(duration(duration_seconds(r.per_try_timeout)))
+    if r is not None and r.backoff is not None:
+        pol.retry_back_off.base_interval.CopyFrom(duration(duration_seconds(r.backoff.base_interval)))
+        if r.backoff.max_interval:
+            pol.retry_back_off.max_interval.CopyFrom(duration(duration_seconds(r.backoff.max_interval)))
+    return pol
+
+
+def redirect_action(r: HTTPRedirect) -> rc.RedirectAction:
+    act = rc.RedirectAction(response_code=_REDIRECT_CODES[r.redirect_code])
+    if r.uri is not None:
+        act.path_redirect = r.uri
+    if r.authority is not None:
+        act.host_redirect = r.authority
+    if r.port is not None:
+        act.port_redirect = r.port
+    if r.scheme is not None:
+        act.scheme_redirect = r.scheme
+    return act
+
+
+def direct_response(d: HTTPDirectResponse) -> rc.DirectResponseAction:
+    act = rc.DirectResponseAction(status=d.status)
+    if d.body is not None:
+        if d.body.string is not None:
+            act.body.inline_string = d.body.string
+        else:
+            act.body.inline_bytes = base64.b64decode(d.body.bytes_)
+    return act
+
+
 class RouteBuilder:
     """Builds routes of one snapshot for one proxy's view; pure."""
 
@@ -140,22 +202,55 @@ class RouteBuilder:
                 if d.headers:
                     _header_ops(cw, d.headers.request, True)
                     _header_ops(cw, d.headers.response, False)
-        t = parse_duration(r.timeout)
-        act.timeout.CopyFrom(duration(t or 0.0))  # Istio: no timeout unless asked
+        act.timeout.CopyFrom(duration(duration_seconds(r.timeout) if r.timeout else 0.0))  # Istio: none unless asked
+        self._route_features(act, r, vs, port)
+        from . import policies  # DestinationRule consistentHash → hash_policy (policies.py, DR owner)
+        policies.apply_route_policy(act, self.snap)
         return act
+
+    def _route_features(self, act: rc.RouteAction, r: HTTPRoute, vs: Resource, port: int) -> None:
+        """retries, mirrors, rewrites of a forwarding route."""
+        pol = retry_policy(r.retries)
+        if pol is not None:
+            act.retry_policy.CopyFrom(pol)
+        mirrors = [(m.destination, m.percentage, None) for m in r.mirrors]
+        if r.mirror is not None:
+            mirrors.append((r.mirror, r.mirror_percentage, r.mirror_percent))
+        for dest, pct, legacy in mirrors:  # fire-and-forget: Envoy never waits for the shadow's answer
+            act.request_mirror_policies.add(
+                cluster=self._dest_cluster(dest, vs.namespace, port),
+                runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=fault.fraction(pct, legacy)))
+        if r.rewrite is not None:
+            if r.rewrite.uri is not None:
+                act.prefix_rewrite = r.rewrite.uri
+            elif r.rewrite.uri_regex_rewrite is not None:
+                act.regex_rewrite.pattern.regex = r.rewrite.uri_regex_rewrite.match
+                act.regex_rewrite.substitution = r.rewrite.uri_regex_rewrite.rewrite
+            if r.rewrite.authority is not None:
+                act.host_rewrite_literal = r.rewrite.authority
 
     def routes_from_vs(self, vs: Resource, port: int) -> list[rc.Route]:
         out: list[rc.Route] = []
         for i, r in enumerate(vs.spec.http):
-            if not r.route:
-                continue  # redirect/directResponse/delegate: translated in a later issue
+            if not r.route and r.redirect is None and r.direct_response is None:
+                continue  # delegate: only meaningful for gateways, translated with them
             matches = [m for m in r.match if _applies(m, port, self.proxy)] if r.match else [None]
             if r.match and not matches:
                 continue
-            action = self._action(r, vs, port)
+            action = self._action(r, vs, port) if r.route else None
             for j, m in enumerate(matches):
-                route = rc.Route(name=r.name or f"{vs.namespace}.{vs.name}.{i}.{j}", match=route_match(m),
-                                 route=action)
+                route = rc.Route(name=r.name or f"{vs.namespace}.{vs.name}.{i}.{j}", match=route_match(m))
+                if action is not None:
+                    route.route.CopyFrom(action)
+                elif r.redirect is not None:
+                    route.redirect.CopyFrom(redirect_action(r.redirect))
+                else:
+                    route.direct_response.CopyFrom(direct_response(r.direct_response))
+                if r.fault is not None:
+                    route.typed_per_filter_config[fault.NAME].CopyFrom(pack(fault.per_route(r.fault)))
+                if len(r.route) == 1 and r.route[0].headers:  # one destination: its headers act on the route
+                    _header_ops(route, r.route[0].headers.request, True)
+                    _header_ops(route, r.route[0].headers.response, False)
                 if r.headers:
                     _header_ops(route, r.headers.request, True)
                     _header_ops(route, r.headers.response, False)
@@ -171,7 +266,7 @@ class RouteBuilder:
         else:
             vh.routes.append(rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
                                       route=rc.RouteAction(cluster=outbound_cluster(port, None, svc.hostname),
-                                                           timeout=duration(0))))
+                                                           timeout=duration(0), retry_policy=retry_policy(None))))
         return vh
 
     def _allow_any(self) -> rc.VirtualHost:

@@ -227,6 +227,25 @@ class _Stream:
         if self.target is not None:
             self.phase = CLUSTERS  # a newly subscribed type goes through make-before-break too
 
+    def _refresh_endpoints_of_updated_clusters(self, before: Mapping[str, Rendered],
+                                               after: Mapping[str, Rendered]) -> None:
+        """An updated (same name, new content) EDS cluster is re-created by Envoy and warms until it gets its
+        ClusterLoadAssignment again, even an unchanged one; its re-request looks like an ACK. So the CLAs of
+        updated clusters are sent again right after the CDS response (as Istio does), instead of Envoy
+        waiting out its initial fetch timeout."""
+        ep = self.types.get(ENDPOINT)
+        if ep is None or not ep.subscribed:
+            return
+        updated = [n for n, r in after.items() if n in before and before[n].version != r.version]
+        if not updated:
+            return
+        if self.mode == "sotw":
+            ep.force = True
+        else:
+            for n in updated:
+                ep.have.pop(n, None)
+        ep.gen += 1
+
     def _next_nonce(self) -> str:
         self._nonce += 1
         return str(self._nonce)
@@ -295,6 +314,8 @@ class _Stream:
         raise NotImplementedError
 
     def _record_send(self, st: _TypeState, view: dict[str, Rendered], version: str, nonce: str, now: float) -> None:
+        if st.type_url == CLUSTER:
+            self._refresh_endpoints_of_updated_clusters(st.have, view)
         st.have = view
         st.ever_sent = True
         st.force = False

@@ -1,0 +1,45 @@
+"""Fault injection (`VirtualService.http[].fault`) → `envoy.filters.http.fault`.
+
+The HCM of every outbound chain carries the filter with an empty config (it does nothing by itself);
+routes with a `fault` carry the actual delay/abort as per-route config, so faults change with RDS only.
+"""
+from __future__ import annotations
+
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.type.v3 import percent_pb2
+
+from ...api.networking import HTTPFaultInjection, Percent, duration_seconds
+from ..common import duration, pack
+
+NAME = "envoy.filters.http.fault"
+
+
+def http_filter() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=NAME, typed_config=pack(fault_pb2.HTTPFault()))
+
+
+def fraction(percentage: Percent | None, percent: int | None = None) -> percent_pb2.FractionalPercent:
+    """Istio percentages → a FractionalPercent per million (Istio's precision); unset means 100%."""
+    if percentage is not None:
+        value = percentage.value
+    elif percent is not None:
+        value = float(percent)
+    else:
+        value = 100.0
+    return percent_pb2.FractionalPercent(numerator=int(round(value * 10000)),
+                                         denominator=percent_pb2.FractionalPercent.MILLION)
+
+
+def per_route(f: HTTPFaultInjection) -> fault_pb2.HTTPFault:
+    out = fault_pb2.HTTPFault()
+    if f.delay is not None:
+        out.delay.fixed_delay.CopyFrom(duration(duration_seconds(f.delay.fixed_delay)))
+        out.delay.percentage.CopyFrom(fraction(f.delay.percentage, f.delay.percent))
+    if f.abort is not None:
+        if f.abort.http_status is not None:
+            out.abort.http_status = f.abort.http_status
+        else:
+            out.abort.grpc_status = f.abort.grpc_code
+        out.abort.percentage.CopyFrom(fraction(f.abort.percentage, f.abort.percent))
+    return out

@@ -1,0 +1,392 @@
+"""DestinationRule traffic policies → Envoy cluster settings, route hash policies, locality priorities. Pure.
+
+The effective policy of a cluster `outbound|<port>|<subset>|<host>` merges, field by field (each field
+replaced whole, as Istio's MergeTrafficPolicy does), from lowest to highest precedence: the top-level
+trafficPolicy, its portLevelSettings for the port, the subset's trafficPolicy, the subset's
+portLevelSettings for the port.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import health_check_pb2, protocol_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.v3 import percent_pb2, range_pb2
+
+from ..api.base import Resource
+from ..api.networking import (ConnectionPoolSettings, ConsistentHashLB, HealthCheck, LoadBalancerSettings,
+                              LocalityLbSetting, OutlierDetection, RetryBudget)
+from ..model.snapshot import Endpoint
+from .common import duration, pack, parse_duration, u32
+
+HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+MAX_U32 = 2**32 - 1
+DEFAULT_MAX_EJECTION_PERCENT = 10  # Istio's default
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5  # Istio's default with previous_hosts
+_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls", "health_check", "retry_budget")
+
+
+@dataclass(frozen=True)
+class Policy:
+    load_balancer: LoadBalancerSettings | None = None
+    connection_pool: ConnectionPoolSettings | None = None
+    outlier_detection: OutlierDetection | None = None
+    tls: dict | None = None
+    health_check: HealthCheck | None = None
+    retry_budget: RetryBudget | None = None
+
+    @property
+    def consistent_hash(self) -> ConsistentHashLB | None:
+        return self.load_balancer.consistent_hash if self.load_balancer else None
+
+    @property
+    def locality(self) -> LocalityLbSetting | None:
+        return self.load_balancer.locality_lb_setting if self.load_balancer else None
+
+    @property
+    def locality_failover(self) -> bool:
+        """Istio: locality failover (priorities by locality) is on when outlier detection is set, unless
+        localityLbSetting.enabled is false or distribute is used instead."""
+        loc = self.locality
+        if loc is not None and (loc.enabled is False or loc.distribute):
+            return False
+        return self.outlier_detection is not None
+
+    @property
+    def locality_distribute(self) -> bool:
+        loc = self.locality
+        return bool(loc and loc.enabled is not False and loc.distribute)
+
+
+def _layers(tp, port: int) -> list:
+    if tp is None:
+        return []
+    out = [tp]
+    for pl in tp.port_level_settings:
+        if pl.port is not None and pl.port.number == port:
+            out.append(pl)
+    return out
+
+
+def effective(dr: Resource | None, subset: str | None, port: int) -> Policy:
+    if dr is None:
+        return Policy()
+    layers = _layers(dr.spec.traffic_policy, port)
+    if subset:
+        for s in dr.spec.subsets:
+            if s.name == subset:
+                layers += _layers(s.traffic_policy, port)
+    vals: dict[str, Any] = {}
+    for layer in layers:
+        for f in _FIELDS:
+            v = getattr(layer, f, None)
+            if v is not None:
+                vals[f] = v
+    return Policy(**vals)
+
+
+def _secs(text: str | None) -> float | None:
+    return parse_duration(text)
+
+
+# ------------------------------------------------------------------------------------------- cluster
+
+_SIMPLE = {
+    None: cluster_pb2.Cluster.ROUND_ROBIN, "UNSPECIFIED": cluster_pb2.Cluster.ROUND_ROBIN,
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN, "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST, "RANDOM": cluster_pb2.Cluster.RANDOM,
+}
+
+
+def apply_lb(c: cluster_pb2.Cluster, pol: Policy) -> None:
+    lb = pol.load_balancer
+    ch = pol.consistent_hash
+    if ch is not None:
+        if ch.maglev is not None:
+            c.lb_policy = cluster_pb2.Cluster.MAGLEV
+            if ch.maglev.table_size:
+                c.maglev_lb_config.table_size.value = ch.maglev.table_size
+        else:
+            c.lb_policy = cluster_pb2.Cluster.RING_HASH
+            size = (ch.ring_hash.minimum_ring_size if ch.ring_hash else None) or ch.minimum_ring_size
+            if size:
+                c.ring_hash_lb_config.minimum_ring_size.value = size
+    else:
+        c.lb_policy = _SIMPLE.get(lb.simple if lb else None, cluster_pb2.Cluster.ROUND_ROBIN)
+    if lb is not None and lb.warmup_duration_secs and c.lb_policy in (
+            cluster_pb2.Cluster.ROUND_ROBIN, cluster_pb2.Cluster.LEAST_REQUEST):
+        cfg = c.round_robin_lb_config if c.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN else c.least_request_lb_config
+        cfg.slow_start_config.slow_start_window.CopyFrom(duration(_secs(lb.warmup_duration_secs)))
+    if pol.locality_distribute:
+        c.common_lb_config.locality_weighted_lb_config.SetInParent()
+
+
+def apply_connection_pool(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
+    """Circuit breakers (Istio's defaults: unlimited unless set), connect timeout, keepalive, HTTP options."""
+    cp = pol.connection_pool or ConnectionPoolSettings()
+    tcp, http = cp.tcp, cp.http
+    th = circuit_breaker_pb2.CircuitBreakers.Thresholds(
+        max_connections=u32(tcp.max_connections if tcp and tcp.max_connections else MAX_U32),
+        max_pending_requests=u32(http.http1_max_pending_requests if http and http.http1_max_pending_requests
+                                 else MAX_U32),
+        max_requests=u32(http.http2_max_requests if http and http.http2_max_requests else MAX_U32),
+        max_retries=u32(http.max_retries if http and http.max_retries is not None else MAX_U32),
+        track_remaining=True)
+    if pol.retry_budget is not None:
+        rb = pol.retry_budget
+        th.retry_budget.budget_percent.CopyFrom(percent_pb2.Percent(value=rb.percent))
+        th.retry_budget.min_retry_concurrency.value = rb.min_retry_concurrency
+    c.circuit_breakers.thresholds.append(th)
+    if tcp is not None:
+        if tcp.connect_timeout:
+            c.connect_timeout.CopyFrom(duration(_secs(tcp.connect_timeout)))
+        if tcp.tcp_keepalive is not None:
+            ka = c.upstream_connection_options.tcp_keepalive
+            ka.SetInParent()
+            if tcp.tcp_keepalive.probes is not None:
+                ka.keepalive_probes.value = tcp.tcp_keepalive.probes
+            if tcp.tcp_keepalive.time:
+                ka.keepalive_time.value = max(1, int(_secs(tcp.tcp_keepalive.time)))
+            if tcp.tcp_keepalive.interval:
+                ka.keepalive_interval.value = max(1, int(_secs(tcp.tcp_keepalive.interval)))
+    if protocol not in ("HTTP", "HTTP2", "GRPC"):
+        return
+    h2 = protocol in ("HTTP2", "GRPC") or bool(http and http.h2_upgrade_policy == "UPGRADE")
+    common = protocol_pb2.HttpProtocolOptions()
+    if http is not None:
+        if http.max_requests_per_connection:
+            common.max_requests_per_connection.value = http.max_requests_per_connection
+        if http.idle_timeout:
+            common.idle_timeout.CopyFrom(duration(_secs(http.idle_timeout)))
+    if tcp is not None and tcp.max_connection_duration:
+        common.max_connection_duration.CopyFrom(duration(_secs(tcp.max_connection_duration)))
+    if not h2 and common.ByteSize() == 0 and not (http and http.use_client_protocol):
+        return  # plain HTTP/1.1 with Envoy's defaults: no protocol options at all
+    opts = hpo.HttpProtocolOptions()
+    if common.ByteSize():
+        opts.common_http_protocol_options.CopyFrom(common)
+    if http is not None and http.use_client_protocol:
+        opts.use_downstream_protocol_config.SetInParent()
+        if h2:
+            opts.use_downstream_protocol_config.http2_protocol_options.SetInParent()
+    elif h2:
+        h2o = opts.explicit_http_config.http2_protocol_options
+        h2o.SetInParent()
+        if http is not None and http.max_concurrent_streams:
+            h2o.max_concurrent_streams.value = http.max_concurrent_streams
+    else:
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+    c.typed_extension_protocol_options[HPO].CopyFrom(pack(opts))
+
+
+def apply_outlier_detection(c: cluster_pb2.Cluster, pol: Policy) -> None:
+    od = pol.outlier_detection
+    if od is None:
+        return
+    out = outlier_detection_pb2.OutlierDetection(enforcing_success_rate=u32(0))  # Istio: success rate off
+    n5 = od.consecutive_5xx_errors if od.consecutive_5xx_errors is not None else od.consecutive_errors
+    if n5 is not None:
+        out.consecutive_5xx.value = n5
+        out.enforcing_consecutive_5xx.value = 100 if n5 > 0 else 0
+    if od.consecutive_gateway_errors is not None:
+        out.consecutive_gateway_failure.value = od.consecutive_gateway_errors
+        out.enforcing_consecutive_gateway_failure.value = 100 if od.consecutive_gateway_errors > 0 else 0
+    if od.split_external_local_origin_errors:
+        out.split_external_local_origin_errors = True
+        if od.consecutive_local_origin_failures is not None:
+            out.consecutive_local_origin_failure.value = od.consecutive_local_origin_failures
+            out.enforcing_consecutive_local_origin_failure.value = 100
+    if od.interval:
+        out.interval.CopyFrom(duration(_secs(od.interval)))
+    if od.base_ejection_time:
+        out.base_ejection_time.CopyFrom(duration(_secs(od.base_ejection_time)))
+    out.max_ejection_percent.value = (od.max_ejection_percent if od.max_ejection_percent is not None
+                                      else DEFAULT_MAX_EJECTION_PERCENT)
+    c.outlier_detection.CopyFrom(out)
+    # Istio: minHealthPercent is Envoy's panic threshold (0 = never panic, keep ejecting)
+    c.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent or 0)
+
+
+def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
+    hc = pol.health_check
+    if hc is None:
+        return
+    h = health_check_pb2.HealthCheck(
+        timeout=duration(_secs(hc.timeout)), interval=duration(_secs(hc.interval)),
+        unhealthy_threshold=u32(hc.unhealthy_threshold), healthy_threshold=u32(hc.healthy_threshold),
+        no_traffic_interval=duration(_secs(hc.interval)))
+    if hc.http is not None:
+        hh = h.http_health_check
+        hh.path = hc.http.path
+        # Envoy's default Host is the cluster name, whose '|' the callee's HCM rejects: use the service host
+        parsed = _parse_cluster(c.name)
+        hh.host = hc.http.host or (parsed[2] if parsed else "")
+        for code in sorted(set(hc.http.expected_statuses)):
+            hh.expected_statuses.append(range_pb2.Int64Range(start=code, end=code + 1))
+        if protocol in ("HTTP2", "GRPC"):
+            from envoy.type.v3 import http_pb2
+            hh.codec_client_type = http_pb2.HTTP2
+    elif hc.grpc is not None:
+        h.grpc_health_check.service_name = hc.grpc.service_name
+        h.grpc_health_check.SetInParent()
+    else:
+        h.tcp_health_check.SetInParent()
+    c.health_checks.append(h)
+
+
+def apply_cluster(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
+    """Everything a DestinationRule says about one outbound cluster (not PASSTHROUGH's lb type)."""
+    apply_lb(c, pol)
+    apply_connection_pool(c, pol, protocol)
+    apply_outlier_detection(c, pol)
+    apply_health_check(c, pol, protocol)
+
+
+# -------------------------------------------------------------------------------------------- routes
+
+def hash_policy(ch: ConsistentHashLB) -> rc.RouteAction.HashPolicy:
+    hp = rc.RouteAction.HashPolicy()
+    if ch.http_header_name:
+        hp.header.header_name = ch.http_header_name
+    elif ch.http_cookie is not None:
+        hp.cookie.name = ch.http_cookie.name
+        if ch.http_cookie.path:
+            hp.cookie.path = ch.http_cookie.path
+        if ch.http_cookie.ttl is not None:
+            hp.cookie.ttl.CopyFrom(duration(_secs(ch.http_cookie.ttl) or 0.0))
+    elif ch.use_source_ip:
+        hp.connection_properties.source_ip = True
+    elif ch.http_query_parameter_name:
+        hp.query_parameter.name = ch.http_query_parameter_name
+    return hp
+
+
+def _parse_cluster(name: str) -> tuple[int, str, str] | None:
+    parts = name.split("|")
+    if len(parts) != 4 or parts[0] != "outbound":
+        return None
+    try:
+        return int(parts[1]), parts[2], parts[3]
+    except ValueError:
+        return None
+
+
+def apply_route_policy(act: rc.RouteAction, snap) -> None:
+    """Called once per RouteAction by RouteBuilder._action, after the action is otherwise complete.
+
+    - consistentHash of the destination's effective policy → `hash_policy` (with several weighted
+      destinations, only when they all agree, as Istio does);
+    - retries on → `previous_hosts` retry host predicate: a retry goes to another host ("failover").
+    """
+    names = [act.cluster] if act.cluster else [w.name for w in act.weighted_clusters.clusters]
+    hashes: list = []
+    for n in names:
+        parsed = _parse_cluster(n)
+        if parsed is None:
+            hashes.append(None)
+            continue
+        port, subset, host = parsed
+        dr = snap.config.destination_rules_by_host.get(host)
+        ch = effective(dr, subset or None, port).consistent_hash
+        hashes.append(ch)
+    if names and hashes[0] is not None and all(h == hashes[0] for h in hashes):
+        act.hash_policy.append(hash_policy(hashes[0]))
+    if act.HasField("retry_policy") and act.retry_policy.num_retries.value > 0 and \
+            not act.retry_policy.retry_host_predicate:
+        act.retry_policy.retry_host_predicate.add(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
+        act.retry_policy.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
+
+
+# ------------------------------------------------------------------------------------------ locality
+
+_LOCALITY_KEYS = {"topology.kubernetes.io/region": 0, "topology.kubernetes.io/zone": 1,
+                  "topology.istio.io/subzone": 2}
+
+
+def _loc(text: str) -> tuple[str, str, str]:
+    p = (text.split("/") + ["", "", ""])[:3]
+    return p[0], p[1], p[2]
+
+
+def _loc_match(pattern: str, loc: str) -> bool:
+    """Istio locality patterns: 'region/zone/subzone' with '*' for any trailing part."""
+    pat = pattern.split("/")
+    have = _loc(loc)
+    for i, part in enumerate(pat[:3]):
+        if part == "*":
+            return True
+        if part != have[i]:
+            return False
+    return True
+
+
+def locality_priorities(pol: Policy, proxy_locality: str, proxy_labels: dict[str, str],
+                        endpoints: Iterable[Endpoint]) -> dict[Endpoint, int]:
+    """Istio's locality failover: priority 0 = same region/zone/subzone as the caller, 1 = same zone,
+    2 = same region, 3 = the `failover.to` region of the caller's region, 4 = anything else; with
+    `failoverPriority`, the number of leading labels that differ. Compacted to 0..n (Envoy needs that)."""
+    loc = pol.locality
+    eps = list(endpoints)
+    raw: dict[Endpoint, int] = {}
+    if loc is not None and loc.failover_priority:
+        keys = loc.failover_priority
+        mine = {k: _value(k, proxy_locality, proxy_labels) for k in keys}
+        for ep in eps:
+            theirs = {k: _value(k, ep.locality, dict(ep.labels)) for k in keys}
+            n = 0
+            for k in keys:
+                if mine[k] is None or mine[k] != theirs[k]:
+                    break
+                n += 1
+            raw[ep] = len(keys) - n
+    else:
+        region, zone, sub = _loc(proxy_locality)
+        to = {f.from_: f.to for f in (loc.failover if loc else [])}
+        for ep in eps:
+            r, z, s = _loc(ep.locality)
+            if r == region:
+                raw[ep] = 0 if (z == zone and s == sub) else (1 if z == zone else 2)
+            elif region in to and to[region] == r:
+                raw[ep] = 3
+            else:
+                raw[ep] = 4
+    order = sorted(set(raw.values()))
+    return {ep: order.index(p) for ep, p in raw.items()}
+
+
+def _value(key: str, locality: str, labels: dict[str, str]) -> str | None:
+    if key in _LOCALITY_KEYS:
+        i = _LOCALITY_KEYS[key]
+        parts = _loc(locality)
+        return "/".join(parts[: i + 1]) if parts[i] else None
+    return labels.get(key)
+
+
+def locality_weights(pol: Policy, proxy_locality: str, localities: dict[str, int]) -> dict[str, int] | None:
+    """Istio's `distribute`: for the first rule whose `from` matches the caller, each `to` weight is split
+    among the localities it matches by their endpoint counts; localities no `to` matches get no traffic
+    (they are dropped). None = no rule applies to this caller."""
+    loc = pol.locality
+    if loc is None:
+        return None
+    for rule in loc.distribute:
+        if not _loc_match(rule.from_, proxy_locality):
+            continue
+        out: dict[str, float] = {}
+        for pattern, w in rule.to.items():
+            matched = {l: n for l, n in localities.items() if _loc_match(pattern, l) and l not in out}
+            total = sum(matched.values())
+            for l, n in matched.items():
+                out[l] = w * n / total if total else 0
+        return {l: max(1, round(w * 10)) for l, w in out.items() if w > 0}
+    return None
+
+
+__all__ = ["Policy", "effective", "apply_cluster", "apply_route_policy", "hash_policy", "locality_priorities",
+           "locality_weights"]

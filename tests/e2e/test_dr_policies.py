@@ -1,0 +1,258 @@
+"""DestinationRule traffic policies and ServiceEntry on a real mesh (real Envoy, real traffic).
+
+One small mesh for the module: `hello` (3 replicas: hello-a-0 in locality r1/z1, hello-b-0/1 in r1/z2, each
+serving HTTP on 8080 and gRPC on 50051), `ext` (no sidecar, reached only through a ServiceEntry) and the
+`sleep` client in r1/z1. Requests come from inside `sleep` through its sidecar; assertions are on status
+codes and the `x-served-by` header (the replica's pod name). Loads are bounded by count.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .mesh import Mesh, can_run_netns
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
+
+APPS = Path(__file__).with_name("apps")
+APP = APPS / "policy_app.py"
+GRPC_CLIENT = APPS / "grpc_client.py"
+HELLO = "http://hello:8080/"
+PODS = ("hello-a-0", "hello-b-0", "hello-b-1")
+
+
+def mesh_yaml() -> str:
+    # workload apps run with the venv's interpreter: it has grpcio, the system python3 may not
+    py = sys.executable
+    wl = lambda name, n, loc, ports, extra="": textwrap.dedent(f"""\
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {{name: {name}, labels: {{app: {name.split('-')[0]}}}}}
+        spec:
+          replicas: {n}
+          command: [{py}, {APP}]
+          ports: [{', '.join(f'{{containerPort: {p}}}' for p in ports)}]
+          locality: {loc}
+        """) + extra
+    return textwrap.dedent("""\
+        apiVersion: v1
+        kind: Service
+        metadata: {name: hello}
+        spec:
+          selector: {app: hello}
+          ports: [{port: 8080, name: http}, {port: 50051, name: grpc}]
+        """) + wl("hello-a", 1, "r1/z1", (8080, 50051)) + wl("hello-b", 2, "r1/z2", (8080, 50051)) + \
+        wl("ext", 1, "r9/z9", (8080,), "  sidecar: false\n") + textwrap.dedent("""\
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {name: sleep, labels: {app: sleep}}
+        spec:
+          command: [sh, -c, "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]
+          locality: r1/z1
+        """)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Mesh:
+    d = tmp_path_factory.mktemp("drpol")
+    f = d / "mesh.yaml"
+    f.write_text(mesh_yaml())
+    m = Mesh(d / ".mizzen")
+    try:
+        m.up(f)
+        m.wait_synced()
+        yield m
+    finally:
+        p = m.down()
+        assert p.returncode == 0, p.stderr
+        from mizzen.local.netns import mesh_id
+
+        left = os.popen("ip netns list").read()
+        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
+
+
+def switch(mesh: Mesh, pod: str, what: str, on: bool) -> None:
+    p = mesh.exec(pod, "curl", "-s", "-m", "5", f"http://127.0.0.1:8080/{what}?on={int(on)}")
+    assert p.returncode == 0 and f"{what}={on}" in p.stdout, p
+
+
+@pytest.fixture(autouse=True)
+def clean(mesh: Mesh):
+    for pod in PODS:
+        switch(mesh, pod, "fail", False)
+        switch(mesh, pod, "sick", False)
+    mesh.reset_routing()
+    yield
+
+
+def apply(mesh: Mesh, text: str) -> None:
+    mesh.apply_text(textwrap.dedent(text))
+    mesh.wait_synced()
+
+
+def test_default_and_least_request_reach_every_replica(mesh: Mesh) -> None:
+    r = mesh.load("sleep", HELLO, count=90)
+    assert r["status"] == {"200": 90} and all(r["served_by"].get(p, 0) > 5 for p in PODS), r
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec: {host: hello, trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}}
+        """)
+    r = mesh.load("sleep", HELLO, count=90)
+    assert r["status"] == {"200": 90} and all(r["served_by"].get(p, 0) > 5 for p in PODS), r
+
+
+def test_consistent_hash_on_header_pins_each_user_to_one_replica(mesh: Mesh) -> None:
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec:
+          host: hello
+          trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 1024}}}}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: hello}
+        spec:
+          hosts: [hello]
+          http: [{route: [{destination: {host: hello, port: {number: 8080}}}]}]
+        """)
+    seen = set()
+    for i in range(8):
+        r = mesh.load("sleep", HELLO, count=15, headers={"x-user": f"user-{i}"})
+        assert r["status"] == {"200": 15} and len(r["served_by"]) == 1, r
+        seen |= set(r["served_by"])
+    assert len(seen) >= 2, seen  # different users land on different replicas
+
+
+def test_outlier_detection_ejects_the_failing_replica(mesh: Mesh) -> None:
+    switch(mesh, "hello-b-1", "fail", True)
+    before = mesh.load("sleep", HELLO, count=60, concurrency=2)
+    assert before["status"].get("500", 0) > 5, before  # no DestinationRule: the failures reach the caller
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec:
+          host: hello
+          trafficPolicy:
+            outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 5m, maxEjectionPercent: 100}
+            loadBalancer: {localityLbSetting: {enabled: false}}   # spread over both localities
+        """)
+    first = mesh.load("sleep", HELLO, count=60, concurrency=2)
+    assert first["status"].get("500", 0) <= 6, first  # ejected after a few consecutive 5xx
+    after = mesh.load("sleep", HELLO, count=90, concurrency=2)
+    assert after["status"] == {"200": 90}, after  # the error count stops growing
+    assert set(after["served_by"]) == {"hello-a-0", "hello-b-0"}, after
+
+
+def test_locality_failover_prefers_the_callers_zone_then_fails_over(mesh: Mesh) -> None:
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec:
+          host: hello
+          trafficPolicy:
+            outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 5m, maxEjectionPercent: 100}
+        """)
+    local = mesh.load("sleep", HELLO, count=40)
+    assert local["served_by"] == {"hello-a-0": 40}, local  # sleep is in r1/z1, like hello-a-0 only
+    switch(mesh, "hello-a-0", "fail", True)
+    mesh.load("sleep", HELLO, count=20, concurrency=1)
+    after = mesh.load("sleep", HELLO, count=60)
+    assert after["status"] == {"200": 60}, after
+    assert set(after["served_by"]) == {"hello-b-0", "hello-b-1"}, after  # failed over to r1/z2
+
+
+def test_active_health_check_takes_a_sick_replica_out_and_back(mesh: Mesh) -> None:
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec:
+          host: hello
+          trafficPolicy:
+            portLevelSettings:
+            - port: {number: 8080}
+              healthCheck: {http: {path: /healthz, expectedStatuses: [200]}, interval: 1s, timeout: 1s,
+                            unhealthyThreshold: 1, healthyThreshold: 1}
+        """)
+    switch(mesh, "hello-b-0", "sick", True)  # /healthz → 503, but it still answers traffic with 200
+
+    def served(count: int = 45) -> dict:
+        r = mesh.load("sleep", HELLO, count=count)
+        assert r["status"] == {"200": count}, r
+        return r["served_by"]
+
+    deadline = time.monotonic() + 30
+    while "hello-b-0" in served() and time.monotonic() < deadline:
+        time.sleep(1)
+    s = served(90)
+    assert "hello-b-0" not in s and {"hello-a-0", "hello-b-1"} <= set(s), s
+    switch(mesh, "hello-b-0", "sick", False)
+    deadline = time.monotonic() + 30
+    while "hello-b-0" not in (s := served()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "hello-b-0" in s, s
+
+
+def test_connection_pool_limits_overflow_with_503(mesh: Mesh) -> None:
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: hello}
+        spec:
+          host: hello
+          trafficPolicy:
+            connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1, http2MaxRequests: 1}}
+        """)
+    r = mesh.load("sleep", "http://hello:8080/slow?ms=300", count=40, concurrency=8)
+    assert r["status"].get("200", 0) > 0 and r["status"].get("503", 0) > 0, r
+    assert r["served_by"].get("-", 0) == r["status"]["503"], r  # the 503s come from the sidecar, not an app
+
+
+def test_grpc_calls_on_one_channel_spread_over_replicas(mesh: Mesh) -> None:
+    p = mesh.exec("sleep", "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(GRPC_CLIENT), "hello:50051", "150")
+    assert p.returncode == 0, p
+    import json
+
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert not r["errors"], r
+    assert set(r["served_by"]) == set(PODS) and all(n >= 20 for n in r["served_by"].values()), r
+
+
+def test_service_entry_static_endpoint_reached_by_name(mesh: Mesh) -> None:
+    ext = next(p for p in mesh.status()["pods"] if p["name"] == "ext-0")
+    apply(mesh, f"""
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: legacy}}
+        spec:
+          hosts: [legacy.corp.internal]
+          ports: [{{number: 8080, name: http, protocol: HTTP}}]
+          location: MESH_EXTERNAL
+          resolution: STATIC
+          endpoints: [{{address: {ext['ip']}}}]
+        """)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the runner rewrites pods' hosts files from the services list
+            g = mesh.exec("sleep", "getent", "hosts", "legacy.corp.internal")
+            if g.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert g.returncode == 0 and g.stdout.startswith("10.96."), g
+        r = mesh.load("sleep", "http://legacy.corp.internal:8080/", count=20)
+        assert r["status"] == {"200": 20} and r["served_by"] == {"ext-0": 20}, r
+    finally:
+        mesh.cli("delete", "serviceentries", "legacy", "-n", "default", check=False)
