@@ -23,6 +23,7 @@ from ..model.snapshot import Snapshot, labels_match
 from ..model.types import Proxy
 from .common import PASSTHROUGH, duration, outbound_cluster, pack, u32
 from .filters import fault
+from . import policies
 
 
 def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list[str]:
@@ -204,8 +205,7 @@ class RouteBuilder:
                     _header_ops(cw, d.headers.response, False)
         act.timeout.CopyFrom(duration(duration_seconds(r.timeout) if r.timeout else 0.0))  # Istio: none unless asked
         self._route_features(act, r, vs, port)
-        from . import policies  # DestinationRule consistentHash → hash_policy (policies.py, DR owner)
-        policies.apply_route_policy(act, self.snap)
+        policies.apply_route_policy(act, self.snap)  # DestinationRule consistentHash → hash_policy
         return act
 
     def _route_features(self, act: rc.RouteAction, r: HTTPRoute, vs: Resource, port: int) -> None:
@@ -264,9 +264,10 @@ class RouteBuilder:
         if vs is not None:
             vh.routes.extend(self.routes_from_vs(vs, port))
         else:
-            vh.routes.append(rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
-                                      route=rc.RouteAction(cluster=outbound_cluster(port, None, svc.hostname),
-                                                           timeout=duration(0), retry_policy=retry_policy(None))))
+            act = rc.RouteAction(cluster=outbound_cluster(port, None, svc.hostname), timeout=duration(0),
+                                 retry_policy=retry_policy(None))
+            policies.apply_route_policy(act, self.snap)  # consistent hash etc. also without a VirtualService
+            vh.routes.append(rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=act))
         return vh
 
     def _allow_any(self) -> rc.VirtualHost:
