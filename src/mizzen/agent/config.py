@@ -44,6 +44,7 @@ class AgentConfig:
     xds_protocol: str = "DELTA_GRPC"  # DELTA_GRPC | GRPC (state of the world)
     api_address: str | None = None  # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration
     admin_socket: str = ""  # default: <workDir>/admin.sock
+    control_socket: str = ""  # the agent's control API; default: <workDir>/agent.sock
     work_dir: str = ""  # default: the directory of agent.json
     envoy_binary: str | None = None
     concurrency: int = 1
@@ -62,6 +63,7 @@ class AgentConfig:
     restart_backoff_seconds: float = 0.25  # first restart delay after Envoy dies; doubles ...
     restart_backoff_max_seconds: float = 10.0  # ... up to this
     app_wait_log_seconds: float = 10.0  # while waiting for the app's ports, log this often
+    app_probe_seconds: float = 0.5  # how often a registered agent checks that the app still listens
 
     # ---------------------------------------------------------------- derived
     @property
@@ -137,6 +139,8 @@ class AgentConfig:
         kw["work_dir"] = os.path.abspath(kw["work_dir"])
         if not kw.get("admin_socket"):
             kw["admin_socket"] = os.path.join(kw["work_dir"], "admin.sock")
+        if not kw.get("control_socket"):
+            kw["control_socket"] = os.path.join(kw["work_dir"], "agent.sock")
         if not kw.get("health_host"):
             kw["health_host"] = "127.0.0.1" if kw.get("interception") == "loopback" else "0.0.0.0"
         if kw.get("envoy_gid") is None and kw.get("envoy_uid") is not None:
@@ -180,6 +184,10 @@ class AgentConfig:
             parse_address(self.api_address, "apiAddress")
         if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
             bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
+        if len(self.control_socket.encode()) > UNIX_PATH_MAX:
+            bad("controlSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
+        if self.app_probe_seconds <= 0:
+            bad("appProbeSeconds", "must be > 0")
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -222,7 +230,7 @@ _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_ui
         "max_downstream_connections"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
           "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
-          "app_wait_log_seconds"}
+          "app_wait_log_seconds", "app_probe_seconds"}
 
 
 def _camel(name: str) -> str:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import aiohttp
 
@@ -87,7 +87,7 @@ class EnvoyProcess:
     """One Envoy at a time, with its restart epoch kept for hot restart.
 
     `epoch` is the hot-restart epoch of the running (or last) process. A restart after a crash starts over at
-    epoch 0 with a fresh dynamic base id; a hot restart (not implemented here) would start epoch+1 with
+    epoch 0 with a fresh dynamic base id; a hot restart (`hot_restart`) starts epoch+1 with
     `--base-id <the saved base id>` while the old process still runs.
     """
 
@@ -97,6 +97,10 @@ class EnvoyProcess:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at: float = 0.0
     _exited: asyncio.Event | None = field(default=None, repr=False)
+    # hot restart: parents still draining (they exit after --parent-shutdown-time-s), and an event that is
+    # unset while a hot restart decides which process is current
+    parents: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
+    _settled: asyncio.Event | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ command line
     def command(self, epoch: int = 0) -> list[str]:
@@ -157,15 +161,18 @@ class EnvoyProcess:
             log.warning("envoy uid %d may not traverse %s (mode %o): Envoy will not find its files",
                         o.uid, d, os.stat(d).st_mode & 0o777)
 
-    async def start(self, epoch: int = 0) -> int:
-        """Start Envoy (must be called on the event loop's thread); returns its pid."""
-        if self.running:
+    async def start(self, epoch: int = 0, *, hot: bool = False) -> int:
+        """Start Envoy (must be called on the event loop's thread); returns its pid. With `hot`, the running
+        process becomes the parent of a hot restart (see `hot_restart`)."""
+        if self.running and not hot:
             raise RuntimeError(f"envoy already running (pid {self.pid})")
         o = self.opts
         cmd = self.command(epoch)
-        if epoch == 0 and not self.running:
+        if epoch == 0 and not self.running and not self._any_alive():
             self._remove_stale_shm(check_in_use=True)  # left by an Envoy of a previous (SIGKILLed) agent
         logf = open(o.log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child
+        # access logs (switched on per workload by a Telemetry resource) are Envoy's stdout
+        accessf = open(os.path.join(os.path.dirname(o.log_path), "access.log"), "ab", buffering=0)  # noqa: SIM115
         try:
             logf.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             kw: dict[str, Any] = {}
@@ -173,12 +180,13 @@ class EnvoyProcess:
                 kw.update(user=o.uid, group=o.gid if o.gid is not None else o.uid, extra_groups=[])
             me = os.getpid()
             self.proc = subprocess.Popen(  # noqa: S603
-                cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=o.work_dir,
+                cmd, stdin=subprocess.DEVNULL, stdout=accessf, stderr=logf, cwd=o.work_dir,
                 env=o.env, start_new_session=True, close_fds=True,
                 preexec_fn=lambda: _child_setup(me), **kw,  # noqa: PLW1509
             )
         finally:
             logf.close()
+            accessf.close()
         self.epoch = epoch
         self.starts += 1
         self.started_at = time.monotonic()
@@ -208,13 +216,58 @@ class EnvoyProcess:
             loop.create_task(poll())
 
     async def wait(self) -> int | None:
-        """Wait for the current process to exit; returns its exit code (negative: killed by a signal)."""
-        if self.proc is None or self._exited is None:
-            return None
-        await self._exited.wait()
-        rc = self.proc.wait()
-        self._remove_stale_shm()
-        return rc
+        """Wait for the current process to exit; returns its exit code (negative: killed by a signal). A
+        process replaced by a hot restart is not "the current process": the wait follows its successor."""
+        while True:
+            if self.proc is None or self._exited is None:
+                return None
+            await self._exited.wait()
+            if self._settled is not None:
+                await self._settled.wait()
+            if self.proc.poll() is None:
+                continue  # the one that exited was a hot-restart parent; the current one runs
+            rc = self.proc.wait()
+            self._remove_stale_shm()
+            return rc
+
+    async def hot_restart(self, epoch: int, ready: "Callable[[], Awaitable[bool]]", timeout: float) -> int:
+        """Start `epoch` (> 0) next to the running process: it takes over the listen sockets and tells the
+        parent to drain (`--drain-time-s`) and exit (`--parent-shutdown-time-s`). `ready()` is polled until it
+        says the new process serves; if the new process exits first or `timeout` passes, the parent stays
+        current and RuntimeError is raised."""
+        if not self.running or self.proc is None or self._exited is None:
+            raise RuntimeError("envoy is not running: nothing to hot-restart")
+        if self.base_id() is None:
+            raise RuntimeError(f"no base id in {self.opts.base_id_path}")
+        parent, parent_exited, parent_epoch, parent_started = self.proc, self._exited, self.epoch, self.started_at
+        self._settled = asyncio.Event()
+        try:
+            await self.start(epoch, hot=True)
+            child = self.proc
+            deadline = time.monotonic() + timeout
+            while True:
+                if child.poll() is not None:
+                    raise RuntimeError(f"envoy epoch {epoch} exited ({child.returncode}) during the hot restart; "
+                                       f"see {self.opts.log_path}")
+                if await ready():
+                    break
+                if time.monotonic() > deadline:
+                    child.kill()
+                    raise RuntimeError(f"envoy epoch {epoch} not ready after {timeout:.0f}s")
+                await asyncio.sleep(0.1)
+            self.parents = [p for p in self.parents if p.poll() is None] + [parent]
+            return child.pid
+        except BaseException:
+            if parent.poll() is None:  # the old process stays in charge
+                self.proc, self._exited, self.epoch, self.started_at = (parent, parent_exited, parent_epoch,
+                                                                        parent_started)
+            raise
+        finally:
+            self._settled.set()
+            self._settled = None
+
+    def _any_alive(self) -> bool:
+        return self.running or any(p.poll() is None for p in self.parents)
 
     def signal(self, sig: int) -> None:
         if self.running:
@@ -225,7 +278,15 @@ class EnvoyProcess:
                 pass
 
     async def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL. Idempotent."""
+        """SIGTERM, wait up to `timeout`, then SIGKILL (hot-restart parents too). Idempotent."""
+        for p in self.parents:
+            if p.poll() is None:
+                try:
+                    p.kill()  # a parent is draining already; its listeners belong to the current process
+                    p.wait(2)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+        self.parents = []
         if self.proc is None:
             return None
         if self.running:
@@ -240,20 +301,21 @@ class EnvoyProcess:
 
     def kill_now(self) -> None:
         """Synchronous last resort (crash paths, atexit): SIGKILL and reap."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            self._remove_stale_shm()
+        for p in [*self.parents, self.proc]:
+            if p is not None and p.poll() is None:
+                try:
+                    p.kill()
+                    p.wait(timeout=5)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    pass
+        self._remove_stale_shm()
 
     def _remove_stale_shm(self, check_in_use: bool = False) -> None:
         """Envoy leaves its hot-restart shared memory in /dev/shm when it exits (even cleanly). Right after our
         epoch-0 process exits nothing else uses that base id (a dynamic base id is unique among live Envoys),
         so remove it. With `check_in_use`, first make sure no Envoy holds the id's hot-restart socket (the
         base-id file may be old and the id reused)."""
-        if self.running or self.epoch != 0:
+        if self._any_alive():
             return
         base = self.base_id()
         if base is None:

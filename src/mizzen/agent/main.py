@@ -2,6 +2,12 @@
 
 States written to `<workDir>/agent.state` (the runner starts the app once it reads "ready"):
     starting -> ready -> draining -> stopped      (ready -> starting again while a dead Envoy restarts)
+
+Control (unix socket `<workDir>/agent.sock`, HTTP/1.1, JSON answers; also SIGUSR1 = withdraw):
+    GET  /state          the agent.state document
+    POST /withdraw       withdraw the instance from the registry now and stop heartbeats, keep serving
+    POST /hot-restart    body {"envoy": "/path"} optional: start Envoy epoch N+1 (hot restart), answer once
+                         it serves: {"epoch", "envoyPid"}; the app is not touched
 """
 from __future__ import annotations
 
@@ -18,12 +24,14 @@ from .bootstrap import render_bootstrap
 from .config import AgentConfig
 from .envoy import AdminClient, AdminError, EnvoyOptions, EnvoyProcess, find_envoy
 from .health import HealthServer, Readiness, envoy_readiness
-from .registration import ApiClient, ApiError, instance_of, wait_for_ports
+from .envoy import find_envoy
+from .registration import ApiClient, ApiError, app_listening, instance_of, wait_for_ports
 
 log = logging.getLogger("mizzen.agent")
 
 STATES = ("starting", "ready", "draining", "stopped")
 _ACTIVE_RQ_FILTER = r"^http\..*\.downstream_rq_active$"
+_ACTIVE_FILTER = r"^(http\..*\.downstream_rq_active|listener\..*\.downstream_cx_active)$"
 _STABLE_RUN_SECONDS = 30.0  # an Envoy that ran this long resets the restart back-off
 
 
@@ -74,7 +82,12 @@ class Agent:
         self.since = time.time()
         self.readiness = Readiness(False, "starting")
         self.registered = False
+        self.withdrawn = False
+        self.app_up: bool | None = None
         self.restarts = 0
+        self.hot_restarts = 0
+        self._hot_lock: asyncio.Lock | None = None
+        self._control: Any = None
         self._written: tuple[Any, ...] | None = None
         self._stop: asyncio.Event | None = None
         self._hurry: asyncio.Event | None = None
@@ -98,14 +111,17 @@ class Agent:
         self._write_state()
 
     def _write_state(self) -> None:
-        key = (self.state, self.envoy.pid, self.envoy.epoch, self.health.bound_port, self.registered)
+        key = (self.state, self.envoy.pid, self.envoy.epoch, self.health.bound_port, self.registered,
+               self.withdrawn, self.app_up, self.envoy.opts.binary)
         if key == self._written:
             return
         doc = {
             "state": self.state, "agentPid": os.getpid(), "envoyPid": self.envoy.pid if self.envoy.running else None,
             "epoch": self.envoy.epoch, "since": round(self.since, 3), "restarts": self.restarts,
             "healthPort": self.health.bound_port, "adminSocket": self.cfg.admin_socket,
-            "registered": self.registered,
+            "registered": self.registered, "withdrawn": self.withdrawn, "appUp": self.app_up,
+            "hotRestarts": self.hot_restarts, "envoyBinary": self.envoy.opts.binary,
+            "controlSocket": self.cfg.control_socket,
         }
         try:
             atomic_write(self.cfg.state_path, json.dumps(doc) + "\n")
@@ -125,17 +141,121 @@ class Agent:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("received %s", sig.name)
+        if sig == signal.SIGUSR1:
+            asyncio.get_running_loop().create_task(self.withdraw())
+            return
         self.request_stop()
+
+    # ------------------------------------------------------------------ control
+    async def withdraw(self) -> bool:
+        """Withdraw the instance from the registry (callers stop picking it) but keep serving: the first
+        step of every orderly stop. Idempotent; True when the registry has no instance of ours any more."""
+        if self.withdrawn:
+            return not self.registered
+        self.withdrawn = True  # the register loop stops at its next turn and never PUTs again
+        assert self._reg_lock is not None
+        ok = True
+        async with self._reg_lock:  # an in-flight PUT lands before the DELETE
+            if self.cfg.register and self.api is not None:
+                try:
+                    await self.api.delete_instance(self.cfg.instance_id, timeout=3.0)
+                    log.info("withdrew %s from the registry (still serving)", self.cfg.instance_id)
+                    self.registered = False
+                except ApiError as e:
+                    log.warning("withdraw %s failed: %s", self.cfg.instance_id, e)
+                    ok = False
+            self._write_state()
+        return ok
+
+    async def hot_restart(self, binary: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """Envoy epoch N+1 takes over from the running one (see EnvoyProcess.hot_restart)."""
+        assert self._hot_lock is not None
+        async with self._hot_lock:
+            if self._stopping or self.state not in ("ready", "starting"):
+                raise RuntimeError(f"agent is {self.state}")
+            old_binary = self.envoy.opts.binary
+            if binary:
+                self.envoy.opts.binary = find_envoy(binary)
+            epoch = self.envoy.epoch + 1
+
+            async def ready() -> bool:
+                try:
+                    stats = await self.admin.stats(r"^server\.hot_restart_epoch$")
+                    if stats.get("server.hot_restart_epoch") != epoch:
+                        return False
+                    live, _ = await self.admin.ready()
+                    return live
+                except AdminError:
+                    return False
+
+            log.info("hot restart: starting envoy epoch %d (%s)", epoch, self.envoy.opts.binary)
+            try:
+                pid = await self.envoy.hot_restart(epoch, ready, timeout)
+            except BaseException:
+                self.envoy.opts.binary = old_binary
+                raise
+            self.hot_restarts += 1
+            log.info("hot restart: envoy epoch %d (pid %d) serves; the parent drains and exits", epoch, pid)
+            self._write_state()
+            return {"epoch": epoch, "envoyPid": pid, "envoyBinary": self.envoy.opts.binary}
+
+    def _state_doc(self) -> dict[str, Any]:
+        return read_state(self.cfg.state_path) or {}
+
+    async def _start_control(self) -> None:
+        from aiohttp import web
+
+        async def state(request: web.Request) -> web.Response:
+            return web.json_response(self._state_doc())
+
+        async def withdraw(request: web.Request) -> web.Response:
+            ok = await self.withdraw()
+            return web.json_response({"withdrawn": True, "deregistered": ok})
+
+        async def hot_restart(request: web.Request) -> web.Response:
+            body: dict[str, Any] = {}
+            if request.can_read_body:
+                try:
+                    body = await request.json()
+                except ValueError:
+                    return web.json_response({"message": "body must be JSON"}, status=400)
+            try:
+                out = await self.hot_restart(body.get("envoy"), float(body.get("timeout", 60.0)))
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                log.error("hot restart failed: %s", e)
+                return web.json_response({"message": str(e)}, status=409)
+            return web.json_response(out)
+
+        app = web.Application()
+        app.router.add_get("/state", state)
+        app.router.add_post("/withdraw", withdraw)
+        app.router.add_post("/hot-restart", hot_restart)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        path = self.cfg.control_socket
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        try:
+            await web.UnixSite(runner, path).start()
+        except OSError as e:
+            log.warning("no control socket at %s: %s", path, e)
+            await runner.cleanup()
+            return
+        self._control = runner
+        log.info("control socket %s", path)
 
     # ------------------------------------------------------------------ main
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self._stop, self._hurry = asyncio.Event(), asyncio.Event()
         self._ever_ready, self._reg_lock = asyncio.Event(), asyncio.Lock()
+        self._hot_lock = asyncio.Lock()
         if self._signal_count:
             self._stop.set()
         installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
@@ -149,6 +269,7 @@ class Agent:
             self.envoy.prepare_dirs([os.path.dirname(self.cfg.admin_socket)])
             self._write_state()
             await self.health.start()
+            await self._start_control()
             self._write_state()
             log.info("node %s: xds %s (%s), admin %s", self.cfg.node_id, self.cfg.xds_address,
                      self.cfg.xds_protocol, self.cfg.admin_socket)
@@ -184,6 +305,16 @@ class Agent:
         return code
 
     async def _close(self) -> None:
+        if self._control is not None:
+            try:
+                await self._control.cleanup()
+            except Exception:  # noqa: BLE001
+                log.debug("control close failed", exc_info=True)
+            self._control = None
+            try:
+                os.unlink(self.cfg.control_socket)
+            except OSError:
+                pass
         for c in (self.health.stop(), self.admin.close(), self.api.close() if self.api else None):
             if c is not None:
                 try:
@@ -261,22 +392,35 @@ class Agent:
             await wait_for_ports(cfg.app_host, cfg.app_ports, log_every=cfg.app_wait_log_seconds)
             log.info("app is listening")
         failing = False
-        while not self._stopping:
-            async with self._reg_lock:
-                if self._stopping:
-                    return
-                inst = instance_of(cfg, healthy=self.readiness.ready)
-                try:
-                    await self.api.put_instance(inst, timeout=min(3.0, cfg.heartbeat_seconds))
-                    if not self.registered or failing:
-                        log.info("registered %s (%s %s)", inst.id, inst.address, list(inst.ports))
-                    self.registered, failing = True, False
-                    self._write_state()
-                except ApiError as e:
-                    if not failing:
-                        log.warning("registration failed (will retry): %s", e)
-                    failing = True
-            await asyncio.sleep(min(1.0, cfg.heartbeat_seconds) if failing else cfg.heartbeat_seconds)
+        last_put, last_healthy = -1e9, None
+        while not self._stopping and not self.withdrawn:
+            # the app is probed often: a crashed app is marked unhealthy (callers' EDS drops it) within
+            # about a second, and healthy again as soon as it listens again
+            app_up = app_listening(cfg.app_host, cfg.app_ports) if cfg.app_ports else True
+            if app_up != self.app_up:
+                if self.app_up is not None:
+                    log.warning("app %s", "listening again" if app_up else "not listening: marking unhealthy")
+                self.app_up = app_up
+                self._write_state()
+            healthy = bool(self.readiness.ready) and app_up
+            now = time.monotonic()
+            if failing or healthy != last_healthy or now - last_put >= cfg.heartbeat_seconds:
+                async with self._reg_lock:
+                    if self._stopping or self.withdrawn:
+                        return
+                    inst = instance_of(cfg, healthy=healthy)
+                    try:
+                        await self.api.put_instance(inst, timeout=min(3.0, cfg.heartbeat_seconds))
+                        if not self.registered or failing:
+                            log.info("registered %s (%s %s)", inst.id, inst.address, list(inst.ports))
+                        self.registered, failing = True, False
+                        last_put, last_healthy = time.monotonic(), healthy
+                        self._write_state()
+                    except ApiError as e:
+                        if not failing:
+                            log.warning("registration failed (will retry): %s", e)
+                        failing = True
+            await asyncio.sleep(min(cfg.app_probe_seconds, cfg.heartbeat_seconds))
 
     # ------------------------------------------------------------------ drain
     async def _sleep(self, seconds: float, *, stop_too: bool = False) -> bool:
@@ -322,7 +466,10 @@ class Agent:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if cfg.register and self.api is not None:
+        if self.withdrawn and not self.registered:
+            step("already withdrawn (the runner waited for callers)")
+        elif cfg.register and self.api is not None:
+            self.withdrawn = True
             try:
                 await self.api.delete_instance(cfg.instance_id, timeout=max(0.5, min(2.0, left())))
                 step("withdrew %s from the registry", cfg.instance_id)
@@ -351,13 +498,15 @@ class Agent:
         step("envoy exited (%s)", _describe_rc(rc))
 
     async def _wait_requests_done(self, deadline: float) -> int:
-        """Poll the sum of `http.*.downstream_rq_active` (the admin listener's own excluded) until 0 or the
-        deadline; returns the last sum (0: drained)."""
+        """Poll the sum of `http.*.downstream_rq_active` and of the listeners' `downstream_cx_active` (the
+        admin's own excluded) until 0 or the deadline: requests end, and connections (the app's, callers'
+        idle keep-alive ones) are closed; returns the last sum (0: drained)."""
         active = -1
         while self.envoy.running:
             try:
-                stats = await self.admin.stats(_ACTIVE_RQ_FILTER)
-                active = sum(v for k, v in stats.items() if not k.startswith("http.admin."))
+                stats = await self.admin.stats(_ACTIVE_FILTER)
+                active = sum(v for k, v in stats.items()
+                             if not k.startswith(("http.admin.", "listener.admin.")))
             except AdminError as e:
                 log.debug("stats: %s", e)
             if active == 0:

@@ -113,3 +113,37 @@ async def wait_for_ports(host: str, ports: tuple[int, ...], *, interval: float =
             log.info("still waiting for the app on %s port(s) %s (%.0fs)", host,
                      ",".join(map(str, sorted(pending))), now - start)
         await asyncio.sleep(interval)
+
+
+def _listening(port: int) -> bool | None:
+    """Is a TCP socket of this network namespace listening on port? None: /proc/net cannot tell."""
+    seen_any = False
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/net/{name}") as f:
+                next(f, None)
+                seen_any = True
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except (OSError, ValueError):
+            continue
+    return False if seen_any else None
+
+
+def app_listening(host: str, ports: tuple[int, ...]) -> bool:
+    """Every app port has a listening socket (read from /proc/net: no connection is made to the app)."""
+    import socket
+
+    for p in ports:
+        found = _listening(p)
+        if found is None:  # no /proc/net: try a connection
+            try:
+                with socket.create_connection((host, p), timeout=0.5):
+                    pass
+            except OSError:
+                return False
+        elif not found:
+            return False
+    return True

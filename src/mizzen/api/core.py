@@ -55,6 +55,9 @@ class WorkloadSpec(Spec):
     service_account: str | None = None
     workdir: str | None = None
     locality: str | None = None  # region/zone/subzone
+    # Istio's holdApplicationUntilProxyStarts: start the app only once its sidecar is ready (default);
+    # false starts app and sidecar together
+    hold_application_until_proxy_starts: bool = True
 
     @field_validator("env")
     @classmethod

@@ -39,12 +39,17 @@ def _echo_err(msg: str) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="seconds to wait for the mesh to be ready")
 @click.option("--drain-seconds", type=float, default=2.0, show_default=True,
-              help="how long a sidecar drains when its pod stops")
+              help="how long a sidecar drains when its pod stops (also Envoy's --drain-time-s)")
+@click.option("--withdraw-timeout", type=float, default=10.0, show_default=True,
+              help="when a pod stops: at most this long to wait for callers' proxies to drop its endpoint")
+@click.option("--app-stop-seconds", type=float, default=10.0, show_default=True,
+              help="when a pod stops: SIGTERM to SIGKILL grace of its app")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
-       drain_seconds: float) -> None:
+       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float) -> None:
     """Start a mesh from MESH.yaml: control plane, a pod per workload replica with its sidecar, the apps."""
     runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
-                    drain_seconds=drain_seconds)
+                    drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
+                    app_stop_seconds=app_stop_seconds)
     try:
         result = runner.preflight()
     except InvalidConfig as e:
@@ -288,9 +293,107 @@ def status(output: str, state_dir: str) -> None:
                f"{'' if runner.get('alive') else ' (not running)'}; state dir {st.get('stateDir')}")
     if st.get("error"):
         click.echo(f"error: {st['error']}")
-    rows = [[c["name"], c.get("pid"), c.get("address"), c.get("state"), c.get("restarts") or ""]
+    rows = [[c["name"], c.get("pid"), c.get("address"),
+             f"{c.get('state')} (epoch {c['epoch']})" if c.get("epoch") else c.get("state"), c.get("restarts") or ""]
             for c in st.get("components", [])]
     print_table(["NAME", "PID", "ADDRESS", "STATE", "RESTARTS"], rows, empty="No components.")
 
 
-__all__ = ["up", "down", "exec_", "status", "find_pod", "wait_ready"]
+# ------------------------------------------------------------------- operations on a running mesh
+
+def run_operation(state_dir: str, path: str, body: dict[str, Any]) -> Any:
+    """Ask the runner (over STATE/runner.sock) for an operation, print its progress, exit 1 on failure."""
+    from .control import CONTROL_SOCKET, OperationError, request_stream
+
+    state_dir = os.path.abspath(state_dir)
+    if runner_alive(state_dir) is None:
+        raise click.ClickException(f"no mesh running in {state_dir} (start one with `mizzen up`)")
+    sock = os.path.join(state_dir, CONTROL_SOCKET)
+    done: dict[str, Any] | None = None
+    try:
+        for ev in request_stream(sock, path, body):
+            if ev.get("event") == "progress":
+                click.echo(ev.get("message", ""))
+            elif ev.get("event") == "done":
+                done = ev
+    except OperationError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the runner at {sock}: {e}") from None
+    if done is None:
+        raise click.ClickException("the runner closed the connection before the operation finished")
+    if not done.get("ok"):
+        raise click.ClickException(str(done.get("error")))
+    return done.get("result")
+
+
+def _group_state_dir(state_dir: str) -> str:
+    """A subcommand's --state-dir, else the one given to its group (`mizzen rollout --state-dir D restart`)."""
+    ctx = click.get_current_context()
+    src = ctx.get_parameter_source("state_dir")
+    parent = (ctx.parent.obj or {}).get("state_dir") if ctx.parent is not None and isinstance(ctx.parent.obj, dict) else None
+    if parent and src in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
+        return parent
+    return state_dir
+
+
+@click.group()
+@state_dir_option
+@click.pass_context
+def rollout(ctx: click.Context, state_dir: str) -> None:
+    """Operations on a workload's replicas."""
+    ctx.obj = {"state_dir": state_dir} if ctx.get_parameter_source("state_dir") not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else {}
+
+
+@rollout.command("restart")
+@click.argument("workload")
+@click.option("-n", "--namespace", default=None)
+@state_dir_option
+def rollout_restart(workload: str, namespace: str | None, state_dir: str) -> None:
+    """Replace WORKLOAD's replicas one at a time with zero failed requests: a new pod (sidecar first, then
+    the app) becomes ready and registered, then the old one is withdrawn, waited out, and stopped."""
+    state_dir = _group_state_dir(state_dir)
+    names = run_operation(state_dir, "/rollout/restart", {"workload": workload, "namespace": namespace})
+    click.echo(f"workload {workload} restarted: {', '.join(names) or 'no replicas'}")
+
+
+@click.command()
+@click.argument("workload")
+@click.option("--replicas", type=click.IntRange(0, 64), required=True)
+@click.option("-n", "--namespace", default=None)
+@state_dir_option
+def scale(workload: str, replicas: int, namespace: str | None, state_dir: str) -> None:
+    """Set WORKLOAD's number of replicas (removed ones stop in order: withdraw, wait, app, sidecar)."""
+    names = run_operation(state_dir, "/scale", {"workload": workload, "namespace": namespace,
+                                                "replicas": replicas})
+    click.echo(f"workload {workload}: {len(names)} replica(s): {', '.join(names) or '-'}")
+
+
+@click.group()
+@state_dir_option
+@click.pass_context
+def proxy(ctx: click.Context, state_dir: str) -> None:
+    """Operations on sidecars."""
+    ctx.obj = {"state_dir": state_dir} if ctx.get_parameter_source("state_dir") not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else {}
+
+
+@proxy.command("upgrade")
+@click.argument("workload")
+@click.option("--envoy", "envoy", default=None, metavar="PATH", help="the new Envoy binary (default: the same)")
+@click.option("-n", "--namespace", default=None)
+@state_dir_option
+def proxy_upgrade(workload: str, envoy: str | None, namespace: str | None, state_dir: str) -> None:
+    """Hot-restart WORKLOAD's Envoys (restart epoch + 1, listen sockets handed over, the old one drains);
+    the apps keep running."""
+    state_dir = _group_state_dir(state_dir)
+    if envoy:
+        envoy = os.path.abspath(envoy) if os.sep in envoy else envoy
+    out = run_operation(state_dir, "/proxy/upgrade", {"workload": workload, "namespace": namespace,
+                                                      "envoy": envoy})
+    for r in out or []:
+        click.echo(f"{r['pod']}: envoy epoch {r['epoch']} pid {r['envoyPid']}")
+
+
+__all__ = ["up", "down", "exec_", "status", "find_pod", "wait_ready", "rollout", "scale", "proxy"]

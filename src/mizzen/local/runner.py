@@ -2,28 +2,35 @@
 
 One Runner owns one state dir. `run()` starts everything, supervises it (restarts crashed processes with
 back-off, keeps hosts files in step with services, writes `status.json` on every change) and tears it
-all down on SIGTERM/SIGINT: apps first, then agents (they drain and stop Envoy), then the control plane,
-then the namespaces. Processes are started in order: control plane → apply the mesh file → pods →
+all down on SIGTERM/SIGINT: instances withdrawn first (and a bounded wait until callers' proxies dropped
+them), then apps, then agents (they drain and stop Envoy), then the control plane, then the namespaces.
+Rolling restarts, scaling and sidecar hot upgrades come in over the control channel (local/control.py,
+`STATE/runner.sock`) and run on its thread under `self.lock`; see `rollout_restart` and `stop_pods`. Processes are started in order: control plane → apply the mesh file → pods →
 agents → each app once its agent reports ready (Istio's holdApplicationUntilProxyStarts).
 """
 from __future__ import annotations
 
+import dataclasses
 import http.client
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..api import InvalidConfig, LoadResult, Resource
 from ..manifests import load_files
-from ..cli.client import ApiClient, ApiError, MeshUnavailable
+from ..cli.client import ApiClient, ApiError, MeshUnavailable, unix_request
 from . import netns
+from .control import CONTROL_SOCKET, ControlServer, OperationError
 from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue_text, live_status,
                         not_ready_reasons, read_json, read_pid, runner_alive, stop_mesh, summary_lines,
                         write_json)
@@ -41,7 +48,9 @@ SERVICES_POLL_SECONDS = 1.5
 REGISTER_REFRESH_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 30.0
 STABLE_SECONDS = 30.0  # a process that ran this long has its back-off reset
-STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE)
+STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE, CONTROL_SOCKET)
+WITHDRAW_TIMEOUT_SECONDS = 10.0  # how long a stop waits for callers' proxies to drop a withdrawn instance
+APP_STOP_SECONDS = 10.0  # SIGTERM -> SIGKILL grace of an app
 
 
 class RunnerError(Exception):
@@ -104,6 +113,9 @@ class Pod:
     env: dict[str, str]
     cwd: str
     index: int
+    hold: bool = True  # holdApplicationUntilProxyStarts
+    generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
+    stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
     # filled in when the pod is made
     ip: str = "127.0.0.1"
     netns: str | None = None
@@ -147,6 +159,7 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 ports=[p.container_port for p in spec.ports], sidecar=spec.sidecar,
                 service_account=spec.service_account or "default", locality=spec.locality or "",
                 command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
+                hold=spec.hold_application_until_proxy_starts,
             ))
     return pods
 
@@ -240,6 +253,7 @@ class Child:
 class Runner:
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0,
+                 withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
                  on_ready: Callable[[dict[str, Any]], None] | None = None):
         self.mesh_file = os.path.abspath(mesh_file)
         self.mesh_dir = os.path.dirname(self.mesh_file)
@@ -249,7 +263,13 @@ class Runner:
         self.concurrency = concurrency
         self.timeout = timeout
         self.drain_seconds = drain_seconds
+        self.withdraw_timeout = withdraw_timeout
+        self.app_stop_seconds = app_stop_seconds
         self.on_ready = on_ready
+        self.lock = threading.RLock()  # step() and the control channel's operations
+        self.control: ControlServer | None = None
+        self._next_index = 0
+        self._generation = 0
         self.meshid = netns.mesh_id(self.state_dir)
         self.api = ApiClient(self.state_dir, timeout=5.0)
         self.resources: list[Resource] = []
@@ -289,6 +309,7 @@ class Runner:
             self.mesh_text = f.read()
         self.resources = list(result.resources)
         self.pods = plan_pods(self.resources, self.mesh_dir)
+        self._next_index = len(self.pods)
         self.mode = resolve_mode(self.requested_mode)
         pid = runner_alive(self.state_dir)
         if pid:
@@ -327,6 +348,8 @@ class Runner:
             self.start()
             self.phase = "running"
             self.write_status()
+            self.control = ControlServer(self, self.path(CONTROL_SOCKET))
+            self.control.start()
             self.loop()
         except Interrupted as e:
             log.info("%s", e)
@@ -396,7 +419,7 @@ class Runner:
                 self.agents[pod.name] = self._agent_child(pod)
                 self.agents[pod.name].start()
             self.apps[pod.name] = self._app_child(pod)
-            if not pod.sidecar:
+            if not pod.sidecar or not pod.hold:
                 self.apps[pod.name].start()
         self.write_status()
 
@@ -456,24 +479,28 @@ class Runner:
             self.net.create()
         for pod in self.pods:
             self._check_stop()
-            pod.dir = self.path("pods", pod.name)
-            os.makedirs(pod.dir, exist_ok=True)
-            if self.mode == "netns":
-                assert self.net is not None
-                pn = self.net.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
-                pod.ip, pod.netns = pn.ip, pn.netns
-                pod.port_map = {p: p for p in pod.ports}
-            else:
-                ports = free_ports(len(pod.ports) + 3)
-                pod.ip = "127.0.0.1"
-                pod.port_map = {p: ports[i] for i, p in enumerate(pod.ports)}
-                pod.outbound_port, pod.inbound_port, pod.health_port = ports[-3:]
-                pod.register_port_map = {p: pod.inbound_port for p in pod.ports}
-            if pod.sidecar:
-                write_json(os.path.join(pod.dir, "agent.json"), self.agent_config(pod))
-                if self.mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
-                    os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+            self.make_pod(pod)
         log.info("%d pods made (%s)", len(self.pods), self.mode)
+
+    def make_pod(self, pod: Pod) -> None:
+        """The pod's dir, namespace (netns mode) or ports (loopback mode), and agent.json."""
+        pod.dir = self.path("pods", pod.name)
+        os.makedirs(pod.dir, exist_ok=True)
+        if self.mode == "netns":
+            assert self.net is not None
+            pn = self.net.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
+            pod.ip, pod.netns = pn.ip, pn.netns
+            pod.port_map = {p: p for p in pod.ports}
+        else:
+            ports = free_ports(len(pod.ports) + 3)
+            pod.ip = "127.0.0.1"
+            pod.port_map = {p: ports[i] for i, p in enumerate(pod.ports)}
+            pod.outbound_port, pod.inbound_port, pod.health_port = ports[-3:]
+            pod.register_port_map = {p: pod.inbound_port for p in pod.ports}
+        if pod.sidecar:
+            write_json(os.path.join(pod.dir, "agent.json"), self.agent_config(pod))
+            if self.mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
+                os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
 
     def agent_config(self, pod: Pod) -> dict[str, Any]:
         cfg: dict[str, Any] = {
@@ -526,10 +553,16 @@ class Runner:
         log.info("stopping")
 
     def step(self) -> None:
+        with self.lock:
+            self._step()
+
+    def _step(self) -> None:
         now = time.monotonic()
         if self.cp is not None:
             self.cp.check(now)
-        for pod in self.pods:
+        for pod in list(self.pods):
+            if pod.stopping:
+                continue
             agent = self.agents.get(pod.name)
             app = self.apps[pod.name]
             if agent is not None:
@@ -612,6 +645,293 @@ class Runner:
         except API_ERRORS:
             pass
 
+
+    # ---------------------------------------------------------------------------- lifecycle
+    # Called from the control channel's threads (one operation at a time); every change of the runner's
+    # tables happens under self.lock, every wait outside it.
+
+    def _op_check(self) -> None:
+        if self.stop_requested:
+            raise OperationError("the mesh is stopping")
+
+    def workload_pods(self, workload: str, namespace: str | None = None) -> list[Pod]:
+        with self.lock:
+            pods = [p for p in self.pods if p.workload == workload and not p.stopping
+                    and (namespace is None or p.namespace == namespace)]
+        if not pods and not self._workload_resource(workload, namespace):
+            names = sorted({p.workload for p in self.pods})
+            raise OperationError(f"no workload {workload!r} (workloads: {', '.join(names) or 'none'})")
+        return pods
+
+    def _workload_resource(self, workload: str, namespace: str | None) -> Resource | None:
+        for r in self.resources:
+            if r.kind == "Workload" and r.name == workload and (namespace is None or r.namespace == namespace):
+                return r
+        return None
+
+    def new_pod_like(self, workload: str, namespace: str | None) -> Pod:
+        """Plan one more replica of a workload, named `<workload>-<5 hex>` (unique in the mesh)."""
+        r = self._workload_resource(workload, namespace)
+        if r is None:
+            raise OperationError(f"no workload {workload!r}")
+        template = plan_pods([dataclasses.replace(r, spec=r.spec.model_copy(update={"replicas": 1}))],
+                             self.mesh_dir)[0]
+        with self.lock:
+            taken = {p.name for p in self.pods}
+            while True:
+                name = f"{workload}-{secrets.token_hex(3)[:5]}"
+                if name not in taken:
+                    break
+            self._generation += 1
+            template.name, template.index, template.generation = name, self._next_index, self._generation
+            self._next_index += 1
+        return template
+
+    def start_pod(self, pod: Pod, progress: Callable[[str], None]) -> None:
+        """Make and start one new replica and wait until it is ready, registered and known to the callers
+        that know its workload's other replicas."""
+        self._op_check()
+        with self.lock:
+            self.make_pod(pod)
+            self.pods.append(pod)
+            if pod.sidecar:
+                self.agents[pod.name] = self._agent_child(pod)
+                self.agents[pod.name].start()
+            self.apps[pod.name] = self._app_child(pod)
+            if not pod.sidecar or not pod.hold:
+                self.apps[pod.name].start()
+        progress(f"{pod.name}: started ({pod.ip}), waiting until it is ready and registered")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self._op_check()
+            with self.lock:
+                st = next((p for p in self.status()["pods"] if p["name"] == pod.name), None)
+            if st and st["ready"] and self._instance_healthy(pod):
+                break
+            if time.monotonic() > deadline:
+                raise OperationError(f"{pod.name} not ready after {self.timeout:.0f}s: "
+                                     + "; ".join(not_ready_reasons({"pods": [st] if st else [],
+                                                                    "components": self.status()["components"]})))
+            time.sleep(POLL_SECONDS)
+        if pod.ports:
+            with self.lock:
+                near = [p for p in self.pods if p.workload == pod.workload and p is not pod and p.ports]
+            ok = self.wait_endpoints(add=pod, near=near)
+            progress(f"{pod.name}: ready; callers' proxies {'have' if ok else 'may not have'} its endpoint")
+        else:
+            progress(f"{pod.name}: ready")
+
+    def _instance_healthy(self, pod: Pod) -> bool:
+        if not pod.ports:
+            return True
+        try:
+            items = self.api.instances()
+        except API_ERRORS:
+            return False
+        return any(i.get("id") == pod.instance_id and i.get("healthy", True) for i in items)
+
+    def _proxy_eds(self, exclude: Sequence[Pod]) -> list[tuple[str, str, str]] | None:
+        """(id, EDS state, sent EDS as JSON text) of every connected proxy but those of `exclude`; None: no
+        answer from the control plane."""
+        skip = [f"~{p.name}.{p.namespace}~" for p in exclude]
+        try:
+            out = []
+            for pr in self.api.proxies():
+                pid = str(pr.get("id"))
+                if not pr.get("connected") or any(s in pid for s in skip):
+                    continue
+                eds = (pr.get("types") or {}).get("EDS") or {}
+                text = json.dumps(self.api.proxy_resources(pid, "EDS"))
+                out.append((pid, str(eds.get("state")), text))
+            return out
+        except API_ERRORS:
+            return None
+
+    @staticmethod
+    def endpoint_marks(pod: Pod) -> list[str]:
+        """How the pod's endpoints appear in a ClusterLoadAssignment as JSON (address + the port callers use)."""
+        ports = [pod.register_port_map.get(p, pod.port_map.get(p, p)) if pod.register_port_map else
+                 pod.port_map.get(p, p) for p in pod.ports]
+        return [f'"address": "{pod.ip}", "portValue": {port}' for port in dict.fromkeys(ports)]
+
+    def wait_endpoints(self, *, add: Pod | None = None, remove: Sequence[Pod] = (), near: Sequence[Pod] = (),
+                       timeout: float | None = None) -> bool:
+        """Wait (bounded) until every connected proxy has ACKed its EDS and what it was sent no longer has
+        any endpoint of the `remove` pods and, when it has one of a `near` pod (a sibling replica), has the
+        endpoints of `add`. True if that happened within the bound."""
+        timeout = self.withdraw_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        gone = [m for p in remove for m in self.endpoint_marks(p)]
+        new = self.endpoint_marks(add) if add else []
+        sibling = [m for p in near for m in self.endpoint_marks(p)]
+        while True:
+            if self.stop_requested and not remove:
+                return False
+            seen = self._proxy_eds([*remove, *([add] if add else [])])
+            if seen is not None:
+                pending = []
+                for pid, state, text in seen:
+                    if state not in ("SYNCED", "NOT_SENT"):
+                        pending.append(pid)
+                    elif any(m in text for m in gone):
+                        pending.append(pid)
+                    elif new and not all(m in text for m in new) and any(m in text for m in sibling):
+                        pending.append(pid)
+                if not pending:
+                    return True
+            if time.monotonic() > deadline:
+                log.warning("endpoints not propagated within %.0fs (add %s, remove %s)", timeout,
+                            add.name if add else "-", ",".join(p.name for p in remove) or "-")
+                return False
+            time.sleep(0.2)
+
+    def withdraw_pods(self, pods: Sequence[Pod]) -> None:
+        """Step 1 of an orderly stop: take the instances out of the registry, keep everything running."""
+        for pod in pods:
+            with self.lock:
+                pod.stopping = True
+                agent = self.agents.get(pod.name)
+            if not pod.ports:
+                continue
+            if pod.sidecar and agent is not None and agent.running:
+                try:
+                    status, _ = unix_request(os.path.join(pod.dir, "agent.sock"), "POST", "/withdraw", timeout=5)
+                    if status == 200:
+                        continue
+                except (OSError, http.client.HTTPException):
+                    pass
+                signal_pid(agent.pid, signal.SIGUSR1)  # the agent withdraws on SIGUSR1 too
+                # and in case it cannot reach the registry either: the runner withdraws it as well
+                self._deregister(pod.instance_id)
+            else:
+                self._deregister(pod.instance_id)
+
+    def _inbound_active(self, pod: Pod) -> int:
+        """Requests the pod's Envoy is serving (its admin's own excluded); 0 if unknown."""
+        try:
+            status, body = unix_request(os.path.join(pod.dir, "admin.sock"), "GET",
+                                        "/stats?format=json&filter=%5Ehttp%5C..*%5C.downstream_rq_active%24",
+                                        timeout=2)
+            if status != 200:
+                return 0
+            return sum(int(x.get("value") or 0) for x in json.loads(body).get("stats", [])
+                       if "name" in x and not str(x["name"]).startswith("http.admin."))
+        except (OSError, ValueError, http.client.HTTPException):
+            return 0
+
+    def stop_pods(self, pods: Sequence[Pod], progress: Callable[[str], None] = lambda m: None, *,
+                  withdraw_timeout: float | None = None, remove: bool = True) -> None:
+        """The orderly stop of replicas: withdraw (callers stop picking them) → wait until every connected
+        proxy has dropped them (bounded) and in-flight requests end → stop the apps → stop the agents
+        (they drain Envoy: Connection: close / GOAWAY, then exit) → remove the pods."""
+        pods = [p for p in pods]
+        if not pods:
+            return
+        names = ", ".join(p.name for p in pods)
+        self.withdraw_pods(pods)
+        if any(p.ports for p in pods):
+            ok = self.wait_endpoints(remove=[p for p in pods if p.ports], timeout=withdraw_timeout)
+            progress(f"{names}: withdrawn; callers' proxies {'dropped' if ok else 'may still have'} the endpoint")
+        # requests already on their way finish (bounded by the drain time)
+        deadline = time.monotonic() + max(1.0, self.drain_seconds)
+        while any(p.sidecar and self._inbound_active(p) for p in pods) and time.monotonic() < deadline \
+                and not self.force:
+            time.sleep(0.1)
+        with self.lock:
+            apps = [self.apps[p.name] for p in pods if p.name in self.apps]
+            agents = [self.agents[p.name] for p in pods if p.name in self.agents]
+        for c in apps:
+            c.stop(signal.SIGTERM, group=True)
+        self._wait_children(apps, 1.0 if self.force else self.app_stop_seconds, group=True)
+        progress(f"{names}: app stopped")
+        for c in agents:
+            c.stop(signal.SIGTERM)
+        self._wait_children(agents, 1.0 if self.force else self.drain_seconds + 15.0, group=True)
+        for p in pods:
+            epid = self.envoy_pids.get(p.name)
+            if epid and alive(epid) and any("envoy" in a for a in _cmd(epid)):
+                signal_pid(epid, signal.SIGKILL)
+        progress(f"{names}: sidecar drained and stopped")
+        if not remove:
+            return
+        with self.lock:
+            for p in pods:
+                if self.net is not None and p.name in self.net.pods:
+                    try:
+                        self.net.remove_pod(p.name)
+                    except netns.NetnsError as e:
+                        log.error("%s: %s", p.name, e)
+                self.pods = [x for x in self.pods if x is not p]
+                for table in (self.agents, self.apps, self.agent_states, self.envoy_pids):
+                    table.pop(p.name, None)
+                self.static_registered.pop(p.instance_id, None)
+            self.write_status()
+
+    def rollout_restart(self, workload: str, namespace: str | None, progress: Callable[[str], None]) -> list[str]:
+        """Replace every replica of a workload, one at a time: new replica up (ready, registered, known to
+        callers) → old one stopped in order (see stop_pods). Returns the new pod names."""
+        old = self.workload_pods(workload, namespace)
+        progress(f"rollout restart {workload}: {len(old)} replica(s): {', '.join(p.name for p in old) or '-'}")
+        made = []
+        for i, pod in enumerate(old, 1):
+            self._op_check()
+            new = self.new_pod_like(pod.workload, pod.namespace)
+            progress(f"[{i}/{len(old)}] {pod.name} -> {new.name}")
+            try:
+                self.start_pod(new, progress)
+            except OperationError:
+                progress(f"{new.name}: did not become ready; removing it, {pod.name} stays")
+                self.stop_pods([new], progress, withdraw_timeout=2.0)
+                raise
+            made.append(new.name)
+            self.stop_pods([pod], progress)
+            progress(f"[{i}/{len(old)}] {pod.name} replaced by {new.name}")
+        return made
+
+    def scale(self, workload: str, namespace: str | None, replicas: int, progress: Callable[[str], None]) -> list[str]:
+        pods = self.workload_pods(workload, namespace)
+        if replicas < 0 or replicas > 64:
+            raise OperationError("replicas must be between 0 and 64")
+        progress(f"scale {workload}: {len(pods)} -> {replicas}")
+        while len(pods) < replicas:
+            new = self.new_pod_like(workload, namespace)
+            self.start_pod(new, progress)
+            pods.append(new)
+        if len(pods) > replicas:
+            self.stop_pods(pods[replicas:][::-1], progress)
+        return [p.name for p in self.workload_pods(workload, namespace)]
+
+    def proxy_upgrade(self, workload: str, namespace: str | None, envoy: str | None,
+                      progress: Callable[[str], None]) -> list[dict[str, Any]]:
+        """Hot-restart the Envoy of every replica of a workload (one at a time); apps keep running."""
+        pods = [p for p in self.workload_pods(workload, namespace) if p.sidecar]
+        if not pods:
+            raise OperationError(f"workload {workload!r} has no sidecars")
+        if envoy:
+            envoy = shutil.which(envoy) or envoy
+            if not os.access(envoy, os.X_OK):
+                raise OperationError(f"envoy binary {envoy!r} not found or not executable")
+            envoy = os.path.abspath(envoy)
+        out = []
+        for pod in pods:
+            self._op_check()
+            if envoy:  # a restarted agent keeps the new binary
+                cfg = read_json(os.path.join(pod.dir, "agent.json")) or self.agent_config(pod)
+                cfg["envoyBinary"] = envoy
+                write_json(os.path.join(pod.dir, "agent.json"), cfg)
+            body = json.dumps({"envoy": envoy} if envoy else {}).encode()
+            try:
+                status, raw = unix_request(os.path.join(pod.dir, "agent.sock"), "POST", "/hot-restart", body=body,
+                                           headers={"Content-Type": "application/json"}, timeout=120)
+                answer = json.loads(raw or b"{}")
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                raise OperationError(f"{pod.name}: agent unreachable: {e}") from None
+            if status != 200:
+                raise OperationError(f"{pod.name}: hot restart failed: {answer.get('message')}")
+            progress(f"{pod.name}: envoy epoch {answer.get('epoch')} (pid {answer.get('envoyPid')}) serves")
+            out.append({"pod": pod.name, **answer})
+        return out
+
     # --------------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         comps: list[dict[str, Any]] = []
@@ -633,6 +953,7 @@ class Runner:
                               "restarts": agent.restarts, "log": agent.log_path, "cmdline": agent.exec_argv})
                 epid = self.envoy_pids.get(pod.name)
                 comps.append({"name": f"{pod.name}/envoy", "kind": "envoy", "pod": pod.name, "pid": epid,
+                              "epoch": ast.get("epoch"), "binary": ast.get("envoyBinary"),
                               "address": f"unix:{os.path.join(pod.dir, 'admin.sock')}",
                               "state": "running" if epid and alive(epid) else ("starting" if agent.running else "stopped"),
                               "log": os.path.join(pod.dir, "envoy.log")})
@@ -646,7 +967,7 @@ class Runner:
                 pod_ready = pod_ready and app.running
             if pod.ports:
                 pod_ready = pod_ready and registered
-            all_ready = all_ready and pod_ready
+            all_ready = all_ready and (pod_ready or pod.stopping)
             pods_out.append({
                 "name": pod.name, "workload": pod.workload, "namespace": pod.namespace, "labels": pod.labels,
                 "ip": pod.ip, "netns": pod.netns, "sidecar": pod.sidecar, "ports": pod.ports,
@@ -654,6 +975,8 @@ class Runner:
                 "outboundPort": pod.outbound_port if pod.sidecar else None,
                 "inboundPort": pod.inbound_port if pod.sidecar else None,
                 "dir": pod.dir, "registered": registered, "ready": pod_ready,
+                "generation": pod.generation, "terminating": pod.stopping,
+                "holdApplicationUntilProxyStarts": pod.hold,
             })
         return {
             "meshId": self.meshid, "stateDir": self.state_dir, "meshFile": self.mesh_file, "mode": self.mode,
@@ -677,14 +1000,22 @@ class Runner:
         self._ignore_signals_for_teardown()
         self.write_status()
         grace = 1.0 if self.force else 5.0
-        # 1. apps
+        if self.control is not None:
+            self.control.stop()
+        # the orderly stop of every pod: withdraw all, wait (bounded) until callers' proxies dropped them,
+        # stop the apps, then the agents (they drain and stop Envoy); namespaces go in step 4
+        with self.lock:
+            pods = list(self.pods)
+        if self.cp is not None and self.cp.running and not self.force:
+            self.withdraw_pods(pods)
+            if any(p.ports for p in pods):
+                self.wait_endpoints(remove=[p for p in pods if p.ports], timeout=min(self.withdraw_timeout, 5.0))
         apps = [c for c in self.apps.values()]
         for c in apps:
             c.stop(signal.SIGTERM, group=True)
         self._wait_children(apps, grace, group=True)
         for iid in list(self.static_registered):
             self._deregister(iid)
-        # 2. agents: they drain, withdraw their instance and stop Envoy
         agents = list(self.agents.values())
         for c in agents:
             c.stop(signal.SIGTERM)
