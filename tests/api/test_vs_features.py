@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from mizzen.api import InvalidConfig, load_text
-from mizzen.api.networking import duration_seconds
+from mizzen.api.virtual_service import duration_seconds
 
 HEAD = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: echo}\nspec:\n  hosts: [echo]\n  http:\n"
 ROUTE = "    route: [{destination: {host: echo}}]\n"

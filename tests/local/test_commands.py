@@ -12,7 +12,8 @@ import pytest
 
 from mizzen.manifests import load_files
 from mizzen.local.commands import find_pod
-from mizzen.local.runner import Pod, Runner, live_status, plan_pods, untraversable, write_json
+from mizzen.local.pods import Pod, plan_pods
+from mizzen.local.runner import Runner, live_status, untraversable, write_json
 
 from .conftest import requires_netns
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mizzen.local import commands
 from mizzen.local.control import ControlServer, OperationError, request_stream
-from mizzen.local.runner import plan_pods
+from mizzen.local.pods import plan_pods
 from mizzen.manifests import load_files
 
 WORKLOADS = """

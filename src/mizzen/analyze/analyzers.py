@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..api.base import Resource
-from ..api.networking import HTTPMatchRequest
+from ..api.virtual_service import HTTPMatchRequest
 from ..model.services import port_protocol
 from ..model.snapshot import ConfigIndex, labels_match
 

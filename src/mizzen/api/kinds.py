@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, networking, patch, router, telemetry
+from . import core, destination_rule, networking, patch, router, telemetry, virtual_service
 from .base import Spec
 
 
@@ -20,9 +20,9 @@ class KindInfo:
 KINDS: dict[str, KindInfo] = {
     k.kind: k
     for k in (
-        KindInfo("VirtualService", networking.ISTIO_NETWORKING_VERSIONS, networking.VirtualServiceSpec,
+        KindInfo("VirtualService", networking.ISTIO_NETWORKING_VERSIONS, virtual_service.VirtualServiceSpec,
                  "virtualservices", ("vs", "virtualservice")),
-        KindInfo("DestinationRule", networking.ISTIO_NETWORKING_VERSIONS, networking.DestinationRuleSpec,
+        KindInfo("DestinationRule", networking.ISTIO_NETWORKING_VERSIONS, destination_rule.DestinationRuleSpec,
                  "destinationrules", ("dr", "destinationrule")),
         KindInfo("ServiceEntry", networking.ISTIO_NETWORKING_VERSIONS, networking.ServiceEntrySpec,
                  "serviceentries", ("se", "serviceentry")),

@@ -5,63 +5,46 @@ back-off, keeps hosts files in step with services, writes `status.json` on every
 all down on SIGTERM/SIGINT: instances withdrawn first (and a bounded wait until callers' proxies dropped
 them), then apps, then agents (they drain and stop Envoy), then the control plane, then the namespaces.
 Rolling restarts, scaling and sidecar hot upgrades come in over the control channel (local/control.py,
-`STATE/runner.sock`) and run on its thread under `self.lock`; see `rollout_restart` and `stop_pods`. Processes are started in order: control plane → apply the mesh file → pods →
-agents → each app once its agent reports ready (Istio's holdApplicationUntilProxyStarts).
+`STATE/runner.sock`) and run on its thread under `self.lock`; they (and the orderly stop of pods that
+teardown uses too) are in local/operations.py, the plan (Pod) and supervised processes (Child) in
+local/pods.py. Processes are started in order: control plane → apply the mesh file → pods → agents → each
+app once its agent reports ready (Istio's holdApplicationUntilProxyStarts).
 """
 from __future__ import annotations
 
-import dataclasses
-import http.client
-import json
 import logging
 import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from ..api import InvalidConfig, LoadResult, Resource
 from ..manifests import load_files
-from ..cli.client import ApiClient, ApiError, MeshUnavailable, unix_request
+from ..cli.client import ApiClient, ApiError
 from . import netns
-from .control import CONTROL_SOCKET, ControlServer, OperationError
+from .control import CONTROL_SOCKET, ControlServer
 from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue_text, live_status,
                         not_ready_reasons, read_json, read_pid, runner_alive, stop_mesh, summary_lines,
                         write_json)
+from .operations import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Operations
+from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, RunnerError, plan_pods
 from .procs import alive, cmdline, env_without_proxies, free_ports, signal_pid, tail
 
 log = logging.getLogger("mizzen.local")
 
 ENVOY_UID = 1337
-OUTBOUND_PORT = netns.OUTBOUND_PORT
-INBOUND_PORT = netns.INBOUND_PORT
-HEALTH_PORT = 15020
 UNIX_PATH_MAX = 107
-POLL_SECONDS = 0.25
 SERVICES_POLL_SECONDS = 1.5
 REGISTER_REFRESH_SECONDS = 10.0
-BACKOFF_MAX_SECONDS = 30.0
-STABLE_SECONDS = 30.0  # a process that ran this long has its back-off reset
 STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE, CONTROL_SOCKET)
-WITHDRAW_TIMEOUT_SECONDS = 10.0  # how long a stop waits for callers' proxies to drop a withdrawn instance
-APP_STOP_SECONDS = 10.0  # SIGTERM -> SIGKILL grace of an app
-
-
-class RunnerError(Exception):
-    """A problem to report to the user (no traceback)."""
 
 
 class Interrupted(RunnerError):
     """Asked to stop (signal) before the mesh was up."""
-
-
-API_ERRORS = (MeshUnavailable, OSError, ApiError, ValueError, KeyError, TypeError, http.client.HTTPException)
 
 
 def resolve_mode(mode: str) -> str:
@@ -97,160 +80,9 @@ def untraversable(path: str, uid: int) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------------ the plan
-
-@dataclass
-class Pod:
-    name: str
-    workload: str
-    namespace: str
-    labels: dict[str, str]
-    ports: list[int]
-    sidecar: bool
-    service_account: str
-    locality: str
-    command: list[str]
-    env: dict[str, str]
-    cwd: str
-    index: int
-    hold: bool = True  # holdApplicationUntilProxyStarts
-    generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
-    stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
-    # filled in when the pod is made
-    ip: str = "127.0.0.1"
-    netns: str | None = None
-    dir: str = ""
-    outbound_port: int = OUTBOUND_PORT
-    inbound_port: int = INBOUND_PORT
-    health_port: int = HEALTH_PORT
-    port_map: dict[int, int] = field(default_factory=dict)  # container port -> app's real port
-    register_port_map: dict[int, int] = field(default_factory=dict)  # container port -> callers' port
-
-    @property
-    def instance_id(self) -> str:
-        return f"{self.namespace}.{self.name}"
-
-    @property
-    def app_ports(self) -> list[int]:
-        return [self.port_map.get(p, p) for p in self.ports]
-
-    def argv(self, argv: Sequence[str]) -> list[str]:
-        return netns.exec_argv(self.netns, argv) if self.netns else list(argv)
-
-
-def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
-    pods: list[Pod] = []
-    seen: dict[str, str] = {}
-    for r in resources:
-        if r.kind != "Workload":
-            continue
-        spec = r.spec
-        cwd = mesh_dir
-        if spec.workdir:
-            cwd = os.path.normpath(os.path.join(mesh_dir, spec.workdir))
-        for i in range(spec.replicas):
-            name = f"{r.name}-{i}"
-            if name in seen:
-                raise RunnerError(f"pod name {name} is used by workloads in namespaces {seen[name]} and "
-                                  f"{r.namespace}; workload names must be unique in a local mesh")
-            seen[name] = r.namespace
-            pods.append(Pod(
-                name=name, workload=r.name, namespace=r.namespace, labels=dict(r.metadata.labels),
-                ports=[p.container_port for p in spec.ports], sidecar=spec.sidecar,
-                service_account=spec.service_account or "default", locality=spec.locality or "",
-                command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
-                hold=spec.hold_application_until_proxy_starts,
-            ))
-    return pods
-
-
-# --------------------------------------------------------------------------------- supervised process
-
-@dataclass
-class Child:
-    """A process the runner starts, watches and restarts with back-off."""
-
-    name: str
-    argv: list[str]
-    log_path: str
-    env: dict[str, str] | None = None
-    cwd: str | None = None
-    restart: bool = True
-    popen: subprocess.Popen | None = None
-    restarts: int = 0
-    failures: int = 0  # consecutive quick exits (drives the back-off)
-    started_at: float = 0.0
-    started_wall: float = 0.0
-    next_start: float = 0.0
-    last_exit: int | None = None
-    exec_argv: list[str] = field(default_factory=list)  # the argv after `ip netns exec` execs
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
-    @property
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def start(self) -> None:
-        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            out.write(f"--- mizzen: {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}"
-                      f"{f' (restart {self.restarts})' if self.restarts else ''}: {' '.join(self.argv)}\n".encode())
-            out.flush()
-            try:
-                self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                              env=self.env, cwd=self.cwd, start_new_session=True)
-            except OSError as e:
-                out.write(f"--- mizzen: cannot start: {e}\n".encode())
-                self.popen = None
-                self.last_exit = 127
-                self._schedule_restart(time.monotonic())
-                return
-        self.started_at = time.monotonic()
-        self.started_wall = time.time()
-
-    def _schedule_restart(self, now: float) -> None:
-        self.failures += 1
-        self.next_start = now + min(BACKOFF_MAX_SECONDS, 0.5 * 2 ** (self.failures - 1))
-
-    def check(self, now: float) -> bool:
-        """Notice an exit (scheduling a restart) or start when due. True when something changed."""
-        if self.popen is not None:
-            rc = self.popen.poll()
-            if rc is None:
-                return False
-            self.popen = None
-            self.last_exit = rc
-            if now - self.started_at >= STABLE_SECONDS:
-                self.failures = 0
-            self._schedule_restart(now)
-            log.warning("%s exited with %s%s", self.name, rc,
-                        f"; restarting in {self.next_start - now:.1f}s" if self.restart else "")
-            return True
-        if self.restart and now >= self.next_start and self.last_exit is not None:
-            self.restarts += 1
-            self.start()
-            return True
-        return False
-
-    def stop(self, sig: int = signal.SIGTERM, group: bool = False) -> None:
-        self.restart = False
-        if self.running:
-            signal_pid(self.popen.pid, sig, group=group)
-
-    def state(self) -> str:
-        if self.running:
-            return "running"
-        if self.popen is None and self.last_exit is None:
-            return "pending"
-        return "restarting" if self.restart else "stopped"
-
-
 # ------------------------------------------------------------------------------------------- runner
 
-class Runner:
+class Runner(Operations):
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
@@ -645,293 +477,6 @@ class Runner:
         except API_ERRORS:
             pass
 
-
-    # ---------------------------------------------------------------------------- lifecycle
-    # Called from the control channel's threads (one operation at a time); every change of the runner's
-    # tables happens under self.lock, every wait outside it.
-
-    def _op_check(self) -> None:
-        if self.stop_requested:
-            raise OperationError("the mesh is stopping")
-
-    def workload_pods(self, workload: str, namespace: str | None = None) -> list[Pod]:
-        with self.lock:
-            pods = [p for p in self.pods if p.workload == workload and not p.stopping
-                    and (namespace is None or p.namespace == namespace)]
-        if not pods and not self._workload_resource(workload, namespace):
-            names = sorted({p.workload for p in self.pods})
-            raise OperationError(f"no workload {workload!r} (workloads: {', '.join(names) or 'none'})")
-        return pods
-
-    def _workload_resource(self, workload: str, namespace: str | None) -> Resource | None:
-        for r in self.resources:
-            if r.kind == "Workload" and r.name == workload and (namespace is None or r.namespace == namespace):
-                return r
-        return None
-
-    def new_pod_like(self, workload: str, namespace: str | None) -> Pod:
-        """Plan one more replica of a workload, named `<workload>-<5 hex>` (unique in the mesh)."""
-        r = self._workload_resource(workload, namespace)
-        if r is None:
-            raise OperationError(f"no workload {workload!r}")
-        template = plan_pods([dataclasses.replace(r, spec=r.spec.model_copy(update={"replicas": 1}))],
-                             self.mesh_dir)[0]
-        with self.lock:
-            taken = {p.name for p in self.pods}
-            while True:
-                name = f"{workload}-{secrets.token_hex(3)[:5]}"
-                if name not in taken:
-                    break
-            self._generation += 1
-            template.name, template.index, template.generation = name, self._next_index, self._generation
-            self._next_index += 1
-        return template
-
-    def start_pod(self, pod: Pod, progress: Callable[[str], None]) -> None:
-        """Make and start one new replica and wait until it is ready, registered and known to the callers
-        that know its workload's other replicas."""
-        self._op_check()
-        with self.lock:
-            self.make_pod(pod)
-            self.pods.append(pod)
-            if pod.sidecar:
-                self.agents[pod.name] = self._agent_child(pod)
-                self.agents[pod.name].start()
-            self.apps[pod.name] = self._app_child(pod)
-            if not pod.sidecar or not pod.hold:
-                self.apps[pod.name].start()
-        progress(f"{pod.name}: started ({pod.ip}), waiting until it is ready and registered")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            self._op_check()
-            with self.lock:
-                st = next((p for p in self.status()["pods"] if p["name"] == pod.name), None)
-            if st and st["ready"] and self._instance_healthy(pod):
-                break
-            if time.monotonic() > deadline:
-                raise OperationError(f"{pod.name} not ready after {self.timeout:.0f}s: "
-                                     + "; ".join(not_ready_reasons({"pods": [st] if st else [],
-                                                                    "components": self.status()["components"]})))
-            time.sleep(POLL_SECONDS)
-        if pod.ports:
-            with self.lock:
-                near = [p for p in self.pods if p.workload == pod.workload and p is not pod and p.ports]
-            ok = self.wait_endpoints(add=pod, near=near)
-            progress(f"{pod.name}: ready; callers' proxies {'have' if ok else 'may not have'} its endpoint")
-        else:
-            progress(f"{pod.name}: ready")
-
-    def _instance_healthy(self, pod: Pod) -> bool:
-        if not pod.ports:
-            return True
-        try:
-            items = self.api.instances()
-        except API_ERRORS:
-            return False
-        return any(i.get("id") == pod.instance_id and i.get("healthy", True) for i in items)
-
-    def _proxy_eds(self, exclude: Sequence[Pod]) -> list[tuple[str, str, str]] | None:
-        """(id, EDS state, sent EDS as JSON text) of every connected proxy but those of `exclude`; None: no
-        answer from the control plane."""
-        skip = [f"~{p.name}.{p.namespace}~" for p in exclude]
-        try:
-            out = []
-            for pr in self.api.proxies():
-                pid = str(pr.get("id"))
-                if not pr.get("connected") or any(s in pid for s in skip):
-                    continue
-                eds = (pr.get("types") or {}).get("EDS") or {}
-                text = json.dumps(self.api.proxy_resources(pid, "EDS"))
-                out.append((pid, str(eds.get("state")), text))
-            return out
-        except API_ERRORS:
-            return None
-
-    @staticmethod
-    def endpoint_marks(pod: Pod) -> list[str]:
-        """How the pod's endpoints appear in a ClusterLoadAssignment as JSON (address + the port callers use)."""
-        ports = [pod.register_port_map.get(p, pod.port_map.get(p, p)) if pod.register_port_map else
-                 pod.port_map.get(p, p) for p in pod.ports]
-        return [f'"address": "{pod.ip}", "portValue": {port}' for port in dict.fromkeys(ports)]
-
-    def wait_endpoints(self, *, add: Pod | None = None, remove: Sequence[Pod] = (), near: Sequence[Pod] = (),
-                       timeout: float | None = None) -> bool:
-        """Wait (bounded) until every connected proxy has ACKed its EDS and what it was sent no longer has
-        any endpoint of the `remove` pods and, when it has one of a `near` pod (a sibling replica), has the
-        endpoints of `add`. True if that happened within the bound."""
-        timeout = self.withdraw_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        gone = [m for p in remove for m in self.endpoint_marks(p)]
-        new = self.endpoint_marks(add) if add else []
-        sibling = [m for p in near for m in self.endpoint_marks(p)]
-        while True:
-            if self.stop_requested and not remove:
-                return False
-            seen = self._proxy_eds([*remove, *([add] if add else [])])
-            if seen is not None:
-                pending = []
-                for pid, state, text in seen:
-                    if state not in ("SYNCED", "NOT_SENT"):
-                        pending.append(pid)
-                    elif any(m in text for m in gone):
-                        pending.append(pid)
-                    elif new and not all(m in text for m in new) and any(m in text for m in sibling):
-                        pending.append(pid)
-                if not pending:
-                    return True
-            if time.monotonic() > deadline:
-                log.warning("endpoints not propagated within %.0fs (add %s, remove %s)", timeout,
-                            add.name if add else "-", ",".join(p.name for p in remove) or "-")
-                return False
-            time.sleep(0.2)
-
-    def withdraw_pods(self, pods: Sequence[Pod]) -> None:
-        """Step 1 of an orderly stop: take the instances out of the registry, keep everything running."""
-        for pod in pods:
-            with self.lock:
-                pod.stopping = True
-                agent = self.agents.get(pod.name)
-            if not pod.ports:
-                continue
-            if pod.sidecar and agent is not None and agent.running:
-                try:
-                    status, _ = unix_request(os.path.join(pod.dir, "agent.sock"), "POST", "/withdraw", timeout=5)
-                    if status == 200:
-                        continue
-                except (OSError, http.client.HTTPException):
-                    pass
-                signal_pid(agent.pid, signal.SIGUSR1)  # the agent withdraws on SIGUSR1 too
-                # and in case it cannot reach the registry either: the runner withdraws it as well
-                self._deregister(pod.instance_id)
-            else:
-                self._deregister(pod.instance_id)
-
-    def _inbound_active(self, pod: Pod) -> int:
-        """Requests the pod's Envoy is serving (its admin's own excluded); 0 if unknown."""
-        try:
-            status, body = unix_request(os.path.join(pod.dir, "admin.sock"), "GET",
-                                        "/stats?format=json&filter=%5Ehttp%5C..*%5C.downstream_rq_active%24",
-                                        timeout=2)
-            if status != 200:
-                return 0
-            return sum(int(x.get("value") or 0) for x in json.loads(body).get("stats", [])
-                       if "name" in x and not str(x["name"]).startswith("http.admin."))
-        except (OSError, ValueError, http.client.HTTPException):
-            return 0
-
-    def stop_pods(self, pods: Sequence[Pod], progress: Callable[[str], None] = lambda m: None, *,
-                  withdraw_timeout: float | None = None, remove: bool = True) -> None:
-        """The orderly stop of replicas: withdraw (callers stop picking them) → wait until every connected
-        proxy has dropped them (bounded) and in-flight requests end → stop the apps → stop the agents
-        (they drain Envoy: Connection: close / GOAWAY, then exit) → remove the pods."""
-        pods = [p for p in pods]
-        if not pods:
-            return
-        names = ", ".join(p.name for p in pods)
-        self.withdraw_pods(pods)
-        if any(p.ports for p in pods):
-            ok = self.wait_endpoints(remove=[p for p in pods if p.ports], timeout=withdraw_timeout)
-            progress(f"{names}: withdrawn; callers' proxies {'dropped' if ok else 'may still have'} the endpoint")
-        # requests already on their way finish (bounded by the drain time)
-        deadline = time.monotonic() + max(1.0, self.drain_seconds)
-        while any(p.sidecar and self._inbound_active(p) for p in pods) and time.monotonic() < deadline \
-                and not self.force:
-            time.sleep(0.1)
-        with self.lock:
-            apps = [self.apps[p.name] for p in pods if p.name in self.apps]
-            agents = [self.agents[p.name] for p in pods if p.name in self.agents]
-        for c in apps:
-            c.stop(signal.SIGTERM, group=True)
-        self._wait_children(apps, 1.0 if self.force else self.app_stop_seconds, group=True)
-        progress(f"{names}: app stopped")
-        for c in agents:
-            c.stop(signal.SIGTERM)
-        self._wait_children(agents, 1.0 if self.force else self.drain_seconds + 15.0, group=True)
-        for p in pods:
-            epid = self.envoy_pids.get(p.name)
-            if epid and alive(epid) and any("envoy" in a for a in _cmd(epid)):
-                signal_pid(epid, signal.SIGKILL)
-        progress(f"{names}: sidecar drained and stopped")
-        if not remove:
-            return
-        with self.lock:
-            for p in pods:
-                if self.net is not None and p.name in self.net.pods:
-                    try:
-                        self.net.remove_pod(p.name)
-                    except netns.NetnsError as e:
-                        log.error("%s: %s", p.name, e)
-                self.pods = [x for x in self.pods if x is not p]
-                for table in (self.agents, self.apps, self.agent_states, self.envoy_pids):
-                    table.pop(p.name, None)
-                self.static_registered.pop(p.instance_id, None)
-            self.write_status()
-
-    def rollout_restart(self, workload: str, namespace: str | None, progress: Callable[[str], None]) -> list[str]:
-        """Replace every replica of a workload, one at a time: new replica up (ready, registered, known to
-        callers) → old one stopped in order (see stop_pods). Returns the new pod names."""
-        old = self.workload_pods(workload, namespace)
-        progress(f"rollout restart {workload}: {len(old)} replica(s): {', '.join(p.name for p in old) or '-'}")
-        made = []
-        for i, pod in enumerate(old, 1):
-            self._op_check()
-            new = self.new_pod_like(pod.workload, pod.namespace)
-            progress(f"[{i}/{len(old)}] {pod.name} -> {new.name}")
-            try:
-                self.start_pod(new, progress)
-            except OperationError:
-                progress(f"{new.name}: did not become ready; removing it, {pod.name} stays")
-                self.stop_pods([new], progress, withdraw_timeout=2.0)
-                raise
-            made.append(new.name)
-            self.stop_pods([pod], progress)
-            progress(f"[{i}/{len(old)}] {pod.name} replaced by {new.name}")
-        return made
-
-    def scale(self, workload: str, namespace: str | None, replicas: int, progress: Callable[[str], None]) -> list[str]:
-        pods = self.workload_pods(workload, namespace)
-        if replicas < 0 or replicas > 64:
-            raise OperationError("replicas must be between 0 and 64")
-        progress(f"scale {workload}: {len(pods)} -> {replicas}")
-        while len(pods) < replicas:
-            new = self.new_pod_like(workload, namespace)
-            self.start_pod(new, progress)
-            pods.append(new)
-        if len(pods) > replicas:
-            self.stop_pods(pods[replicas:][::-1], progress)
-        return [p.name for p in self.workload_pods(workload, namespace)]
-
-    def proxy_upgrade(self, workload: str, namespace: str | None, envoy: str | None,
-                      progress: Callable[[str], None]) -> list[dict[str, Any]]:
-        """Hot-restart the Envoy of every replica of a workload (one at a time); apps keep running."""
-        pods = [p for p in self.workload_pods(workload, namespace) if p.sidecar]
-        if not pods:
-            raise OperationError(f"workload {workload!r} has no sidecars")
-        if envoy:
-            envoy = shutil.which(envoy) or envoy
-            if not os.access(envoy, os.X_OK):
-                raise OperationError(f"envoy binary {envoy!r} not found or not executable")
-            envoy = os.path.abspath(envoy)
-        out = []
-        for pod in pods:
-            self._op_check()
-            if envoy:  # a restarted agent keeps the new binary
-                cfg = read_json(os.path.join(pod.dir, "agent.json")) or self.agent_config(pod)
-                cfg["envoyBinary"] = envoy
-                write_json(os.path.join(pod.dir, "agent.json"), cfg)
-            body = json.dumps({"envoy": envoy} if envoy else {}).encode()
-            try:
-                status, raw = unix_request(os.path.join(pod.dir, "agent.sock"), "POST", "/hot-restart", body=body,
-                                           headers={"Content-Type": "application/json"}, timeout=120)
-                answer = json.loads(raw or b"{}")
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                raise OperationError(f"{pod.name}: agent unreachable: {e}") from None
-            if status != 200:
-                raise OperationError(f"{pod.name}: hot restart failed: {answer.get('message')}")
-            progress(f"{pod.name}: envoy epoch {answer.get('epoch')} (pid {answer.get('envoyPid')}) serves")
-            out.append({"pod": pod.name, **answer})
-        return out
-
     # --------------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         comps: list[dict[str, Any]] = []
@@ -1022,7 +567,7 @@ class Runner:
         self._wait_children(agents, (1.0 if self.force else self.drain_seconds + 15.0), group=True)
         left = [p for p in self.envoy_pids.values() if alive(p)]
         for pid in left:
-            if any("envoy" in a for a in _cmd(pid)):
+            if any("envoy" in a for a in cmdline(pid)):
                 signal_pid(pid, signal.SIGKILL)
         # 3. the control plane
         if self.cp is not None:
@@ -1056,30 +601,6 @@ class Runner:
         except ValueError:  # not the main thread
             pass
 
-    def _wait_children(self, children: Sequence[Child], timeout: float, group: bool) -> None:
-        deadline = time.monotonic() + timeout
-        for c in children:
-            if c.popen is None:
-                continue
-            try:
-                c.popen.wait(max(0.0, deadline - time.monotonic()) if not self.force else 0.5)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", c.name)
-                signal_pid(c.popen.pid, signal.SIGKILL, group=group)
-                signal_pid(c.popen.pid, signal.SIGKILL)
-                try:
-                    c.popen.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-            if group:  # what the process left in its session (e.g. a shell's children)
-                signal_pid(c.popen.pid, signal.SIGKILL, group=True)
-            c.last_exit = c.popen.returncode
-            c.popen = None
-
-
-def _cmd(pid: int) -> list[str]:
-    return cmdline(pid)
-
 
 def setup_logging(stream: Any = None, level: int = logging.INFO) -> None:
     h = logging.StreamHandler(stream or sys.stderr)
@@ -1090,6 +611,6 @@ def setup_logging(stream: Any = None, level: int = logging.INFO) -> None:
     root.propagate = False
 
 
-__all__ = ["Runner", "RunnerError", "Pod", "plan_pods", "resolve_mode", "live_status", "stop_mesh",
+__all__ = ["Runner", "RunnerError", "resolve_mode", "live_status", "stop_mesh",
            "summary_lines", "not_ready_reasons", "failing_logs", "read_json", "runner_alive", "InvalidConfig",
            "STATUS_FILE", "PID_FILE", "setup_logging"]

@@ -18,8 +18,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2, range_pb2
 
 from ..api.base import Resource
-from ..api.networking import (ConnectionPoolSettings, ConsistentHashLB, HealthCheck, LoadBalancerSettings,
-                              LocalityLbSetting, OutlierDetection, RetryBudget)
+from ..api.destination_rule import (ConnectionPoolSettings, ConsistentHashLB, HealthCheck,
+                                    LoadBalancerSettings, LocalityLbSetting, OutlierDetection, RetryBudget)
 from ..model.snapshot import Endpoint
 from .common import duration, pack, parse_duration, u32
 

@@ -16,8 +16,8 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
 from ..api.base import Resource
-from ..api.networking import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry, HTTPRoute,
-                              StringMatch, duration_seconds, split_retry_on)
+from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry,
+                                   HTTPRoute, StringMatch, duration_seconds, split_retry_on)
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot, labels_match
 from ..model.types import Proxy

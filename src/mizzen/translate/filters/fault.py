@@ -9,7 +9,7 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import percent_pb2
 
-from ...api.networking import HTTPFaultInjection, Percent, duration_seconds
+from ...api.virtual_service import HTTPFaultInjection, Percent, duration_seconds
 from ..common import duration, pack
 
 NAME = "envoy.filters.http.fault"
