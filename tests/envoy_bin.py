@@ -8,7 +8,7 @@ import sys
 
 def envoy_binary() -> str:
     try:
-        from mizzen.agent.envoy import find_envoy  # the agent's locator; one implementation
+        from mizzen.envoybin import find_envoy  # one implementation, shared with the agent
     except ImportError:  # pragma: no cover - while the agent module is absent
         cand = os.path.join(os.path.dirname(sys.executable), "envoy")
         return cand if os.path.exists(cand) else (shutil.which("envoy") or "envoy")

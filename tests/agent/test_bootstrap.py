@@ -5,7 +5,7 @@ import yaml
 
 from mizzen.agent.bootstrap import build_bootstrap, proxy_of, render_bootstrap
 from mizzen.agent.config import AgentConfig
-from mizzen.agent.envoy import find_envoy
+from mizzen.envoybin import find_envoy
 from mizzen.model.types import Proxy
 
 NETNS = {

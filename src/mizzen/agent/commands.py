@@ -8,7 +8,7 @@ import sys
 import click
 
 from .config import AgentConfigError, load_config
-from .envoy import EnvoyNotFound
+from ..envoybin import EnvoyNotFound
 
 LOG_FORMAT = "%(asctime)s.%(msecs)03d %(name)s[%(process)d] %(levelname)s %(message)s"
 

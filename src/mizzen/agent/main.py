@@ -22,9 +22,9 @@ from typing import Any, Awaitable, Callable
 
 from .bootstrap import render_bootstrap
 from .config import AgentConfig
-from .envoy import AdminClient, AdminError, EnvoyOptions, EnvoyProcess, find_envoy
+from .envoy import AdminClient, AdminError, EnvoyOptions, EnvoyProcess
 from .health import HealthServer, Readiness, envoy_readiness
-from .envoy import find_envoy
+from ..envoybin import find_envoy
 from .registration import ApiClient, ApiError, app_listening, instance_of, wait_for_ports
 
 log = logging.getLogger("mizzen.agent")

@@ -30,7 +30,7 @@ from .ads import AdsServer
 from .core import ControlPlaneCore
 from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
-from ..agent.envoy import find_envoy
+from ..envoybin import find_envoy
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
