@@ -60,3 +60,18 @@ def test_xds_cluster_and_admin():
     ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert ep == {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}
     assert yaml.safe_load(render_bootstrap(AgentConfig.from_dict(LOOPBACK))) == loop
+
+
+def test_xds_cluster_lists_every_control_plane_replica(tmp_path):
+    raw = dict(NETNS, xdsAddress=["unix:/tmp/mz/xds.sock", "unix:/tmp/mz/xds-1.sock"],
+               apiAddress=["unix:/tmp/mz/api.sock", "unix:/tmp/mz/api-1.sock"])
+    cfg = AgentConfig.from_dict(raw)
+    b = build_bootstrap(cfg)
+    (cluster,) = b["static_resources"]["clusters"]
+    eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["pipe"]["path"] for e in eps] == ["/tmp/mz/xds.sock", "/tmp/mz/xds-1.sock"]
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_bootstrap(cfg))
+    r = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
+                        "--log-level", "warning"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -62,3 +62,19 @@ def test_parse_address():
     assert parse_address("unix:/a/b.sock") == ("unix", "/a/b.sock")
     assert parse_address("127.0.0.1:15010") == ("127.0.0.1", 15010)
     assert parse_address("http://localhost:8080") == ("localhost", 8080)
+
+
+def test_address_lists_name_every_control_plane_replica():
+    cfg = AgentConfig.from_dict({"pod": "p-0", "workDir": "/w",
+                                 "xdsAddress": ["unix:/s/xds.sock", "unix:/s/xds-1.sock"],
+                                 "apiAddress": ["unix:/s/api.sock", "unix:/s/api-1.sock"]})
+    assert cfg.xds_addresses == ("unix:/s/xds.sock", "unix:/s/xds-1.sock")
+    assert cfg.api_addresses == ("unix:/s/api.sock", "unix:/s/api-1.sock")
+    one = AgentConfig.from_dict({"pod": "p-0", "workDir": "/w", "xdsAddress": ["unix:/s/xds.sock"],
+                                 "apiAddress": "unix:/s/api.sock"})
+    assert one.xds_address == "unix:/s/xds.sock" and one.xds_addresses == ("unix:/s/xds.sock",)
+    assert one.api_addresses == ("unix:/s/api.sock",)
+    assert AgentConfig.from_dict({"pod": "p-0", "workDir": "/w"}).api_addresses == ()
+    for bad in ([], ["unix:/s/xds.sock", 3], ["unix:relative.sock"]):
+        with pytest.raises(AgentConfigError, match="xdsAddress"):
+            AgentConfig.from_dict({"pod": "p-0", "workDir": "/w", "xdsAddress": bad})

@@ -38,8 +38,17 @@ class Mesh:
             raise AssertionError(f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
         return p
 
-    def up(self, mesh_file: Path = BOOKINFO_MESH, timeout: float = 180) -> None:
-        self.cli("up", str(mesh_file), "--detach", timeout=timeout)
+    def up(self, mesh_file: Path = BOOKINFO_MESH, timeout: float = 180, extra: tuple[str, ...] = ()) -> None:
+        """`mizzen up MESH --detach`, plus `extra` arguments (e.g. ("--control-planes", "2"))."""
+        self.cli("up", str(mesh_file), "--detach", *extra, timeout=timeout)
+
+    def api_get(self, path: str, socket_name: str = "api.sock", timeout: float = 10) -> dict:
+        """GET one replica's REST API directly (`api.sock`, `api-1.sock`, ...), no fallback."""
+        from mizzen.cli.client import unix_request
+
+        status, raw = unix_request(str(self.state_dir / socket_name), "GET", path, timeout=timeout)
+        assert status == 200, (path, status, raw[:300])
+        return json.loads(raw)
 
     def down(self) -> subprocess.CompletedProcess:
         return self.cli("down", check=False, timeout=120)

@@ -127,3 +127,21 @@ def test_preflight_makes_a_private_tmp_state_dir_searchable_for_envoy():
         assert untraversable(os.path.join(d, ".mizzen"), 1337) is None
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_runner_gives_agents_every_control_plane_replica(tmp_path):
+    from mizzen.local.pods import Pod, RunnerError
+    from mizzen.local.runner import Runner
+
+    mesh = tmp_path / "mesh.yaml"
+    mesh.write_text("")
+    state = tmp_path / "st"
+    pod = Pod(name="web-0", workload="web", namespace="default", labels={}, ports=[80], sidecar=True,
+              service_account="default", locality="", command=["true"], env={}, cwd=str(tmp_path), index=0)
+    one = Runner(str(mesh), str(state), mode="loopback").agent_config(pod)
+    assert one["xdsAddress"] == f"unix:{state / 'xds.sock'}" and one["apiAddress"] == f"unix:{state / 'api.sock'}"
+    two = Runner(str(mesh), str(state), mode="loopback", control_planes=2).agent_config(pod)
+    assert two["xdsAddress"] == [f"unix:{state / 'xds.sock'}", f"unix:{state / 'xds-1.sock'}"]
+    assert two["apiAddress"] == [f"unix:{state / 'api.sock'}", f"unix:{state / 'api-1.sock'}"]
+    with pytest.raises(RunnerError):
+        Runner(str(mesh), str(state), control_planes=4)

@@ -44,15 +44,17 @@ def _is_ip(host: str) -> bool:
 
 
 def xds_cluster(cfg: AgentConfig) -> dict[str, Any]:
-    address = envoy_address(cfg.xds_address)
-    sock = address.get("socket_address")
+    # One endpoint per control-plane replica: the ADS stream goes to one (round robin) and, when that one
+    # dies, Envoy's reconnect picks the next, so a surviving replica takes the proxy over.
+    addrs = [envoy_address(a) for a in cfg.xds_addresses]
+    static = all("socket_address" not in a or _is_ip(a["socket_address"]["address"]) for a in addrs)
     cluster: dict[str, Any] = {
         "name": XDS_CLUSTER,
-        "type": "STATIC" if sock is None or _is_ip(sock["address"]) else "STRICT_DNS",
+        "type": "STATIC" if static else "STRICT_DNS",
         "connect_timeout": "1s",
         "load_assignment": {
             "cluster_name": XDS_CLUSTER,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a}} for a in addrs]}],
         },
         # One long-lived ADS stream; never let default circuit breakers cut it.
         "circuit_breakers": {"thresholds": [{

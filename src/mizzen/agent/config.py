@@ -40,9 +40,13 @@ class AgentConfig:
     port_map: tuple[tuple[int, int], ...] = ()  # container port -> app's real port (identity if absent)
     register_port_map: tuple[tuple[int, int], ...] = ()  # container port -> port callers reach (loopback)
     app_host: str = "127.0.0.1"
-    xds_address: str = "127.0.0.1:15010"  # "unix:/abs/xds.sock" or "host:port"
+    # "unix:/abs/xds.sock" or "host:port"; a list in agent.json (a tuple here) names every control-plane
+    # replica: Envoy's xds-grpc cluster gets one endpoint each and its ADS stream fails over between them
+    xds_address: str | tuple[str, ...] = "127.0.0.1:15010"
     xds_protocol: str = "DELTA_GRPC"  # DELTA_GRPC | GRPC (state of the world)
-    api_address: str | None = None  # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration
+    # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration; a list (a tuple here):
+    # every replica's REST API, tried in order
+    api_address: str | tuple[str, ...] | None = None
     admin_socket: str = ""  # default: <workDir>/admin.sock
     control_socket: str = ""  # the agent's control API; default: <workDir>/agent.sock
     work_dir: str = ""  # default: the directory of agent.json
@@ -73,6 +77,16 @@ class AgentConfig:
     @property
     def node_id(self) -> str:
         return f"sidecar~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
+
+    @property
+    def xds_addresses(self) -> tuple[str, ...]:
+        """Every control-plane replica's xDS address (one, unless agent.json lists several)."""
+        return addresses(self.xds_address)
+
+    @property
+    def api_addresses(self) -> tuple[str, ...]:
+        """Every control-plane replica's REST API address, in the order to try them (none: no registration)."""
+        return addresses(self.api_address)
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -179,9 +193,10 @@ class AgentConfig:
             bad("heartbeatSeconds", "must be > 0")
         if not self.xds_address:
             bad("xdsAddress", "required")
-        parse_address(self.xds_address, "xdsAddress")
-        if self.api_address:
-            parse_address(self.api_address, "apiAddress")
+        for a in self.xds_addresses:
+            parse_address(a, "xdsAddress")
+        for a in self.api_addresses:
+            parse_address(a, "apiAddress")
         if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
             bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if len(self.control_socket.encode()) > UNIX_PATH_MAX:
@@ -202,6 +217,15 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         return AgentConfig.from_dict(data, base_dir=str(p.resolve().parent))
     except AgentConfigError as e:
         raise AgentConfigError(f"{p}: {e}") from None
+
+
+def addresses(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """An address setting (one string or a list of them) as a tuple."""
+    if not value:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
 
 
 def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
@@ -265,6 +289,10 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if not isinstance(v, (list, tuple)):
                 raise ValueError
             return tuple(int(p) for p in v)
+        if name in ("xds_address", "api_address") and isinstance(v, (list, tuple)):
+            if not v or not all(isinstance(a, str) and a for a in v):
+                raise ValueError
+            return v[0] if len(v) == 1 else tuple(v)
         if name in ("port_map", "register_port_map"):
             if not isinstance(v, Mapping):
                 raise ValueError

@@ -3,9 +3,10 @@ waiting for the app to listen before doing so."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 
@@ -29,51 +30,75 @@ class ApiError(RuntimeError):
 
 
 class ApiClient:
-    """The control plane's REST API, over a unix socket (`unix:/path`) or TCP (`host:port`)."""
+    """The control plane's REST API, over a unix socket (`unix:/path`) or TCP (`host:port`).
 
-    def __init__(self, address: str, *, timeout: float = 3.0) -> None:
-        host, port = parse_address(address, "apiAddress")
-        if host == "unix":
-            self._connector_args: dict[str, Any] = {"path": port}
-            self._base = "http://mizzen-api"
-        else:
-            self._connector_args = {}
-            self._base = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+    Given several addresses (one per control-plane replica), a call that cannot reach one (connection
+    refused, socket gone, timeout) is tried on the next; the one that answered is tried first next time.
+    An HTTP error answer is final (every replica shares the store: another would say the same)."""
+
+    def __init__(self, address: str | Sequence[str], *, timeout: float = 3.0) -> None:
+        addrs = [address] if isinstance(address, str) else list(address)
+        if not addrs:
+            raise ValueError("ApiClient: no address")
+        self._targets: list[tuple[dict[str, Any], str]] = []
+        for a in addrs:
+            host, port = parse_address(a, "apiAddress")
+            if host == "unix":
+                self._targets.append(({"path": port}, "http://mizzen-api"))
+            else:
+                self._targets.append(({}, f"http://{host if ':' not in host else '[' + host + ']'}:{port}"))
+        self.addresses = addrs
         self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._preferred = 0
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
 
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            if "path" in self._connector_args:
-                conn: aiohttp.BaseConnector = aiohttp.UnixConnector(force_close=True, **self._connector_args)
+    def _sess(self, i: int = 0) -> aiohttp.ClientSession:
+        sess = self._sessions.get(i)
+        if sess is None or sess.closed:
+            args, _ = self._targets[i]
+            if "path" in args:
+                conn: aiohttp.BaseConnector = aiohttp.UnixConnector(force_close=True, **args)
             else:
                 conn = aiohttp.TCPConnector(force_close=True)
-            self._session = aiohttp.ClientSession(connector=conn,
-                                                  timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
+            sess = self._sessions[i] = aiohttp.ClientSession(connector=conn,
+                                                             timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return sess
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for sess in sessions:
+            await sess.close()
 
     async def call(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
         kw: dict[str, Any] = {}
         if body is not None:
             kw["json"] = body
-        if timeout is not None:
-            kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        try:
-            async with self._sess().request(method, self._base + path, **kw) as resp:
-                text = await resp.text()
-                if resp.status >= 300:
-                    raise ApiError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
-                try:
-                    return await resp.json(content_type=None) if text else None
-                except ValueError:
-                    return text
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise ApiError(f"{method} {path}: {e or type(e).__name__}") from e
+        n = len(self._targets)
+        # a hung replica must not eat the whole budget: each attempt gets its share of what is left
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        last: BaseException | None = None
+        for k in range(n):
+            i = (self._preferred + k) % n
+            left = deadline - time.monotonic()
+            if left <= 0 and k > 0:
+                break
+            kw["timeout"] = aiohttp.ClientTimeout(total=max(left / (n - k), 0.05))
+            try:
+                async with self._sess(i).request(method, self._targets[i][1] + path, **kw) as resp:
+                    text = await resp.text()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                last = e
+                continue
+            if i != self._preferred:
+                log.info("control plane API: now using %s", self.addresses[i])
+                self._preferred = i
+            if resp.status >= 300:
+                raise ApiError(f"{method} {path}: HTTP {resp.status}: {text[:200]}")
+            try:
+                return json.loads(text) if text else None
+            except ValueError:
+                return text
+        raise ApiError(f"{method} {path}: {last or type(last).__name__}") from last
 
     async def put_instance(self, inst: Instance, *, timeout: float | None = None) -> None:
         await self.call("PUT", f"/api/v1/instances/{inst.id}", inst.to_dict(), timeout=timeout)

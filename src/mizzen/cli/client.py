@@ -69,22 +69,50 @@ def _q(s: str) -> str:
     return quote(s, safe="")
 
 
+MAX_CONTROL_PLANES = 3
+
+
+def api_socket_name(replica: int) -> str:
+    """The REST socket of a control-plane replica in the state dir: api.sock, api-1.sock, api-2.sock."""
+    return "api.sock" if replica == 0 else f"api-{replica}.sock"
+
+
+def replica_name(replica: int) -> str:
+    return "controlplane" if replica == 0 else f"controlplane-{replica}"
+
+
 class ApiClient:
-    """The REST API of the control plane at `<state_dir>/api.sock`."""
+    """The REST API of the control plane at `<state_dir>/api.sock`; when that socket is absent or refuses
+    connections (replica 0 is down), the other replicas' `api-<i>.sock` are tried in order."""
 
     def __init__(self, state_dir: str, timeout: float = 60.0):
         self.state_dir = state_dir
         self.socket_path = os.path.join(state_dir, "api.sock")
         self.timeout = timeout
+        self._proxy_sockets: dict[str, str] = {}  # proxy id -> the socket of the replica it is connected to
 
-    def request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+    def socket_paths(self) -> list[str]:
+        """api.sock, then every other replica's socket that exists."""
+        out = [self.socket_path]
+        for i in range(1, MAX_CONTROL_PLANES):
+            p = os.path.join(self.state_dir, api_socket_name(i))
+            if os.path.exists(p):
+                out.append(p)
+        return out
+
+    def request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+                sockets: list[str] | None = None) -> Any:
         url = path + ("?" + urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
-        try:
-            status, raw = unix_request(self.socket_path, method, url, data, headers, self.timeout)
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise MeshUnavailable(self.state_dir) from None
+        for sock in sockets or self.socket_paths():
+            try:
+                status, raw = unix_request(sock, method, url, data, headers, self.timeout)
+                break
+            except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+                continue
+        else:
+            raise MeshUnavailable(self.state_dir)
         out = _decode(status, raw)
         if status >= 400:
             raise ApiError(status, out if isinstance(out, dict) else {"message": str(out)})
@@ -123,10 +151,35 @@ class ApiClient:
         return dict(self.request("DELETE", f"/api/v1/instances/{_q(id)}"))
 
     def proxies(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/proxies")["items"])
+        """Every replica's proxies, merged (each item names its replica: `controlPlane`): a proxy connected
+        to one replica shows as that replica's; one that no replica has connected shows once, disconnected."""
+        merged: dict[str, dict[str, Any]] = {}
+        answered = False
+        for sock in self.socket_paths():
+            try:
+                items = self.request("GET", "/api/v1/proxies", sockets=[sock])["items"]
+            except MeshUnavailable:
+                continue
+            answered = True
+            for it in items:
+                pid = str(it.get("id"))
+                if pid not in merged or (it.get("connected") and not merged[pid].get("connected")):
+                    merged[pid] = it
+                    if it.get("connected"):
+                        self._proxy_sockets[pid] = sock
+        if not answered:
+            raise MeshUnavailable(self.state_dir)
+        return list(merged.values())
 
     def proxy_resources(self, proxy_id: str, type_: str) -> Any:
-        return self.request("GET", f"/api/v1/proxies/{_q(proxy_id)}/resources", query={"type": type_})
+        """What the replica the proxy is connected to sends it (as of the last `proxies()`), else api.sock's
+        (or the first replica that answers)."""
+        url = f"/api/v1/proxies/{_q(proxy_id)}/resources"
+        first = self._proxy_sockets.get(proxy_id)
+        socks = self.socket_paths()
+        if first:
+            socks = [first] + [s for s in socks if s != first]
+        return self.request("GET", url, query={"type": type_}, sockets=socks)
 
     def healthz(self) -> dict[str, Any]:
         try:

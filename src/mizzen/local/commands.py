@@ -44,12 +44,15 @@ def _echo_err(msg: str) -> None:
               help="when a pod stops: at most this long to wait for callers' proxies to drop its endpoint")
 @click.option("--app-stop-seconds", type=float, default=10.0, show_default=True,
               help="when a pod stops: SIGTERM to SIGKILL grace of its app")
+@click.option("--control-planes", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="control-plane replicas on the same store (api.sock/xds.sock, then api-<i>.sock/xds-<i>.sock); "
+                   "every sidecar lists them all and fails over when one dies")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
-       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float) -> None:
+       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int) -> None:
     """Start a mesh from MESH.yaml: control plane, a pod per workload replica with its sidecar, the apps."""
     runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
                     drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
-                    app_stop_seconds=app_stop_seconds)
+                    app_stop_seconds=app_stop_seconds, control_planes=control_planes)
     try:
         result = runner.preflight()
     except InvalidConfig as e:

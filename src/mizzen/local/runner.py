@@ -12,6 +12,8 @@ app once its agent reports ready (Istio's holdApplicationUntilProxyStarts).
 """
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import shutil
@@ -24,7 +26,7 @@ from typing import Any, Callable
 
 from ..api import InvalidConfig, LoadResult, Resource
 from ..manifests import load_files
-from ..cli.client import ApiClient, ApiError
+from ..cli.client import ApiClient, ApiError, api_socket_name, replica_name, unix_request
 from . import netns
 from .control import CONTROL_SOCKET, ControlServer
 from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue_text, live_status,
@@ -40,7 +42,9 @@ ENVOY_UID = 1337
 UNIX_PATH_MAX = 107
 SERVICES_POLL_SECONDS = 1.5
 REGISTER_REFRESH_SECONDS = 10.0
-STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE, CONTROL_SOCKET)
+MAX_CONTROL_PLANES = 3
+STATE_FILES = ("store.db", "store.db-wal", "store.db-shm", "api.sock", "xds.sock", STATUS_FILE, CONTROL_SOCKET,
+               *(f"{k}-{i}.sock" for i in range(1, MAX_CONTROL_PLANES) for k in ("api", "xds")))
 
 
 class Interrupted(RunnerError):
@@ -86,7 +90,7 @@ class Runner(Operations):
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
-                 on_ready: Callable[[dict[str, Any]], None] | None = None):
+                 on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1):
         self.mesh_file = os.path.abspath(mesh_file)
         self.mesh_dir = os.path.dirname(self.mesh_file)
         self.state_dir = os.path.abspath(state_dir)
@@ -98,6 +102,9 @@ class Runner(Operations):
         self.withdraw_timeout = withdraw_timeout
         self.app_stop_seconds = app_stop_seconds
         self.on_ready = on_ready
+        if not 1 <= control_planes <= MAX_CONTROL_PLANES:
+            raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
+        self.control_planes = control_planes
         self.lock = threading.RLock()  # step() and the control channel's operations
         self.control: ControlServer | None = None
         self._next_index = 0
@@ -108,7 +115,7 @@ class Runner(Operations):
         self.mesh_text = ""
         self.pods: list[Pod] = []
         self.net: netns.MeshNet | None = None
-        self.cp: Child | None = None
+        self.cps: list[Child] = []  # control-plane replicas; replica 0 on api.sock/xds.sock
         self.agents: dict[str, Child] = {}
         self.apps: dict[str, Child] = {}
         self.agent_states: dict[str, dict[str, Any]] = {}
@@ -133,6 +140,21 @@ class Runner(Operations):
     def api_sock(self) -> str:
         return self.path("api.sock")
 
+    @property
+    def cp(self) -> Child | None:
+        """Replica 0 of the control plane."""
+        return self.cps[0] if self.cps else None
+
+    def api_sock_of(self, replica: int) -> str:
+        return self.path(api_socket_name(replica))
+
+    def xds_sock_of(self, replica: int) -> str:
+        return self.path("xds.sock" if replica == 0 else f"xds-{replica}.sock")
+
+    @property
+    def cps_running(self) -> bool:
+        return bool(self.cps) and all(c.running for c in self.cps)
+
     # ------------------------------------------------------------------------------- preflight
     def preflight(self) -> LoadResult:
         """Everything checked before anything starts: input, mode, a mesh already running here."""
@@ -148,7 +170,7 @@ class Runner(Operations):
             raise RunnerError(f"a mesh is already running in {self.state_dir} (runner pid {pid}); "
                               f"stop it with `mizzen down --state-dir {self.state_dir}`")
         longest = max((len(self.path("pods", p.name, "admin.sock")) for p in self.pods), default=0)
-        if max(longest, len(self.path("xds.sock"))) > UNIX_PATH_MAX:
+        if max(longest, len(self.xds_sock_of(self.control_planes - 1))) > UNIX_PATH_MAX:
             raise RunnerError(f"state dir path too long for unix sockets ({UNIX_PATH_MAX} bytes max): "
                               f"use a shorter --state-dir")
         if self.mode == "netns" and any(p.sidecar for p in self.pods):
@@ -256,27 +278,35 @@ class Runner(Operations):
         self.write_status()
 
     def start_controlplane(self) -> None:
-        argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.state_dir]
-        self.cp = Child("controlplane", argv, self.path("logs", "controlplane.log"), env=env_without_proxies(),
-                        exec_argv=argv)
-        self.cp.start()
-        log.info("control plane started (pid %s), waiting for %s", self.cp.pid, self.api_sock)
+        for i in range(self.control_planes):
+            argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.state_dir]
+            if i > 0:
+                argv += ["--xds-socket", self.xds_sock_of(i), "--api-socket", self.api_sock_of(i)]
+            logname = "controlplane.log" if i == 0 else f"controlplane-{i}.log"
+            cp = Child(replica_name(i), argv, self.path("logs", logname), env=env_without_proxies(), exec_argv=argv)
+            self.cps.append(cp)
+            cp.start()
+            log.info("control plane %s started (pid %s), waiting for %s", cp.name, cp.pid, self.api_sock_of(i))
+            self._wait_controlplane(cp, self.api_sock_of(i))
+        log.info("control plane ready%s", f" ({self.control_planes} replicas)" if self.control_planes > 1 else "")
+
+    def _wait_controlplane(self, cp: Child, sock: str) -> None:
         deadline = time.monotonic() + self.timeout
         while True:
             self._check_stop()
-            if not self.cp.running:
-                raise RunnerError("the control plane exited during start-up:\n"
-                                  + tail(self.cp.log_path, 30))
+            if not cp.running:
+                raise RunnerError(f"the control plane ({cp.name}) exited during start-up:\n"
+                                  + tail(cp.log_path, 30))
             try:
-                if self.api.healthz().get("ready"):
+                status, raw = unix_request(sock, "GET", "/healthz", timeout=5.0)
+                if status == 200 and json.loads(raw).get("ready"):
                     break
-            except API_ERRORS:
+            except (OSError, ValueError, http.client.HTTPException):
                 pass
             if time.monotonic() > deadline:
-                raise RunnerError(f"the control plane did not become healthy in {self.timeout:.0f}s:\n"
-                                  + tail(self.cp.log_path, 30))
+                raise RunnerError(f"the control plane ({cp.name}) did not become healthy in {self.timeout:.0f}s:\n"
+                                  + tail(cp.log_path, 30))
             time.sleep(0.1)
-        log.info("control plane ready")
 
     def apply(self) -> None:
         try:
@@ -340,7 +370,7 @@ class Runner(Operations):
             "ip": pod.ip, "ports": pod.ports, "serviceAccount": pod.service_account,
             "interception": self.mode, "outboundPort": pod.outbound_port, "inboundPort": pod.inbound_port,
             "portMap": {str(a): b for a, b in pod.port_map.items()},
-            "xdsAddress": f"unix:{self.path('xds.sock')}", "apiAddress": f"unix:{self.api_sock}",
+            "xdsAddress": self._addresses(self.xds_sock_of), "apiAddress": self._addresses(self.api_sock_of),
             "adminSocket": os.path.join(pod.dir, "admin.sock"), "workDir": pod.dir,
             "concurrency": self.concurrency, "envoyUid": ENVOY_UID if self.mode == "netns" else None,
             "healthPort": pod.health_port, "drainSeconds": self.drain_seconds, "register": True,
@@ -350,6 +380,11 @@ class Runner(Operations):
         if pod.locality:
             cfg["locality"] = pod.locality
         return cfg
+
+    def _addresses(self, sock_of: Callable[[int], str]) -> str | list[str]:
+        """One address per control-plane replica (a plain string when there is one)."""
+        out = [f"unix:{sock_of(i)}" for i in range(self.control_planes)]
+        return out[0] if len(out) == 1 else out
 
     def _agent_child(self, pod: Pod) -> Child:
         argv = [sys.executable, "-m", "mizzen.cli.main", "agent", "--config", os.path.join(pod.dir, "agent.json")]
@@ -390,8 +425,8 @@ class Runner(Operations):
 
     def _step(self) -> None:
         now = time.monotonic()
-        if self.cp is not None:
-            self.cp.check(now)
+        for cp in self.cps:
+            cp.check(now)
         for pod in list(self.pods):
             if pod.stopping:
                 continue
@@ -480,12 +515,13 @@ class Runner(Operations):
     # --------------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         comps: list[dict[str, Any]] = []
-        if self.cp is not None:
-            comps.append({"name": "controlplane", "kind": "controlplane", "pid": self.cp.pid,
-                          "address": f"unix:{self.api_sock}", "state": self.cp.state(),
-                          "restarts": self.cp.restarts, "log": self.cp.log_path, "cmdline": self.cp.exec_argv})
+        for i, cp in enumerate(self.cps):
+            comps.append({"name": cp.name, "kind": "controlplane", "pid": cp.pid, "replica": i,
+                          "address": f"unix:{self.api_sock_of(i)}", "xdsAddress": f"unix:{self.xds_sock_of(i)}",
+                          "state": cp.state(), "restarts": cp.restarts, "log": cp.log_path,
+                          "cmdline": cp.exec_argv})
         pods_out = []
-        all_ready = self.phase == "running" and self.cp is not None and self.cp.running
+        all_ready = self.phase == "running" and self.cps_running
         for pod in self.pods:
             agent, app = self.agents.get(pod.name), self.apps.get(pod.name)
             registered = pod.instance_id in self.registered
@@ -551,7 +587,7 @@ class Runner(Operations):
         # stop the apps, then the agents (they drain and stop Envoy); namespaces go in step 4
         with self.lock:
             pods = list(self.pods)
-        if self.cp is not None and self.cp.running and not self.force:
+        if any(c.running for c in self.cps) and not self.force:
             self.withdraw_pods(pods)
             if any(p.ports for p in pods):
                 self.wait_endpoints(remove=[p for p in pods if p.ports], timeout=min(self.withdraw_timeout, 5.0))
@@ -570,9 +606,10 @@ class Runner(Operations):
             if any("envoy" in a for a in cmdline(pid)):
                 signal_pid(pid, signal.SIGKILL)
         # 3. the control plane
-        if self.cp is not None:
-            self.cp.stop(signal.SIGTERM)
-            self._wait_children([self.cp], grace, group=True)
+        for cp in self.cps:
+            cp.stop(signal.SIGTERM)
+        if self.cps:
+            self._wait_children(list(self.cps), grace, group=True)
         # 4. the namespaces (and whatever still runs in them)
         if self.mode == "netns":
             try:

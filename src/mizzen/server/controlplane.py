@@ -110,12 +110,13 @@ class ControlPlane:
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)
-        app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.ads.statuses,
+        app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
                        proxy_resources=self.ads.sent_resources)
         self._rest_runner = await serve(app, str(self.settings.api_socket or sd / "api.sock"), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
-        log.info("control plane ready: xds %s, api %s%s", xds_addrs, sd / "api.sock",
+        log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs,
+                 self.settings.api_socket or sd / "api.sock",
                  f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
 
     async def _refresh_loop(self) -> None:
@@ -183,6 +184,17 @@ class ControlPlane:
         log.info("generation %d: %s changed", self.generation,
                  "everything" if changed is None else f"{len(changed)} host(s)")
         self.ads.notify(affected)
+
+    @property
+    def replica_name(self) -> str:
+        """This replica's name, from its REST socket: api.sock -> controlplane, api-1.sock -> controlplane-1."""
+        stem = (self.settings.api_socket or self.settings.state_dir / "api.sock").name.removesuffix(".sock")
+        return "controlplane" + stem[3:] if stem.startswith("api") else stem
+
+    def proxy_statuses(self) -> list[dict[str, Any]]:
+        """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`)."""
+        name = self.replica_name
+        return [dict(it, controlPlane=name) for it in self.ads.statuses()]
 
     def services(self) -> list[dict[str, Any]]:
         return [
