@@ -269,12 +269,7 @@ class Runner(Operations):
         self.refresh_services()
         self.make_pods()
         for pod in self.pods:
-            if pod.sidecar:
-                self.agents[pod.name] = self._agent_child(pod)
-                self.agents[pod.name].start()
-            self.apps[pod.name] = self._app_child(pod)
-            if not pod.sidecar or not pod.hold:
-                self.apps[pod.name].start()
+            self.launch(pod)
         self.write_status()
 
     def start_controlplane(self) -> None:
@@ -385,6 +380,15 @@ class Runner(Operations):
         """One address per control-plane replica (a plain string when there is one)."""
         out = [f"unix:{sock_of(i)}" for i in range(self.control_planes)]
         return out[0] if len(out) == 1 else out
+
+    def launch(self, pod: Pod) -> None:
+        """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready."""
+        if pod.sidecar:
+            self.agents[pod.name] = self._agent_child(pod)
+            self.agents[pod.name].start()
+        self.apps[pod.name] = self._app_child(pod)
+        if not pod.sidecar or not pod.hold:
+            self.apps[pod.name].start()
 
     def _agent_child(self, pod: Pod) -> Child:
         argv = [sys.executable, "-m", "mizzen.cli.main", "agent", "--config", os.path.join(pod.dir, "agent.json")]
