@@ -1,11 +1,13 @@
 """Loading and validating resources: every Istio sample loads; bad input names file, document, resource, field."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from mizzen.api import InvalidConfig, load_text
+from mizzen.api.core import sidecar_enabled
 from mizzen.manifests import load_files
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "istio-samples" / "bookinfo"
@@ -107,7 +109,7 @@ spec:
   env: {SERVICE_VERSION: v1}
   ports: [{containerPort: 9080}]
 """).resources
-    assert r.spec.replicas == 2 and r.spec.sidecar is True and r.spec.ports[0].container_port == 9080
+    assert r.spec.replicas == 2 and sidecar_enabled(r.spec) and r.spec.ports[0].container_port == 9080
     d = r.to_dict()
     assert d["spec"]["command"] == ["python3", "reviews.py"] and d["metadata"]["labels"]["app"] == "reviews"
 
@@ -128,3 +130,27 @@ def test_round_trip_through_dict() -> None:
     (r,) = load_files([str(SHARED / "networking" / "virtual-service-reviews-jason-v2-v3.yaml")]).resources
     again = from_dict(r.to_dict())
     assert again.spec == r.spec and again.metadata == r.metadata
+
+
+def test_namespace_kind_is_cluster_scoped_and_turns_injection_off() -> None:
+    res = load_text(textwrap.dedent("""\
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: legacy, namespace: whatever, labels: {mizzen.dev/inject: "false"}}
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {name: old, namespace: legacy}
+        spec: {command: ["true"]}
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {name: pinned, namespace: legacy}
+        spec: {command: ["true"], sidecar: true}
+        """)).resources
+    ns, old, pinned = res
+    assert (ns.kind, ns.namespace, ns.name) == ("Namespace", "legacy", "legacy")
+    labels = ns.metadata.labels
+    assert not sidecar_enabled(old.spec, labels)  # the namespace label
+    assert sidecar_enabled(pinned.spec, labels)  # the workload's own field wins
+    assert sidecar_enabled(old.spec, {}) and sidecar_enabled(old.spec, None)

@@ -1,7 +1,8 @@
-"""Kubernetes-shaped core kinds (v1 Service, v1 ServiceAccount) and Mizzen's own kinds (mizzen.dev/v1)."""
+"""Kubernetes-shaped core kinds (v1 Service, v1 ServiceAccount, v1 Namespace) and Mizzen's own kinds
+(mizzen.dev/v1)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import Field, field_validator, model_validator
 
@@ -40,6 +41,24 @@ class ServiceAccountSpec(Spec):
     """ServiceAccount has no spec; identities are derived from it later (SPIFFE)."""
 
 
+class NamespaceSpec(Spec):
+    """A Namespace carries labels (e.g. `mizzen.dev/inject: "false"`); its spec is Kubernetes' (unused)."""
+
+    finalizers: list[str] = Field(default_factory=list)
+
+
+# Namespace label that turns sidecars off for the namespace's workloads (a Workload's `sidecar` field wins).
+INJECT_LABEL = "mizzen.dev/inject"
+
+
+def sidecar_enabled(workload: "WorkloadSpec", namespace_labels: Mapping[str, str] | None = None) -> bool:
+    """Whether a workload runs with a sidecar: its own `sidecar` field when set, else not when its namespace
+    is labelled `mizzen.dev/inject: "false"`, else yes."""
+    if workload.sidecar is not None:
+        return workload.sidecar
+    return (namespace_labels or {}).get(INJECT_LABEL, "").lower() not in ("false", "disabled")
+
+
 class ContainerPort(Spec):
     container_port: int = Field(ge=1, le=65535)
     name: str | None = None
@@ -51,7 +70,7 @@ class WorkloadSpec(Spec):
     command: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     ports: list[ContainerPort] = Field(default_factory=list)
-    sidecar: bool = True
+    sidecar: bool | None = None  # None: as the namespace says (see sidecar_enabled), by default yes
     service_account: str | None = None
     workdir: str | None = None
     locality: str | None = None  # region/zone/subzone

@@ -15,6 +15,7 @@ class KindInfo:
     plural: str
     short_names: tuple[str, ...] = ()
     spec_at_top_level: bool = False  # e.g. ServiceAccount has no spec block
+    cluster_scoped: bool = False  # metadata.namespace is the resource's own name (e.g. Namespace)
 
 
 KINDS: dict[str, KindInfo] = {
@@ -33,6 +34,8 @@ KINDS: dict[str, KindInfo] = {
         KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),
+        KindInfo("Namespace", ("v1",), core.NamespaceSpec, "namespaces", ("ns", "namespace"),
+                 cluster_scoped=True),
         KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
         KindInfo("Router", ("mizzen.dev/v1",), router.RouterSpec, "routers", ("router", "rt")),
         KindInfo("Telemetry", telemetry.TELEMETRY_VERSIONS, telemetry.TelemetrySpec, "telemetries",

@@ -76,6 +76,8 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         return None, errors, []
     meta_in = dict(meta_in)
     meta_in.setdefault("namespace", default_namespace)
+    if info.cluster_scoped and isinstance(name, str):
+        meta_in["namespace"] = name  # a cluster-scoped resource is kept under its own name
     try:
         meta = Metadata.model_validate(meta_in)
     except pydantic.ValidationError as e:

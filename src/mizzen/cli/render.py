@@ -109,7 +109,7 @@ def kind_cells(doc: dict[str, Any], wide: bool) -> list[Any]:
         cells = [_join(f"{p.get('port')}/{p.get('name') or p.get('protocol', 'TCP')}" for p in spec.get("ports", [])),
                  _labels(spec.get("selector"))]
     elif kind == "Workload":
-        cells = [spec.get("replicas", 1), "yes" if spec.get("sidecar", True) else "no",
+        cells = [spec.get("replicas", 1), {True: "yes", False: "no"}.get(spec.get("sidecar"), "by-ns"),
                  _join(p.get("containerPort") for p in spec.get("ports", []))]
         if wide:
             cells.append(" ".join(spec.get("command", [])))

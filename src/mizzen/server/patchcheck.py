@@ -14,6 +14,7 @@ import tempfile
 from typing import Callable
 
 from ..api.base import Issue, Resource
+from ..api.core import sidecar_enabled
 from ..model.snapshot import ROOT_NAMESPACE, Snapshot, labels_match
 from ..model.types import Instance, Proxy, labels_tuple
 from ..translate import Renderer
@@ -26,8 +27,9 @@ def _candidates(patch: Resource, resources: list[Resource], instances: list[Inst
     sel = patch.spec.workload_selector.labels if patch.spec.workload_selector else {}
     mesh_wide = patch.namespace == ROOT_NAMESPACE
     out: dict[tuple, Proxy] = {}
+    ns_labels = {r.name: r.metadata.labels for r in resources if r.kind == "Namespace"}
     for w in resources:
-        if w.kind != "Workload" or not w.spec.sidecar:
+        if w.kind != "Workload" or not sidecar_enabled(w.spec, ns_labels.get(w.namespace)):
             continue
         if (mesh_wide or w.namespace == patch.namespace) and labels_match(sel, w.metadata.labels):
             p = Proxy(id=f"validate~{w.namespace}~{w.name}", namespace=w.namespace, workload=w.name,
