@@ -217,3 +217,43 @@ def test_cleanup_mesh_removes_leftovers_of_a_dead_runner(tmp_path):
             p.kill()
             p.wait()
         netns.cleanup_mesh(m.meshid)
+
+
+def test_vip_table_and_rules_text():
+    from mizzen.local.plainroutes import vip_rules, vip_table
+
+    services = [{"name": "web", "namespace": "default", "vip": "10.96.0.5", "selector": {"app": "web"},
+                 "source": "service", "ports": [{"port": 80, "targetPort": 9080}]},
+                {"name": "legacy.example", "namespace": "default", "vip": "10.96.0.9", "selector": {},
+                 "source": "serviceentry", "ports": [{"port": 80, "targetPort": 80}]}]
+    instances = [{"namespace": "default", "address": "10.244.0.3", "ports": [9080], "labels": {"app": "web"}},
+                 {"namespace": "default", "address": "10.244.0.2", "ports": [9080], "labels": {"app": "web"}},
+                 {"namespace": "other", "address": "10.244.0.4", "ports": [9080], "labels": {"app": "web"}},
+                 {"namespace": "default", "address": "10.244.0.5", "ports": [9080], "labels": {"app": "web"},
+                  "healthy": False}]
+    table = vip_table(services, instances)
+    assert table == {("10.96.0.5", 80): [("10.244.0.2", 9080), ("10.244.0.3", 9080)]}
+    text = vip_rules(table)
+    assert ("-A MIZZEN_SERVICES -d 10.96.0.5/32 -p tcp --dport 80 -m statistic --mode random "
+            "--probability 0.50000000 -j DNAT --to-destination 10.244.0.2:9080") in text
+    assert "-A MIZZEN_SERVICES -d 10.96.0.5/32 -p tcp --dport 80 -j DNAT --to-destination 10.244.0.3:9080" in text
+
+
+@requires_netns
+def test_sidecar_less_pod_reaches_service_vips_through_its_own_nat_rules(mesh):
+    from mizzen.local.plainroutes import vip_rules
+
+    plain = mesh.add_pod("plain-0", 0, capture=False)
+    a = mesh.add_pod("web-0", 1, capture=False)
+    b = mesh.add_pod("web-1", 2, capture=False)
+    _serve(mesh, a, 9080, "A")
+    _serve(mesh, b, 9080, "B")
+    assert mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
+    assert not mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
+    seen = {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(30)}
+    assert seen == {"A", "B"}, seen
+    # an endpoint taken out: new connections go only to the other one
+    mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(b.ip, 9080)]}))
+    assert {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(10)} == {"B"}
+    # the rules live in the pod's namespace only
+    assert "10.96.0.5" not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout

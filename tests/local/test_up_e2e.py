@@ -212,11 +212,12 @@ def test_workload_without_sidecar_is_registered_and_reachable(state_dir, tmp_pat
     assert "plain-0/agent" not in {c["name"] for c in st["components"]}
     r = get(state_dir, "client", "http://plain:9080/details/0")
     assert r["status"] == 200 and r["servedBy"] == "details-plain", r
-    # no capture in the sidecar-less pod: it has no iptables rules
+    # no capture in the sidecar-less pod: only its service-VIP rules (plainroutes.py)
     pod = next(p for p in st["pods"] if p["name"] == "plain-0")
     nat = subprocess.run(netns.exec_argv(pod["netns"], ["iptables", "-t", "nat", "-S"]), capture_output=True,
                          text=True).stdout
-    assert "MIZZEN" not in nat
+    assert "MIZZEN_OUTPUT" not in nat and "MIZZEN_INBOUND" not in nat and "REDIRECT" not in nat, nat
+    assert "-A MIZZEN_SERVICES" in nat and f"--to-destination {pod['ip']}:9080" in nat, nat
     _assert_down_and_clean(state_dir, st)
 
 

@@ -260,6 +260,7 @@ class PodNet:
     veth: str
     capture: bool
     hosts_path: str
+    nat: str = ""  # a pod without a sidecar: the service-VIP nat rules last loaded (plainroutes.py)
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         return exec_argv(self.netns, argv)
@@ -351,6 +352,15 @@ class MeshNet:
             changed |= write_in_place(pn.hosts_path, text)
         return changed
 
+    def set_vip_rules(self, pod: str, rules: str) -> bool:
+        """Load a sidecar-less pod's service-VIP nat table (atomically, replacing the last). True if changed."""
+        pn = self.pods.get(pod)
+        if pn is None or pn.capture or pn.nat == rules:
+            return False
+        run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
+        pn.nat = rules
+        return True
+
     def exec_argv(self, pod: str, argv: Sequence[str]) -> list[str]:
         return self.pods[pod].exec_argv(argv)
 
@@ -411,6 +421,22 @@ def mesh_leftovers(meshid: str) -> list[str]:
             if m and m.group(1).startswith(f"m{meshid}-"):
                 out.append(f"link {m.group(1)}")
     return out
+
+
+def established_to(pid: int, ports: Iterable[int]) -> int:
+    """TCP connections in ESTABLISHED state to one of `ports` (local side) in a process's namespace."""
+    want, n = set(ports), 0
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) > 3 and parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) in want:
+                        n += 1
+        except (OSError, ValueError):
+            continue
+    return n
 
 
 def listening_ports(pid: int) -> set[int]:

@@ -19,8 +19,10 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from ..cli.client import unix_request
-from . import netns
+from ..api.base import InvalidConfig
+from ..api.load import from_dict
+from ..cli.client import ApiError, unix_request
+from . import netns, plainroutes
 from .control import OperationError
 from .meshstate import not_ready_reasons, read_json, write_json
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, plan_pods
@@ -55,6 +57,8 @@ class Operations:
     agent_states: dict[str, dict[str, Any]]
     envoy_pids: dict[str, int]
     static_registered: dict[str, float]
+    services: list[dict[str, Any]]
+    instance_items: list[dict[str, Any]]
     timeout: float
     drain_seconds: float
     withdraw_timeout: float
@@ -91,12 +95,40 @@ class Operations:
                 return r
         return None
 
-    def new_pod_like(self, workload: str, namespace: str | None) -> Pod:
-        """Plan one more replica of a workload, named `<workload>-<5 hex>` (unique in the mesh)."""
+    def current_workload(self, workload: str, namespace: str | None) -> list[Resource]:
+        """The workload as the store has it now (a change applied after `up`, e.g. `sidecar: false`, takes
+        effect on the next rollout/scale) with its Namespace when there is one; the mesh file's copy when
+        the store cannot be read."""
         r = self._workload_resource(workload, namespace)
-        if r is None:
+        ns = r.namespace if r is not None else namespace
+        if ns is None:
+            return [r] if r is not None else []
+        out: list[Resource] = []
+        try:
+            out.append(from_dict(self.api.get_resource("Workload", ns, workload)))
+        except ApiError as e:
+            if e.status != 404:
+                log.warning("workload %s/%s: store unreadable (%s); using the mesh file's", ns, workload, e)
+                out = [r] if r is not None else []
+        except (InvalidConfig, *API_ERRORS) as e:
+            log.warning("workload %s/%s: store unreadable (%s); using the mesh file's", ns, workload, e)
+            out = [r] if r is not None else []
+        if not out:
+            return []
+        try:
+            out.append(from_dict(self.api.get_resource("Namespace", ns, ns)))
+        except (InvalidConfig, *API_ERRORS):
+            out += [x for x in self.resources if x.kind == "Namespace" and x.name == ns]
+        return out
+
+    def new_pod_like(self, workload: str, namespace: str | None) -> Pod:
+        """Plan one more replica of a workload (as the store has it now), named `<workload>-<5 hex>`
+        (unique in the mesh)."""
+        found = self.current_workload(workload, namespace)
+        if not found or found[0].kind != "Workload":
             raise OperationError(f"no workload {workload!r}")
-        template = plan_pods([dataclasses.replace(r, spec=r.spec.model_copy(update={"replicas": 1}))],
+        r = found[0]
+        template = plan_pods([dataclasses.replace(r, spec=r.spec.model_copy(update={"replicas": 1})), *found[1:]],
                              self.mesh_dir)[0]
         with self.lock:
             taken = {p.name for p in self.pods}
@@ -137,6 +169,37 @@ class Operations:
             progress(f"{pod.name}: ready; callers' proxies {'have' if ok else 'may not have'} its endpoint")
         else:
             progress(f"{pod.name}: ready")
+        self.sync_vip_rules(fetch=True)
+
+    def sync_vip_rules(self, fetch: bool = False) -> None:
+        """Point every sidecar-less pod's service VIPs at the current healthy endpoints (plainroutes.py);
+        `fetch`: read services and instances from the control plane first (before/after a replica change)."""
+        if self.net is None:
+            return
+        if fetch:
+            try:
+                self.services = sorted(self.api.services(), key=lambda s: (s.get("namespace") or "",
+                                                                           s.get("name") or "", s.get("hostname") or ""))
+                self.instance_items = self.api.instances()
+            except API_ERRORS as e:
+                log.warning("service VIPs of sidecar-less pods not updated: %s", e)
+                return
+        rules = plainroutes.vip_rules(plainroutes.vip_table(self.services, self.instance_items))
+        with self.lock:
+            plain = [p.name for p in self.pods if not p.sidecar]
+            for name in plain:
+                try:
+                    if self.net.set_vip_rules(name, rules):
+                        log.info("%s: service VIP rules updated", name)
+                except netns.NetnsError as e:
+                    log.error("%s: %s", name, e)
+
+    def _plain_connections(self, pod: Pod) -> int:
+        """Connections open to a sidecar-less pod's app ports (from callers' sidecars or DNATed clients)."""
+        app = self.apps.get(pod.name)
+        if pod.sidecar or app is None or not app.running or not pod.ports:
+            return 0
+        return netns.established_to(app.pid, pod.app_ports)
 
     def _instance_healthy(self, pod: Pod) -> bool:
         if not pod.ports:
@@ -249,10 +312,12 @@ class Operations:
         if any(p.ports for p in pods):
             ok = self.wait_endpoints(remove=[p for p in pods if p.ports], timeout=withdraw_timeout)
             progress(f"{names}: withdrawn; callers' proxies {'dropped' if ok else 'may still have'} the endpoint")
-        # requests already on their way finish (bounded by the drain time)
+        self.sync_vip_rules(fetch=True)  # sidecar-less callers stop opening connections to them too
+        # requests already on their way finish (bounded by the drain time): a sidecar's in-flight requests,
+        # or the connections still open to a sidecar-less app (callers' proxies close them once idle)
         deadline = time.monotonic() + max(1.0, self.drain_seconds)
-        while any(p.sidecar and self._inbound_active(p) for p in pods) and time.monotonic() < deadline \
-                and not self.force:
+        while any(self._inbound_active(p) if p.sidecar else self._plain_connections(p) for p in pods) \
+                and time.monotonic() < deadline and not self.force:
             time.sleep(0.1)
         with self.lock:
             apps = [self.apps[p.name] for p in pods if p.name in self.apps]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..api import Resource
+from ..api.core import sidecar_enabled
 from ..cli.client import ApiError, MeshUnavailable
 from . import netns
 from .procs import signal_pid
@@ -77,8 +78,10 @@ class Pod:
 
 
 def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
+    """The pods of the Workloads among `resources` (Namespaces among them decide sidecar injection)."""
     pods: list[Pod] = []
     seen: dict[str, str] = {}
+    ns_labels = {r.name: r.metadata.labels for r in resources if r.kind == "Namespace"}
     for r in resources:
         if r.kind != "Workload":
             continue
@@ -94,7 +97,7 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
             seen[name] = r.namespace
             pods.append(Pod(
                 name=name, workload=r.name, namespace=r.namespace, labels=dict(r.metadata.labels),
-                ports=[p.container_port for p in spec.ports], sidecar=spec.sidecar,
+                ports=[p.container_port for p in spec.ports], sidecar=sidecar_enabled(spec, ns_labels.get(r.namespace)),
                 service_account=spec.service_account or "default", locality=spec.locality or "",
                 command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
                 hold=spec.hold_application_until_proxy_starts,

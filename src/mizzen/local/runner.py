@@ -33,6 +33,7 @@ from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue
                         not_ready_reasons, read_json, read_pid, runner_alive, stop_mesh, summary_lines,
                         write_json)
 from .operations import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Operations
+from .plainroutes import vip_rules, vip_table
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, RunnerError, plan_pods
 from .procs import alive, cmdline, env_without_proxies, free_ports, signal_pid, tail
 
@@ -123,6 +124,7 @@ class Runner(Operations):
         self.registered: set[str] = set()
         self.static_registered: dict[str, float] = {}  # sidecar-less pods the runner registered: id -> time
         self.services: list[dict[str, Any]] = []
+        self.instance_items: list[dict[str, Any]] = []  # the registry's instances, as last read
         self.stop_requested = False
         self.force = False
         self.phase = "starting"
@@ -348,6 +350,8 @@ class Runner(Operations):
             pn = self.net.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
             pod.ip, pod.netns = pn.ip, pn.netns
             pod.port_map = {p: p for p in pod.ports}
+            if not pod.sidecar:  # no sidecar behind the service VIPs: nat rules do it (plainroutes.py)
+                self.net.set_vip_rules(pod.name, vip_rules(vip_table(self.services, self.instance_items)))
         else:
             ports = free_ports(len(pod.ports) + 3)
             pod.ip = "127.0.0.1"
@@ -457,6 +461,7 @@ class Runner(Operations):
             self._next_services = now + SERVICES_POLL_SECONDS
             self.refresh_services()
             self.refresh_instances()
+            self.sync_vip_rules()
         st = self.status()
         if st["ready"] and not self.ready:
             self.ready = True
@@ -483,6 +488,7 @@ class Runner(Operations):
             items = self.api.instances()
         except API_ERRORS:
             return
+        self.instance_items = items
         self.registered = {str(i.get("id")) for i in items}
 
     def _register_static(self, pod: Pod, now: float) -> None:

@@ -199,6 +199,7 @@ class ControlPlane:
     def services(self) -> list[dict[str, Any]]:
         return [
             {"name": s.name, "namespace": s.namespace, "hostname": s.hostname, "vip": s.vip,
+             "selector": dict(s.selector), "source": s.source,
              "ports": [{"port": p.port, "name": p.name, "protocol": p.protocol, "targetPort": p.target_for()}
                        for p in s.ports]}
             for s in sorted(self.snapshot.services.values(), key=lambda s: (s.namespace, s.hostname))
