@@ -220,3 +220,55 @@ def test_two_processes_on_one_store_see_each_others_writes(tmp_path) -> None:
     assert a.refresh() and [r.revision for r in a.list()] == [1, 3, 2]
     a.close()
     b.close()
+
+
+def test_conditional_write_refuses_when_another_replica_committed(tmp_path) -> None:
+    from mizzen.store import RevisionConflict
+
+    a, b = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    try:
+        a.apply([vs("one")])
+        assert b.refresh() and b.revision == 1
+        a.apply([vs("two")])  # b's cache still says revision 1
+        with pytest.raises(RevisionConflict) as e:
+            b.apply([vs("three")], if_revision=1)
+        assert (e.value.expected, e.value.actual) == (1, 2)
+        with pytest.raises(RevisionConflict):
+            b.delete([ResourceKey("VirtualService", "default", "one")], if_revision=1)
+        assert a.refresh() is False and [r.name for r in a.list()] == ["one", "two"]  # nothing written
+        assert b.apply([vs("three")], if_revision=b.revision).revision == 3  # b re-read: accepted
+    finally:
+        a.close()
+        b.close()
+
+
+def test_core_revalidates_when_a_replica_commits_during_validation(tmp_path) -> None:
+    """Replica B validates an apply while replica A commits a resource that conflicts with it: B's write is
+    refused (revision moved), B re-reads, validates again and rejects the apply instead of storing both."""
+    from mizzen.api import InvalidConfig, Issue
+    from mizzen.registry.embedded import EmbeddedRegistry
+    from mizzen.server.core import ControlPlaneCore
+
+    a, b = SqliteStore(tmp_path / "s.db"), SqliteStore(tmp_path / "s.db")
+    reg = EmbeddedRegistry(tmp_path / "r.db")
+    calls = []
+
+    def one_vs_per_host(new: list[Resource], current: list[Resource]) -> list[Issue]:
+        calls.append(len(current))
+        if len(calls) == 1:
+            a.apply([vs("other", host="reviews")])  # replica A commits in between
+        taken = {h for r in current if r.kind == "VirtualService" for h in r.spec.hosts}
+        return [Issue(f"host {h} already has a VirtualService", "<input>") for r in new
+                for h in r.spec.hosts if h in taken]
+
+    core = ControlPlaneCore(b, reg, [one_vs_per_host])
+    try:
+        with pytest.raises(InvalidConfig, match="already has a VirtualService"):
+            core.apply([("mine.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
+                                      "metadata: {name: mine}\nspec: {hosts: [reviews]}\n")])
+        assert calls == [0, 1]  # validated twice: the second time against A's commit
+        assert [r.name for r in b.list()] == ["other"]
+    finally:
+        a.close()
+        b.close()
+        reg.close()

@@ -11,9 +11,10 @@ from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, Reso
 from ..api.kinds import SKIPPED_KINDS
 from ..model.types import Instance
 from ..registry.base import Registry
-from ..store.base import ConfigStore, NotFound
+from ..store.base import ConfigStore, NotFound, RevisionConflict
 
 # (resources being applied, every resource currently stored) -> problems; any problem rejects the apply
+APPLY_ATTEMPTS = 5  # validate-and-write rounds when other replicas keep committing in between
 Validator = Callable[[list[Resource], list[Resource]], list[Issue]]
 # (file name, file text)
 File = tuple[str, str]
@@ -73,11 +74,20 @@ class ControlPlaneCore:
         if not resources:
             where = ", ".join(n for n, _ in files) or "<input>"
             raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
-        current = self.store.list()
-        issues = [i for v in self.validators for i in v(resources, current)]
-        if issues:
-            raise InvalidConfig(issues)
-        result = self.store.apply(resources)
+        # validate against the store as it is, and write only over that same revision: another control-plane
+        # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
+        for attempt in range(APPLY_ATTEMPTS):
+            revision = self.store.revision
+            current = self.store.list()
+            issues = [i for v in self.validators for i in v(resources, current)]
+            if issues:
+                raise InvalidConfig(issues)
+            try:
+                result = self.store.apply(resources, if_revision=revision)
+                break
+            except RevisionConflict:
+                if attempt == APPLY_ATTEMPTS - 1:
+                    raise
         return {
             "revision": result.revision,
             "applied": [{**_key_dict(r.key), "action": a} for r, a in result.actions],

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..api import InvalidConfig, Issue
-from ..store.base import NotFound
+from ..store.base import NotFound, RevisionConflict
 from .core import ControlPlaneCore
 from ..unixpath import short_unix_path
 
@@ -46,6 +46,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                       "errors": [i.to_dict() for i in e.issues]}, 400)
     except NotFound as e:
         return _json(_not_found_body(e), 404)
+    except RevisionConflict as e:
+        return _json({"message": f"conflict: {e}"}, 409)
     except web.HTTPException as e:
         if e.status < 400:
             raise

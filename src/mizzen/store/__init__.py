@@ -1,5 +1,6 @@
 """Config store: durable, atomic, watchable storage of validated resources."""
-from .base import Action, ApplyResult, Change, ConfigStore, HistoryCompacted, NotFound
+from .base import Action, ApplyResult, Change, ConfigStore, HistoryCompacted, NotFound, RevisionConflict
 from .sqlite import SqliteStore
 
-__all__ = ["Action", "ApplyResult", "Change", "ConfigStore", "HistoryCompacted", "NotFound", "SqliteStore"]
+__all__ = ["Action", "ApplyResult", "Change", "ConfigStore", "HistoryCompacted", "NotFound", "RevisionConflict",
+           "SqliteStore"]

@@ -29,6 +29,16 @@ class HistoryCompacted(Exception):
         super().__init__(f"changes since revision {requested} are no longer kept (oldest: {oldest}); resync")
 
 
+class RevisionConflict(Exception):
+    """A conditional write (`if_revision`) found the store at another revision: someone else (another
+    control-plane replica) committed since the caller read it. Nothing was written; re-read and retry."""
+
+    def __init__(self, expected: int, actual: int):
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"the store moved from revision {expected} to {actual}; re-read and retry")
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     revision: int  # the store revision after the apply (unchanged if nothing changed)
@@ -50,14 +60,16 @@ class ConfigStore(Protocol):
     @property
     def revision(self) -> int: ...
 
-    def apply(self, resources: list[Resource]) -> ApplyResult:
+    def apply(self, resources: list[Resource], *, if_revision: int | None = None) -> ApplyResult:
         """Write all resources in one transaction (all-or-nothing). A resource whose canonical form
-        equals the stored one is `unchanged`; if nothing changes, the revision does not move."""
+        equals the stored one is `unchanged`; if nothing changes, the revision does not move. With
+        `if_revision`, write only if the store is still at that revision (else RevisionConflict): what
+        the caller validated against is what it writes over."""
         ...
 
-    def delete(self, keys: list[ResourceKey]) -> int:
+    def delete(self, keys: list[ResourceKey], *, if_revision: int | None = None) -> int:
         """Delete all keys in one transaction; raise NotFound (listing missing keys) and delete nothing
-        if any is absent. Returns the new revision."""
+        if any is absent. Returns the new revision. `if_revision` as for apply."""
         ...
 
     def get(self, key: ResourceKey) -> Resource | None: ...

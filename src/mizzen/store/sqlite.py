@@ -15,7 +15,7 @@ import threading
 from typing import Callable
 
 from ..api import InvalidConfig, Issue, Resource, ResourceKey, from_dict
-from .base import Action, ApplyResult, Change, HistoryCompacted, NotFound
+from .base import Action, ApplyResult, Change, HistoryCompacted, NotFound, RevisionConflict
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,16 @@ class SqliteStore:
             except Exception:  # a subscriber's bug must not undo or hide a committed write
                 log.exception("config store subscriber failed at revision %d", revision)
 
-    def _commit(self, writes: builtins.list[tuple[ResourceKey, str | None]]) -> int:
-        """Write (key, json) pairs (json None = delete) in one transaction; return the new revision."""
+    def _commit(self, writes: builtins.list[tuple[ResourceKey, str | None]], if_revision: int | None = None) -> int:
+        """Write (key, json) pairs (json None = delete) in one transaction; return the new revision. With
+        `if_revision`, only if the database is still at that revision (checked under the write lock)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            rev = self._meta("revision") + 1
+            current = self._meta("revision")
+            if if_revision is not None and current != if_revision:
+                raise RevisionConflict(if_revision, current)
+            rev = current + 1
             for key, text in writes:
                 if text is None:
                     db.execute("DELETE FROM resources WHERE kind = ? AND namespace = ? AND name = ?",
@@ -170,9 +174,11 @@ class SqliteStore:
             raise
         return rev
 
-    def apply(self, resources: builtins.list[Resource]) -> ApplyResult:
+    def apply(self, resources: builtins.list[Resource], *, if_revision: int | None = None) -> ApplyResult:
         with self._lock:
             self.refresh()
+            if if_revision is not None and self._revision != if_revision:
+                raise RevisionConflict(if_revision, self._revision)
             seen: set[ResourceKey] = set()
             planned: list[tuple[Resource, Action, str]] = []
             for r in resources:
@@ -186,7 +192,7 @@ class SqliteStore:
             writes: list[tuple[ResourceKey, str | None]] = [(r.key, t) for r, a, t in planned if a != "unchanged"]
             if not writes:
                 return ApplyResult(self._revision, [(self._cache[r.key], a) for r, a, _ in planned])
-            rev = self._commit(writes)
+            rev = self._commit(writes, if_revision)
             if rev != self._revision + 1:  # another replica committed in between: reload, then ours is in
                 self._cache, self._json = {}, {}
                 self._load()
@@ -200,16 +206,18 @@ class SqliteStore:
             self._notify(rev)
             return ApplyResult(rev, actions)
 
-    def delete(self, keys: builtins.list[ResourceKey]) -> int:
+    def delete(self, keys: builtins.list[ResourceKey], *, if_revision: int | None = None) -> int:
         with self._lock:
             self.refresh()
+            if if_revision is not None and self._revision != if_revision:
+                raise RevisionConflict(if_revision, self._revision)
             unique: list[ResourceKey] = list(dict.fromkeys(keys))
             missing = [k for k in unique if k not in self._cache]
             if missing:
                 raise NotFound(missing)
             if not unique:
                 return self._revision
-            rev = self._commit([(k, None) for k in unique])
+            rev = self._commit([(k, None) for k in unique], if_revision)
             if rev != self._revision + 1:
                 self._cache, self._json = {}, {}
                 self._load()
