@@ -213,7 +213,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await cp.start()
-    (settings.state_dir / "controlplane.pid").write_text(str(os.getpid()))
+    (settings.state_dir / f"{cp.replica_name}.pid").write_text(str(os.getpid()))  # one per replica
     await stop.wait()
     log.info("stopping")
     await cp.stop()
