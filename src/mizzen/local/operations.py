@@ -27,6 +27,7 @@ from .control import OperationError
 from .meshstate import not_ready_reasons, read_json, write_json
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, plan_pods
 from .procs import alive, cmdline, signal_pid
+from .reconcile import persist_replicas
 
 if TYPE_CHECKING:
     import threading
@@ -84,7 +85,8 @@ class Operations:
         with self.lock:
             pods = [p for p in self.pods if p.workload == workload and not p.stopping
                     and (namespace is None or p.namespace == namespace)]
-        if not pods and not self._workload_resource(workload, namespace):
+        if not pods and not self._workload_resource(workload, namespace) and \
+                not (namespace and self.current_workload(workload, namespace)):
             names = sorted({p.workload for p in self.pods})
             raise OperationError(f"no workload {workload!r} (workloads: {', '.join(names) or 'none'})")
         return pods
@@ -370,7 +372,10 @@ class Operations:
             progress(f"[{i}/{len(old)}] {pod.name} replaced by {new.name}")
         return made
 
-    def scale(self, workload: str, namespace: str | None, replicas: int, progress: Callable[[str], None]) -> list[str]:
+    def scale(self, workload: str, namespace: str | None, replicas: int, progress: Callable[[str], None],
+              persist: bool = True) -> list[str]:
+        """Start or orderly-stop replicas until `replicas` run; `persist`: record the count in the store's
+        Workload too (so the runner's reconcile pass, reconcile.py, keeps it)."""
         pods = self.workload_pods(workload, namespace)
         if replicas < 0 or replicas > 64:
             raise OperationError("replicas must be between 0 and 64")
@@ -381,6 +386,13 @@ class Operations:
             pods.append(new)
         if len(pods) > replicas:
             self.stop_pods(pods[replicas:][::-1], progress)
+        if persist:
+            ns = namespace or next((p.namespace for p in pods), None) or \
+                getattr(self._workload_resource(workload, None), "namespace", "default")
+            try:
+                persist_replicas(self, workload, ns, replicas)  # type: ignore[arg-type]
+            except API_ERRORS as e:
+                progress(f"warning: replicas not recorded in the store ({e}); the runner may scale back")
         return [p.name for p in self.workload_pods(workload, namespace)]
 
     def proxy_upgrade(self, workload: str, namespace: str | None, envoy: str | None,

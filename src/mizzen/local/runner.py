@@ -34,6 +34,7 @@ from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue
                         write_json)
 from .operations import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Operations
 from .plainroutes import vip_rules, vip_table
+from .reconcile import Reconciler
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, RunnerError, plan_pods
 from .procs import alive, cmdline, env_without_proxies, free_ports, signal_pid, tail
 
@@ -206,6 +207,7 @@ class Runner(Operations):
             self.write_status()
             self.control = ControlServer(self, self.path(CONTROL_SOCKET))
             self.control.start()
+            Reconciler(self).start()  # Workloads applied, scaled or deleted later (reconcile.py)
             self.loop()
         except Interrupted as e:
             log.info("%s", e)
