@@ -175,9 +175,23 @@ def conflicting_sidecars(idx: ConfigIndex) -> Iterable[Message]:
                                   "make the workloadSelectors disjoint")
 
 
+def delegates(idx: ConfigIndex) -> Iterable[Message]:
+    """MZ0104: a delegating route whose delegate is missing (the route is omitted) or whose delegate's
+    routes do not fit under its match (they are ignored)."""
+    from ..translate.delegate import problems
+
+    for vs in idx.by_kind.get("VirtualService", ()):
+        if not vs.spec.hosts:
+            continue
+        for path, msg in problems(idx, vs):
+            yield Message("MZ0104", WARNING, _ref(vs), msg,
+                          "create the delegate VirtualService (no hosts) or make its matches a subset of "
+                          "the root route's", path)
+
+
 ANALYZERS: tuple[Analyzer, ...] = (
     referenced_hosts_and_subsets, referenced_gateways, conflicting_virtual_services, shadowed_routes, weights,
-    port_names, conflicting_sidecars,
+    port_names, conflicting_sidecars, delegates,
 )
 
 

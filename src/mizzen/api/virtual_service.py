@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -297,6 +297,9 @@ class HTTPRedirect(Spec):
     uri: str | None = None
     authority: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
+    # Istio: a oneof with `port`. FROM_REQUEST_PORT = the port the request came in on (the route's port);
+    # FROM_PROTOCOL_DEFAULT = no explicit port (Envoy's default behaviour).
+    derive_port: Literal["FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT"] | None = None
     scheme: str | None = None
     redirect_code: int = 301
 
@@ -318,8 +321,10 @@ class HTTPRedirect(Spec):
     def _some(self) -> "HTTPRedirect":
         if self.uri is not None and not self.uri.startswith("/"):
             raise ValueError(f"uri {self.uri!r} must start with '/'")
-        if all(x is None for x in (self.uri, self.authority, self.port, self.scheme)):
-            raise ValueError("a redirect needs at least one of uri, authority, port, scheme")
+        if self.port is not None and self.derive_port is not None:
+            raise ValueError("only one of port and derivePort may be set")
+        if all(x is None for x in (self.uri, self.authority, self.port, self.scheme, self.derive_port)):
+            raise ValueError("a redirect needs at least one of uri, authority, port, derivePort, scheme")
         return self
 
 
@@ -354,13 +359,77 @@ class HTTPMirrorPolicy(Spec):
     percentage: Percent | None = None
 
 
+# ---------------------------------------------------------------- CORS
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 7230 token (header names)
+
+
+class CorsPolicy(Spec):
+    """Istio CorsPolicy → Envoy's CORS filter (see translate/filters/cors.py)."""
+    allow_origins: list[StringMatch] = Field(default_factory=list)
+    allow_origin: list[str] = Field(default_factory=list)  # deprecated in Istio (exact origins), still accepted
+    allow_methods: list[str] = Field(default_factory=list)
+    allow_headers: list[str] = Field(default_factory=list)
+    expose_headers: list[str] = Field(default_factory=list)
+    max_age: str | None = None
+    allow_credentials: bool | None = None
+    unmatched_preflights: Literal["UNSPECIFIED", "FORWARD", "IGNORE"] | None = None
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, v: list[StringMatch]) -> list[StringMatch]:
+        for i, m in enumerate(v):
+            if m.empty:
+                raise ValueError(f"allowOrigins[{i}]: one of exact, prefix, regex must be set")
+        return v
+
+    @field_validator("allow_methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        for i, m in enumerate(v):
+            if m not in HTTP_METHODS:
+                raise ValueError(f"allowMethods[{i}]: {m!r} is not an HTTP method "
+                                 f"({', '.join(sorted(HTTP_METHODS))}; upper case)")
+        return v
+
+    @field_validator("allow_headers", "expose_headers")
+    @classmethod
+    def _headers(cls, v: list[str], info) -> list[str]:
+        what = "allowHeaders" if info.field_name == "allow_headers" else "exposeHeaders"
+        for i, h in enumerate(v):
+            if not _TOKEN.match(h or ""):
+                raise ValueError(f"{what}[{i}]: {h!r} is not a valid header name")
+        return v
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        s = duration_seconds(v)
+        if s != int(s):
+            raise ValueError(f"maxAge {v!r}: CORS max age has a precision of whole seconds")
+        return v
+
+    @property
+    def origins(self) -> list[StringMatch]:
+        return [*self.allow_origins, *(StringMatch(exact=o) for o in self.allow_origin)]
+
+
+class Delegate(Spec):
+    """`http[].delegate`: the hostless VirtualService whose http routes replace this route."""
+    name: str = Field(min_length=1)
+    namespace: str | None = None  # default: the root VirtualService's namespace
+
+
 class HTTPRoute(Spec):
     name: str | None = None
     match: list[HTTPMatchRequest] = Field(default_factory=list)
     route: list[HTTPRouteDestination] = Field(default_factory=list)
     redirect: HTTPRedirect | None = None
     direct_response: HTTPDirectResponse | None = None
-    delegate: dict[str, Any] | None = None
+    delegate: Delegate | None = None
     rewrite: HTTPRewrite | None = None
     timeout: str | None = None
     retries: HTTPRetry | None = None
@@ -369,7 +438,7 @@ class HTTPRoute(Spec):
     mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
     mirror_percentage: Percent | None = None
     mirror_percent: int | None = Field(default=None, ge=0, le=100)
-    cors_policy: dict[str, Any] | None = None
+    cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
 
     @field_validator("timeout")
@@ -436,3 +505,23 @@ class VirtualServiceSpec(Spec):
             if not h or " " in h:
                 raise ValueError(f"invalid host {h!r}")
         return v
+
+    @model_validator(mode="after")
+    def _delegate(self) -> "VirtualServiceSpec":
+        if self.hosts:
+            return self
+        # no hosts: a delegate VirtualService (Istio); only http routes, one level of delegation
+        for i, r in enumerate(self.http):
+            if r.delegate is not None:
+                raise ValueError(f"http[{i}].delegate: a delegate VirtualService (one without hosts) may not "
+                                 f"delegate again; only one level of delegation is supported")
+        if self.gateways:
+            raise ValueError("gateways: a delegate VirtualService (one without hosts) may not name gateways; "
+                             "the root VirtualService's gateways apply")
+        if self.tcp or self.tls:
+            raise ValueError("a delegate VirtualService (one without hosts) may only have http routes")
+        return self
+
+    @property
+    def is_delegate(self) -> bool:
+        return not self.hosts

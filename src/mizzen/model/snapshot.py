@@ -75,6 +75,10 @@ class ConfigIndex:
         self.services: dict[str, Service] = services_from_resources(
             self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces)
         self.virtual_services_by_host: dict[str, tuple[Resource, ...]] = self._vs_by_host()
+        # hostless VirtualServices are delegates (Istio): found by namespace/name from a root's http[].delegate
+        self.delegate_virtual_services: dict[tuple[str, str], Resource] = {
+            (vs.namespace, vs.name): vs for vs in self.by_kind.get("VirtualService", ()) if not vs.spec.hosts}
+        self.delegates_by_host: dict[str, tuple[Resource, ...]] = self._delegates_by_host()
         self.destination_rules_by_host: dict[str, Resource] = self._dr_by_host()
         self.sidecars: tuple[Resource, ...] = self.by_kind.get("Sidecar", ())
         self.ports_by_number: dict[int, tuple[Service, ...]] = self._ports()
@@ -91,6 +95,21 @@ class ConfigIndex:
             for h in vs.spec.hosts:
                 out.setdefault(self.resolve(h, vs.namespace), []).append(vs)
         return {h: tuple(v) for h, v in out.items()}
+
+    def delegate_for(self, root: Resource, ref) -> Resource | None:
+        """The delegate VirtualService a root's `http[].delegate` names (its namespace defaults to the
+        root's); None when there is none, or when the named VirtualService has hosts (not a delegate)."""
+        return self.delegate_virtual_services.get((ref.namespace or root.namespace, ref.name))
+
+    def _delegates_by_host(self) -> dict[str, tuple[Resource, ...]]:
+        """Per host, the delegates its VirtualServices use: a change to one re-pushes the root's host."""
+        out: dict[str, tuple[Resource, ...]] = {}
+        for h, vss in self.virtual_services_by_host.items():
+            found = [d for vs in vss for r in vs.spec.http if r.delegate is not None
+                     for d in [self.delegate_for(vs, r.delegate)] if d is not None]
+            if found:
+                out[h] = tuple({(d.namespace, d.name): d for d in found}.values())
+        return out
 
     def _dr_by_host(self) -> dict[str, Resource]:
         out: dict[str, Resource] = {}
@@ -255,6 +274,7 @@ def diff_hosts(old: Snapshot | None, new: Snapshot) -> frozenset[str] | None:
             if oc.services.get(h) != nc.services.get(h):
                 changed.add(h)
         for table_o, table_n in ((oc.virtual_services_by_host, nc.virtual_services_by_host),
+                                 (oc.delegates_by_host, nc.delegates_by_host),
                                  (oc.destination_rules_by_host, nc.destination_rules_by_host)):
             for h in set(table_o) | set(table_n):
                 a, b = table_o.get(h), table_n.get(h)

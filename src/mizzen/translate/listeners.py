@@ -22,6 +22,7 @@ from envoy.config.core.v3 import base_pb2
 from ..model.services import Service, is_http
 from ..model.types import Proxy
 from .filters import http_filters
+from . import policies
 from .common import (HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
                      ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
 
@@ -33,13 +34,14 @@ def _router() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
 
 
-def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None) -> lc.Filter:
+def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None, extra: frozenset[str] = frozenset()
+        ) -> lc.Filter:
     # RDS (dynamic routes) means an outbound chain: VirtualService filters (fault, ...) act there, as in
     # Istio; inbound chains keep only the router. Feature filters come from the filters/ table.
     m = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[*http_filters(outbound=rds is not None), _router()],
+        http_filters=[*http_filters(outbound=rds is not None, extra=extra), _router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(accept_http_10=True),
         normalize_path={"value": True},
         # websockets pass through like any upgrade
@@ -53,9 +55,28 @@ def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None) -> lc.Fi
     return lc.Filter(name=HCM, typed_config=pack(m))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str) -> lc.Filter:
-    return lc.Filter(name=TCP_PROXY, typed_config=pack(
-        tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)))
+def tcp_proxy(stat_prefix: str, cluster: str, hash_source_ip: bool = False) -> lc.Filter:
+    tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
+    if hash_source_ip:  # DestinationRule consistentHash.useSourceIp on a TCP port (ring hash / maglev cluster)
+        tp.hash_policy.add().source_ip.SetInParent()
+    return lc.Filter(name=TCP_PROXY, typed_config=pack(tp))
+
+
+def _tcp_hash_source_ip(snap, svc: Service, port: int) -> bool:
+    """Istio applies only `useSourceIp` to TCP traffic; other hash keys need HTTP (they are ignored)."""
+    if snap is None:
+        return False
+    dr = snap.config.destination_rules_by_host.get(svc.hostname)
+    ch = policies.effective(dr, None, port).consistent_hash if dr is not None else None
+    return bool(ch is not None and ch.use_source_ip)
+
+
+def http_extra_filters(snap, services) -> frozenset[str]:
+    """Optional HTTP filters the outbound HCMs of a proxy seeing `services` need (CORS)."""
+    from .routes import uses_cors
+
+    return frozenset({"envoy.filters.http.cors"}) if snap is not None and uses_cors(snap, services) \
+        else frozenset()
 
 
 def _original_dst() -> lc.ListenerFilter:
@@ -63,14 +84,16 @@ def _original_dst() -> lc.ListenerFilter:
                              typed_config=pack(original_dst_pb2.OriginalDst()))
 
 
-def virtual_outbound(proxy: Proxy, services: tuple[Service, ...]) -> listener_pb2.Listener:
+def virtual_outbound(proxy: Proxy, services: tuple[Service, ...], snap=None) -> listener_pb2.Listener:
+    """`snap` (optional) enables what depends on config: CORS filter, TCP source-IP hashing."""
     lst = listener_pb2.Listener(name=VIRTUAL_OUTBOUND, address=socket_address("0.0.0.0", proxy.outbound_port),
                                 listener_filters=[_original_dst()], traffic_direction=base_pb2.OUTBOUND)
     http_ports = sorted({p.port for s in services for p in s.ports if is_http(p.protocol)})
+    extra = http_extra_filters(snap, services)
     for port in http_ports:
         fc = lst.filter_chains.add(name=f"0.0.0.0_{port}")
         fc.filter_chain_match.destination_port.value = port
-        fc.filters.append(hcm(f"outbound_0.0.0.0_{port}", rds=str(port)))
+        fc.filters.append(hcm(f"outbound_0.0.0.0_{port}", rds=str(port), extra=extra))
     for svc in services:
         if not svc.vip:
             continue
@@ -81,7 +104,8 @@ def virtual_outbound(proxy: Proxy, services: tuple[Service, ...]) -> listener_pb
             fc.filter_chain_match.destination_port.value = p.port
             fc.filter_chain_match.prefix_ranges.add(address_prefix=svc.vip, prefix_len={"value": 32})
             fc.filters.append(tcp_proxy(outbound_cluster(p.port, None, svc.hostname),
-                                        outbound_cluster(p.port, None, svc.hostname)))
+                                        outbound_cluster(p.port, None, svc.hostname),
+                                        _tcp_hash_source_ip(snap, svc, p.port)))
     lst.default_filter_chain.name = PASSTHROUGH
     lst.default_filter_chain.filters.append(tcp_proxy(PASSTHROUGH, PASSTHROUGH))
     return lst
@@ -102,11 +126,12 @@ def virtual_inbound(proxy: Proxy, protocols: dict[int, str], inbound_routes: dic
     return lst
 
 
-def http_proxy_outbound(proxy: Proxy) -> listener_pb2.Listener:
+def http_proxy_outbound(proxy: Proxy, snap=None, services: tuple[Service, ...] = ()) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name="outbound_http_proxy",
                                 address=socket_address("127.0.0.1", proxy.outbound_port),
                                 traffic_direction=base_pb2.OUTBOUND)
-    lst.filter_chains.add(name="http_proxy").filters.append(hcm("outbound_http_proxy", rds=HTTP_PROXY_ROUTE))
+    lst.filter_chains.add(name="http_proxy").filters.append(
+        hcm("outbound_http_proxy", rds=HTTP_PROXY_ROUTE, extra=http_extra_filters(snap, services)))
     return lst
 
 

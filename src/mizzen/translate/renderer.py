@@ -144,13 +144,13 @@ class Renderer:
 
         protocols = {p: self.snap.inbound_protocol(proxy, p) for p in proxy.ports}
         if proxy.interception == "loopback":
-            add(LISTENER, "outbound_http_proxy", L.http_proxy_outbound(proxy))
+            add(LISTENER, "outbound_http_proxy", L.http_proxy_outbound(proxy, self.snap, services))
             add(ROUTE, HTTP_PROXY_ROUTE, rb.http_proxy(services))
             for i, p in enumerate(sorted(proxy.ports)):
                 lst = L.loopback_inbound(proxy, p, proxy.inbound_port + i, protocols[p], rb.inbound(p))
                 add(LISTENER, lst.name, lst)
         else:
-            add(LISTENER, L.VIRTUAL_OUTBOUND, L.virtual_outbound(proxy, services))
+            add(LISTENER, L.VIRTUAL_OUTBOUND, L.virtual_outbound(proxy, services, self.snap))
             for port in sorted({p.port for s in services for p in s.ports if is_http(p.protocol)}):
                 add(ROUTE, str(port), rb.for_port(port, services))
             add(LISTENER, L.VIRTUAL_INBOUND,

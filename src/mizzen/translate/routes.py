@@ -22,8 +22,8 @@ from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot, labels_match
 from ..model.types import Proxy
 from .common import PASSTHROUGH, duration, outbound_cluster, pack, u32
-from .filters import fault
-from . import policies
+from .filters import cors, fault
+from . import delegate, policies
 
 
 def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list[str]:
@@ -148,7 +148,9 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
     return pol
 
 
-def redirect_action(r: HTTPRedirect) -> rc.RedirectAction:
+def redirect_action(r: HTTPRedirect, port: int | None = None) -> rc.RedirectAction:
+    """`port` is the port the route config serves: what FROM_REQUEST_PORT means (as Istio: Envoy cannot
+    derive it at request time, but each route config belongs to one port)."""
     act = rc.RedirectAction(response_code=_REDIRECT_CODES[r.redirect_code])
     if r.uri is not None:
         act.path_redirect = r.uri
@@ -156,6 +158,9 @@ def redirect_action(r: HTTPRedirect) -> rc.RedirectAction:
         act.host_redirect = r.authority
     if r.port is not None:
         act.port_redirect = r.port
+    elif r.derive_port == "FROM_REQUEST_PORT" and port is not None:
+        act.port_redirect = port
+    # FROM_PROTOCOL_DEFAULT: no port_redirect, Envoy's default
     if r.scheme is not None:
         act.scheme_redirect = r.scheme
     return act
@@ -169,6 +174,15 @@ def direct_response(d: HTTPDirectResponse) -> rc.DirectResponseAction:
         else:
             act.body.inline_bytes = base64.b64decode(d.body.bytes_)
     return act
+
+
+def uses_cors(snap: Snapshot, services: Iterable[Service]) -> bool:
+    """Does any VirtualService (or delegate) for these services have a corsPolicy?"""
+    for svc in services:
+        vs = snap.config.virtual_service_for(svc.hostname)
+        if vs is not None and any(r.cors_policy is not None for _, _, r in delegate.expand(snap.config, vs)):
+            return True
+    return False
 
 
 class RouteBuilder:
@@ -231,21 +245,25 @@ class RouteBuilder:
 
     def routes_from_vs(self, vs: Resource, port: int) -> list[rc.Route]:
         out: list[rc.Route] = []
-        for i, r in enumerate(vs.spec.http):
+        # delegating routes are replaced by their delegate's routes (translate/delegate.py); `owner` is
+        # the VirtualService whose namespace resolves the route's destinations
+        for owner, stem, r in delegate.expand(self.snap.config, vs):
             if not r.route and r.redirect is None and r.direct_response is None:
-                continue  # delegate: only meaningful for gateways, translated with them
+                continue
             matches = [m for m in r.match if _applies(m, port, self.proxy)] if r.match else [None]
             if r.match and not matches:
                 continue
-            action = self._action(r, vs, port) if r.route else None
+            action = self._action(r, owner, port) if r.route else None
             for j, m in enumerate(matches):
-                route = rc.Route(name=r.name or f"{vs.namespace}.{vs.name}.{i}.{j}", match=route_match(m))
+                route = rc.Route(name=r.name or f"{stem}.{j}", match=route_match(m))
                 if action is not None:
                     route.route.CopyFrom(action)
                 elif r.redirect is not None:
-                    route.redirect.CopyFrom(redirect_action(r.redirect))
+                    route.redirect.CopyFrom(redirect_action(r.redirect, port))
                 else:
                     route.direct_response.CopyFrom(direct_response(r.direct_response))
+                if r.cors_policy is not None:
+                    route.typed_per_filter_config[cors.NAME].CopyFrom(pack(cors.per_route(r.cors_policy)))
                 if r.fault is not None:
                     route.typed_per_filter_config[fault.NAME].CopyFrom(pack(fault.per_route(r.fault)))
                 if len(r.route) == 1 and r.route[0].headers:  # one destination: its headers act on the route
