@@ -6,7 +6,8 @@ it ({app, method, path, headers, version}). Requests are counted, per "METHOD /f
   GET  /reset            → clears the counts                  (not counted)
   *    /flaky[/...]      → alternates 503, 200, 503, 200 ... (a global counter: the first of each pair fails)
   *    /sleep/<ms>       → answers after <ms> milliseconds (at most 10 s)
-  *    anything else     → 200 with the description
+  *    anything else     → 200 with the description (OPTIONS too: a CORS preflight the sidecar forwards
+                           reaches the app and is counted, without any access-control-* header)
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(ms / 1000)
         self._send(200, desc)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
 def main() -> None:
