@@ -88,6 +88,7 @@ def clean(mesh: Mesh):
     for pod in PODS:
         switch(mesh, pod, "fail", False)
         switch(mesh, pod, "sick", False)
+        switch(mesh, pod, "grpcfail", False)
     mesh.reset_routing()
     yield
 
@@ -229,6 +230,53 @@ def test_grpc_calls_on_one_channel_spread_over_replicas(mesh: Mesh) -> None:
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert not r["errors"], r
     assert set(r["served_by"]) == set(PODS) and all(n >= 20 for n in r["served_by"].values()), r
+
+
+def _grpc_calls(mesh: Mesh, n: int) -> dict:
+    """n unary calls on one grpcio channel from `sleep` through its sidecar: {served_by, errors}."""
+    import json
+
+    p = mesh.exec("sleep", "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(GRPC_CLIENT), "hello:50051", str(n))
+    assert p.returncode == 0, p
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_grpc_retry_on_unavailable_goes_to_another_replica(mesh: Mesh) -> None:
+    switch(mesh, "hello-a-0", "grpcfail", True)
+    # the default retry policy retries connection failures only, never a status the app returned
+    r = _grpc_calls(mesh, 90)
+    assert r["errors"].get("StatusCode.UNAVAILABLE", 0) >= 10 and "hello-a-0" not in r["served_by"], r
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: hello}
+        spec:
+          hosts: [hello]
+          http:
+          - retries: {attempts: 2, retryOn: unavailable}
+            route: [{destination: {host: hello}}]
+        """)
+    r = _grpc_calls(mesh, 90)
+    assert not r["errors"] and set(r["served_by"]) == {"hello-b-0", "hello-b-1"}, r
+
+
+def test_grpc_fault_abort_with_a_grpc_status(mesh: Mesh) -> None:
+    apply(mesh, """
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: hello}
+        spec:
+          hosts: [hello]
+          http:
+          - match: [{port: 50051}]
+            fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percentage: {value: 100}}}
+            route: [{destination: {host: hello}}]
+          - route: [{destination: {host: hello}}]
+        """)
+    r = _grpc_calls(mesh, 30)
+    assert r["errors"] == {"StatusCode.RESOURCE_EXHAUSTED": 30} and not r["served_by"], r
+    # the HTTP port of the same host is not aborted
+    assert mesh.load("sleep", HELLO, count=20)["status"] == {"200": 20}
 
 
 def test_service_entry_static_endpoint_reached_by_name(mesh: Mesh) -> None:

@@ -6,6 +6,7 @@ HTTP: every answer carries `x-served-by: <pod>`. Switches, flipped from inside t
   GET /sick?on=1|0     /healthz answers 503 while on (active health checks see it; traffic still 200)
   GET /healthz         200 (or 503 when sick)
   GET /slow?ms=N       sleeps N ms (bounded to 5 s) then 200
+  GET /grpcfail?on=1|0 gRPC calls fail with UNAVAILABLE while on
 gRPC: /mizzen.Who/Call (unary, bytes in/out) → the pod name.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 POD = os.environ.get("POD_NAME", "unknown")
-STATE = {"fail": False, "sick": False}
+STATE = {"fail": False, "sick": False, "grpcfail": False}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -37,7 +38,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         u = urllib.parse.urlsplit(self.path)
         q = dict(urllib.parse.parse_qsl(u.query))
-        if u.path in ("/fail", "/sick"):
+        if u.path in ("/fail", "/sick", "/grpcfail"):
             STATE[u.path[1:]] = q.get("on", "1") == "1"
             return self._send(200, f"{u.path[1:]}={STATE[u.path[1:]]}\n")
         if u.path == "/healthz":
@@ -57,6 +58,8 @@ def grpc_server(port: int):
     from concurrent import futures
 
     def call(req: bytes, ctx) -> bytes:
+        if STATE["grpcfail"]:
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, f"{POD} failing")
         return POD.encode()
 
     handler = grpc.method_handlers_generic_handler("mizzen.Who", {
