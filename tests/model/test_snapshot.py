@@ -118,3 +118,30 @@ def test_per_proxy_kinds_change_everything() -> None:
     s1 = Snapshot.build(res, [])
     s2 = s1.with_config(ConfigIndex(res + [tel[0].with_revision(9)]), 2)
     assert diff_hosts(s1, s2) is None
+
+
+def test_mesh_wide_default_sidecar_in_the_root_namespace() -> None:
+    """A selector-less Sidecar in istio-system is every namespace's default; a namespace's own wins."""
+    text = SVC.format(name="reviews", ns="default") + SVC.format(name="ratings", ns="default") + \
+        SVC.format(name="cart", ns="shop") + """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress: [{hosts: ["./*", "default/reviews.default.svc.cluster.local"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: own, namespace: shop}
+spec:
+  egress: [{hosts: ["*/*"]}]
+"""
+    snap = Snapshot.build(resources(text), [])
+    in_default = Proxy(id="d", namespace="default", labels=(("app", "x"),))
+    in_shop = Proxy(id="s", namespace="shop", labels=(("app", "x"),))
+    assert snap.config.sidecar_scope(in_default).key == "istio-system/default"
+    # "./*" of the root Sidecar means each proxy's own namespace, as in Istio
+    assert [s.name for s in snap.visible_services(in_default)] == ["ratings", "reviews"]
+    in_other = Proxy(id="o", namespace="other", labels=(("app", "x"),))
+    assert [s.name for s in snap.visible_services(in_other)] == ["reviews"]
+    assert [s.name for s in snap.visible_services(in_shop)] == ["cart", "ratings", "reviews"]

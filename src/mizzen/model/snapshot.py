@@ -151,7 +151,9 @@ class ConfigIndex:
         for eg in chosen.spec.egress:
             for h in eg.hosts:
                 ns_pat, host_pat = h.split("/", 1)
-                egress.append((chosen.namespace if ns_pat == "." else ns_pat, host_pat))
+                # "." is the proxy's own namespace: for a namespace's Sidecar that is its namespace, for the
+                # mesh-wide default in the root namespace it is each proxy's (Istio's semantics)
+                egress.append((proxy.namespace if ns_pat == "." else ns_pat, host_pat))
         return SidecarScope(f"{chosen.namespace}/{chosen.name}", tuple(egress))
 
 
