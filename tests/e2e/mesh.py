@@ -1,13 +1,16 @@
 """Drive a real local mesh through the `mizzen` CLI, as a user would."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
@@ -121,3 +124,49 @@ class Mesh:
 def share(counts: dict[str, int], key_part: str) -> float:
     total = sum(counts.values())
     return 100.0 * sum(n for k, n in counts.items() if key_part in k) / total if total else 0.0
+
+
+def _pgrep_envoys() -> list[str]:
+    return subprocess.run(["pgrep", "-a", "-x", "envoy"], capture_output=True, text=True).stdout.splitlines()
+
+
+@contextlib.contextmanager
+def running_mesh(base: Path, mesh_file: Path | None = None, *, text: str | None = None,
+                 extra: tuple[str, ...] = (), synced: bool = True, expect: int | None = None) -> Iterator[Mesh]:
+    """A module's mesh: `mizzen up` (the given file, or `text` written to base/mesh.yaml), optionally wait
+    until every proxy is SYNCED; at the end resume a runner a test left SIGSTOPped, `mizzen down`, and
+    assert that nothing of this mesh is left: no network namespace, no Envoy, no control plane (other
+    meshes' processes on the machine are left alone: only those started after ours was are compared)."""
+    if text is not None:
+        mesh_file = base / "mesh.yaml"
+        mesh_file.write_text(text)
+    m = Mesh(base / ".mizzen")
+    envoys_before = {ln.split()[0] for ln in _pgrep_envoys()}
+    try:
+        m.up(mesh_file or BOOKINFO_MESH, extra=extra)
+        if synced:
+            m.wait_synced(expect=expect)
+        yield m
+    finally:
+        try:
+            st = json.loads((m.state_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            st = {}
+        runner = (st.get("runner") or {}).get("pid")
+        if runner:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner, signal.SIGCONT)  # never leave a runner stopped
+        p = m.down()
+        assert p.returncode == 0, p.stdout + p.stderr
+        from mizzen.local.netns import mesh_id
+
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
+        ours = [ln for ln in _pgrep_envoys() if str(m.state_dir) in ln and ln.split()[0] not in envoys_before]
+        assert not ours, ours
+        for c in st.get("components", []):
+            pid = c.get("pid")
+            if c.get("kind") == "controlplane" and pid and os.path.exists(f"/proc/{pid}"):
+                with contextlib.suppress(OSError):
+                    assert b"controlplane" not in open(f"/proc/{pid}/cmdline", "rb").read(), \
+                        f"control plane {pid} survived"

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from .mesh import ROOT, Mesh, can_run_netns
+from .mesh import ROOT, Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -75,40 +74,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    base = tmp_path_factory.mktemp("cpreplicas")
-    mesh_file = base / "mesh.yaml"
-    mesh_file.write_text(MESH % {"echo": ROOT / "examples" / "bench" / "echo.py"})
-    m = Mesh(base / ".mizzen")
-    envoys_before = set(subprocess.run(["pgrep", "-x", "envoy"], capture_output=True, text=True).stdout.split())
-    try:
-        m.up(mesh_file, extra=("--control-planes", "2"))
+    with running_mesh(tmp_path_factory.mktemp("cpreplicas"), text=MESH % {"echo": ROOT / "examples" / "bench" / "echo.py"}, extra=("--control-planes", "2"), synced=False) as m:
         yield m
-    finally:
-        st = {}
-        try:
-            st = json.loads((m.state_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            pass
-        runner = (st.get("runner") or {}).get("pid")
-        if runner:
-            try:
-                os.kill(runner, signal.SIGCONT)  # never leave the runner stopped
-            except ProcessLookupError:
-                pass
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
-        ours = [ln for ln in subprocess.run(["pgrep", "-a", "-x", "envoy"], capture_output=True,
-                                            text=True).stdout.splitlines()
-                if str(m.state_dir) in ln and ln.split()[0] not in envoys_before]
-        assert not ours, ours
-        cps = [c["pid"] for c in st.get("components", []) if c.get("kind") == "controlplane" and c.get("pid")]
-        for pid in cps:
-            assert not os.path.exists(f"/proc/{pid}") or b"controlplane" not in \
-                open(f"/proc/{pid}/cmdline", "rb").read(), f"control plane {pid} survived"
 
 
 def _synced(items: list[dict], replica: str | None = None) -> bool:

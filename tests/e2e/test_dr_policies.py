@@ -7,7 +7,6 @@ codes and the `x-served-by` header (the replica's pod name). Loads are bounded b
 """
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns
+from .mesh import Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -61,21 +60,8 @@ def mesh_yaml() -> str:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    d = tmp_path_factory.mktemp("drpol")
-    f = d / "mesh.yaml"
-    f.write_text(mesh_yaml())
-    m = Mesh(d / ".mizzen")
-    try:
-        m.up(f)
-        m.wait_synced()
+    with running_mesh(tmp_path_factory.mktemp("drpol"), text=mesh_yaml()) as m:
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = os.popen("ip netns list").read()
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
 
 
 def switch(mesh: Mesh, pod: str, what: str, on: bool) -> None:

@@ -9,14 +9,13 @@ the caller's Envoy (config dump and stats from its admin socket). Loads are boun
 from __future__ import annotations
 
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns, share
+from .mesh import Mesh, can_run_netns, share, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -75,21 +74,8 @@ def mesh_yaml() -> str:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    d = tmp_path_factory.mktemp("lbpol")
-    f = d / "mesh.yaml"
-    f.write_text(mesh_yaml())
-    m = Mesh(d / ".mizzen")
-    try:
-        m.up(f)
-        m.wait_synced()
+    with running_mesh(tmp_path_factory.mktemp("lbpol"), text=mesh_yaml()) as m:
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = os.popen("ip netns list").read()
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
 
 
 FAILING: set[str] = set()  # replicas switched to fail, switched back after the test

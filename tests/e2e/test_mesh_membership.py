@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from .mesh import ROOT, Mesh, can_run_netns
+from .mesh import ROOT, Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -74,21 +74,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    base = tmp_path_factory.mktemp("membership")
-    mesh_file = base / "mesh.yaml"
-    mesh_file.write_text(MESH % {"apps": ROOT / "examples" / "bookinfo"})
-    m = Mesh(base / ".mizzen")
-    try:
-        m.up(mesh_file)
-        m.wait_synced()
+    with running_mesh(tmp_path_factory.mktemp("membership"), text=MESH % {"apps": ROOT / "examples" / "bookinfo"}) as m:
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
 
 
 def _pods(m: Mesh, workload: str) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .mesh import ROOT, Mesh, can_run_netns, share
+from .mesh import ROOT, Mesh, can_run_netns, share, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -14,12 +14,8 @@ URL = "http://web:9090/"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    m = Mesh(tmp_path_factory.mktemp("router") / ".mizzen")
-    try:
-        m.up(EXAMPLE / "mesh.yaml")
+    with running_mesh(tmp_path_factory.mktemp("router"), EXAMPLE / "mesh.yaml", synced=False) as m:
         yield m
-    finally:
-        assert m.down().returncode == 0
 
 
 def test_router_branches_and_weights(mesh: Mesh) -> None:

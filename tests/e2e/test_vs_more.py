@@ -9,14 +9,13 @@ what they received (`/stats`), so each test asserts where requests went and what
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from .mesh import Mesh, can_run_netns
+from .mesh import Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -34,20 +33,8 @@ spec:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    m = Mesh(tmp_path_factory.mktemp("vsmore") / ".mizzen")
-    try:
-        m.up(APPS / "vs-more-mesh.yaml")
-        m.wait_synced(expect=3)
+    with running_mesh(tmp_path_factory.mktemp("vsmore"), APPS / "vs-more-mesh.yaml", expect=3) as m:
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
-        ps = subprocess.run(["pgrep", "-af", "envoy"], capture_output=True, text=True).stdout
-        assert str(m.state_dir) not in ps, ps
 
 
 @pytest.fixture(autouse=True)

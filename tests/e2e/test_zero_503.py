@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns
+from .mesh import Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -35,12 +35,8 @@ def vs(**weights: int) -> str:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    m = Mesh(tmp_path_factory.mktemp("zero503") / ".mizzen")
-    try:
-        m.up(MESH_FILE)
+    with running_mesh(tmp_path_factory.mktemp("zero503"), MESH_FILE, synced=False) as m:
         yield m
-    finally:
-        assert m.down().returncode == 0
 
 
 def test_rollout_changes_under_load_return_no_5xx(mesh: Mesh) -> None:
