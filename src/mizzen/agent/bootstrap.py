@@ -15,6 +15,12 @@ from mizzen.model.types import Proxy
 from .config import AgentConfig, parse_address
 
 XDS_CLUSTER = "xds-grpc"
+# How Envoy re-establishes its ADS stream after losing it (e.g. the control plane was restarted): a jittered
+# exponential back-off, each wait drawn at random below an interval that starts at base_interval and doubles
+# per failed attempt. Envoy's own default caps the interval at 30 s, so a sidecar whose control plane was down
+# a while could stay disconnected for up to ~30 s after it is back (seen: 15-25 s). 5 s bounds that; a refused
+# connect to a unix socket costs next to nothing, so retrying more often while it is down is harmless.
+XDS_RETRY_POLICY = {"retry_back_off": {"base_interval": "0.5s", "max_interval": "5s"}}
 
 
 def proxy_of(cfg: AgentConfig) -> Proxy:
@@ -103,7 +109,7 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             "ads_config": {
                 "api_type": cfg.xds_protocol,
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": XDS_RETRY_POLICY}}],
                 "set_node_on_first_message_only": True,
             },
             # 0s: stay un-initialized (admin /ready != LIVE, no listeners) until the control plane answers.
