@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
@@ -72,6 +73,7 @@ class EnvoyProcess:
     # unset while a hot restart decides which process is current
     parents: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _settled: asyncio.Event | None = field(default=None, repr=False)
+    _warned: set[tuple[str, int]] = field(default_factory=set, repr=False)
 
     # ------------------------------------------------------------------ command line
     def command(self, epoch: int = 0) -> list[str]:
@@ -128,9 +130,43 @@ class EnvoyProcess:
         for p in (o.base_id_path,):
             if os.path.exists(p):
                 os.chown(p, o.uid, gid)
-        for d in _untraversable_parents(o.work_dir, o.uid, gid):
-            log.warning("envoy uid %d may not traverse %s (mode %o): Envoy will not find its files",
-                        o.uid, d, os.stat(d).st_mode & 0o777)
+        self.ensure_reachable([o.work_dir])
+
+    def ensure_reachable(self, paths: Sequence[str]) -> list[str]:
+        """Envoy (another uid) must search every directory above its files and above the control plane's
+        unix socket (connect() on a socket path needs it). A directory under the system temp dir that it may
+        not search gets o+x again (search, no listing), as `mizzen up` did at start: pytest, for one, resets
+        /tmp/pytest-of-<user> to 0700 whenever a session starts, and from then on Envoy can neither start
+        (its bootstrap is unreadable) nor reconnect its ADS stream after a control-plane restart (EACCES on
+        xds.sock) -- it keeps serving its last config, disconnected for good. Anything else is only logged.
+        Returns the directories still blocked. No-op unless root and Envoy runs under its own uid."""
+        o = self.opts
+        if o.uid is None or os.geteuid() != 0:
+            return []
+        gid = o.gid if o.gid is not None else o.uid
+        tmp = os.path.realpath(tempfile.gettempdir())
+        blocked: list[str] = []
+        for path in paths:
+            for d in _untraversable_parents(os.path.join(path, "x"), o.uid, gid):
+                if os.path.realpath(d).startswith(tmp + os.sep):
+                    try:
+                        os.chmod(d, os.stat(d).st_mode | 0o001)
+                        log.warning("made %s searchable by others again (o+x): Envoy (uid %d) must reach its files "
+                                    "and the control plane's socket", d, o.uid)
+                        continue
+                    except OSError as e:
+                        log.warning("cannot make %s searchable for Envoy: %s", d, e)
+                if d not in blocked:
+                    blocked.append(d)
+                    if (d, o.uid) not in self._warned:
+                        self._warned.add((d, o.uid))
+                        try:
+                            mode = f"{os.stat(d).st_mode & 0o777:o}"
+                        except OSError:
+                            mode = "?"
+                        log.warning("envoy uid %d may not traverse %s (mode %s): Envoy will not find its files or "
+                                    "the control plane's socket", o.uid, d, mode)
+        return blocked
 
     async def start(self, epoch: int = 0, *, hot: bool = False) -> int:
         """Start Envoy (must be called on the event loop's thread); returns its pid. With `hot`, the running

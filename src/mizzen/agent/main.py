@@ -33,6 +33,7 @@ STATES = ("starting", "ready", "draining", "stopped")
 _ACTIVE_RQ_FILTER = r"^http\..*\.downstream_rq_active$"
 _ACTIVE_FILTER = r"^(http\..*\.downstream_rq_active|listener\..*\.downstream_cx_active)$"
 _STABLE_RUN_SECONDS = 30.0  # an Envoy that ran this long resets the restart back-off
+_REACH_CHECK_SECONDS = 2.0  # how often the agent checks that Envoy can still reach its files and xds.sock
 
 
 def atomic_write(path: str, data: str, mode: int = 0o644) -> None:
@@ -165,6 +166,9 @@ class Agent:
                     log.warning("withdraw %s failed: %s", self.cfg.instance_id, e)
                     ok = False
             self._write_state()
+        # right after the DELETE (the control plane's push is debounced, >= 0.1 s): what callers still send
+        # before their EDS drops us is answered and told to reconnect elsewhere
+        await self._drain_close()
         return ok
 
     async def hot_restart(self, binary: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
@@ -198,6 +202,22 @@ class Agent:
             log.info("hot restart: envoy epoch %d (pid %d) serves; the parent drains and exits", epoch, pid)
             self._write_state()
             return {"epoch": epoch, "envoyPid": pid, "envoyBinary": self.envoy.opts.binary}
+
+    async def _drain_close(self) -> None:
+        """Make Envoy fail its health checks, which puts every listener in drain-close mode at once: each
+        response from now on closes its connection gracefully (HTTP/1.1 `Connection: close`, HTTP/2 and gRPC a
+        GOAWAY), while listeners keep accepting and serving. Called right after the withdrawal's registry
+        DELETE: callers' proxies keep sending here until their EDS drops the endpoint, and with pooled
+        connections that are told to close they reconnect (to the remaining replicas once EDS has moved on)
+        instead of holding a connection to a replica about to stop. Clients that bypass EDS (sidecar-less,
+        DNATed VIPs) are told the same. Best effort: a failure is logged, the stop goes on."""
+        if not self.envoy.running:
+            return
+        try:
+            await self.admin.healthcheck_fail()
+            log.info("envoy now fails health checks: responses tell callers to close (Connection: close / GOAWAY)")
+        except AdminError as e:
+            log.warning("cannot make envoy fail health checks (callers are not told to close): %s", e)
 
     def _state_doc(self) -> dict[str, Any]:
         return read_state(self.cfg.state_path) or {}
@@ -267,6 +287,7 @@ class Agent:
             os.makedirs(self.cfg.work_dir, exist_ok=True)
             atomic_write(self.cfg.bootstrap_path, render_bootstrap(self.cfg))
             self.envoy.prepare_dirs([os.path.dirname(self.cfg.admin_socket)])
+            self.envoy.ensure_reachable(self._envoy_paths())
             self._write_state()
             await self.health.start()
             await self._start_control()
@@ -353,15 +374,30 @@ class Agent:
             if self._stopping:
                 return
             try:
+                self.envoy.ensure_reachable(self._envoy_paths())
                 await self.envoy.start(0)
                 self.restarts += 1
             except OSError as e:
                 log.error("envoy failed to start: %s", e)
             self._write_state()
 
+    def _envoy_paths(self) -> list[str]:
+        """Directories Envoy must reach: its work dir, its admin socket's, every unix xDS socket's."""
+        dirs = [self.cfg.work_dir, os.path.dirname(self.cfg.admin_socket)]
+        dirs += [os.path.dirname(a[len("unix:"):]) for a in self.cfg.xds_addresses if a.startswith("unix:")]
+        return list(dict.fromkeys(d for d in dirs if d))
+
     async def _monitor(self) -> None:
-        """Poll Envoy's admin: readiness for /healthz/ready and the starting -> ready transition."""
+        """Poll Envoy's admin: readiness for /healthz/ready and the starting -> ready transition; now and then
+        make sure Envoy can still reach its files and the control plane's socket (see ensure_reachable)."""
+        next_reach = 0.0
         while not self._stopping:
+            if time.monotonic() >= next_reach:
+                next_reach = time.monotonic() + _REACH_CHECK_SECONDS
+                try:
+                    self.envoy.ensure_reachable(self._envoy_paths())
+                except OSError as e:
+                    log.debug("reachability check: %s", e)
             if self.envoy.running:
                 r = await envoy_readiness(self.admin)
             else:
@@ -477,6 +513,7 @@ class Agent:
                 step("withdraw %s failed: %s", cfg.instance_id, e)
             self.registered = False
             self._write_state()
+            await self._drain_close()  # what callers send until their EDS drops us is told to close
             delay = min(cfg.withdraw_delay, left())
             step("waiting %.2fs for the withdrawal to reach callers", delay)
             await self._sleep(delay)
