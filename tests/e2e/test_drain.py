@@ -1,0 +1,206 @@
+"""Draining replicas tell their callers to go away: HTTP/2 and gRPC get GOAWAY, HTTP/1.1 keep-alive gets
+`Connection: close`, and callers see no failed call while `mizzen rollout restart` replaces every replica.
+
+A small real mesh (netns mode): `hello` (2 replicas of the policy test app: HTTP on 8080, gRPC on 50051, a
+port named `grpc`) and the `sleep` client. From inside `sleep`, through its sidecar:
+- a gRPC client holds ONE channel (one HTTP/2 connection to its sidecar) and calls continuously at a bounded
+  rate while the rollout runs;
+- the bounded HTTP/1.1 keep-alive load client does the same at ~200 rps.
+That the draining replicas really told the caller to close is read from the caller's sidecar (its Envoy admin
+socket, `pods/sleep-0/admin.sock`): `upstream_cx_close_notify` of the outbound cluster counts upstream
+connections closed because the other side sent GOAWAY (HTTP/2) or `Connection: close` (HTTP/1.1).
+Assertions are on counts, never on timings.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .mesh import Mesh, can_run_netns
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
+
+APP = Path(__file__).with_name("apps") / "policy_app.py"
+HOST = "hello.default.svc.cluster.local"
+CALLER = "sleep-0"
+
+# One grpcio channel shared by a few threads; unary calls at --rps for --seconds; every failure counted by code.
+GRPC_LOAD = '''
+import argparse, json, threading, time
+from collections import Counter
+import grpc
+
+ap = argparse.ArgumentParser()
+ap.add_argument("target")
+ap.add_argument("--rps", type=float, default=50)
+ap.add_argument("--seconds", type=float, default=10)
+ap.add_argument("--concurrency", type=int, default=4)
+a = ap.parse_args()
+seconds = min(a.seconds, 300.0)
+served, errors, lock, issued = Counter(), Counter(), threading.Lock(), [0]
+with grpc.insecure_channel(a.target) as ch:  # one channel = one HTTP/2 connection to the sidecar
+    call = ch.unary_unary("/mizzen.Who/Call")
+    start = time.monotonic()
+
+    def worker():
+        while True:
+            with lock:
+                i = issued[0]
+                if time.monotonic() - start >= seconds:
+                    return
+                issued[0] += 1
+            delay = start + i / a.rps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                pod = call(b"", timeout=5).decode()
+                with lock:
+                    served[pod] += 1
+            except grpc.RpcError as e:
+                with lock:
+                    errors[str(e.code())] += 1
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    took = time.monotonic() - start
+print(json.dumps({"total": sum(served.values()) + sum(errors.values()), "served_by": dict(served),
+                  "errors": dict(errors), "seconds": round(took, 3)}))
+'''
+
+
+def mesh_yaml() -> str:
+    # the app runs with the venv's interpreter: it has grpcio
+    return textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: hello}}
+        spec:
+          selector: {{app: hello}}
+          ports: [{{port: 8080, name: http}}, {{port: 50051, name: grpc}}]
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {{name: hello, labels: {{app: hello}}}}
+        spec:
+          replicas: 2
+          command: [{sys.executable}, {APP}]
+          ports: [{{containerPort: 8080}}, {{containerPort: 50051}}]
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {{name: sleep, labels: {{app: sleep}}}}
+        spec:
+          command: [sh, -c, "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]
+        """)
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory) -> Mesh:
+    base = tmp_path_factory.mktemp("drain")
+    (base / "mesh.yaml").write_text(mesh_yaml())
+    (base / "grpc_load.py").write_text(GRPC_LOAD)
+    m = Mesh(base / ".mizzen")
+    envoys_before = set(subprocess.run(["pgrep", "-x", "envoy"], capture_output=True, text=True).stdout.split())
+    try:
+        m.up(base / "mesh.yaml")
+        m.wait_synced(expect=3)
+        yield m
+    finally:
+        p = m.down()
+        assert p.returncode == 0, p.stderr
+        from mizzen.local.netns import mesh_id
+
+        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
+        ours = [ln for ln in subprocess.run(["pgrep", "-a", "-x", "envoy"], capture_output=True,
+                                            text=True).stdout.splitlines()
+                if str(m.state_dir) in ln and ln.split()[0] not in envoys_before]
+        assert not ours, ours
+
+
+def caller_stats(m: Mesh, pattern: str) -> dict[str, int]:
+    """Counters of the caller's sidecar, read from its Envoy admin socket (as `mizzen proxy-config` does)."""
+    from urllib.parse import quote
+
+    from mizzen.cli.client import unix_request
+
+    status, raw = unix_request(str(m.state_dir / "pods" / CALLER / "admin.sock"), "GET",
+                               "/stats?format=json&filter=" + quote(pattern, safe=""), timeout=10)
+    assert status == 200, raw[:300]
+    return {s["name"]: s["value"] for s in json.loads(raw)["stats"] if isinstance(s.get("value"), int)}
+
+
+def cluster_stat(m: Mesh, port: int, name: str) -> int:
+    key = f"cluster.outbound|{port}||{HOST}.{name}"
+    return caller_stats(m, "^" + key.replace("|", r"\|").replace(".", r"\.") + "$").get(key, 0)
+
+
+def hello_pods(m: Mesh) -> set[str]:
+    return {p["name"] for p in m.status()["pods"] if p["workload"] == "hello"}
+
+
+def rollout(m: Mesh, load: subprocess.Popen, timeout: float = 120) -> tuple[dict, str]:
+    """`mizzen rollout restart hello` while `load` runs; returns the load's result and the rollout output."""
+    try:
+        time.sleep(2)
+        p = m.cli("rollout", "restart", "hello", timeout=300)
+        out, err = load.communicate(timeout=timeout)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.communicate()
+    assert load.returncode == 0, f"load failed: {out}\n{err}"
+    assert "workload hello restarted" in p.stdout, p.stdout
+    return json.loads(out.strip().splitlines()[-1]), p.stdout
+
+
+def test_grpc_one_channel_gets_goaway_and_no_failed_call(mesh: Mesh) -> None:
+    rps, seconds = 100, 20
+    old = hello_pods(mesh)
+    goaway_before = cluster_stat(mesh, 50051, "upstream_cx_close_notify")
+    h2_before = caller_stats(mesh, r"downstream_cx_http2_total$")
+    script = mesh.state_dir.parent / "grpc_load.py"
+    load = subprocess.Popen(
+        [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(mesh.state_dir), CALLER, "--",
+         "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(script), "hello:50051", "--rps", str(rps),
+         "--seconds", str(seconds), "--concurrency", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r, _ = rollout(mesh, load)
+    new = hello_pods(mesh)
+    assert len(new) == 2 and not (new & old), (old, new)
+    assert r["errors"] == {}, r  # not one failed call on the one channel
+    assert r["total"] >= 0.75 * rps * seconds, r
+    assert set(r["served_by"]) == old | new, r  # the calls moved from the old replicas to the new ones
+    # the draining replicas sent GOAWAY on the caller sidecar's HTTP/2 connections to them
+    goaways = cluster_stat(mesh, 50051, "upstream_cx_close_notify") - goaway_before
+    print(f"gRPC rollout: {r['total']} calls, {goaways} upstream connection(s) closed by GOAWAY")
+    assert goaways >= 1, f"no GOAWAY reached the caller's sidecar ({goaways})"
+    # ... while the client's own channel stayed one HTTP/2 connection to its sidecar, never closed
+    h2_after = caller_stats(mesh, r"downstream_cx_http2_total$")
+    assert sum(h2_after.values()) - sum(h2_before.values()) == 1, (h2_before, h2_after)
+
+
+def test_http11_keepalive_gets_connection_close_and_no_error(mesh: Mesh) -> None:
+    rps, seconds = 200, 20
+    old = hello_pods(mesh)
+    closes_before = cluster_stat(mesh, 8080, "upstream_cx_close_notify")
+    load = mesh.load_background(CALLER, "http://hello:8080/", rps=rps, seconds=seconds, concurrency=8)
+    r, _ = rollout(mesh, load)
+    new = hello_pods(mesh)
+    assert len(new) == 2 and not (new & old), (old, new)
+    assert r["errors"] == {} and r["status"] == {"200": r["total"]}, r
+    assert r["total"] >= 0.75 * rps * seconds, r
+    assert set(r["served_by"]) == old | new, r
+    # the draining replicas answered `Connection: close` on the caller sidecar's keep-alive connections
+    closes = cluster_stat(mesh, 8080, "upstream_cx_close_notify") - closes_before
+    print(f"HTTP/1.1 rollout: {r['total']} requests, {closes} upstream connection(s) closed by Connection: close")
+    assert closes >= 1, f"no Connection: close reached the caller's sidecar ({closes})"
