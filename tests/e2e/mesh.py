@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -133,14 +134,18 @@ def _pgrep_envoys() -> list[str]:
 @contextlib.contextmanager
 def running_mesh(base: Path, mesh_file: Path | None = None, *, text: str | None = None,
                  extra: tuple[str, ...] = (), synced: bool = True, expect: int | None = None) -> Iterator[Mesh]:
-    """A module's mesh: `mizzen up` (the given file, or `text` written to base/mesh.yaml), optionally wait
+    """A module's mesh: `mizzen up` (the given file, or `text` written to base/mesh.yaml; the state dir is a
+    fresh private one, `<tmp>/mizzen-e2e-*/.mizzen`, removed at the end), optionally wait
     until every proxy is SYNCED; at the end resume a runner a test left SIGSTOPped, `mizzen down`, and
     assert that nothing of this mesh is left: no network namespace, no Envoy, no control plane (other
     meshes' processes on the machine are left alone: only those started after ours was are compared)."""
     if text is not None:
         mesh_file = base / "mesh.yaml"
         mesh_file.write_text(text)
-    m = Mesh(base / ".mizzen")
+    # the state dir is not under pytest's /tmp/pytest-of-<user>: pytest makes that 0700 again whenever any
+    # session starts, and Envoy (uid 1337) must search its way to xds.sock for as long as the mesh runs
+    home = Path(tempfile.mkdtemp(prefix="mizzen-e2e-"))
+    m = Mesh(home / ".mizzen")
     envoys_before = {ln.split()[0] for ln in _pgrep_envoys()}
     try:
         m.up(mesh_file or BOOKINFO_MESH, extra=extra)
@@ -170,3 +175,4 @@ def running_mesh(base: Path, mesh_file: Path | None = None, *, text: str | None 
                 with contextlib.suppress(OSError):
                     assert b"controlplane" not in open(f"/proc/{pid}/cmdline", "rb").read(), \
                         f"control plane {pid} survived"
+        shutil.rmtree(home, ignore_errors=True)

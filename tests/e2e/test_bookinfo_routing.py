@@ -8,13 +8,12 @@ pod (or another pod) by a load client, so they go through that pod's sidecar; as
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from .mesh import SAMPLES, Mesh, can_run_netns, share
+from .mesh import SAMPLES, Mesh, can_run_netns, share, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -23,18 +22,8 @@ REVIEWS = "http://reviews:9080/reviews/0"
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    m = Mesh(tmp_path_factory.mktemp("bookinfo") / ".mizzen")
-    try:
-        m.up()
-        m.wait_synced()
+    with running_mesh(tmp_path_factory.mktemp("bookinfo")) as m:
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = os.popen("ip netns list").read()
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from .mesh import ROOT, Mesh, can_run_netns
+from .mesh import ROOT, Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -64,32 +64,8 @@ def _status_file(m: Mesh) -> dict:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    base = tmp_path_factory.mktemp("cploss")
-    mesh_file = base / "mesh.yaml"
-    mesh_file.write_text(MESH % {"apps": ROOT / "examples" / "bookinfo"})
-    m = Mesh(base / ".mizzen")
-    envoys_before = set(subprocess.run(["pgrep", "-x", "envoy"], capture_output=True, text=True).stdout.split())
-    try:
-        m.up(mesh_file)
-        m.wait_synced(expect=PODS)
+    with running_mesh(tmp_path_factory.mktemp("cploss"), text=MESH % {"apps": ROOT / "examples" / "bookinfo"}, expect=PODS) as m:
         yield m
-    finally:
-        runner = (_status_file(m).get("runner") or {}).get("pid")
-        if runner:
-            try:
-                os.kill(runner, signal.SIGCONT)  # never leave our runner stopped
-            except ProcessLookupError:
-                pass
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
-        ours = [ln for ln in subprocess.run(["pgrep", "-a", "-x", "envoy"], capture_output=True,
-                                            text=True).stdout.splitlines()
-                if str(m.state_dir) in ln and ln.split()[0] not in envoys_before]
-        assert not ours, ours
 
 
 def _wait(pred, timeout: float, what: str):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns
+from .mesh import Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -105,26 +105,9 @@ def mesh_yaml() -> str:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    base = tmp_path_factory.mktemp("drain")
-    (base / "mesh.yaml").write_text(mesh_yaml())
-    (base / "grpc_load.py").write_text(GRPC_LOAD)
-    m = Mesh(base / ".mizzen")
-    envoys_before = set(subprocess.run(["pgrep", "-x", "envoy"], capture_output=True, text=True).stdout.split())
-    try:
-        m.up(base / "mesh.yaml")
-        m.wait_synced(expect=3)
+    with running_mesh(tmp_path_factory.mktemp("drain"), text=mesh_yaml(), expect=3) as m:
+        (m.state_dir.parent / "grpc_load.py").write_text(GRPC_LOAD)
         yield m
-    finally:
-        p = m.down()
-        assert p.returncode == 0, p.stderr
-        from mizzen.local.netns import mesh_id
-
-        left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        assert f"mizzen-{mesh_id(str(m.state_dir))}-" not in left, left
-        ours = [ln for ln in subprocess.run(["pgrep", "-a", "-x", "envoy"], capture_output=True,
-                                            text=True).stdout.splitlines()
-                if str(m.state_dir) in ln and ln.split()[0] not in envoys_before]
-        assert not ours, ours
 
 
 def caller_stats(m: Mesh, pattern: str) -> dict[str, int]:
