@@ -1,3 +1,5 @@
+import os
+import shutil
 import subprocess
 
 import pytest
@@ -54,6 +56,9 @@ def test_xds_cluster_and_admin():
     opts = xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
     assert "http2_protocol_options" in opts["explicit_http_config"]
     assert xds["upstream_connection_options"]["tcp_keepalive"]
+    # the ADS stream comes back within seconds of a control-plane restart (Envoy's default cap is 30 s)
+    grpc = ads["grpc_services"][0]["envoy_grpc"]
+    assert grpc["retry_policy"]["retry_back_off"] == {"base_interval": "0.5s", "max_interval": "5s"}
     loop = build_bootstrap(AgentConfig.from_dict(LOOPBACK))
     assert loop["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
     (xds,) = loop["static_resources"]["clusters"]
@@ -75,3 +80,34 @@ def test_xds_cluster_lists_every_control_plane_replica(tmp_path):
     r = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
                         "--log-level", "warning"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chmod/chown for another uid)")
+def test_envoy_dirs_made_searchable_again_under_tmp_only(tmp_path):
+    """pytest (and others) may make a temp dir 0700 under a running mesh: the agent gives Envoy's uid its
+    search bit back there, and only warns for directories outside the temp dir."""
+    import tempfile
+
+    from mizzen.agent.envoy import EnvoyOptions, EnvoyProcess
+
+    home = tempfile.mkdtemp(prefix="mizzen-reach-")
+    try:
+        work = os.path.join(home, "state", "pods", "p-0")
+        os.makedirs(work)
+        os.chmod(home, 0o700)
+        proc = EnvoyProcess(EnvoyOptions(binary="envoy", config_path=os.path.join(work, "envoy.yaml"),
+                                         work_dir=work, log_path=os.path.join(work, "envoy.log"),
+                                         base_id_path=os.path.join(work, "base-id"), uid=1337))
+        assert proc.ensure_reachable([work]) == []
+        assert os.stat(home).st_mode & 0o001
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    outside = "/var/tmp/mizzen-reach-test"  # not under tempfile.gettempdir() (/tmp)
+    os.makedirs(os.path.join(outside, "w"), exist_ok=True)
+    try:
+        os.chmod(outside, 0o700)
+        proc.opts.work_dir = os.path.join(outside, "w")
+        assert proc.ensure_reachable([os.path.join(outside, "w")]) == [outside]
+        assert not os.stat(outside).st_mode & 0o001  # left as it is, only reported
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
