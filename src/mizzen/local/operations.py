@@ -346,6 +346,11 @@ class Operations:
                     except netns.NetnsError as e:
                         log.error("%s: %s", p.name, e)
                 self.pods = [x for x in self.pods if x is not p]
+                for sock in ("admin.sock", "agent.sock"):  # the dir stays for its logs; dead sockets go
+                    try:
+                        os.unlink(os.path.join(p.dir, sock))
+                    except OSError:
+                        pass
                 for table in (self.agents, self.apps, self.agent_states, self.envoy_pids):
                     table.pop(p.name, None)
                 self.static_registered.pop(p.instance_id, None)
