@@ -88,6 +88,7 @@ def kind_columns(kind: str, wide: bool) -> list[str]:
         "Sidecar": ["SELECTOR"],
         "Service": ["PORTS", "SELECTOR"],
         "Workload": ["REPLICAS", "SIDECAR", "PORTS"],
+        "Namespace": ["INJECT"],
     }.get(kind, [])
     return cols + (["COMMAND"] if wide and kind == "Workload" else []) + (["LABELS"] if wide else [])
 
@@ -113,6 +114,8 @@ def kind_cells(doc: dict[str, Any], wide: bool) -> list[Any]:
                  _join(p.get("containerPort") for p in spec.get("ports", []))]
         if wide:
             cells.append(" ".join(spec.get("command", [])))
+    elif kind == "Namespace":
+        cells = [(doc.get("metadata", {}).get("labels") or {}).get("mizzen.dev/inject", "-")]
     else:
         cells = []
     if wide:
