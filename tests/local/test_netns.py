@@ -234,6 +234,7 @@ def test_vip_table_and_rules_text():
     table = vip_table(services, instances)
     assert table == {("10.96.0.5", 80): [("10.244.0.2", 9080), ("10.244.0.3", 9080)]}
     text = vip_rules(table)
+    assert text.startswith("*nat\n:MIZZEN_SERVICES - [0:0]\n") and "-A OUTPUT -p tcp -j MIZZEN_SERVICES" in text
     assert ("-A MIZZEN_SERVICES -d 10.96.0.5/32 -p tcp --dport 80 -m statistic --mode random "
             "--probability 0.50000000 -j DNAT --to-destination 10.244.0.2:9080") in text
     assert "-A MIZZEN_SERVICES -d 10.96.0.5/32 -p tcp --dport 80 -j DNAT --to-destination 10.244.0.3:9080" in text
@@ -241,19 +242,35 @@ def test_vip_table_and_rules_text():
 
 @requires_netns
 def test_sidecar_less_pod_reaches_service_vips_through_its_own_nat_rules(mesh):
-    from mizzen.local.plainroutes import vip_rules
-
     plain = mesh.add_pod("plain-0", 0, capture=False)
     a = mesh.add_pod("web-0", 1, capture=False)
     b = mesh.add_pod("web-1", 2, capture=False)
     _serve(mesh, a, 9080, "A")
     _serve(mesh, b, 9080, "B")
-    assert mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
-    assert not mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
+    assert mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]})
+    assert not mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]})
     seen = {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(30)}
     assert seen == {"A", "B"}, seen
     # an endpoint taken out: new connections go only to the other one
-    mesh.set_vip_rules("plain-0", vip_rules({("10.96.0.5", 80): [(b.ip, 9080)]}))
+    mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(b.ip, 9080)]})
     assert {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(10)} == {"B"}
     # the rules live in the pod's namespace only
     assert "10.96.0.5" not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+
+
+@requires_netns
+def test_pod_with_sidecar_vip_rules_apply_to_envoys_own_connections_only(mesh):
+    """In a pod with a sidecar the app's connection to a VIP is still captured (15001); Envoy's own (uid 1337),
+    e.g. its passthrough of that connection, is DNATed to an endpoint as kube-proxy would."""
+    m = mesh.add_pod("m-0", 0, capture=True)
+    a = mesh.add_pod("web-0", 1, capture=False)
+    _serve(mesh, m, 15001, "M-outbound")
+    _serve(mesh, a, 9080, "A")
+    assert mesh.set_vip_rules("m-0", {("10.96.0.5", 80): [(a.ip, 9080)]})
+    assert _client(m, "http://10.96.0.5:80/").stdout.strip() == "M-outbound 10.96.0.5:80"
+    r = _client(m, "http://10.96.0.5:80/", uid=1337)
+    assert r.returncode == 0 and r.stdout.strip() == "A -", r.stderr
+    # a VIP port without endpoints is left alone (Envoy's connect fails there, as with no kube-proxy)
+    assert _client(m, "http://10.96.0.6:80/").stdout.strip() == "M-outbound 10.96.0.6:80"
+    nat = subprocess.run(m.exec_argv(["iptables", "-t", "nat", "-S"]), capture_output=True, text=True).stdout
+    assert "-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in nat and "-A MIZZEN_SERVICES" in nat, nat

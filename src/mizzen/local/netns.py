@@ -169,12 +169,15 @@ def delete_namespace(netns: str) -> None:
 
 def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INBOUND_PORT,
                   envoy_uid: int = ENVOY_UID,
-                  inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS) -> str:
-    """The iptables-restore input (nat table) of a pod with a sidecar."""
+                  inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS,
+                  services: Sequence[str] = ()) -> str:
+    """The iptables-restore input (nat table) of a pod with a sidecar; `services`: the MIZZEN_SERVICES chain
+    (plainroutes.service_chain) that Envoy's own connections to the VIP range go through."""
     lines = [
         "*nat",
         ":MIZZEN_INBOUND - [0:0]",
         ":MIZZEN_OUTPUT - [0:0]",
+        *services[:1],
         "-A PREROUTING -p tcp -i eth0 -j MIZZEN_INBOUND",
         "-A OUTPUT -p tcp -j MIZZEN_OUTPUT",
     ]
@@ -183,12 +186,15 @@ def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INB
     lines += [
         f"-A MIZZEN_INBOUND -p tcp -j REDIRECT --to-ports {inbound_port}",
         "-A MIZZEN_OUTPUT -o lo -j RETURN",
+    ]
+    if services:
+        lines.append(f"-A MIZZEN_OUTPUT -m owner --uid-owner {envoy_uid} -d {VIP_NETWORK} -j MIZZEN_SERVICES")
+    lines += [
         f"-A MIZZEN_OUTPUT -m owner --uid-owner {envoy_uid} -j RETURN",
         "-A MIZZEN_OUTPUT -d 127.0.0.0/8 -j RETURN",
         f"-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports {outbound_port}",
-        "COMMIT",
-        "",
     ]
+    lines += [*services[1:], "COMMIT", ""]
     return "\n".join(lines)
 
 
@@ -260,7 +266,10 @@ class PodNet:
     veth: str
     capture: bool
     hosts_path: str
-    nat: str = ""  # a pod without a sidecar: the service-VIP nat rules last loaded (plainroutes.py)
+    nat: str = ""  # the nat table last loaded with service-VIP rules (plainroutes.py)
+    outbound_port: int = OUTBOUND_PORT
+    inbound_port: int = INBOUND_PORT
+    envoy_uid: int = ENVOY_UID
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         return exec_argv(self.netns, argv)
@@ -309,7 +318,8 @@ class MeshNet:
         veth = veth_name(self.meshid, pod)
         ip = pod_ip(index)
         hosts = os.path.join(ETC_NETNS, netns, "hosts")
-        pn = PodNet(pod, namespace, netns, ip, veth, capture, hosts)
+        pn = PodNet(pod, namespace, netns, ip, veth, capture, hosts, outbound_port=outbound_port,
+                    inbound_port=inbound_port, envoy_uid=envoy_uid)
         # the hosts file must exist before any `ip netns exec` so that it gets bind-mounted
         write_in_place(hosts, render_hosts(self.services, pod_namespace=namespace, pod=pod, ip=ip))
         write_in_place(os.path.join(ETC_NETNS, netns, "resolv.conf"),
@@ -352,10 +362,19 @@ class MeshNet:
             changed |= write_in_place(pn.hosts_path, text)
         return changed
 
-    def set_vip_rules(self, pod: str, rules: str) -> bool:
-        """Load a sidecar-less pod's service-VIP nat table (atomically, replacing the last). True if changed."""
+    def set_vip_rules(self, pod: str, table: Mapping[tuple[str, int], Sequence[tuple[str, int]]]) -> bool:
+        """Load a pod's nat table with the service-VIP rules for `table` (plainroutes.vip_table): for a pod
+        without a sidecar every connection goes through them, for one with a sidecar only Envoy's own to the
+        VIP range, next to the capture rules. Atomic (one iptables-restore of the whole table). True if
+        changed."""
+        from .plainroutes import service_chain, vip_rules
+
         pn = self.pods.get(pod)
-        if pn is None or pn.capture or pn.nat == rules:
+        if pn is None:
+            return False
+        rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
+                              envoy_uid=pn.envoy_uid, services=service_chain(table)) if pn.capture else vip_rules(table)
+        if pn.nat == rules:
             return False
         run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
         pn.nat = rules

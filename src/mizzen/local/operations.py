@@ -174,7 +174,8 @@ class Operations:
         self.sync_vip_rules(fetch=True)
 
     def sync_vip_rules(self, fetch: bool = False) -> None:
-        """Point every sidecar-less pod's service VIPs at the current healthy endpoints (plainroutes.py);
+        """Point every pod's service VIPs at the current healthy endpoints (plainroutes.py: all connections of
+        a sidecar-less pod, Envoy's passthrough ones in a pod with a sidecar);
         `fetch`: read services and instances from the control plane first (before/after a replica change)."""
         if self.net is None:
             return
@@ -186,13 +187,12 @@ class Operations:
             except API_ERRORS as e:
                 log.warning("service VIPs of sidecar-less pods not updated: %s", e)
                 return
-        rules = plainroutes.vip_rules(plainroutes.vip_table(self.services, self.instance_items))
+        table = plainroutes.vip_table(self.services, self.instance_items)
         with self.lock:
-            plain = [p.name for p in self.pods if not p.sidecar]
-            for name in plain:
+            for name in [p.name for p in self.pods]:
                 try:
-                    if self.net.set_vip_rules(name, rules):
-                        log.info("%s: service VIP rules updated", name)
+                    if self.net.set_vip_rules(name, table):
+                        log.debug("%s: service VIP rules updated", name)
                 except netns.NetnsError as e:
                     log.error("%s: %s", name, e)
 

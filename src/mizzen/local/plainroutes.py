@@ -10,6 +10,11 @@ reaches meshed services by name. Rules are rewritten atomically (`iptables-resto
 which holds nothing else: there is no capture without a sidecar) when services or instances change, and
 before a replica is stopped, so new connections never go to a withdrawn pod.
 
+A pod with a sidecar gets the same chain for Envoy's own connections (uid 1337) to the VIP range only
+(netns.capture_rules): what Envoy forwards to the address the app dialled (PassthroughCluster,
+`loadBalancer.simple: PASSTHROUGH`) reaches the service when that address is a VIP, as kube-proxy makes
+it in Kubernetes. Everything else Envoy sends goes to pod IPs (EDS) and is not touched.
+
 Only Kubernetes-style Services (with a selector) are mapped; ServiceEntry hosts need a sidecar.
 """
 from __future__ import annotations
@@ -42,11 +47,11 @@ def vip_table(services: Iterable[Mapping[str, Any]], instances: Iterable[Mapping
     return table
 
 
-def vip_rules(table: Mapping[VipPort, Sequence[Endpoint]]) -> str:
-    """The iptables-restore input (nat table) of a pod without a sidecar: one DNAT per endpoint, the i-th of
-    n taken with probability 1/(n-i), so each is picked with probability 1/n. A VIP port without endpoints
-    gets no rule (the connection fails as it would with kube-proxy)."""
-    lines = ["*nat", ":MIZZEN_SERVICES - [0:0]", "-A OUTPUT -p tcp -j MIZZEN_SERVICES"]
+def service_chain(table: Mapping[VipPort, Sequence[Endpoint]]) -> list[str]:
+    """The nat chain MIZZEN_SERVICES (iptables-restore lines): one DNAT per endpoint, the i-th of n taken with
+    probability 1/(n-i), so each is picked with probability 1/n. A VIP port without endpoints gets no rule
+    (the connection fails as it would with kube-proxy)."""
+    lines = [":MIZZEN_SERVICES - [0:0]"]
     for (vip, port), eps in sorted(table.items()):
         n = len(eps)
         for i, (ip, target) in enumerate(eps):
@@ -54,5 +59,10 @@ def vip_rules(table: Mapping[VipPort, Sequence[Endpoint]]) -> str:
             if i < n - 1:
                 match += f" -m statistic --mode random --probability {1.0 / (n - i):.8f}"
             lines.append(f"{match} -j DNAT --to-destination {ip}:{target}")
-    lines += ["COMMIT", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def vip_rules(table: Mapping[VipPort, Sequence[Endpoint]]) -> str:
+    """The iptables-restore input (nat table) of a pod without a sidecar: every tcp connection it opens
+    goes through MIZZEN_SERVICES."""
+    return "\n".join(["*nat", *service_chain(table), "-A OUTPUT -p tcp -j MIZZEN_SERVICES", "COMMIT", ""])

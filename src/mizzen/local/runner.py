@@ -33,7 +33,7 @@ from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue
                         not_ready_reasons, read_json, read_pid, runner_alive, stop_mesh, summary_lines,
                         write_json)
 from .operations import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Operations
-from .plainroutes import vip_rules, vip_table
+from .plainroutes import vip_table
 from .reconcile import Reconciler
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, RunnerError, plan_pods
 from .procs import alive, cmdline, env_without_proxies, free_ports, signal_pid, tail
@@ -352,8 +352,9 @@ class Runner(Operations):
             pn = self.net.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
             pod.ip, pod.netns = pn.ip, pn.netns
             pod.port_map = {p: p for p in pod.ports}
-            if not pod.sidecar:  # no sidecar behind the service VIPs: nat rules do it (plainroutes.py)
-                self.net.set_vip_rules(pod.name, vip_rules(vip_table(self.services, self.instance_items)))
+            # the service VIPs lead somewhere (plainroutes.py): for a sidecar-less pod's connections, or
+            # Envoy's passthrough ones
+            self.net.set_vip_rules(pod.name, vip_table(self.services, self.instance_items))
         else:
             ports = free_ports(len(pod.ports) + 3)
             pod.ip = "127.0.0.1"
