@@ -274,3 +274,12 @@ def test_pod_with_sidecar_vip_rules_apply_to_envoys_own_connections_only(mesh):
     assert _client(m, "http://10.96.0.6:80/").stdout.strip() == "M-outbound 10.96.0.6:80"
     nat = subprocess.run(m.exec_argv(["iptables", "-t", "nat", "-S"]), capture_output=True, text=True).stdout
     assert "-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in nat and "-A MIZZEN_SERVICES" in nat, nat
+
+
+def test_free_ports_are_distinct_and_below_the_ephemeral_range():
+    """Loopback-mode ports must not come from the range the kernel uses for outgoing connections' source
+    ports (an agent once found its port taken that way)."""
+    from mizzen.local.procs import _ephemeral_low, free_ports
+
+    ports = free_ports(20)
+    assert len(set(ports)) == 20 and all(10000 <= p < _ephemeral_low() for p in ports), ports

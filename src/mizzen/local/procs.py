@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from typing import Sequence
@@ -79,11 +80,34 @@ def tail(path: str, lines: int = 20) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct free TCP ports on host (held open together so they differ)."""
-    socks = []
+def _ephemeral_low() -> int:
     try:
-        for _ in range(n):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free TCP ports on host, picked at random *below* the kernel's ephemeral range: a port the
+    kernel hands out (bind to 0) can be taken meanwhile as the source port of any outgoing connection, and
+    a listener started later on it fails (EADDRINUSE; seen in loopback mode). Held open together while
+    picking, so they differ."""
+    low, high = 10000, max(10001, _ephemeral_low())
+    rng = random.SystemRandom()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(50 * n):
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            try:
+                s.bind((host, rng.randrange(low, high)))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:  # a crowded range: let the kernel choose
             s = socket.socket()
             s.bind((host, 0))
             socks.append(s)
