@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Iterator
@@ -125,6 +126,48 @@ class Mesh:
 def share(counts: dict[str, int], key_part: str) -> float:
     total = sum(counts.values())
     return 100.0 * sum(n for k, n in counts.items() if key_part in k) / total if total else 0.0
+
+
+SLEEP_COMMAND = "[sh, -c, \"trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done\"]"
+
+
+def hello_mesh(app: Path, *, grpc: bool = False, ext: bool = False) -> str:
+    """The policy tests' mesh: `hello` (hello-a-0 in locality r1/z1, hello-b-0/1 in r1/z2) running `app` on
+    8080 (and gRPC on 50051 with `grpc`), `ext` without a sidecar in r9/z9 (with `ext`), and the `sleep`
+    client in r1/z1. Apps run with this interpreter: it has grpcio, the system python3 may not."""
+    ports = (8080, 50051) if grpc else (8080,)
+
+    def wl(name: str, n: int, loc: str, ports: tuple[int, ...], extra: str = "") -> str:
+        return textwrap.dedent(f"""\
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: {name}, labels: {{app: {name.split('-')[0]}}}}}
+            spec:
+              replicas: {n}
+              command: [{sys.executable}, {app}]
+              ports: [{', '.join(f'{{containerPort: {p}}}' for p in ports)}]
+              locality: {loc}
+            """) + extra
+
+    svc_ports = "[{port: 8080, name: http}" + (", {port: 50051, name: grpc}]" if grpc else "]")
+    return textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Service
+        metadata: {{name: hello}}
+        spec:
+          selector: {{app: hello}}
+          ports: {svc_ports}
+        """) + wl("hello-a", 1, "r1/z1", ports) + wl("hello-b", 2, "r1/z2", ports) + \
+        (wl("ext", 1, "r9/z9", (8080,), "  sidecar: false\n") if ext else "") + textwrap.dedent(f"""\
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {{name: sleep, labels: {{app: sleep}}}}
+        spec:
+          command: {SLEEP_COMMAND}
+          locality: r1/z1
+        """)
 
 
 def _pgrep_envoys() -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns, running_mesh
+from .mesh import Mesh, can_run_netns, running_mesh, hello_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -25,42 +25,9 @@ HELLO = "http://hello:8080/"
 PODS = ("hello-a-0", "hello-b-0", "hello-b-1")
 
 
-def mesh_yaml() -> str:
-    # workload apps run with the venv's interpreter: it has grpcio, the system python3 may not
-    py = sys.executable
-    wl = lambda name, n, loc, ports, extra="": textwrap.dedent(f"""\
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {{name: {name}, labels: {{app: {name.split('-')[0]}}}}}
-        spec:
-          replicas: {n}
-          command: [{py}, {APP}]
-          ports: [{', '.join(f'{{containerPort: {p}}}' for p in ports)}]
-          locality: {loc}
-        """) + extra
-    return textwrap.dedent("""\
-        apiVersion: v1
-        kind: Service
-        metadata: {name: hello}
-        spec:
-          selector: {app: hello}
-          ports: [{port: 8080, name: http}, {port: 50051, name: grpc}]
-        """) + wl("hello-a", 1, "r1/z1", (8080, 50051)) + wl("hello-b", 2, "r1/z2", (8080, 50051)) + \
-        wl("ext", 1, "r9/z9", (8080,), "  sidecar: false\n") + textwrap.dedent("""\
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {name: sleep, labels: {app: sleep}}
-        spec:
-          command: [sh, -c, "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]
-          locality: r1/z1
-        """)
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    with running_mesh(tmp_path_factory.mktemp("drpol"), text=mesh_yaml()) as m:
+    with running_mesh(tmp_path_factory.mktemp("drpol"), text=hello_mesh(APP, grpc=True, ext=True)) as m:
         yield m
 
 

@@ -9,13 +9,12 @@ the caller's Envoy (config dump and stats from its admin socket). Loads are boun
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .mesh import Mesh, can_run_netns, share, running_mesh
+from .mesh import Mesh, can_run_netns, share, running_mesh, hello_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
@@ -42,39 +41,9 @@ PROBE = textwrap.dedent("""\
     """)
 
 
-def mesh_yaml() -> str:
-    wl = lambda name, n, loc: textwrap.dedent(f"""\
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {{name: {name}, labels: {{app: hello}}}}
-        spec:
-          replicas: {n}
-          command: [{sys.executable}, {APP}]
-          ports: [{{containerPort: 8080}}]
-          locality: {loc}
-        """)
-    return textwrap.dedent("""\
-        apiVersion: v1
-        kind: Service
-        metadata: {name: hello}
-        spec:
-          selector: {app: hello}
-          ports: [{port: 8080, name: http}]
-        """) + wl("hello-a", 1, "r1/z1") + wl("hello-b", 2, "r1/z2") + textwrap.dedent("""\
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {name: sleep, labels: {app: sleep}}
-        spec:
-          command: [sh, -c, "trap 'exit 0' TERM INT; while true; do sleep 3600 & wait $!; done"]
-          locality: r1/z1
-        """)
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory) -> Mesh:
-    with running_mesh(tmp_path_factory.mktemp("lbpol"), text=mesh_yaml()) as m:
+    with running_mesh(tmp_path_factory.mktemp("lbpol"), text=hello_mesh(APP)) as m:
         yield m
 
 
