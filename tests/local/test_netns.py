@@ -9,6 +9,7 @@ import time
 import pytest
 
 from mizzen.local import netns
+from mizzen.local.plainroutes import service_chain
 
 from .conftest import requires_netns
 
@@ -247,12 +248,12 @@ def test_sidecar_less_pod_reaches_service_vips_through_its_own_nat_rules(mesh):
     b = mesh.add_pod("web-1", 2, capture=False)
     _serve(mesh, a, 9080, "A")
     _serve(mesh, b, 9080, "B")
-    assert mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]})
-    assert not mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]})
+    assert mesh.set_vip_rules("plain-0", service_chain({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
+    assert not mesh.set_vip_rules("plain-0", service_chain({("10.96.0.5", 80): [(a.ip, 9080), (b.ip, 9080)]}))
     seen = {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(30)}
     assert seen == {"A", "B"}, seen
     # an endpoint taken out: new connections go only to the other one
-    mesh.set_vip_rules("plain-0", {("10.96.0.5", 80): [(b.ip, 9080)]})
+    mesh.set_vip_rules("plain-0", service_chain({("10.96.0.5", 80): [(b.ip, 9080)]}))
     assert {_client(plain, "http://10.96.0.5:80/").stdout.split()[0] for _ in range(10)} == {"B"}
     # the rules live in the pod's namespace only
     assert "10.96.0.5" not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
@@ -266,7 +267,7 @@ def test_pod_with_sidecar_vip_rules_apply_to_envoys_own_connections_only(mesh):
     a = mesh.add_pod("web-0", 1, capture=False)
     _serve(mesh, m, 15001, "M-outbound")
     _serve(mesh, a, 9080, "A")
-    assert mesh.set_vip_rules("m-0", {("10.96.0.5", 80): [(a.ip, 9080)]})
+    assert mesh.set_vip_rules("m-0", service_chain({("10.96.0.5", 80): [(a.ip, 9080)]}))
     assert _client(m, "http://10.96.0.5:80/").stdout.strip() == "M-outbound 10.96.0.5:80"
     r = _client(m, "http://10.96.0.5:80/", uid=1337)
     assert r.returncode == 0 and r.stdout.strip() == "A -", r.stderr

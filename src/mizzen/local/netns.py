@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from .plainroutes import plain_rules
 from .procs import alive
 
 BRIDGE = "mzbr0"
@@ -362,18 +363,16 @@ class MeshNet:
             changed |= write_in_place(pn.hosts_path, text)
         return changed
 
-    def set_vip_rules(self, pod: str, table: Mapping[tuple[str, int], Sequence[tuple[str, int]]]) -> bool:
-        """Load a pod's nat table with the service-VIP rules for `table` (plainroutes.vip_table): for a pod
-        without a sidecar every connection goes through them, for one with a sidecar only Envoy's own to the
-        VIP range, next to the capture rules. Atomic (one iptables-restore of the whole table). True if
-        changed."""
-        from .plainroutes import service_chain, vip_rules
-
+    def set_vip_rules(self, pod: str, chain: Sequence[str]) -> bool:
+        """Load a pod's nat table with the service-VIP `chain` (plainroutes.service_chain, computed once for
+        all pods): for a pod without a sidecar every connection goes through it, for one with a sidecar only
+        Envoy's own to the VIP range, next to the capture rules. Atomic (one iptables-restore of the whole
+        table); nothing is run when the pod already has exactly these rules. True if changed."""
         pn = self.pods.get(pod)
         if pn is None:
             return False
         rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
-                              envoy_uid=pn.envoy_uid, services=service_chain(table)) if pn.capture else vip_rules(table)
+                              envoy_uid=pn.envoy_uid, services=chain) if pn.capture else plain_rules(chain)
         if pn.nat == rules:
             return False
         run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)

@@ -60,6 +60,7 @@ class Operations:
     static_registered: dict[str, float]
     services: list[dict[str, Any]]
     instance_items: list[dict[str, Any]]
+    _vip_table: dict[tuple[str, int], list[tuple[str, int]]] | None
     timeout: float
     drain_seconds: float
     withdraw_timeout: float
@@ -74,6 +75,8 @@ class Operations:
         def agent_config(self, pod: Pod) -> dict[str, Any]: ...
         def launch(self, pod: Pod) -> None: ...
         def _deregister(self, iid: str) -> None: ...
+        def refresh_services(self) -> bool: ...
+        def refresh_instances(self) -> None: ...
         def status(self) -> dict[str, Any]: ...
         def write_status(self, st: dict[str, Any] | None = None) -> None: ...
 
@@ -105,18 +108,15 @@ class Operations:
         ns = r.namespace if r is not None else namespace
         if ns is None:
             return [r] if r is not None else []
-        out: list[Resource] = []
         try:
-            out.append(from_dict(self.api.get_resource("Workload", ns, workload)))
-        except ApiError as e:
-            if e.status != 404:
-                log.warning("workload %s/%s: store unreadable (%s); using the mesh file's", ns, workload, e)
-                out = [r] if r is not None else []
+            out = [from_dict(self.api.get_resource("Workload", ns, workload))]
         except (InvalidConfig, *API_ERRORS) as e:
+            if isinstance(e, ApiError) and e.status == 404:
+                return []  # deleted from the store
             log.warning("workload %s/%s: store unreadable (%s); using the mesh file's", ns, workload, e)
-            out = [r] if r is not None else []
-        if not out:
-            return []
+            if r is None:
+                return []
+            out = [r]
         try:
             out.append(from_dict(self.api.get_resource("Namespace", ns, ns)))
         except (InvalidConfig, *API_ERRORS):
@@ -175,26 +175,27 @@ class Operations:
 
     def sync_vip_rules(self, fetch: bool = False) -> None:
         """Point every pod's service VIPs at the current healthy endpoints (plainroutes.py: all connections of
-        a sidecar-less pod, Envoy's passthrough ones in a pod with a sidecar);
-        `fetch`: read services and instances from the control plane first (before/after a replica change)."""
+        a sidecar-less pod, Envoy's passthrough ones in a pod with a sidecar); `fetch`: read services and
+        instances from the control plane first (before/after a replica change). The rules are computed once
+        for all pods, and only when the table changed since the last sync."""
         if self.net is None:
             return
         if fetch:
-            try:
-                self.services = sorted(self.api.services(), key=lambda s: (s.get("namespace") or "",
-                                                                           s.get("name") or "", s.get("hostname") or ""))
-                self.instance_items = self.api.instances()
-            except API_ERRORS as e:
-                log.warning("service VIPs of sidecar-less pods not updated: %s", e)
-                return
+            self.refresh_services()
+            self.refresh_instances()
         table = plainroutes.vip_table(self.services, self.instance_items)
         with self.lock:
+            if table == self._vip_table:
+                return  # every pod has these (a new pod gets them when it is made)
+            chain = plainroutes.service_chain(table)
+            failed = False
             for name in [p.name for p in self.pods]:
                 try:
-                    if self.net.set_vip_rules(name, table):
-                        log.debug("%s: service VIP rules updated", name)
+                    self.net.set_vip_rules(name, chain)
                 except netns.NetnsError as e:
                     log.error("%s: %s", name, e)
+                    failed = True
+            self._vip_table = None if failed else table  # a failure is retried on the next sync
 
     def _plain_connections(self, pod: Pod) -> int:
         """Connections open to a sidecar-less pod's app ports (from callers' sidecars or DNATed clients)."""

@@ -62,7 +62,12 @@ def service_chain(table: Mapping[VipPort, Sequence[Endpoint]]) -> list[str]:
     return lines
 
 
-def vip_rules(table: Mapping[VipPort, Sequence[Endpoint]]) -> str:
+def plain_rules(chain: Sequence[str]) -> str:
     """The iptables-restore input (nat table) of a pod without a sidecar: every tcp connection it opens
-    goes through MIZZEN_SERVICES."""
-    return "\n".join(["*nat", *service_chain(table), "-A OUTPUT -p tcp -j MIZZEN_SERVICES", "COMMIT", ""])
+    goes through the MIZZEN_SERVICES `chain` (service_chain)."""
+    return "\n".join(["*nat", *chain, "-A OUTPUT -p tcp -j MIZZEN_SERVICES", "COMMIT", ""])
+
+
+def vip_rules(table: Mapping[VipPort, Sequence[Endpoint]]) -> str:
+    """plain_rules for a vip_table."""
+    return plain_rules(service_chain(table))

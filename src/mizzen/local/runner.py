@@ -33,7 +33,7 @@ from .meshstate import (PID_FILE, STATUS_FILE, envoy_pid_of, failing_logs, issue
                         not_ready_reasons, read_json, read_pid, runner_alive, stop_mesh, summary_lines,
                         write_json)
 from .operations import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Operations
-from .plainroutes import vip_table
+from .plainroutes import service_chain, vip_table
 from .reconcile import Reconciler
 from .pods import API_ERRORS, POLL_SECONDS, Child, Pod, RunnerError, plan_pods
 from .procs import alive, cmdline, env_without_proxies, free_ports, signal_pid, tail
@@ -126,6 +126,7 @@ class Runner(Operations):
         self.static_registered: dict[str, float] = {}  # sidecar-less pods the runner registered: id -> time
         self.services: list[dict[str, Any]] = []
         self.instance_items: list[dict[str, Any]] = []  # the registry's instances, as last read
+        self._vip_table: dict[tuple[str, int], list[tuple[str, int]]] | None = None  # last synced to pods
         self.stop_requested = False
         self.force = False
         self.phase = "starting"
@@ -354,7 +355,7 @@ class Runner(Operations):
             pod.port_map = {p: p for p in pod.ports}
             # the service VIPs lead somewhere (plainroutes.py): for a sidecar-less pod's connections, or
             # Envoy's passthrough ones
-            self.net.set_vip_rules(pod.name, vip_table(self.services, self.instance_items))
+            self.net.set_vip_rules(pod.name, service_chain(vip_table(self.services, self.instance_items)))
         else:
             ports = free_ports(len(pod.ports) + 3)
             pod.ip = "127.0.0.1"
