@@ -396,7 +396,7 @@ class Operations:
             ns = namespace or next((p.namespace for p in pods), None) or \
                 getattr(self._workload_resource(workload, None), "namespace", "default")
             try:
-                persist_replicas(self, workload, ns, replicas)  # type: ignore[arg-type]
+                persist_replicas(self.api, workload, ns, replicas)
             except API_ERRORS as e:
                 progress(f"warning: replicas not recorded in the store ({e}); the runner may scale back")
         return [p.name for p in self.workload_pods(workload, namespace)]

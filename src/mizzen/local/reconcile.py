@@ -26,6 +26,7 @@ from .control import OperationError
 from .pods import API_ERRORS
 
 if TYPE_CHECKING:
+    from ..cli.client import ApiClient
     from .runner import Runner
 
 log = logging.getLogger("mizzen.local")
@@ -51,13 +52,13 @@ def plan(desired: dict[WorkloadKey, int], running: dict[WorkloadKey, int]) -> li
     return sorted(changes)
 
 
-def persist_replicas(runner: "Runner", workload: str, namespace: str, replicas: int) -> None:
+def persist_replicas(api: "ApiClient", workload: str, namespace: str, replicas: int) -> None:
     """Write a Workload's new replica count to the store (what `mizzen scale` did at runtime)."""
-    d = runner.api.get_resource("Workload", namespace, workload)
+    d = api.get_resource("Workload", namespace, workload)
     d.setdefault("spec", {})["replicas"] = replicas
     meta = d.get("metadata") or {}
     d["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
-    runner.api.apply([(f"<mizzen scale {workload}>", yaml.safe_dump(d, sort_keys=False))])
+    api.apply([(f"<mizzen scale {workload}>", yaml.safe_dump(d, sort_keys=False))])
 
 
 class Reconciler:
