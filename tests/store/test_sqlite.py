@@ -272,3 +272,21 @@ def test_core_revalidates_when_a_replica_commits_during_validation(tmp_path) -> 
         a.close()
         b.close()
         reg.close()
+
+
+def test_replicas_opening_a_fresh_store_at_once_all_succeed(tmp_path) -> None:
+    """Control planes started together on a new state dir all open the store and registry (one used to fail
+    with "database is locked" while another switched the file to WAL: seen in CI; this stress reproduced it
+    with the old code in some runs, not every run)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mizzen.store import SqliteStore; from mizzen.registry.embedded import "
+            "EmbeddedRegistry; SqliteStore(sys.argv[1] + '/store.db').close(); "
+            "EmbeddedRegistry(sys.argv[1] + '/registry.db').close()")
+    for round_ in range(8):
+        d = tmp_path / str(round_)
+        d.mkdir()
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(d)], stderr=subprocess.PIPE) for _ in range(8)]
+        errs = [p.communicate(timeout=60)[1].decode() for p in procs]
+        assert all(p.returncode == 0 for p in procs), errs

@@ -7,11 +7,11 @@ import builtins
 import json
 import logging
 import os
-import sqlite3
 import threading
 from typing import Callable
 
 from ..model.types import Instance
+from ..sqlitedb import open_shared
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,8 @@ class EmbeddedRegistry:
         self.path = os.fspath(path)
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[int], None]] = []
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = open_shared(self.path, _SCHEMA)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
             self._version, self._instances = self._read_all()
         except BaseException:
             self._db.close()

@@ -10,11 +10,11 @@ import builtins
 import json
 import logging
 import os
-import sqlite3
 import threading
 from typing import Callable
 
 from ..api import InvalidConfig, Issue, Resource, ResourceKey, from_dict
+from ..sqlitedb import open_shared
 from .base import Action, ApplyResult, Change, HistoryCompacted, NotFound, RevisionConflict
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,8 @@ class SqliteStore:
         self._history = max(1, history)
         self._lock = threading.RLock()
         self._subscribers: list[Callable[[int], None]] = []
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db = open_shared(self.path, _SCHEMA)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
             self._cache: dict[ResourceKey, Resource] = {}
             self._json: dict[ResourceKey, str] = {}
             self._revision = self._meta("revision")
