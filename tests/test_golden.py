@@ -24,13 +24,13 @@ from tests.envoy_bin import envoy_binary
 GOLDEN = Path(__file__).parent / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "in.yaml").exists())
 OUT = {CLUSTER: "clusters", ENDPOINT: "endpoints", LISTENER: "listeners", ROUTE: "routes"}
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def load_case(case: str):
     d = GOLDEN / case
-    text = (d / "in.yaml").read_text().replace("${SHARED}", str(SHARED))
-    # `include: path` lines pull in third-party input (Istio's samples) unchanged
+    text = (d / "in.yaml").read_text().replace("${EXAMPLES}", str(EXAMPLES))
+    # `#include path` lines pull in the project's example files (Bookinfo's services and routing) unchanged
     docs = []
     for line in text.splitlines():
         if line.startswith("#include "):

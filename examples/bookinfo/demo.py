@@ -1,4 +1,4 @@
-"""`make demo`: bring up Bookinfo in a local mesh, send traffic under Istio's own routing samples, print
+"""`make demo`: bring up Bookinfo in a local mesh, send traffic under Bookinfo's routing rules (Istio format), print
 where it went, tear everything down.
 
 Runs the same commands a user would (`mizzen up/apply/exec/proxy-status/down`), in a private state dir.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SAMPLES = ROOT.parent / "shared" / "istio-samples" / "bookinfo" / "networking"
+SAMPLES = HERE / "networking"  # the project's Bookinfo routing files, in Istio's format
 LOAD = ROOT / "tests" / "e2e" / "load_client.py"
 
 

@@ -11,7 +11,7 @@ from mizzen.api import load_text
 from mizzen.manifests import load_files
 
 HERE = Path(__file__).parent
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "istio-samples" / "bookinfo"
+from tests.samples import ISTIO_BOOKINFO as SHARED, OWN_BOOKINFO, OWN_NETWORKING, needs_istio_samples
 
 
 def codes(text: str) -> list[tuple[str, str]]:
@@ -35,10 +35,17 @@ def test_mixed_file_finds_every_problem() -> None:
     assert all(m.hint for m in msgs)
 
 
+@needs_istio_samples
 def test_bookinfo_with_istio_samples_is_clean() -> None:
     res = load_files([str(SHARED / "platform" / "kube" / "bookinfo.yaml"),
                       str(SHARED / "networking" / "destination-rule-all.yaml"),
                       str(SHARED / "networking" / "virtual-service-reviews-jason-v2-v3.yaml")]).resources
+    assert [m for m in analyze(res) if m.level != "Info"] == []
+
+
+def test_bookinfo_with_own_routing_files_is_clean() -> None:
+    res = load_files([str(OWN_BOOKINFO / "mesh.yaml"), str(OWN_NETWORKING / "destination-rule-all.yaml"),
+                      str(OWN_NETWORKING / "virtual-service-reviews-jason-v2-v3.yaml")]).resources
     assert [m for m in analyze(res) if m.level != "Info"] == []
 
 
@@ -72,6 +79,6 @@ def test_cli_reports_schema_errors_with_code_and_exit_status(tmp_path: Path) -> 
     (m,) = json.loads(p.stdout)["messages"]
     assert m["code"] == "IST0106" and "sum to 90" in m["message"] and m["path"] == "spec.http[0]"
     clean = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "analyze", "--no-mesh", "-f",
-                            str(SHARED / "networking" / "destination-rule-all.yaml")],
+                            str(OWN_NETWORKING / "destination-rule-all.yaml")],
                            capture_output=True, text=True, timeout=60)
     assert clean.returncode == 0 and "No validation issues" in clean.stdout, clean.stdout + clean.stderr

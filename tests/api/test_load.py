@@ -10,16 +10,25 @@ from mizzen.api import InvalidConfig, load_text
 from mizzen.api.core import sidecar_enabled
 from mizzen.manifests import load_files
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "istio-samples" / "bookinfo"
+from tests.samples import ISTIO_BOOKINFO as SHARED, OWN_BOOKINFO, OWN_NETWORKING, needs_istio_samples
+
 VS = "apiVersion: {v}\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n"
 
 
+@needs_istio_samples
 @pytest.mark.parametrize("path", sorted((SHARED / "networking").glob("*.yaml")), ids=lambda p: p.name)
 def test_istio_samples_load_unchanged(path: Path) -> None:
     res = load_files([str(path)])
     assert res.resources and not res.warnings
 
 
+@pytest.mark.parametrize("path", sorted(OWN_NETWORKING.glob("*.yaml")), ids=lambda p: p.name)
+def test_own_bookinfo_routing_files_load(path: Path) -> None:
+    res = load_files([str(path), str(OWN_BOOKINFO / "mesh.yaml")])
+    assert res.resources and not res.warnings
+
+
+@needs_istio_samples
 def test_bookinfo_platform_file_loads_services_and_skips_deployments() -> None:
     res = load_files([str(SHARED / "platform" / "kube" / "bookinfo.yaml")])
     kinds = {r.kind for r in res.resources}
@@ -127,7 +136,7 @@ spec:
 def test_round_trip_through_dict() -> None:
     from mizzen.api import from_dict
 
-    (r,) = load_files([str(SHARED / "networking" / "virtual-service-reviews-jason-v2-v3.yaml")]).resources
+    (r,) = load_files([str(OWN_NETWORKING / "virtual-service-reviews-jason-v2-v3.yaml")]).resources
     again = from_dict(r.to_dict())
     assert again.spec == r.spec and again.metadata == r.metadata
 

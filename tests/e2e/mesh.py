@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-SAMPLES = SHARED / "istio-samples" / "bookinfo" / "networking"
+from tests.samples import ROUTING as SAMPLES  # noqa: E402  Istio's Bookinfo routing files, or the project's
 BOOKINFO_MESH = ROOT / "examples" / "bookinfo" / "mesh.yaml"
 LOAD_CLIENT = Path(__file__).with_name("load_client.py")
 
