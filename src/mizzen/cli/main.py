@@ -27,6 +27,7 @@ PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("mizzen.bench.commands", (("bench", "bench"),)),
     ("mizzen.analyze.commands", (("analyze", "analyze"),)),
     ("mizzen.cli.logs", (("logs", "logs"),)),
+    ("mizzen.etcd.commands", (("etcd", "etcd"),)),
 )
 
 

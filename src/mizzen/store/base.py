@@ -39,6 +39,16 @@ class RevisionConflict(Exception):
         super().__init__(f"the store moved from revision {expected} to {actual}; re-read and retry")
 
 
+class StoreUnavailable(Exception):
+    """The store's backend (an etcd cluster) cannot be reached or has no quorum. Readers keep the last state
+    they loaded. `outcome_unknown` is False when nothing was written; True when a write was sent and its
+    result could not be learned (it may have been committed: re-read before retrying)."""
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False):
+        self.outcome_unknown = outcome_unknown
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     revision: int  # the store revision after the apply (unchanged if nothing changed)
