@@ -445,9 +445,11 @@ class Watch:
                 q.put(None)
             if self._stop.is_set():
                 break
+            was_up = self.connected.is_set()
             self._state(False, reason)
-            log.warning("etcd watch %s on %s broke (%s); reconnecting from revision %d",
-                        self.key.decode(errors="replace"), client.endpoints[i], reason, self.next_revision)
+            (log.warning if was_up else log.debug)(
+                "etcd watch %s on %s broke (%s); reconnecting from revision %d",
+                self.key.decode(errors="replace"), client.endpoints[i], reason, self.next_revision)
             # let the next attempt go to another member
             client._preferred = (i + 1) % len(client.endpoints)
             self._stop.wait(backoff)

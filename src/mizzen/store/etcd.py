@@ -64,6 +64,7 @@ class EtcdStore:
         self._revision = 0  # mod_revision of `rev`: the last store commit
         self._seen = 0  # etcd revision up to which the cache is current
         self._closed = False
+        self.reloads = 0  # full reloads after the first load (a lost race, a compacted watch, refresh())
         self._reload(notify=False)
         self._watch = client.watch(self._base, prefix_end(self._base), self._seen + 1, self._on_events,
                                    on_compacted=self._on_compacted, on_state=self._on_state,
@@ -121,6 +122,8 @@ class EtcdStore:
         if issues:
             raise InvalidConfig(issues)
         changed = texts != self._json or revision != self._revision
+        if notify:
+            self.reloads += 1
         self._cache, self._json, self._revision = cache, texts, revision
         self._seen = max(self._seen, seen)
         if changed and notify:
@@ -280,6 +283,8 @@ class EtcdStore:
             except EtcdUnavailable as e:
                 if e.outcome_unknown:
                     unknown = e
+                elif unknown is None:
+                    raise  # certainly not written, and the client already tried every member: fail fast
                 if time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
