@@ -196,3 +196,17 @@ def test_kv_get_put_delete_recurse_keys_cas_and_blocking(served, consul_client):
     t.join(10)
     assert got["r"][1]["Value"] == b"off" and int(got["r"][0]) > int(index)
     assert kv.delete("app/", recurse=True) is True and kv.get("app/", recurse=True)[1] is None
+
+
+def test_a_blocking_query_on_an_empty_registry_wakes_on_the_first_registration(served, consul_client):
+    c = consul_client
+    index, nodes = c.health.service("first")
+    assert nodes == [] and int(index) > 0
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(r=c.health.service("first", index=index, wait="20s")))
+    t.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    c.agent.service.register("first", service_id="first-1", port=1)
+    t.join(25)
+    assert time.monotonic() - t0 < 5 and ids(got["r"][1]) == ["first-1"]

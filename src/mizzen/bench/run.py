@@ -3,6 +3,7 @@
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run.
+4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import latency, sidecar
+from . import distributed, latency, sidecar
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", default="2")
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             print(md)
             with out.open("a") as f:
                 f.write("\n### Two-hop latency through the mesh vs direct\n\n" + md + "\n")
+    if not a.skip_distributed:
+        print("$ store/registry on SQLite vs etcd, Consul API blocking queries", flush=True)
+        md = distributed.run()
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Store and registry: SQLite vs etcd; Consul API wake-up\n\n" + md + "\n")
     print(f"results appended to {out}")
     return 1 if failures else 0
 

@@ -101,7 +101,8 @@ class ConsulAPI:
 
     async def _block(self, request: web.Request, current: Callable[[], int]) -> int:
         """Consul's blocking query: return at once without `index`, or when the index differs from it; else
-        wait until it moves or `wait` runs out. Indexes are never 0 (clients treat 0 as "no index")."""
+        wait until it moves or `wait` runs out. Indexes are never 0 (clients treat 0 as "no index"): the
+        registry's views use version + 1, since an empty SQLite registry is at version 0."""
         def idx() -> int:
             return max(1, current())
 
@@ -261,11 +262,11 @@ class ConsulAPI:
         return [e for e in entries if pred(e)]
 
     async def health_service(self, request: web.Request) -> web.Response:
-        index = await self._block(request, lambda: self.registry.version)
+        index = await self._block(request, lambda: self.registry.version + 1)
         return self._json(self._entries(request), index)
 
     async def health_checks(self, request: web.Request) -> web.Response:
-        index = await self._block(request, lambda: self.registry.version)
+        index = await self._block(request, lambda: self.registry.version + 1)
         out = [c for e in views.health_entries(self.registry.list(), request.match_info["service"], node=self.node,
                                                address=self.address, datacenter=self.datacenter)
                for c in e["Checks"] if c["ServiceID"]]
@@ -273,11 +274,11 @@ class ConsulAPI:
         return self._json([c for c in out if pred(c)], index)
 
     async def catalog_services(self, request: web.Request) -> web.Response:
-        index = await self._block(request, lambda: self.registry.version)
+        index = await self._block(request, lambda: self.registry.version + 1)
         return self._json(views.catalog_services(self.registry.list()), index)
 
     async def catalog_service(self, request: web.Request) -> web.Response:
-        index = await self._block(request, lambda: self.registry.version)
+        index = await self._block(request, lambda: self.registry.version + 1)
         pred = self._filter(request)
         out = views.catalog_service(self.registry.list(), request.match_info["service"], node=self.node,
                                     address=self.address, datacenter=self.datacenter,
@@ -285,7 +286,7 @@ class ConsulAPI:
         return self._json([e for e in out if pred(e)], index)
 
     async def catalog_nodes(self, request: web.Request) -> web.Response:
-        index = await self._block(request, lambda: self.registry.version)
+        index = await self._block(request, lambda: self.registry.version + 1)
         return self._json([views.node_of(self.node, self.address, self.datacenter)], index)
 
     async def catalog_datacenters(self, request: web.Request) -> web.Response:
