@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, destination_rule, networking, patch, router, telemetry, virtual_service
+from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service
 from .base import Spec
 
 
@@ -41,6 +41,7 @@ KINDS: dict[str, KindInfo] = {
         KindInfo("Telemetry", telemetry.TELEMETRY_VERSIONS, telemetry.TelemetrySpec, "telemetries",
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
+        KindInfo("RateLimit", ("mizzen.dev/v1",), ratelimit.RateLimitSpec, "ratelimits", ("ratelimit", "rl")),
     )
 }
 
