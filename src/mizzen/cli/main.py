@@ -28,6 +28,7 @@ PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("mizzen.analyze.commands", (("analyze", "analyze"),)),
     ("mizzen.cli.logs", (("logs", "logs"),)),
     ("mizzen.etcd.commands", (("etcd", "etcd"),)),
+    ("mizzen.ratelimit.commands", (("ratelimit", "ratelimit"),)),
 )
 
 

@@ -89,6 +89,7 @@ def kind_columns(kind: str, wide: bool) -> list[str]:
         "Service": ["PORTS", "SELECTOR"],
         "Workload": ["REPLICAS", "SIDECAR", "PORTS"],
         "Namespace": ["INJECT"],
+        "RateLimit": ["MODE", "TARGET", "LIMITS"],
     }.get(kind, [])
     return cols + (["COMMAND"] if wide and kind == "Workload" else []) + (["LABELS"] if wide else [])
 
@@ -116,6 +117,11 @@ def kind_cells(doc: dict[str, Any], wide: bool) -> list[Any]:
             cells.append(" ".join(spec.get("command", [])))
     elif kind == "Namespace":
         cells = [(doc.get("metadata", {}).get("labels") or {}).get("mizzen.dev/inject", "-")]
+    elif kind == "RateLimit":
+        sel = spec.get("workloadSelector")
+        cells = [spec.get("mode", "local"), f"host={spec['host']}" if spec.get("host") else
+                 f"workloads({_labels((sel or {}).get('labels')) or 'all'})",
+                 _join(f"{lim.get('name')}:{lim.get('algorithm', 'token_bucket')}" for lim in spec.get("limits", []))]
     else:
         cells = []
     if wide:

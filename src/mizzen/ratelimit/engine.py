@@ -112,7 +112,7 @@ def respond(checks: Sequence[Check], decisions: Sequence[Decision | None]) -> An
             ("x-ratelimit-reset", str(_ceil_s(dec.reset_after))),
         ]
     if ans.ok and delay > 0:
-        ms = max(1, int(math.ceil(delay * 1000)))
+        ms = max(1, int(math.ceil(delay * 1000 - 1e-6)))
         ans.delay = delay
         ans.request_headers.append((DELAY_HEADER, str(ms)))
         ans.response_headers.append((DELAY_RESPONSE_HEADER, str(ms)))

@@ -1,0 +1,51 @@
+"""`mizzen ratelimit`: run the global rate-limit service in the foreground (server/ratelimit.py)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import click
+
+
+def _addr(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+@click.command("ratelimit")
+@click.option("--limits", "limits_file", type=click.Path(dir_okay=False),
+              help="Read RateLimit resources from this YAML file (re-read when it changes) instead of the "
+                   "control plane.")
+@click.option("--state-dir", default=lambda: os.environ.get("MIZZEN_STATE_DIR", ".mizzen"), show_default=".mizzen",
+              type=click.Path(file_okay=False), help="Mesh whose control plane serves the RateLimit resources.")
+@click.option("--socket", "unix_path", type=click.Path(dir_okay=False),
+              help="Serve gRPC on this unix socket (default STATE_DIR/ratelimit.sock unless --port is given).")
+@click.option("--port", default=None, help="Serve gRPC on TCP [HOST:]PORT.")
+@click.option("--redis", "redis_url", default=None, metavar="URL",
+              help="Share counters in Redis (redis://host:port/db); default: in memory, one instance.")
+@click.option("--redis-timeout", default=0.1, show_default=True, help="Seconds per Redis call before failureMode.")
+@click.option("--admin-socket", type=click.Path(dir_okay=False), default=None,
+              help="Admin HTTP (healthz, stats, limits) on this unix socket.")
+@click.option("--admin-port", default=None, help="Admin HTTP on TCP [HOST:]PORT.")
+@click.option("--poll-interval", default=1.0, show_default=True, help="Seconds between reloads of the limits.")
+@click.option("--delay-mode", type=click.Choice(["header", "hold"]), default="header", show_default=True,
+              help="header: answer at once with x-envoy-fault-delay-request for the fault filter; hold: answer "
+                   "after the delay.")
+@click.option("--log-level", default="info", show_default=True)
+def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None,
+              redis_url: str | None, redis_timeout: float, admin_socket: str | None, admin_port: str | None,
+              poll_interval: float, delay_mode: str, log_level: str) -> None:
+    """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
+    from ..server.ratelimit import Settings, run
+    from ..server.ratelimit_source import ApiSource, FileSource, api_sockets
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    source = FileSource(limits_file) if limits_file else ApiSource(api_sockets(os.path.abspath(state_dir)))
+    if not unix_path and not port:
+        unix_path = os.path.join(os.path.abspath(state_dir), "ratelimit.sock")
+    settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),
+                        poll_interval, delay_mode)
+    asyncio.run(run(settings))
