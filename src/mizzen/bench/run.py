@@ -4,6 +4,7 @@
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run.
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
+5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis (server/ratelimit_bench.py).
 """
 from __future__ import annotations
 
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Store and registry: SQLite vs etcd; Consul API wake-up\n\n" + md + "\n")
+    print("$ rate-limit service (mizzen ratelimit)", flush=True)
+    from ..server import ratelimit_bench
+
+    md = ratelimit_bench.markdown(ratelimit_bench.run())
+    print(md)
+    with out.open("a") as f:
+        f.write("\n### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
     print(f"results appended to {out}")
     return 1 if failures else 0
 
