@@ -91,3 +91,47 @@ def test_envoy_enforces_global_limits_with_headers_and_delay():
             envoy.stop()
         rls.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _shaped_burst(delay_mode: str, max_active_faults: int, rls_timeout: str):
+    d = tempfile.mkdtemp(prefix="mizzen-rl-envoy-")
+    with open(f"{d}/limits.yaml", "w") as f:
+        f.write(LIMITS)
+    rls = RlsProcess(d, f"{d}/limits.yaml", extra=["--delay-mode", delay_mode])
+    envoy = None
+    try:
+        rls.start()
+        envoy = StaticEnvoy(d, rls.port, [route("/q", "t/rl/q")], max_active_faults=max_active_faults,
+                            rls_timeout=rls_timeout)
+        envoy.start()
+
+        async def go():
+            async with aiohttp.ClientSession() as s:
+                return await asyncio.gather(*(get(s, envoy.port, "/q") for _ in range(9)))
+        shaped = asyncio.run(go())
+        return shaped, envoy.stats()
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        rls.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_hold_mode_shapes_without_the_fault_filter():
+    """--delay-mode hold: the RLS answers late instead; the filter's timeout must exceed maxDelay."""
+    shaped, stats = _shaped_burst("hold", 100, "2s")
+    passed = sorted(r[1] for r in shaped if r[0] == 200)
+    assert len(passed) == 6 and sum(r[0] == 429 for r in shaped) == 3
+    for i, latency in enumerate(passed):
+        assert 0.1 * i - 0.02 <= latency <= 0.1 * i + 0.25, (i, passed)
+    assert stats["http.in.fault.delays_injected"] == 0
+
+
+def test_max_active_faults_is_not_a_queue_bound():
+    """What Envoy does when more delays are active than max_active_faults: it forwards the request at once
+    (counted as faults_overflow) instead of rejecting it — so the RLS's maxDelay must bound the queue."""
+    shaped, stats = _shaped_burst("header", 1, "1s")
+    passed = [r for r in shaped if r[0] == 200]
+    assert len(passed) == 6 and stats["http.in.fault.faults_overflow"] >= 3
+    asked = [(int(r[2]["x-mizzen-ratelimit-delay-ms"]), r[1]) for r in passed if "x-mizzen-ratelimit-delay-ms" in r[2]]
+    assert any(ms >= 300 and took < 0.2 for ms, took in asked), asked  # asked to wait, was not delayed
