@@ -26,6 +26,10 @@ DELAY_RESPONSE_HEADER = "x-mizzen-ratelimit-delay-ms"
 NEAR_LIMIT_RATIO = 0.8
 
 
+class BackendUnavailable(Exception):
+    """The counters cannot be reached (e.g. Redis down): answer with each limit's failureMode."""
+
+
 @dataclass(frozen=True)
 class Check:
     index: int  # the descriptor's position in the request

@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2
 
 from ..ratelimit import engine
 from ..ratelimit.algorithms import Decision
-from ..ratelimit.engine import Answer, Check
+from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
 from ..ratelimit.stats import Stats
 from ..ratelimit.table import CompiledLimit, LimitTable
@@ -129,8 +129,6 @@ class RateLimitService:
         try:
             decisions = await self.backend.run(checks)
         except Exception as e:  # BackendUnavailable, or anything unexpected: never leave Envoy without an answer
-            from .ratelimit_redis import BackendUnavailable
-
             if not isinstance(e, BackendUnavailable):
                 log.exception("rate-limit backend failed")
             self.stats.service["backend_errors"] += 1

@@ -200,7 +200,7 @@ def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print) -> d
                 redis.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"rows": rows, "seconds": seconds, **extra}
+    return {"rows": rows, "seconds": seconds, "load": os.getloadavg()[0], **extra}
 
 
 def _envoy_added_latency(workdir: str, rls_port: int, seconds: float) -> dict[str, Any] | None:
@@ -296,7 +296,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r.backend} | {r.case} | {r.procs} × {r.streams} | {r.decisions_s:.0f} | {ratio} | "
                      f"{r.rls_cpu_s:.2f} | {r.per_cpu_s:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |")
     lines.append("")
-    lines.append(f"{result['seconds']:g} s per case; clients and the RLS share the machine's {os.cpu_count()} cores "
+    lines.append(f"{result['seconds']:g} s per case; load average {result.get('load', 0):.1f} at the end; clients and "
+                 f"the RLS share the machine's {os.cpu_count()} cores "
                  "(the clients' Python gRPC costs more CPU than the RLS, so decisions/s is client-bound; decisions "
                  "per RLS CPU-second is the service's own capacity per core). The reference Go service "
                  "(envoyproxy/ratelimit) cannot be installed here (no Go module downloads), so it is not compared.")
@@ -327,8 +328,15 @@ def main() -> None:
     md = markdown(run(a.seconds, a.procs, a.streams))
     print(md)
     if a.output:
+        import datetime
+        import platform
+
         with open(a.output, "a") as f:
-            f.write("\n### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
+            f.write(f"\n## {datetime.datetime.now().isoformat(timespec='seconds')} — {platform.node()}, "
+                    f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
+                    f"Command: `python -m mizzen.server.ratelimit_bench --seconds {a.seconds:g} --procs {a.procs} "
+                    f"--streams {a.streams}` (the rate-limit part of `make bench`, run alone)\n\n"
+                    "### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
 
 
 if __name__ == "__main__":

@@ -20,16 +20,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, TimeoutError as RedisTimeoutError
 
 from ..ratelimit.algorithms import Decision
-from ..ratelimit.engine import Check
+from ..ratelimit.engine import BackendUnavailable, Check
 from ..ratelimit.lua import SCRIPT
 
 log = logging.getLogger("mizzen.ratelimit.redis")
 
 KEY_PREFIX = "mzrl:"
-
-
-class BackendUnavailable(Exception):
-    pass
 
 
 def _f(b: bytes | str) -> float:
