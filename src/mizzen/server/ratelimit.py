@@ -157,6 +157,10 @@ async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
     if unix_path:
+        if len(os.fsencode(unix_path)) > 107:
+            raise RuntimeError(f"unix socket path too long for gRPC ({len(unix_path)} > 107 bytes): {unix_path}; "
+                               "give a shorter --socket")
+        os.makedirs(os.path.dirname(unix_path) or ".", exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(unix_path)
         server.add_insecure_port(f"unix:{unix_path}")
