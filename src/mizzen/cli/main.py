@@ -29,6 +29,7 @@ PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("mizzen.cli.logs", (("logs", "logs"),)),
     ("mizzen.etcd.commands", (("etcd", "etcd"),)),
     ("mizzen.ratelimit.commands", (("ratelimit", "ratelimit"),)),
+    ("mizzen.ca.commands", (("ca", "ca"),)),
 )
 
 
