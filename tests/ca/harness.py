@@ -187,19 +187,21 @@ def static_tls_bootstrap(*, admin_port: int, sds_socket: str, mtls_port: int, pl
     the server must be `expect_san`) to the TLS listener."""
     from mizzen.agent.sds import sds_cluster, tls_context_sds
 
-    def hcm(name: str, route: dict[str, Any], headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def hcm(name: str, route: dict[str, Any], extra: list[dict[str, Any]] | None = None,
+            headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
                      ".HttpConnectionManager",
             "stat_prefix": name, "codec_type": "AUTO",
             "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
-                {"match": {"prefix": "/"}, **route}]}], "response_headers_to_add": headers or []},
+                *(extra or []), {"match": {"prefix": "/"}, **route}]}], "response_headers_to_add": headers or []},
             "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}
 
     def addr(port: int) -> dict[str, Any]:
         return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
+    wrong_san_route = [{"match": {"prefix": "/wrong-san"}, "route": {"cluster": "mtls_wrong_san"}}]
     server_headers = [
         {"header": {"key": "x-peer-san", "value": "%DOWNSTREAM_PEER_URI_SAN%"}},
         {"header": {"key": "x-local-san", "value": "%DOWNSTREAM_LOCAL_URI_SAN%"}},
@@ -212,13 +214,13 @@ def static_tls_bootstrap(*, admin_port: int, sds_socket: str, mtls_port: int, pl
             "listeners": [
                 {"name": "mtls_in", "address": addr(mtls_port), "filter_chains": [{
                     "filters": [hcm("mtls_in", {"direct_response": {"status": 200, "body": {
-                        "inline_string": "hello over mTLS\n"}}}, server_headers)],
+                        "inline_string": "hello over mTLS\n"}}}, None, server_headers)],
                     "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                         "require_client_certificate": True,
                         "common_tls_context": tls_context_sds(api_type, alpn=["h2", "http/1.1"])}}}]},
                 {"name": "plain_out", "address": addr(plain_port), "filter_chains": [{
-                    "filters": [hcm("plain_out", {"route": {"cluster": "mtls_up"}})]}]},
+                    "filters": [hcm("plain_out", {"route": {"cluster": "mtls_up"}}, wrong_san_route)]}]},
             ],
             "clusters": [
                 sds_cluster(sds_socket),
@@ -228,21 +230,30 @@ def static_tls_bootstrap(*, admin_port: int, sds_socket: str, mtls_port: int, pl
                  "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
                      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
                      "common_tls_context": tls_context_sds(api_type, match_sans=[expect_san], alpn=["http/1.1"])}}},
+                # the same server, but the caller expects another identity there (secure naming must refuse)
+                {"name": "mtls_wrong_san", "type": "STATIC", "connect_timeout": "1s",
+                 "load_assignment": {"cluster_name": "mtls_wrong_san", "endpoints": [{"lb_endpoints": [
+                     {"endpoint": {"address": addr(mtls_port)}}]}]},
+                 "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+                     "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                     "common_tls_context": tls_context_sds(api_type, alpn=["http/1.1"], match_sans=[
+                         "spiffe://cluster.local/ns/default/sa/somebody-else"])}}},
             ],
         },
     }
 
 
 class Envoy:
-    def __init__(self, bootstrap: dict[str, Any], work_dir: Path, admin_port: int) -> None:
+    def __init__(self, bootstrap: dict[str, Any], work_dir: Path, admin_port: int, *, uid: int | None = None) -> None:
         self.admin_port = admin_port
         self.config = work_dir / "envoy.yaml"
         self.config.write_text(yaml.safe_dump(bootstrap, sort_keys=False))
+        os.chmod(self.config, 0o644)
         self.log = open(work_dir / "envoy.log", "wb")
         self.proc = subprocess.Popen(
             [find_envoy(), "-c", str(self.config), "--concurrency", "1",
              "-l", "warning", "--disable-hot-restart"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, user=uid, group=uid)
         self.log_path = work_dir / "envoy.log"
 
     def admin(self, path: str) -> str:

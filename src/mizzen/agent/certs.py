@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..ca.authority import spiffe_ids
+from ..ca.authority import serial_hex, spiffe_ids
 
 log = logging.getLogger("mizzen.agent.certs")
 
@@ -76,7 +76,7 @@ class WorkloadCert:
 
     @property
     def serial(self) -> str:
-        return format(self.cert.serial_number, "x")
+        return serial_hex(self.cert)
 
     @property
     def spiffe_id(self) -> str:
@@ -155,7 +155,8 @@ class CertManager:
         if self.current is not None:
             left = self.current.not_after.timestamp() - self.clock()
             if left > 0:
-                wait = min(wait, max(left / 2, 0.05))  # try a few more times before it runs out
+                # try a few more times before it runs out, and once right after (which logs the expiry)
+                wait = min(wait, max(left / 2, min(left + 0.05, 1.0)))
         return wait
 
     def rotate_now(self) -> None:

@@ -149,7 +149,10 @@ def make_intermediate(root: x509.Certificate, root_key: PrivateKey, now: dt.date
 
 # ------------------------------------------------------------------------------------------------ checks
 def describe(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or f"serial {cert.serial_number:x}"
+    """Subject and serial: two roots made by the same tool often share a subject."""
+    serial = f"serial {cert.serial_number:x}"
+    subject = cert.subject.rfc4514_string()
+    return f"{subject} ({serial})" if subject else serial
 
 
 def is_ca(cert: x509.Certificate) -> bool:
@@ -228,7 +231,11 @@ class CaMaterial:
                 raise CaError(n["cert-chain.pem"], f"certificate {i + 1} ({describe(child)}) is not signed by "
                                                    f"certificate {i + 2} ({describe(parent)})")
             check_ca_cert(n["cert-chain.pem"], parent, now)
-        if not issued_by(self.chain[-1], self.root):
+        last = self.chain[-1]
+        if last != self.root and issued_by(last, last):
+            raise CaError(n["cert-chain.pem"], f"ends with the root {describe(last)}, but root-cert.pem holds "
+                                               f"another root, {describe(self.root)}: both must be the same root")
+        if not issued_by(last, self.root):
             raise CaError(n["cert-chain.pem"], f"the chain does not lead to the root in root-cert.pem: "
                                                f"{describe(self.chain[-1])} is not signed by {describe(self.root)}")
 
@@ -372,6 +379,12 @@ class CertificateAuthority:
 
 
 # ------------------------------------------------------------------------------------------------ reading certs
+def serial_hex(cert_or_serial: x509.Certificate | int) -> str:
+    """A serial number as Envoy prints it (`/certs`, %DOWNSTREAM_PEER_SERIAL%): lowercase hex, whole bytes."""
+    n = cert_or_serial if isinstance(cert_or_serial, int) else cert_or_serial.serial_number
+    return format(n, "0{}x".format(2 * max(1, (n.bit_length() + 7) // 8)))
+
+
 def spiffe_ids(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

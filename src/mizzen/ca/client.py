@@ -60,7 +60,11 @@ class CaClient:
             asyncio.ensure_future(have[1].close())
         creds = grpc.ssl_channel_credentials(root_certificates=root)
         ch = grpc.aio.secure_channel(target, creds, options=[
-            ("grpc.ssl_target_name_override", self.server_name), ("grpc.default_authority", self.server_name)])
+            ("grpc.ssl_target_name_override", self.server_name), ("grpc.default_authority", self.server_name),
+            # gRPC's own reconnect back-off grows to 120 s: after a long outage a channel would fail calls
+            # fast for up to 2 minutes although the control plane is back. The agent paces its retries itself.
+            ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000)])
         self._channels[target] = (root, ch)
         return ch
 

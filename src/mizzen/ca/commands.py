@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from ..cli.options import state_dir_option
-from .authority import CaError, CaMaterial
+from .authority import CaError, CaMaterial, serial_hex
 from .files import ensure_mesh_ca, init_from, load_ca_dir, mesh_ca_dir, utcnow, write_root
 
 
@@ -30,7 +30,7 @@ def _mesh_name(state_dir: str) -> str:
 def describe_cert(role: str, cert: x509.Certificate) -> dict[str, Any]:
     return {
         "role": role, "subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-        "serial": format(cert.serial_number, "x"),
+        "serial": serial_hex(cert),
         "notBefore": cert.not_valid_before_utc.isoformat().replace("+00:00", "Z"),
         "notAfter": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
         "sha256": cert.fingerprint(hashes.SHA256()).hex(":").upper(),

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 from cryptography import x509
 
+from .authority import serial_hex
+
 SECRET_COLUMNS = ("RESOURCE NAME", "TYPE", "STATUS", "VALID CERT", "SERIAL NUMBER", "NOT AFTER", "NOT BEFORE",
                   "IDENTITY", "ISSUER")
 SECRETS_DUMP_TYPE = "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
@@ -31,7 +33,7 @@ CERT_CHAIN, CA = "Cert Chain", "CA"
 
 @dataclass(frozen=True)
 class CertInfo:
-    serial: str  # lowercase hex, as Envoy's /certs prints it
+    serial: str  # lowercase hex in whole bytes, as Envoy's /certs prints it
     not_before: dt.datetime | None
     not_after: dt.datetime | None
     identities: tuple[str, ...] = ()  # URI SANs (SPIFFE IDs)
@@ -78,7 +80,7 @@ def _cert_info(cert: x509.Certificate) -> CertInfo:
         ids = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     except x509.ExtensionNotFound:
         ids = ()
-    return CertInfo(format(cert.serial_number, "x"), cert.not_valid_before_utc, cert.not_valid_after_utc, ids,
+    return CertInfo(serial_hex(cert), cert.not_valid_before_utc, cert.not_valid_after_utc, ids,
                     cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
 
 
