@@ -26,7 +26,7 @@ from mizzen.ca.files import (CA_CERT, CA_KEY, CERT_CHAIN, INTERMEDIATE_FILES, RO
 from mizzen.ca.identity import SpiffeId
 from mizzen.ca.commands import ca as ca_command
 
-NOW = utcnow()
+
 
 
 def mode(p: Path) -> int:
@@ -38,7 +38,7 @@ def snapshot(d: Path) -> dict[str, bytes]:
 
 
 def test_created_on_first_start_and_reused(tmp_path: Path) -> None:
-    m1 = ensure_mesh_ca(tmp_path, NOW, mesh="m1")
+    m1 = ensure_mesh_ca(tmp_path, utcnow(), mesh="m1")
     d = mesh_ca_dir(tmp_path)
     assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == sorted(
         [*INTERMEDIATE_FILES, "root"])
@@ -47,17 +47,17 @@ def test_created_on_first_start_and_reused(tmp_path: Path) -> None:
     assert mode(d / CA_CERT) == 0o644
     chain = (d / CERT_CHAIN).read_bytes()
     assert chain == cert_pem(m1.ca_cert) + cert_pem(m1.root)
-    m2 = ensure_mesh_ca(tmp_path, NOW)
+    m2 = ensure_mesh_ca(tmp_path, utcnow())
     assert m2.ca_cert == m1.ca_cert and m2.root == m1.root
 
 
 def test_a_partial_ca_dir_is_an_error_not_a_new_ca(tmp_path: Path) -> None:
-    ensure_mesh_ca(tmp_path, NOW)
+    ensure_mesh_ca(tmp_path, utcnow())
     d = mesh_ca_dir(tmp_path)
     (d / ROOT_CERT).unlink()
     before = snapshot(d)
     with pytest.raises(CaError) as e:
-        ensure_mesh_ca(tmp_path, NOW)
+        ensure_mesh_ca(tmp_path, utcnow())
     assert e.value.source == str(d / ROOT_CERT) and "missing" in str(e.value)
     assert snapshot(d) == before
 
@@ -117,7 +117,7 @@ def test_two_meshes_share_one_root(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert "a new intermediate signed by the root" in result.output
         assert not (mesh_ca_dir(state) / ROOT_KEY).exists() and not (mesh_ca_dir(state) / "root").exists()
-    ma, mb = load_ca_dir(mesh_ca_dir(a), NOW), load_ca_dir(mesh_ca_dir(b), NOW)
+    ma, mb = load_ca_dir(mesh_ca_dir(a), utcnow()), load_ca_dir(mesh_ca_dir(b), utcnow())
     assert ma.root == mb.root and ma.ca_cert != mb.ca_cert
     assert issued_by(ma.ca_cert, ma.root) and issued_by(mb.ca_cert, mb.root)
     # A workload of mesh A and one of mesh B authenticate each other with nothing but their own mesh's root.
@@ -126,56 +126,56 @@ def test_two_meshes_share_one_root(tmp_path: Path) -> None:
     assert server_saw == "spiffe://cluster.local/ns/default/sa/client"
     assert client_saw == "spiffe://cluster.local/ns/default/sa/server"
     # ... and a mesh with a root of its own is not trusted by them.
-    own = CertificateAuthority(ensure_mesh_ca(tmp_path / "mesh-c", NOW))
+    own = CertificateAuthority(ensure_mesh_ca(tmp_path / "mesh-c", utcnow()))
     with pytest.raises((ssl.SSLError, ConnectionError, KeyError)):
         tls_pair(ca_a, own, ca_a.root_pem, own.root_pem, tmp_path)
 
 
 def test_plug_in_an_intermediate_as_is(tmp_path: Path) -> None:
     src = mesh_ca_dir(tmp_path / "a")
-    ma = ensure_mesh_ca(tmp_path / "a", NOW)
+    ma = ensure_mesh_ca(tmp_path / "a", utcnow())
     plug = tmp_path / "plug"
     plug.mkdir()
     for n in INTERMEDIATE_FILES:
         shutil.copy(src / n, plug / n)
-    material, kind = init_from(plug, tmp_path / "b", NOW)
+    material, kind = init_from(plug, tmp_path / "b", utcnow())
     assert kind == "intermediate" and material.ca_cert == ma.ca_cert
     assert mode(mesh_ca_dir(tmp_path / "b") / CA_KEY) == 0o600
 
 
 def test_plug_in_a_two_level_intermediate_chain(tmp_path: Path) -> None:
-    root, root_key = make_root(NOW)
-    mid, mid_key = make_intermediate(root, root_key, NOW, mesh="region")
+    root, root_key = make_root(utcnow())
+    mid, mid_key = make_intermediate(root, root_key, utcnow(), mesh="region")
     # "region" must allow one more CA level below it (make_intermediate gives path length 0)
     region = (x509.CertificateBuilder().subject_name(mid.subject).issuer_name(root.subject)
               .public_key(mid_key.public_key()).serial_number(x509.random_serial_number())
               .not_valid_before(mid.not_valid_before_utc).not_valid_after(mid.not_valid_after_utc)
               .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
               .sign(root_key, hashes.SHA256()))
-    leaf_ca, leaf_key = make_intermediate(region, mid_key, NOW, mesh="cluster1")
+    leaf_ca, leaf_key = make_intermediate(region, mid_key, utcnow(), mesh="cluster1")
     plug = tmp_path / "plug"
     plug.mkdir()
     (plug / CA_CERT).write_bytes(cert_pem(leaf_ca))
     (plug / CA_KEY).write_bytes(key_pem(leaf_key))
     (plug / ROOT_CERT).write_bytes(cert_pem(root))
     (plug / CERT_CHAIN).write_bytes(cert_pem(leaf_ca) + cert_pem(region) + cert_pem(root))
-    material, kind = init_from(plug, tmp_path / "st", NOW)
+    material, kind = init_from(plug, tmp_path / "st", utcnow())
     assert kind == "intermediate" and material.chain == (leaf_ca, region)
-    issued = CertificateAuthority(material).issue(new_key().public_key(), SpiffeId("cluster.local", "a", "b"), NOW)
+    issued = CertificateAuthority(material).issue(new_key().public_key(), SpiffeId("cluster.local", "a", "b"), utcnow())
     assert issued.chain[1:] == (leaf_ca, region, root)
 
 
 def test_existing_ca_is_kept_unless_forced(tmp_path: Path) -> None:
-    old = ensure_mesh_ca(tmp_path / "st", NOW)
-    write_root(tmp_path / "root", NOW)
+    old = ensure_mesh_ca(tmp_path / "st", utcnow())
+    write_root(tmp_path / "root", utcnow())
     with pytest.raises(CaError, match="already has a CA.*--force"):
-        init_from(tmp_path / "root", tmp_path / "st", NOW)
-    assert load_ca_dir(mesh_ca_dir(tmp_path / "st"), NOW).ca_cert == old.ca_cert
-    new, _ = init_from(tmp_path / "root", tmp_path / "st", NOW, force=True)
+        init_from(tmp_path / "root", tmp_path / "st", utcnow())
+    assert load_ca_dir(mesh_ca_dir(tmp_path / "st"), utcnow()).ca_cert == old.ca_cert
+    new, _ = init_from(tmp_path / "root", tmp_path / "st", utcnow(), force=True)
     assert new.root != old.root
     assert not (mesh_ca_dir(tmp_path / "st") / "root").exists()  # the replaced root's key does not linger
     with pytest.raises(CaError, match="already holds a root"):
-        write_root(tmp_path / "root", NOW)
+        write_root(tmp_path / "root", utcnow())
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -183,21 +183,21 @@ def _intermediate_dir(tmp: Path) -> Path:
     d = tmp / "plug"
     if d.exists():
         shutil.rmtree(d)
-    ensure_mesh_ca(tmp / "src", NOW)
+    ensure_mesh_ca(tmp / "src", utcnow())
     shutil.copytree(mesh_ca_dir(tmp / "src"), d, ignore=shutil.ignore_patterns("root", ".lock"))
     return d
 
 
 def _expired_root(d: Path) -> None:
-    cert, key = make_root(NOW - dt.timedelta(days=30), ttl=dt.timedelta(days=1))
+    cert, key = make_root(utcnow() - dt.timedelta(days=30), ttl=dt.timedelta(days=1))
     (d / ROOT_CERT).write_bytes(cert_pem(cert))
     (d / ROOT_KEY).write_bytes(key_pem(key))
 
 
 def _non_ca(d: Path) -> None:
-    ca = CertificateAuthority(load_ca_dir(d, NOW))
+    ca = CertificateAuthority(load_ca_dir(d, utcnow()))
     key = new_key()
-    leaf = ca.issue(key.public_key(), SpiffeId("cluster.local", "a", "b"), NOW).cert
+    leaf = ca.issue(key.public_key(), SpiffeId("cluster.local", "a", "b"), utcnow()).cert
     (d / CA_CERT).write_bytes(cert_pem(leaf))
     (d / CA_KEY).write_bytes(key_pem(key))
     (d / CERT_CHAIN).write_bytes(cert_pem(leaf) + (d / ROOT_CERT).read_bytes())
@@ -216,7 +216,7 @@ def _encrypted_key(d: Path) -> None:
 
 
 def _wrong_chain(d: Path) -> None:
-    other, other_key = make_root(NOW)
+    other, other_key = make_root(utcnow())
     (d / ROOT_CERT).write_bytes(cert_pem(other))
 
 
@@ -256,7 +256,7 @@ def test_bad_plug_in_input_names_the_file_and_changes_nothing(tmp_path: Path, ca
     plug = _intermediate_dir(tmp_path)
     CASES[case](plug)
     state = tmp_path / "st"
-    before = ensure_mesh_ca(state, NOW)
+    before = ensure_mesh_ca(state, utcnow())
     files_before = snapshot(mesh_ca_dir(state))
     result = CliRunner().invoke(ca_command, ["init", "--from", str(plug), "--state-dir", str(state), "--force"])
     assert result.exit_code == 1, result.output
@@ -264,7 +264,7 @@ def test_bad_plug_in_input_names_the_file_and_changes_nothing(tmp_path: Path, ca
     assert f"Error: {plug / name if name else plug}: " in result.output, result.output
     assert text in result.output, result.output
     assert snapshot(mesh_ca_dir(state)) == files_before
-    assert load_ca_dir(mesh_ca_dir(state), NOW).ca_cert == before.ca_cert
+    assert load_ca_dir(mesh_ca_dir(state), utcnow()).ca_cert == before.ca_cert
 
 
 def test_ca_show(tmp_path: Path) -> None:
@@ -287,8 +287,8 @@ def test_the_mizzen_command_offers_ca(tmp_path: Path) -> None:
 def test_key_files_are_never_world_readable_even_with_a_permissive_umask(tmp_path: Path) -> None:
     old = os.umask(0)
     try:
-        ensure_mesh_ca(tmp_path, NOW)
-        write_root(tmp_path / "r", NOW)
+        ensure_mesh_ca(tmp_path, utcnow())
+        write_root(tmp_path / "r", utcnow())
     finally:
         os.umask(old)
     assert mode(mesh_ca_dir(tmp_path) / CA_KEY) == 0o600

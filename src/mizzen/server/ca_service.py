@@ -143,8 +143,9 @@ class _ServerCert:
                     try:
                         self.config = self._issue()
                         log.info("renewed the control plane's TLS certificate (serial %x)", self.serial)
-                    except Exception:  # keep serving with the old certificate; try again on the next handshake
-                        log.exception("renewing the control plane's TLS certificate failed")
+                    except Exception:  # keep serving with the old certificate; try again in a while
+                        log.exception("renewing the control plane's TLS certificate failed; retrying in 30 s")
+                        self._renew_at = self.service.clock() + dt.timedelta(seconds=30)
                 if state["serial"] == self.serial:
                     return None
                 state["serial"] = self.serial
