@@ -142,7 +142,7 @@ def test_rotation_swaps_the_certificate_without_restart_or_dropped_connections()
                     failures.append(repr(e))
             time.sleep(0.05)
         status = s.ca.loop.call(s.pod.manager.status)
-        assert failures == [] and requests > 100
+        assert failures == [] and requests > 50
         assert status["rotations"] >= 3 and status["state"] == "VALID"
         # the same two connections carried every request: nothing was dropped or re-established
         assert conn.sock is sock and plain.sock is plain_sock
