@@ -12,11 +12,10 @@ import time
 
 import pytest
 
-from mizzen.ca.secrets_view import secret_rows, secrets_from_certs, secrets_from_config_dump
-from mizzen.ca.authority import CertificateAuthority
+from mizzen.ca.authority import CertificateAuthority, cert_pem, key_pem, new_key, serial_hex
 from mizzen.ca.files import ensure_mesh_ca, utcnow
 from mizzen.ca.identity import SpiffeId
-from mizzen.ca.authority import cert_pem, key_pem, new_key, serial_hex
+from mizzen.ca.secrets_view import secret_rows, secrets_from_certs, secrets_from_config_dump
 
 from tests.ca.harness import (Envoy, MeshCa, free_port, peer_cert, spiffe_of, static_tls_bootstrap, tls_context,
                               wait_for)

@@ -2,7 +2,6 @@
 plane is down (the current certificate is kept, the state says so, expiry is logged, never silent)."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import random
@@ -11,8 +10,7 @@ import time
 import pytest
 
 from mizzen.agent.certs import CertManager, CertSettings, WorkloadCert, assemble, make_csr
-from mizzen.ca.authority import CertificateAuthority, make_intermediate, make_root
-from mizzen.ca.authority import CaMaterial
+from mizzen.ca.authority import CaMaterial, CertificateAuthority, make_intermediate, make_root
 from mizzen.ca.identity import SpiffeId
 
 from tests.ca.harness import MeshCa

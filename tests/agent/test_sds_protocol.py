@@ -3,7 +3,6 @@ rotation, ACK/NACK bookkeeping, resumption, and the socket's permissions."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import stat
@@ -77,6 +76,14 @@ class Stream:
         self.reader.cancel()
 
 
+async def until(pred, timeout: float = 5.0) -> None:
+    """Requests are in flight: wait until the server has processed them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting for the SDS server"
+        await asyncio.sleep(0.02)
+
+
 def secrets_of(resp: Any) -> dict[str, secret_pb2.Secret]:
     out = {}
     for r in resp.resources:
@@ -120,8 +127,8 @@ def test_sotw_subscribe_push_ack_nack(authority: CertificateAuthority) -> None:
         assert not sds.delivered()
         await s.send(discovery_pb2.DiscoveryRequest(type_url=SECRET_TYPE, resource_names=[DEFAULT_SECRET],
                                                     version_info=r1.version_info, response_nonce=r1.nonce))
-        await asyncio.sleep(0.1)
-        assert sds.delivered() and sds.status()["streams"][0]["acked"] == {DEFAULT_SECRET: c1.serial}
+        await until(sds.delivered)
+        assert sds.status()["streams"][0]["acked"] == {DEFAULT_SECRET: c1.serial}
         # rotation: pushed at once
         c2 = new_cert(authority)
         sds.update(c2)
@@ -146,8 +153,8 @@ def test_sotw_subscribe_push_ack_nack(authority: CertificateAuthority) -> None:
         await s.send(discovery_pb2.DiscoveryRequest(type_url=SECRET_TYPE,
                                                     resource_names=[DEFAULT_SECRET, ROOT_SECRET],
                                                     version_info=r3.version_info, response_nonce=r3.nonce))
-        await asyncio.sleep(0.1)
-        assert sds.delivered() and sds.delivered(ROOT_SECRET) and "error" not in sds.status()["streams"][0]
+        await until(lambda: sds.delivered() and sds.delivered(ROOT_SECRET))
+        assert "error" not in sds.status()["streams"][0]
         s.close()
 
     run_with_server(authority, body)
@@ -180,8 +187,7 @@ def test_delta_subscribe_push_and_initial_versions(authority: CertificateAuthori
         assert sorted(r.name for r in r1.resources) == [ROOT_SECRET, DEFAULT_SECRET]
         assert {r.name: r.version for r in r1.resources}[DEFAULT_SECRET] == c1.serial
         await s.send(discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET_TYPE, response_nonce=r1.nonce))
-        await asyncio.sleep(0.1)
-        assert sds.delivered() and sds.delivered(ROOT_SECRET)
+        await until(lambda: sds.delivered() and sds.delivered(ROOT_SECRET))
         # rotation: only the changed secret (the root stays)
         c2 = new_cert(authority)
         sds.update(c2)
@@ -191,6 +197,7 @@ def test_delta_subscribe_push_and_initial_versions(authority: CertificateAuthori
         await s.send(discovery_pb2.DeltaDiscoveryRequest(type_url=SECRET_TYPE,
                                                          resource_names_unsubscribe=[DEFAULT_SECRET],
                                                          response_nonce=r2.nonce))
+        await until(lambda: sds.status()["streams"][0]["names"] == [ROOT_SECRET])  # the request was in flight
         sds.update(new_cert(authority))
         await s.nothing()  # unsubscribed: no more pushes of `default`
         s.close()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import shutil
 import socket
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
