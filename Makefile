@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
-APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server
+APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver
 
 .PHONY: install sysdeps demo test test-unit test-e2e bench clean
 
@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture).
+# System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture;
+# chromium + chromium-driver: the console's browser tests).
 sysdeps:
-	@missing=""; for c in iptables ip curl wrk etcd redis-server; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages ($$missing )"; \

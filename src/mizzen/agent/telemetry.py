@@ -1,0 +1,247 @@
+"""The sidecar agent's telemetry: receives its Envoy's access-log stream (gRPC, envoy.service.accesslog.v3,
+batched by Envoy) on a unix socket, computes Istio's standard metrics, a golden-metrics window and the top
+paths, and serves the merged Prometheus scrape (Envoy's stats + these + the app's own metrics).
+
+Mounted by the agent's main loop (phase 2): `Telemetry.start()` next to the health server, `routes()` added
+to the :15020 app. Everything it learns about peers comes from `fetch_directory` (the control plane's
+instances and services), refreshed periodically and soon after an unknown peer address shows up.
+
+HTTP (JSON unless said otherwise):
+    GET /stats/prometheus     text: Envoy's /stats/prometheus + istio_* + mizzen_agent_* + the app's metrics
+    GET /telemetry/window     the golden-metrics window (aggregate.Window.snapshot)
+    GET /telemetry/top?n=20   the busiest paths (top.TopPaths.snapshot)
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import grpc
+from aiohttp import web
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
+
+from ..telemetry import exposition
+from ..telemetry.aggregate import Aggregator, SelfInfo
+from ..telemetry.istio import UNKNOWN
+from ..telemetry.peers import Directory
+from ..telemetry.records import INBOUND, direction_of, from_http_entry, from_tcp_entry
+from ..telemetry.top import TopPaths
+
+log = logging.getLogger("mizzen.agent.telemetry")
+
+Fetch = Callable[[], Awaitable[str]]
+
+
+class _AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
+    def __init__(self, owner: "Telemetry") -> None:
+        self.owner = owner
+
+    async def StreamAccessLogs(self, request_iterator, context):  # noqa: N802 (gRPC method name)
+        direction = "outbound"
+        self.owner.streams += 1
+        try:
+            async for msg in request_iterator:
+                if msg.HasField("identifier"):
+                    direction = direction_of(msg.identifier.log_name)
+                self.owner.ingest(msg, direction)
+        finally:
+            self.owner.streams -= 1
+        return als_pb2.StreamAccessLogsResponse()
+
+
+class Telemetry:
+    """One sidecar's telemetry. `clock` is injectable for tests; everything runs on the agent's loop."""
+
+    def __init__(self, me: SelfInfo, socket_path: str, *,
+                 fetch_directory: Callable[[], Awaitable[Directory]] | None = None,
+                 envoy_stats: Fetch | None = None, app_metrics: Fetch | None = None,
+                 tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
+                 top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time) -> None:
+        self.socket_path = socket_path
+        self.tcp_address = tcp_address
+        self.clock = clock
+        self.agg = Aggregator(me, max_series=max_series)
+        self.agg.window.started = clock()
+        self.top = TopPaths(capacity=top_capacity)
+        self.fetch_directory = fetch_directory
+        self.envoy_stats = envoy_stats
+        self.app_metrics = app_metrics
+        self.refresh_seconds, self.min_refresh_seconds = refresh_seconds, min_refresh_seconds
+        self.streams = 0
+        self.entries = 0
+        self.bad_entries = 0
+        self.directory_refreshes = 0
+        self._last_refresh = float("-inf")
+        self._unknown_seen = 0
+        self._server: grpc.aio.Server | None = None
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self.bound_port: int | None = None
+
+    # ------------------------------------------------------------------ ingest (pure work, on the loop)
+    def ingest(self, msg: als_pb2.StreamAccessLogsMessage, direction: str) -> None:
+        now = self.clock()
+        if msg.HasField("http_logs"):
+            for e in msg.http_logs.log_entry:
+                self.entries += 1
+                try:
+                    rec = from_http_entry(e, direction)
+                    key = self.agg.add_request(rec, now)
+                except Exception:  # one odd entry must not end the stream
+                    self.bad_entries += 1
+                    log.exception("cannot read an access-log entry")
+                    continue
+                peer = key[1] if direction == INBOUND else key[12]
+                self.top.add_record(rec, peer, now)
+        elif msg.HasField("tcp_logs"):
+            for e in msg.tcp_logs.log_entry:
+                self.entries += 1
+                try:
+                    self.agg.add_tcp(from_tcp_entry(e, direction))
+                except Exception:
+                    self.bad_entries += 1
+                    log.exception("cannot read a TCP access-log entry")
+        if self.agg.unknown_peers != self._unknown_seen:
+            self._unknown_seen = self.agg.unknown_peers
+            self._wake.set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._server = grpc.aio.server()
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(_AccessLogService(self), self._server)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        self._server.add_insecure_port("unix:" + self.socket_path)
+        if self.tcp_address:
+            self.bound_port = self._server.add_insecure_port(self.tcp_address)
+        await self._server.start()
+        os.chmod(self.socket_path, 0o666)  # Envoy runs as uid 1337
+        if self.fetch_directory is not None:
+            self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+        log.info("access-log receiver on unix:%s", self.socket_path)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._server is not None:
+            await self._server.stop(0.5)
+            self._server = None
+
+    async def refresh_directory(self) -> bool:
+        assert self.fetch_directory is not None
+        self._last_refresh = time.monotonic()
+        try:
+            d = await self.fetch_directory()
+        except Exception as e:  # the control plane may be away: keep the last directory and say so
+            log.warning("cannot refresh the peer directory (metrics keep the last one; peers new since then "
+                        "show as unknown until the control plane answers): %s", e)
+            return False
+        self.agg.set_directory(d)
+        self.directory_refreshes += 1
+        return True
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.refresh_directory()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            wait = self.min_refresh_seconds - (time.monotonic() - self._last_refresh)
+            if wait > 0:  # an unknown caller (e.g. outside the mesh) must not cause a refresh per request
+                await asyncio.sleep(wait)
+
+    # ------------------------------------------------------------------ HTTP
+    def self_metrics(self) -> str:
+        return exposition.render_gauges("mizzen_agent", [
+            ("accesslog_streams", "Access-log streams open from Envoy.", self.streams),
+            ("accesslog_entries", "Access-log entries received since start.", self.entries),
+            ("accesslog_bad_entries", "Access-log entries that could not be read.", self.bad_entries),
+            ("telemetry_series", "Istio series held.", self.agg.series_count),
+            ("telemetry_dropped_records", "Records not stored because of the series cap.", self.agg.dropped_records),
+            ("telemetry_unknown_peers", "Records whose peer address was not in the directory.", self.agg.unknown_peers),
+            ("telemetry_directory_refreshes", "Peer directory refreshes.", self.directory_refreshes),
+        ])
+
+    async def _fetch(self, name: str, fetch: Fetch | None) -> str:
+        if fetch is None:
+            return ""
+        try:
+            return await fetch()
+        except Exception as e:
+            log.warning("merged scrape: %s metrics unavailable: %s", name, e)
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return f"# {name} metrics unavailable: {first}\n"
+
+    async def prometheus_text(self) -> str:
+        envoy_text, app_text = await asyncio.gather(self._fetch("envoy", self.envoy_stats),
+                                                    self._fetch("app", self.app_metrics))
+        return exposition.merge(envoy_text, exposition.render(self.agg), self.self_metrics(), app_text)
+
+    async def _prometheus(self, request: web.Request) -> web.Response:
+        return web.Response(text=await self.prometheus_text(), headers={"Content-Type": exposition.CONTENT_TYPE})
+
+    async def _window(self, request: web.Request) -> web.Response:
+        snap = self.agg.window.snapshot(self.clock())
+        me = self.agg.me.workload
+        snap.update(workload=me.workload, namespace=me.namespace, version=me.version)
+        return web.json_response(snap)
+
+    async def _top(self, request: web.Request) -> web.Response:
+        try:
+            n = max(1, min(int(request.query.get("n", "20")), self.top.capacity))
+        except ValueError:
+            raise web.HTTPBadRequest(text="n must be an integer\n")
+        return web.json_response(self.top.snapshot(n))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/stats/prometheus", self._prometheus), web.get("/telemetry/window", self._window),
+                web.get("/telemetry/top", self._top)]
+
+
+# ---------------------------------------------------------------------- helpers for the agent's wiring
+def unix_get(socket_path: str, path: str, timeout: float = 2.0) -> Fetch:
+    """An async fetch of `path` over a unix socket (Envoy's admin pipe): e.g. `/stats/prometheus`."""
+    async def fetch() -> str:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=socket_path, force_close=True),
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.get("http://local" + path) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"GET {path}: HTTP {r.status}")
+                return await r.text()
+    return fetch
+
+
+def http_get(url: str, timeout: float = 2.0) -> Fetch:
+    """An async fetch of an HTTP URL (the app's metrics port/path)."""
+    async def fetch() -> str:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.get(url) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"GET {url}: HTTP {r.status}")
+                return await r.text()
+    return fetch
+
+
+def directory_from_api(call: Callable[[str, str], Awaitable[Any]]) -> Callable[[], Awaitable[Directory]]:
+    """`call(method, path)` -> JSON (the shared REST client's call): the directory from the control plane."""
+    async def fetch() -> Directory:
+        inst = await call("GET", "/api/v1/instances")
+        svcs = await call("GET", "/api/v1/services")
+        return Directory(inst.get("items", ()), svcs.get("items", ()))
+    return fetch
+
+
+__all__ = ["Telemetry", "unix_get", "http_get", "directory_from_api", "UNKNOWN"]

@@ -1,0 +1,151 @@
+"""The Envoy configuration telemetry needs, in Envoy's JSON form (dicts: the bootstrap uses them as they are,
+`translate/filters/` turns them into messages with `json_format.ParseDict`). PURE.
+
+- the access-log stream (`envoy.access_loggers.http_grpc` / `tcp_grpc`) to the sidecar's agent, batched by
+  Envoy (flush every `flush_interval` or when `buffer_bytes` fill up), one per direction (`als_log_name`);
+- tracing with Envoy's OpenTelemetry tracer (W3C `traceparent`; spans as OTLP/gRPC) or with its Zipkin
+  tracer in `USE_B3_WITH_W3C_PROPAGATION` mode (B3 *and* W3C headers; spans as Zipkin v2 JSON);
+- the tap filter, driven from the admin endpoint (`/tap`), inert while nobody taps;
+- the static clusters that carry the access-log and span streams to a unix socket.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+TELEMETRY_CLUSTER = "mizzen-telemetry"  # the sidecar's agent: access-log stream (gRPC over a unix socket)
+TRACES_CLUSTER = "mizzen-traces"  # the trace receiver (OTLP/gRPC or Zipkin HTTP)
+TAP_CONFIG_ID = "mizzen-tap"
+ALS_PREFIX = "mizzen."
+
+HTTP_GRPC = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig"
+TCP_GRPC = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcAccessLogConfig"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def als_log_name(direction: str, kind: str = "http") -> str:
+    """`mizzen.outbound.http` etc.: the receiver learns the direction from the stream's identifier."""
+    return f"{ALS_PREFIX}{direction}.{kind}"
+
+
+def _common(direction: str, kind: str, cluster: str, flush_interval: str, buffer_bytes: int) -> dict[str, Any]:
+    return {
+        "log_name": als_log_name(direction, kind),
+        "transport_api_version": "V3",
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
+        "buffer_flush_interval": flush_interval,
+        "buffer_size_bytes": buffer_bytes,
+    }
+
+
+def http_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_interval: str = "1s",
+                    buffer_bytes: int = 16384) -> dict[str, Any]:
+    """An HCM `access_log` entry streaming every request to the agent."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "typed_config": {
+            "@type": HTTP_GRPC,
+            "common_config": _common(direction, "http", cluster, flush_interval, buffer_bytes),
+            "additional_request_headers_to_log": ["content-type"],
+            "additional_response_headers_to_log": ["grpc-status"],
+            "additional_response_trailers_to_log": ["grpc-status"],
+        },
+    }
+
+
+def tcp_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_interval: str = "1s",
+                   buffer_bytes: int = 16384) -> dict[str, Any]:
+    """A tcp_proxy `access_log` entry; pair with `tcp_access_log_options` for opened/periodic entries."""
+    return {
+        "name": "envoy.access_loggers.tcp_grpc",
+        "typed_config": {"@type": TCP_GRPC, "common_config": _common(direction, "tcp", cluster, flush_interval,
+                                                                     buffer_bytes)},
+    }
+
+
+def tcp_access_log_options(period: str = "5s") -> dict[str, Any]:
+    """tcp_proxy `access_log_options`: an entry when the upstream connects, then every `period` (bytes of
+    long-lived connections show up while they last), then at the end."""
+    return {"flush_access_log_on_connected": True, "access_log_flush_interval": period}
+
+
+def grpc_unix_cluster(name: str, path: str) -> dict[str, Any]:
+    """A static HTTP/2 cluster to a unix socket (Envoy `pipe` address), for a gRPC stream."""
+    return grpc_cluster(name, {"pipe": {"path": path}})
+
+
+def grpc_cluster(name: str, address: Mapping[str, Any]) -> dict[str, Any]:
+    """A static HTTP/2 cluster to an Envoy address dict (`pipe` or `socket_address`), for a gRPC stream."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name,
+                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": dict(address)}}]}]},
+        "typed_extension_protocol_options": {HTTP_PROTOCOL_OPTIONS: {
+            "@type": "type.googleapis.com/" + HTTP_PROTOCOL_OPTIONS,
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+    }
+
+
+def http_cluster(name: str, address: Mapping[str, Any]) -> dict[str, Any]:
+    """A static HTTP/1.1 cluster (Zipkin collector) to an Envoy address dict (`pipe` or `socket_address`)."""
+    return {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+    }
+
+
+def _tags(custom_tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    return [{"tag": k, "literal": {"value": v}} for k, v in sorted((custom_tags or {}).items())]
+
+
+def otel_tracing(service_name: str, sampling_percent: float, *, cluster: str = TRACES_CLUSTER,
+                 custom_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """HCM `tracing` with Envoy's OpenTelemetry tracer: reads and writes W3C `traceparent`/`tracestate`,
+    exports spans over OTLP/gRPC to `cluster`. Envoy 1.40's OpenTelemetry tracer has no B3 (see
+    `zipkin_tracing`). `random_sampling` applies to requests that arrive without a sampling decision."""
+    return {
+        "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "1s"},
+            "service_name": service_name,
+        }},
+        "random_sampling": {"value": sampling_percent},
+        "spawn_upstream_span": False,
+        **({"custom_tags": _tags(custom_tags)} if custom_tags else {}),
+    }
+
+
+def zipkin_tracing(sampling_percent: float, *, cluster: str = TRACES_CLUSTER,
+                   endpoint: str = "/api/v2/spans", custom_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """HCM `tracing` with Envoy's Zipkin tracer: extracts B3 (then W3C `traceparent` when no B3 is present)
+    and injects both B3 and `traceparent`; spans as Zipkin v2 JSON. Client and server spans get their own
+    ids (`shared_span_context: false`), as OpenTelemetry does."""
+    return {
+        "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
+            "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+            "collector_cluster": cluster,
+            "collector_endpoint": endpoint,
+            "collector_endpoint_version": "HTTP_JSON",
+            "trace_id_128bit": True,
+            "shared_span_context": False,
+            "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
+        }},
+        "random_sampling": {"value": sampling_percent},
+        **({"custom_tags": _tags(custom_tags)} if custom_tags else {}),
+    }
+
+
+def tap_filter(config_id: str = TAP_CONFIG_ID) -> dict[str, Any]:
+    """The HTTP tap filter, configured from the admin endpoint (`POST /tap` with this config id): it taps
+    nothing until an admin session attaches, and stops when that session ends."""
+    return {
+        "name": "envoy.filters.http.tap",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.tap.v3.Tap",
+            "common_config": {"admin_config": {"config_id": config_id}},
+            "record_headers_received_time": True,
+            "record_downstream_connection": True,
+        },
+    }
