@@ -147,5 +147,6 @@ def tap_filter(config_id: str = TAP_CONFIG_ID) -> dict[str, Any]:
             "common_config": {"admin_config": {"config_id": config_id}},
             "record_headers_received_time": True,
             "record_downstream_connection": True,
+            "record_upstream_connection": True,
         },
     }
