@@ -68,6 +68,12 @@ class Receivers:
             self.proc.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children), from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_variant(name: str, rps: int, seconds: int) -> dict:
     work = tempfile.mkdtemp(prefix="mizzen-telemetry-cost-")
     recv = otlp = None
@@ -86,7 +92,14 @@ def run_variant(name: str, rps: int, seconds: int) -> dict:
             opts.traces_address = {"pipe": {"path": otlp_sock}}
         with Rig(opts, work=work) as rig:
             hey(rig.url, rps, 2)  # warm-up: connections, first requests
+            envoys = [rig.by_name["a"].pid, rig.by_name["b"].pid]
+            others = [x.pid for x in (recv.proc if recv else None, otlp) if x is not None]
+            c0 = [cpu_seconds(p) for p in envoys], [cpu_seconds(p) for p in others]
             r = hey(rig.url, rps, seconds)
+            c1 = [cpu_seconds(p) for p in envoys], [cpu_seconds(p) for p in others]
+            done = r["rps"] * seconds / 1000.0
+            r["sidecar_cpu_ms_per_1k"] = round(sum(b - a for a, b in zip(c0[0], c1[0])) * 1000 / done, 1)
+            r["agent_cpu_ms_per_1k"] = round(sum(b - a for a, b in zip(c0[1], c1[1])) * 1000 / done, 1)
             if recv is not None:
                 time.sleep(1.5)
                 text = recv.metrics(1)
@@ -117,13 +130,16 @@ def main() -> None:
             results[v].append(r)
             print(json.dumps({"round": rnd, "variant": v, **r}), flush=True)
     base = results[variants[0]]
-    print("\nvariant      p50 ms (median of rounds)  p99 ms   ratio p50  ratio p99")
+    print("\n| variant | p50 ms | p99 ms | p50 ratio | p99 ratio | sidecars' CPU ms / 1000 req | agents' CPU ms / 1000 req |")
+    print("|---|---|---|---|---|---|---|")
+    b50 = statistics.median(x["p50"] for x in base)
+    b99 = statistics.median(x["p99"] for x in base)
     for v in variants:
         p50 = statistics.median(x["p50"] for x in results[v])
         p99 = statistics.median(x["p99"] for x in results[v])
-        b50 = statistics.median(x["p50"] for x in base)
-        b99 = statistics.median(x["p99"] for x in base)
-        print(f"{v:12s} {p50:8.3f}                 {p99:8.3f}  {p50 / b50:8.3f}  {p99 / b99:8.3f}")
+        cpu = statistics.median(x["sidecar_cpu_ms_per_1k"] for x in results[v])
+        acpu = statistics.median(x["agent_cpu_ms_per_1k"] for x in results[v])
+        print(f"| {v} | {p50:.2f} | {p99:.2f} | {p50 / b50:.3f} | {p99 / b99:.3f} | {cpu:.1f} | {acpu:.1f} |")
 
 
 if __name__ == "__main__":

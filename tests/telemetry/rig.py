@@ -9,8 +9,10 @@ in a mesh where every pod has its own IP.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 import shutil
 import socket
 import subprocess
@@ -60,6 +62,22 @@ class Options:
     telemetry_sockets: tuple[str, str] = ("", "")  # A's and B's receiver sockets
     traces_address: dict = field(default_factory=dict)  # Envoy address of the trace receiver
     flush_interval: str = "1s"
+    echo_app: bool = False  # the app is a Python server echoing the request headers it got (JSON)
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def _hcm(name: str, direction: str, route: dict, opts: Options, service: str) -> dict:
@@ -76,8 +94,10 @@ def _hcm(name: str, direction: str, route: dict, opts: Options, service: str) ->
     return cfg
 
 
-def _listener(name: str, ip: str, port: int, hcm: dict) -> dict:
+def _listener(name: str, ip: str, port: int, hcm: dict, direction: str = "UNSPECIFIED") -> dict:
+    # Envoy names span kinds from the listener's direction: OUTBOUND -> CLIENT (egress), INBOUND -> SERVER
     return {"name": name, "address": {"socket_address": {"address": ip, "port_value": port}},
+            "traffic_direction": direction,
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                             "typed_config": hcm}]}]}
 
@@ -112,9 +132,11 @@ class Rig:
         self.work = work or tempfile.mkdtemp(prefix="mizzen-telemetry-rig-")
         self._own_work = work is None
         self.procs: list[subprocess.Popen] = []
+        self.by_name: dict[str, subprocess.Popen] = {}
         self.pa, self.pb, self.papp = free_port(A_IP), free_port(B_IP), free_port(APP_IP)
         self.admin = {k: free_port() for k in ("a", "b", "app")}
         self.url = f"http://{A_IP}:{self.pa}/"
+        self._echo: http.server.ThreadingHTTPServer | None = None
 
     def configs(self) -> dict[str, dict]:
         o = self.opts
@@ -133,24 +155,32 @@ class Rig:
             "app": _bootstrap("app~", self.admin["app"], [_listener("app", APP_IP, self.papp, app_hcm)], [], Options(), ""),
             "a": _bootstrap("productpage-v1~a", self.admin["a"],
                             [_listener("virtualOutbound", A_IP, self.pa, _hcm("outbound_9080", "outbound", a_route, o,
-                                                                                "productpage.default"))],
+                                                                                "productpage.default"), "OUTBOUND")],
                             [_cluster(f"outbound|9080|v1|{REVIEWS}", B_IP, self.pb, bind=A_IP)], o, sa),
             "b": _bootstrap("reviews-v1~b", self.admin["b"],
                             [_listener("virtualInbound", B_IP, self.pb, _hcm("inbound_9080", "inbound", b_route, o,
-                                                                               "reviews.default"))],
+                                                                               "reviews.default"), "INBOUND")],
                             [_cluster("inbound|9080||", APP_IP, self.papp)], o, sb),
         }
 
     def __enter__(self) -> "Rig":
         try:
             binary = envoy_binary()
-            for name, cfg in self.configs().items():
+            configs = self.configs()
+            if self.opts.echo_app:
+                self._echo = http.server.ThreadingHTTPServer((APP_IP, self.papp), _Echo)
+                threading.Thread(target=self._echo.serve_forever, daemon=True).start()
+                del configs["app"]
+                del self.admin["app"]
+            for name, cfg in configs.items():
                 path = os.path.join(self.work, f"{name}.yaml")
                 Path(path).write_text(yaml.safe_dump(cfg, sort_keys=False))
                 log = open(os.path.join(self.work, f"{name}.log"), "wb")
-                self.procs.append(subprocess.Popen(
+                proc = subprocess.Popen(
                     [binary, "-c", path, "--concurrency", "1", "--base-id", str(free_port() % 60000 + 1000),
-                     "--log-level", "warning", "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT))
+                     "--log-level", "warning", "--disable-hot-restart"], stdout=log, stderr=subprocess.STDOUT)
+                self.procs.append(proc)
+                self.by_name[name] = proc
             self.wait_ready()
         except BaseException:
             self.__exit__()
@@ -205,6 +235,10 @@ class Rig:
                 p.kill()
                 p.wait()
         self.procs.clear()
+        if self._echo is not None:
+            self._echo.shutdown()
+            self._echo.server_close()
+            self._echo = None
         if self._own_work:
             shutil.rmtree(self.work, ignore_errors=True)
 

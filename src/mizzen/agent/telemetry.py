@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import grpc
@@ -29,6 +29,7 @@ from ..telemetry.aggregate import Aggregator, SelfInfo
 from ..telemetry.istio import UNKNOWN
 from ..telemetry.peers import Directory
 from ..telemetry.records import INBOUND, direction_of, from_http_entry, from_tcp_entry
+from ..telemetry.tap import MAX_EVENTS, MAX_SECONDS, TapError, TapStream, event_of
 from ..telemetry.top import TopPaths
 
 log = logging.getLogger("mizzen.agent.telemetry")
@@ -235,6 +236,43 @@ def http_get(url: str, timeout: float = 2.0) -> Fetch:
     return fetch
 
 
+async def tap_events(url: str, body: dict, *, max_events: int = 100, max_seconds: float = 60.0,
+                     directory: Directory | None = None, reporter: str = "", unix_socket: str | None = None,
+                     ) -> AsyncIterator[dict]:
+    """Tap requests through Envoy's admin `/tap` (`url`, e.g. `http://envoy/tap` with `unix_socket` = the admin
+    pipe): yields `tap.event_of` rows until `max_events` rows or `max_seconds` passed, then closes the admin
+    stream, which detaches the tap (Envoy taps nothing while no session is attached). Both bounds are capped
+    (tap.MAX_EVENTS, tap.MAX_SECONDS). Envoy allows one session per config id: a second caller gets TapError."""
+    max_events = max(1, min(max_events, MAX_EVENTS))
+    max_seconds = max(0.1, min(max_seconds, MAX_SECONDS))
+    connector = aiohttp.UnixConnector(path=unix_socket, force_close=True) if unix_socket else None
+    deadline = time.monotonic() + max_seconds
+    n = 0
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as s:
+        async with s.post(url, json=body) as r:
+            if r.status != 200:
+                raise TapError(f"Envoy refused the tap (HTTP {r.status}): {(await r.text()).strip()[:300]}")
+            stream = TapStream()
+            while n < max_events:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                try:
+                    chunk = await asyncio.wait_for(r.content.readany(), left)
+                except asyncio.TimeoutError:
+                    return
+                if not chunk:
+                    return
+                for doc in stream.feed(chunk):
+                    ev = event_of(doc, directory, reporter)
+                    if ev is None:
+                        continue
+                    yield ev
+                    n += 1
+                    if n >= max_events:
+                        return
+
+
 def directory_from_api(call: Callable[[str, str], Awaitable[Any]]) -> Callable[[], Awaitable[Directory]]:
     """`call(method, path)` -> JSON (the shared REST client's call): the directory from the control plane."""
     async def fetch() -> Directory:
@@ -244,4 +282,4 @@ def directory_from_api(call: Callable[[str, str], Awaitable[Any]]) -> Callable[[
     return fetch
 
 
-__all__ = ["Telemetry", "unix_get", "http_get", "directory_from_api", "UNKNOWN"]
+__all__ = ["Telemetry", "tap_events", "unix_get", "http_get", "directory_from_api", "UNKNOWN"]
