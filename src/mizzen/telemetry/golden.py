@@ -123,19 +123,28 @@ def stat(snapshots: Iterable[Mapping[str, Any]], *, kind: str = "workload", by: 
     return out
 
 
-def edges(snapshots: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Edges caller workload -> service -> version for the topology, each with golden metrics."""
+EDGE_KEYS = {
+    "full": ("source_workload", "source_workload_namespace", "destination_service", "destination_workload",
+             "destination_workload_namespace", "destination_version"),
+    "caller": ("source_workload", "source_workload_namespace", "destination_service"),
+    "version": ("destination_service", "destination_workload", "destination_workload_namespace",
+                "destination_version"),
+}
+_EDGE_NAMES = {"source_workload": "source", "source_workload_namespace": "source_namespace",
+               "destination_service": "service", "destination_workload": "destination",
+               "destination_workload_namespace": "destination_namespace", "destination_version": "version"}
+
+
+def edges(snapshots: Iterable[Mapping[str, Any]], split: str = "full") -> list[dict[str, Any]]:
+    """Edges with golden metrics, each request counted once: `full` caller -> service -> workload/version;
+    `caller` caller -> service (all versions together); `version` service -> workload/version."""
+    keys = EDGE_KEYS[split]
     rows, seconds = _rows(snapshots)
     groups: dict[tuple[str, ...], Acc] = {}
     for r in _service_rows(rows):
-        key = (r["source_workload"], r["source_workload_namespace"], r["destination_service"],
-               r["destination_workload"], r["destination_workload_namespace"], r["destination_version"])
-        groups.setdefault(key, Acc()).add(r)
-    out = []
-    for (sw, sns, svc, dw, dns, ver), acc in sorted(groups.items()):
-        out.append({"source": sw, "source_namespace": sns, "service": svc, "destination": dw,
-                    "destination_namespace": dns, "version": ver, **acc.golden(seconds)})
-    return out
+        groups.setdefault(tuple(r[k] for k in keys), Acc()).add(r)
+    return [{**{_EDGE_NAMES[k]: v for k, v in zip(keys, key)}, **acc.golden(seconds)}
+            for key, acc in sorted(groups.items())]
 
 
 def table(rows: list[dict[str, Any]], by: str | None = None) -> list[list[str]]:
