@@ -92,8 +92,8 @@ def topology(instances: list[Mapping[str, Any]], services: list[Mapping[str, Any
     for e in caller:
         src = workload_node(e["source"], e["source_namespace"])
         sid = service_node(e["service"])
-        edges.append({"id": f"{src}->{sid}", "source": src, "target": sid, "kind": "call",
-                      "health": health_class(e["success_rate"], e["requests"]), "label": edge_label(e), **e})
+        edges.append({**e, "id": f"{src}->{sid}", "source": src, "target": sid, "kind": "call",
+                      "health": health_class(e["success_rate"], e["requests"]), "label": edge_label(e)})
     totals: dict[str, float] = {}
     for e in split:
         totals[e["service"]] = totals.get(e["service"], 0.0) + e["rps"]
@@ -104,9 +104,9 @@ def topology(instances: list[Mapping[str, Any]], services: list[Mapping[str, Any
         share = e["rps"] / totals[e["service"]] if totals[e["service"]] else 0.0
         seen.add((sid, wid))
         version = e["version"] if e["version"] != UNKNOWN else ""
-        edges.append({"id": f"{sid}->{wid}", "source": sid, "target": wid, "kind": "split", "share": round(share, 4),
-                      "health": health_class(e["success_rate"], e["requests"]),
-                      "label": f"{version + ' ' if version else ''}{share * 100:.0f}% · {e['rps']:.1f} rps", **e})
+        edges.append({**e, "id": f"{sid}->{wid}", "source": sid, "target": wid, "kind": "split",
+                      "share": round(share, 4), "health": health_class(e["success_rate"], e["requests"]),
+                      "label": f"{version + ' ' if version else ''}{share * 100:.0f}% · {e['rps']:.1f} rps"})
     for sid, wid in sorted(members - seen):
         edges.append({"id": f"{sid}->{wid}", "source": sid, "target": wid, "kind": "member", "health": "idle",
                       "label": ""})

@@ -195,11 +195,13 @@ class Aggregator:
         self._conns: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self.max_connections = max_connections
         self.records = 0
+        self._labels: dict[tuple, tuple[str, ...]] = {}  # a request's label-relevant fields -> its labels
         self.dropped_records = 0
         self.unknown_peers = 0  # records whose peer address the directory did not know (refresh it)
 
     def set_directory(self, directory: Directory) -> None:
         self.directory = directory
+        self._labels.clear()
 
     def _series(self, table: dict, key: tuple[str, ...], make) -> object | None:
         s = table.get(key)
@@ -213,7 +215,14 @@ class Aggregator:
     def add_request(self, rec: RequestRecord, now: float) -> tuple[str, ...]:
         """Count one request; returns its labels (HTTP_LABELS order)."""
         self.records += 1
-        key = http_labels(rec, self.me, self.directory)
+        # requests of one edge share their labels: compute them once per distinct input (bounded cache)
+        ck = (rec.direction, rec.downstream_ip, rec.upstream_host, rec.upstream_cluster, rec.authority, rec.protocol,
+              rec.response_code, rec.grpc_status, rec.response_flags, rec.peer_principal)
+        key = self._labels.get(ck)
+        if key is None:
+            if len(self._labels) >= 4096:
+                self._labels.clear()
+            key = self._labels[ck] = http_labels(rec, self.me, self.directory)
         peer_workload = key[1] if rec.direction == INBOUND else key[7]
         if peer_workload == UNKNOWN:
             self.unknown_peers += 1
