@@ -123,3 +123,38 @@ def test_access_log_switch_applies_a_telemetry_resource(control_plane, console_f
     wait(browser).until(lambda d: "Turn on" in d.find_element(By.ID, "access-log-default").text)
     tel = control_plane.get("/api/v1/resources/Telemetry/default/mizzen-access-log")
     assert tel["spec"]["accessLogging"][0]["disabled"] is True
+
+
+ROUTER = """\
+apiVersion: mizzen.dev/v1
+kind: Router
+metadata: {name: web, namespace: shop}
+spec:
+  port: 9090
+  subsets:
+  - branch: master
+    versions: {v1: 90, v2: 10}
+"""
+
+
+def test_router_weights_form_applies_and_refuses_a_bad_sum(control_plane, console_factory, browser, tmp_path):
+    control_plane.apply(ROUTER)
+    c = console_factory()
+    browser.get(c.url + "/config")
+
+    def set_weights(v1: str, v2: str) -> None:
+        for v, w in (("v1", v1), ("v2", v2)):
+            box = wait(browser).until(EC.presence_of_element_located((By.ID, f"router-shop-web-0-{v}")))
+            box.clear()
+            box.send_keys(w)
+        browser.find_element(By.CSS_SELECTOR, "#router-shop-web button").click()
+
+    set_weights("60", "50")
+    issues = wait(browser).until(EC.presence_of_element_located((By.ID, "issues")))
+    assert "sum to 110, must be 100" in issues.text
+    assert control_plane.get("/api/v1/resources/Router/shop/web")["spec"]["subsets"][0]["versions"] == {"v1": 90, "v2": 10}
+    shot(browser, tmp_path, "router-refused")
+    browser.get(c.url + "/config")
+    set_weights("50", "50")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "resources")))
+    assert control_plane.get("/api/v1/resources/Router/shop/web")["spec"]["subsets"][0]["versions"] == {"v1": 50, "v2": 50}

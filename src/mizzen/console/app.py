@@ -141,6 +141,34 @@ class Console:
                                            error=data.get("message", f"HTTP {status}")), status=400)
         raise web.HTTPSeeOther("/config")
 
+    async def router_switch(self, request: web.Request) -> web.Response:
+        """New version weights for a Router's branches (the form on /config); applied all-or-nothing."""
+        form = await request.post()
+        ns, name = str(form.get("namespace") or ""), str(form.get("name") or "")
+        status, doc = await self.rest.call("GET", f"/api/v1/resources/Router/{ns}/{name}")
+        if status != 200:
+            raise web.HTTPNotFound(text=f"no Router {ns}/{name}")
+        doc = _clean(doc)
+        subsets = doc["spec"].get("subsets") or []
+        try:
+            for key, value in form.items():
+                if not key.startswith("w:"):
+                    continue
+                _, idx, version = key.split(":", 2)
+                versions = subsets[int(idx)].setdefault("versions", {})
+                if version not in versions:
+                    raise ValueError(f"unknown version {version!r}")
+                versions[version] = int(str(value))
+        except (ValueError, IndexError) as e:
+            raise web.HTTPBadRequest(text=f"bad weight field: {e}")
+        text = yaml.safe_dump(doc, sort_keys=False)
+        status, data = await self.rest.call("POST", "/api/v1/apply", {"files": [{"name": "console", "text": text}]})
+        if status != 200:
+            return _html(views.editor_page(f"Router {ns}/{name}", text, key=("Router", ns, name),
+                                           issues=data.get("errors", ()),
+                                           error=f"Not applied: {data.get('message', f'HTTP {status}')}"), status=400)
+        raise web.HTTPSeeOther("/config")
+
     async def edit(self, request: web.Request) -> web.Response:
         m = request.match_info
         status, data = await self.rest.call("GET", f"/api/v1/resources/{m['kind']}/{m['ns']}/{m['name']}")
@@ -265,6 +293,7 @@ def make_app(rest: RestClient, *, windows: Windows = no_windows, traces: Traces 
     app.router.add_get("/config/new", c.new)
     app.router.add_post("/config/edit", c.submit)
     app.router.add_post("/config/switches/access-log", c.access_log_switch)
+    app.router.add_post("/config/switches/router", c.router_switch)
     app.router.add_get("/config/{kind}/{ns}/{name}", c.edit)
     app.router.add_get("/traces", c.traces_list)
     app.router.add_get("/traces/{trace_id}", c.trace)

@@ -147,6 +147,27 @@ def proxy_page(pid: str, row: Mapping[str, Any] | None, configs: Mapping[str, An
     return page(f"Proxy {pid}", "proxies", "".join(parts) or '<p class="empty">No configuration sent.</p>')
 
 
+def router_forms(items: list[Mapping[str, Any]]) -> str:
+    """One form per Router: each branch's version weights as number inputs."""
+    out = []
+    for r in items:
+        if r.get("kind") != "Router":
+            continue
+        ns, name = r["metadata"].get("namespace", "default"), r["metadata"]["name"]
+        rows = []
+        for i, sub in enumerate((r.get("spec") or {}).get("subsets") or ()):
+            fields = " ".join(
+                f'<label>{h(v)} <input type="number" min="0" max="100" name="w:{i}:{h(v)}" value="{h(w)}" '
+                f'id="router-{h(ns)}-{h(name)}-{i}-{h(v)}" size="4"></label>'
+                for v, w in (sub.get("versions") or {}).items())
+            rows.append(f'<div>branch <b>{h(sub.get("branch"))}</b>: {fields or "(one destination)"}</div>')
+        out.append(f'<form method="post" action="/config/switches/router" class="switch" id="router-{h(ns)}-{h(name)}">'
+                   f'<input type="hidden" name="namespace" value="{h(ns)}"><input type="hidden" name="name" '
+                   f'value="{h(name)}"><b>Router {h(ns)}/{h(name)}</b>{"".join(rows)}'
+                   f'<button type="submit">Apply weights</button></form>')
+    return "".join(out)
+
+
 def config_list_page(items: list[Mapping[str, Any]], access_log: Mapping[str, bool], banner: str = "") -> str:
     rows = [[h(r["kind"]), h(r["metadata"].get("namespace", "")),
              f'<a href="/config/{q(r["kind"])}/{q(r["metadata"].get("namespace", "default"))}/{q(r["metadata"]["name"])}">'
@@ -159,7 +180,7 @@ def config_list_page(items: list[Mapping[str, Any]], access_log: Mapping[str, bo
         f'<button type="submit" name="enabled" value="{"false" if on else "true"}" id="access-log-{h(ns)}">'
         f'{"Turn off" if on else "Turn on"}</button></form>' for ns, on in sorted(access_log.items()))
     body = ('<p><a class="button" href="/config/new" id="new-resource">New resource</a></p>'
-            '<h2>Switches</h2>' + switches +
+            '<h2>Switches</h2>' + switches + router_forms(items) +
             '<h2>Resources</h2>' + table(["kind", "namespace", "name"], rows, id="resources", empty="No resources."))
     return page("Config", "config", body, banner=banner)
 
