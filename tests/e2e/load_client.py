@@ -3,11 +3,12 @@
 Sends requests to one URL, either a fixed count as fast as it can (--count) or at a fixed rate for a
 fixed time (--rps/--seconds), over keep-alive connections like a real app, and prints one JSON line:
 {"total", "status": {code: n}, "served_by": {value: n}, "errors": {type: n}, "seconds"}.
-Always stops by itself: --count is capped at 100000 and --seconds at 600.
+Always stops by itself: --count is capped at 100000 and --seconds at 600; --stop-file ends it earlier.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import http.client
 import json
 import threading
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--field", default="x-served-by", help="response header to tally")
+    ap.add_argument("--stop-file", default="", help="stop early once this file exists (--seconds still caps)")
     a = ap.parse_args()
     count = min(a.count, 100000)
     seconds = min(a.seconds, 600.0)
@@ -38,6 +40,7 @@ def main() -> None:
     lock = threading.Lock()
     start = time.monotonic()
     issued = [0]
+    stopped = [False]
 
     def next_slot() -> float | None:
         with lock:
@@ -45,6 +48,9 @@ def main() -> None:
             if count and i >= count:
                 return None
             if seconds and time.monotonic() - start >= seconds:
+                return None
+            if stopped[0] or (a.stop_file and i % 50 == 0 and os.path.exists(a.stop_file)):
+                stopped[0] = True
                 return None
             if not count and not seconds:
                 return None

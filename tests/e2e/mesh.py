@@ -95,11 +95,12 @@ class Mesh:
         assert p.returncode == 0, f"load client failed: {p.stdout}\n{p.stderr}"
         return json.loads(p.stdout.strip().splitlines()[-1])
 
-    def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4
-                        ) -> subprocess.Popen:
+    def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4,
+                        stop_file: Path | None = None) -> subprocess.Popen:
+        """Load for `seconds` at most; with `stop_file`, it ends soon after that file is created."""
         cmd = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(self.state_dir), pod, "--",
                "python3", str(LOAD_CLIENT), url, "--rps", str(rps), "--seconds", str(seconds),
-               "--concurrency", str(concurrency)]
+               "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else [])
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def proxy_status(self) -> list[dict]:
