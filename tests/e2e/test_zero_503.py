@@ -85,8 +85,8 @@ def test_rollout_changes_under_load_return_no_5xx(mesh: Mesh) -> None:
         stop.touch()
         out, err = bg.communicate(timeout=load_seconds + 60)
     r = json.loads(out.strip().splitlines()[-1])
-    assert finished < r["seconds"] - 2, f"changes took {finished:.0f}s but the load ran {r['seconds']}s: " \
-                                        f"not all of them were under load"
+    # stopped by the file made after the last change, not by its cap: every change happened under load
+    assert r["seconds"] < load_seconds - 1, f"changes took {finished:.0f}s, more than the load's {load_seconds}s"
     assert len(done) >= 20
     assert r["total"] >= 200 * 60 * 0.8, r  # ~200 rps for ≥ 60 s (allowing for a loaded 2-core machine)
     assert r["errors"] == {} and set(r["status"]) == {"200"}, r
