@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mizzen.agent.envoy import AdminClient
+from mizzen.client.aio import AsyncEnvoyAdmin as AdminClient
 
 from .helpers import (AdsServer, AgentProc, FakeApi, agent_config, free_port, http_get, pid_alive, proc_uid,
                       rmtree, short_tmpdir, simple_resources, start_app)

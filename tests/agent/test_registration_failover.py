@@ -1,9 +1,11 @@
-"""The agent's REST client fails over between control-plane replicas (real HTTP servers on unix sockets)."""
+"""The agent's REST client (`mizzen.client.aio.AsyncApiClient`) fails over between control-plane replicas
+(real HTTP servers on unix sockets)."""
 from __future__ import annotations
 
 import asyncio
 
-from mizzen.agent.registration import ApiClient, instance_of
+from mizzen.agent.registration import instance_of
+from mizzen.client.aio import AsyncApiClient
 from mizzen.agent.config import AgentConfig
 
 from .helpers import FakeApi
@@ -16,7 +18,7 @@ def test_calls_go_to_the_next_replica_when_one_is_down(tmp_path):
         await b.start()
         cfg = AgentConfig.from_dict({"pod": "web-0", "workDir": str(tmp_path), "ports": [80],
                                      "apiAddress": [f"unix:{a.socket_path}", f"unix:{b.socket_path}"]})
-        client = ApiClient(cfg.api_address)
+        client = AsyncApiClient(cfg.api_addresses)
         try:
             await client.put_instance(instance_of(cfg))
             assert [e[1] for e in a.events] == ["PUT"] and b.events == []

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from mizzen.cli.client import unix_request
+from mizzen.client import unix_request
 from mizzen.cli.main import build_cli
 from mizzen.registry import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
@@ -82,7 +82,7 @@ def mesh(tmp_path) -> Iterator[Mesh]:
 class Cli:
     def __init__(self, state_dir: Path):
         self.state_dir = state_dir
-        self.app = build_cli(plugins=False)
+        self.app = build_cli()
 
     def __call__(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
                  state_dir: bool = True) -> Result:

@@ -160,12 +160,14 @@ def test_get_missing_and_unknown_kind(cli):
 
 
 def test_get_instances_and_services(cli, mesh):
-    from mizzen.cli.client import ApiClient
+    from mizzen.client import ApiClient
+    from mizzen.model.types import Instance
     api = ApiClient(str(mesh.state_dir))
-    api.put_instance({"id": "default.reviews-v1-0", "namespace": "default", "workload": "reviews-v1",
-                      "address": "10.244.0.2", "ports": [9080], "labels": {"version": "v1"}})
-    api.put_instance({"id": "shop.cart-0", "namespace": "shop", "workload": "cart", "address": "10.244.0.3",
-                      "healthy": False})
+    api.put_instance(Instance.from_dict({"id": "default.reviews-v1-0", "namespace": "default",
+                                         "workload": "reviews-v1", "address": "10.244.0.2", "ports": [9080],
+                                         "labels": {"version": "v1"}}))
+    api.put_instance(Instance.from_dict({"id": "shop.cart-0", "namespace": "shop", "workload": "cart",
+                                         "address": "10.244.0.3", "healthy": False}))
     r = cli("get", "instances")
     rows = [line.split() for line in r.stdout.splitlines()]
     assert rows == [["NAMESPACE", "ID", "WORKLOAD", "ADDRESS", "PORTS", "HEALTHY"],

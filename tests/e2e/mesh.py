@@ -48,7 +48,7 @@ class Mesh:
 
     def api_get(self, path: str, socket_name: str = "api.sock", timeout: float = 10) -> dict:
         """GET one replica's REST API directly (`api.sock`, `api-1.sock`, ...), no fallback."""
-        from mizzen.cli.client import unix_request
+        from mizzen.client import unix_request
 
         status, raw = unix_request(str(self.state_dir / socket_name), "GET", path, timeout=timeout)
         assert status == 200, (path, status, raw[:300])

@@ -114,7 +114,7 @@ def caller_stats(m: Mesh, pattern: str) -> dict[str, int]:
     """Counters of the caller's sidecar, read from its Envoy admin socket (as `mizzen proxy-config` does)."""
     from urllib.parse import quote
 
-    from mizzen.cli.client import unix_request
+    from mizzen.client import unix_request
 
     status, raw = unix_request(str(m.state_dir / "pods" / CALLER / "admin.sock"), "GET",
                                "/stats?format=json&filter=" + quote(pattern, safe=""), timeout=10)

@@ -86,7 +86,7 @@ def pod_info(mesh: Mesh, name: str) -> dict:
 
 
 def admin(mesh: Mesh, pod: str):
-    from mizzen.cli.client import EnvoyAdmin
+    from mizzen.client import EnvoyAdmin
 
     return EnvoyAdmin(str(Path(pod_info(mesh, pod)["dir"]) / "admin.sock"))
 

@@ -90,7 +90,7 @@ def apply_vs(mesh: Mesh, http: str) -> None:
 
 
 def envoy_admin(mesh: Mesh, pod: str = "client-0"):
-    from mizzen.cli.client import EnvoyAdmin
+    from mizzen.client import EnvoyAdmin
 
     info = next(p for p in mesh.status()["pods"] if p["name"] == pod)
     return EnvoyAdmin(str(Path(info["dir"]) / "admin.sock"))

@@ -99,7 +99,7 @@ def test_rollout_changes_under_load_return_no_5xx(mesh: Mesh) -> None:
 
 def upstream_counts(mesh: Mesh) -> tuple[int, int]:
     """(retries, requests) of the caller's sidecar towards web, from its Envoy's stats."""
-    from mizzen.cli.client import EnvoyAdmin
+    from mizzen.client import EnvoyAdmin
 
     pod = next(p for p in mesh.status()["pods"] if p["workload"] == "sleep")
     admin = EnvoyAdmin(str(Path(pod["dir"]) / "admin.sock"))

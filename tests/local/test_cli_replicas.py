@@ -10,14 +10,11 @@ import time
 
 import pytest
 
-from mizzen.cli.client import ApiClient, MeshUnavailable
+from mizzen.client import ApiClient, MeshUnavailable
 
 
 def _start(state: str, i: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", state]
-    if i:
-        argv += ["--xds-socket", os.path.join(state, f"xds-{i}.sock"),
-                 "--api-socket", os.path.join(state, f"api-{i}.sock")]
+    argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", state, "--replica", str(i)]
     log = open(os.path.join(state, f"cp-{i}.log"), "wb")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -13,7 +13,12 @@ import pytest
 from mizzen.manifests import load_files
 from mizzen.local.commands import find_pod
 from mizzen.local.pods import Pod, plan_pods
-from mizzen.local.runner import Runner, live_status, untraversable, write_json
+from mizzen.agent.config import AgentConfig
+from mizzen.client import StateLayout
+from mizzen.local.launcher import agent_config
+from mizzen.local.meshstate import live_status, write_json
+from mizzen.local.options import Options
+from mizzen.local.runner import Runner, untraversable
 
 from .conftest import requires_netns
 
@@ -68,17 +73,33 @@ def test_find_pod_by_pod_workload_or_app():
 
 
 def test_agent_config_netns(tmp_path):
-    r = Runner(BOOKINFO, str(tmp_path / "s"), mode="netns")
-    r.mode = "netns"
+    """The runner writes agent.json from the AgentConfig the agent reads back: one typed contract."""
+    layout = StateLayout(str(tmp_path / "s"))
     pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]
-    pod.dir, pod.ip, pod.port_map = "/s/pods/reviews-v2-0", "10.244.0.5", {9080: 9080}
-    cfg = r.agent_config(pod)
-    assert cfg["interception"] == "netns" and cfg["envoyUid"] == 1337
-    assert (cfg["outboundPort"], cfg["inboundPort"], cfg["healthPort"]) == (15001, 15006, 15020)
-    assert cfg["xdsAddress"] == f"unix:{tmp_path / 's' / 'xds.sock'}"
-    assert cfg["portMap"] == {"9080": 9080} and cfg["register"] is True
-    assert cfg["labels"] == {"app": "reviews", "version": "v2"}
-    assert "registerPortMap" not in cfg
+    pod.ip, pod.port_map = "10.244.0.5", {9080: 9080}
+    cfg = agent_config(pod, layout, Options(), "netns")
+    assert cfg.interception == "netns" and (cfg.envoy_uid, cfg.envoy_gid) == (1337, 1337)
+    assert (cfg.outbound_port, cfg.inbound_port, cfg.health_port, cfg.health_host) == (15001, 15006, 15020, "0.0.0.0")
+    assert cfg.xds_address == f"unix:{tmp_path / 's' / 'xds.sock'}"
+    assert cfg.port_map == ((9080, 9080),) and cfg.register is True and cfg.register_port_map == ()
+    assert cfg.label_dict == {"app": "reviews", "version": "v2"}
+    assert (cfg.work_dir, cfg.admin_socket, cfg.control_socket) == (
+        layout.pod("reviews-v2-0").path, layout.pod("reviews-v2-0").admin_socket, layout.pod("reviews-v2-0").agent_socket)
+    d = cfg.to_dict()
+    assert d["portMap"] == {"9080": 9080} and d["labels"] == {"app": "reviews", "version": "v2"}
+    assert d["envoyUid"] == 1337 and d["xdsAddress"] == f"unix:{tmp_path / 's' / 'xds.sock'}"
+    assert AgentConfig.from_dict(d) == cfg
+
+
+def test_agent_config_loopback_round_trips(tmp_path):
+    layout = StateLayout(str(tmp_path / "s"))
+    pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]
+    pod.port_map, pod.register_port_map = {9080: 23456}, {9080: 23457}
+    pod.outbound_port, pod.inbound_port, pod.health_port = 23458, 23457, 23459
+    cfg = agent_config(pod, layout, Options(drain_seconds=3.5, concurrency=2), "loopback")
+    assert cfg.envoy_uid is None and cfg.health_host == "127.0.0.1" and cfg.register_port_map == ((9080, 23457),)
+    assert (cfg.drain_seconds, cfg.concurrency) == (3.5, 2)
+    assert AgentConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_invalid_mesh_file_starts_nothing(tmp_path):
@@ -131,16 +152,16 @@ def test_preflight_makes_a_private_tmp_state_dir_searchable_for_envoy():
 
 def test_runner_gives_agents_every_control_plane_replica(tmp_path):
     from mizzen.local.pods import Pod, RunnerError
-    from mizzen.local.runner import Runner
 
     mesh = tmp_path / "mesh.yaml"
     mesh.write_text("")
     state = tmp_path / "st"
+    layout = StateLayout(str(state))
     pod = Pod(name="web-0", workload="web", namespace="default", labels={}, ports=[80], sidecar=True,
               service_account="default", locality="", command=["true"], env={}, cwd=str(tmp_path), index=0)
-    one = Runner(str(mesh), str(state), mode="loopback").agent_config(pod)
+    one = agent_config(pod, layout, Options(), "loopback").to_dict()
     assert one["xdsAddress"] == f"unix:{state / 'xds.sock'}" and one["apiAddress"] == f"unix:{state / 'api.sock'}"
-    two = Runner(str(mesh), str(state), mode="loopback", control_planes=2).agent_config(pod)
+    two = agent_config(pod, layout, Options(control_planes=2), "loopback").to_dict()
     assert two["xdsAddress"] == [f"unix:{state / 'xds.sock'}", f"unix:{state / 'xds-1.sock'}"]
     assert two["apiAddress"] == [f"unix:{state / 'api.sock'}", f"unix:{state / 'api-1.sock'}"]
     with pytest.raises(RunnerError):

@@ -1,8 +1,10 @@
 """Lifecycle pieces that need no running mesh: holdApplicationUntilProxyStarts in the plan, the runner's
-control channel (runner.sock) with a stand-in runner, the CLI's --state-dir on command groups."""
+control channel (runner.sock, real server and client) with a stand-in implementing its `ControlTarget`
+protocol, the CLI's --state-dir on command groups."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -10,9 +12,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from mizzen.client import HttpError, RunnerClient
 from mizzen.local import commands
-from mizzen.local.control import ControlServer, OperationError, request_stream
-from mizzen.local.pods import plan_pods
+from mizzen.local.control import ControlServer, ControlTarget
+from mizzen.local.pods import OperationError, plan_pods
 from mizzen.manifests import load_files
 
 WORKLOADS = """
@@ -37,16 +40,12 @@ def test_hold_application_until_proxy_starts_defaults_true(tmp_path):
 
 class FakeRunner:
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.op_lock = threading.Lock()
         self.phase = "running"
         self.release = threading.Event()
-        self.writes = 0
 
     def status(self) -> dict:
         return {"phase": self.phase, "pods": []}
-
-    def write_status(self) -> None:
-        self.writes += 1
 
     def rollout_restart(self, workload, namespace, progress):
         if workload == "bad":
@@ -67,7 +66,8 @@ class FakeRunner:
 def control():
     d = tempfile.mkdtemp(prefix="mzct-", dir="/tmp")
     runner = FakeRunner()
-    srv = ControlServer(runner, os.path.join(d, "runner.sock"))
+    target: ControlTarget = runner
+    srv = ControlServer(target, os.path.join(d, "runner.sock"))
     srv.start()
     yield runner, srv
     runner.release.set()
@@ -77,33 +77,35 @@ def control():
 
 def test_control_channel_streams_progress_and_one_operation_at_a_time(control):
     runner, srv = control
+    client = RunnerClient(srv.path)
     events: list[dict] = []
-    t = threading.Thread(target=lambda: events.extend(request_stream(srv.path, "/rollout/restart",
-                                                                     {"workload": "web"})))
+    t = threading.Thread(target=lambda: events.extend(client.operation("/rollout/restart", {"workload": "web"})))
     t.start()
     deadline = time.monotonic() + 10
     while not events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert events[0] == {"event": "progress", "message": "restarting web"}
-    with pytest.raises(OperationError, match="another operation"):
-        list(request_stream(srv.path, "/scale", {"workload": "web", "replicas": 1}))
+    with pytest.raises(HttpError, match="another operation") as e:
+        list(client.operation("/scale", {"workload": "web", "replicas": 1}))
+    assert e.value.status == 409
     runner.release.set()
     t.join(10)
     assert events[-1] == {"event": "done", "ok": True, "result": ["web-abcde"]}
-    bad = list(request_stream(srv.path, "/rollout/restart", {"workload": "bad"}))
+    bad = list(client.operation("/rollout/restart", {"workload": "bad"}))
     assert bad[-1] == {"event": "done", "ok": False, "error": "no workload 'bad'"}
-    with pytest.raises(OperationError, match="no such operation"):
-        list(request_stream(srv.path, "/nope", {"workload": "x"}))
-    with pytest.raises(OperationError, match="workload: required"):
-        list(request_stream(srv.path, "/scale", {}))
-    assert runner.writes >= 2
+    with pytest.raises(HttpError, match="no such operation"):
+        list(client.operation("/nope", {"workload": "x"}))
+    with pytest.raises(HttpError, match="workload: required"):
+        list(client.operation("/scale", {}))
+    assert client.status() == {"phase": "running", "pods": []}
+    assert stat.S_IMODE(os.stat(srv.path).st_mode) == 0o600
 
 
 def test_control_channel_refuses_when_not_running(control):
     runner, srv = control
     runner.phase = "stopping"
-    with pytest.raises(OperationError, match="stopping"):
-        list(request_stream(srv.path, "/proxy/upgrade", {"workload": "web"}))
+    with pytest.raises(HttpError, match="stopping"):
+        list(RunnerClient(srv.path).operation("/proxy/upgrade", {"workload": "web"}))
 
 
 def test_group_state_dir_reaches_subcommands(tmp_path):

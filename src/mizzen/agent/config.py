@@ -1,4 +1,6 @@
-"""The sidecar agent's configuration: `<state>/pods/<pod>/agent.json`, written by the local runner.
+"""The sidecar agent's configuration: `<state>/pods/<pod>/agent.json`. One typed contract between two
+processes: the runner builds an `AgentConfig` and writes `to_dict()`; the agent reads it back with
+`load_config` (`from_dict`), so `AgentConfig.from_dict(cfg.to_dict()) == cfg`.
 
 Keys are camelCase in the file and snake_case here. Unknown keys are ignored (logged), so a newer runner
 can add keys without breaking an older agent; wrong types and bad values raise `AgentConfigError`.
@@ -12,12 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..client.address import Address
+from ..unixpath import UNIX_PATH_MAX
+
 log = logging.getLogger("mizzen.agent")
 
 INTERCEPTION_MODES = ("netns", "loopback")
 XDS_PROTOCOLS = ("DELTA_GRPC", "GRPC")
 LOG_LEVELS = ("trace", "debug", "info", "warning", "warn", "error", "critical", "off")
-UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 
 
 class AgentConfigError(ValueError):
@@ -127,6 +131,19 @@ class AgentConfig:
     def base_id_path(self) -> str:
         return os.path.join(self.work_dir, "base-id")
 
+    # ---------------------------------------------------------------- the file
+    def to_dict(self) -> dict[str, Any]:
+        """agent.json's content (camelCase keys), as `from_dict` reads it back."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("labels", "port_map", "register_port_map"):
+                v = {str(a): b for a, b in v}
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[_camel(f.name)] = v
+        return out
+
     # ---------------------------------------------------------------- loading
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, base_dir: str | None = None) -> "AgentConfig":
@@ -230,21 +247,11 @@ def addresses(value: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...
 
 def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
     """`unix:/path` -> ("unix", "/path"); `host:port`, `http://host:port` -> (host, port)."""
-    if addr.startswith("unix:"):
-        path = addr[5:]
-        if path.startswith("//"):  # unix:///abs/path
-            path = path[2:]
-        if not path.startswith("/"):
-            raise AgentConfigError(f"{key}: unix socket path must be absolute: {addr!r}")
-        if len(path.encode()) > UNIX_PATH_MAX:
-            raise AgentConfigError(f"{key}: unix socket path longer than {UNIX_PATH_MAX} bytes")
-        return "unix", path
-    rest = addr.split("://", 1)[1] if "://" in addr else addr
-    rest = rest.rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise AgentConfigError(f"{key}: expected 'unix:/path' or 'host:port', got {addr!r}")
-    return host.strip("[]"), int(port)
+    try:
+        a = Address.parse(addr)
+    except ValueError as e:
+        raise AgentConfigError(f"{key}: {e}") from None
+    return ("unix", a.unix) if a.unix is not None else (a.host, a.port)
 
 
 # ---------------------------------------------------------------------- helpers

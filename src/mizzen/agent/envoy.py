@@ -1,4 +1,4 @@
-"""Envoy as a child process (start, watch, stop) and a client for its admin API over a unix socket.
+"""Envoy as a child process (start, watch, stop); its admin API is `mizzen.client.aio.AsyncEnvoyAdmin`.
 
 The process is started with plain `subprocess.Popen` from the event loop's thread (PR_SET_PDEATHSIG is tied to
 the thread that forks; a worker thread that ends would take Envoy with it) and its exit is awaited through a
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -17,9 +16,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
-
-import aiohttp
-
 
 log = logging.getLogger("mizzen.agent")
 
@@ -371,95 +367,3 @@ def _untraversable_parents(path: str, uid: int, gid: int) -> list[str]:
             break
         p = parent
     return out
-
-
-# ---------------------------------------------------------------------- admin API
-class AdminError(RuntimeError):
-    pass
-
-
-class AdminClient:
-    """Envoy's admin API over its unix socket (`admin.address.pipe`). Use as an async context manager, or
-    call `close()`."""
-
-    def __init__(self, socket_path: str, *, timeout: float = 2.0) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self.socket_path, force_close=True),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def __aenter__(self) -> "AdminClient":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def request(self, method: str, path: str, *, timeout: float | None = None) -> tuple[int, str]:
-        """Raw call; raises AdminError when the socket is unreachable."""
-        kw: dict[str, Any] = {}
-        if timeout is not None:
-            kw["timeout"] = aiohttp.ClientTimeout(total=timeout)
-        try:
-            async with self._sess().request(method, "http://envoy" + path, **kw) as resp:
-                return resp.status, await resp.text()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise AdminError(f"{method} {path}: {e or type(e).__name__}") from e
-
-    async def ready(self) -> tuple[bool, str]:
-        """GET /ready: (True, "LIVE") when the server is live."""
-        status, body = await self.request("GET", "/ready")
-        state = body.strip()
-        return status == 200 and state == "LIVE", state
-
-    async def stats(self, filter: str | None = None) -> dict[str, int]:
-        """Counters and gauges (histograms are skipped) whose name matches the `filter` regex."""
-        q = "/stats?format=json"
-        if filter:
-            from urllib.parse import quote
-            q += "&filter=" + quote(filter, safe="")
-        status, body = await self.request("GET", q)
-        if status != 200:
-            raise AdminError(f"GET /stats: HTTP {status}: {body[:200]}")
-        out: dict[str, int] = {}
-        for s in json.loads(body).get("stats", []):
-            if "name" in s and isinstance(s.get("value"), int):
-                out[s["name"]] = s["value"]
-        return out
-
-    async def healthcheck_fail(self) -> None:
-        await self._post("/healthcheck/fail")
-
-    async def healthcheck_ok(self) -> None:
-        await self._post("/healthcheck/ok")
-
-    async def drain_listeners(self, graceful: bool = True, inbound_only: bool = False) -> None:
-        flags = [f for f, on in (("graceful", graceful), ("inboundonly", inbound_only)) if on]
-        await self._post("/drain_listeners" + ("?" + "&".join(flags) if flags else ""))
-
-    async def config_dump(self, resource: str | None = None, include_eds: bool = False) -> dict[str, Any]:
-        q = []
-        if resource:
-            q.append(f"resource={resource}")
-        if include_eds:
-            q.append("include_eds")
-        status, body = await self.request("GET", "/config_dump" + ("?" + "&".join(q) if q else ""))
-        if status != 200:
-            raise AdminError(f"GET /config_dump: HTTP {status}: {body[:200]}")
-        return json.loads(body)
-
-    async def _post(self, path: str) -> None:
-        status, body = await self.request("POST", path)
-        if status != 200:
-            raise AdminError(f"POST {path}: HTTP {status}: {body[:200]}")

@@ -10,7 +10,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from .envoy import AdminClient, AdminError
+from ..client.aio import AsyncEnvoyAdmin
+from ..client.errors import ClientError
 
 log = logging.getLogger("mizzen.agent")
 
@@ -28,7 +29,7 @@ class Readiness:
         return self.ready
 
 
-async def envoy_readiness(admin: AdminClient) -> Readiness:
+async def envoy_readiness(admin: AsyncEnvoyAdmin) -> Readiness:
     """Ready once Envoy has accepted at least one CDS and one LDS update and `/ready` says LIVE."""
     try:
         stats = await admin.stats(_READY_FILTER)
@@ -39,7 +40,7 @@ async def envoy_readiness(admin: AdminClient) -> Readiness:
         if not live:
             return Readiness(False, f"envoy server state {state or '?'}")
         return Readiness(True, f"LIVE, cds.update_success={cds} lds.update_success={lds}")
-    except AdminError as e:
+    except ClientError as e:
         return Readiness(False, f"envoy admin unreachable: {e}")
 
 

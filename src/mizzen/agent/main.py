@@ -20,12 +20,15 @@ import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
+from ..client.aio import AsyncApiClient, AsyncEnvoyAdmin
+from ..client.errors import ClientError
+from ..envoybin import find_envoy
+from ..unixpath import SocketInUse, serve_app
 from .bootstrap import render_bootstrap
 from .config import AgentConfig
-from .envoy import AdminClient, AdminError, EnvoyOptions, EnvoyProcess
+from .envoy import EnvoyOptions, EnvoyProcess
 from .health import HealthServer, Readiness, envoy_readiness
-from ..envoybin import find_envoy
-from .registration import ApiClient, ApiError, app_listening, instance_of, wait_for_ports
+from .registration import app_listening, instance_of, wait_for_ports
 
 log = logging.getLogger("mizzen.agent")
 
@@ -76,8 +79,8 @@ class Agent:
             drain_seconds=cfg.drain_seconds, parent_shutdown_seconds=cfg.parent_shutdown,
             uid=cfg.envoy_uid, gid=cfg.envoy_gid,
         ))
-        self.admin = AdminClient(cfg.admin_socket)
-        self.api = ApiClient(cfg.api_address) if cfg.api_address else None
+        self.admin = AsyncEnvoyAdmin(cfg.admin_socket)
+        self.api = AsyncApiClient(cfg.api_addresses) if cfg.api_address else None
         self.health = HealthServer(cfg.health_host, cfg.health_port, self.status)
         self.state = "starting"
         self.since = time.time()
@@ -162,7 +165,7 @@ class Agent:
                     await self.api.delete_instance(self.cfg.instance_id, timeout=3.0)
                     log.info("withdrew %s from the registry (still serving)", self.cfg.instance_id)
                     self.registered = False
-                except ApiError as e:
+                except ClientError as e:
                     log.warning("withdraw %s failed: %s", self.cfg.instance_id, e)
                     ok = False
             self._write_state()
@@ -189,7 +192,7 @@ class Agent:
                         return False
                     live, _ = await self.admin.ready()
                     return live
-                except AdminError:
+                except ClientError:
                     return False
 
             log.info("hot restart: starting envoy epoch %d (%s)", epoch, self.envoy.opts.binary)
@@ -216,7 +219,7 @@ class Agent:
         try:
             await self.admin.healthcheck_fail()
             log.info("envoy now fails health checks: responses tell callers to close (Connection: close / GOAWAY)")
-        except AdminError as e:
+        except ClientError as e:
             log.warning("cannot make envoy fail health checks (callers are not told to close): %s", e)
 
     def _state_doc(self) -> dict[str, Any]:
@@ -250,20 +253,12 @@ class Agent:
         app.router.add_get("/state", state)
         app.router.add_post("/withdraw", withdraw)
         app.router.add_post("/hot-restart", hot_restart)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
         path = self.cfg.control_socket
         try:
-            os.unlink(path)
-        except OSError:
-            pass
-        try:
-            await web.UnixSite(runner, path).start()
-        except OSError as e:
-            log.warning("no control socket at %s: %s", path, e)
-            await runner.cleanup()
+            self._control = await serve_app(app, path, mode=0o600)
+        except (OSError, SocketInUse) as e:
+            log.warning("no control socket at %s (the runner withdraws this pod with SIGUSR1 instead): %s", path, e)
             return
-        self._control = runner
         log.info("control socket %s", path)
 
     # ------------------------------------------------------------------ main
@@ -331,11 +326,7 @@ class Agent:
                 await self._control.cleanup()
             except Exception:  # noqa: BLE001
                 log.debug("control close failed", exc_info=True)
-            self._control = None
-            try:
-                os.unlink(self.cfg.control_socket)
-            except OSError:
-                pass
+            self._control = None  # its cleanup removed the socket file (if still ours)
         for c in (self.health.stop(), self.admin.close(), self.api.close() if self.api else None):
             if c is not None:
                 try:
@@ -452,7 +443,7 @@ class Agent:
                         self.registered, failing = True, False
                         last_put, last_healthy = time.monotonic(), healthy
                         self._write_state()
-                    except ApiError as e:
+                    except ClientError as e:
                         if not failing:
                             log.warning("registration failed (will retry): %s", e)
                         failing = True
@@ -509,7 +500,7 @@ class Agent:
             try:
                 await self.api.delete_instance(cfg.instance_id, timeout=max(0.5, min(2.0, left())))
                 step("withdrew %s from the registry", cfg.instance_id)
-            except ApiError as e:
+            except ClientError as e:
                 step("withdraw %s failed: %s", cfg.instance_id, e)
             self.registered = False
             self._write_state()
@@ -523,7 +514,7 @@ class Agent:
                 try:
                     await call()
                     step("envoy %s", name)
-                except AdminError as e:
+                except ClientError as e:
                     step("envoy %s failed: %s", name, e)
             active = await self._wait_requests_done(deadline)
             if active:
@@ -544,7 +535,7 @@ class Agent:
                 stats = await self.admin.stats(_ACTIVE_FILTER)
                 active = sum(v for k, v in stats.items()
                              if not k.startswith(("http.admin.", "listener.admin.")))
-            except AdminError as e:
+            except ClientError as e:
                 log.debug("stats: %s", e)
             if active == 0:
                 return 0

@@ -7,9 +7,9 @@ import sys
 import click
 
 from ..api import InvalidConfig, from_dict, load_sources
-from ..cli.client import ApiClient, MeshUnavailable
-from ..cli.main import read_inputs
 from ..cli.options import state_dir_option
+from ..client import ApiClient, MeshUnavailable
+from ..manifests import read_inputs
 from .analyzers import ERROR, Message, analyze as run_analyzers
 
 

@@ -23,7 +23,7 @@ from google.protobuf import json_format
 from ..agent.bootstrap import render_bootstrap
 from ..agent.config import AgentConfig
 from ..envoybin import find_envoy
-from ..cli.client import EnvoyAdmin
+from ..client import EnvoyAdmin
 from ..translate.patches import MESSAGE
 
 ALLOWED = 5

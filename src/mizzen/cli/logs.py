@@ -14,7 +14,7 @@ import time
 import click
 import yaml
 
-from .client import ApiClient, ApiError
+from ..client import ApiClient, HttpError, PodDir, StateLayout
 from .options import fail, state_dir_option
 
 
@@ -27,12 +27,13 @@ def _telemetry(name: str, namespace: str, labels: dict[str, str]) -> str:
 
 
 def _pod_dirs(state_dir: str, workload: str, namespace: str) -> list[str]:
+    layout = StateLayout(state_dir)
     try:
-        with open(os.path.join(state_dir, "status.json")) as f:
+        with open(layout.status_file) as f:
             pods = json.load(f).get("pods") or []
     except (OSError, ValueError):
         pods = []
-    dirs = [p.get("dir") or os.path.join(state_dir, "pods", p["name"]) for p in pods
+    dirs = [p.get("dir") or layout.pod(p["name"]).path for p in pods
             if p.get("workload") == workload and p.get("namespace", "default") == namespace]
     return sorted(d for d in dirs if d)
 
@@ -53,7 +54,7 @@ def logs(args: tuple[str, ...], namespace: str, tail: int, follow: bool, state_d
     if action in ("enable", "disable"):
         try:
             wl = api.get_resource("Workload", namespace, workload)
-        except ApiError:
+        except HttpError:
             fail(f'workload "{workload}" not found in namespace {namespace}')
         labels = (wl.get("metadata") or {}).get("labels") or {}
         if not labels:
@@ -65,14 +66,14 @@ def logs(args: tuple[str, ...], namespace: str, tail: int, follow: bool, state_d
         else:
             try:
                 api.delete_resource("Telemetry", namespace, f"mizzen-logs-{workload}")
-            except ApiError:
+            except HttpError:
                 pass
             click.echo(f"access logs disabled for {namespace}/{workload}")
         return
     dirs = _pod_dirs(state_dir, workload, namespace)
     if not dirs:
         fail(f"no replicas of {namespace}/{workload} in {state_dir}")
-    files = {os.path.basename(d): os.path.join(d, "access.log") for d in dirs}
+    files = {os.path.basename(d): PodDir(d).access_log for d in dirs}
     offsets: dict[str, int] = {}
     for pod, path in files.items():
         try:

@@ -1,64 +1,34 @@
-"""The `mizzen` command line: a thin front end over the control plane's REST API."""
+"""The `mizzen` command line: a thin front end (click + rich) over `mizzen.client`.
+
+Every command is registered explicitly in `build_cli()`: the config verbs here, the others from the
+`*/commands.py` modules of the packages that implement them. A command module that does not import is a
+crash with a traceback, never a silently missing verb.
+"""
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from typing import Any
 
 import click
 
+from ..agent.commands import agent
+from ..analyze.commands import analyze
 from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
-from .client import ApiClient, ApiError
+from ..bench.commands import bench
+from ..ca.commands import ca
+from ..client import ApiClient, HttpError
+from ..etcd.commands import etcd
+from ..local.commands import down, exec_, proxy, rollout, scale, status, up
+from ..manifests import read_inputs
+from ..ratelimit.commands import ratelimit
+from ..server.commands import controlplane
+from .logs import logs
 from .options import MizzenGroup, fail, state_dir_option
 from .proxy import register as register_proxy_commands
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
 
 INSTANCE_NAMES = ("instances", "instance", "inst")
 SERVICE_NAMES = ("services", "service", "svc")
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-
-# (module, ((attribute, command name), ...)): commands written in other packages, added when importable
-PLUGINS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("mizzen.local.commands", (("up", "up"), ("down", "down"), ("exec_", "exec"), ("status", "status"),
-                               ("rollout", "rollout"), ("scale", "scale"), ("proxy", "proxy"))),
-    ("mizzen.agent.commands", (("agent", "agent"),)),
-    ("mizzen.server.commands", (("controlplane", "controlplane"),)),
-    ("mizzen.bench.commands", (("bench", "bench"),)),
-    ("mizzen.analyze.commands", (("analyze", "analyze"),)),
-    ("mizzen.cli.logs", (("logs", "logs"),)),
-    ("mizzen.etcd.commands", (("etcd", "etcd"),)),
-    ("mizzen.ratelimit.commands", (("ratelimit", "ratelimit"),)),
-    ("mizzen.ca.commands", (("ca", "ca"),)),
-)
-
-
-def read_inputs(paths: tuple[str, ...]) -> list[tuple[str, str]]:
-    """-f arguments -> [(name, text)]: `-` is stdin, a directory gives its manifests (sorted)."""
-    out: list[tuple[str, str]] = []
-    problems: list[str] = []
-    for p in paths:
-        if p == "-":
-            out.append(("<stdin>", sys.stdin.read()))
-            continue
-        if os.path.isdir(p):
-            names = sorted(n for n in os.listdir(p) if n.endswith(MANIFEST_SUFFIXES))
-            if not names:
-                problems.append(f"{p}: no *.yaml or *.yml files in this directory")
-            files = [os.path.join(p, n) for n in names]
-        else:
-            files = [p]
-        for f in files:
-            try:
-                with open(f, encoding="utf-8") as fh:
-                    out.append((f, fh.read()))
-            except (OSError, UnicodeDecodeError) as e:
-                problems.append(f"{f}: cannot read: {getattr(e, 'strerror', None) or e}")
-    if problems:
-        for line in problems:
-            click.echo(line, err=True)
-        sys.exit(1)
-    return out
 
 
 def _kind(name: str) -> str:
@@ -108,7 +78,7 @@ def delete(args: tuple[str, ...], files: tuple[str, ...], namespace: str | None,
     for name in args[1:]:
         try:
             api.delete_resource(kind, ns, name)
-        except ApiError as e:
+        except HttpError as e:
             if e.status != 404:
                 raise
             click.echo(f'Error from server (NotFound): {kind_ref(kind)} "{name}" not found in namespace {ns}',
@@ -190,7 +160,7 @@ def get(kind: str, names: tuple[str, ...], namespace: str | None, all_namespaces
         for name in names:
             try:
                 docs.append(api.get_resource(k, ns, name))
-            except ApiError as e:
+            except HttpError as e:
                 if e.status != 404:
                     raise
                 click.echo(f'Error from server (NotFound): {kind_ref(k)} "{name}" not found in namespace {ns}',
@@ -214,23 +184,7 @@ def get(kind: str, names: tuple[str, ...], namespace: str | None, all_namespaces
 
 # ------------------------------------------------------------------ the group
 
-def add_plugins(group: click.Group, plugins: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = PLUGINS) -> None:
-    """Add commands that other packages export, skipping modules that are not importable (yet)."""
-    for module, commands in plugins:
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue  # not written yet, or its dependencies are absent: the command is simply not offered
-        except Exception as e:  # a broken module must not take the whole CLI down
-            click.echo(f"mizzen: warning: cannot load {module}: {type(e).__name__}: {e}", err=True)
-            continue
-        for attr, name in commands:
-            cmd = getattr(mod, attr, None)
-            if isinstance(cmd, click.Command):
-                group.add_command(cmd, name=name)
-
-
-def build_cli(*, plugins: bool = True) -> click.Group:
+def build_cli() -> click.Group:
     @click.group(cls=MizzenGroup, context_settings={"help_option_names": ["-h", "--help"]})
     def cli() -> None:
         """Mizzen: a service mesh with a Python control plane and Envoy sidecars."""
@@ -238,8 +192,11 @@ def build_cli(*, plugins: bool = True) -> click.Group:
     for cmd in (apply, delete, get):
         cli.add_command(cmd)
     register_proxy_commands(cli.add_command)
-    if plugins:
-        add_plugins(cli)
+    for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
+                      (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
+                      (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
+                      (ratelimit, "ratelimit"), (ca, "ca")):
+        cli.add_command(cmd, name=name)
     return cli
 
 

@@ -5,8 +5,9 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from .client import ApiError, MeshUnavailable
-from .render import issue_line, kind_ref
+from ..api import InvalidConfig
+from ..client import HttpError, Unavailable
+from .render import input_issue_line, issue_line, kind_ref
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,7 +27,7 @@ def fail(message: str) -> NoReturn:
 class ServerError(click.ClickException):
     """An error answer from the control plane: the message, then one line per Issue."""
 
-    def __init__(self, err: ApiError):
+    def __init__(self, err: HttpError):
         super().__init__(err.body.get("message") or str(err))
         self.err = err
 
@@ -44,13 +45,28 @@ class ServerError(click.ClickException):
             click.echo(f"Error from server: {self.message}", err=True)
 
 
+class InputError(click.ClickException):
+    """Input files that cannot be used: one line per Issue (file, document, kind/namespace/name, field)."""
+
+    def __init__(self, err: InvalidConfig):
+        super().__init__(str(err))
+        self.issues = err.issues
+
+    def show(self, file: Any = None) -> None:
+        for i in self.issues:
+            click.echo(input_issue_line(i), err=True)
+
+
 class MizzenGroup(click.Group):
-    """Turns transport and server errors from any subcommand into clean messages and exit code 1."""
+    """Turns transport and server errors, and unreadable input files, from any subcommand into clean messages
+    and exit code 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except MeshUnavailable as e:
+        except Unavailable as e:
             raise click.ClickException(str(e)) from None
-        except ApiError as e:
+        except HttpError as e:
             raise ServerError(e) from None
+        except InvalidConfig as e:
+            raise InputError(e) from None

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import click
 
-from .client import ApiClient, ApiError, EnvoyAdmin, MeshUnavailable
+from ..client import ApiClient, ClientError, EnvoyAdmin, MeshUnavailable, StateLayout, Unavailable
 from .options import fail, state_dir_option
 from .render import dump, print_table
 
@@ -71,10 +71,10 @@ _STATS = {"CDS": "cluster_manager.cds.", "LDS": "listener_manager.lds."}
 
 def from_envoys(state_dir: str) -> list[dict[str, Any]]:
     """proxy-status items built from every pod's Envoy admin socket (the control plane is down)."""
-    pods = os.path.join(state_dir, "pods")
+    layout = StateLayout(state_dir)
     items: list[dict[str, Any]] = []
-    for pod in sorted(os.listdir(pods)) if os.path.isdir(pods) else []:
-        sock = os.path.join(pods, pod, "admin.sock")
+    for pod in layout.pod_names():
+        sock = layout.pod(pod).admin_socket
         if not os.path.exists(sock):
             continue
         try:
@@ -82,7 +82,7 @@ def from_envoys(state_dir: str) -> list[dict[str, Any]]:
                 "/stats?format=json&filter=^(control_plane|cluster_manager.cds|listener_manager.lds)")["stats"]
                 if "name" in s}
             node = EnvoyAdmin(sock, timeout=5).get_json("/server_info").get("node", {})
-        except (OSError, ApiError, ValueError):
+        except (ClientError, ValueError):
             continue
         connected = bool(stats.get("control_plane.connected_state", 0))
         types: dict[str, Any] = {}
@@ -315,12 +315,12 @@ def from_control_plane(api: ApiClient, pod: str, ns: str | None, what: str, outp
 def resolve_pod(state_dir: str, target: str) -> tuple[str, str | None]:
     """POD[.NS] -> (pod, namespace or None). A pod directory named exactly `target` wins; otherwise the
     part before the first '.' is the pod, and a workload name (`sleep`) picks its only replica (`sleep-0`)."""
-    pods = os.path.join(state_dir, "pods")
-    if os.path.isdir(os.path.join(pods, target)):
+    layout = StateLayout(state_dir)
+    if os.path.isdir(layout.pod(target).path):
         return target, None
     pod, _, ns = target.partition(".")
-    if not os.path.isdir(os.path.join(pods, pod)) and os.path.isdir(pods):
-        replicas = [d for d in os.listdir(pods) if d.startswith(pod + "-") and d[len(pod) + 1:].isdigit()]
+    if not os.path.isdir(layout.pod(pod).path):
+        replicas = [d for d in layout.pod_names() if d.startswith(pod + "-") and d[len(pod) + 1:].isdigit()]
         if len(replicas) == 1:
             pod = replicas[0]
     return pod, ns or None
@@ -337,11 +337,11 @@ def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
     sent it when the admin socket is unavailable."""
     what = ALIASES[what.lower()]
     pod, ns = resolve_pod(state_dir, target)
-    sock = os.path.join(state_dir, "pods", pod, "admin.sock")
+    sock = StateLayout(state_dir).pod(pod).admin_socket
     if os.path.exists(sock):
         try:
             return from_envoy(EnvoyAdmin(sock), what, output)
-        except (ConnectionRefusedError, FileNotFoundError):
+        except Unavailable:
             click.echo(f"note: Envoy is not answering on {sock}", err=True)
     from_control_plane(ApiClient(state_dir), pod, ns, what, output)
 
@@ -351,4 +351,4 @@ def register(add: Callable[[click.Command], None]) -> None:
     add(proxy_config)
 
 
-__all__ = ["proxy_status", "proxy_config", "register", "proxy_name", "ApiError"]
+__all__ = ["proxy_status", "proxy_config", "register", "proxy_name"]

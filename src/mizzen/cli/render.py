@@ -68,6 +68,13 @@ def issue_line(d: dict[str, Any]) -> str:
     return str(Issue(str(d.get("message", "")), **{k: v for k, v in fields.items() if v is not None}))
 
 
+def input_issue_line(i: Issue) -> str:
+    """A problem with an input file: `FILE: MESSAGE` when it names only the file (e.g. it cannot be read)."""
+    if i.document is None and i.kind is None and i.path is None:
+        return f"{i.file}: {i.message}"
+    return str(i)
+
+
 def _join(items: Iterable[Any], limit: int = 4) -> str:
     items = [str(i) for i in items]
     if len(items) > limit:

@@ -1,4 +1,5 @@
-"""`mizzen up | down | exec | status`: run a mesh on this machine (see local/runner.py)."""
+"""`mizzen up | down | exec | status | rollout restart | scale | proxy upgrade`: run a mesh on this machine
+(local/runner.py) and operate it (over the runner's control channel, `client.RunnerClient`)."""
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ from typing import Any
 import click
 
 from ..api import InvalidConfig
-from ..cli.client import ApiClient
 from ..cli.options import state_dir_option
-from ..cli.render import print_table
+from ..cli.render import input_issue_line, print_table
+from ..client import ApiClient, HttpError, RunnerClient, StateLayout, Unavailable
 from . import netns
+from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
 from .procs import alive, env_without_proxies, tail
-from .runner import (STATUS_FILE, Runner, RunnerError, failing_logs, live_status, not_ready_reasons,
-                     read_json, runner_alive, setup_logging, stop_mesh, summary_lines)
+from .runner import Runner, RunnerError, setup_logging
 
 RESTARTS_BEFORE_FAILING = 3
 
@@ -57,7 +58,7 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
         result = runner.preflight()
     except InvalidConfig as e:
         for issue in e.issues:
-            _echo_err(str(issue))
+            _echo_err(input_issue_line(issue))
         sys.exit(1)
     except RunnerError as e:
         raise click.ClickException(str(e)) from None
@@ -76,11 +77,11 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
 
 
 def _up_detached(runner: Runner, timeout: float) -> int:
-    state_dir = runner.state_dir
-    os.makedirs(os.path.join(state_dir, "logs"), exist_ok=True)
-    log_path = os.path.join(state_dir, "logs", "runner.log")
+    state_dir, layout = runner.state_dir, runner.layout
+    os.makedirs(layout.logs_dir, exist_ok=True)
+    log_path = layout.runner_log
     try:  # a status.json from an earlier run must not be mistaken for this one's
-        os.unlink(os.path.join(state_dir, STATUS_FILE))
+        os.unlink(layout.status_file)
     except FileNotFoundError:
         pass
     sys.stdout.flush()
@@ -150,7 +151,7 @@ def wait_ready(state_dir: str, runner_pid: int, timeout: float, runner_log: str)
         if st is not None and (st.get("runner") or {}).get("pid") != runner_pid:
             st = None  # not yet written by this runner
         if not alive(runner_pid):
-            st = read_json(os.path.join(state_dir, STATUS_FILE))
+            st = read_json(StateLayout(state_dir).status_file)
             reason = (st or {}).get("error") or "the runner exited"
             _echo_err(f"error: mesh did not start: {reason}")
             _echo_err(f"--- {runner_log}\n{tail(runner_log, 25)}")
@@ -216,7 +217,7 @@ def down(state_dir: str, timeout: float) -> None:
     """Stop the mesh: apps, then sidecars (drained), then the control plane; remove the namespaces."""
     state_dir = os.path.abspath(state_dir)
     meshid = netns.mesh_id(state_dir)
-    st = read_json(os.path.join(state_dir, STATUS_FILE))
+    st = read_json(StateLayout(state_dir).status_file)
     had_netns = netns.unavailable_reason() is None and bool(netns.mesh_leftovers(meshid))
     if runner_alive(state_dir) is None and not had_netns and (st is None or st.get("phase") in ("stopped", "failed")):
         click.echo(f"no mesh running in {state_dir}")
@@ -286,7 +287,7 @@ def status(output: str, state_dir: str) -> None:
     """The mesh's processes (control plane, each pod's agent, Envoy and app) with liveness checked now."""
     st = live_status(state_dir)
     if st is None:
-        raise click.ClickException(f"no mesh in {os.path.abspath(state_dir)} (no {STATUS_FILE})")
+        raise click.ClickException(f"no mesh in {os.path.abspath(state_dir)} (no status.json)")
     if output == "json":
         click.echo(json.dumps(st, indent=2))
         return
@@ -306,23 +307,20 @@ def status(output: str, state_dir: str) -> None:
 
 def run_operation(state_dir: str, path: str, body: dict[str, Any]) -> Any:
     """Ask the runner (over STATE/runner.sock) for an operation, print its progress, exit 1 on failure."""
-    from .control import CONTROL_SOCKET, OperationError, request_stream
-
     state_dir = os.path.abspath(state_dir)
     if runner_alive(state_dir) is None:
         raise click.ClickException(f"no mesh running in {state_dir} (start one with `mizzen up`)")
-    sock = os.path.join(state_dir, CONTROL_SOCKET)
     done: dict[str, Any] | None = None
     try:
-        for ev in request_stream(sock, path, body):
+        for ev in RunnerClient(StateLayout(state_dir).runner_socket).operation(path, body):
             if ev.get("event") == "progress":
                 click.echo(ev.get("message", ""))
             elif ev.get("event") == "done":
                 done = ev
-    except OperationError as e:
+    except HttpError as e:
         raise click.ClickException(str(e)) from None
-    except OSError as e:
-        raise click.ClickException(f"cannot reach the runner at {sock}: {e}") from None
+    except Unavailable as e:
+        raise click.ClickException(str(e)) from None
     if done is None:
         raise click.ClickException("the runner closed the connection before the operation finished")
     if not done.get("ok"):

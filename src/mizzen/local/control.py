@@ -1,178 +1,170 @@
-"""The runner's control channel: a tiny HTTP/1.0 API on the unix socket `STATE/runner.sock`.
+"""The runner's control channel: a small HTTP API on the unix socket `STATE/runner.sock` (mode 600).
 
 Operations (JSON body) answer with a stream of JSON lines (`application/x-ndjson`), one per progress step,
-and a last line `{"event": "done", "ok": true|false, "result"|"error": ...}`; the CLI prints the steps as they
-come and exits non-zero when `ok` is false. One operation runs at a time (another gets 409).
+and a last line `{"event": "done", "ok": true|false, "result"|"error": ...}`; the CLI
+(`mizzen.client.RunnerClient`) prints the steps as they come and exits non-zero when `ok` is false. One
+operation runs at a time (another gets 409).
 
     GET  /status                                                   the runner's status (as status.json)
     POST /rollout/restart   {"workload", "namespace"?}             replace replicas one at a time
     POST /scale             {"workload", "namespace"?, "replicas"} add / orderly-remove replicas
     POST /proxy/upgrade     {"workload", "namespace"?, "envoy"?}   hot-restart the workload's Envoys
+
+Built like the mesh's other small servers (`unixpath.serve_app`: aiohttp on a safely bound socket), on an
+event loop of its own thread; an operation runs in a worker thread and its progress lines are written as
+they come. The server calls only the `ControlTarget` protocol (the runner implements it).
 """
 from __future__ import annotations
 
-import http.server
+import asyncio
 import json
 import logging
-import os
-import socketserver
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Protocol
 
-if TYPE_CHECKING:
-    from .runner import Runner
+from aiohttp import web
+
+from ..unixpath import serve_app
+from .pods import OperationError
+from .protocols import Progress
 
 log = logging.getLogger("mizzen.local")
 
-CONTROL_SOCKET = "runner.sock"
+
+class ControlTarget(Protocol):
+    """What the control channel needs from the runner."""
+
+    op_lock: threading.Lock  # held while an operation (or a reconcile pass) runs
+
+    @property
+    def phase(self) -> str: ...
+    def status(self) -> dict[str, Any]: ...
+    def rollout_restart(self, workload: str, namespace: str | None, progress: Progress) -> list[str]: ...
+    def scale(self, workload: str, namespace: str | None, replicas: int, progress: Progress) -> list[str]: ...
+    def proxy_upgrade(self, workload: str, namespace: str | None, envoy: str | None,
+                      progress: Progress) -> list[dict[str, Any]]: ...
 
 
-class OperationError(Exception):
-    """An operation failed; the message is for the user."""
+def _json(status: int, body: Any) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body) + "\n", content_type="application/json")
 
 
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    runner: "Runner"
-    op_lock: threading.Lock
+def make_app(target: ControlTarget) -> web.Application:
+    async def status(request: web.Request) -> web.Response:
+        return _json(200, await asyncio.to_thread(target.status))
 
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("control: " + fmt, *args)
-
-    def address_string(self) -> str:  # a unix socket has no peer address
-        return "runner.sock"
-
-    def _json(self, status: int, body: Any) -> None:
-        data = (json.dumps(body) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.split("?")[0] == "/status":
-            with self.server.runner.lock:
-                st = self.server.runner.status()
-            return self._json(200, st)
-        self._json(404, {"message": f"no such path {self.path}"})
-
-    def do_POST(self) -> None:
-        runner = self.server.runner
+    async def operation(request: web.Request) -> web.StreamResponse:
+        path = request.path
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(n) or b"{}") if n else {}
+            raw = await request.read()
+            body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
         except ValueError as e:
-            return self._json(400, {"message": f"bad request: {e}"})
-        path = self.path.split("?")[0]
-        ops: dict[str, Callable[[Callable[[str], None]], Any]] = {
-            "/rollout/restart": lambda p: runner.rollout_restart(str(body.get("workload")), body.get("namespace"), p),
-            "/scale": lambda p: runner.scale(str(body.get("workload")), body.get("namespace"),
+            return _json(400, {"message": f"bad request: {e}"})
+        ops: dict[str, Callable[[Progress], Any]] = {
+            "/rollout/restart": lambda p: target.rollout_restart(str(body.get("workload")), body.get("namespace"), p),
+            "/scale": lambda p: target.scale(str(body.get("workload")), body.get("namespace"),
                                              int(body.get("replicas", -1)), p),
-            "/proxy/upgrade": lambda p: runner.proxy_upgrade(str(body.get("workload")), body.get("namespace"),
+            "/proxy/upgrade": lambda p: target.proxy_upgrade(str(body.get("workload")), body.get("namespace"),
                                                              body.get("envoy"), p),
         }
         op = ops.get(path)
         if op is None:
-            return self._json(404, {"message": f"no such operation {path}"})
+            return _json(404, {"message": f"no such operation {path}"})
         if not body.get("workload"):
-            return self._json(400, {"message": "workload: required"})
-        if runner.phase != "running":
-            return self._json(409, {"message": f"the mesh is {runner.phase}"})
-        if not self.server.op_lock.acquire(blocking=False):
-            return self._json(409, {"message": "another operation is running; try again when it is done"})
+            return _json(400, {"message": "workload: required"})
+        if target.phase != "running":
+            return _json(409, {"message": f"the mesh is {target.phase}"})
+        if not target.op_lock.acquire(blocking=False):
+            return _json(409, {"message": "another operation is running; try again when it is done"})
         try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.end_headers()
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            loop = asyncio.get_running_loop()
+            lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-            def emit(doc: dict[str, Any]) -> None:
+            def post(doc: dict[str, Any] | None) -> None:  # from the operation's thread
                 try:
-                    self.wfile.write((json.dumps(doc) + "\n").encode())
-                    self.wfile.flush()
-                except OSError:
-                    pass  # the CLI went away: the operation still completes
+                    loop.call_soon_threadsafe(lines.put_nowait, doc)
+                except RuntimeError:
+                    pass  # the server was stopped under a running operation: it completes all the same
 
             def progress(msg: str) -> None:
                 log.info("%s", msg)
-                emit({"event": "progress", "message": msg})
+                post({"event": "progress", "message": msg})
+
+            def run() -> None:
+                try:
+                    result = op(progress)
+                    doc: dict[str, Any] = {"event": "done", "ok": True, "result": result}
+                except OperationError as e:
+                    log.error("%s failed: %s", path, e)
+                    doc = {"event": "done", "ok": False, "error": str(e)}
+                except Exception as e:  # noqa: BLE001 - a bug: report it, keep the runner alive
+                    log.exception("%s failed", path)
+                    doc = {"event": "done", "ok": False, "error": f"{type(e).__name__}: {e}"}
+                post(doc)
+                post(None)
 
             log.info("control: %s %s", path, json.dumps(body))
-            try:
-                result = op(progress)
-                emit({"event": "done", "ok": True, "result": result})
-            except OperationError as e:
-                log.error("%s failed: %s", path, e)
-                emit({"event": "done", "ok": False, "error": str(e)})
-            except Exception as e:  # noqa: BLE001 - a bug: report it, keep the runner alive
-                log.exception("%s failed", path)
-                emit({"event": "done", "ok": False, "error": f"{type(e).__name__}: {e}"})
+            worker = threading.Thread(target=run, name=f"runner-op{path.replace('/', '-')}", daemon=True)
+            worker.start()
+            gone = False
+            while (doc := await lines.get()) is not None:
+                if gone:
+                    continue
+                try:
+                    await resp.write((json.dumps(doc) + "\n").encode())
+                except (ConnectionError, RuntimeError):
+                    gone = True  # the CLI went away: the operation still completes
+            await asyncio.to_thread(worker.join)
+            return resp
         finally:
-            self.server.op_lock.release()
-            with runner.lock:
-                runner.write_status()
+            target.op_lock.release()
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    app.router.add_post("/{operation:.*}", operation)
+    return app
 
 
 class ControlServer:
-    def __init__(self, runner: "Runner", path: str):
+    """The control channel of a runner, served from a thread of its own."""
+
+    def __init__(self, target: ControlTarget, path: str):
+        self.target = target
         self.path = path
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="runner-control", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
         try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        self.server = _Server(path, _Handler)
-        os.chmod(path, 0o600)
-        self.server.runner = runner
-        self.server.op_lock = threading.Lock()
-        self.thread = threading.Thread(target=self.server.serve_forever, name="runner-control", daemon=True)
+            self._runner = self._loop.run_until_complete(serve_app(make_app(self.target), self.path, mode=0o600))
+        except BaseException as e:  # surfaced by start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
 
     def start(self) -> None:
         self.thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
         log.info("control channel on %s", self.path)
 
     def stop(self, wait_op: float = 30.0) -> None:
-        """Stop accepting; give a running operation (told to stop by runner.stop_requested) time to end."""
-        self.server.shutdown()
-        self.server.server_close()
-        if self.server.op_lock.acquire(timeout=wait_op):
-            self.server.op_lock.release()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-
-def request_stream(sock_path: str, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """POST an operation to a runner and yield its JSON lines; raises OperationError on refusal."""
-    from ..cli.client import UnixHTTPConnection
-
-    conn = UnixHTTPConnection(sock_path, timeout=3600)
-    try:
-        data = json.dumps(body).encode()
-        conn.request("POST", path, body=data, headers={"Content-Type": "application/json",
-                                                        "Content-Length": str(len(data))})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raw = resp.read()
-            try:
-                msg = json.loads(raw).get("message")
-            except ValueError:
-                msg = raw.decode(errors="replace")
-            raise OperationError(msg or f"HTTP {resp.status}")
-        while True:
-            line = resp.readline()
-            if not line:
-                break
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
-    finally:
-        conn.close()
+        """Stop accepting; give a running operation (told to stop by the runner's stop flag) time to end."""
+        if self.target.op_lock.acquire(timeout=wait_op):
+            self.target.op_lock.release()
+        if self.thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self.thread.join(10)

@@ -6,11 +6,9 @@ import os
 import signal
 from typing import Any, Callable
 
+from ..client import StateLayout
 from . import netns
 from .procs import alive, cmdline, same_process, signal_pid, tail, wait_gone
-
-STATUS_FILE = "status.json"
-PID_FILE = "runner.pid"
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -32,7 +30,7 @@ def write_json(path: str, data: Any) -> None:
 
 def read_pid(state_dir: str) -> int | None:
     try:
-        with open(os.path.join(state_dir, PID_FILE)) as f:
+        with open(StateLayout(state_dir).runner_pid) as f:
             return int(f.read().strip() or 0) or None
     except (OSError, ValueError):
         return None
@@ -141,7 +139,7 @@ def failing_logs(st: dict[str, Any], lines: int = 15) -> list[tuple[str, str]]:
 
 def live_status(state_dir: str) -> dict[str, Any] | None:
     """status.json with every PID's liveness re-checked now."""
-    st = read_json(os.path.join(os.path.abspath(state_dir), STATUS_FILE))
+    st = read_json(StateLayout(state_dir).status_file)
     if st is None:
         return None
     rpid = (st.get("runner") or {}).get("pid")
@@ -163,7 +161,8 @@ def live_status(state_dir: str) -> dict[str, Any] | None:
 def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] = lambda s: None) -> list[str]:
     """SIGTERM the runner and wait; if it is dead or too slow, kill what status.json recorded and remove
     the mesh's namespaces. Returns what had to be cleaned up by force (empty when the runner did it all)."""
-    state_dir = os.path.abspath(state_dir)
+    layout = StateLayout(state_dir)
+    state_dir = layout.root
     meshid = netns.mesh_id(state_dir)
     forced: list[str] = []
     pid = runner_alive(state_dir)
@@ -175,7 +174,7 @@ def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] 
             signal_pid(pid, signal.SIGKILL)
             wait_gone([pid], 5)
             forced.append(f"runner {pid}")
-    st = read_json(os.path.join(state_dir, STATUS_FILE)) or {}
+    st = read_json(layout.status_file) or {}
     # whatever the runner left: recorded processes (if still the same programs) ...
     comps = st.get("components") or []
     for kind in ("app", "agent", "envoy", "controlplane"):
@@ -198,14 +197,14 @@ def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] 
     try:
         rp = read_pid(state_dir)
         if rp and not alive(rp):
-            os.unlink(os.path.join(state_dir, PID_FILE))
+            os.unlink(layout.runner_pid)
     except OSError:
         pass
     if forced and st:
         st["phase"] = "stopped"
         st["ready"] = False
         try:
-            write_json(os.path.join(state_dir, STATUS_FILE), st)
+            write_json(layout.status_file, st)
         except OSError:
             pass
     return forced

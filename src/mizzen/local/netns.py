@@ -28,13 +28,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..client import ENVOY_UID
 from .plainroutes import plain_rules
 from .procs import alive
 
 BRIDGE = "mzbr0"
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")
 VIP_NETWORK = ipaddress.ip_network("10.96.0.0/16")
-ENVOY_UID = 1337
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 # Ports of the sidecar itself that inbound capture leaves alone (agent health/metrics, Envoy stats).
@@ -44,7 +44,7 @@ ETC_NETNS = "/etc/netns"
 MAX_NS_NAME = 64
 CLUSTER_DOMAIN = "svc.cluster.local"
 
-INSTALL_HINT = "install it with: apt-get install -y iproute2 iptables"
+INSTALL_HINT = "install them with `make sysdeps` or `apt-get install iptables iproute2`"
 
 
 class NetnsError(RuntimeError):
@@ -110,26 +110,36 @@ def exec_argv(netns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
 
 
+NEEDED_TOOLS = ("ip", "iptables", "iptables-restore")
 _availability: str | None | bool = False  # False = not checked yet
 
 
-def unavailable_reason() -> str | None:
-    """Why netns mode cannot work here (None if it can). Checked once per process."""
+def missing_tools(path: str | None = None) -> list[str]:
+    """The commands netns mode needs that are not found on PATH (or on `path`, a PATH-style string)."""
+    return [t for t in NEEDED_TOOLS if shutil.which(t, path=path) is None]
+
+
+def unavailable_reason(*, euid: int | None = None, path: str | None = None) -> str | None:
+    """Why netns mode cannot work here (None if it can): not root, a missing command (named), or `ip netns`
+    failing. Checked once per process for the real uid and PATH; `euid`/`path` check another (tests)."""
     global _availability
-    if _availability is not False:
+    default = euid is None and path is None
+    if default and _availability is not False:
         return _availability  # type: ignore[return-value]
     reason: str | None = None
-    if os.geteuid() != 0:
+    missing = missing_tools(path)
+    if (os.geteuid() if euid is None else euid) != 0:
         reason = "network namespaces need root"
-    elif shutil.which("ip") is None:
-        reason = f"the `ip` command is missing; {INSTALL_HINT}"
-    elif shutil.which("iptables") is None or shutil.which("iptables-restore") is None:
-        reason = f"the `iptables` command is missing; {INSTALL_HINT}"
+    elif missing:
+        which = ", ".join(f"`{t}`" for t in missing)
+        reason = f"the {which} command{'s are' if len(missing) > 1 else ' is'} missing; {INSTALL_HINT}"
     else:
-        p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+        ip = shutil.which("ip", path=path) or "ip"
+        p = subprocess.run([ip, "netns", "list"], capture_output=True, text=True)
         if p.returncode != 0:
             reason = f"`ip netns` does not work here: {p.stderr.strip()}"
-    _availability = reason
+    if default:
+        _availability = reason
     return reason
 
 

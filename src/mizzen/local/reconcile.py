@@ -18,22 +18,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-import yaml
-
-from .control import OperationError
-from .pods import API_ERRORS
-
-if TYPE_CHECKING:
-    from ..cli.client import ApiClient
-    from .runner import Runner
+from .pods import API_ERRORS, OperationError
+from .protocols import ControlPlaneApi, Progress
+from .table import PodTable, WorkloadKey
 
 log = logging.getLogger("mizzen.local")
 
 RECONCILE_SECONDS = 2.0
 RETRY_SECONDS = 30.0
-WorkloadKey = tuple[str, str]  # (namespace, name)
+Scale = Callable[[str, str, int, Progress], Any]  # (workload, namespace, replicas, progress), not persisted
 
 
 def desired_replicas(items: list[dict[str, Any]]) -> dict[WorkloadKey, int]:
@@ -52,18 +47,17 @@ def plan(desired: dict[WorkloadKey, int], running: dict[WorkloadKey, int]) -> li
     return sorted(changes)
 
 
-def persist_replicas(api: "ApiClient", workload: str, namespace: str, replicas: int) -> None:
-    """Write a Workload's new replica count to the store (what `mizzen scale` did at runtime)."""
-    d = api.get_resource("Workload", namespace, workload)
-    d.setdefault("spec", {})["replicas"] = replicas
-    meta = d.get("metadata") or {}
-    d["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
-    api.apply([(f"<mizzen scale {workload}>", yaml.safe_dump(d, sort_keys=False))])
-
-
 class Reconciler:
-    def __init__(self, runner: "Runner", interval: float = RECONCILE_SECONDS):
-        self.runner = runner
+    """A thread that makes the pods match the store's Workloads, one pass every `interval`, under the
+    runner's operation lock (`op_lock`: a pass never runs while an operation does)."""
+
+    def __init__(self, table: PodTable, api: ControlPlaneApi, scale: Scale, op_lock: threading.Lock, *,
+                 after: Callable[[], None] = lambda: None, interval: float = RECONCILE_SECONDS):
+        self.table = table
+        self.api = api
+        self.scale = scale
+        self.op_lock = op_lock
+        self.after = after
         self.interval = interval
         self.retry_at: dict[WorkloadKey, float] = {}
         self.thread = threading.Thread(target=self._loop, name="runner-reconcile", daemon=True)
@@ -72,7 +66,7 @@ class Reconciler:
         self.thread.start()
 
     def _loop(self) -> None:
-        while not self.runner.stop_requested:
+        while not self.table.run.stop_requested:
             time.sleep(self.interval)
             try:
                 self.once()
@@ -81,31 +75,26 @@ class Reconciler:
 
     def once(self) -> list[tuple[WorkloadKey, int]]:
         """One pass; returns the changes made."""
-        r = self.runner
-        if r.stop_requested or r.phase != "running" or r.control is None:
+        run = self.table.run
+        if run.stop_requested or run.phase != "running":
             return []
-        lock = r.control.server.op_lock
-        if not lock.acquire(blocking=False):
+        if not self.op_lock.acquire(blocking=False):
             return []  # an operation runs; the next pass sees its outcome
         done: list[tuple[WorkloadKey, int]] = []
         try:
             try:
-                desired = desired_replicas(r.api.list_resources("Workload"))
+                desired = desired_replicas(self.api.list_resources("Workload"))
             except API_ERRORS:
                 return []
-            with r.lock:
-                running: dict[WorkloadKey, int] = {}
-                for p in r.pods:
-                    if not p.stopping:
-                        running[(p.namespace, p.workload)] = running.get((p.namespace, p.workload), 0) + 1
+            running = self.table.running_counts()
             now = time.monotonic()
             for (ns, name), n in plan(desired, running):
-                if r.stop_requested or self.retry_at.get((ns, name), 0.0) > now:
+                if run.stop_requested or self.retry_at.get((ns, name), 0.0) > now:
                     continue
                 what = "deleted" if (ns, name) not in desired else f"replicas {running.get((ns, name), 0)} -> {n}"
                 log.info("workload %s/%s changed in the store (%s)", ns, name, what)
                 try:
-                    r.scale(name, ns, n, lambda m: log.info("%s", m), persist=False)
+                    self.scale(name, ns, n, lambda m: log.info("%s", m))
                     self.retry_at.pop((ns, name), None)
                     done.append(((ns, name), n))
                 except OperationError as e:
@@ -113,7 +102,6 @@ class Reconciler:
                     self.retry_at[(ns, name)] = time.monotonic() + RETRY_SECONDS
             return done
         finally:
-            lock.release()
+            self.op_lock.release()
             if done:
-                with r.lock:
-                    r.write_status()
+                self.after()

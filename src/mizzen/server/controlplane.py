@@ -31,6 +31,7 @@ from .core import ControlPlaneCore
 from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
+from ..client.layout import StateLayout, replica_name
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
@@ -47,6 +48,9 @@ class Settings:
     # every parent of which uid 1337 can traverse (the state dir may sit under a 0700 home).
     xds_socket: Path | None = None
     api_socket: Path | None = None
+    # Which control-plane replica this is (0: "controlplane" on api.sock/xds.sock, i: "controlplane-<i>" on
+    # api-<i>.sock/xds-<i>.sock, as client.layout names them); the sockets above override its defaults.
+    replica: int = 0
     # Other control-plane replicas may write the same store and registry: poll for their commits.
     refresh_interval: float = 0.5
 
@@ -101,22 +105,20 @@ class ControlPlane:
                  len(self.registry.list()), (time.perf_counter() - t) * 1000)
 
     async def start(self) -> None:
-        sd = self.settings.state_dir
         self._build_initial()
         self.store.subscribe(lambda rev: self._mark(config=True))
         self.registry.subscribe(lambda ver: self._mark(endpoints=True))
         self._ready = True
-        xds_addrs = [f"unix:{self.settings.xds_socket or sd / 'xds.sock'}"]
+        xds_addrs = [f"unix:{self.xds_socket}"]
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
                        proxy_resources=self.ads.sent_resources)
-        self._rest_runner = await serve(app, str(self.settings.api_socket or sd / "api.sock"), self.settings.api_tcp)
+        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
-        log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs,
-                 self.settings.api_socket or sd / "api.sock",
+        log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs, self.api_socket,
                  f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
 
     async def _refresh_loop(self) -> None:
@@ -187,9 +189,20 @@ class ControlPlane:
 
     @property
     def replica_name(self) -> str:
-        """This replica's name, from its REST socket: api.sock -> controlplane, api-1.sock -> controlplane-1."""
-        stem = (self.settings.api_socket or self.settings.state_dir / "api.sock").name.removesuffix(".sock")
-        return "controlplane" + stem[3:] if stem.startswith("api") else stem
+        """controlplane, controlplane-1, ... (as given: `Settings.replica`)."""
+        return replica_name(self.settings.replica)
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(str(self.settings.state_dir))
+
+    @property
+    def xds_socket(self) -> Path:
+        return self.settings.xds_socket or Path(self.layout.xds_socket(self.settings.replica))
+
+    @property
+    def api_socket(self) -> Path:
+        return self.settings.api_socket or Path(self.layout.api_socket(self.settings.replica))
 
     def proxy_statuses(self) -> list[dict[str, Any]]:
         """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`)."""
@@ -213,7 +226,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await cp.start()
-    (settings.state_dir / f"{cp.replica_name}.pid").write_text(str(os.getpid()))  # one per replica
+    Path(cp.layout.controlplane_pid(settings.replica)).write_text(str(os.getpid()))  # one per replica
     await stop.wait()
     log.info("stopping")
     await cp.stop()

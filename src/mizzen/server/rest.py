@@ -5,12 +5,8 @@ loop and may use asyncio freely (e.g. schedule a push).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import socket
-import stat
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -18,7 +14,7 @@ from aiohttp import web
 from ..api import InvalidConfig, Issue
 from ..store.base import NotFound, RevisionConflict
 from .core import ControlPlaneCore
-from ..unixpath import short_unix_path
+from ..unixpath import serve_app
 
 log = logging.getLogger(__name__)
 
@@ -155,61 +151,9 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
     return app
 
 
-def _unix_listener(path: str) -> socket.socket:
-    """Bind a listening unix socket at `path`: refuse if a live server answers there, unlink a stale one,
-    work around the sun_path limit for deep state dirs, chmod 0o666."""
-    if os.path.lexists(path):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise RuntimeError(f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with short_unix_path(path) as p:
-                probe.connect(p)
-        except OSError:
-            os.unlink(path)  # stale: nobody listening
-        else:
-            raise RuntimeError(f"another server is already listening on {path}")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with short_unix_path(path) as p:
-            sock.bind(p)
-        os.chmod(path, 0o666)
-        sock.listen(512)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 async def serve(app: web.Application, unix_path: str | None = None,
                 tcp: tuple[str, int] | None = None) -> web.AppRunner:
-    """Start `app` on a unix socket and/or TCP; returns the runner (`await runner.cleanup()` stops it and
-    removes the socket file if it is still ours)."""
-    if unix_path is None and tcp is None:
-        raise ValueError("serve() needs a unix path or a TCP address")
-    sock = _unix_listener(unix_path) if unix_path is not None else None
-    if sock is not None and unix_path is not None:
-        path, ino = unix_path, os.stat(unix_path).st_ino
-
-        async def unlink_socket(_app: web.Application) -> None:
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_ino == ino:
-                    os.unlink(path)
-
-        app.on_cleanup.append(unlink_socket)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    try:
-        await runner.setup()
-        if sock is not None:
-            await web.SockSite(runner, sock).start()
-        if tcp is not None:
-            await web.TCPSite(runner, tcp[0], tcp[1], reuse_address=True).start()
-    except BaseException:
-        await runner.cleanup()
-        if sock is not None:
-            sock.close()
-        raise
-    return runner
+    """Start `app` on a unix socket (mode 0666: Envoys and agents of every uid reach it) and/or TCP, as every
+    Mizzen HTTP server is started (`unixpath.serve_app`); `await runner.cleanup()` stops it and removes the
+    socket file if it is still ours."""
+    return await serve_app(app, unix_path, tcp, mode=0o666)

@@ -1,0 +1,209 @@
+"""The processes of a local mesh: the control-plane replicas, and per pod its agent (with Envoy) and its app.
+
+`ProcessLauncher` is the runner's `Launcher` (protocols.py): it makes a pod's dir and `agent.json` (from the
+`AgentConfig` dataclass the agent reads), starts the agent and the app as `Child` processes recorded in the
+`PodTable`, and does the process-level steps of an orderly stop: ask the agent to withdraw, count what is in
+flight, stop apps, stop sidecars.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from ..agent.config import AgentConfig, AgentConfigError, load_config
+from ..client import ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout, replica_name
+from ..model.types import labels_tuple
+from . import netns
+from .meshstate import write_json
+from .options import Options
+from .pods import OperationError, Pod, RunnerError
+from .procs import Child, alive, cmdline, env_without_proxies, signal_pid, tail, wait_children
+from .table import PodTable
+
+log = logging.getLogger("mizzen.local")
+
+_ACTIVE_RQ = "/stats?format=json&filter=%5Ehttp%5C..*%5C.downstream_rq_active%24"
+
+
+def _addresses(sockets: Sequence[str]) -> str | tuple[str, ...]:
+    """One address per control-plane replica (a plain string when there is one)."""
+    out = tuple(f"unix:{s}" for s in sockets)
+    return out[0] if len(out) == 1 else out
+
+
+def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> AgentConfig:
+    """The pod's agent.json, as the agent will read it."""
+    files = layout.pod(pod.name)
+    netns_mode = mode == "netns"
+    cfg = AgentConfig(
+        pod=pod.name, namespace=pod.namespace, workload=pod.workload, labels=labels_tuple(pod.labels), ip=pod.ip,
+        ports=tuple(pod.ports), service_account=pod.service_account, locality=pod.locality, interception=mode,
+        outbound_port=pod.outbound_port, inbound_port=pod.inbound_port,
+        port_map=tuple(sorted(pod.port_map.items())),
+        register_port_map=() if netns_mode else tuple(sorted(pod.register_port_map.items())),
+        xds_address=_addresses(layout.xds_sockets(options.control_planes)),
+        api_address=_addresses(layout.api_sockets(options.control_planes)),
+        admin_socket=files.admin_socket, control_socket=files.agent_socket, work_dir=files.path,
+        concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
+        envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
+        health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
+    )
+    cfg.validate()
+    return cfg
+
+
+class ProcessLauncher:
+    def __init__(self, table: PodTable, options: Options):
+        self.table = table
+        self.options = options
+        self.layout = table.info.layout
+
+    # ------------------------------------------------------------------ control plane
+    def start_controlplanes(self, check_stop: Callable[[], None]) -> None:
+        """Start every replica, each once the one before answers `GET /healthz` ready."""
+        n = self.options.control_planes
+        for i in range(n):
+            argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
+                    "--replica", str(i)]
+            cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
+                       exec_argv=argv)
+            with self.table.lock:
+                self.table.cps.append(cp)
+            cp.start()
+            log.info("control plane %s started (pid %s), waiting for %s", cp.name, cp.pid, self.layout.api_socket(i))
+            self._wait_controlplane(cp, i, check_stop)
+        log.info("control plane ready%s", f" ({n} replicas)" if n > 1 else "")
+
+    def _wait_controlplane(self, cp: Child, replica: int, check_stop: Callable[[], None]) -> None:
+        api = ApiClient(addresses=[Address.of_socket(self.layout.api_socket(replica))], timeout=5.0)
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            check_stop()
+            if not cp.poll():
+                raise RunnerError(f"the control plane ({cp.name}) exited during start-up:\n" + tail(cp.log_path, 30))
+            try:
+                if api.healthz().get("ready"):
+                    return
+            except (ClientError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RunnerError(f"the control plane ({cp.name}) did not become healthy in "
+                                  f"{self.options.timeout:.0f}s:\n" + tail(cp.log_path, 30))
+            time.sleep(0.1)
+
+    def stop_controlplanes(self, grace: float) -> None:
+        cps = list(self.table.cps)
+        for cp in cps:
+            cp.stop(signal.SIGTERM)
+        if cps:
+            wait_children(cps, grace, group=True, force=self.table.run.force)
+
+    # ------------------------------------------------------------------ pods
+    def make_pod(self, pod: Pod) -> None:
+        pod.dir = self.layout.pod(pod.name).path
+        os.makedirs(pod.dir, exist_ok=True)
+        if pod.sidecar:
+            mode = self.table.info.mode
+            write_json(pod.files.agent_json, agent_config(pod, self.layout, self.options, mode).to_dict())
+            if mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
+                os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+
+    def launch(self, pod: Pod) -> None:
+        """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready (the
+        supervisor starts it then)."""
+        with self.table.lock:
+            if pod.sidecar:
+                self.table.agents[pod.name] = self._agent_child(pod)
+                self.table.agents[pod.name].start()
+            self.table.apps[pod.name] = self._app_child(pod)
+            if not pod.sidecar or not pod.hold:
+                self.table.apps[pod.name].start()
+
+    def _agent_child(self, pod: Pod) -> Child:
+        argv = [sys.executable, "-m", "mizzen.cli.main", "agent", "--config", pod.files.agent_json]
+        return Child(f"{pod.name}/agent", pod.argv(argv), pod.files.agent_log, env=env_without_proxies(),
+                     cwd=pod.dir, exec_argv=argv)
+
+    def _app_child(self, pod: Pod) -> Child:
+        env = env_without_proxies()
+        env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1"})
+        env.update(pod.env)
+        if pod.ports:
+            env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))
+            for p in pod.ports:
+                env[f"PORT_{p}"] = str(pod.port_map.get(p, p))
+        if self.table.info.mode == "loopback" and pod.sidecar:
+            proxy = f"http://127.0.0.1:{pod.outbound_port}"
+            env.update({"HTTP_PROXY": proxy, "http_proxy": proxy,
+                        "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
+        return Child(f"{pod.name}/app", pod.argv(pod.command), pod.files.app_log, env=env, cwd=pod.cwd,
+                     exec_argv=list(pod.command))
+
+    # ------------------------------------------------------------------ an orderly stop
+    def withdraw(self, pod: Pod) -> bool:
+        agent = self.table.agents.get(pod.name)
+        if not pod.sidecar or agent is None or not agent.poll():
+            return False
+        try:
+            AgentControl(pod.files.agent_socket).withdraw(timeout=5)
+            return True
+        except ClientError as e:
+            log.warning("%s: agent did not withdraw over its control socket (%s); sending SIGUSR1", pod.name, e)
+        signal_pid(agent.pid, signal.SIGUSR1)  # the agent withdraws on SIGUSR1 too
+        return False
+
+    def in_flight(self, pod: Pod) -> int:
+        if pod.sidecar:
+            try:
+                stats = EnvoyAdmin(pod.files.admin_socket, timeout=2).get_json(_ACTIVE_RQ).get("stats", [])
+            except (ClientError, ValueError):
+                return 0
+            return sum(int(x.get("value") or 0) for x in stats
+                       if "name" in x and not str(x["name"]).startswith("http.admin."))
+        app = self.table.apps.get(pod.name)
+        if app is None or not pod.ports or not app.poll() or app.pid is None:
+            return 0
+        return netns.established_to(app.pid, pod.app_ports)
+
+    def stop_apps(self, pods: Sequence[Pod], grace: float) -> None:
+        apps, _ = self.table.children(pods)
+        for c in apps:
+            c.stop(signal.SIGTERM, group=True)
+        wait_children(apps, grace, group=True, force=self.table.run.force)
+
+    def stop_sidecars(self, pods: Sequence[Pod], grace: float) -> None:
+        _, agents = self.table.children(pods)
+        for c in agents:
+            c.stop(signal.SIGTERM)
+        wait_children(agents, grace, group=True, force=self.table.run.force)
+        for p in pods:  # an Envoy its dead agent left behind
+            epid = self.table.envoy_pids.get(p.name)
+            if epid and alive(epid) and any("envoy" in a for a in cmdline(epid)):
+                signal_pid(epid, signal.SIGKILL)
+
+    def forget(self, pod: Pod) -> None:
+        for sock in pod.files.sockets:  # the dir stays for its logs; dead sockets go
+            try:
+                os.unlink(sock)
+            except OSError:
+                pass
+
+    def hot_restart(self, pod: Pod, envoy: str | None) -> dict[str, Any]:
+        if envoy:  # a restarted agent keeps the new binary
+            try:
+                cfg = load_config(pod.files.agent_json)
+            except AgentConfigError:
+                cfg = agent_config(pod, self.layout, self.options, self.table.info.mode)
+            write_json(pod.files.agent_json, dataclasses.replace(cfg, envoy_binary=envoy).to_dict())
+        try:
+            return AgentControl(pod.files.agent_socket).hot_restart(envoy, timeout=120)
+        except HttpError as e:
+            raise OperationError(f"{pod.name}: hot restart failed: {e}") from None
+        except ClientError as e:
+            raise OperationError(f"{pod.name}: agent unreachable: {e}") from None
