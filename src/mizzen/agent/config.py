@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..client.address import Address
+from ..client.layout import PodDir
 from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.agent")
@@ -116,20 +117,29 @@ class AgentConfig:
         return self.drain_seconds + 5
 
     @property
+    def files(self) -> PodDir:
+        """The pod dir's files (client.layout): the agent writes them in its work dir."""
+        return PodDir(self.work_dir)
+
+    @property
+    def access_log_path(self) -> str:
+        return self.files.access_log
+
+    @property
     def bootstrap_path(self) -> str:
-        return os.path.join(self.work_dir, "envoy.yaml")
+        return self.files.envoy_yaml
 
     @property
     def state_path(self) -> str:
-        return os.path.join(self.work_dir, "agent.state")
+        return self.files.agent_state
 
     @property
     def envoy_log_path(self) -> str:
-        return os.path.join(self.work_dir, "envoy.log")
+        return self.files.envoy_log
 
     @property
     def base_id_path(self) -> str:
-        return os.path.join(self.work_dir, "base-id")
+        return self.files.base_id
 
     # ---------------------------------------------------------------- the file
     def to_dict(self) -> dict[str, Any]:
@@ -169,9 +179,9 @@ class AgentConfig:
             kw["work_dir"] = base_dir
         kw["work_dir"] = os.path.abspath(kw["work_dir"])
         if not kw.get("admin_socket"):
-            kw["admin_socket"] = os.path.join(kw["work_dir"], "admin.sock")
+            kw["admin_socket"] = PodDir(kw["work_dir"]).admin_socket
         if not kw.get("control_socket"):
-            kw["control_socket"] = os.path.join(kw["work_dir"], "agent.sock")
+            kw["control_socket"] = PodDir(kw["work_dir"]).agent_socket
         if not kw.get("health_host"):
             kw["health_host"] = "127.0.0.1" if kw.get("interception") == "loopback" else "0.0.0.0"
         if kw.get("envoy_gid") is None and kw.get("envoy_uid") is not None:

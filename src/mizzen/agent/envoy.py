@@ -40,6 +40,7 @@ class EnvoyOptions:
     work_dir: str
     log_path: str
     base_id_path: str
+    access_log_path: str = ""  # Envoy's stdout (access logs); default: access.log next to log_path
     concurrency: int = 1
     log_level: str = "warning"
     drain_seconds: float = 5.0
@@ -175,7 +176,8 @@ class EnvoyProcess:
             self._remove_stale_shm(check_in_use=True)  # left by an Envoy of a previous (SIGKILLed) agent
         logf = open(o.log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child
         # access logs (switched on per workload by a Telemetry resource) are Envoy's stdout
-        accessf = open(os.path.join(os.path.dirname(o.log_path), "access.log"), "ab", buffering=0)  # noqa: SIM115
+        access = o.access_log_path or os.path.join(os.path.dirname(o.log_path), "access.log")
+        accessf = open(access, "ab", buffering=0)  # noqa: SIM115
         try:
             logf.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
             kw: dict[str, Any] = {}

@@ -75,7 +75,9 @@ class AsyncApiClient:
             if status >= 300:
                 raise HttpError(status, error_body(out), f"{method} {path}")
             return out
-        raise Unavailable(f"{method} {path}: no control plane answered ({last or 'timeout'})", tried) from last
+        why = (str(last) or type(last).__name__) if tried else "no socket file"
+        raise Unavailable(f"{method} {path}: no control plane answered at "
+                          f"{', '.join(map(str, self.addresses))} ({why})", tried) from last
 
     async def put_instance(self, inst: Instance, *, timeout: float | None = None) -> None:
         await self.request("PUT", f"/api/v1/instances/{quote(inst.id, safe='')}", inst.to_dict(), timeout=timeout)
