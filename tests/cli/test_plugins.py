@@ -31,7 +31,8 @@ def test_a_broken_command_module_is_a_crash_with_a_traceback(tmp_path):
         "    def __getattr__(self, name):\n"
         "        raise ImportError('half-written module')\n"
         "sys.modules['mizzen.bench.commands'] = Broken('mizzen.bench.commands')\n")
-    p = subprocess.run([sys.executable, "-c", "import sitecustomize; from mizzen.cli.main import main; main(['--help'])"],
-                       capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(fake)})
+    code = "import sitecustomize; from mizzen.cli.main import main; main(['--help'])"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"PYTHONPATH": str(fake)})
     assert p.returncode != 0
     assert "Traceback" in p.stderr and "half-written module" in p.stderr

@@ -83,8 +83,8 @@ def test_agent_config_netns(tmp_path):
     assert cfg.xds_address == f"unix:{tmp_path / 's' / 'xds.sock'}"
     assert cfg.port_map == ((9080, 9080),) and cfg.register is True and cfg.register_port_map == ()
     assert cfg.label_dict == {"app": "reviews", "version": "v2"}
-    assert (cfg.work_dir, cfg.admin_socket, cfg.control_socket) == (
-        layout.pod("reviews-v2-0").path, layout.pod("reviews-v2-0").admin_socket, layout.pod("reviews-v2-0").agent_socket)
+    files = layout.pod("reviews-v2-0")
+    assert (cfg.work_dir, cfg.admin_socket, cfg.control_socket) == (files.path, files.admin_socket, files.agent_socket)
     d = cfg.to_dict()
     assert d["portMap"] == {"9080": 9080} and d["labels"] == {"app": "reviews", "version": "v2"}
     assert d["envoyUid"] == 1337 and d["xdsAddress"] == f"unix:{tmp_path / 's' / 'xds.sock'}"

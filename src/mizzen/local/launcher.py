@@ -16,7 +16,8 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..agent.config import AgentConfig, AgentConfigError, load_config
-from ..client import ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout, replica_name
+from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
+                      replica_name)
 from ..model.types import labels_tuple
 from . import netns
 from .meshstate import write_json
