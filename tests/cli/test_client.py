@@ -196,3 +196,33 @@ def test_deep_state_dirs_work_beyond_sun_path(tmp_path):
     finally:
         r0.stop()
 
+
+
+RATELIMIT = """
+apiVersion: mizzen.dev/v1
+kind: RateLimit
+metadata: {name: api, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: api}}
+  mode: global
+  limits:
+  - {name: per-caller, key: [sourceWorkload], requestsPerUnit: 30, unit: second}
+"""
+
+
+def test_the_rate_limit_service_reads_its_limits_through_the_client(mesh, tmp_path):
+    """server/ratelimit_source.ApiSource polls the real REST API with AsyncApiClient."""
+    from mizzen.server.ratelimit_source import ApiSource, SourceError, api_sockets
+
+    async def load(source: ApiSource):
+        return await source.load()
+
+    down = ApiSource(api_sockets(str(tmp_path)))
+    with pytest.raises(SourceError, match="no control-plane API answered"):
+        asyncio.run(load(down))
+    ApiClient(str(mesh.state_dir)).apply([("rl.yaml", RATELIMIT)])
+    source = ApiSource(api_sockets(str(mesh.state_dir)))
+    assert source.sockets[0] == str(mesh.state_dir / "api.sock")
+    table = asyncio.run(load(source))
+    assert table is not None and len(table) == 1
+    assert asyncio.run(load(source)) is None  # unchanged since the last load

@@ -79,6 +79,12 @@ class AsyncApiClient:
         raise Unavailable(f"{method} {path}: no control plane answered at "
                           f"{', '.join(map(str, self.addresses))} ({why})", tried) from last
 
+    async def list_resources(self, kind: str | None = None, namespace: str | None = None, *,
+                             timeout: float | None = None) -> list[dict[str, Any]]:
+        q = "&".join(f"{k}={quote(v, safe='')}" for k, v in (("kind", kind), ("namespace", namespace)) if v)
+        out = await self.request("GET", "/api/v1/resources" + (f"?{q}" if q else ""), timeout=timeout)
+        return list(out["items"])
+
     async def put_instance(self, inst: Instance, *, timeout: float | None = None) -> None:
         await self.request("PUT", f"/api/v1/instances/{quote(inst.id, safe='')}", inst.to_dict(), timeout=timeout)
 

@@ -33,6 +33,7 @@ from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
 from ..ratelimit.stats import Stats
 from ..ratelimit.table import CompiledLimit, LimitTable
+from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.ratelimit")
 
@@ -157,8 +158,9 @@ async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
     if unix_path:
-        if len(os.fsencode(unix_path)) > 107:
-            raise RuntimeError(f"unix socket path too long for gRPC ({len(unix_path)} > 107 bytes): {unix_path}; "
+        if len(os.fsencode(unix_path)) > UNIX_PATH_MAX:
+            raise RuntimeError(f"unix socket path too long for gRPC ({len(unix_path)} > {UNIX_PATH_MAX} bytes): "
+                               f"{unix_path}; "
                                "give a shorter --socket")
         os.makedirs(os.path.dirname(unix_path) or ".", exist_ok=True)
         with contextlib.suppress(FileNotFoundError):

@@ -1,7 +1,7 @@
 """Where the rate-limit service gets its limits: RateLimit resources from a file, or from the control plane's
-REST API (`GET /api/v1/resources?kind=RateLimit`, polled). Both yield a `LimitTable`; the service swaps it
-atomically. This is the one module that talks to the control plane, so it can move onto `mizzen/client/`
-when that package lands.
+REST API (`GET /api/v1/resources?kind=RateLimit`, polled, through `mizzen.client.aio.AsyncApiClient`: the
+mesh's one failover policy across control-plane replicas). Both yield a `LimitTable`; the service swaps it
+atomically.
 
 The first load must succeed before the service answers (an RLS without its limits would let everything
 through); afterwards a failed load keeps the last table and is logged.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
-import aiohttp
-
 from ..api import InvalidConfig, load_text
+from ..client.aio import AsyncApiClient
+from ..client.errors import HttpError, Unavailable
+from ..client.layout import StateLayout
 from ..api.load import from_dict
 from ..ratelimit.table import LimitTable, build_table
 
@@ -58,52 +58,44 @@ class FileSource:
 
 
 class ApiSource:
-    """The control plane's REST API over its unix socket(s); several sockets = replicas tried in order."""
+    """The control plane's REST API over its unix socket(s); several sockets = replicas (mizzen.client's
+    failover: in order, the one that answered last first)."""
 
     def __init__(self, sockets: Sequence[str], timeout: float = 2.0):
         if not sockets:
             raise ValueError("ApiSource needs at least one API socket")
         self.sockets = list(sockets)
-        self.timeout = timeout
+        self.client = AsyncApiClient([f"unix:{s}" for s in self.sockets], timeout=timeout)
         self._last: str | None = None
 
     def describe(self) -> str:
         return "control plane " + ", ".join(self.sockets)
 
-    async def _get(self, sock: str) -> list[dict]:
-        conn = aiohttp.UnixConnector(path=sock)
-        async with aiohttp.ClientSession(connector=conn,
-                                         timeout=aiohttp.ClientTimeout(total=self.timeout)) as s:
-            async with s.get("http://localhost/api/v1/resources", params={"kind": "RateLimit"}) as r:
-                if r.status != 200:
-                    raise SourceError(f"{sock}: HTTP {r.status}: {(await r.text())[:200]}")
-                return (await r.json())["items"]
-
     async def load(self) -> LimitTable | None:
-        errors = []
-        for sock in self.sockets:
-            try:
-                items = await self._get(sock)
-            except (OSError, aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
-                errors.append(f"{sock}: {type(e).__name__}: {e}")
-                continue
-            digest = json.dumps(items, sort_keys=True)
-            if digest == self._last:
-                return None
-            try:
-                table = build_table([from_dict(d) for d in items])
-            except InvalidConfig as e:
-                raise SourceError(f"the control plane returned a RateLimit this version cannot read: {e}") from None
-            self._last = digest
-            return table
-        raise SourceError("no control-plane API answered (is the mesh up? `mizzen status`): " + "; ".join(errors))
+        try:
+            items = await self.client.list_resources("RateLimit")
+        except Unavailable as e:
+            raise SourceError(f"no control-plane API answered (is the mesh up? `mizzen status`): {e}") from None
+        except HttpError as e:
+            raise SourceError(f"{e.request}: HTTP {e.status}: {e}") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise SourceError(f"the control plane's answer is not a resource list: {e}") from None
+        finally:
+            await self.client.close()  # polled every second or so: no session is kept between loads
+        digest = json.dumps(items, sort_keys=True)
+        if digest == self._last:
+            return None
+        try:
+            table = build_table([from_dict(d) for d in items])
+        except InvalidConfig as e:
+            raise SourceError(f"the control plane returned a RateLimit this version cannot read: {e}") from None
+        self._last = digest
+        return table
 
 
 def api_sockets(state_dir: str) -> list[str]:
-    """The REST sockets of a state dir's control-plane replicas that exist (api.sock, api-1.sock, ...)."""
-    names = ["api.sock"] + [f"api-{i}.sock" for i in range(1, 8)]
-    found = [os.path.join(state_dir, n) for n in names if os.path.exists(os.path.join(state_dir, n))]
-    return found or [os.path.join(state_dir, "api.sock")]
+    """The REST sockets of a state dir's control-plane replicas (client.layout; absent ones are skipped)."""
+    return StateLayout(state_dir).api_sockets()
 
 
 async def first_load(source: FileSource | ApiSource, retry: float = 0.5) -> LimitTable:
