@@ -3,6 +3,8 @@
 - the pure core (`api`, `model`, `translate`, `xds`) imports no I/O: no sockets, threads, subprocesses,
   clocks, files or event loops, and none of the packages that do I/O;
 - nothing outside `cli/` imports `cli/`, except click command modules (`*/commands.py`);
+- `client/` (the one client of the control plane's APIs, and the state-dir layout) sits below `cli/`,
+  `local/`, `agent/` and `server/`: it imports none of them;
 - no import cycle between modules, counting every import: one inside a function, and one under
   `if TYPE_CHECKING:` (a type-only cycle is still two modules that know each other: give one a Protocol);
 - every module stays under 800 lines.
@@ -125,6 +127,14 @@ def test_nothing_below_the_cli_imports_it() -> None:
             if mod == "mizzen.cli" or mod.startswith("mizzen.cli."):
                 bad.append(f"{MODULES[m].relative_to(SRC)}:{line} imports {mod}")
     assert not bad, "only cli/ and */commands.py may import cli/:\n" + "\n".join(bad)
+
+
+def test_client_sits_below_the_processes() -> None:
+    above = ("cli", "local", "agent", "server")
+    bad = [f"{MODULES[m].relative_to(SRC)}:{line} imports {mod}" for m, imps in IMPORTS.items()
+           if m == "mizzen.client" or m.startswith("mizzen.client.") for mod, line in imps
+           if mod.startswith("mizzen.") and any(_sub(mod) == a or _sub(mod).startswith(a + ".") for a in above)]
+    assert not bad, "client/ must not import the processes that use it:\n" + "\n".join(bad)
 
 
 def _cycles() -> list[list[str]]:
