@@ -10,7 +10,7 @@ from mizzen.api import InvalidConfig, load_text
 from mizzen.model import Endpoint, Instance, Proxy, Snapshot
 from mizzen.model.types import CLUSTER, ENDPOINT, ROUTE
 from mizzen.translate import Renderer
-from mizzen.translate import policies as P
+from mizzen.model import policy as P
 
 DR = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: hello\n"
 

@@ -9,7 +9,7 @@ from mizzen.api import load_text
 from mizzen.api.base import InvalidConfig
 from mizzen.api.virtual_service import HTTPMatchRequest
 from mizzen.model import Snapshot, diff_hosts
-from mizzen.translate.delegate import merge_matches
+from mizzen.model.delegate import merge_matches
 
 SVC = """apiVersion: v1
 kind: Service

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mizzen.api import load_text
-from mizzen.model import Instance, Proxy, Snapshot, diff_hosts
+from mizzen.model import Instance, Proxy, Snapshot, diff, diff_hosts
 from mizzen.model.services import allocate_vips, port_protocol, resolve_host
 from mizzen.translate import Renderer
 
@@ -97,7 +97,7 @@ def test_renderer_shares_and_reuses() -> None:
     v1 = r1.resources_for(p1)
     assert r1.resources_for(p2) is v1  # same view key: rendered once
     s2 = s1.with_endpoints(type(s1.endpoints)([replace(i1, address="10.0.0.9"), inst("t1", "ratings", "10.0.0.5")]), 2)
-    r2 = Renderer(s2, r1, diff_hosts(s1, s2))
+    r2 = Renderer(s2, r1, diff(s1, s2))
     v2 = r2.resources_for(p1)
     assert r2.stats["hosts_rendered"] == 1  # only reviews re-rendered
     eds = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -109,15 +109,20 @@ def test_renderer_shares_and_reuses() -> None:
     assert v2[lds] is v1[lds]
 
 
-def test_per_proxy_kinds_change_everything() -> None:
-    from mizzen.model import ConfigIndex
+def test_per_proxy_kinds_change_the_proxies_they_select() -> None:
+    """A Telemetry changes what whole proxies get, not one host's config: no host changed, the resource is
+    in the change, and only the proxies it applies to (its namespace) are affected."""
+    from mizzen.model import ConfigIndex, affected, diff
 
     res = resources(SVC.format(name="reviews", ns="default"))
     tel = resources("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\n"
                     "spec: {accessLogging: [{providers: [{name: envoy}]}]}\n")
     s1 = Snapshot.build(res, [])
     s2 = s1.with_config(ConfigIndex(res + [tel[0].with_revision(9)]), 2)
-    assert diff_hosts(s1, s2) is None
+    change = diff(s1, s2)
+    assert diff_hosts(s1, s2) == frozenset() and [r.key.name for r in change.resources] == ["t"]
+    assert affected(change, Proxy(id="a", namespace="default"), s1, s2)
+    assert not affected(change, Proxy(id="b", namespace="shop"), s1, s2)
 
 
 def test_mesh_wide_default_sidecar_in_the_root_namespace() -> None:

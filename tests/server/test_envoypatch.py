@@ -10,7 +10,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 
 from mizzen.api import InvalidConfig, load_text
-from mizzen.model import EndpointIndex, Instance, Proxy, Snapshot, diff_hosts
+from mizzen.model import EndpointIndex, Instance, Proxy, Snapshot, diff
 from mizzen.model.types import CLUSTER, LISTENER, ROUTE
 from mizzen.registry.embedded import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
@@ -70,7 +70,7 @@ def test_merge_add_remove_only_on_selected_proxies() -> None:
     assert [vh.name for vh in rc.virtual_hosts].count("patched") == 1
     other = r.resources_for(OTHER)
     assert "extra" not in other[CLUSTER] and "BlackHoleCluster" in other[CLUSTER]
-    assert r.patch_errors == []
+    assert r.patched(PP).errors == ()
 
 
 def test_patches_are_not_applied_twice_when_views_are_reused() -> None:
@@ -80,7 +80,7 @@ def test_patches_are_not_applied_twice_when_views_are_reused() -> None:
     r1 = Renderer(s1)
     r1.resources_for(PP)
     s2 = s1.with_endpoints(EndpointIndex([replace(inst, address="10.0.0.2")]), 2)
-    r2 = Renderer(s2, r1, diff_hosts(s1, s2))
+    r2 = Renderer(s2, r1, diff(s1, s2))
     rc = route_pb2.RouteConfiguration.FromString(r2.resources_for(PP)[ROUTE]["9080"].payload)
     assert [vh.name for vh in rc.virtual_hosts].count("patched") == 1
     assert LISTENER in r2.resources_for(PP)

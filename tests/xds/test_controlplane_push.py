@@ -39,7 +39,8 @@ def instance(i: int, addr: str) -> dict:
 class Proxyish:
     """A Delta ADS client that behaves like Envoy: wildcard CDS/LDS, EDS/RDS by name, ACKs everything."""
 
-    def __init__(self, channel: grpc.aio.Channel, node_id: str, labels: dict[str, str]):
+    def __init__(self, channel: grpc.aio.Channel, node_id: str, labels: dict[str, str], ports: list[int] = ()):
+        self.ports = tuple(ports)
         self.call = channel.stream_stream(
             DELTA_METHOD, request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
             response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString)()
@@ -51,7 +52,7 @@ class Proxyish:
     async def _send(self, **kw) -> None:
         req = discovery_pb2.DeltaDiscoveryRequest(**kw)
         req.node.id = self.node_id
-        meta = Proxy(id=self.node_id, labels=tuple(sorted(self.labels.items()))).node_metadata()
+        meta = Proxy(id=self.node_id, labels=tuple(sorted(self.labels.items())), ports=self.ports).node_metadata()
         req.node.metadata.CopyFrom(struct_pb2.Struct())
         req.node.metadata.update(meta)
         await self.call.write(req)
@@ -143,5 +144,61 @@ def test_two_replicas_on_one_store(tmp_path: Path) -> None:
         finally:
             await b.stop()
             await a.stop()
+
+    asyncio.run(main())
+
+
+HIDDEN_OWN = """---
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  ports: [{port: 8080, name: tcp-main}]
+  selector: {app: hello}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other}
+spec:
+  ports: [{port: 9090, name: http}]
+  selector: {app: other}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: hello-egress}
+spec:
+  workloadSelector: {labels: {app: hello}}
+  egress: [{hosts: ["./other.default.svc.cluster.local"]}]
+"""
+
+
+def test_own_service_hidden_by_sidecar_egress_still_pushes_inbound(tmp_path: Path) -> None:
+    """A proxy's inbound listener follows the protocol of the Services that select it, even when its Sidecar's
+    egress hides them: renaming `tcp-main` to `http-main` must reach it (an HCM instead of a tcp_proxy)."""
+    from envoy.config.listener.v3 import listener_pb2
+
+    def inbound_is_http(p: "Proxyish") -> bool | None:
+        for resp in reversed(p.received):
+            for r in resp.resources:
+                if resp.type_url == LISTENER and r.name == "virtualInbound":
+                    lst = listener_pb2.Listener.FromString(r.resource.value)
+                    (fc,) = [c for c in lst.filter_chains if c.filter_chain_match.destination_port.value == 8080]
+                    return fc.filters[0].name == "envoy.filters.network.http_connection_manager"
+        return None
+
+    async def main() -> None:
+        cp = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, debounce_max_wait=0.5))
+        cp.core.apply([("mesh.yaml", HIDDEN_OWN)])
+        await cp.start()
+        try:
+            async with grpc.aio.insecure_channel(cp.ads.addresses[-1]) as ch:
+                hello = Proxyish(ch, "hello", {"app": "hello"}, ports=[8080])
+                await wait_for(lambda: inbound_is_http(hello) is False)
+                assert "outbound|8080||hello.default.svc.cluster.local" not in hello.have[CLUSTER]  # hidden
+                cp.core.apply([("mesh.yaml", HIDDEN_OWN.replace("tcp-main", "http-main"))])
+                await wait_for(lambda: inbound_is_http(hello) is True, timeout=5.0)
+                hello.call.cancel()
+        finally:
+            await cp.stop()
 
     asyncio.run(main())

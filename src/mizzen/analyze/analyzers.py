@@ -178,7 +178,7 @@ def conflicting_sidecars(idx: ConfigIndex) -> Iterable[Message]:
 def delegates(idx: ConfigIndex) -> Iterable[Message]:
     """MZ0104: a delegating route whose delegate is missing (the route is omitted) or whose delegate's
     routes do not fit under its match (they are ignored)."""
-    from ..translate.delegate import problems
+    from ..model.delegate import problems
 
     for vs in idx.by_kind.get("VirtualService", ()):
         if not vs.spec.hosts:

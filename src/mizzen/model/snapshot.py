@@ -1,26 +1,28 @@
 """One immutable, indexed view of config + registry, built in two independent halves.
 
-`ConfigIndex` is rebuilt only when the store changes; `EndpointIndex` only when the registry changes;
-a `Snapshot` pairs them. `diff_hosts` tells which hosts a change touched, so pushes are scoped.
+`ConfigIndex` is rebuilt only when the store changes, and then incrementally: `ConfigIndex.updated(prev,
+changes)` rebuilds only the indexes fed by the kinds that changed (a VirtualService edit rebuilds the
+VirtualService indexes and reuses the services, DestinationRule and Sidecar indexes as they are).
+`EndpointIndex` is rebuilt only when the registry changes; a `Snapshot` pairs them. What a change touched,
+and which proxies depend on it, is `model/dependencies.py`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterable, Mapping
 
-from ..api.base import Resource
+from ..api.base import Resource, ResourceKey
+from .labels import ROOT_NAMESPACE, labels_match
+from .resolved import Resolved
 from .router import expand_all
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
 
-ROOT_NAMESPACE = "istio-system"
-PER_PROXY_KINDS = ("Telemetry", "EnvoyPatch")  # where a mesh-wide default Sidecar lives (Istio's convention)
+__all__ = ["ROOT_NAMESPACE", "labels_match", "Endpoint", "SidecarScope", "ConfigIndex", "EndpointIndex",
+           "Snapshot"]
 
-
-def labels_match(selector: Mapping[str, str] | Iterable[tuple[str, str]], labels: Mapping[str, str]) -> bool:
-    items = selector.items() if isinstance(selector, Mapping) else selector
-    return all(labels.get(k) == v for k, v in items)
+_EXPANDED = ("VirtualService", "DestinationRule", "Router")  # kinds a Router expands into (and itself)
 
 
 @dataclass(frozen=True)
@@ -59,29 +61,111 @@ class SidecarScope:
 
 
 class ConfigIndex:
-    """Indexes over the config store's resources. Immutable once built."""
+    """Indexes over the config store's resources. Immutable once built.
 
-    def __init__(self, resources: Iterable[Resource], revision: int = 0):
-        resources = list(resources)
-        resources = expand_all(resources, {r.namespace for r in resources})
-        by_kind: dict[str, list[Resource]] = {}
+    Every table is an attribute; a table not fed by a changed kind is the previous index's object itself
+    (so `model.dependencies.diff` skips it by identity)."""
+
+    def __init__(self, resources: Iterable[Resource] = (), revision: int = 0):
+        raw: dict[str, dict[ResourceKey, Resource]] = {}
         for r in resources:
-            by_kind.setdefault(r.kind, []).append(r)
-        for lst in by_kind.values():
-            lst.sort(key=lambda r: (r.revision, r.namespace, r.name))
+            raw.setdefault(r.kind, {})[r.key] = r
+        self._build(raw, revision, None, frozenset())
+
+    @classmethod
+    def updated(cls, prev: "ConfigIndex", changes: Mapping[ResourceKey, Resource | None],
+                revision: int) -> "ConfigIndex":
+        """`prev` with `changes` applied (key -> the resource as stored now, None = deleted)."""
+        raw = dict(prev._raw)
+        for key, res in changes.items():
+            if raw.get(key.kind) is prev._raw.get(key.kind):
+                raw[key.kind] = dict(raw.get(key.kind, {}))  # copy on first write: prev stays immutable
+            if res is None:
+                raw[key.kind].pop(key, None)
+            else:
+                raw[key.kind][key] = res
+        out = cls.__new__(cls)
+        out._build({k: v for k, v in raw.items() if v}, revision, prev, frozenset(k.kind for k in changes))
+        return out
+
+    def _build(self, raw: dict[str, dict[ResourceKey, Resource]], revision: int, prev: "ConfigIndex | None",
+               changed: frozenset[str]) -> None:
+        self._raw = raw
         self.revision = revision
-        self.by_kind: dict[str, tuple[Resource, ...]] = {k: tuple(v) for k, v in by_kind.items()}
-        self.namespaces = frozenset(r.namespace for lst in by_kind.values() for r in lst)
-        self.services: dict[str, Service] = services_from_resources(
-            self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces)
-        self.virtual_services_by_host: dict[str, tuple[Resource, ...]] = self._vs_by_host()
-        # hostless VirtualServices are delegates (Istio): found by namespace/name from a root's http[].delegate
-        self.delegate_virtual_services: dict[tuple[str, str], Resource] = {
-            (vs.namespace, vs.name): vs for vs in self.by_kind.get("VirtualService", ()) if not vs.spec.hosts}
-        self.delegates_by_host: dict[str, tuple[Resource, ...]] = self._delegates_by_host()
-        self.destination_rules_by_host: dict[str, Resource] = self._dr_by_host()
+        self._known = frozenset(k.namespace for tbl in raw.values() for k in tbl)
+        full = prev is None or prev._known != self._known  # host resolution depends on the namespaces
+        if not full and changed & set(_EXPANDED):
+            changed |= {"VirtualService", "DestinationRule"}
+        by_kind: dict[str, tuple[Resource, ...]] = {}
+        expanded: dict[str, list[Resource]] | None = None
+        kinds = set(raw) - {"Router"}  # a Router stands for the VirtualService + DestinationRule it generates
+        if raw.get("Router"):
+            kinds |= {"VirtualService", "DestinationRule"}
+            if full or changed & set(_EXPANDED):
+                expanded = {}
+                for r in expand_all([r for k in _EXPANDED for r in raw.get(k, {}).values()], self._known):
+                    expanded.setdefault(r.kind, []).append(r)
+        for kind in kinds:
+            if not full and kind not in changed and kind in prev.by_kind:
+                by_kind[kind] = prev.by_kind[kind]
+                continue
+            items = expanded.get(kind, []) if expanded is not None and kind in _EXPANDED \
+                else list(raw.get(kind, {}).values())
+            by_kind[kind] = tuple(sorted(items, key=lambda r: (r.revision, r.namespace, r.name)))
+        self.by_kind: dict[str, tuple[Resource, ...]] = {k: v for k, v in by_kind.items() if v}
+        self.namespaces = frozenset(r.namespace for lst in self.by_kind.values() for r in lst)
+        full = full or prev.namespaces != self.namespaces
+
+        def stale(*kinds: str) -> bool:
+            return full or bool(changed & set(kinds))
+
+        if stale("Service", "ServiceEntry"):
+            self.services: dict[str, Service] = services_from_resources(
+                self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces)
+            self.ports_by_number: dict[int, tuple[Service, ...]] = self._ports()
+        else:
+            self.services, self.ports_by_number = prev.services, prev.ports_by_number
+        if stale("VirtualService"):
+            self.virtual_services_by_host: dict[str, tuple[Resource, ...]] = self._vs_by_host()
+            # hostless VirtualServices are delegates (Istio): found by namespace/name from a root's http[].delegate
+            self.delegate_virtual_services: dict[tuple[str, str], Resource] = {
+                (vs.namespace, vs.name): vs for vs in self.by_kind.get("VirtualService", ()) if not vs.spec.hosts}
+            self.delegates_by_host: dict[str, tuple[Resource, ...]] = self._delegates_by_host()
+        else:
+            self.virtual_services_by_host = prev.virtual_services_by_host
+            self.delegate_virtual_services = prev.delegate_virtual_services
+            self.delegates_by_host = prev.delegates_by_host
+        if stale("DestinationRule"):
+            self.destination_rules_by_host: dict[str, Resource] = self._dr_by_host()
+        else:
+            self.destination_rules_by_host = prev.destination_rules_by_host
         self.sidecars: tuple[Resource, ...] = self.by_kind.get("Sidecar", ())
-        self.ports_by_number: dict[int, tuple[Service, ...]] = self._ports()
+        self._memo: dict = {}
+
+    def memoized(self, key: tuple, compute):
+        """A derived answer, computed once per index (the index is immutable)."""
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = compute()
+        return hit
+
+    def visible_services(self, proxy: Proxy) -> tuple[Service, ...]:
+        """The services the proxy's Sidecar egress lets it see (all without a Sidecar), by hostname."""
+        scope = self.sidecar_scope(proxy)
+        return self.memoized(("visible", scope.key, scope.egress, proxy.namespace), lambda: tuple(
+            s for s in sorted(self.services.values(), key=lambda s: s.hostname) if scope.allows(s, proxy.namespace)))
+
+    def own_services(self, proxy: Proxy) -> tuple[Service, ...]:
+        """The services that select this proxy (its namespace, selector ⊆ its labels): its inbound side."""
+        labels = proxy.label_dict
+        return self.memoized(("own", proxy.namespace, proxy.labels), lambda: tuple(
+            s for s in self.services.values()
+            if s.namespace == proxy.namespace and s.selector and labels_match(s.selector, labels)))
+
+    @cached_property
+    def resolved(self) -> Resolved:
+        """Istio's semantics over this index (routes with delegation merged, policies, per-proxy kinds)."""
+        return Resolved(self)
 
     def resolve(self, host: str, namespace: str) -> str:
         return resolve_host(host, namespace, self.namespaces)
@@ -197,7 +281,6 @@ class Snapshot:
     config: ConfigIndex
     endpoints: EndpointIndex
     generation: int = 0
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, resources: Iterable[Resource], instances: Iterable[Instance], *, revision: int = 0,
@@ -213,6 +296,10 @@ class Snapshot:
     @property
     def services(self) -> dict[str, Service]:
         return self.config.services
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.config.resolved
 
     def endpoints_for(self, svc: Service, port: int, subset_labels: tuple[tuple[str, str], ...] = ()
                       ) -> tuple[Endpoint, ...]:
@@ -239,69 +326,15 @@ class Snapshot:
         return tuple(out)
 
     def visible_services(self, proxy: Proxy) -> tuple[Service, ...]:
-        scope = self.config.sidecar_scope(proxy)
-        key = ("visible", scope.key, proxy.namespace)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = tuple(s for s in sorted(self.services.values(), key=lambda s: s.hostname)
-                        if scope.allows(s, proxy.namespace))
-            self._cache[key] = hit
-        return hit
+        return self.config.visible_services(proxy)
+
+    def own_services(self, proxy: Proxy) -> tuple[Service, ...]:
+        return self.config.own_services(proxy)
 
     def inbound_protocol(self, proxy: Proxy, container_port: int) -> str:
         """HTTP if any service selecting this proxy exposes the port as HTTP, else TCP."""
-        labels = proxy.label_dict
-        for s in self.services.values():
-            if s.namespace != proxy.namespace or not s.selector or not labels_match(s.selector, labels):
-                continue
+        for s in self.config.own_services(proxy):
             for p in s.ports:
                 if p.target_for() == container_port and is_http(p.protocol):
                     return p.protocol
         return "TCP"
-
-
-def diff_hosts(old: Snapshot | None, new: Snapshot) -> frozenset[str] | None:
-    """Hosts whose config or endpoints changed between two snapshots; None = everything (e.g. Sidecars)."""
-    if old is None:
-        return None
-    oc, nc = old.config, new.config
-    if oc is not nc:
-        if oc.sidecars != nc.sidecars:
-            return None
-        for kind in PER_PROXY_KINDS:  # they change what whole proxies get, not one host's config
-            if _revs(oc.by_kind.get(kind, ())) != _revs(nc.by_kind.get(kind, ())):
-                return None
-        changed: set[str] = set()
-        for h in set(oc.services) | set(nc.services):
-            if oc.services.get(h) != nc.services.get(h):
-                changed.add(h)
-        for table_o, table_n in ((oc.virtual_services_by_host, nc.virtual_services_by_host),
-                                 (oc.delegates_by_host, nc.delegates_by_host),
-                                 (oc.destination_rules_by_host, nc.destination_rules_by_host)):
-            for h in set(table_o) | set(table_n):
-                a, b = table_o.get(h), table_n.get(h)
-                if _revs(a) != _revs(b):
-                    changed.add(h)
-        # a VirtualService may route to other hosts: treat its hosts as changed (done above).
-    else:
-        changed = set()
-    if old.endpoints is not new.endpoints:
-        before = {i.id: i for i in old.endpoints.instances}
-        after = {i.id: i for i in new.endpoints.instances}
-        moved = [before.get(k) for k in set(before) | set(after) if before.get(k) != after.get(k)]
-        moved += [after.get(k) for k in set(before) | set(after) if before.get(k) != after.get(k)]
-        for inst in moved:
-            if inst is None:
-                continue
-            for s in nc.services.values():
-                if s.namespace == inst.namespace and s.selector and labels_match(s.selector, inst.label_dict):
-                    changed.add(s.hostname)
-    return frozenset(changed)
-
-
-def _revs(x) -> tuple:
-    if x is None:
-        return ()
-    if isinstance(x, tuple):
-        return tuple((r.key, r.revision) for r in x)
-    return ((x.key, x.revision),)

@@ -1,9 +1,12 @@
 """The control plane process: store + registry → snapshot → renderer → ADS, plus the REST API.
 
 Change flow: a store commit or registry change marks its half dirty and wakes the push loop; the loop
-debounces (xds.PushQueue: quiet period + max wait), rebuilds only the dirty half of the snapshot,
-makes a new Renderer that reuses everything of unchanged hosts, and notifies the ADS server with a
-predicate selecting the proxies that can see a changed host.
+debounces (xds.PushQueue: quiet period + max wait), rebuilds only the dirty half of the snapshot (the
+config half incrementally, from the store's change log: `ConfigIndex.updated`), computes what changed
+(`model.diff`), makes a new Renderer that reuses everything of unchanged hosts, and notifies the ADS server
+with `model.affected` as the predicate: a proxy is pushed when the change touches something its config
+depends on (`model.dependencies`: the hosts it sees, its own services, its routes' destinations, the
+Sidecar, Telemetry and EnvoyPatches that apply to it).
 
 Never answers xDS before the store is loaded: the initial snapshot is built from the durable store and
 registry before the ADS server reports ready, so a restarted control plane resumes with full config.
@@ -19,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
-from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot, diff_hosts
+from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot
 from ..model.types import Proxy, ProxyResources
 from ..registry.embedded import EmbeddedRegistry
+from ..store.base import ConfigStore, HistoryCompacted
 from ..store.sqlite import SqliteStore
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
@@ -35,6 +40,24 @@ from ..client.layout import StateLayout, replica_name
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
+
+FULL_REBUILD_AT = 200  # changed resources above which the config index is rebuilt whole (cheaper then)
+
+
+def next_config(store: ConfigStore, old: ConfigIndex) -> ConfigIndex:
+    """The store's state as a ConfigIndex: `old` updated with what the store's change log says changed since
+    `old.revision`, or rebuilt whole when the log no longer reaches back (compacted) or the change is large.
+    Values come from the store's cache, which is consistent at `store.revision`."""
+    revision = store.revision
+    if revision == old.revision:
+        return old
+    try:
+        keys = {c.key for c in store.changes_since(old.revision)}
+    except HistoryCompacted:
+        return ConfigIndex(store.list(), revision)
+    if len(keys) > FULL_REBUILD_AT:
+        return ConfigIndex(store.list(), revision)
+    return ConfigIndex.updated(old, {k: store.get(k) for k in keys}, revision)
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,8 @@ class ControlPlane:
         self._loop_task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
         self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
+        self._problems: set[str] = set()  # render problems logged for the current snapshot
+        self._problems_before: set[str] = set()  # ... and for the previous one (logged once, not per push)
 
     # ---- source interface used by the ADS server ------------------------------------------------
     def ready(self) -> bool:
@@ -99,7 +124,7 @@ class ControlPlane:
         self.generation = 1
         self._snapshot = Snapshot(ConfigIndex(self.store.list(), self.store.revision),
                                   EndpointIndex(self.registry.list(), self.registry.version), self.generation)
-        self._renderer = Renderer(self._snapshot)
+        self._renderer = Renderer(self._snapshot, on_problem=self._render_problem)
         log.info("loaded store revision %d (%d resources), registry version %d (%d instances) in %.1f ms",
                  self.store.revision, len(self.store.list()), self.registry.version,
                  len(self.registry.list()), (time.perf_counter() - t) * 1000)
@@ -163,29 +188,30 @@ class ControlPlane:
         t = time.perf_counter()
         old = self._snapshot
         assert old is not None
-        config = ConfigIndex(self.store.list(), self.store.revision) if self._dirty_config else old.config
+        config = next_config(self.store, old.config) if self._dirty_config else old.config
         endpoints = EndpointIndex(self.registry.list(), self.registry.version) \
             if self._dirty_endpoints else old.endpoints
         self._dirty_config = self._dirty_endpoints = False
         self.generation += 1
         new = Snapshot(config, endpoints, self.generation)
-        changed = diff_hosts(old, new)
+        change = diff(old, new)
         self._snapshot = new
-        self._renderer = Renderer(new, self._renderer, changed)
+        self._problems_before, self._problems = self._problems, set()
+        self._renderer = Renderer(new, self._renderer, change, on_problem=self._render_problem)
         self.push_stats["last_build_ms"] = (time.perf_counter() - t) * 1000
         self.push_stats["pushes"] += 1
-        if changed is not None and not changed:
+        if change.empty:
             return
-        gone = changed is not None and any(h not in new.services for h in changed)
+        log.info("generation %d: %s changed", self.generation, "everything" if change.everything else
+                 f"{len(change.hosts)} host(s), {len(change.resources)} per-proxy resource(s)")
+        self.ads.notify(None if change.everything else lambda proxy: affected(change, proxy, old, new))
 
-        def affected(proxy: Proxy) -> bool:
-            if changed is None or gone:
-                return True
-            return any(s.hostname in changed for s in new.visible_services(proxy))
-
-        log.info("generation %d: %s changed", self.generation,
-                 "everything" if changed is None else f"{len(changed)} host(s)")
-        self.ads.notify(affected)
+    def _render_problem(self, proxy: Proxy, message: str) -> None:
+        """A rendered view had a problem (an EnvoyPatch skipped because it would make the view dangle)."""
+        text = f"proxy {proxy.namespace}/{proxy.workload or proxy.id}: {message}"
+        if text not in self._problems and text not in self._problems_before:
+            log.warning("%s", text)
+        self._problems.add(text)
 
     @property
     def replica_name(self) -> str:

@@ -1,9 +1,14 @@
 """Apply-time check of EnvoyPatch resources with the real Envoy.
 
 For each applied EnvoyPatch, the would-be config of the proxies it selects (from Workloads and registered
-instances; a stand-in proxy with the selector's labels when none runs yet) is rendered with the patch,
-folded into a static bootstrap and given to `envoy --mode validate`, which fails with the same reason
-Envoy would NACK with. Any failure refuses the whole apply.
+instances; a stand-in proxy with the selector's labels when none runs yet) is rendered with the patch. A
+patch whose value does not parse or merge, or that would leave a view dangling (`translate/consistency.py`),
+is refused with the reason and the field (`spec.patches[i]`); so is an apply that would make a patch already
+stored dangle. The patched view is then folded into a static bootstrap and given to `envoy --mode validate`,
+which fails with the same reason Envoy would NACK with. Any failure refuses the whole apply.
+
+The check is blocking (it renders and runs Envoy, up to MAX_PROXIES_PER_PATCH times per patch): the control
+plane calls validators in a worker thread (`ControlPlaneCore.apply_async`), never on its event loop.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from ..api.core import sidecar_enabled
 from ..model.snapshot import ROOT_NAMESPACE, Snapshot, labels_match
 from ..model.types import Instance, Proxy, labels_tuple
 from ..translate import Renderer
+from ..translate.patches import PatchError
 from ..translate.static import static_bootstrap
 
 MAX_PROXIES_PER_PATCH = 4
@@ -62,8 +68,15 @@ def _envoy_says(envoy: str, bootstrap: dict) -> str | None:
     return reason.split("] ", 1)[-1][:500]
 
 
+def _issue(e: PatchError, proxy: Proxy) -> Issue:
+    r = e.resource
+    who = f"{proxy.workload or 'a proxy'} in {proxy.namespace}"
+    return Issue(f"{e.message} (for {who})" if not e.field else e.message, "<apply>", None, r.kind, r.namespace,
+                 r.name, e.path)
+
+
 def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[], list[Instance]]):
-    """A ControlPlaneCore validator: (applied, current) -> issues."""
+    """A ControlPlaneCore validator: (applied, current) -> issues. Blocking: run it off the event loop."""
 
     def check(applied: list[Resource], current: list[Resource]) -> list[Issue]:
         patches = [r for r in applied if r.kind == "EnvoyPatch"]
@@ -73,28 +86,32 @@ def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[
         merged.update({r.key: r for r in applied})
         resources = list(merged.values())
         inst = instances()
-        snap = Snapshot.build(resources, inst)
-        renderer = Renderer(snap)
+        renderer = Renderer(Snapshot.build(resources, inst))
+        before: Renderer | None = None  # the config as stored, to tell new problems of stored patches
+        applied_keys = {r.key for r in applied}
         issues: list[Issue] = []
         for patch in patches:
-            bad = False
             for proxy in _candidates(patch, resources, inst):
-                res = renderer.resources_for(proxy)
-                errs = [e for e in renderer.patch_errors if e.resource.key == patch.key]
-                if errs:
-                    issues.extend(Issue(e.message, "<apply>", None, patch.kind, patch.namespace, patch.name,
-                                        f"{e.path}.value") for e in errs)
-                    bad = True
+                result = renderer.patched(proxy)
+                own = [e for e in result.errors if e.resource.key == patch.key]
+                others = [e for e in result.errors if e.resource.key not in applied_keys]
+                if others:  # a stored patch this apply breaks (not one that was broken already)
+                    before = before or Renderer(Snapshot.build(current, inst))
+                    old = {(e.resource.key, e.message) for e in before.patched(proxy).errors}
+                    others = [e for e in others if (e.resource.key, e.message) not in old]
+                if own or others:
+                    issues.extend(_issue(e, proxy) for e in own)
+                    issues.extend(Issue(f"this apply would make EnvoyPatch {e.resource.namespace}/{e.resource.name}"
+                                        f" {e.path} dangle for {proxy.workload or 'a proxy'} in {proxy.namespace}: "
+                                        f"{e.message}", "<apply>", None, patch.kind, patch.namespace, patch.name,
+                                        "spec.patches") for e in others)
                     break
-                reason = _envoy_says(envoy_binary(), static_bootstrap(res))
+                reason = _envoy_says(envoy_binary(), static_bootstrap(result.view))
                 if reason:
                     issues.append(Issue(f"Envoy would reject the patched config of {proxy.workload or 'a proxy'} "
                                         f"in {proxy.namespace}: {reason}", "<apply>", None, patch.kind,
                                         patch.namespace, patch.name, "spec.patches"))
-                    bad = True
                     break
-            if bad:
-                continue
         return issues
 
     return check

@@ -1,7 +1,7 @@
 """Clusters: one per service port and one per DestinationRule subset; inbound and passthrough clusters.
 
 DestinationRule traffic policies (load balancer, connection pool, outlier detection, health checks,
-retry budget) are applied by `policies.py`."""
+retry budget) are resolved by `model.Resolved.policy` and applied by `policies.py`."""
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -9,7 +9,7 @@ from envoy.config.core.v3 import protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
-from ..api.base import Resource
+from ..model.policy import Policy
 from ..model.services import Service, ServicePort
 from . import endpoints as E
 from . import policies as P
@@ -27,11 +27,10 @@ def _http2_options() -> dict:
     return {_HPO: pack(opts)}
 
 
-def outbound(svc: Service, sp: ServicePort, subset: str | None, dr: Resource | None) -> cluster_pb2.Cluster:
-    """One outbound cluster; DestinationRule traffic policies are applied by `policies.apply_cluster`."""
+def outbound(svc: Service, sp: ServicePort, subset: str | None, pol: Policy) -> cluster_pb2.Cluster:
+    """One outbound cluster with its effective policy `pol` (applied by `policies.apply_cluster`)."""
     name = outbound_cluster(sp.port, subset, svc.hostname)
     c = cluster_pb2.Cluster(name=name, connect_timeout=duration(CONNECT_TIMEOUT_S))
-    pol = P.effective(dr, subset, sp.port)
     simple = pol.load_balancer.simple if pol.load_balancer else None
     if simple == "PASSTHROUGH":
         c.type = cluster_pb2.Cluster.ORIGINAL_DST
@@ -57,7 +56,7 @@ def outbound(svc: Service, sp: ServicePort, subset: str | None, dr: Resource | N
         c.type = cluster_pb2.Cluster.EDS
         c.eds_cluster_config.eds_config.CopyFrom(ads_source())
         c.eds_cluster_config.service_name = name
-    P.apply_cluster(c, pol, sp.protocol)
+    P.apply_cluster(c, pol, sp.protocol, svc.hostname)
     if simple == "PASSTHROUGH":
         c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
         c.ClearField("health_checks")  # an original-destination cluster has no host set to check

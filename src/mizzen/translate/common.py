@@ -1,9 +1,9 @@
 """Names, small builders and protobuf helpers shared by the translators. Pure."""
 from __future__ import annotations
 
-from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2, config_source_pb2
 
 PASSTHROUGH = "PassthroughCluster"
 BLACKHOLE = "BlackHoleCluster"
@@ -55,13 +55,3 @@ def parse_duration(text: str | None) -> float | None:
         if t.endswith(suffix):
             return float(t[: -len(suffix)]) * mult
     return float(t)
-
-
-def struct(d: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
-
-
-def metadata(filter_name: str, values: dict) -> base_pb2.Metadata:
-    return base_pb2.Metadata(filter_metadata={filter_name: struct(values)})

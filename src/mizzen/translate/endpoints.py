@@ -1,30 +1,23 @@
 """ClusterLoadAssignments from registry instances, grouped by locality (proxyless gRPC needs locality+weight).
 
 A CLA is the same for every caller unless the destination's policy is locality-aware (Istio: outlier
-detection on → locality failover priorities; `localityLbSetting.distribute` → per-locality weights);
-then it depends on the caller's locality and is rendered once per (host, caller locality).
+detection on → locality failover priorities; `localityLbSetting.distribute` → per-locality weights;
+`Policy.locality_sensitive`); then it depends on the caller's locality and is rendered once per (host,
+caller locality). The priorities and weights are Istio's rules, answered by `model.policy`.
 """
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2, health_check_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 
+from ..model import policy as P
 from ..model.snapshot import Endpoint
-from . import policies as P
 from .common import socket_address, u32
 
 
 def locality(text: str) -> base_pb2.Locality:
     parts = (text.split("/") + ["", "", ""])[:3]
     return base_pb2.Locality(region=parts[0], zone=parts[1], sub_zone=parts[2])
-
-
-_locality = locality
-
-
-def locality_sensitive(pol: P.Policy) -> bool:
-    """True if the CLA for this policy depends on the caller's locality."""
-    return pol.locality_failover or pol.locality_distribute
 
 
 def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...], pol: P.Policy | None = None,
@@ -62,4 +55,4 @@ def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...], pol: P.P
     return cla
 
 
-__all__ = ["load_assignment", "locality", "locality_sensitive", "endpoint_components_pb2"]
+__all__ = ["load_assignment", "locality"]

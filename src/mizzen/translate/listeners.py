@@ -7,46 +7,40 @@ capture listener on 15006, one filter chain per container port → the app on lo
 
 loopback mode (no root): an explicit HTTP proxy listener on 127.0.0.1:<outbound_port> using the
 `http_proxy` route config, and one inbound listener per container port on 127.0.0.1:<inbound_port + i>.
+
+HTTP features (CORS, fault, access logs, the router ...) are added to each HCM and tcp_proxy by the
+feature table (`filters/`); this module knows none of them.
 """
 from __future__ import annotations
 
-from envoy.config.core.v3 import protocol_pb2
+from envoy.config.core.v3 import base_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.config.core.v3 import base_pb2
 
 from ..model.services import Service, is_http
-from ..model.types import Proxy
-from .filters import http_filters
-from . import policies
+from . import filters
 from .common import (HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
                      ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
+from .filters import Chain, ViewContext
 
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
-def _router() -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.router", typed_config=pack(router_pb2.Router()))
-
-
-def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None, extra: frozenset[str] = frozenset()
-        ) -> lc.Filter:
-    # RDS (dynamic routes) means an outbound chain: VirtualService filters (fault, ...) act there, as in
-    # Istio; inbound chains keep only the router. Feature filters come from the filters/ table.
+def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None, route_config=None) -> lc.Filter:
+    """An HCM with RDS (an outbound chain) or an inline route config (inbound); features add their filters."""
     m = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[*http_filters(outbound=rds is not None, extra=extra), _router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(accept_http_10=True),
         normalize_path={"value": True},
         # websockets pass through like any upgrade
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
+    filters.patch_hcm(m, at, ctx)
     if rds is not None:
         m.rds.config_source.CopyFrom(ads_source())
         m.rds.route_config_name = rds
@@ -55,28 +49,19 @@ def hcm(stat_prefix: str, *, rds: str | None = None, route_config=None, extra: f
     return lc.Filter(name=HCM, typed_config=pack(m))
 
 
-def tcp_proxy(stat_prefix: str, cluster: str, hash_source_ip: bool = False) -> lc.Filter:
+def tcp_proxy(stat_prefix: str, cluster: str, at: Chain, ctx: ViewContext, hash_source_ip: bool = False
+              ) -> lc.Filter:
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
     if hash_source_ip:  # DestinationRule consistentHash.useSourceIp on a TCP port (ring hash / maglev cluster)
         tp.hash_policy.add().source_ip.SetInParent()
+    filters.patch_tcp_proxy(tp, at, ctx)
     return lc.Filter(name=TCP_PROXY, typed_config=pack(tp))
 
 
-def _tcp_hash_source_ip(snap, svc: Service, port: int) -> bool:
+def _tcp_hash_source_ip(ctx: ViewContext, svc: Service, port: int) -> bool:
     """Istio applies only `useSourceIp` to TCP traffic; other hash keys need HTTP (they are ignored)."""
-    if snap is None:
-        return False
-    dr = snap.config.destination_rules_by_host.get(svc.hostname)
-    ch = policies.effective(dr, None, port).consistent_hash if dr is not None else None
+    ch = ctx.resolved.policy(svc.hostname, None, port).consistent_hash
     return bool(ch is not None and ch.use_source_ip)
-
-
-def http_extra_filters(snap, services) -> frozenset[str]:
-    """Optional HTTP filters the outbound HCMs of a proxy seeing `services` need (CORS)."""
-    from .routes import uses_cors
-
-    return frozenset({"envoy.filters.http.cors"}) if snap is not None and uses_cors(snap, services) \
-        else frozenset()
 
 
 def _original_dst() -> lc.ListenerFilter:
@@ -84,16 +69,15 @@ def _original_dst() -> lc.ListenerFilter:
                              typed_config=pack(original_dst_pb2.OriginalDst()))
 
 
-def virtual_outbound(proxy: Proxy, services: tuple[Service, ...], snap=None) -> listener_pb2.Listener:
-    """`snap` (optional) enables what depends on config: CORS filter, TCP source-IP hashing."""
+def virtual_outbound(ctx: ViewContext) -> listener_pb2.Listener:
+    proxy, services = ctx.proxy, ctx.services
     lst = listener_pb2.Listener(name=VIRTUAL_OUTBOUND, address=socket_address("0.0.0.0", proxy.outbound_port),
                                 listener_filters=[_original_dst()], traffic_direction=base_pb2.OUTBOUND)
     http_ports = sorted({p.port for s in services for p in s.ports if is_http(p.protocol)})
-    extra = http_extra_filters(snap, services)
     for port in http_ports:
         fc = lst.filter_chains.add(name=f"0.0.0.0_{port}")
         fc.filter_chain_match.destination_port.value = port
-        fc.filters.append(hcm(f"outbound_0.0.0.0_{port}", rds=str(port), extra=extra))
+        fc.filters.append(hcm(f"outbound_0.0.0.0_{port}", Chain(True, port), ctx, rds=str(port)))
     for svc in services:
         if not svc.vip:
             continue
@@ -103,45 +87,46 @@ def virtual_outbound(proxy: Proxy, services: tuple[Service, ...], snap=None) -> 
             fc = lst.filter_chains.add(name=f"{svc.vip}_{p.port}")
             fc.filter_chain_match.destination_port.value = p.port
             fc.filter_chain_match.prefix_ranges.add(address_prefix=svc.vip, prefix_len={"value": 32})
-            fc.filters.append(tcp_proxy(outbound_cluster(p.port, None, svc.hostname),
-                                        outbound_cluster(p.port, None, svc.hostname),
-                                        _tcp_hash_source_ip(snap, svc, p.port)))
+            name = outbound_cluster(p.port, None, svc.hostname)
+            fc.filters.append(tcp_proxy(name, name, Chain(True, p.port), ctx, _tcp_hash_source_ip(ctx, svc, p.port)))
     lst.default_filter_chain.name = PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(PASSTHROUGH, PASSTHROUGH))
+    lst.default_filter_chain.filters.append(tcp_proxy(PASSTHROUGH, PASSTHROUGH, Chain(True), ctx))
     return lst
 
 
-def virtual_inbound(proxy: Proxy, protocols: dict[int, str], inbound_routes: dict) -> listener_pb2.Listener:
-    lst = listener_pb2.Listener(name=VIRTUAL_INBOUND, address=socket_address("0.0.0.0", proxy.inbound_port),
+def virtual_inbound(ctx: ViewContext, protocols: dict[int, str], inbound_routes: dict) -> listener_pb2.Listener:
+    lst = listener_pb2.Listener(name=VIRTUAL_INBOUND, address=socket_address("0.0.0.0", ctx.proxy.inbound_port),
                                 listener_filters=[_original_dst()], traffic_direction=base_pb2.INBOUND)
     for port in sorted(protocols):
         fc = lst.filter_chains.add(name=inbound_cluster(port))
         fc.filter_chain_match.destination_port.value = port
+        at = Chain(False, port)
         if is_http(protocols[port]):
-            fc.filters.append(hcm(f"inbound_0.0.0.0_{port}", route_config=inbound_routes[port]))
+            fc.filters.append(hcm(f"inbound_0.0.0.0_{port}", at, ctx, route_config=inbound_routes[port]))
         else:
-            fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port)))
+            fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
     lst.default_filter_chain.name = INBOUND_PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH))
+    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, Chain(False), ctx))
     return lst
 
 
-def http_proxy_outbound(proxy: Proxy, snap=None, services: tuple[Service, ...] = ()) -> listener_pb2.Listener:
+def http_proxy_outbound(ctx: ViewContext) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name="outbound_http_proxy",
-                                address=socket_address("127.0.0.1", proxy.outbound_port),
+                                address=socket_address("127.0.0.1", ctx.proxy.outbound_port),
                                 traffic_direction=base_pb2.OUTBOUND)
     lst.filter_chains.add(name="http_proxy").filters.append(
-        hcm("outbound_http_proxy", rds=HTTP_PROXY_ROUTE, extra=http_extra_filters(snap, services)))
+        hcm("outbound_http_proxy", Chain(True), ctx, rds=HTTP_PROXY_ROUTE))
     return lst
 
 
-def loopback_inbound(proxy: Proxy, port: int, listen_port: int, protocol: str, route_config
+def loopback_inbound(ctx: ViewContext, port: int, listen_port: int, protocol: str, route_config
                      ) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name=f"inbound_{port}", address=socket_address("127.0.0.1", listen_port),
                                 traffic_direction=base_pb2.INBOUND)
     fc = lst.filter_chains.add(name=inbound_cluster(port))
+    at = Chain(False, port)
     if is_http(protocol):
-        fc.filters.append(hcm(f"inbound_{port}", route_config=route_config))
+        fc.filters.append(hcm(f"inbound_{port}", at, ctx, route_config=route_config))
     else:
-        fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port)))
+        fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
     return lst

@@ -1,92 +1,25 @@
-"""DestinationRule traffic policies → Envoy cluster settings, route hash policies, locality priorities. Pure.
+"""DestinationRule traffic policies → Envoy cluster settings and route hash policies. Pure.
 
-The effective policy of a cluster `outbound|<port>|<subset>|<host>` merges, field by field (each field
-replaced whole, as Istio's MergeTrafficPolicy does), from lowest to highest precedence: the top-level
-trafficPolicy, its portLevelSettings for the port, the subset's trafficPolicy, the subset's
-portLevelSettings for the port.
+Which policy applies (Istio's merge of top-level, port-level, subset and subset port-level settings) is
+`model.policy`; `model.Resolved.policy(host, subset, port)` answers it. This module only shapes the answer
+into Envoy messages: `apply_cluster` for an outbound cluster, `apply_route_policy` for a route action.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any, Iterable
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import health_check_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2, range_pb2
 
-from ..api.base import Resource
-from ..api.destination_rule import (ConnectionPoolSettings, ConsistentHashLB, HealthCheck,
-                                    LoadBalancerSettings, LocalityLbSetting, OutlierDetection, RetryBudget)
-from ..model.snapshot import Endpoint
+from ..api.destination_rule import ConnectionPoolSettings, ConsistentHashLB
+from ..model.policy import Policy
+from ..model.resolved import Destination, Resolved
 from .common import duration, pack, parse_duration, u32
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_U32 = 2**32 - 1
 DEFAULT_MAX_EJECTION_PERCENT = 10  # Istio's default
-HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5  # Istio's default with previous_hosts
-_FIELDS = ("load_balancer", "connection_pool", "outlier_detection", "tls", "health_check", "retry_budget")
-
-
-@dataclass(frozen=True)
-class Policy:
-    load_balancer: LoadBalancerSettings | None = None
-    connection_pool: ConnectionPoolSettings | None = None
-    outlier_detection: OutlierDetection | None = None
-    tls: dict | None = None
-    health_check: HealthCheck | None = None
-    retry_budget: RetryBudget | None = None
-
-    @property
-    def consistent_hash(self) -> ConsistentHashLB | None:
-        return self.load_balancer.consistent_hash if self.load_balancer else None
-
-    @property
-    def locality(self) -> LocalityLbSetting | None:
-        return self.load_balancer.locality_lb_setting if self.load_balancer else None
-
-    @property
-    def locality_failover(self) -> bool:
-        """Istio: locality failover (priorities by locality) is on when outlier detection is set, unless
-        localityLbSetting.enabled is false or distribute is used instead."""
-        loc = self.locality
-        if loc is not None and (loc.enabled is False or loc.distribute):
-            return False
-        return self.outlier_detection is not None
-
-    @property
-    def locality_distribute(self) -> bool:
-        loc = self.locality
-        return bool(loc and loc.enabled is not False and loc.distribute)
-
-
-def _layers(tp, port: int) -> list:
-    if tp is None:
-        return []
-    out = [tp]
-    for pl in tp.port_level_settings:
-        if pl.port is not None and pl.port.number == port:
-            out.append(pl)
-    return out
-
-
-def effective(dr: Resource | None, subset: str | None, port: int) -> Policy:
-    if dr is None:
-        return Policy()
-    layers = _layers(dr.spec.traffic_policy, port)
-    if subset:
-        for s in dr.spec.subsets:
-            if s.name == subset:
-                layers += _layers(s.traffic_policy, port)
-    vals: dict[str, Any] = {}
-    for layer in layers:
-        for f in _FIELDS:
-            v = getattr(layer, f, None)
-            if v is not None:
-                vals[f] = v
-    return Policy(**vals)
 
 
 def _secs(text: str | None) -> float | None:
@@ -211,7 +144,7 @@ def apply_outlier_detection(c: cluster_pb2.Cluster, pol: Policy) -> None:
     c.common_lb_config.healthy_panic_threshold.value = float(od.min_health_percent or 0)
 
 
-def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
+def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str, host: str) -> None:
     hc = pol.health_check
     if hc is None:
         return
@@ -223,8 +156,7 @@ def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> No
         hh = h.http_health_check
         hh.path = hc.http.path
         # Envoy's default Host is the cluster name, whose '|' the callee's HCM rejects: use the service host
-        parsed = _parse_cluster(c.name)
-        hh.host = hc.http.host or (parsed[2] if parsed else "")
+        hh.host = hc.http.host or host
         for code in sorted(set(hc.http.expected_statuses)):
             hh.expected_statuses.append(range_pb2.Int64Range(start=code, end=code + 1))
         if protocol in ("HTTP2", "GRPC"):
@@ -238,12 +170,12 @@ def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> No
     c.health_checks.append(h)
 
 
-def apply_cluster(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
-    """Everything a DestinationRule says about one outbound cluster (not PASSTHROUGH's lb type)."""
+def apply_cluster(c: cluster_pb2.Cluster, pol: Policy, protocol: str, host: str) -> None:
+    """Everything a DestinationRule says about one outbound cluster of `host` (not PASSTHROUGH's lb type)."""
     apply_lb(c, pol)
     apply_connection_pool(c, pol, protocol)
     apply_outlier_detection(c, pol)
-    apply_health_check(c, pol, protocol)
+    apply_health_check(c, pol, protocol, host)
 
 
 # -------------------------------------------------------------------------------------------- routes
@@ -265,128 +197,12 @@ def hash_policy(ch: ConsistentHashLB) -> rc.RouteAction.HashPolicy:
     return hp
 
 
-def _parse_cluster(name: str) -> tuple[int, str, str] | None:
-    parts = name.split("|")
-    if len(parts) != 4 or parts[0] != "outbound":
-        return None
-    try:
-        return int(parts[1]), parts[2], parts[3]
-    except ValueError:
-        return None
-
-
-def apply_route_policy(act: rc.RouteAction, snap) -> None:
-    """Called once per RouteAction by RouteBuilder._action, after the action is otherwise complete.
-
-    - consistentHash of the destination's effective policy → `hash_policy` (with several weighted
-      destinations, only when they all agree, as Istio does);
-    - retries on → `previous_hosts` retry host predicate: a retry goes to another host ("failover").
-    """
-    names = [act.cluster] if act.cluster else [w.name for w in act.weighted_clusters.clusters]
-    hashes: list = []
-    for n in names:
-        parsed = _parse_cluster(n)
-        if parsed is None:
-            hashes.append(None)
-            continue
-        port, subset, host = parsed
-        dr = snap.config.destination_rules_by_host.get(host)
-        ch = effective(dr, subset or None, port).consistent_hash
-        hashes.append(ch)
-    if names and hashes[0] is not None and all(h == hashes[0] for h in hashes):
+def apply_route_policy(act: rc.RouteAction, destinations: list[Destination], resolved: Resolved) -> None:
+    """The consistentHash of the destinations' effective policies → `hash_policy` (with several weighted
+    destinations, only when they all agree, as Istio does). `destinations` are those the action sends to."""
+    hashes = [resolved.policy(d.host, d.subset, d.port).consistent_hash for d in destinations]
+    if hashes and hashes[0] is not None and all(h == hashes[0] for h in hashes):
         act.hash_policy.append(hash_policy(hashes[0]))
-    if act.HasField("retry_policy") and act.retry_policy.num_retries.value > 0 and \
-            not act.retry_policy.retry_host_predicate:
-        act.retry_policy.retry_host_predicate.add(
-            name="envoy.retry_host_predicates.previous_hosts",
-            typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
-        act.retry_policy.host_selection_retry_max_attempts = HOST_SELECTION_RETRY_MAX_ATTEMPTS
 
 
-# ------------------------------------------------------------------------------------------ locality
-
-_LOCALITY_KEYS = {"topology.kubernetes.io/region": 0, "topology.kubernetes.io/zone": 1,
-                  "topology.istio.io/subzone": 2}
-
-
-def _loc(text: str) -> tuple[str, str, str]:
-    p = (text.split("/") + ["", "", ""])[:3]
-    return p[0], p[1], p[2]
-
-
-def _loc_match(pattern: str, loc: str) -> bool:
-    """Istio locality patterns: 'region/zone/subzone' with '*' for any trailing part."""
-    pat = pattern.split("/")
-    have = _loc(loc)
-    for i, part in enumerate(pat[:3]):
-        if part == "*":
-            return True
-        if part != have[i]:
-            return False
-    return True
-
-
-def locality_priorities(pol: Policy, proxy_locality: str, proxy_labels: dict[str, str],
-                        endpoints: Iterable[Endpoint]) -> dict[Endpoint, int]:
-    """Istio's locality failover: priority 0 = same region/zone/subzone as the caller, 1 = same zone,
-    2 = same region, 3 = the `failover.to` region of the caller's region, 4 = anything else; with
-    `failoverPriority`, the number of leading labels that differ. Compacted to 0..n (Envoy needs that)."""
-    loc = pol.locality
-    eps = list(endpoints)
-    raw: dict[Endpoint, int] = {}
-    if loc is not None and loc.failover_priority:
-        keys = loc.failover_priority
-        mine = {k: _value(k, proxy_locality, proxy_labels) for k in keys}
-        for ep in eps:
-            theirs = {k: _value(k, ep.locality, dict(ep.labels)) for k in keys}
-            n = 0
-            for k in keys:
-                if mine[k] is None or mine[k] != theirs[k]:
-                    break
-                n += 1
-            raw[ep] = len(keys) - n
-    else:
-        region, zone, sub = _loc(proxy_locality)
-        to = {f.from_: f.to for f in (loc.failover if loc else [])}
-        for ep in eps:
-            r, z, s = _loc(ep.locality)
-            if r == region:
-                raw[ep] = 0 if (z == zone and s == sub) else (1 if z == zone else 2)
-            elif region in to and to[region] == r:
-                raw[ep] = 3
-            else:
-                raw[ep] = 4
-    order = sorted(set(raw.values()))
-    return {ep: order.index(p) for ep, p in raw.items()}
-
-
-def _value(key: str, locality: str, labels: dict[str, str]) -> str | None:
-    if key in _LOCALITY_KEYS:
-        i = _LOCALITY_KEYS[key]
-        parts = _loc(locality)
-        return "/".join(parts[: i + 1]) if parts[i] else None
-    return labels.get(key)
-
-
-def locality_weights(pol: Policy, proxy_locality: str, localities: dict[str, int]) -> dict[str, int] | None:
-    """Istio's `distribute`: for the first rule whose `from` matches the caller, each `to` weight is split
-    among the localities it matches by their endpoint counts; localities no `to` matches get no traffic
-    (they are dropped). None = no rule applies to this caller."""
-    loc = pol.locality
-    if loc is None:
-        return None
-    for rule in loc.distribute:
-        if not _loc_match(rule.from_, proxy_locality):
-            continue
-        out: dict[str, float] = {}
-        for pattern, w in rule.to.items():
-            matched = {l: n for l, n in localities.items() if _loc_match(pattern, l) and l not in out}
-            total = sum(matched.values())
-            for l, n in matched.items():
-                out[l] = w * n / total if total else 0
-        return {l: max(1, round(w * 10)) for l, w in out.items() if w > 0}
-    return None
-
-
-__all__ = ["Policy", "effective", "apply_cluster", "apply_route_policy", "hash_policy", "locality_priorities",
-           "locality_weights"]
+__all__ = ["apply_cluster", "apply_route_policy", "hash_policy"]

@@ -1,29 +1,29 @@
 """Route configurations: one per outbound port (netns mode) or one for the HTTP proxy (loopback mode).
 
 Each visible HTTP service gets a virtual host answering every name form a caller may use; its routes
-come from the VirtualService for the host (Istio semantics: first match wins, no implicit fallback),
-or a single default route to the service's cluster.
+come from the VirtualService for the host (Istio semantics: first match wins, no implicit fallback), as
+`model.Resolved.http_routes` resolves them (delegation merged), or a single default route to the service's
+cluster. Each route's destinations are resolved once (`Resolved.destination`) and carried as (host, subset,
+port) into the action; the DestinationRule policy of those destinations gives the hash policy. Per-filter
+route config (CORS, fault ...) is added by the feature table (`filters/`).
 """
 from __future__ import annotations
 
 import base64
-from typing import Iterable
-
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
-from ..api.base import Resource
 from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry,
                                    HTTPRoute, StringMatch, duration_seconds, split_retry_on)
+from ..model.resolved import Destination
 from ..model.services import Service, is_http
-from ..model.snapshot import Snapshot, labels_match
-from ..model.types import Proxy
-from .common import PASSTHROUGH, duration, outbound_cluster, pack, u32
-from .filters import cors, fault
-from . import delegate, policies
+from . import filters, policies
+from .common import PASSTHROUGH, duration, inbound_cluster, outbound_cluster, pack, u32
+from .filters import Chain, ViewContext
+from .filters.fault import fraction
 
 
 def domains_for(svc: Service, port: int, proxy_ns: str, with_bare: bool) -> list[str]:
@@ -87,18 +87,6 @@ def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
     return rm
 
 
-def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:
-    if m.port is not None and port is not None and m.port != port:
-        return False
-    if m.source_labels and not labels_match(m.source_labels, proxy.label_dict):
-        return False
-    if m.source_namespace and m.source_namespace != proxy.namespace:
-        return False
-    if m.gateways and "mesh" not in m.gateways:
-        return False
-    return True
-
-
 def _header_ops(target, ops, request: bool) -> None:
     if ops is None:
         return
@@ -118,6 +106,7 @@ def _header_ops(target, ops, request: bool) -> None:
 # before the request was sent. A 5xx or a reset after sending is never retried unless asked for.
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 DEFAULT_RETRY_ATTEMPTS = 2
+HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5  # Istio's default with previous_hosts
 
 _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND,
                    303: rc.RedirectAction.SEE_OTHER, 307: rc.RedirectAction.TEMPORARY_REDIRECT,
@@ -125,7 +114,10 @@ _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAct
 
 
 def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
-    """Istio `retries` → Envoy RetryPolicy; None (no retries) for `attempts: 0` or no attempts, as Istio."""
+    """Istio `retries` → Envoy RetryPolicy; None (no retries) for `attempts: 0` or no attempts, as Istio.
+
+    Every retry policy carries the `previous_hosts` predicate (this is the one place it is added): a retry
+    goes to a host not tried yet when there is one ("failover")."""
     if r is None:
         conds, codes, attempts = DEFAULT_RETRY_ON.split(","), [], DEFAULT_RETRY_ATTEMPTS
     else:
@@ -136,7 +128,8 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
     if codes and "retriable-status-codes" not in conds:
         conds.append("retriable-status-codes")
     pol = rc.RetryPolicy(retry_on=",".join(dict.fromkeys(conds)), num_retries=u32(attempts),
-                         retriable_status_codes=sorted(set(codes)), host_selection_retry_max_attempts=5)
+                         retriable_status_codes=sorted(set(codes)),
+                         host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS)
     pol.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts",
                                  typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
     if r is not None and r.per_try_timeout:
@@ -176,53 +169,34 @@ def direct_response(d: HTTPDirectResponse) -> rc.DirectResponseAction:
     return act
 
 
-def uses_cors(snap: Snapshot, services: Iterable[Service]) -> bool:
-    """Does any VirtualService (or delegate) for these services have a corsPolicy?"""
-    for svc in services:
-        vs = snap.config.virtual_service_for(svc.hostname)
-        if vs is not None and any(r.cors_policy is not None for _, _, r in delegate.expand(snap.config, vs)):
-            return True
-    return False
-
-
 class RouteBuilder:
-    """Builds routes of one snapshot for one proxy's view; pure."""
+    """Builds the routes of one proxy's view; pure."""
 
-    def __init__(self, snap: Snapshot, proxy: Proxy):
-        self.snap = snap
-        self.proxy = proxy
+    def __init__(self, ctx: ViewContext):
+        self.ctx = ctx
+        self.proxy = ctx.proxy
+        self.resolved = ctx.resolved
 
-    def _dest_cluster(self, dest, vs_ns: str, port: int) -> str:
-        host = self.snap.config.resolve(dest.host, vs_ns)
-        svc = self.snap.services.get(host)
-        if dest.port is not None:
-            p = dest.port.number
-        elif svc is not None and len(svc.ports) == 1:
-            p = svc.ports[0].port
-        else:
-            p = port
-        return outbound_cluster(p, dest.subset, host)
-
-    def _action(self, r: HTTPRoute, vs: Resource, port: int) -> rc.RouteAction:
+    def _action(self, r: HTTPRoute, namespace: str, port: int) -> rc.RouteAction:
+        dests = [(self.resolved.destination(d.destination, namespace, port), d) for d in r.route]
+        if len(dests) > 1:
+            dests = [(dst, d) for dst, d in dests if d.weight != 0]
         act = rc.RouteAction()
         if len(r.route) == 1:
-            act.cluster = self._dest_cluster(r.route[0].destination, vs.namespace, port)
+            act.cluster = _cluster(dests[0][0])
         else:
             wc = act.weighted_clusters
-            for d in r.route:
-                if d.weight == 0:
-                    continue
-                cw = wc.clusters.add(name=self._dest_cluster(d.destination, vs.namespace, port),
-                                     weight=u32(d.weight))
+            for dst, d in dests:
+                cw = wc.clusters.add(name=_cluster(dst), weight=u32(d.weight))
                 if d.headers:
                     _header_ops(cw, d.headers.request, True)
                     _header_ops(cw, d.headers.response, False)
         act.timeout.CopyFrom(duration(duration_seconds(r.timeout) if r.timeout else 0.0))  # Istio: none unless asked
-        self._route_features(act, r, vs, port)
-        policies.apply_route_policy(act, self.snap)  # DestinationRule consistentHash → hash_policy
+        self._route_features(act, r, namespace, port)
+        policies.apply_route_policy(act, [dst for dst, _ in dests], self.resolved)
         return act
 
-    def _route_features(self, act: rc.RouteAction, r: HTTPRoute, vs: Resource, port: int) -> None:
+    def _route_features(self, act: rc.RouteAction, r: HTTPRoute, namespace: str, port: int) -> None:
         """retries, mirrors, rewrites of a forwarding route."""
         pol = retry_policy(r.retries)
         if pol is not None:
@@ -232,8 +206,8 @@ class RouteBuilder:
             mirrors.append((r.mirror, r.mirror_percentage, r.mirror_percent))
         for dest, pct, legacy in mirrors:  # fire-and-forget: Envoy never waits for the shadow's answer
             act.request_mirror_policies.add(
-                cluster=self._dest_cluster(dest, vs.namespace, port),
-                runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=fault.fraction(pct, legacy)))
+                cluster=_cluster(self.resolved.destination(dest, namespace, port)),
+                runtime_fraction=base_pb2.RuntimeFractionalPercent(default_value=fraction(pct, legacy)))
         if r.rewrite is not None:
             if r.rewrite.uri is not None:
                 act.prefix_rewrite = r.rewrite.uri
@@ -243,49 +217,50 @@ class RouteBuilder:
             if r.rewrite.authority is not None:
                 act.host_rewrite_literal = r.rewrite.authority
 
-    def routes_from_vs(self, vs: Resource, port: int) -> list[rc.Route]:
+    def routes_for(self, host: str, port: int, at: Chain) -> list[rc.Route]:
+        """The routes of `host`'s VirtualService (delegation merged) that apply to this proxy."""
         out: list[rc.Route] = []
-        # delegating routes are replaced by their delegate's routes (translate/delegate.py); `owner` is
-        # the VirtualService whose namespace resolves the route's destinations
-        for owner, stem, r in delegate.expand(self.snap.config, vs):
+        for rr in self.resolved.http_routes(host):
+            r = rr.route
             if not r.route and r.redirect is None and r.direct_response is None:
                 continue
-            matches = [m for m in r.match if _applies(m, port, self.proxy)] if r.match else [None]
-            if r.match and not matches:
+            matches = self.resolved.matches_for(r, port, self.proxy)
+            if not matches:
                 continue
-            action = self._action(r, owner, port) if r.route else None
+            # destinations resolve in the namespace of the VirtualService that wrote them (a delegate's own)
+            action = self._action(r, rr.owner.namespace, port) if r.route else None
             for j, m in enumerate(matches):
-                route = rc.Route(name=r.name or f"{stem}.{j}", match=route_match(m))
+                route = rc.Route(name=r.name or f"{rr.stem}.{j}", match=route_match(m))
                 if action is not None:
                     route.route.CopyFrom(action)
                 elif r.redirect is not None:
                     route.redirect.CopyFrom(redirect_action(r.redirect, port))
                 else:
                     route.direct_response.CopyFrom(direct_response(r.direct_response))
-                if r.cors_policy is not None:
-                    route.typed_per_filter_config[cors.NAME].CopyFrom(pack(cors.per_route(r.cors_policy)))
-                if r.fault is not None:
-                    route.typed_per_filter_config[fault.NAME].CopyFrom(pack(fault.per_route(r.fault)))
                 if len(r.route) == 1 and r.route[0].headers:  # one destination: its headers act on the route
                     _header_ops(route, r.route[0].headers.request, True)
                     _header_ops(route, r.route[0].headers.response, False)
                 if r.headers:
                     _header_ops(route, r.headers.request, True)
                     _header_ops(route, r.headers.response, False)
+                filters.patch_route(route, r, at, self.ctx)
                 out.append(route)
         return out
 
     def virtual_host(self, svc: Service, port: int, with_bare: bool) -> rc.VirtualHost:
+        at = Chain(True, port)
         vh = rc.VirtualHost(name=f"{svc.hostname}:{port}",
                             domains=domains_for(svc, port, self.proxy.namespace, with_bare))
-        vs = self.snap.config.virtual_service_for(svc.hostname)
-        if vs is not None:
-            vh.routes.extend(self.routes_from_vs(vs, port))
+        if self.ctx.snap.config.virtual_service_for(svc.hostname) is not None:
+            vh.routes.extend(self.routes_for(svc.hostname, port, at))
         else:
-            act = rc.RouteAction(cluster=outbound_cluster(port, None, svc.hostname), timeout=duration(0),
-                                 retry_policy=retry_policy(None))
-            policies.apply_route_policy(act, self.snap)  # consistent hash etc. also without a VirtualService
-            vh.routes.append(rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=act))
+            dst = Destination(svc.hostname, None, port)
+            act = rc.RouteAction(cluster=_cluster(dst), timeout=duration(0), retry_policy=retry_policy(None))
+            policies.apply_route_policy(act, [dst], self.resolved)  # consistent hash also without a VirtualService
+            route = rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=act)
+            filters.patch_route(route, None, at, self.ctx)
+            vh.routes.append(route)
+        filters.patch_virtual_host(vh, svc, at, self.ctx)
         return vh
 
     def _allow_any(self) -> rc.VirtualHost:
@@ -293,28 +268,34 @@ class RouteBuilder:
             rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"),
                      route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0)))])
 
-    def for_port(self, port: int, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
+    def for_port(self, port: int) -> route_pb2.RouteConfiguration:
         rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False})
-        for svc in services:
+        for svc in self.ctx.services:
             sp = svc.port(port)
             if sp is not None and is_http(sp.protocol):
                 rcfg.virtual_hosts.append(self.virtual_host(svc, port, with_bare=True))
         rcfg.virtual_hosts.append(self._allow_any())
         return rcfg
 
-    def http_proxy(self, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
+    def http_proxy(self) -> route_pb2.RouteConfiguration:
         """Loopback mode: one route config for an explicit HTTP proxy, every port."""
         rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False})
-        for svc in services:
+        for svc in self.ctx.services:
             for sp in svc.ports:
                 if is_http(sp.protocol):
                     rcfg.virtual_hosts.append(self.virtual_host(svc, sp.port, with_bare=(sp.port == 80)))
         return rcfg
 
     def inbound(self, port: int) -> route_pb2.RouteConfiguration:
-        from .common import inbound_cluster
-
+        at = Chain(False, port)
         name = inbound_cluster(port)
-        return route_pb2.RouteConfiguration(name=name, virtual_hosts=[rc.VirtualHost(
-            name=name, domains=["*"], routes=[rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
-                                                       route=rc.RouteAction(cluster=name, timeout=duration(0)))])])
+        route = rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
+                         route=rc.RouteAction(cluster=name, timeout=duration(0)))
+        filters.patch_route(route, None, at, self.ctx)
+        vh = rc.VirtualHost(name=name, domains=["*"], routes=[route])
+        filters.patch_virtual_host(vh, None, at, self.ctx)
+        return route_pb2.RouteConfiguration(name=name, virtual_hosts=[vh])
+
+
+def _cluster(d: Destination) -> str:
+    return outbound_cluster(d.port, d.subset, d.host)

@@ -1,28 +1,82 @@
-"""HTTP filters of the HCM chain, one module per feature, registered in a table. Pure.
+"""HTTP features behind one interface, one module each, registered in one ordered table. Pure.
 
-Each entry builds the filter for the HCM's `http_filters` (placed in table order, before the router);
-its per-route config (if any) is built by the same module and attached by `routes.py` under the
-filter's name in `typed_per_filter_config`.
+Shaped like Envoy Gateway's translator (`internal/xds/translator/httpfilters.go`): a feature (`base.Feature`)
+may patch
+  - the HTTP connection manager of a filter chain: add its filter to `http_filters`, set HCM fields;
+  - a virtual host (virtual-host-level config);
+  - a route (`typed_per_filter_config[name]`), given the VirtualService route it was built from;
+  - a tcp_proxy (network-level features, e.g. access logs);
+and may add clusters its filters need (a rate-limit service, a JWKS server, a trace collector).
+`FEATURES` is the table: its order is the order of the filters in every HCM, so the router comes last.
+`listeners.py` and `routes.py` call the hooks through the functions below and know no feature by name.
+
+**Adding a feature** (RBAC, JWT, rate limits, tap, tracing ...) is one module and one line in `FEATURES`:
+
+    # translate/filters/rbac.py
+    from .base import Chain, Feature, ViewContext
+
+    class Rbac(Feature):
+        name = "envoy.filters.http.rbac"
+
+        def patch_hcm(self, hcm, at: Chain, ctx: ViewContext) -> None:
+            policies = ctx.once("rbac", lambda: ctx.resolved.authorization_for(ctx.proxy))  # asked of model/
+            if not at.outbound and policies:
+                hcm.http_filters.append(HttpFilter(name=self.name, typed_config=pack(...)))
+
+    FEATURE = Rbac()
+
+Rules: a hook decides from `at` (which chain) and `ctx` (the proxy, its snapshot, `ctx.resolved`) whether it
+applies, and does nothing otherwise, so a proxy that uses no feature keeps byte-identical listeners; what a
+feature needs to know about Istio resources is a question for `model/resolved.py`, not re-derived here; when
+the feature adds a per-proxy kind, give it an entry in `model/dependencies.PROXY_KINDS` so that changing one
+pushes the proxies it applies to. Tests: a golden case under `tests/golden/` (checked by the real Envoy).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from . import cors, fault
+from ...api.virtual_service import HTTPRoute
+from ...model.services import Service
+from . import accesslog, cors, fault, router
+from .base import Chain, Feature, ViewContext
 
-# (name, builder, outbound-only, always): outbound-only filters act on the caller's side, as Istio does;
-# a filter that is not `always` is added only when the caller asks for it by name (`extra`), e.g. CORS
-# only for proxies that can see a VirtualService with a corsPolicy.
-HTTP_FILTERS: list[tuple[str, Callable[[], hcm_pb2.HttpFilter], bool, bool]] = [
-    (cors.NAME, cors.http_filter, True, False),
-    (fault.NAME, fault.http_filter, True, True),
-]
+# The table, in HCM filter order (the router is terminal: last).
+FEATURES: tuple[Feature, ...] = (
+    cors.FEATURE,
+    fault.FEATURE,
+    accesslog.FEATURE,
+    router.FEATURE,
+)
+
+__all__ = ["Chain", "Feature", "ViewContext", "FEATURES", "patch_hcm", "patch_tcp_proxy", "patch_virtual_host",
+           "patch_route", "clusters"]
 
 
-def http_filters(outbound: bool, extra: Iterable[str] = ()) -> list[hcm_pb2.HttpFilter]:
-    """The filters to put before the router in an HCM."""
-    extra = frozenset(extra)
-    return [build() for name, build, outbound_only, always in HTTP_FILTERS
-            if (outbound or not outbound_only) and (always or name in extra)]
+def patch_hcm(hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
+    for f in FEATURES:
+        f.patch_hcm(hcm, at, ctx)
+
+
+def patch_tcp_proxy(tp: tcp_proxy_pb2.TcpProxy, at: Chain, ctx: ViewContext) -> None:
+    for f in FEATURES:
+        f.patch_tcp_proxy(tp, at, ctx)
+
+
+def patch_virtual_host(vh: rc.VirtualHost, svc: Service | None, at: Chain, ctx: ViewContext) -> None:
+    for f in FEATURES:
+        f.patch_virtual_host(vh, svc, at, ctx)
+
+
+def patch_route(route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
+    for f in FEATURES:
+        f.patch_route(route, http_route, at, ctx)
+
+
+def clusters(ctx: ViewContext) -> Iterable[cluster_pb2.Cluster]:
+    for f in FEATURES:
+        yield from f.clusters(ctx)

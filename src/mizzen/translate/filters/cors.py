@@ -3,8 +3,7 @@
 Like fault injection: the HCM carries the filter with an empty config and each route with a
 `corsPolicy` carries its policy as per-route config (`typed_per_filter_config`), so a policy change is an
 RDS-only push. Unlike fault, the filter is only put in the outbound HCMs of proxies that can see a
-VirtualService with a `corsPolicy` (see `routes.uses_cors`): proxies without CORS keep their listeners
-unchanged.
+VirtualService (or delegate) with a `corsPolicy`: proxies without CORS keep their listeners unchanged.
 
 Envoy answers a preflight (OPTIONS with `Origin` and `Access-Control-Request-Method`) itself when the
 origin is allowed; otherwise the preflight is forwarded to the app (`unmatchedPreflights: FORWARD`, the
@@ -14,13 +13,15 @@ adds `access-control-allow-origin` (and `-credentials`, `-expose-headers`) to th
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
-from ...api.virtual_service import CorsPolicy, StringMatch, duration_seconds
+from ...api.virtual_service import CorsPolicy, HTTPRoute, StringMatch, duration_seconds
 from ..common import pack
+from .base import Chain, Feature, ViewContext
 
 NAME = "envoy.filters.http.cors"
 
@@ -54,3 +55,18 @@ def per_route(c: CorsPolicy) -> cors_pb2.CorsPolicy:
     if c.unmatched_preflights == "IGNORE":
         out.forward_not_matching_preflights.value = False
     return out
+
+
+class Cors(Feature):
+    name = NAME
+
+    def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
+        if at.outbound and ctx.any_route("cors", lambda r: r.cors_policy is not None):
+            hcm.http_filters.append(http_filter())
+
+    def patch_route(self, route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
+        if http_route is not None and http_route.cors_policy is not None:
+            route.typed_per_filter_config[NAME].CopyFrom(pack(per_route(http_route.cors_policy)))
+
+
+FEATURE = Cors()

@@ -5,12 +5,14 @@ routes with a `fault` carry the actual delay/abort as per-route config, so fault
 """
 from __future__ import annotations
 
+from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import percent_pb2
 
-from ...api.virtual_service import HTTPFaultInjection, Percent, duration_seconds
+from ...api.virtual_service import HTTPFaultInjection, HTTPRoute, Percent, duration_seconds
 from ..common import duration, pack
+from .base import Chain, Feature, ViewContext
 
 NAME = "envoy.filters.http.fault"
 
@@ -43,3 +45,18 @@ def per_route(f: HTTPFaultInjection) -> fault_pb2.HTTPFault:
             out.abort.grpc_status = f.abort.grpc_code
         out.abort.percentage.CopyFrom(fraction(f.abort.percentage, f.abort.percent))
     return out
+
+
+class Fault(Feature):
+    name = NAME
+
+    def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
+        if at.outbound:
+            hcm.http_filters.append(http_filter())
+
+    def patch_route(self, route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
+        if http_route is not None and http_route.fault is not None:
+            route.typed_per_filter_config[NAME].CopyFrom(pack(per_route(http_route.fault)))
+
+
+FEATURE = Fault()

@@ -1,5 +1,7 @@
 """VirtualService delegation (Istio `http[].delegate`), one level, merged as Istio merges it. Pure.
 
+Used through `Resolved.http_routes(host)` (translation) and `problems` (`mizzen analyze`, MZ0104).
+
 A root VirtualService's http route with `delegate: {name, namespace}` is replaced by the http routes of
 that *delegate* VirtualService (one without `hosts`), each merged with the root route:
 - matches: each delegate match must be a subset of at least one root match (a delegate `uri` prefix

@@ -1,0 +1,164 @@
+"""Istio's semantics, resolved: the questions `translate/` asks instead of re-deriving Istio's rules. Pure.
+
+One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), memoizing its answers:
+
+    r.http_routes(host)                   # the host's VirtualService http routes, delegation merged
+    r.matches_for(route, port, proxy)     # the matches of one route that apply to this proxy
+    r.destination(dest, namespace, port)  # a route destination as (host FQDN, subset, port)
+    r.route_destinations(host)            # every host the host's routes and mirrors send to
+    r.policy(host, subset, port)          # the effective DestinationRule traffic policy
+    r.subsets(host)                       # the host's DestinationRule subsets: ((name, labels), ...)
+    r.telemetry_for(proxy)                # the Telemetry that decides a proxy's access logging
+    r.access_logging(proxy)
+    r.patches_for(proxy)                  # the EnvoyPatches that apply to a proxy, in order
+
+`translate/` turns these answers into Envoy messages; `model/dependencies.py` uses them to know what a
+proxy's config depends on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..api.base import Resource
+from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
+from . import delegate
+from .labels import ROOT_NAMESPACE, labels_match, scoped_to
+from .policy import Policy, effective
+from .types import Proxy
+
+if TYPE_CHECKING:
+    from .snapshot import ConfigIndex
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a route sends traffic: the cluster `outbound|<port>|<subset>|<host>`."""
+
+    host: str  # FQDN
+    subset: str | None
+    port: int
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    owner: Resource  # the VirtualService whose namespace resolves the route's destinations (a delegate's own)
+    stem: str  # default route name stem (when the route has no name)
+    route: HTTPRoute  # with delegation merged
+
+
+class Resolved:
+    """Answers for one ConfigIndex (immutable, so answers are memoized)."""
+
+    def __init__(self, config: "ConfigIndex"):
+        self.config = config
+        self._routes: dict[str, tuple[ResolvedRoute, ...]] = {}
+        self._policies: dict[tuple[str, str | None, int], Policy] = {}
+        self._route_hosts: dict[str, frozenset[str]] = {}
+
+    # -- VirtualService -------------------------------------------------------------------------
+    def http_routes(self, host: str) -> tuple[ResolvedRoute, ...]:
+        """The http routes of the VirtualService for `host` (the oldest one, as Istio does for sidecars),
+        each delegating route replaced by its delegate's routes merged with it (`model/delegate.py`)."""
+        hit = self._routes.get(host)
+        if hit is None:
+            vs = self.config.virtual_service_for(host)
+            hit = () if vs is None else tuple(ResolvedRoute(o, s, r) for o, s, r in delegate.expand(self.config, vs))
+            self._routes[host] = hit
+        return hit
+
+    @staticmethod
+    def matches_for(route: HTTPRoute, port: int | None, proxy: Proxy) -> tuple[HTTPMatchRequest | None, ...]:
+        """The matches of `route` that apply to `proxy` on `port`: a match whose port, sourceLabels,
+        sourceNamespace or gateways do not fit is dropped. `(None,)` = the route has no matches (match all);
+        `()` = none applies, the route is left out for this proxy."""
+        if not route.match:
+            return (None,)
+        return tuple(m for m in route.match if _applies(m, port, proxy))
+
+    def destination(self, dest, namespace: str, port: int) -> Destination:
+        """A route `destination` written in `namespace`, on a route of the route config for `port`: the
+        host resolved to its FQDN; the port as given, else the service's only port, else `port` (Istio)."""
+        host = self.config.resolve(dest.host, namespace)
+        svc = self.config.services.get(host)
+        if dest.port is not None:
+            p = dest.port.number
+        elif svc is not None and len(svc.ports) == 1:
+            p = svc.ports[0].port
+        else:
+            p = port
+        return Destination(host, dest.subset or None, p)
+
+    def route_destinations(self, host: str) -> frozenset[str]:
+        """Every host the routes of `host` (and their mirrors) send to: their clusters' names and route
+        hash policies depend on those hosts' ports and DestinationRules."""
+        hit = self._route_hosts.get(host)
+        if hit is None:
+            out: set[str] = set()
+            for rr in self.http_routes(host):
+                r, ns = rr.route, rr.owner.namespace
+                dests = [d.destination for d in r.route] + [m.destination for m in r.mirrors]
+                if r.mirror is not None:
+                    dests.append(r.mirror)
+                out.update(self.config.resolve(d.host, ns) for d in dests)
+            hit = self._route_hosts[host] = frozenset(out)
+        return hit
+
+    # -- DestinationRule ------------------------------------------------------------------------
+    def policy(self, host: str, subset: str | None, port: int) -> Policy:
+        key = (host, subset or None, port)
+        hit = self._policies.get(key)
+        if hit is None:
+            hit = self._policies[key] = effective(self.config.destination_rules_by_host.get(host), subset, port)
+        return hit
+
+    def subsets(self, host: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+        dr = self.config.destination_rules_by_host.get(host)
+        return tuple((s.name, tuple(sorted(s.labels.items()))) for s in dr.spec.subsets) if dr else ()
+
+    # -- per proxy ------------------------------------------------------------------------------
+    def telemetry_for(self, proxy: Proxy, aspect: str = "access_logging") -> Resource | None:
+        """The Telemetry that decides `aspect` for this proxy: a workload-selecting one in its namespace,
+        else a namespace-wide one in its namespace that sets `aspect`, else a mesh-wide one (root namespace)
+        that sets it. Oldest first at each level."""
+        labels = proxy.label_dict
+        tels = self.config.by_kind.get("Telemetry", ())
+        for t in tels:
+            sel = t.spec.selector.match_labels if t.spec.selector else {}
+            if t.namespace == proxy.namespace and sel and labels_match(sel, labels):
+                return t
+        for ns in (proxy.namespace, ROOT_NAMESPACE):
+            for t in tels:
+                if t.namespace == ns and not (t.spec.selector and t.spec.selector.match_labels) \
+                        and getattr(t.spec, aspect):
+                    return t
+        return None
+
+    def access_logging(self, proxy: Proxy) -> bool:
+        """Access logs are on when the deciding Telemetry has an accessLogging entry that is not disabled."""
+        t = self.telemetry_for(proxy)
+        return t is not None and any(not a.disabled for a in t.spec.access_logging)
+
+    def patches_for(self, proxy: Proxy) -> tuple[Resource, ...]:
+        """EnvoyPatches that apply to the proxy: the root namespace's (mesh-wide) first, then its own
+        namespace's; oldest first in each; a workloadSelector narrows a patch to the proxies it selects."""
+        labels = proxy.label_dict
+        patches = self.config.by_kind.get("EnvoyPatch", ())
+        out: list[Resource] = []
+        for ns in dict.fromkeys((ROOT_NAMESPACE, proxy.namespace)):
+            out += [p for p in patches if p.namespace == ns and scoped_to(
+                p.namespace, p.spec.workload_selector.labels if p.spec.workload_selector else None,
+                proxy.namespace, labels)]
+        return tuple(out)
+
+
+def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:
+    if m.port is not None and port is not None and m.port != port:
+        return False
+    if m.source_labels and not labels_match(m.source_labels, proxy.label_dict):
+        return False
+    if m.source_namespace and m.source_namespace != proxy.namespace:
+        return False
+    if m.gateways and "mesh" not in m.gateways:
+        return False
+    return True
