@@ -116,3 +116,65 @@ def test_patch_value_that_is_not_the_type_is_refused_with_its_path(tmp_path: Pat
         c.apply([("bad.yaml", SVC + PATCH.replace("{connect_timeout: 0.25s}", "{no_such_field: 1}"))])
     (issue,) = e.value.issues
     assert issue.path == "spec.patches[0].value" and "no_such_field" in issue.message
+
+
+DANGLING = """---
+apiVersion: mizzen.dev/v1
+kind: EnvoyPatch
+metadata: {name: dangle}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  patches:
+  - applyTo: CLUSTER
+    name: "outbound|9080||reviews.default.svc.cluster.local"
+    operation: REMOVE
+"""
+
+
+def test_patch_that_would_dangle_is_refused_at_apply_with_its_field(tmp_path: Path) -> None:
+    """Removing the cluster route config 9080 sends to would leave a route pointing at nothing (503 NC for
+    every request): refused, naming the patch entry, and nothing is stored."""
+    c = core(tmp_path)
+    c.apply([("svc.yaml", SVC)])
+    with pytest.raises(InvalidConfig) as e:
+        c.apply([("bad.yaml", DANGLING)])
+    issues = e.value.issues
+    assert {(i.kind, i.name, i.path) for i in issues} == {("EnvoyPatch", "dangle", "spec.patches[0]")}, issues
+    messages = sorted(i.message for i in issues)
+    assert messages[0].startswith("endpoints (EDS) 'outbound|9080||reviews.default.svc.cluster.local' would "
+                                  "belong to no cluster"), messages
+    assert messages[1].startswith("route config '9080' would send traffic to cluster "
+                                  "'outbound|9080||reviews.default.svc.cluster.local', which the proxy's config "
+                                  "would not have"), messages
+    assert c.list("EnvoyPatch") == []
+
+
+def test_patch_that_dangles_later_is_skipped_at_render_and_reported() -> None:
+    """A patch stored while valid can dangle after another change (here: it is simply rendered against a
+    config it never passed the apply check with). The proxy gets its consistent base view instead, the
+    other patches still apply, and the renderer reports what it skipped."""
+    from mizzen.translate.consistency import dangling
+
+    problems: list[tuple[str, str]] = []
+    r = Renderer(snapshot(SVC + PATCH + DANGLING), on_problem=lambda p, m: problems.append((p.id, m)))
+    view = r.resources_for(PP)
+    assert "outbound|9080||reviews.default.svc.cluster.local" in view[CLUSTER]  # the REMOVE was not applied
+    assert "extra" in view[CLUSTER]  # the valid patch was
+    assert dangling(view) == frozenset()
+    assert problems and all(pid == "pp" and msg.startswith("EnvoyPatch default/dangle spec.patches[0]: ")
+                            and msg.endswith("skipped for this proxy") for pid, msg in problems), problems
+    n = len(problems)
+    assert r.resources_for(PP) is view and len(problems) == n  # reported once per view
+
+
+def test_patch_removing_a_route_config_in_use_is_refused(tmp_path: Path) -> None:
+    """An RDS name without its route config would leave the listener warming (not served at all)."""
+    c = core(tmp_path)
+    c.apply([("svc.yaml", SVC)])
+    bad = DANGLING.replace("applyTo: CLUSTER", "applyTo: ROUTE_CONFIGURATION").replace(
+        '"outbound|9080||reviews.default.svc.cluster.local"', '"9080"')
+    with pytest.raises(InvalidConfig) as e:
+        c.apply([("bad.yaml", bad)])
+    (issue,) = e.value.issues
+    assert issue.path == "spec.patches[0]" and "listener 'virtualOutbound' would use route config '9080'" \
+        in issue.message, issue

@@ -94,8 +94,9 @@ class ConfigIndex:
         self.revision = revision
         self._known = frozenset(k.namespace for tbl in raw.values() for k in tbl)
         full = prev is None or prev._known != self._known  # host resolution depends on the namespaces
-        if not full and changed & set(_EXPANDED):
-            changed |= {"VirtualService", "DestinationRule"}
+        routers = bool(raw.get("Router") or (prev is not None and prev._raw.get("Router")))
+        if not full and routers and changed & set(_EXPANDED):
+            changed |= {"VirtualService", "DestinationRule"}  # a Router generates both
         by_kind: dict[str, tuple[Resource, ...]] = {}
         expanded: dict[str, list[Resource]] | None = None
         kinds = set(raw) - {"Router"}  # a Router stands for the VirtualService + DestinationRule it generates
