@@ -1,6 +1,13 @@
-"""ControlPlaneCore: the use-cases behind the REST API. No HTTP here: errors are InvalidConfig / NotFound."""
+"""ControlPlaneCore: the use-cases behind the REST API. No HTTP here: errors are InvalidConfig / NotFound.
+
+`apply_async` is the REST API's apply: parsing and the validators (the EnvoyPatch check renders config and runs
+`envoy --mode validate`) run in a worker thread, so the control plane's event loop keeps answering xDS and
+pushing meanwhile; the store is read and written on the caller's (the loop's) thread, so store subscribers
+run there as before. `apply` is the same, synchronous, for embedded use and tests.
+"""
 from __future__ import annotations
 
+import asyncio
 import builtins
 
 from typing import Any, Callable, Iterable, Sequence
@@ -70,24 +77,49 @@ class ControlPlaneCore:
         return [_strip_server_fields(r) for r in result.resources], result.warnings
 
     def apply(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+        resources, warnings = self._parsed(files, namespace)
+        # validate against the store as it is, and write only over that same revision: another control-plane
+        # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
+        for attempt in range(APPLY_ATTEMPTS):
+            revision, current = self.store.revision, self.store.list()
+            self._check(resources, current)
+            try:
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+            except RevisionConflict:
+                if attempt == APPLY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def apply_async(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+        """`apply` for the event loop: parsing and validation in a worker thread, the conditional write on
+        the loop. A write that lands in between (another request, another replica) is caught by the
+        conditional write, and the round is validated again."""
+        resources, warnings = await asyncio.to_thread(self._parsed, files, namespace)
+        for attempt in range(APPLY_ATTEMPTS):
+            revision, current = self.store.revision, self.store.list()
+            await asyncio.to_thread(self._check, resources, current)
+            try:
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+            except RevisionConflict:
+                if attempt == APPLY_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _parsed(self, files: Sequence[File], namespace: str | None) -> tuple[list[Resource], list[Issue]]:
         resources, warnings = self.parse(files, namespace)
         if not resources:
             where = ", ".join(n for n, _ in files) or "<input>"
             raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
-        # validate against the store as it is, and write only over that same revision: another control-plane
-        # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
-        for attempt in range(APPLY_ATTEMPTS):
-            revision = self.store.revision
-            current = self.store.list()
-            issues = [i for v in self.validators for i in v(resources, current)]
-            if issues:
-                raise InvalidConfig(issues)
-            try:
-                result = self.store.apply(resources, if_revision=revision)
-                break
-            except RevisionConflict:
-                if attempt == APPLY_ATTEMPTS - 1:
-                    raise
+        return resources, warnings
+
+    def _check(self, resources: list[Resource], current: list[Resource]) -> None:
+        """Every validator sees the whole would-be config; any problem rejects the apply (blocking)."""
+        issues = [i for v in self.validators for i in v(resources, current)]
+        if issues:
+            raise InvalidConfig(issues)
+
+    @staticmethod
+    def _applied(result, warnings: list[Issue]) -> dict[str, Any]:
         return {
             "revision": result.revision,
             "applied": [{**_key_dict(r.key), "action": a} for r, a in result.actions],

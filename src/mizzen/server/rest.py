@@ -1,7 +1,10 @@
 """The REST API (docs/internals.md): thin aiohttp handlers over ControlPlaneCore.
 
-Handlers call the core synchronously in the event loop thread, so store/registry subscribers run on the
-loop and may use asyncio freely (e.g. schedule a push).
+Handlers run on the control plane's event loop, which also serves xDS, so nothing slow runs in them: apply
+awaits `ControlPlaneCore.apply_async` (parsing and validation — rendering, `envoy --mode validate` — in a
+worker thread); the other handlers are quick store/registry reads and writes, called directly. Store and
+registry writes happen on the loop thread, so their subscribers run on the loop and may use asyncio freely
+(e.g. schedule a push).
 """
 from __future__ import annotations
 
@@ -91,7 +94,7 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
 
     async def apply(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
-        return _json(core.apply(files, ns))
+        return _json(await core.apply_async(files, ns))
 
     async def delete_files(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
