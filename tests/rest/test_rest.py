@@ -239,6 +239,21 @@ def test_delete_files_all_or_nothing(tmp_path):
     run(t, tmp_path)
 
 
+def test_a_kind_list_applies_and_deletes_as_its_items(tmp_path):
+    """`kubectl get -o yaml` writes a `kind: List`: apply and the lenient delete unwrap it the same way."""
+    import yaml
+
+    listed = yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                             "items": [yaml.safe_load(VS), yaml.safe_load(DR)]})
+
+    async def t(env: Env) -> None:
+        st, body = await env.call("POST", "/api/v1/apply", json=files(listed))
+        assert st == 200 and [a["kind"] for a in body["applied"]] == ["VirtualService", "DestinationRule"], body
+        st, body = await env.call("POST", "/api/v1/delete", json=files(listed.replace("hosts:", "hostz:")))
+        assert st == 200 and [d["kind"] for d in body["deleted"]] == ["VirtualService", "DestinationRule"], body
+    run(t, tmp_path)
+
+
 def test_validators_reject_the_whole_apply(tmp_path):
     def no_subset_without_rule(new, current):
         rules = {(r.namespace, r.spec.host) for r in [*new, *current] if r.kind == "DestinationRule"}

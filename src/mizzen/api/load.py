@@ -96,6 +96,14 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     return Resource(api_version, kind, meta, spec), [], []
 
 
+def unwrap_list(doc: Any) -> list[Any]:
+    """The documents one YAML document stands for: the items of a `kind: List` (as `kubectl get -o yaml`
+    writes), else the document itself."""
+    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        return doc["items"]
+    return [doc]
+
+
 def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
     """Parse a multi-document YAML (or JSON) text. Raises InvalidConfig listing every problem."""
     try:
@@ -110,11 +118,7 @@ def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFA
     for i, doc in enumerate(docs):
         if doc is None:  # empty document, e.g. a trailing '---'
             continue
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            sub = doc["items"]
-        else:
-            sub = [doc]
-        for d in sub:
+        for d in unwrap_list(doc):
             res, errs, warns = parse_document(d, file=file, index=i, default_namespace=default_namespace)
             errors.extend(errs)
             result.warnings.extend(warns)

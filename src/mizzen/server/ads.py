@@ -14,9 +14,8 @@ Per connection one task owns the `Stream`: requests (read by a helper task) and 
 asyncio queue, so the sans-I/O state machine is never entered concurrently.  No request is answered before
 `source.ready()`: the handler waits (polling), it does not fail.
 
-Debouncing: `notify` pushes at once; the caller debounces (the control plane uses `xds.PushQueue`).  Pass
-`debounce=(quiet_s, max_wait_s)` to have `notify` debounce here instead (predicates are OR-ed).
-Repeated notifies for one proxy before its task runs collapse into one push.
+Debouncing is the caller's (the control plane runs `xds.PushQueue`): `notify` pushes at once. Repeated
+notifies for one proxy before its push runs collapse into one push.
 """
 from __future__ import annotations
 
@@ -37,8 +36,6 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory
 
 from ..model.types import SHORT_TYPE, Proxy, ProxyResources, Rendered
-from ..xds.pushqueue import ALL, PushEvent, PushQueue
-from .debounce import run_debounced
 from ..xds.stream import Response, new_stream
 
 log = logging.getLogger("mizzen.xds")
@@ -106,7 +103,7 @@ class _Conn:
 
 
 class AdsServer:
-    def __init__(self, source: Source, *, debounce: tuple[float, float] | None = None, forget_after: float = 600.0,
+    def __init__(self, source: Source, *, forget_after: float = 600.0,
                  on_send: Callable[[str, Response], None] | None = None, ready_poll: float = 0.05) -> None:
         self.source = source
         self.forget_after = forget_after
@@ -116,9 +113,6 @@ class AdsServer:
         self._server: grpc.aio.Server | None = None
         self._unix_paths: list[str] = []
         self.addresses: list[str] = []  # bound addresses (TCP port 0 resolved)
-        self._queue = PushQueue(*debounce) if debounce else None
-        self._wake: asyncio.Event | None = None
-        self._flusher: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -166,21 +160,10 @@ class AdsServer:
             os.chmod(path, 0o666)  # Envoy runs as uid 1337
         self._server = server
         self.addresses = bound
-        if self._queue is not None:
-            self._wake = asyncio.Event()
-            self._flusher = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush),
-                                                name="ads-debounce")
         log.info("xDS (ADS sotw+delta) listening on %s", ", ".join(bound))
         return bound
 
     async def stop(self, grace: float | None = 1.0) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            try:
-                await self._flusher
-            except asyncio.CancelledError:
-                pass
-            self._flusher = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -209,10 +192,6 @@ class AdsServer:
         if running is not self._loop:
             self._loop.call_soon_threadsafe(self.notify, affected)
             return
-        if self._queue is not None and self._wake is not None:
-            self._queue.add(ALL if affected is None else (affected,), time.monotonic())
-            self._wake.set()
-            return
         self._push(affected)
 
     def _push(self, affected: Callable[[Proxy], bool] | None) -> None:
@@ -222,13 +201,6 @@ class AdsServer:
                 c.wake(self._loop, self._retarget)
                 n += 1
         log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
-
-    def _flush(self, ev: PushEvent) -> None:
-        if ev.keys is None:
-            self._push(None)
-        else:
-            preds = list(ev.keys)
-            self._push(lambda p: any(f(p) for f in preds))
 
     # -- gRPC handlers ---------------------------------------------------------------------------------
     async def _sotw(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:

@@ -16,6 +16,7 @@ import yaml
 
 from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, ResourceKey, load_sources, resolve_kind
 from ..api.kinds import SKIPPED_KINDS
+from ..api.load import unwrap_list
 from ..model.types import Instance
 from ..registry.base import Registry
 from ..store.base import ConfigStore, NotFound, RevisionConflict
@@ -142,9 +143,7 @@ class ControlPlaneCore:
             for i, doc in enumerate(docs):
                 if doc is None:
                     continue
-                items = doc["items"] if isinstance(doc, dict) and doc.get("kind") == "List" \
-                    and isinstance(doc.get("items"), list) else [doc]
-                for d in items:
+                for d in unwrap_list(doc):
                     meta = d.get("metadata") if isinstance(d, dict) else None
                     if not isinstance(d, dict) or not isinstance(meta, dict) or not meta.get("name"):
                         errors.append(Issue("a document needs kind and metadata.name", fname, i))
