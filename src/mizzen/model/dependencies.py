@@ -20,7 +20,7 @@ A change reaches proxies in one of three ways:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api.base import Resource, ResourceKey
@@ -78,10 +78,10 @@ class Dependencies:
     own: frozenset[str]  # services selecting it: the inbound listener's chains follow their port protocols
     routed: frozenset[str]  # hosts the visible hosts' routes send to
     configs: frozenset[ResourceKey]  # per-proxy resources that apply to it (Sidecar, Telemetry, EnvoyPatch)
+    hosts: frozenset[str] = field(default=frozenset(), compare=False)  # visible | own | routed
 
-    @property
-    def hosts(self) -> frozenset[str]:
-        return self.visible | self.own | self.routed
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts", self.visible | self.own | self.routed)
 
 
 def dependencies(config: ConfigIndex, proxy: Proxy) -> Dependencies:

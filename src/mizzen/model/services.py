@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Iterable
 
 from ..api.base import CLUSTER_DOMAIN, Resource
@@ -111,11 +112,24 @@ def resolve_host(host: str, namespace: str, known_namespaces: Iterable[str] = ()
     return host
 
 
+_VIP_BASE = int(VIP_NETWORK.network_address)
+_VIP_SIZE = VIP_NETWORK.num_addresses - 2  # skip network and broadcast
+
+
+@lru_cache(maxsize=65536)
+def _vip_hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big")
+
+
+@lru_cache(maxsize=65536)
+def _vip(index: int) -> str:
+    return str(ipaddress.IPv4Address(_VIP_BASE + 1 + index))
+
+
 def _vip_candidates(key: str):
-    h = int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big")
-    size = VIP_NETWORK.num_addresses - 2  # skip network and broadcast
-    for i in range(size):
-        yield VIP_NETWORK[1 + (h + i) % size]
+    h = _vip_hash(key)
+    for i in range(_VIP_SIZE):
+        yield _vip((h + i) % _VIP_SIZE)
 
 
 def allocate_vips(keys_in_order: Iterable[tuple[str, str | None]]) -> dict[str, str]:
@@ -134,8 +148,7 @@ def allocate_vips(keys_in_order: Iterable[tuple[str, str | None]]) -> dict[str, 
         else:
             pending.append(host)
     for host in pending:
-        for cand in _vip_candidates(host):
-            s = str(cand)
+        for s in _vip_candidates(host):
             if s not in taken:
                 taken.add(s)
                 out[host] = s
@@ -143,51 +156,72 @@ def allocate_vips(keys_in_order: Iterable[tuple[str, str | None]]) -> dict[str, 
     return out
 
 
-def services_from_resources(services: Iterable[Resource], entries: Iterable[Resource],
-                            known_namespaces: Iterable[str]) -> dict[str, Service]:
-    """Build Service values (with VIPs) from v1 Services and ServiceEntries."""
-    built: list[tuple[Service, str | None, int]] = []
-    for r in services:
-        spec = r.spec
-        ports = tuple(
-            ServicePort(p.port, p.name, port_protocol(p.name, p.app_protocol), p.target_port)
-            for p in spec.ports
-        )
-        explicit = spec.cluster_ip if spec.cluster_ip and spec.cluster_ip != "None" else None
-        svc = Service(fqdn(r.name, r.namespace), r.name, r.namespace, ports, labels_tuple(spec.selector),
-                      source="service", revision=r.revision)
-        built.append((svc, explicit, r.revision))
-    known = set(known_namespaces)
-    for r in entries:
-        spec = r.spec
-        ports = tuple(ServicePort(p.number, p.name, port_protocol(p.name, None, p.protocol), p.target_port)
+# per stored resource (kind, namespace, name, revision): the Services it defines, before VIPs, each with its
+# VIP-assigned versions by VIP
+Memo = dict
+
+
+def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
+    """The Services one v1 Service or ServiceEntry defines, without VIPs: (service, explicit VIP)."""
+    spec = r.spec
+    if r.kind == "Service":
+        ports = tuple(ServicePort(p.port, p.name, port_protocol(p.name, p.app_protocol), p.target_port)
                       for p in spec.ports)
-        eps = tuple(
-            StaticEndpoint(e.address or "", tuple(sorted(e.ports.items())), labels_tuple(e.labels),
-                           e.locality or "", e.weight or 0)
-            for e in spec.endpoints
-        )
-        selector = labels_tuple((spec.workload_selector or {}).get("labels") or {})
-        for i, host in enumerate(spec.hosts):
-            h = resolve_host(host, r.namespace, known) if "." not in host else host
-            if h.startswith("*"):
-                continue  # wildcard entries are matched by name, not given a VIP
-            explicit = spec.addresses[i] if i < len(spec.addresses) and "/" not in spec.addresses[i] else None
-            name = h.split(".")[0]
-            svc = Service(h, name, r.namespace, ports, selector, source="serviceentry",
-                          resolution=spec.resolution if spec.resolution != "NONE" else "STATIC",
-                          mesh_external=spec.location == "MESH_EXTERNAL", static_endpoints=eps,
-                          revision=r.revision)
-            built.append((svc, explicit, r.revision))
+        explicit = spec.cluster_ip if spec.cluster_ip and spec.cluster_ip != "None" else None
+        return [(Service(fqdn(r.name, r.namespace), r.name, r.namespace, ports, labels_tuple(spec.selector),
+                         source="service", revision=r.revision), explicit)]
+    ports = tuple(ServicePort(p.number, p.name, port_protocol(p.name, None, p.protocol), p.target_port)
+                  for p in spec.ports)
+    eps = tuple(
+        StaticEndpoint(e.address or "", tuple(sorted(e.ports.items())), labels_tuple(e.labels),
+                       e.locality or "", e.weight or 0)
+        for e in spec.endpoints
+    )
+    selector = labels_tuple((spec.workload_selector or {}).get("labels") or {})
+    out = []
+    for i, host in enumerate(spec.hosts):
+        h = resolve_host(host, r.namespace, known) if "." not in host else host
+        if h.startswith("*"):
+            continue  # wildcard entries are matched by name, not given a VIP
+        explicit = spec.addresses[i] if i < len(spec.addresses) and "/" not in spec.addresses[i] else None
+        name = h.split(".")[0]
+        out.append((Service(h, name, r.namespace, ports, selector, source="serviceentry",
+                            resolution=spec.resolution if spec.resolution != "NONE" else "STATIC",
+                            mesh_external=spec.location == "MESH_EXTERNAL", static_endpoints=eps,
+                            revision=r.revision), explicit))
+    return out
+
+
+def services_from_resources(services: Iterable[Resource], entries: Iterable[Resource],
+                            known_namespaces: Iterable[str], memo: Memo | None = None) -> dict[str, Service]:
+    """Build Service values (with VIPs) from v1 Services and ServiceEntries.
+
+    `memo` (kept by the caller between builds, e.g. the previous ConfigIndex's) spares re-deriving the
+    Services of unchanged resources and returns the very same Service objects when their VIP is unchanged;
+    it is updated in place to hold exactly the resources given."""
+    known = set(known_namespaces)
+    fresh: Memo = {}
+    built: list[tuple[Service, str | None, int, dict]] = []
+    for r in (*services, *entries):
+        mk = (r.kind, r.namespace, r.name, r.revision)
+        hit = memo.get(mk) if memo is not None else None
+        if hit is None:
+            hit = [(svc, explicit, {}) for svc, explicit in _defined(r, known)]
+        fresh[mk] = hit
+        built += [(svc, explicit, r.revision, finals) for svc, explicit, finals in hit]
+    if memo is not None:
+        memo.clear()
+        memo.update(fresh)
     built.sort(key=lambda t: (t[2], t[0].hostname))
-    out: dict[str, Service] = {}
-    for svc, _, _ in built:
-        out.setdefault(svc.hostname, svc)  # first (oldest) definition of a host wins
-    vips = allocate_vips((s.hostname, e) for s, e, _ in built if out.get(s.hostname) is s)
-    return {h: _with_vip(s, vips.get(h, "")) for h, s in out.items()}
-
-
-def _with_vip(s: Service, vip: str) -> Service:
-    from dataclasses import replace
-
-    return replace(s, vip=vip)
+    out: dict[str, tuple[Service, dict]] = {}
+    for svc, _, _, finals in built:
+        out.setdefault(svc.hostname, (svc, finals))  # first (oldest) definition of a host wins
+    vips = allocate_vips((s.hostname, e) for s, e, _, _ in built if out[s.hostname][0] is s)
+    result: dict[str, Service] = {}
+    for h, (s, finals) in out.items():
+        vip = vips.get(h, "")
+        final = finals.get(vip)
+        if final is None:
+            final = finals[vip] = replace(s, vip=vip)
+        result[h] = final
+    return result

@@ -120,9 +120,12 @@ class ConfigIndex:
         def stale(*kinds: str) -> bool:
             return full or bool(changed & set(kinds))
 
+        # Services of unchanged resources are reused from `prev` (same objects when their VIP is the same)
+        self._services_memo = prev._services_memo if prev is not None else {}
         if stale("Service", "ServiceEntry"):
             self.services: dict[str, Service] = services_from_resources(
-                self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces)
+                self.by_kind.get("Service", ()), self.by_kind.get("ServiceEntry", ()), self.namespaces,
+                self._services_memo)
             self.ports_by_number: dict[int, tuple[Service, ...]] = self._ports()
         else:
             self.services, self.ports_by_number = prev.services, prev.ports_by_number
