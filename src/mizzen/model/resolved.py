@@ -18,17 +18,29 @@ proxy's config depends on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Mapping, Protocol
 
 from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
 from . import delegate
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .policy import Policy, effective
+from .services import Service
 from .types import Proxy
 
-if TYPE_CHECKING:
-    from .snapshot import ConfigIndex
+
+class Config(Protocol):
+    """What Resolved reads of a `snapshot.ConfigIndex`."""
+
+    services: Mapping[str, Service]
+    by_kind: Mapping[str, tuple[Resource, ...]]
+    destination_rules_by_host: Mapping[str, Resource]
+
+    def resolve(self, host: str, namespace: str) -> str: ...
+
+    def virtual_service_for(self, host: str) -> Resource | None: ...
+
+    def delegate_for(self, root: Resource, ref) -> Resource | None: ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ class ResolvedRoute:
 class Resolved:
     """Answers for one ConfigIndex (immutable, so answers are memoized)."""
 
-    def __init__(self, config: "ConfigIndex"):
+    def __init__(self, config: Config):
         self.config = config
         self._routes: dict[str, tuple[ResolvedRoute, ...]] = {}
         self._policies: dict[tuple[str, str | None, int], Policy] = {}
