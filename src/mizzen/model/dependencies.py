@@ -30,8 +30,10 @@ from .types import Proxy
 
 # Kinds whose changes are seen as changed hosts (the host-keyed indexes of ConfigIndex are compared).
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
-# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router"})
+# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates;
+# a RateLimit: read by the rate-limit service only, until its HTTP filter lands — then it moves to PROXY_KINDS
+# (workloadSelector) and to the hosts it names).
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:

@@ -55,6 +55,9 @@ def next_config(store: ConfigStore, old: ConfigIndex) -> ConfigIndex:
         keys = {c.key for c in store.changes_since(old.revision)}
     except HistoryCompacted:
         return ConfigIndex(store.list(), revision)
+    except Exception as e:  # e.g. an etcd store that cannot read its history now: its cache still serves
+        log.warning("reading the store's change log failed (%s); rebuilding the config index whole", e)
+        return ConfigIndex(store.list(), revision)
     if len(keys) > FULL_REBUILD_AT:
         return ConfigIndex(store.list(), revision)
     return ConfigIndex.updated(old, {k: store.get(k) for k in keys}, revision)
