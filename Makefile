@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# xds-protos ships its own, older copy of opentelemetry/proto (no scope_spans); whichever wheel pip
+	# unpacks last wins. Put opentelemetry-proto's files back so OTLP spans from Envoy decode.
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps "$$($(BIN)/python -m pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')"
+	$(BIN)/python -c "from opentelemetry.proto.trace.v1 import trace_pb2; trace_pb2.ResourceSpans.DESCRIPTOR.fields_by_name['scope_spans']" \
+	  || { echo "opentelemetry-proto is shadowed by an older copy (xds-protos?): OTLP traces would not decode"; exit 1; }
 	touch $(STAMP)
 
 # System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture;
