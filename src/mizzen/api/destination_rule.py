@@ -6,35 +6,15 @@ Shared pieces (apiVersions, PortSelector) are in networking.py; see docs/api.md 
 """
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .duration import Duration, ZeroOkDuration
 from .networking import PortSelector
 
 LbSimple = Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]
-
-_DURATION = re.compile(r"^\d+(\.\d+)?(h|m|s|ms|us)$")
-
-
-def _check_duration(v: str | None, allow_zero: bool = False) -> str | None:
-    """Istio durations ('30s', '1.5s', '100ms', '1m', '1h'); at least 1ms, as Istio requires."""
-    if v is None:
-        return v
-    if not _DURATION.match(v.strip()):
-        raise ValueError(f"invalid duration {v!r}: a number with a unit h, m, s, ms or us, e.g. '30s'")
-    num, unit = re.match(r"^([\d.]+)(\D+)$", v.strip()).groups()
-    secs = float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}[unit]
-    if secs < 1e-3 and not (allow_zero and secs == 0):
-        raise ValueError(f"invalid duration {v!r}: must be at least 1ms")
-    return v
-
-
-Duration = Annotated[str, AfterValidator(_check_duration)]
-ZeroOkDuration = Annotated[str, AfterValidator(lambda v: _check_duration(v, allow_zero=True))]
-
 
 def _one_of(obj: Spec, names: tuple[str, ...], what: str, required: bool = True) -> None:
     n = sum(getattr(obj, x) is not None for x in names)

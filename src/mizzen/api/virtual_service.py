@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .duration import check_duration, duration_seconds
 from .networking import PortSelector
 
 
@@ -105,32 +106,8 @@ class Percent(Spec):
 # ---------------------------------------------------------------- HTTPRoute features
 # timeouts, retries, fault injection, mirroring, rewrite, redirect, direct response
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(text: str) -> float:
-    """An Istio/Go duration ('1.5s', '100ms', '1m30s', '1h') in seconds; ValueError otherwise."""
-    t = text.strip() if isinstance(text, str) else ""
-    pos, total = 0, 0.0
-    while pos < len(t):
-        m = _DURATION_PART.match(t, pos)
-        if m is None:
-            break
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if not t or pos != len(t):
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 500ms, 1.5s, 2m, 1h")
-    return total
-
-
 def _route_duration(v: str | None, minimum: float = 0.0, what: str = "duration") -> str | None:
-    if v is None:
-        return v
-    s = duration_seconds(v)
-    if s < minimum:
-        raise ValueError(f"{what} {v!r} must be at least {minimum * 1000:g}ms")
-    return v
+    return check_duration(v, minimum_ns=int(minimum * 1e9), what=what)
 
 
 # Envoy retry conditions (router filter: x-envoy-retry-on and x-envoy-retry-grpc-on); both go to retry_on.

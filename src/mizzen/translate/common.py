@@ -46,12 +46,3 @@ def ads_source() -> config_source_pb2.ConfigSource:
                                           resource_api_version=config_source_pb2.V3)
 
 
-def parse_duration(text: str | None) -> float | None:
-    """Istio durations: '1.5s', '100ms', '1m', '1h'."""
-    if not text:
-        return None
-    t = text.strip()
-    for suffix, mult in (("ms", 0.001), ("us", 1e-6), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if t.endswith(suffix):
-            return float(t[: -len(suffix)]) * mult
-    return float(t)

@@ -13,9 +13,10 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2, range_pb2
 
 from ..api.destination_rule import ConnectionPoolSettings, ConsistentHashLB
+from ..api.duration import seconds_or_none as parse_duration
 from ..model.policy import Policy
 from ..model.resolved import Destination, Resolved
-from .common import duration, pack, parse_duration, u32
+from .common import duration, pack, u32
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_U32 = 2**32 - 1

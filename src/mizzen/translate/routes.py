@@ -16,8 +16,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
+from ..api.duration import duration_seconds
 from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry,
-                                   HTTPRoute, StringMatch, duration_seconds, split_retry_on)
+                                   HTTPRoute, StringMatch, split_retry_on)
 from ..model.resolved import Destination
 from ..model.services import Service, is_http
 from . import filters, policies
