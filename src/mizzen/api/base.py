@@ -74,7 +74,7 @@ class Issue:
             what = f" {self.kind}"
             if self.name:
                 what += f" {self.namespace or DEFAULT_NAMESPACE}/{self.name}"
-        field_ = f" field {self.path}:" if self.path else ":"
+        field_ = f" field {self.path}:" if self.path else (":" if what else "")
         return f"{where}:{what}{field_} {self.message}"
 
     def to_dict(self) -> dict[str, Any]:

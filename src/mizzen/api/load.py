@@ -1,14 +1,15 @@
 """YAML/JSON → validated Resources. Every problem is reported with file, document, resource and field path."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pydantic
-import yaml
 
 from .base import DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
 from .kinds import KINDS, SKIPPED_KINDS
+from .yamlload import YamlError, load_documents
 
 
 @dataclass
@@ -43,8 +44,10 @@ def _pyd_issues(err: pydantic.ValidationError, prefix: str, base: Issue) -> list
 
 
 def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
-                   default_namespace: str = DEFAULT_NAMESPACE) -> tuple[Resource | None, list[Issue], list[Issue]]:
-    """Validate one decoded document. Returns (resource or None, errors, warnings)."""
+                   default_namespace: str = DEFAULT_NAMESPACE,
+                   skip_unknown: bool = False) -> tuple[Resource | None, list[Issue], list[Issue]]:
+    """Validate one decoded document. Returns (resource or None, errors, warnings). With skip_unknown, a
+    document of a kind Mizzen does not know is a warning instead of an error (`--skip-unknown`)."""
     base = Issue("", file, index)
     if not isinstance(doc, dict):
         return None, [Issue("document is not a mapping", file, index)], []
@@ -59,8 +62,11 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         return None, [], [Issue(f"skipped: {SKIPPED_KINDS[(api_version, kind)]}", file, index, kind, ns, name)]
     info = KINDS.get(kind)
     if info is None:
+        if skip_unknown:
+            return None, [], [Issue(f"skipped: unknown kind {kind!r} ({api_version})", file, index, kind, ns, name)]
         known = ", ".join(sorted(KINDS))
-        return None, [Issue(f"unknown kind {kind!r} (known kinds: {known})", file, index, kind, ns, name, "kind")], []
+        return None, [Issue(f"unknown kind {kind!r} (known kinds: {known}; --skip-unknown applies the others)",
+                            file, index, kind, ns, name, "kind")], []
     if api_version not in info.api_versions:
         return None, [Issue(f"apiVersion {api_version!r} is not served for {kind}; use one of "
                             f"{', '.join(info.api_versions)}", file, index, kind, ns, name, "apiVersion")], []
@@ -96,51 +102,78 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     return Resource(api_version, kind, meta, spec), [], []
 
 
+MAX_RESOURCE_BYTES = 1536 * 1024  # one resource's stored JSON (Kubernetes/etcd's object limit)
+MAX_LIST_NESTING = 4
+
+
+def _list_items(doc: Any, depth: int = 0) -> list[Any] | None:
+    """kubectl flattens `kind: List` (and `<Kind>List`) documents into their items, lists in lists included."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str) or not doc["kind"].endswith("List"):
+        return None
+    items = doc.get("items")
+    if items is None and doc["kind"] == "List":
+        return []
+    if not isinstance(items, list):
+        return None
+    out: list[Any] = []
+    for item in items:
+        sub = _list_items(item, depth + 1) if depth < MAX_LIST_NESTING else None
+        out.extend(sub if sub is not None else [item])
+    return out
+
+
 def unwrap_list(doc: Any) -> list[Any]:
-    """The documents one YAML document stands for: the items of a `kind: List` (as `kubectl get -o yaml`
-    writes), else the document itself."""
-    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-        return doc["items"]
-    return [doc]
+    """The documents one YAML document stands for: the items of a `kind: List` (or `<Kind>List`, lists in
+    lists flattened, as kubectl does), else the document itself."""
+    items = _list_items(doc)
+    return items if items is not None else [doc]
 
 
-def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE,
+              skip_unknown: bool = False) -> LoadResult:
     """Parse a multi-document YAML (or JSON) text. Raises InvalidConfig listing every problem."""
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidConfig([Issue(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file)]) from None
+        docs = load_documents(text)
+    except YamlError as e:
+        raise InvalidConfig([Issue(str(e), file, e.document)]) from None
     result = LoadResult()
     errors: list[Issue] = []
     seen: dict[Any, int] = {}
-    for i, doc in enumerate(docs):
+    for d in docs:
+        i, doc = d.index, d.value
         if doc is None:  # empty document, e.g. a trailing '---'
             continue
-        for d in unwrap_list(doc):
-            res, errs, warns = parse_document(d, file=file, index=i, default_namespace=default_namespace)
+        for sub in unwrap_list(doc):
+            res, errs, warns = parse_document(sub, file=file, index=i, default_namespace=default_namespace,
+                                              skip_unknown=skip_unknown)
             errors.extend(errs)
             result.warnings.extend(warns)
-            if res is not None:
-                if res.key in seen:
-                    errors.append(Issue(f"defined twice in one input (also document {seen[res.key] + 1})",
-                                        file, i, res.kind, res.namespace, res.name))
-                seen[res.key] = i
-                result.resources.append(res)
+            if res is None:
+                continue
+            size = len(json.dumps(res.to_dict(), separators=(",", ":")))
+            if size > MAX_RESOURCE_BYTES:
+                errors.append(Issue(f"resource is too large ({size} bytes as JSON; at most {MAX_RESOURCE_BYTES})",
+                                    file, i, res.kind, res.namespace, res.name))
+                continue
+            if res.key in seen:
+                errors.append(Issue(f"defined twice in one input (also document {seen[res.key] + 1})",
+                                    file, i, res.kind, res.namespace, res.name))
+            seen[res.key] = i
+            result.resources.append(res)
     if errors:
         raise InvalidConfig(errors)
     return result
 
 
-def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str = DEFAULT_NAMESPACE,
+                 skip_unknown: bool = False) -> LoadResult:
     """Load several (name, text) inputs as one all-or-nothing input (reading files is the caller's job)."""
     out = LoadResult()
     errors: list[Issue] = []
     seen: dict[Any, str] = {}
     for name, text in sources:
         try:
-            r = load_text(text, file=name, default_namespace=default_namespace)
+            r = load_text(text, file=name, default_namespace=default_namespace, skip_unknown=skip_unknown)
         except InvalidConfig as e:
             errors.extend(e.issues)
             continue

@@ -13,6 +13,7 @@ import click
 
 from ..agent.commands import agent
 from ..analyze.commands import analyze
+from ..analyze.validate import validate
 from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
 from ..bench.commands import bench
 from ..ca.commands import ca
@@ -194,7 +195,7 @@ def build_cli() -> click.Group:
     register_proxy_commands(cli.add_command)
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
-                      (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
+                      (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
                       (ratelimit, "ratelimit"), (ca, "ca")):
         cli.add_command(cmd, name=name)
     return cli
