@@ -71,13 +71,13 @@ spec: {workloadSelector: {labels: {tier: x}}, egress: [{hosts: ["./*"]}]}
 def test_cli_reports_schema_errors_with_code_and_exit_status(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
     f.write_text("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n"
-                 "  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r}\n      weight: 50\n"
-                 "    - destination: {host: r}\n      weight: 40\n")
+                 "  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r}\n      weight: 0\n"
+                 "    - destination: {host: r}\n      weight: 0\n")
     p = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "analyze", "--no-mesh", "-f", str(f), "-o", "json"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stderr
     (m,) = json.loads(p.stdout)["messages"]
-    assert m["code"] == "IST0106" and "sum to 90" in m["message"] and m["path"] == "spec.http[0]"
+    assert m["code"] == "IST0106" and "total destination weight = 0" in m["message"] and m["path"] == "spec.http[0].route"
     clean = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "analyze", "--no-mesh", "-f",
                             str(OWN_NETWORKING / "destination-rule-all.yaml")],
                            capture_output=True, text=True, timeout=60)

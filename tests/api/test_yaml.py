@@ -152,11 +152,11 @@ def test_modest_alias_use_is_fine() -> None:
 
 def test_large_resource_is_refused_naming_it() -> None:
     big = "x" * (MAX_RESOURCE_BYTES + 10)
-    text = f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: big, labels: {{a: b}}, annotations: {{a: '{big}'}}}}\n"
+    text = f"apiVersion: mizzen.dev/v1\nkind: Workload\nmetadata: {{name: big}}\nspec: {{command: [x], env: {{A: '{big}'}}}}\n"
     with pytest.raises(InvalidConfig) as e:
-        load_text(text, file="ns.yaml")
+        load_text(text, file="w.yaml")
     (issue,) = e.value.issues
-    assert issue.kind == "Namespace" and issue.name == "big" and "too large" in issue.message
+    assert issue.kind == "Workload" and issue.name == "big" and "too large" in issue.message
 
 
 # ------------------------------------------------------------------ documents and Lists, as kubectl

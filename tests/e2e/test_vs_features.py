@@ -235,6 +235,6 @@ def test_bad_config_is_rejected_whole(mesh: Mesh) -> None:
     assert p.returncode != 0
     out = p.stdout + p.stderr
     assert "spec.http[0].timeout" in out and "5 parsecs" in out, out
-    assert "spec.http[1]" in out and "only one of route, redirect" in out, out
+    assert "spec.http[1].route" in out and "both route and redirect" in out, out
     assert "spec.http[2].fault.abort" in out, out
     assert mesh.get_json("virtualservices", "-A").get("items", []) == []

@@ -8,11 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from .fields import check_labels, show
+
 DEFAULT_NAMESPACE = "default"
 CLUSTER_DOMAIN = "svc.cluster.local"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # Kubernetes' limit on all of a resource's annotations
 
 
 class Spec(BaseModel):
@@ -41,15 +44,32 @@ class Metadata(Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not v or len(v) > 253 or not _DNS_SUBDOMAIN.match(v):
-            raise ValueError(f"invalid name {v!r}: lower-case letters, digits, '-' and '.' only")
+        if not v or len(v) > 253 or not _DNS_SUBDOMAIN.fullmatch(v):
+            raise ValueError(f"invalid name {show(v)}: lower-case letters, digits, '-' and '.' only, "
+                             "at most 253 characters")
         return v
 
     @field_validator("namespace")
     @classmethod
     def _ns(cls, v: str) -> str:
-        if not v or len(v) > 63 or not _DNS_LABEL.match(v):
-            raise ValueError(f"invalid namespace {v!r}: a DNS label (lower-case letters, digits, '-')")
+        if not v or len(v) > 63 or not _DNS_LABEL.fullmatch(v):
+            raise ValueError(f"invalid namespace {show(v)}: a DNS label (lower-case letters, digits, '-'), "
+                             "at most 63 characters")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        check_labels(v)
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(x) for k, x in v.items()) > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"annotations are too long (more than {MAX_ANNOTATIONS_BYTES} bytes in all)")
+        for k in v:
+            check_labels({k: ""})  # an annotation key is a qualified name, as a label key
         return v
 
 

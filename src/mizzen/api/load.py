@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pydantic
 
 from .base import DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
+from .fields import show, split_at
 from .kinds import KINDS, SKIPPED_KINDS
 from .yamlload import YamlError, load_documents
 
@@ -39,6 +41,9 @@ def _pyd_issues(err: pydantic.ValidationError, prefix: str, base: Issue) -> list
             msg = "unknown field"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+            sub, msg = split_at(msg)
+            if sub:
+                path = path + sub if sub.startswith("[") or not path else f"{path}.{sub}"
         issues.append(Issue(msg, base.file, base.document, base.kind, base.namespace, base.name, path))
     return issues
 
@@ -53,11 +58,12 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         return None, [Issue("document is not a mapping", file, index)], []
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     meta_in = doc.get("metadata") or {}
-    name = meta_in.get("name") if isinstance(meta_in, dict) else None
-    ns = (meta_in.get("namespace") if isinstance(meta_in, dict) else None) or default_namespace
-    base = Issue("", file, index, kind if isinstance(kind, str) else None, ns, name)
+    name = _ident(meta_in.get("name")) if isinstance(meta_in, dict) else None
+    ns = _ident((meta_in.get("namespace") if isinstance(meta_in, dict) else None) or default_namespace)
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return None, [Issue("apiVersion and kind are required", file, index, None, ns, name)], []
+    api_version, kind = _ident(api_version), _ident(kind)
+    base = Issue("", file, index, kind, ns, name)
     if (api_version, kind) in SKIPPED_KINDS:
         return None, [], [Issue(f"skipped: {SKIPPED_KINDS[(api_version, kind)]}", file, index, kind, ns, name)]
     info = KINDS.get(kind)
@@ -76,7 +82,7 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         allowed_top |= {"secrets", "imagePullSecrets", "automountServiceAccountToken"}
     for k in doc:
         if k not in allowed_top:
-            errors.append(Issue("unknown field", file, index, kind, ns, name, str(k)))
+            errors.append(Issue("unknown field", file, index, kind, ns, name, _ident(k)))
     if not isinstance(meta_in, dict):
         errors.append(Issue("metadata must be a mapping", file, index, kind, ns, name, "metadata"))
         return None, errors, []
@@ -99,7 +105,24 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         spec = None
     if errors or meta is None or spec is None:
         return None, errors, []
-    return Resource(api_version, kind, meta, spec), [], []
+    res = Resource(api_version, kind, meta, spec)
+    if info.checks is not None:  # rules that need metadata too (e.g. exportTo and the namespace)
+        errors = [Issue(msg, file, index, kind, ns, name, f"spec.{path}" if path else "spec")
+                  for path, msg in info.checks(res)]
+        if errors:
+            return None, errors, []
+    return res, [], []
+
+
+_IDENT = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./:]{0,252}")
+
+
+def _ident(v: Any) -> Any:
+    """A name, kind or namespace as an error message may show it: ordinary names as they are; anything else
+    (a list, a huge string, control characters) escaped and cut short."""
+    if v is None or (isinstance(v, str) and _IDENT.fullmatch(v)):
+        return v
+    return show(v, 60)
 
 
 MAX_RESOURCE_BYTES = 1536 * 1024  # one resource's stored JSON (Kubernetes/etcd's object limit)

@@ -177,7 +177,7 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
                        e.locality or "", e.weight or 0)
         for e in spec.endpoints
     )
-    selector = labels_tuple((spec.workload_selector or {}).get("labels") or {})
+    selector = labels_tuple(spec.workload_selector.labels if spec.workload_selector else {})
     out = []
     for i, host in enumerate(spec.hosts):
         h = resolve_host(host, r.namespace, known) if "." not in host else host

@@ -135,10 +135,11 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
                                  typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
     if r is not None and r.per_try_timeout:
         pol.per_try_timeout.CopyFrom(duration(duration_seconds(r.per_try_timeout)))
-    if r is not None and r.backoff is not None:
-        pol.retry_back_off.base_interval.CopyFrom(duration(duration_seconds(r.backoff.base_interval)))
-        if r.backoff.max_interval:
-            pol.retry_back_off.max_interval.CopyFrom(duration(duration_seconds(r.backoff.max_interval)))
+    if r is not None and r.back_off is not None:  # Istio's backoff (base) or Mizzen's retryBackOff (base, max)
+        base, top = r.back_off
+        pol.retry_back_off.base_interval.CopyFrom(duration(duration_seconds(base)))
+        if top:
+            pol.retry_back_off.max_interval.CopyFrom(duration(duration_seconds(top)))
     return pol
 
 
