@@ -109,11 +109,12 @@ class HTTPMatchRequest(Spec):
 
     @model_validator(mode="after")
     def _rules(self) -> "HTTPMatchRequest":
-        for name in ("scheme", "method", "authority"):
+        for name in ("uri", "scheme", "method", "authority"):
             m = getattr(self, name)
             if m is not None and m.empty:
                 raise At(name, "one of exact, prefix, regex must be set")
-            _check_nonempty_prefix(m, name)
+            if name != "uri":  # a uri prefix may be empty (Envoy's prefix ""), a header's may not
+                _check_nonempty_prefix(m, name)
         for field, items in (("headers", self.headers), ("withoutHeaders", self.without_headers)):
             for k, m in items.items():
                 try:
