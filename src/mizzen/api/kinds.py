@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import (core, destination_rule, gateway, networking, patch, ratelimit, router, service_entry, sidecar,
-               telemetry, virtual_service)
+from . import (core, destination_rule, envoy_filter, gateway, networking, patch, proxy_config, ratelimit,
+               router, service_entry, sidecar, telemetry, virtual_service)
 from .base import Spec
 
 
@@ -46,6 +46,10 @@ KINDS: dict[str, KindInfo] = {
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
         KindInfo("RateLimit", ("mizzen.dev/v1",), ratelimit.RateLimitSpec, "ratelimits", ("ratelimit", "rl")),
+        KindInfo("EnvoyFilter", ("networking.istio.io/v1alpha3",), envoy_filter.EnvoyFilterSpec, "envoyfilters",
+                 ("envoyfilter", "ef")),
+        KindInfo("ProxyConfig", proxy_config.PROXY_CONFIG_VERSIONS, proxy_config.ProxyConfigSpec, "proxyconfigs",
+                 ("proxyconfig", "pc")),
     )
 }
 
