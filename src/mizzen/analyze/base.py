@@ -10,6 +10,7 @@ from ..api.base import CLUSTER_DOMAIN, Resource
 from ..api.fields import host_matches
 
 ERROR, WARNING, INFO = "Error", "Warning", "Info"
+K8S_GATEWAY = "Gateway.gateway.networking.k8s.io"  # a Kubernetes Gateway API gateway, kept among workloads
 LEVELS = {ERROR: 0, WARNING: 1, INFO: 2}
 DOC_URL = "https://istio.io/latest/docs/reference/config/analysis"
 
@@ -104,6 +105,7 @@ class Context:
         self.by_kind: dict[str, list[Resource]] = {}
         for r in sorted(self.resources, key=lambda r: (r.revision, r.kind, r.namespace, r.name)):
             self.by_kind.setdefault(r.kind, []).append(r)
+        self.workloads = [w for w in self.workloads]
         for w in self.kind("Workload"):
             self.workloads.append(Workload("Workload", w.namespace, w.name, tuple(sorted(w.metadata.labels.items()))))
         self.services: list[ServiceInfo] = []
@@ -122,20 +124,33 @@ class Context:
         return self.by_kind.get(kind, [])
 
     def find_service(self, host: str, namespace: str, export_to: Iterable[str] = ()) -> ServiceInfo | None:
-        """The Service or ServiceEntry a destination `host` of a resource in `namespace` refers to: exact
-        names first, then wildcard ServiceEntries (`*.eu.example.com` covers `a.eu.example.com`)."""
+        """The Service or ServiceEntry a destination `host` of a resource in `namespace` refers to, as Istio's
+        analyzers look it up: visible to every namespace, or to each namespace the referring resource is
+        exported to (its own by default); exact names first, then wildcard ServiceEntries (`*.eu.example.com`
+        covers `a.eu.example.com`)."""
         name = fqdn(host, namespace)
-        exact = [s for s in self.services if s.host == name and s.visible_from(namespace)]
+        scopes = [namespace if e == "." else e for e in export_to] or [namespace]
+
+        def visible(s: ServiceInfo) -> bool:
+            return "*" in s.scopes or ("*" not in scopes and any(x in s.scopes for x in scopes)) or \
+                ("*" in scopes and namespace in s.scopes)
+
+        exact = [s for s in self.services if s.host == name and visible(s)]
         if exact:
             return exact[0]
         for s in self.services:
-            if s.visible_from(namespace) and (host_matches(s.host, name) if s.host.startswith("*") or
-                                              name.startswith("*") else False):
+            if visible(s) and (s.host.startswith("*") or name.startswith("*")) and host_matches(s.host, name):
                 return s
         return None
 
     def workloads_in(self, namespace: str) -> list[Workload]:
-        return [w for w in self.workloads if w.namespace == namespace]
+        return [w for w in self.workloads if w.namespace == namespace and w.kind != K8S_GATEWAY]
+
+    def kubernetes_gateway_hosts(self, namespace: str, name: str) -> list[str] | None:
+        for w in self.workloads:
+            if w.kind == K8S_GATEWAY and (w.namespace, w.name) == (namespace, name):
+                return [h for _, h in w.labels]
+        return None
 
 
 Analyzer = Callable[[Context], Iterable[Message]]

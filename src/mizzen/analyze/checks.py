@@ -53,12 +53,13 @@ def subsets_select_pods(ctx: Context) -> Iterable[Message]:
             yield Message("IST0174", WARNING, ref(dr), f"The host {dr.spec.host} defined in the DestinationRule does "
                           "not match any services in the mesh.", "fix the host or create the Service", "spec.host")
             continue
-        if not ctx.workloads:
-            continue  # nothing known about what runs: nothing to say
         base: dict[str, str] = {}
         if svc.source.kind == "ServiceEntry" and svc.source.spec.workload_selector is not None:
             base = dict(svc.source.spec.workload_selector.labels)
         for i, s in enumerate(dr.spec.subsets):
+            if any(k.startswith(("topology.kubernetes.io/", "topology.istio.io/", "kubernetes.io/hostname")) and v
+                   for k, v in s.labels.items()):
+                continue  # labels the node gives a pod: not known from manifests
             want = {**base, **s.labels}
             if not any(selects(want, w.label_dict) for w in ctx.workloads):
                 yield Message("IST0173", ERROR, ref(dr), f"The Subset {s.name} defined in the DestinationRule does "
@@ -162,11 +163,22 @@ def sidecar_selectors(ctx: Context) -> Iterable[Message]:
                                    if r.spec.workload_selector else {}, "IST0110", "IST0111", "Sidecars")
 
 
+def _telemetry_selector(r: Resource) -> dict[str, str]:
+    return dict(r.spec.selector.match_labels) if r.spec.selector else {}
+
+
 @analyzer
 def telemetry_selectors(ctx: Context) -> Iterable[Message]:
-    """IST0101 (selector), IST0159, IST0160: the same for Telemetry resources."""
-    yield from _selector_conflicts(ctx, "Telemetry", lambda r: dict(r.spec.selector.match_labels)
-                                   if r.spec.selector else {}, "IST0159", "IST0160", "Telemetries")
+    """IST0101 (selector), IST0159: Telemetries that select nothing or overlap."""
+    yield from (m for m in _selector_conflicts(ctx, "Telemetry", _telemetry_selector, "IST0159", "IST0160",
+                                               "Telemetries") if m.code != "IST0160")
+
+
+@analyzer
+def telemetry_default_selectors(ctx: Context) -> Iterable[Message]:
+    """IST0160: several namespace-wide Telemetries in one namespace."""
+    yield from (m for m in _selector_conflicts(ctx, "Telemetry", _telemetry_selector, "IST0159", "IST0160",
+                                               "Telemetries") if m.code == "IST0160")
 
 
 # ------------------------------------------------------------------ Gateway
@@ -175,8 +187,6 @@ def telemetry_selectors(ctx: Context) -> Iterable[Message]:
 def gateway_ports(ctx: Context) -> Iterable[Message]:
     """IST0101 (selector): a Gateway's selector matches no workload; IST0162: a server port that the Services of
     the gateway's workloads do not expose."""
-    if not ctx.workloads:
-        return
     for gw in ctx.kind("Gateway"):
         sel = dict(gw.spec.selector)
         pods = [w for w in ctx.workloads if selects(sel, w.label_dict)]
@@ -237,23 +247,22 @@ def _bare(h: str) -> str:
 @analyzer
 def gateway_duplicate_certificates(ctx: Context) -> Iterable[Message]:
     """IST0138: several Gateways on the same workloads serve the same certificate (credentialName or files)."""
-    seen: dict[tuple, list[Resource]] = {}
+    certs: list[tuple[str, dict[str, str], Resource]] = []
     for gw in ctx.kind("Gateway"):
         for s in gw.spec.servers:
             t = s.tls
             if t is None or t.mode in ("PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL"):
                 continue
-            cert = t.credential_name or (t.server_certificate, t.private_key)
-            if cert and cert != (None, None):
-                key = (selector_string(gw.spec.selector), str(cert))
-                if gw not in seen.setdefault(key, []):
-                    seen[key].append(gw)
-    for lst in seen.values():
-        if len(lst) > 1:
-            names = "[" + " ".join(sorted(f"{g.namespace}/{g.name}" for g in lst)) + "]"
-            for g in lst:
-                yield Message("IST0138", WARNING, ref(g), f"Duplicate certificate in multiple gateways {names} may "
-                              "cause 404s if clients re-use HTTP2 connections.", "use one certificate per gateway")
+            cert = t.credential_name or (f"{t.server_certificate}|{t.private_key}" if t.server_certificate else "")
+            if cert:
+                certs.append((cert, dict(gw.spec.selector), gw))
+    for cert, sel, gw in certs:
+        # reported on a Gateway whose workloads another Gateway with the same certificate also selects
+        others = [o for c, osel, o in certs if c == cert and o.key != gw.key and set(sel.items()) <= set(osel.items())]
+        if others:
+            names = "[" + " ".join(sorted({f"{g.namespace}/{g.name}" for g in (gw, *others)})) + "]"
+            yield Message("IST0138", WARNING, ref(gw), f"Duplicate certificate in multiple gateways {names} may "
+                          "cause 404s if clients re-use HTTP2 connections.", "use one certificate per gateway")
 
 
 # ------------------------------------------------------------------ EnvoyFilter
@@ -313,7 +322,7 @@ def port_names(ctx: Context) -> Iterable[Message]:
     """IST0118: a Service port whose name (and appProtocol) gives no protocol Istio knows; IST0150 for an
     ExternalName Service."""
     for svc in ctx.kind("Service"):
-        if svc.namespace in SYSTEM_NAMESPACES:
+        if svc.namespace in SYSTEM_NAMESPACES or "gateway.istio.io/managed" in svc.metadata.labels:
             continue
         for i, p in enumerate(svc.spec.ports):
             known = parse_protocol(p.app_protocol) is not None if p.app_protocol else False

@@ -37,7 +37,7 @@ def destination_hosts(ctx: Context) -> Iterable[Message]:
                 continue
             numbers = [p[0] for p in svc.ports]
             if d.port is None:
-                if len(numbers) > 1 and svc.source.kind == "ServiceEntry":
+                if len(numbers) > 1:
                     yield Message("IST0112", ERROR, ref(vs),
                                   f"This VirtualService routes to a service {d.host!r} that exposes multiple ports "
                                   f"{numbers}. Specifying a port in the destination is required to disambiguate.",
@@ -90,15 +90,21 @@ def gateways(ctx: Context) -> Iterable[Message]:
                 gname, _, rest = name.partition(".")
                 ns = rest.split(".")[0] if rest else vs.namespace
             gw = gws.get((ns, gname))
+            k8s = ctx.kubernetes_gateway_hosts(ns, gname) if gw is None else None
+            if k8s is not None:
+                if not any(h == "*" or host_matches(h, v) for h in k8s for v in vs.spec.hosts):
+                    yield Message("IST0132", WARNING, ref(vs), f"one or more host {vs.spec.hosts} defined in "
+                                  f"VirtualService {vs.namespace}/{vs.name} not found in Gateway {ns}/{gname}.",
+                                  "add the host to one of the Gateway's listeners", f"spec.gateways[{i}]")
+                continue
             if gw is None:
                 yield Message("IST0101", ERROR, ref(vs), f"Referenced gateway not found: {name!r}",
                               "create the Gateway or fix the name (namespace/name)", f"spec.gateways[{i}]")
-                continue
-            offered = _gateway_hosts(gw, vs.namespace)
+            offered = _gateway_hosts(gw, vs.namespace) if gw is not None else []
             if not any(host_matches(g, h) for g in offered for h in vs.spec.hosts):
                 yield Message("IST0132", WARNING, ref(vs),
                               f"one or more host {vs.spec.hosts} defined in VirtualService {vs.namespace}/{vs.name} "
-                              f"not found in Gateway {gw.namespace}/{gw.name}.",
+                              f"not found in Gateway {ns}/{gname}.",
                               "add the host to one of the Gateway's servers, or fix the VirtualService's hosts",
                               f"spec.gateways[{i}]")
 
@@ -137,11 +143,11 @@ def conflicting_mesh_hosts(ctx: Context) -> Iterable[Message]:
 
 
 def _route_name(r, i: int) -> str:
-    return r.name or f"#{i}"
+    return getattr(r, "name", None) or f"#{i}"
 
 
 def _match_name(m, j: int) -> str:
-    return m.name or f"#{j}"
+    return getattr(m, "name", None) or f"#{j}"
 
 
 def _match_key(m) -> str:

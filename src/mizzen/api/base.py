@@ -1,11 +1,15 @@
 """Shared pieces of every resource kind: metadata, the resource envelope, errors with field paths."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic._internal._decorators import PydanticDescriptorProxy
 from pydantic.alias_generators import to_camel
 
 from .fields import check_labels, show
@@ -18,6 +22,33 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 MAX_ANNOTATIONS_BYTES = 256 * 1024  # Kubernetes' limit on all of a resource's annotations
 
 
+_LENIENT: ContextVar[bool] = ContextVar("mizzen_lenient_validation", default=False)
+
+
+@contextlib.contextmanager
+def lenient() -> Iterator[None]:
+    """Within it, Istio's rules (the validators) do not reject: only the shape (types, known fields) is
+    checked. `mizzen analyze` reads documents so, as istioctl does, to analyze a resource that breaks a rule
+    (reported as IST0106) rather than ignore it."""
+    token = _LENIENT.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def _rule(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError:
+            if _LENIENT.get():
+                return args[-1]  # a field validator's value, an after-validator's model: unchanged
+            raise
+    return checked
+
+
 class Spec(BaseModel):
     """Base of every spec model: immutable, camelCase in YAML, unknown fields rejected."""
 
@@ -28,6 +59,13 @@ class Spec(BaseModel):
         populate_by_name=True,
         str_strip_whitespace=False,
     )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in list(cls.__dict__.values()):  # every validator may be switched off by lenient()
+            if isinstance(attr, PydanticDescriptorProxy):
+                f = attr.wrapped
+                attr.wrapped = classmethod(_rule(f.__func__)) if isinstance(f, classmethod) else _rule(f)
 
 
 class Metadata(Spec):
@@ -56,6 +94,11 @@ class Metadata(Spec):
             raise ValueError(f"invalid namespace {show(v)}: a DNS label (lower-case letters, digits, '-'), "
                              "at most 63 characters")
         return v
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: object) -> object:
+        return {} if v is None else v  # `labels:` with nothing after it, as Kubernetes reads it
 
     @field_validator("labels")
     @classmethod

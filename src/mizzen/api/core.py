@@ -18,7 +18,7 @@ _IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 class K8sServicePort(Spec):
     port: Port
     name: str = ""
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    protocol: str = "TCP"
     target_port: Port | str | None = None
     app_protocol: str | None = None
     node_port: int | None = Field(default=None, ge=0, le=65535)
@@ -28,6 +28,13 @@ class K8sServicePort(Spec):
     def _name(cls, v: str) -> str:
         if v and not is_dns1123_label(v.lower()) or v != v.lower():
             raise ValueError(f"invalid port name {show(v)}: lower-case letters, digits and '-'")
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        if v not in ("TCP", "UDP", "SCTP"):
+            raise ValueError(f"protocol {show(v)} must be TCP, UDP or SCTP")
         return v
 
     @field_validator("target_port")

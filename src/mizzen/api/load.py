@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pydantic
 
-from .base import DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
+from .base import _LENIENT, DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
 from .fields import show, split_at
 from .kinds import KINDS, SKIPPED_KINDS
 from .yamlload import YamlError, load_documents
@@ -106,7 +106,7 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     if errors or meta is None or spec is None:
         return None, errors, []
     res = Resource(api_version, kind, meta, spec)
-    if info.checks is not None:  # rules that need metadata too (e.g. exportTo and the namespace)
+    if info.checks is not None and not _LENIENT.get():  # rules that need metadata too (e.g. exportTo and the namespace)
         errors = [Issue(msg, file, index, kind, ns, name, f"spec.{path}" if path else "spec")
                   for path, msg in info.checks(res)]
         if errors:

@@ -196,8 +196,28 @@ class _Frame:
 _NO_KEY = object()
 
 
+# An IPv6 address (optionally a CIDR) as a plain item of a flow list: go-yaml reads `[1.2.3.4, 2001:db8::]` and
+# `[::1]` as strings, libyaml stops at the ':' before ']' or at a leading ':'. Quoted, they mean the same.
+_FLOW_IPV6 = re.compile(r"(?<=[\[,])(\s*)((?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:/\d{1,3})?)(?=\s*[,\]])")
+
+
 def load_documents(text: str) -> list[Document]:
     """Every document of a YAML (or JSON) text, as plain values. Raises YamlError (with line and document)."""
+    try:
+        return _load_documents(text)
+    except YamlError as first:
+        if "':'" not in first.message and "node content" not in first.message:
+            raise
+        fixed = _FLOW_IPV6.sub(lambda m: f"{m.group(1)}'{m.group(2)}'", text)
+        if fixed == text:
+            raise
+        try:
+            return _load_documents(fixed)
+        except YamlError:
+            raise first from None
+
+
+def _load_documents(text: str) -> list[Document]:
     _check_text(text)
     budget = max(MIN_EXPANSION_BUDGET, EXPANSION_FACTOR * len(text))
     parser = _Parser(text)
