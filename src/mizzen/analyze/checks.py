@@ -67,6 +67,31 @@ def subsets_select_pods(ctx: Context) -> Iterable[Message]:
                               "fix the subset's labels or run a workload with them", f"spec.subsets[{i}].labels")
 
 
+@analyzer
+def grpc_health_checks(ctx: Context) -> Iterable[Message]:
+    """MZ0111: a gRPC active health check (Mizzen's healthCheck extension) on a service port that is not
+    HTTP/2: Envoy checks gRPC health only over HTTP/2, so Mizzen leaves the check out there."""
+    from ..model.services import port_protocol
+
+    for dr in ctx.kind("DestinationRule"):
+        tp = dr.spec.traffic_policy
+        layers = [("spec.trafficPolicy", tp)] if tp else []
+        layers += [(f"spec.subsets[{i}].trafficPolicy", s.traffic_policy) for i, s in enumerate(dr.spec.subsets)
+                   if s.traffic_policy]
+        if not any(t.health_check and t.health_check.grpc for _, t in layers):
+            continue
+        svc = ctx.find_service(dr.spec.host, dr.namespace)
+        bad = [n for n, name, proto in (svc.ports if svc else ())
+               if port_protocol(name, None, proto if svc.source.kind == "ServiceEntry" else None)
+               not in ("HTTP2", "GRPC")]
+        for path, t in layers:
+            if t.health_check and t.health_check.grpc and bad:
+                yield Message("MZ0111", WARNING, ref(dr), f"gRPC health check on port(s) {bad} of {dr.spec.host}, "
+                              "which are not HTTP/2: it is left out there",
+                              "name the port grpc-* or http2-*, or use an http or tcp check",
+                              f"{path}.healthCheck.grpc")
+
+
 # ------------------------------------------------------------------ ServiceEntry
 
 @analyzer

@@ -20,6 +20,8 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         *[(f"{tp}.loadBalancer.consistentHash.httpCookie.attributes", "not translated yet") for tp in _TP],
         *[(f"{tp}.outlierDetection.outlierDetectionHttpErrorCodes", "not translated yet") for tp in _TP],
         *[(f"{tp}.retryBudget.budgetInterval", "Envoy's retry budget has no interval") for tp in _TP],
+        *[(f"{tp}.loadBalancer.warmup.minimumPercent", "not translated yet (the slow-start window is)") for tp in _TP],
+        *[(f"{tp}.loadBalancer.warmup.aggression", "not translated yet (the slow-start window is)") for tp in _TP],
         ("trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
         ("subsets[].trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
         ("trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
@@ -30,6 +32,7 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("tls", "TLS (SNI) routes are not translated: TLS traffic goes to the service's cluster"),
         ("tcp", "TCP routes are not translated: TCP traffic goes to the service's cluster"),
         ("http[].retries.retryRemoteLocalities", "one locality per mesh"),
+        ("http[].retries.retryIgnorePreviousHosts=false", "retries always go to another host"),
         ("http[].match[].statPrefix", "no per-match statistics"),
     ],
     "ServiceEntry": [
@@ -88,7 +91,7 @@ def _walk(node: Any, parts: list[str], path: str) -> Iterator[str]:
         for i, item in enumerate(child if isinstance(child, list) else []):
             yield from _walk(item, rest, f"{here}[{i}]")
     elif want is not None:
-        if child == want:
+        if str(child).lower() == want.lower():
             yield here
     else:
         yield from _walk(child, rest, here)

@@ -18,6 +18,21 @@ from .yamlload import YamlError, load_documents
 class LoadResult:
     resources: list[Resource] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    # where each resource came from: key -> (file, 0-based document index), to locate later errors
+    origins: dict = field(default_factory=dict)
+
+    def locate(self, issues: Iterable[Issue]) -> list[Issue]:
+        """Issues that name a resource but no file (found after parsing, e.g. by the control plane's
+        validators, which say `<apply>`) given the file and document the resource came from."""
+        from dataclasses import replace
+
+        out = []
+        for i in issues:
+            origin = self.origins.get((i.kind, i.namespace, i.name))
+            if origin is not None and (i.file in ("<apply>", "<input>", "<request>") or i.document is None):
+                i = replace(i, file=origin[0], document=origin[1])
+            out.append(i)
+        return out
 
 
 def _loc(loc: Iterable[Any]) -> str:
@@ -183,6 +198,7 @@ def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFA
                                     file, i, res.kind, res.namespace, res.name))
             seen[res.key] = i
             result.resources.append(res)
+            result.origins[(res.kind, res.namespace, res.name)] = (file, i)
     if errors:
         raise InvalidConfig(errors)
     return result
@@ -207,6 +223,7 @@ def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str =
             seen[res.key] = name
         out.resources.extend(r.resources)
         out.warnings.extend(r.warnings)
+        out.origins.update(r.origins)
     if errors:
         raise InvalidConfig(errors)
     return out

@@ -38,6 +38,8 @@ def u32(v: int) -> wrappers_pb2.UInt32Value:
 
 
 def socket_address(ip: str, port: int) -> address_pb2.Address:
+    if ip.startswith("unix://"):  # a ServiceEntry endpoint on a unix domain socket (`@name`: abstract)
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=ip[len("unix://"):]))
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
 
 

@@ -31,6 +31,7 @@ from ..api.base import Resource
 from ..api.envoy_filter import HCM_NAMES, EnvoyConfigObjectPatch
 from ..model.snapshot import ROOT_NAMESPACE, Snapshot, labels_match
 from ..model.types import CLUSTER, LISTENER, ROUTE, Proxy, Rendered
+from .consistency import dangling
 
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 VALUE_MESSAGE = {
@@ -46,13 +47,19 @@ Render = Callable[[str, str, Any], Rendered]
 
 @dataclass(frozen=True)
 class EnvoyFilterError:
+    """Why one configPatch of an EnvoyFilter was not applied to a view (the shape of patches.PatchError)."""
+
     resource: Resource
     index: int
     message: str
+    field: str = ""
 
     @property
     def path(self) -> str:
         return f"spec.configPatches[{self.index}]"
+
+    def __str__(self) -> str:
+        return f"EnvoyFilter {self.resource.namespace}/{self.resource.name} {self.path}: {self.message}"
 
 
 def envoy_filters_for(snap: Snapshot, proxy: Proxy) -> list[Resource]:
@@ -478,7 +485,8 @@ def _rc_matches(rm, rc: dict, inbound: bool) -> bool:
             return False
     if rm.gateway:
         return False  # Mizzen runs no gateways
-    if rm.vhost is not None and rm.vhost.name and not any(_vh_matches(rm.vhost, vh) for vh in rc.get("virtual_hosts", [])):
+    if rm.vhost is not None and rm.vhost.name and \
+            not any(_vh_matches(rm.vhost, vh) for vh in rc.get("virtual_hosts", [])):
         return False
     return True
 
@@ -499,7 +507,7 @@ def apply_envoy_filters(view: dict[str, dict[str, Rendered]], filters: list[Reso
                         ) -> tuple[dict[str, dict[str, Rendered]], list[EnvoyFilterError]]:
     """A new view with the EnvoyFilters applied, and the errors (a failing patch is skipped)."""
     errors: list[EnvoyFilterError] = []
-    current = view
+    current, dangles = view, dangling(view)
     for res in filters:
         for i, p in enumerate(res.spec.config_patches):
             if p.patch is None or (p.match is not None and p.match.context == "WAYPOINT"):
@@ -507,7 +515,14 @@ def apply_envoy_filters(view: dict[str, dict[str, Rendered]], filters: list[Reso
             applier = _Applier(current, render)
             try:
                 applier.apply(p)
-                current = applier.result()
+                cand = applier.result()
             except (ValueError, KeyError, TypeError) as e:
                 errors.append(EnvoyFilterError(res, i, f"{p.apply_to} {p.patch.operation}: {e}"))
+                continue
+            after = dangling(cand)  # as EnvoyPatches: a patch that would leave the view dangling is skipped
+            new = sorted(after - dangles)
+            if new:
+                errors.extend(EnvoyFilterError(res, i, str(d)) for d in new)
+                continue
+            current, dangles = cand, after
     return current, errors

@@ -149,6 +149,8 @@ def redirect_action(r: HTTPRedirect, port: int | None = None) -> rc.RedirectActi
     act = rc.RedirectAction(response_code=_REDIRECT_CODES[r.redirect_code])
     if r.uri is not None:
         act.path_redirect = r.uri
+    elif r.prefix_rewrite is not None:  # every match is a uri prefix (validated): swap the matched prefix
+        act.prefix_rewrite = r.prefix_rewrite
     if r.authority is not None:
         act.host_redirect = r.authority
     if r.port is not None:
