@@ -104,8 +104,8 @@ def test_retries_on_5xx(mesh: Mesh) -> None:
     assert get["status"] == {"200": 10}, get
     assert post["status"] == {"200": 10}, post  # the user asked for 5xx: POSTs are retried too
     assert stats(mesh) == {"GET /flaky": 20, "POST /flaky": 20}
-    # attempts: 0 disables retries
-    apply_vs(mesh, """  - retries: {attempts: 0, retryOn: 5xx}
+    # attempts: 0 disables retries (Istio refuses retryOn beside it: a policy configured but disabled)
+    apply_vs(mesh, """  - retries: {attempts: 0}
     route: [{destination: {host: echo}}]
 """)
     reset_stats(mesh)

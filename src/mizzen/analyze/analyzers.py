@@ -23,7 +23,8 @@ def _default_ingress() -> tuple[Resource, Workload]:
     from ..api.load import parse_document
 
     svc, _, _ = parse_document({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
         "spec": {"selector": {"istio": "ingressgateway"}, "ports": [
             {"name": "http2", "port": 80}, {"name": "https", "port": 443}, {"name": "tcp", "port": 31400},
             {"name": "tls", "port": 15443}]}})

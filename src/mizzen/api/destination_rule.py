@@ -111,7 +111,8 @@ def _check_localities(localities: list[str], where: str) -> None:
     tree: dict[str, Any] = {}
     for loc in localities:
         if "*" in loc and (loc.count("*") > 1 or not loc.endswith("*")):
-            raise ValueError(f"{where}: locality {show(loc)} wildcard '*' number can not exceed 1 and must be in the end")
+            raise ValueError(f"{where}: locality {show(loc)} wildcard '*' number can not exceed 1 and must be in "
+                             "the end")
         if "*" in tree:
             raise ValueError(f"{where}: locality {show(loc)} overlaps with previous specified ones")
         parts = loc.split("/", 2)

@@ -86,8 +86,8 @@ def check_percentage(v: float) -> float:
 DNS1123_LABEL = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _WILDCARD_LABEL = re.compile(r"\*|(?:\*|\*-)?[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")
 _QUALIFIED = r"(?:[A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
-_LABEL_KEY = re.compile(r"((?:[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?)*/)?"
-                        r"(" + _QUALIFIED + r")")
+_DNS_LABEL_RE = r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_LABEL_KEY = re.compile(r"((?:" + _DNS_LABEL_RE + r")(?:\." + _DNS_LABEL_RE + r")*/)?(" + _QUALIFIED + r")")
 _LABEL_VALUE = re.compile(r"(" + _QUALIFIED + r")?")
 
 
@@ -106,7 +106,8 @@ def is_ip(v: str) -> bool:
 def check_dns1123_labels(domain: str) -> None:
     parts = domain.split(".")
     if parts[-1].isdigit():
-        raise ValueError(f"domain name {show(domain)} invalid (top level domain {show(parts[-1])} cannot be all-numeric)")
+        raise ValueError(f"domain name {show(domain)} invalid (top level domain {show(parts[-1])} cannot be "
+                         "all-numeric)")
     for i, label in enumerate(parts):
         if i == len(parts) - 1 and label == "":
             return  # a trailing dot: `istio.io.`

@@ -156,7 +156,8 @@ class GatewaySpec(Spec):
         names: set[str] = set()
         for i, s in enumerate(v):
             if s.port.name in names:
-                raise At(f"[{i}].port.name", f"port names in servers must be unique: duplicate name {show(s.port.name)}")
+                raise At(f"[{i}].port.name",
+                         f"port names in servers must be unique: duplicate name {show(s.port.name)}")
             names.add(s.port.name)
         return v
 

@@ -231,7 +231,8 @@ def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str =
 
 def from_dict(d: dict[str, Any], revision: int = 0) -> Resource:
     """Rebuild a stored resource (already validated once)."""
-    res, errs, _ = parse_document(d, file="<store>", default_namespace=d.get("metadata", {}).get("namespace", DEFAULT_NAMESPACE))
+    ns = d.get("metadata", {}).get("namespace", DEFAULT_NAMESPACE)
+    res, errs, _ = parse_document(d, file="<store>", default_namespace=ns)
     if res is None:
         raise InvalidConfig(errs)
     return res.with_revision(revision)

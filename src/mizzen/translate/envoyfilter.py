@@ -485,8 +485,8 @@ def _rc_matches(rm, rc: dict, inbound: bool) -> bool:
             return False
     if rm.gateway:
         return False  # Mizzen runs no gateways
-    if rm.vhost is not None and rm.vhost.name and \
-            not any(_vh_matches(rm.vhost, vh) for vh in rc.get("virtual_hosts", [])):
+    vhosts = rc.get("virtual_hosts", [])
+    if rm.vhost is not None and rm.vhost.name and not any(_vh_matches(rm.vhost, vh) for vh in vhosts):
         return False
     return True
 
