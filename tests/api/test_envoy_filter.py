@@ -242,3 +242,21 @@ def test_selection_order_and_bad_values() -> None:
     assert "outbound|9080||reviews.default.svc.cluster.local" in out[CLUSTER]  # the unselected REMOVE did nothing
     (e,) = errs
     assert e.path == "spec.configPatches[0]" and "no_such_field" in e.message
+
+
+def test_a_patch_that_would_leave_the_view_dangling_is_skipped() -> None:
+    # removing the cluster the routes send to, or the route config a listener waits for, is refused per patch
+    _, out, errs = patched(EF + textwrap.indent(textwrap.dedent("""
+        configPatches:
+        - applyTo: ROUTE_CONFIGURATION
+          match: {routeConfiguration: {portNumber: 9080}}
+          patch: {operation: REMOVE}
+        - applyTo: CLUSTER
+          match: {cluster: {name: "outbound|9080||reviews.default.svc.cluster.local"}}
+          patch: {operation: MERGE, value: {connect_timeout: 3s}}
+        """), "  "))
+    assert "9080" in out[ROUTE]
+    assert as_dict(out[CLUSTER]["outbound|9080||reviews.default.svc.cluster.local"])["connect_timeout"] == "3s"
+    (e,) = errs
+    assert e.path == "spec.configPatches[0]" and "route config '9080'" in e.message
+    assert str(e).startswith("EnvoyFilter default/ef spec.configPatches[0]: ")

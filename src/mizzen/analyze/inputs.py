@@ -69,8 +69,6 @@ def _lenient_parse(doc: dict, name: str, index: int, namespace: str) -> Resource
     a Gateway with only a selector): what an analyzer can still look at."""
     import copy
 
-    from ..api.load import _pyd_issues  # noqa: F401  (same error shapes)
-
     d = copy.deepcopy(doc)
     for _ in range(40):
         with lenient():
