@@ -13,6 +13,7 @@ from mizzen.manifests import load_files
 from tests.samples import ISTIO_BOOKINFO as SHARED, OWN_BOOKINFO, OWN_NETWORKING, needs_istio_samples
 
 VS = "apiVersion: {v}\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews]\n"
+VS_OK = VS + "  http: [{{route: [{{destination: {{host: reviews}}}}]}}]\n"
 
 
 @needs_istio_samples
@@ -42,12 +43,12 @@ def test_bookinfo_platform_file_loads_services_and_skips_deployments() -> None:
 @pytest.mark.parametrize("version", ["networking.istio.io/v1", "networking.istio.io/v1beta1",
                                      "networking.istio.io/v1alpha3"])
 def test_all_three_istio_api_versions(version: str) -> None:
-    (r,) = load_text(VS.format(v=version)).resources
+    (r,) = load_text(VS_OK.format(v=version)).resources
     assert r.api_version == version and r.namespace == "default"
 
 
 def test_default_namespace_flag() -> None:
-    (r,) = load_text(VS.format(v="networking.istio.io/v1"), default_namespace="shop").resources
+    (r,) = load_text(VS_OK.format(v="networking.istio.io/v1"), default_namespace="shop").resources
     assert r.namespace == "shop"
 
 
@@ -64,15 +65,22 @@ def test_unknown_field_is_located() -> None:
     assert str(i) == "my.yaml (document 1): VirtualService default/reviews field spec.htttp: unknown field"
 
 
-def test_weights_must_sum_to_100() -> None:
-    (i,) = _issues(VS.format(v="networking.istio.io/v1") + """  http:
+def test_weights_split_in_proportion_but_not_all_zero() -> None:
+    # Istio: weights need not sum to 100 (Envoy splits in proportion); several destinations all at 0 are an error
+    (r,) = load_text(VS.format(v="networking.istio.io/v1") + """  http:
   - route:
     - destination: {host: reviews, subset: v1}
       weight: 90
     - destination: {host: reviews, subset: v2}
       weight: 20
+""").resources
+    assert [d.weight for d in r.spec.http[0].route] == [90, 20]
+    (i,) = _issues(VS.format(v="networking.istio.io/v1") + """  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+    - destination: {host: reviews, subset: v2}
 """)
-    assert i.path == "spec.http[0]" and "sum to 110" in i.message
+    assert i.path == "spec.http[0].route" and "total destination weight = 0" in i.message
 
 
 def test_bad_regex_names_the_field() -> None:
@@ -104,7 +112,7 @@ def test_bad_yaml_names_the_line() -> None:
 
 
 def test_duplicate_in_one_input() -> None:
-    (i,) = _issues(VS.format(v="networking.istio.io/v1") + "---\n" + VS.format(v="networking.istio.io/v1"))
+    (i,) = _issues(VS_OK.format(v="networking.istio.io/v1") + "---\n" + VS_OK.format(v="networking.istio.io/v1"))
     assert "twice" in i.message
 
 
@@ -130,7 +138,7 @@ metadata: {name: s}
 spec:
   egress: [{hosts: [reviews]}]
 """)
-    assert i.path == "spec.egress[0].hosts" and "namespace/host" in i.message
+    assert i.path == "spec.egress[0].hosts[0]" and "namespace/dnsName" in i.message
 
 
 def test_round_trip_through_dict() -> None:

@@ -83,7 +83,7 @@ def test_apply_errors_one_per_line_and_nothing_changes(cli, mesh, tmp_path):
     assert lines == [
         f"{bad} (document 1): VirtualService default/broken field spec.htttp: unknown field",
         f"{bad} (document 2): DestinationRule default/Bad_Name field metadata.name: invalid name 'Bad_Name': "
-        "lower-case letters, digits, '-' and '.' only",
+        "lower-case letters, digits, '-' and '.' only, at most 253 characters",
     ]
     assert r.stdout == ""
     assert mesh.store.revision == 0 and mesh.store.list() == []

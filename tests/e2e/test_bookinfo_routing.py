@@ -157,8 +157,8 @@ def test_bad_input_is_rejected_and_changes_nothing(mesh: Mesh, tmp_path: Path) -
                                "spec:\n  hosts: [reviews]\n  htpp: []\n", "spec.htpp"),
         "weights.yaml": ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                          "spec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v1}\n"
-                         "      weight: 60\n    - destination: {host: reviews, subset: v2}\n      weight: 30\n",
-                         "sum to 90"),
+                         "      weight: 0\n    - destination: {host: reviews, subset: v2}\n      weight: 0\n",
+                         "total destination weight = 0"),
         "regex.yaml": ("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
                        "spec:\n  hosts: [reviews]\n  http:\n  - match:\n    - uri: {regex: '/api/(unclosed'}\n"
                        "    route:\n    - destination: {host: reviews}\n", "spec.http[0].match[0].uri.regex"),

@@ -213,7 +213,8 @@ def test_core_revalidates_when_a_replica_commits_during_validation(open_store, t
     try:
         with pytest.raises(InvalidConfig, match="already has a VirtualService"):
             core.apply([("mine.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
-                                      "metadata: {name: mine}\nspec: {hosts: [reviews]}\n")])
+                                      "metadata: {name: mine}\nspec: {hosts: [reviews], http: "
+                                      "[{route: [{destination: {host: reviews}}]}]}\n")])
         assert calls == [0, 1]  # validated twice: the second time against A's commit
         assert _name_list(b) == ["other"]
     finally:

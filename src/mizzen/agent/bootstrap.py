@@ -130,7 +130,9 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             }],
         },
         "layered_runtime": {"layers": [
-            {"name": "static", "static_layer": {}},
+            # as Istio's bootstrap: RE2 programs up to 32768 (Envoy's default error level, 100, NACKs regexes as
+            # plain as `^/api/v[0-9]+/users/[a-z0-9-]{1,64}$`; api/fields.py validates against the same limit)
+            {"name": "static", "static_layer": {"re2.max_program_size.error_level": 32768}},
             {"name": "admin", "admin_layer": {}},
         ]},
     }

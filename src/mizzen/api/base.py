@@ -1,18 +1,52 @@
 """Shared pieces of every resource kind: metadata, the resource envelope, errors with field paths."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic._internal._decorators import PydanticDescriptorProxy
 from pydantic.alias_generators import to_camel
+
+from .fields import check_labels, show
 
 DEFAULT_NAMESPACE = "default"
 CLUSTER_DOMAIN = "svc.cluster.local"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # Kubernetes' limit on all of a resource's annotations
+
+
+_LENIENT: ContextVar[bool] = ContextVar("mizzen_lenient_validation", default=False)
+
+
+@contextlib.contextmanager
+def lenient() -> Iterator[None]:
+    """Within it, Istio's rules (the validators) do not reject: only the shape (types, known fields) is
+    checked. `mizzen analyze` reads documents so, as istioctl does, to analyze a resource that breaks a rule
+    (reported as IST0106) rather than ignore it."""
+    token = _LENIENT.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def _rule(fn: Any) -> Any:
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError:
+            if _LENIENT.get():
+                return args[-1]  # a field validator's value, an after-validator's model: unchanged
+            raise
+    return checked
 
 
 class Spec(BaseModel):
@@ -25,6 +59,13 @@ class Spec(BaseModel):
         populate_by_name=True,
         str_strip_whitespace=False,
     )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in list(cls.__dict__.values()):  # every validator may be switched off by lenient()
+            if isinstance(attr, PydanticDescriptorProxy):
+                f = attr.wrapped
+                attr.wrapped = classmethod(_rule(f.__func__)) if isinstance(f, classmethod) else _rule(f)
 
 
 class Metadata(Spec):
@@ -41,15 +82,37 @@ class Metadata(Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not v or len(v) > 253 or not _DNS_SUBDOMAIN.match(v):
-            raise ValueError(f"invalid name {v!r}: lower-case letters, digits, '-' and '.' only")
+        if not v or len(v) > 253 or not _DNS_SUBDOMAIN.fullmatch(v):
+            raise ValueError(f"invalid name {show(v)}: lower-case letters, digits, '-' and '.' only, "
+                             "at most 253 characters")
         return v
 
     @field_validator("namespace")
     @classmethod
     def _ns(cls, v: str) -> str:
-        if not v or len(v) > 63 or not _DNS_LABEL.match(v):
-            raise ValueError(f"invalid namespace {v!r}: a DNS label (lower-case letters, digits, '-')")
+        if not v or len(v) > 63 or not _DNS_LABEL.fullmatch(v):
+            raise ValueError(f"invalid namespace {show(v)}: a DNS label (lower-case letters, digits, '-'), "
+                             "at most 63 characters")
+        return v
+
+    @field_validator("labels", "annotations", mode="before")
+    @classmethod
+    def _null_is_empty(cls, v: object) -> object:
+        return {} if v is None else v  # `labels:` with nothing after it, as Kubernetes reads it
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        check_labels(v)
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(x) for k, x in v.items()) > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"annotations are too long (more than {MAX_ANNOTATIONS_BYTES} bytes in all)")
+        for k in v:
+            check_labels({k: ""})  # an annotation key is a qualified name, as a label key
         return v
 
 
@@ -74,7 +137,7 @@ class Issue:
             what = f" {self.kind}"
             if self.name:
                 what += f" {self.namespace or DEFAULT_NAMESPACE}/{self.name}"
-        field_ = f" field {self.path}:" if self.path else ":"
+        field_ = f" field {self.path}:" if self.path else (":" if what else "")
         return f"{where}:{what}{field_} {self.message}"
 
     def to_dict(self) -> dict[str, Any]:

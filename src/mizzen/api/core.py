@@ -4,34 +4,85 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
+import re
+
 from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .fields import At, Port, check_labels, is_dns1123_label, is_ip, show
+
+
+_IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
 
 
 class K8sServicePort(Spec):
-    port: int = Field(ge=1, le=65535)
+    port: Port
     name: str = ""
-    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
-    target_port: int | str | None = None
+    protocol: str = "TCP"
+    target_port: Port | str | None = None
     app_protocol: str | None = None
-    node_port: int | None = None
+    node_port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v and not is_dns1123_label(v.lower()) or v != v.lower():
+            raise ValueError(f"invalid port name {show(v)}: lower-case letters, digits and '-'")
+        return v
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str) -> str:
+        if v not in ("TCP", "UDP", "SCTP"):
+            raise ValueError(f"protocol {show(v)} must be TCP, UDP or SCTP")
+        return v
+
+    @field_validator("target_port")
+    @classmethod
+    def _target(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, str) and not (_IANA_SVC_NAME.fullmatch(v) and "--" not in v and not v.isdigit()):
+            raise ValueError(f"invalid targetPort {show(v)}: a port number or a container port's name")
+        return v
 
 
 class ServiceSpec(Spec):
     ports: list[K8sServicePort] = Field(default_factory=list)
     selector: dict[str, str] = Field(default_factory=dict)
-    type: str = "ClusterIP"
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"] = "ClusterIP"
     cluster_ip: str | None = Field(default=None, alias="clusterIP")
-    session_affinity: str | None = None
+    cluster_ips: list[str] = Field(default_factory=list, alias="clusterIPs")
+    external_name: str | None = None
+    session_affinity: Literal["None", "ClientIP"] | None = None
+    ip_families: list[Literal["IPv4", "IPv6"]] = Field(default_factory=list)
+    ip_family_policy: str | None = None
+    internal_traffic_policy: str | None = None
+    external_traffic_policy: str | None = None
+    publish_not_ready_addresses: bool | None = None
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        check_labels(v)
+        return v
+
+    @field_validator("cluster_ip")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v not in (None, "", "None") and not is_ip(v):
+            raise ValueError(f"clusterIP {show(v)} must be an IP address, \"None\" or empty")
+        return v
 
     @model_validator(mode="after")
     def _ports(self) -> "ServiceSpec":
-        seen: set[int] = set()
-        for p in self.ports:
-            if p.port in seen:
-                raise ValueError(f"duplicate service port {p.port}")
-            seen.add(p.port)
+        seen: set[tuple[int, str]] = set()
+        names: set[str] = set()
+        for i, p in enumerate(self.ports):
+            if (p.port, p.protocol) in seen:
+                raise At(f"ports[{i}].port", f"duplicate service port {p.port}")
+            seen.add((p.port, p.protocol))
+            if p.name and p.name in names:
+                raise At(f"ports[{i}].name", f"duplicate service port name {show(p.name)}")
+            names.add(p.name)
         if len(self.ports) > 1 and any(not p.name for p in self.ports):
             raise ValueError("every port must be named when a service has several ports")
         return self
@@ -60,7 +111,7 @@ def sidecar_enabled(workload: "WorkloadSpec", namespace_labels: Mapping[str, str
 
 
 class ContainerPort(Spec):
-    container_port: int = Field(ge=1, le=65535)
+    container_port: Port
     name: str | None = None
     protocol: str = "TCP"
 
@@ -81,7 +132,14 @@ class WorkloadSpec(Spec):
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for k in v:
-            if not k or "=" in k:
-                raise ValueError(f"invalid environment variable name {k!r}")
+        for k, x in v.items():
+            if not k or "=" in k or "\0" in k or "\0" in x:
+                raise ValueError(f"invalid environment variable {show(k)}: no '=' in the name, no NUL anywhere")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if any("\0" in a for a in v):
+            raise ValueError("a command argument may not contain NUL")
         return v

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
-from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service
+from . import (core, destination_rule, envoy_filter, gateway, networking, patch, proxy_config, ratelimit,
+               router, service_entry, sidecar, telemetry, virtual_service)
 from .base import Spec
 
 
@@ -16,21 +18,23 @@ class KindInfo:
     short_names: tuple[str, ...] = ()
     spec_at_top_level: bool = False  # e.g. ServiceAccount has no spec block
     cluster_scoped: bool = False  # metadata.namespace is the resource's own name (e.g. Namespace)
+    # checks that need metadata as well as the spec: Resource -> [(path below spec, message)]
+    checks: Callable[[Any], list[tuple[str, str]]] | None = None
 
 
 KINDS: dict[str, KindInfo] = {
     k.kind: k
     for k in (
         KindInfo("VirtualService", networking.ISTIO_NETWORKING_VERSIONS, virtual_service.VirtualServiceSpec,
-                 "virtualservices", ("vs", "virtualservice")),
+                 "virtualservices", ("vs", "virtualservice"), checks=virtual_service.resource_checks),
         KindInfo("DestinationRule", networking.ISTIO_NETWORKING_VERSIONS, destination_rule.DestinationRuleSpec,
-                 "destinationrules", ("dr", "destinationrule")),
-        KindInfo("ServiceEntry", networking.ISTIO_NETWORKING_VERSIONS, networking.ServiceEntrySpec,
-                 "serviceentries", ("se", "serviceentry")),
-        KindInfo("Sidecar", networking.ISTIO_NETWORKING_VERSIONS, networking.SidecarSpec,
+                 "destinationrules", ("dr", "destinationrule"), checks=destination_rule.resource_checks),
+        KindInfo("ServiceEntry", networking.ISTIO_NETWORKING_VERSIONS, service_entry.ServiceEntrySpec,
+                 "serviceentries", ("se", "serviceentry"), checks=service_entry.resource_checks),
+        KindInfo("Sidecar", networking.ISTIO_NETWORKING_VERSIONS, sidecar.SidecarSpec,
                  "sidecars", ("sidecar",)),
-        KindInfo("Gateway", networking.ISTIO_NETWORKING_VERSIONS, networking.GatewaySpec,
-                 "gateways", ("gw", "gateway")),
+        KindInfo("Gateway", networking.ISTIO_NETWORKING_VERSIONS, gateway.GatewaySpec,
+                 "gateways", ("gw", "gateway"), checks=gateway.resource_checks),
         KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),
@@ -42,6 +46,10 @@ KINDS: dict[str, KindInfo] = {
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
         KindInfo("RateLimit", ("mizzen.dev/v1",), ratelimit.RateLimitSpec, "ratelimits", ("ratelimit", "rl")),
+        KindInfo("EnvoyFilter", ("networking.istio.io/v1alpha3",), envoy_filter.EnvoyFilterSpec, "envoyfilters",
+                 ("envoyfilter", "ef")),
+        KindInfo("ProxyConfig", proxy_config.PROXY_CONFIG_VERSIONS, proxy_config.ProxyConfigSpec, "proxyconfigs",
+                 ("proxyconfig", "pc")),
     )
 }
 

@@ -1,20 +1,38 @@
 """YAML/JSON → validated Resources. Every problem is reported with file, document, resource and field path."""
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pydantic
-import yaml
 
-from .base import DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
+from .base import _LENIENT, DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
+from .fields import show, split_at
 from .kinds import KINDS, SKIPPED_KINDS
+from .yamlload import YamlError, load_documents
 
 
 @dataclass
 class LoadResult:
     resources: list[Resource] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    # where each resource came from: key -> (file, 0-based document index), to locate later errors
+    origins: dict = field(default_factory=dict)
+
+    def locate(self, issues: Iterable[Issue]) -> list[Issue]:
+        """Issues that name a resource but no file (found after parsing, e.g. by the control plane's
+        validators, which say `<apply>`) given the file and document the resource came from."""
+        from dataclasses import replace
+
+        out = []
+        for i in issues:
+            origin = self.origins.get((i.kind, i.namespace, i.name))
+            if origin is not None and (i.file in ("<apply>", "<input>", "<request>") or i.document is None):
+                i = replace(i, file=origin[0], document=origin[1])
+            out.append(i)
+        return out
 
 
 def _loc(loc: Iterable[Any]) -> str:
@@ -38,29 +56,38 @@ def _pyd_issues(err: pydantic.ValidationError, prefix: str, base: Issue) -> list
             msg = "unknown field"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+            sub, msg = split_at(msg)
+            if sub:
+                path = path + sub if sub.startswith("[") or not path else f"{path}.{sub}"
         issues.append(Issue(msg, base.file, base.document, base.kind, base.namespace, base.name, path))
     return issues
 
 
 def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
-                   default_namespace: str = DEFAULT_NAMESPACE) -> tuple[Resource | None, list[Issue], list[Issue]]:
-    """Validate one decoded document. Returns (resource or None, errors, warnings)."""
+                   default_namespace: str = DEFAULT_NAMESPACE,
+                   skip_unknown: bool = False) -> tuple[Resource | None, list[Issue], list[Issue]]:
+    """Validate one decoded document. Returns (resource or None, errors, warnings). With skip_unknown, a
+    document of a kind Mizzen does not know is a warning instead of an error (`--skip-unknown`)."""
     base = Issue("", file, index)
     if not isinstance(doc, dict):
         return None, [Issue("document is not a mapping", file, index)], []
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
     meta_in = doc.get("metadata") or {}
-    name = meta_in.get("name") if isinstance(meta_in, dict) else None
-    ns = (meta_in.get("namespace") if isinstance(meta_in, dict) else None) or default_namespace
-    base = Issue("", file, index, kind if isinstance(kind, str) else None, ns, name)
+    name = _ident(meta_in.get("name")) if isinstance(meta_in, dict) else None
+    ns = _ident((meta_in.get("namespace") if isinstance(meta_in, dict) else None) or default_namespace)
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return None, [Issue("apiVersion and kind are required", file, index, None, ns, name)], []
+    api_version, kind = _ident(api_version), _ident(kind)
+    base = Issue("", file, index, kind, ns, name)
     if (api_version, kind) in SKIPPED_KINDS:
         return None, [], [Issue(f"skipped: {SKIPPED_KINDS[(api_version, kind)]}", file, index, kind, ns, name)]
     info = KINDS.get(kind)
     if info is None:
+        if skip_unknown:
+            return None, [], [Issue(f"skipped: unknown kind {kind!r} ({api_version})", file, index, kind, ns, name)]
         known = ", ".join(sorted(KINDS))
-        return None, [Issue(f"unknown kind {kind!r} (known kinds: {known})", file, index, kind, ns, name, "kind")], []
+        return None, [Issue(f"unknown kind {kind!r} (known kinds: {known}; --skip-unknown applies the others)",
+                            file, index, kind, ns, name, "kind")], []
     if api_version not in info.api_versions:
         return None, [Issue(f"apiVersion {api_version!r} is not served for {kind}; use one of "
                             f"{', '.join(info.api_versions)}", file, index, kind, ns, name, "apiVersion")], []
@@ -70,7 +97,7 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         allowed_top |= {"secrets", "imagePullSecrets", "automountServiceAccountToken"}
     for k in doc:
         if k not in allowed_top:
-            errors.append(Issue("unknown field", file, index, kind, ns, name, str(k)))
+            errors.append(Issue("unknown field", file, index, kind, ns, name, _ident(k)))
     if not isinstance(meta_in, dict):
         errors.append(Issue("metadata must be a mapping", file, index, kind, ns, name, "metadata"))
         return None, errors, []
@@ -93,54 +120,99 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
         spec = None
     if errors or meta is None or spec is None:
         return None, errors, []
-    return Resource(api_version, kind, meta, spec), [], []
+    res = Resource(api_version, kind, meta, spec)
+    if info.checks is not None and not _LENIENT.get():  # rules that need metadata too (e.g. exportTo and the namespace)
+        errors = [Issue(msg, file, index, kind, ns, name, f"spec.{path}" if path else "spec")
+                  for path, msg in info.checks(res)]
+        if errors:
+            return None, errors, []
+    return res, [], []
+
+
+_IDENT = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_./:]{0,252}")
+
+
+def _ident(v: Any) -> Any:
+    """A name, kind or namespace as an error message may show it: ordinary names as they are; anything else
+    (a list, a huge string, control characters) escaped and cut short."""
+    if v is None or (isinstance(v, str) and _IDENT.fullmatch(v)):
+        return v
+    return show(v, 60)
+
+
+MAX_RESOURCE_BYTES = 1536 * 1024  # one resource's stored JSON (Kubernetes/etcd's object limit)
+MAX_LIST_NESTING = 4
+
+
+def _list_items(doc: Any, depth: int = 0) -> list[Any] | None:
+    """kubectl flattens `kind: List` (and `<Kind>List`) documents into their items, lists in lists included."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str) or not doc["kind"].endswith("List"):
+        return None
+    items = doc.get("items")
+    if items is None and doc["kind"] == "List":
+        return []
+    if not isinstance(items, list):
+        return None
+    out: list[Any] = []
+    for item in items:
+        sub = _list_items(item, depth + 1) if depth < MAX_LIST_NESTING else None
+        out.extend(sub if sub is not None else [item])
+    return out
 
 
 def unwrap_list(doc: Any) -> list[Any]:
-    """The documents one YAML document stands for: the items of a `kind: List` (as `kubectl get -o yaml`
-    writes), else the document itself."""
-    if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-        return doc["items"]
-    return [doc]
+    """The documents one YAML document stands for: the items of a `kind: List` (or `<Kind>List`, lists in
+    lists flattened, as kubectl does), else the document itself."""
+    items = _list_items(doc)
+    return items if items is not None else [doc]
 
 
-def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+def load_text(text: str, *, file: str = "<input>", default_namespace: str = DEFAULT_NAMESPACE,
+              skip_unknown: bool = False) -> LoadResult:
     """Parse a multi-document YAML (or JSON) text. Raises InvalidConfig listing every problem."""
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidConfig([Issue(f"not valid YAML{where}: {getattr(e, 'problem', e)}", file)]) from None
+        docs = load_documents(text)
+    except YamlError as e:
+        raise InvalidConfig([Issue(str(e), file, e.document)]) from None
     result = LoadResult()
     errors: list[Issue] = []
     seen: dict[Any, int] = {}
-    for i, doc in enumerate(docs):
+    for d in docs:
+        i, doc = d.index, d.value
         if doc is None:  # empty document, e.g. a trailing '---'
             continue
-        for d in unwrap_list(doc):
-            res, errs, warns = parse_document(d, file=file, index=i, default_namespace=default_namespace)
+        for sub in unwrap_list(doc):
+            res, errs, warns = parse_document(sub, file=file, index=i, default_namespace=default_namespace,
+                                              skip_unknown=skip_unknown)
             errors.extend(errs)
             result.warnings.extend(warns)
-            if res is not None:
-                if res.key in seen:
-                    errors.append(Issue(f"defined twice in one input (also document {seen[res.key] + 1})",
-                                        file, i, res.kind, res.namespace, res.name))
-                seen[res.key] = i
-                result.resources.append(res)
+            if res is None:
+                continue
+            size = len(json.dumps(res.to_dict(), separators=(",", ":")))
+            if size > MAX_RESOURCE_BYTES:
+                errors.append(Issue(f"resource is too large ({size} bytes as JSON; at most {MAX_RESOURCE_BYTES})",
+                                    file, i, res.kind, res.namespace, res.name))
+                continue
+            if res.key in seen:
+                errors.append(Issue(f"defined twice in one input (also document {seen[res.key] + 1})",
+                                    file, i, res.kind, res.namespace, res.name))
+            seen[res.key] = i
+            result.resources.append(res)
+            result.origins[(res.kind, res.namespace, res.name)] = (file, i)
     if errors:
         raise InvalidConfig(errors)
     return result
 
 
-def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str = DEFAULT_NAMESPACE) -> LoadResult:
+def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str = DEFAULT_NAMESPACE,
+                 skip_unknown: bool = False) -> LoadResult:
     """Load several (name, text) inputs as one all-or-nothing input (reading files is the caller's job)."""
     out = LoadResult()
     errors: list[Issue] = []
     seen: dict[Any, str] = {}
     for name, text in sources:
         try:
-            r = load_text(text, file=name, default_namespace=default_namespace)
+            r = load_text(text, file=name, default_namespace=default_namespace, skip_unknown=skip_unknown)
         except InvalidConfig as e:
             errors.extend(e.issues)
             continue
@@ -151,6 +223,7 @@ def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str =
             seen[res.key] = name
         out.resources.extend(r.resources)
         out.warnings.extend(r.warnings)
+        out.origins.update(r.origins)
     if errors:
         raise InvalidConfig(errors)
     return out
@@ -158,7 +231,8 @@ def load_sources(sources: Iterable[tuple[str, str]], *, default_namespace: str =
 
 def from_dict(d: dict[str, Any], revision: int = 0) -> Resource:
     """Rebuild a stored resource (already validated once)."""
-    res, errs, _ = parse_document(d, file="<store>", default_namespace=d.get("metadata", {}).get("namespace", DEFAULT_NAMESPACE))
+    ns = d.get("metadata", {}).get("namespace", DEFAULT_NAMESPACE)
+    res, errs, _ = parse_document(d, file="<store>", default_namespace=ns)
     if res is None:
         raise InvalidConfig(errs)
     return res.with_revision(revision)

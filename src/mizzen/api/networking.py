@@ -1,17 +1,13 @@
-"""Istio networking.istio.io kinds: the shared pieces (apiVersions, PortSelector) and ServiceEntry, Sidecar,
-Gateway. VirtualService is in virtual_service.py, DestinationRule in destination_rule.py.
-
-Fields follow Istio's reference. Fields Mizzen does not translate yet are still typed where cheap
-(so a typo is caught) and otherwise accepted as free-form mappings; see docs/api.md for what each
-field does today.
+"""Istio networking.istio.io: the pieces several kinds share (apiVersions, PortSelector, WorkloadSelector, the
+protocols Istio knows). Each kind has its own module: virtual_service.py, destination_rule.py, service_entry.py,
+sidecar.py, gateway.py, envoy_filter.py, proxy_config.py.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from .base import Spec
+from .fields import Port, check_selector_labels, is_dns1123_label, show
 
 ISTIO_NETWORKING_VERSIONS = (
     "networking.istio.io/v1",
@@ -19,109 +15,41 @@ ISTIO_NETWORKING_VERSIONS = (
     "networking.istio.io/v1alpha3",
 )
 
+# Istio's protocol.Parse (case-insensitive); anything else is "unsupported"
+PROTOCOLS = {"tcp": "TCP", "udp": "UDP", "grpc": "GRPC", "grpc-web": "GRPC-Web", "http": "HTTP",
+             "http_proxy": "HTTP_PROXY", "http2": "HTTP2", "https": "HTTPS", "tls": "TLS", "mongo": "Mongo",
+             "redis": "Redis", "mysql": "MySQL"}
+HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-Web"})
+TLS_PROTOCOLS = frozenset({"HTTPS", "TLS"})
+
+
+def parse_protocol(p: str | None) -> str | None:
+    """Istio's protocol name for `p`, or None when Istio does not know it."""
+    return PROTOCOLS.get((p or "").lower())
+
+
+def check_protocol(p: str | None) -> None:
+    """An empty protocol means "sniff"; otherwise it must be one Istio knows."""
+    if p and parse_protocol(p) is None:
+        raise ValueError(f"unsupported protocol: {show(p)}")
+
+
+def check_port_name(name: str) -> None:
+    if not is_dns1123_label(name):
+        raise ValueError(f"invalid port name: {show(name)} (a DNS label: letters, digits, '-')")
+
 
 class PortSelector(Spec):  # a VirtualService destination's port, a DestinationRule's portLevelSettings
-    number: int = Field(ge=1, le=65535)
-
-
-# ---------------------------------------------------------------- ServiceEntry
-
-
-class ServicePort(Spec):
-    number: int = Field(ge=1, le=65535)
-    protocol: str | None = None
-    name: str = ""
-    target_port: int | None = Field(default=None, ge=1, le=65535)
-
-
-class WorkloadEntry(Spec):
-    address: str | None = None
-    ports: dict[str, int] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    network: str | None = None
-    locality: str | None = None
-    weight: int | None = None
-    service_account: str | None = None
-
-
-class ServiceEntrySpec(Spec):
-    hosts: list[str] = Field(min_length=1)
-    addresses: list[str] = Field(default_factory=list)
-    ports: list[ServicePort] = Field(default_factory=list)
-    location: Literal["MESH_EXTERNAL", "MESH_INTERNAL"] = "MESH_EXTERNAL"
-    resolution: Literal["NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"] = "NONE"
-    endpoints: list[WorkloadEntry] = Field(default_factory=list)
-    workload_selector: dict[str, Any] | None = None
-    export_to: list[str] = Field(default_factory=list)
-    subject_alt_names: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _resolution(self) -> "ServiceEntrySpec":
-        import ipaddress
-
-        seen: set[int] = set()
-        for p in self.ports:
-            if p.number in seen:
-                raise ValueError(f"ports: port {p.number} is listed twice")
-            seen.add(p.number)
-        if self.resolution == "STATIC":
-            if not self.endpoints and not self.workload_selector:
-                raise ValueError("STATIC resolution needs endpoints (or a workloadSelector)")
-            for i, e in enumerate(self.endpoints):
-                try:
-                    ipaddress.ip_address(e.address or "")
-                except ValueError:
-                    raise ValueError(f"endpoints[{i}].address {e.address!r} must be an IP address with "
-                                     f"resolution STATIC (use resolution DNS for host names)") from None
-        if self.resolution in ("DNS", "DNS_ROUND_ROBIN") and not self.endpoints:
-            for h in self.hosts:
-                if h.startswith("*"):
-                    raise ValueError(f"host {h!r}: a wildcard host cannot be resolved by DNS; list endpoints")
-        return self
-
-
-# ---------------------------------------------------------------- Sidecar
-
-
-class IstioEgressListener(Spec):
-    port: ServicePort | None = None
-    bind: str | None = None
-    capture_mode: str | None = None
-    hosts: list[str] = Field(min_length=1)
-
-    @field_validator("hosts")
-    @classmethod
-    def _hosts(cls, v: list[str]) -> list[str]:
-        for h in v:
-            if "/" not in h:
-                raise ValueError(f"egress host {h!r} must be namespace/host: '<ns>/<host>', './<host>' or '*/<host>'")
-        return v
+    number: Port
 
 
 class WorkloadSelector(Spec):
-    labels: dict[str, str] = Field(default_factory=dict)
+    """`workloadSelector: {labels: {...}}` of ServiceEntry, Sidecar, EnvoyFilter."""
 
+    labels: dict[str, str] = Field(default_factory=dict, max_length=256)
 
-class SidecarSpec(Spec):
-    workload_selector: WorkloadSelector | None = None
-    ingress: list[dict[str, Any]] = Field(default_factory=list)
-    egress: list[IstioEgressListener] = Field(default_factory=list)
-    outbound_traffic_policy: dict[str, Any] | None = None
-    inbound_connection_pool: dict[str, Any] | None = None
-
-
-# ---------------------------------------------------------------- Gateway (stored; translated later)
-
-
-class Server(Spec):
-    port: ServicePort
-    hosts: list[str] = Field(min_length=1)
-    tls: dict[str, Any] | None = None
-    bind: str | None = None
-    name: str | None = None
-    default_endpoint: str | None = None
-
-
-class GatewaySpec(Spec):
-    servers: list[Server] = Field(default_factory=list)
-    selector: dict[str, str] = Field(default_factory=dict)
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        check_selector_labels(v)
+        return v

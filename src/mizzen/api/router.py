@@ -11,8 +11,9 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .fields import Port, check_labels, check_wildcard_domain, show
 
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 class RouterBranch(Spec):
@@ -23,16 +24,16 @@ class RouterBranch(Spec):
     @field_validator("branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not _LABEL_VALUE.match(v) or len(v) > 63:
-            raise ValueError(f"invalid branch {v!r}: must be a label value")
+        if not _LABEL_VALUE.fullmatch(v) or len(v) > 63:
+            raise ValueError(f"invalid branch {show(v)}: must be a label value")
         return v
 
     @field_validator("versions")
     @classmethod
     def _versions(cls, v: dict[str, int]) -> dict[str, int]:
         for name, w in v.items():
-            if not _LABEL_VALUE.match(name) or len(name) > 63:
-                raise ValueError(f"invalid version {name!r}: must be a label value")
+            if not _LABEL_VALUE.fullmatch(name) or len(name) > 63:
+                raise ValueError(f"invalid version {show(name)}: must be a label value")
             if not 0 <= w <= 100:
                 raise ValueError(f"weight of {name!r} must be 0..100, got {w}")
         if v and sum(v.values()) != 100:
@@ -41,13 +42,28 @@ class RouterBranch(Spec):
 
 
 class RouterSpec(Spec):
-    port: int = Field(ge=1, le=65535)
+    port: Port
     protocol: Literal["http", "http2", "grpc"] = "http"
     host: str | None = None  # the service; default: the Router's name in its namespace
     default_branch: str = "master"
     branch_label: str = "branch"
     version_label: str = "version"
     subsets: list[RouterBranch] = Field(min_length=1)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v is not None:
+            if v.startswith("*"):
+                raise ValueError(f"host {show(v)}: a Router is for one service, not a wildcard")
+            check_wildcard_domain(v)
+        return v
+
+    @field_validator("branch_label", "version_label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        check_labels({v: ""})
+        return v
 
     @model_validator(mode="after")
     def _default_branch(self) -> "RouterSpec":

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..agent.commands import agent
-from ..analyze.commands import analyze
+from ..analyze.commands import analyze, validate
 from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
 from ..bench.commands import bench
 from ..ca.commands import ca
@@ -45,14 +45,16 @@ def _kind(name: str) -> str:
 @click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
               help="a manifest, a directory of *.yaml/*.yml, or - for stdin (repeatable)")
 @click.option("-n", "--namespace", default=None, help="namespace for documents that name none")
+@click.option("--dry-run", is_flag=True, help="every check on the server, nothing stored (kubectl's --dry-run=server)")
+@click.option("--skip-unknown", is_flag=True, help="apply the known kinds; warn about each document of another kind")
 @state_dir_option
-def apply(files: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
+def apply(files: tuple[str, ...], namespace: str | None, dry_run: bool, skip_unknown: bool, state_dir: str) -> None:
     """Create or update resources from manifests, all-or-nothing."""
-    out = ApiClient(state_dir).apply(read_inputs(files), namespace)
+    out = ApiClient(state_dir).apply(read_inputs(files), namespace, dry_run=dry_run, skip_unknown=skip_unknown)
     for w in out.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
     for a in out.get("applied", []):
-        click.echo(f"{kind_ref(a['kind'])}/{a['name']} {a['action']}")
+        click.echo(f"{kind_ref(a['kind'])}/{a['name']} {a['action']}" + (" (dry run)" if out.get("dryRun") else ""))
 
 
 @click.command()
@@ -194,7 +196,7 @@ def build_cli() -> click.Group:
     register_proxy_commands(cli.add_command)
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
-                      (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
+                      (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
                       (ratelimit, "ratelimit"), (ca, "ca")):
         cli.add_command(cmd, name=name)
     return cli

@@ -74,9 +74,11 @@ class ApiClient:
         raise self._unavailable(tried)
 
     # ------------------------------------------------------------------ config
-    def apply(self, files: list[tuple[str, str]], namespace: str | None = None) -> dict[str, Any]:
+    def apply(self, files: list[tuple[str, str]], namespace: str | None = None, *, dry_run: bool = False,
+              skip_unknown: bool = False) -> dict[str, Any]:
         body = {"files": [{"name": n, "text": t} for n, t in files], "namespace": namespace}
-        return dict(self.request("POST", "/api/v1/apply", body))
+        q = {k: "true" for k, on in (("dryRun", dry_run), ("skipUnknown", skip_unknown)) if on}
+        return dict(self.request("POST", "/api/v1/apply", body, query=q or None))
 
     def delete_files(self, files: list[tuple[str, str]], namespace: str | None = None) -> dict[str, Any]:
         body = {"files": [{"name": n, "text": t} for n, t in files], "namespace": namespace}

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from ..api.base import CLUSTER_DOMAIN, Resource
 from .types import labels_tuple
+from .visibility import export_to_of
 
 VIP_NETWORK = ipaddress.ip_network("10.96.0.0/16")
 
@@ -76,6 +77,7 @@ class Service:
     mesh_external: bool = False
     static_endpoints: tuple[StaticEndpoint, ...] = ()
     revision: int = 0
+    export_to: tuple[str, ...] = ()  # model/visibility.py
 
     def port(self, number: int) -> ServicePort | None:
         for p in self.ports:
@@ -169,7 +171,7 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
                       for p in spec.ports)
         explicit = spec.cluster_ip if spec.cluster_ip and spec.cluster_ip != "None" else None
         return [(Service(fqdn(r.name, r.namespace), r.name, r.namespace, ports, labels_tuple(spec.selector),
-                         source="service", revision=r.revision), explicit)]
+                         source="service", revision=r.revision, export_to=export_to_of(r)), explicit)]
     ports = tuple(ServicePort(p.number, p.name, port_protocol(p.name, None, p.protocol), p.target_port)
                   for p in spec.ports)
     eps = tuple(
@@ -177,7 +179,7 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
                        e.locality or "", e.weight or 0)
         for e in spec.endpoints
     )
-    selector = labels_tuple((spec.workload_selector or {}).get("labels") or {})
+    selector = labels_tuple(spec.workload_selector.labels if spec.workload_selector else {})
     out = []
     for i, host in enumerate(spec.hosts):
         h = resolve_host(host, r.namespace, known) if "." not in host else host
@@ -188,7 +190,7 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
         out.append((Service(h, name, r.namespace, ports, selector, source="serviceentry",
                             resolution=spec.resolution if spec.resolution != "NONE" else "STATIC",
                             mesh_external=spec.location == "MESH_EXTERNAL", static_endpoints=eps,
-                            revision=r.revision), explicit))
+                            revision=r.revision, export_to=export_to_of(r)), explicit))
     return out
 
 

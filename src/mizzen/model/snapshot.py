@@ -18,6 +18,7 @@ from .resolved import Resolved
 from .router import expand_all
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
+from .visibility import exported_to
 
 __all__ = ["ROOT_NAMESPACE", "labels_match", "Endpoint", "SidecarScope", "ConfigIndex", "EndpointIndex",
            "Snapshot"]
@@ -157,7 +158,8 @@ class ConfigIndex:
         """The services the proxy's Sidecar egress lets it see (all without a Sidecar), by hostname."""
         scope = self.sidecar_scope(proxy)
         return self.memoized(("visible", scope.key, scope.egress, proxy.namespace), lambda: tuple(
-            s for s in sorted(self.services.values(), key=lambda s: s.hostname) if scope.allows(s, proxy.namespace)))
+            s for s in sorted(self.services.values(), key=lambda s: s.hostname) if scope.allows(s, proxy.namespace)
+            and exported_to(s.export_to, s.namespace, proxy.namespace)))  # exportTo: model/visibility.py
 
     def own_services(self, proxy: Proxy) -> tuple[Service, ...]:
         """The services that select this proxy (its namespace, selector ⊆ its labels): its inbound side."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 
 from typing import Any, Callable, Iterable, Sequence
 
-import yaml
-
 from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, ResourceKey, load_sources, resolve_kind
 from ..api.kinds import SKIPPED_KINDS
-from ..api.load import unwrap_list
+from ..api.load import LoadResult, unwrap_list
+from ..api.yamlload import YamlError, load_documents
 from ..model.types import Instance
 from ..registry.base import Registry
 from ..store.base import ConfigStore, NotFound, RevisionConflict
@@ -59,6 +59,14 @@ def kind_name(name: str) -> str:
                                    "<request>", path="kind")]) from None
 
 
+def _would(r: Resource, current: Resource | None) -> str:
+    """What applying `r` over `current` would do (a dry run's answer), as the store reports it."""
+    if current is None:
+        return "created"
+    same = json.dumps(r.to_dict(), sort_keys=True) == json.dumps(current.to_dict(), sort_keys=True)
+    return "unchanged" if same else "configured"
+
+
 def _key_dict(k: ResourceKey) -> dict[str, str]:
     return {"kind": k.kind, "namespace": k.namespace, "name": k.name}
 
@@ -71,19 +79,25 @@ class ControlPlaneCore:
 
     # ------------------------------------------------------------------ config
 
-    def parse(self, files: Sequence[File], namespace: str | None = None) -> tuple[list[Resource], list[Issue]]:
+    def parse(self, files: Sequence[File], namespace: str | None = None,
+              skip_unknown: bool = False) -> tuple[list[Resource], list[Issue]]:
         """Parse and validate every file as one input. Returns (resources, warnings); raises InvalidConfig
         listing every problem in every file."""
-        result = load_sources(files, default_namespace=namespace or DEFAULT_NAMESPACE)
+        result = load_sources(files, default_namespace=namespace or DEFAULT_NAMESPACE, skip_unknown=skip_unknown)
         return [_strip_server_fields(r) for r in result.resources], result.warnings
 
-    def apply(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
-        resources, warnings = self._parsed(files, namespace)
+    def apply(self, files: Sequence[File], namespace: str | None = None, *, dry_run: bool = False,
+              skip_unknown: bool = False) -> dict[str, Any]:
+        """All-or-nothing apply. `dry_run`: every check (the validators included), nothing stored; the answer
+        says what would be done. `skip_unknown`: documents of unknown kinds are warnings, not errors."""
+        resources, warnings, origins = self._parsed(files, namespace, skip_unknown)
         # validate against the store as it is, and write only over that same revision: another control-plane
         # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            self._check(resources, current)
+            self._check(resources, current, origins)
+            if dry_run:
+                return self._dry_run(resources, revision, warnings)
             try:
                 return self._applied(self.store.apply(resources, if_revision=revision), warnings)
             except RevisionConflict:
@@ -91,14 +105,17 @@ class ControlPlaneCore:
                     raise
         raise AssertionError("unreachable")
 
-    async def apply_async(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+    async def apply_async(self, files: Sequence[File], namespace: str | None = None, *, dry_run: bool = False,
+                          skip_unknown: bool = False) -> dict[str, Any]:
         """`apply` for the event loop: parsing and validation in a worker thread, the conditional write on
         the loop. A write that lands in between (another request, another replica) is caught by the
         conditional write, and the round is validated again."""
-        resources, warnings = await asyncio.to_thread(self._parsed, files, namespace)
+        resources, warnings, origins = await asyncio.to_thread(self._parsed, files, namespace, skip_unknown)
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            await asyncio.to_thread(self._check, resources, current)
+            await asyncio.to_thread(self._check, resources, current, origins)
+            if dry_run:
+                return self._dry_run(resources, revision, warnings)
             try:
                 return self._applied(self.store.apply(resources, if_revision=revision), warnings)
             except RevisionConflict:
@@ -106,18 +123,26 @@ class ControlPlaneCore:
                     raise
         raise AssertionError("unreachable")
 
-    def _parsed(self, files: Sequence[File], namespace: str | None) -> tuple[list[Resource], list[Issue]]:
-        resources, warnings = self.parse(files, namespace)
+    def _parsed(self, files: Sequence[File], namespace: str | None,
+                skip_unknown: bool = False) -> tuple[list[Resource], list[Issue], LoadResult]:
+        origins = load_sources(files, default_namespace=namespace or DEFAULT_NAMESPACE, skip_unknown=skip_unknown)
+        resources, warnings = [_strip_server_fields(r) for r in origins.resources], origins.warnings
         if not resources:
             where = ", ".join(n for n, _ in files) or "<input>"
             raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
-        return resources, warnings
+        return resources, warnings, origins
 
-    def _check(self, resources: list[Resource], current: list[Resource]) -> None:
+    def _check(self, resources: list[Resource], current: list[Resource], origins: LoadResult | None = None) -> None:
         """Every validator sees the whole would-be config; any problem rejects the apply (blocking)."""
         issues = [i for v in self.validators for i in v(resources, current)]
-        if issues:
-            raise InvalidConfig(issues)
+        if issues:  # name the file and document, not `<apply>`
+            raise InvalidConfig(origins.locate(issues) if origins is not None else issues)
+
+    def _dry_run(self, resources: list[Resource], revision: int, warnings: list[Issue]) -> dict[str, Any]:
+        """A dry run's answer: what applying would do to each resource; nothing stored."""
+        return {"revision": revision, "dryRun": True,
+                "applied": [{**_key_dict(r.key), "action": _would(r, self.store.get(r.key))} for r in resources],
+                "warnings": [str(w) for w in warnings]}
 
     @staticmethod
     def _applied(result, warnings: list[Issue]) -> dict[str, Any]:
@@ -135,10 +160,10 @@ class ControlPlaneCore:
         warnings: list[Issue] = []
         errors: list[Issue] = []
         for fname, text in files:
-            try:
-                docs = list(yaml.safe_load_all(text))
-            except yaml.YAMLError as e:
-                errors.append(Issue(f"not valid YAML: {getattr(e, 'problem', e)}", fname))
+            try:  # the same reader as apply: bounded, YAML 1.2, duplicate keys refused
+                docs = [d.value for d in load_documents(text)]
+            except YamlError as e:
+                errors.append(Issue(str(e), fname, e.document))
                 continue
             for i, doc in enumerate(docs):
                 if doc is None:
@@ -204,8 +229,8 @@ class ControlPlaneCore:
             inst = Instance.from_dict(body)
         except KeyError as e:
             raise InvalidConfig([Issue("required field is missing", "<request>", path=str(e.args[0]))]) from None
-        except (TypeError, ValueError, AttributeError) as e:
-            raise InvalidConfig([Issue(f"invalid instance: {e}", "<request>")]) from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as e:  # e.g. ports: [Infinity]
+            raise InvalidConfig([Issue(f"invalid instance: {str(e)[:200]}", "<request>")]) from None
         if not inst.id or not inst.address:
             raise InvalidConfig([Issue("id and address must not be empty", "<request>")])
         return self.registry.upsert(inst)

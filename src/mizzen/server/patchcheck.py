@@ -1,10 +1,10 @@
-"""Apply-time check of EnvoyPatch resources with the real Envoy.
+"""Apply-time check of EnvoyPatch (and Istio EnvoyFilter) resources with the real Envoy.
 
-For each applied EnvoyPatch, the would-be config of the proxies it selects (from Workloads and registered
+For each applied EnvoyPatch or EnvoyFilter, the would-be config of the proxies it selects (from Workloads and registered
 instances; a stand-in proxy with the selector's labels when none runs yet) is rendered with the patch. A
 patch whose value does not parse or merge, or that would leave a view dangling (`translate/consistency.py`),
-is refused with the reason and the field (`spec.patches[i]`); so is an apply that would make a patch already
-stored dangle. The patched view is then folded into a static bootstrap and given to `envoy --mode validate`,
+is refused with the reason and the field (`spec.patches[i]`, `spec.configPatches[i]`); so is an apply that
+would make a patch already stored dangle. The patched view is then folded into a static bootstrap and given to `envoy --mode validate`,
 which fails with the same reason Envoy would NACK with. Any failure refuses the whole apply.
 
 The check is blocking (it renders and runs Envoy, up to MAX_PROXIES_PER_PATCH times per patch): the control
@@ -68,6 +68,9 @@ def _envoy_says(envoy: str, bootstrap: dict) -> str | None:
     return reason.split("] ", 1)[-1][:500]
 
 
+_PATCHES = {"EnvoyPatch": "spec.patches", "EnvoyFilter": "spec.configPatches"}  # where a kind's patches are
+
+
 def _issue(e: PatchError, proxy: Proxy) -> Issue:
     r = e.resource
     who = f"{proxy.workload or 'a proxy'} in {proxy.namespace}"
@@ -79,7 +82,7 @@ def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[
     """A ControlPlaneCore validator: (applied, current) -> issues. Blocking: run it off the event loop."""
 
     def check(applied: list[Resource], current: list[Resource]) -> list[Issue]:
-        patches = [r for r in applied if r.kind == "EnvoyPatch"]
+        patches = [r for r in applied if r.kind in ("EnvoyPatch", "EnvoyFilter")]
         if not patches:
             return []
         merged = {r.key: r for r in current}
@@ -101,16 +104,16 @@ def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[
                     others = [e for e in others if (e.resource.key, e.message) not in old]
                 if own or others:
                     issues.extend(_issue(e, proxy) for e in own)
-                    issues.extend(Issue(f"this apply would make EnvoyPatch {e.resource.namespace}/{e.resource.name}"
-                                        f" {e.path} dangle for {proxy.workload or 'a proxy'} in {proxy.namespace}: "
-                                        f"{e.message}", "<apply>", None, patch.kind, patch.namespace, patch.name,
-                                        "spec.patches") for e in others)
+                    issues.extend(Issue(f"this apply would make {e.resource.kind} "
+                                        f"{e.resource.namespace}/{e.resource.name} {e.path} dangle for "
+                                        f"{proxy.workload or 'a proxy'} in {proxy.namespace}: {e.message}", "<apply>", None, patch.kind, patch.namespace, patch.name,
+                                        _PATCHES[patch.kind]) for e in others)
                     break
                 reason = _envoy_says(envoy_binary(), static_bootstrap(result.view))
                 if reason:
                     issues.append(Issue(f"Envoy would reject the patched config of {proxy.workload or 'a proxy'} "
                                         f"in {proxy.namespace}: {reason}", "<apply>", None, patch.kind,
-                                        patch.namespace, patch.name, "spec.patches"))
+                                        patch.namespace, patch.name, _PATCHES[patch.kind]))
                     break
         return issues
 

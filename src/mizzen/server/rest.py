@@ -8,8 +8,10 @@ registry writes happen on the loop thread, so their subscribers run on the loop 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import zlib
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -56,14 +58,54 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"message": "internal error (see the control plane log)"}, 500)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+MAX_BODY = 16 * 1024 * 1024  # a request body, after Content-Encoding is undone (a gzip bomb stops here: 413)
+_SYNC_PARSE = 64 * 1024  # bigger bodies are parsed in a thread, not on the event loop
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(raw: bytes) -> Any:
     try:
-        data = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidConfig([Issue("request body is not valid JSON", "<request>")]) from None
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except RecursionError:
+        raise InvalidConfig([Issue("request body is nested too deeply", "<request>")]) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidConfig([Issue(f"request body is not valid UTF-8 JSON: {str(e)[:200]}", "<request>")]) from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    charset = (request.charset or "utf-8").lower().replace("_", "-")
+    if charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
+        raise web.HTTPUnsupportedMediaType(reason=f"charset {charset[:40]!r} is not supported: send UTF-8 JSON")
+    raw = _decoded(request.headers.get("Content-Encoding", ""), await request.read())
+    data = _parse_json(raw) if len(raw) <= _SYNC_PARSE else await asyncio.to_thread(_parse_json, raw)
     if not isinstance(data, dict):
         raise InvalidConfig([Issue("request body must be a JSON object", "<request>")])
     return data
+
+
+def _decoded(encoding: str, body: bytes) -> bytes:
+    """Undo a Content-Encoding ourselves (aiohttp's automatic decoding is off): bounded, so that a gzip bomb
+    stops at MAX_BODY, and a body that does not decode is a 400, not a dropped connection."""
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc not in ("gzip", "x-gzip", "deflate"):
+        raise web.HTTPUnsupportedMediaType(reason=f"Content-Encoding {enc[:40]!r} is not supported (gzip, deflate)")
+    d = zlib.decompressobj(wbits=31 if "gzip" in enc else 15)
+    try:
+        out = d.decompress(body, MAX_BODY + 1)
+    except zlib.error as e:
+        raise InvalidConfig([Issue(f"request body cannot be read as {enc}: {e}", "<request>")]) from None
+    if len(out) > MAX_BODY or d.unconsumed_tail:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(out))
+    return out
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "all", "yes")
 
 
 def _files(data: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
@@ -85,7 +127,8 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
              services: Callable[[], list[dict[str, Any]]],
              proxies: Callable[[], list[dict[str, Any]]],
              proxy_resources: Callable[[str, str], dict[str, Any] | None]) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY,
+                          handler_args={"auto_decompress": False})  # see _decoded
     app[CORE_KEY] = core
 
     async def healthz(request: web.Request) -> web.Response:
@@ -94,7 +137,9 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
 
     async def apply(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
-        return _json(await core.apply_async(files, ns))
+        # ?dryRun=true: every check, nothing stored (kubectl's --dry-run=server); ?skipUnknown=true: unknown kinds warn
+        return _json(await core.apply_async(files, ns, dry_run=_flag(request, "dryRun"),
+                                            skip_unknown=_flag(request, "skipUnknown")))
 
     async def delete_files(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))

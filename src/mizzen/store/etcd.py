@@ -114,13 +114,15 @@ class EtcdStore:
                 continue
             try:
                 res = self._decode(key, kv)
-            except InvalidConfig as e:
+            except InvalidConfig as e:  # one bad document must not keep the control plane from starting
                 issues.extend(e.issues)
                 continue
             cache[key] = res
             texts[key] = _canonical(res)
-        if issues:
-            raise InvalidConfig(issues)
+        if issues != getattr(self, "load_issues", None):
+            for i in issues:
+                log.error("%s — left out of the config; re-apply a fixed version or delete it", i)
+        self.load_issues = issues
         changed = texts != self._json or revision != self._revision
         if notify:
             self.reloads += 1

@@ -68,7 +68,11 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     def _load(self) -> None:
+        """Read every stored resource. One that no longer loads (stored by an older, laxer version, or edited
+        by hand) is set aside — logged and listed in `load_issues` — so that the control plane still starts
+        with everything else; re-applying a fixed version, or deleting it, clears it."""
         issues: list[Issue] = []
+        self.quarantined: set[ResourceKey] = set()
         for kind, ns, name, text, rev in self._db.execute(
                 "SELECT kind, namespace, name, json, revision FROM resources"):
             key = ResourceKey(kind, ns, name)
@@ -76,12 +80,15 @@ class SqliteStore:
                 res = from_dict(json.loads(text), revision=int(rev))
             except (InvalidConfig, ValueError) as e:
                 detail = "; ".join(str(i) for i in e.issues) if isinstance(e, InvalidConfig) else str(e)
-                issues.append(Issue(f"stored resource no longer loads: {detail}", self.path, None, kind, ns, name))
+                issues.append(Issue(f"stored resource no longer loads: {detail[:500]}", str(self.path), None, kind, ns,
+                                    name))
+                self.quarantined.add(key)
                 continue
             self._cache[key] = res
             self._json[key] = _canonical(res)
-        if issues:
-            raise InvalidConfig(issues)
+        self.load_issues = issues
+        for i in issues:
+            log.error("%s — left out of the config; re-apply a fixed version or delete it", i)
 
     @property
     def revision(self) -> int:
@@ -208,7 +215,7 @@ class SqliteStore:
             if if_revision is not None and self._revision != if_revision:
                 raise RevisionConflict(if_revision, self._revision)
             unique: list[ResourceKey] = list(dict.fromkeys(keys))
-            missing = [k for k in unique if k not in self._cache]
+            missing = [k for k in unique if k not in self._cache and k not in self.quarantined]
             if missing:
                 raise NotFound(missing)
             if not unique:
@@ -220,6 +227,7 @@ class SqliteStore:
             for k in unique:
                 self._cache.pop(k, None)
                 self._json.pop(k, None)
+                self.quarantined.discard(k)
             self._revision = rev
             self._notify(rev)
             return rev

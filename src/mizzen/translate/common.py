@@ -38,6 +38,8 @@ def u32(v: int) -> wrappers_pb2.UInt32Value:
 
 
 def socket_address(ip: str, port: int) -> address_pb2.Address:
+    if ip.startswith("unix://"):  # a ServiceEntry endpoint on a unix domain socket (`@name`: abstract)
+        return address_pb2.Address(pipe=address_pb2.Pipe(path=ip[len("unix://"):]))
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
 
 
@@ -46,12 +48,3 @@ def ads_source() -> config_source_pb2.ConfigSource:
                                           resource_api_version=config_source_pb2.V3)
 
 
-def parse_duration(text: str | None) -> float | None:
-    """Istio durations: '1.5s', '100ms', '1m', '1h'."""
-    if not text:
-        return None
-    t = text.strip()
-    for suffix, mult in (("ms", 0.001), ("us", 1e-6), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if t.endswith(suffix):
-            return float(t[: -len(suffix)]) * mult
-    return float(t)

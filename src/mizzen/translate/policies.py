@@ -13,9 +13,10 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2, range_pb2
 
 from ..api.destination_rule import ConnectionPoolSettings, ConsistentHashLB
+from ..api.duration import seconds_or_none as parse_duration
 from ..model.policy import Policy
 from ..model.resolved import Destination, Resolved
-from .common import duration, pack, parse_duration, u32
+from .common import duration, pack, u32
 
 HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 MAX_U32 = 2**32 - 1
@@ -50,10 +51,10 @@ def apply_lb(c: cluster_pb2.Cluster, pol: Policy) -> None:
                 c.ring_hash_lb_config.minimum_ring_size.value = size
     else:
         c.lb_policy = _SIMPLE.get(lb.simple if lb else None, cluster_pb2.Cluster.ROUND_ROBIN)
-    if lb is not None and lb.warmup_duration_secs and c.lb_policy in (
+    if lb is not None and lb.warmup_window and c.lb_policy in (  # warmup.duration or warmupDurationSecs
             cluster_pb2.Cluster.ROUND_ROBIN, cluster_pb2.Cluster.LEAST_REQUEST):
         cfg = c.round_robin_lb_config if c.lb_policy == cluster_pb2.Cluster.ROUND_ROBIN else c.least_request_lb_config
-        cfg.slow_start_config.slow_start_window.CopyFrom(duration(_secs(lb.warmup_duration_secs)))
+        cfg.slow_start_config.slow_start_window.CopyFrom(duration(_secs(lb.warmup_window)))
     if pol.locality_distribute:
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
 
@@ -146,8 +147,8 @@ def apply_outlier_detection(c: cluster_pb2.Cluster, pol: Policy) -> None:
 
 def apply_health_check(c: cluster_pb2.Cluster, pol: Policy, protocol: str, host: str) -> None:
     hc = pol.health_check
-    if hc is None:
-        return
+    if hc is None or (hc.grpc is not None and protocol not in ("HTTP2", "GRPC")):
+        return  # Envoy checks gRPC health only on HTTP/2 clusters (mizzen analyze reports it, MZ0111)
     h = health_check_pb2.HealthCheck(
         timeout=duration(_secs(hc.timeout)), interval=duration(_secs(hc.interval)),
         unhealthy_threshold=u32(hc.unhealthy_threshold), healthy_threshold=u32(hc.healthy_threshold),

@@ -18,6 +18,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
+
 from ..model.dependencies import Change
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot
@@ -28,6 +30,7 @@ from . import listeners as L
 from .common import HTTP_PROXY_ROUTE
 from .consistency import dangling, warming
 from .endpoints import load_assignment
+from .envoyfilter import apply_envoy_filters, envoy_filters_for
 from .filters import ViewContext
 from .patches import Patched, apply_patches
 from .routes import RouteBuilder
@@ -73,6 +76,7 @@ class Renderer:
                 # endpoint-only change: listeners, routes and clusters are unchanged for every view
                 self._prev_views = prev._views
         self.stats = {"hosts_rendered": 0, "views_rendered": 0}
+        self.render_errors: list[tuple[str, str]] = []  # (what, why): left out of a view, see _failed
 
     # -- per host -------------------------------------------------------------------------------
     def host(self, svc: Service) -> HostResources:
@@ -139,7 +143,12 @@ class Renderer:
         """The base view with the proxy's EnvoyPatches applied, and why any was skipped (not memoized)."""
         base = self.base_view(proxy)
         patches = self.snap.resolved.patches_for(proxy)
-        return apply_patches(base, patches, render) if patches else Patched(base)
+        result = apply_patches(base, patches, render) if patches else Patched(base)
+        filters = envoy_filters_for(self.snap, proxy)  # Istio's EnvoyFilters, after Mizzen's EnvoyPatches
+        if filters:
+            view, errors = apply_envoy_filters(result.view, filters, render)
+            result = Patched(view, result.errors + tuple(errors))
+        return result
 
     def _problem(self, proxy: Proxy, message: str) -> None:
         if self.on_problem is not None:
@@ -149,7 +158,11 @@ class Renderer:
         services = self.snap.visible_services(proxy)
         out: View = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
         for svc in services:
-            hr = self.host(svc)
+            try:
+                hr = self.host(svc)
+            except Exception as e:  # one service that cannot be rendered must not take the others down
+                self._failed(proxy, f"service {svc.hostname}", e)
+                continue
             for r in hr.clusters:
                 out[CLUSTER][r.name] = r
             for r in hr.endpoints + (self.local_endpoints(hr, proxy) if hr.local else ()):
@@ -177,10 +190,20 @@ class Renderer:
         else:
             add(LISTENER, L.VIRTUAL_OUTBOUND, L.virtual_outbound(ctx))
             for port in sorted({p.port for s in services for p in s.ports if is_http(p.protocol)}):
-                add(ROUTE, str(port), rb.for_port(port))
+                try:
+                    add(ROUTE, str(port), rb.for_port(port))
+                except Exception as e:  # this port's routes are empty; every other port still works
+                    self._failed(proxy, f"route configuration {port}", e)
+                    add(ROUTE, str(port), RouteConfiguration(name=str(port)))
             add(LISTENER, L.VIRTUAL_INBOUND,
                 L.virtual_inbound(ctx, protocols, {p: rb.inbound(p) for p in proxy.ports}))
         return out
+
+    def _failed(self, proxy: Proxy, what: str, e: Exception) -> None:
+        """A render failure, kept (and reported as a problem) instead of failing the whole view."""
+        why = f"{type(e).__name__}: {str(e)[:300]}"
+        self.render_errors.append((what, why))
+        self._problem(proxy, f"{what} could not be rendered, left out: {why}")
 
     def _static_clusters(self, ctx: ViewContext, out: dict[str, Rendered]) -> None:
         proxy = ctx.proxy

@@ -16,8 +16,9 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 
+from ..api.duration import duration_seconds
 from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRedirect, HTTPRetry,
-                                   HTTPRoute, StringMatch, duration_seconds, split_retry_on)
+                                   HTTPRoute, StringMatch, split_retry_on)
 from ..model.resolved import Destination
 from ..model.services import Service, is_http
 from . import filters, policies
@@ -134,10 +135,11 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
                                  typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
     if r is not None and r.per_try_timeout:
         pol.per_try_timeout.CopyFrom(duration(duration_seconds(r.per_try_timeout)))
-    if r is not None and r.backoff is not None:
-        pol.retry_back_off.base_interval.CopyFrom(duration(duration_seconds(r.backoff.base_interval)))
-        if r.backoff.max_interval:
-            pol.retry_back_off.max_interval.CopyFrom(duration(duration_seconds(r.backoff.max_interval)))
+    if r is not None and r.back_off is not None:  # Istio's backoff (base) or Mizzen's retryBackOff (base, max)
+        base, top = r.back_off
+        pol.retry_back_off.base_interval.CopyFrom(duration(duration_seconds(base)))
+        if top:
+            pol.retry_back_off.max_interval.CopyFrom(duration(duration_seconds(top)))
     return pol
 
 
@@ -147,6 +149,8 @@ def redirect_action(r: HTTPRedirect, port: int | None = None) -> rc.RedirectActi
     act = rc.RedirectAction(response_code=_REDIRECT_CODES[r.redirect_code])
     if r.uri is not None:
         act.path_redirect = r.uri
+    elif r.prefix_rewrite is not None:  # every match is a uri prefix (validated): swap the matched prefix
+        act.prefix_rewrite = r.prefix_rewrite
     if r.authority is not None:
         act.host_redirect = r.authority
     if r.port is not None:

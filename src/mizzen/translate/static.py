@@ -27,6 +27,9 @@ def static_bootstrap(resources: Mapping[str, Mapping[str, Rendered]], admin_port
     b = bootstrap_pb2.Bootstrap()
     b.node.id = "validate"
     b.node.cluster = "validate"
+    # the agent's bootstrap sets the same RE2 limit (agent/bootstrap.py), so validation judges regexes alike
+    layer = b.layered_runtime.layers.add(name="static")
+    layer.static_layer.update({"re2.max_program_size.error_level": 32768})
     b.admin.address.socket_address.address = "127.0.0.1"
     b.admin.address.socket_address.port_value = admin_port
     for r in resources.get(CLUSTER, {}).values():

@@ -19,7 +19,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
-from ...api.virtual_service import CorsPolicy, HTTPRoute, StringMatch, duration_seconds
+from ...api.duration import duration_seconds
+from ...api.virtual_service import CorsPolicy, HTTPRoute, StringMatch
 from ..common import pack
 from .base import Chain, Feature, ViewContext
 

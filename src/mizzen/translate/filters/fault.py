@@ -10,7 +10,8 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.type.v3 import percent_pb2
 
-from ...api.virtual_service import HTTPFaultInjection, HTTPRoute, Percent, duration_seconds
+from ...api.duration import duration_seconds
+from ...api.virtual_service import HTTPFaultInjection, HTTPRoute, Percent
 from ..common import duration, pack
 from .base import Chain, Feature, ViewContext
 

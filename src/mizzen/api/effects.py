@@ -1,0 +1,110 @@
+"""Fields Mizzen accepts (they are valid Istio, so a user's YAML loads unchanged) but does not act on yet,
+each with the reason. `mizzen analyze` reports every one that is set (MZ0110): nothing is silently dropped.
+PURE. Paths are below `spec`; `[]` stands for every element of a list, `{}` for every value of a map."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+_TP = ["trafficPolicy", "trafficPolicy.portLevelSettings[]", "subsets[].trafficPolicy",
+       "subsets[].trafficPolicy.portLevelSettings[]"]
+_NO_MTLS = "Mizzen has no mesh TLS yet (the security issue adds it)"
+
+NO_EFFECT: dict[str, list[tuple[str, str]]] = {
+    "DestinationRule": [
+        *[(f"{tp}.tls", _NO_MTLS) for tp in _TP],
+        *[(f"{tp}.loadBalancer.backendUtilization", "Envoy's client-side weighted round robin is not configured")
+          for tp in _TP],
+        *[(f"{tp}.loadBalancer.zoneAwareLbSetting", "use localityLbSetting") for tp in _TP],
+        *[(f"{tp}.connectionPool.http.http2KeepAlive", "not translated yet") for tp in _TP],
+        *[(f"{tp}.connectionPool.tcp.idleTimeout", "not translated yet") for tp in _TP],
+        *[(f"{tp}.loadBalancer.consistentHash.httpCookie.attributes", "not translated yet") for tp in _TP],
+        *[(f"{tp}.outlierDetection.outlierDetectionHttpErrorCodes", "not translated yet") for tp in _TP],
+        *[(f"{tp}.retryBudget.budgetInterval", "Envoy's retry budget has no interval") for tp in _TP],
+        *[(f"{tp}.loadBalancer.warmup.minimumPercent", "not translated yet (the slow-start window is)") for tp in _TP],
+        *[(f"{tp}.loadBalancer.warmup.aggression", "not translated yet (the slow-start window is)") for tp in _TP],
+        ("trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
+        ("subsets[].trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
+        ("trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
+        ("subsets[].trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
+        ("workloadSelector", "a DestinationRule applies to every client of its host"),
+    ],
+    "VirtualService": [
+        ("tls", "TLS (SNI) routes are not translated: TLS traffic goes to the service's cluster"),
+        ("tcp", "TCP routes are not translated: TCP traffic goes to the service's cluster"),
+        ("http[].retries.retryRemoteLocalities", "one locality per mesh"),
+        ("http[].retries.retryIgnorePreviousHosts=false", "retries always go to another host"),
+        ("http[].match[].statPrefix", "no per-match statistics"),
+    ],
+    "ServiceEntry": [
+        ("subjectAltNames", _NO_MTLS),
+        ("endpoints[].network", "one network per mesh"),
+        ("endpoints[].serviceAccount", _NO_MTLS),
+    ],
+    "Sidecar": [
+        ("ingress", "inbound listeners are built from the workload's ports"),
+        ("outboundTrafficPolicy", "outbound traffic to unknown hosts always passes through"),
+        ("inboundConnectionPool", "not translated yet"),
+        ("egress[].port", "egress listeners are not split by port; hosts apply to every port"),
+        ("egress[].bind", "egress listeners are not split by port; hosts apply to every port"),
+        ("egress[].captureMode", "capture is set up per pod by the runner"),
+    ],
+    "Gateway": [("servers", "Mizzen runs no gateways yet: Gateways are stored and analyzed")],
+    "Telemetry": [
+        ("tracing", "no tracing yet"),
+        ("metrics", "Envoy's own metrics only"),
+        ("accessLogging[].filter", "every request is logged"),
+        ("accessLogging[].match", "client and server sides are logged alike"),
+        ("targetRef", "use selector"),
+        ("targetRefs", "use selector"),
+    ],
+    "ProxyConfig": [
+        ("concurrency", "the agent starts Envoy with its own settings"),
+        ("environmentVariables", "the agent starts Envoy with its own settings"),
+        ("image", "a local mesh pulls no images"),
+    ],
+    "EnvoyFilter": [
+        ("configPatches[].applyTo=EXTENSION_CONFIG", "no extension config discovery (ECDS)"),
+        ("configPatches[].applyTo=BOOTSTRAP", "the agent writes each proxy's bootstrap"),
+        ("configPatches[].match.context=GATEWAY", "Mizzen runs no gateways yet"),
+        ("configPatches[].match.context=WAYPOINT", "Mizzen runs no waypoints"),
+        ("targetRefs", "use workloadSelector"),
+    ],
+}
+
+
+def _walk(node: Any, parts: list[str], path: str) -> Iterator[str]:
+    if not parts:
+        if node not in (None, [], {}, ""):
+            yield path
+        return
+    head, rest = parts[0], parts[1:]
+    want = None
+    if "=" in head:
+        head, want = head.split("=", 1)
+    many = head.endswith("[]")
+    key = head[:-2] if many else head
+    if not isinstance(node, dict) or key not in node:
+        return
+    child = node[key]
+    here = f"{path}.{key}" if path else key
+    if many:
+        for i, item in enumerate(child if isinstance(child, list) else []):
+            yield from _walk(item, rest, f"{here}[{i}]")
+    elif want is not None:
+        if str(child).lower() == want.lower():
+            yield here
+    else:
+        yield from _walk(child, rest, here)
+
+
+def no_effect(resource: Any) -> list[tuple[str, str]]:
+    """(field path, reason) for every set field of `resource` that Mizzen does not act on."""
+    table = NO_EFFECT.get(resource.kind)
+    if not table:
+        return []
+    spec = resource.to_dict().get("spec") or {}
+    out = []
+    for pattern, why in table:
+        for p in _walk(spec, pattern.split("."), ""):
+            out.append((f"spec.{p}", why))
+    return out
