@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from .base import Spec
+from .client_tls import ClientTLSSettings
 from .networking import PortSelector
 
 LbSimple = Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]
@@ -248,7 +249,7 @@ class PortTrafficPolicy(Spec):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
-    tls: dict[str, Any] | None = None
+    tls: ClientTLSSettings | None = None
     health_check: HealthCheck | None = None
     retry_budget: RetryBudget | None = None
 
@@ -257,7 +258,7 @@ class TrafficPolicy(Spec):
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
-    tls: dict[str, Any] | None = None
+    tls: ClientTLSSettings | None = None
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
     tunnel: dict[str, Any] | None = None
     proxy_protocol: dict[str, Any] | None = None

@@ -76,6 +76,7 @@ class Service:
     mesh_external: bool = False
     static_endpoints: tuple[StaticEndpoint, ...] = ()
     revision: int = 0
+    subject_alt_names: tuple[str, ...] = ()  # a ServiceEntry's: the identities its servers present
 
     def port(self, number: int) -> ServicePort | None:
         for p in self.ports:
@@ -188,7 +189,7 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
         out.append((Service(h, name, r.namespace, ports, selector, source="serviceentry",
                             resolution=spec.resolution if spec.resolution != "NONE" else "STATIC",
                             mesh_external=spec.location == "MESH_EXTERNAL", static_endpoints=eps,
-                            revision=r.revision), explicit))
+                            revision=r.revision, subject_alt_names=tuple(spec.subject_alt_names)), explicit))
     return out
 
 
