@@ -23,6 +23,8 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from ..ca.credentials import CredentialStore
 from ..ca.files import INTERMEDIATE_FILES, ensure_mesh_ca, load_ca_dir, mesh_ca_dir, utcnow
 from ..ca.identity import InvalidIdentity, PodIdentity, check_trust_domain
 from ..client.layout import StateLayout
+from ..unixpath import SocketInUse, short_unix_path
 from .ca_service import CaServer, CaService
 
 log = logging.getLogger("mizzen.ca")
@@ -43,6 +46,23 @@ EXPIRY_WARNING = dt.timedelta(days=30)
 def mesh_name(state_dir: str | os.PathLike[str]) -> str:
     """The intermediate's name for this mesh: stable per state dir."""
     return "mesh-" + hashlib.sha256(os.path.abspath(state_dir).encode()).hexdigest()[:6]
+
+
+def _refuse_if_served(path: str) -> None:
+    if not os.path.lexists(path):
+        return
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise SocketInUse(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with short_unix_path(path) as p:
+            probe.connect(p)
+    except OSError:
+        os.unlink(path)  # stale
+    else:
+        raise SocketInUse(f"another control plane already serves certificates on {path}")
+    finally:
+        probe.close()
 
 
 class MeshCa:
@@ -73,9 +93,17 @@ class MeshCa:
         self.service = CaService(lambda: self.authority, self.credentials, trust_domain=self.trust_domain)
 
     async def serve(self, addresses: list[str]) -> list[str]:
+        """Serve on `unix:/path` and `host:port` addresses. A unix socket where another control plane answers is
+        refused (SocketInUse), as for the API and xDS sockets: gRPC would silently take the path over. The
+        socket is 0600: agents run as root; apps and Envoy must not reach it."""
         assert self.service is not None, "start() first"
+        paths = [a[len("unix:"):] for a in addresses if a.startswith("unix:")]
+        for path in paths:
+            _refuse_if_served(path)
         self.server = CaServer(self.service)
         self.addresses = await self.server.start(addresses)
+        for path in paths:
+            os.chmod(path, 0o600)
         return self.addresses
 
     async def stop(self) -> None:
@@ -127,9 +155,16 @@ class MeshCa:
         except CaError as e:
             log.error("the CA files changed but cannot be used (%s); still signing with the previous CA", e)
             return False
+        old_root = self.authority.material.root
         self._authority = CertificateAuthority(material, default_ttl=self.workload_ttl,
                                                max_ttl=self.max_workload_ttl)
         self._log_ca("switched to")
+        if self.server is not None:
+            self.server.renew_server_cert()
+        if material.root != old_root:
+            log.warning("the mesh's root changed: running pods trust only the old root (their workload certificates "
+                        "and the certificate service's TLS certificate no longer verify for them); restart them "
+                        "(`mizzen rollout restart WORKLOAD`) so that the runner provisions the new root")
         return True
 
     # ------------------------------------------------------------------ REST
