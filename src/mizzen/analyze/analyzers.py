@@ -5,33 +5,14 @@ same style. Each message carries a fix hint.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest
 from ..model.services import port_protocol
 from ..model.snapshot import ConfigIndex, labels_match
-
-ERROR, WARNING, INFO = "Error", "Warning", "Info"
-
-
-@dataclass(frozen=True)
-class Message:
-    code: str
-    level: str
-    resource: str  # "VirtualService default/reviews"
-    message: str
-    hint: str = ""
-    path: str = ""
-
-    def __str__(self) -> str:
-        where = f" field {self.path}" if self.path else ""
-        hint = f" (fix: {self.hint})" if self.hint else ""
-        return f"{self.level} [{self.code}] ({self.resource}{where}) {self.message}{hint}"
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v}
+from . import mtls
+from .message import ERROR, INFO, WARNING, Message  # noqa: F401  (defined there: analyze/mtls.py shares it)
 
 
 def _ref(r: Resource) -> str:
@@ -192,6 +173,7 @@ def delegates(idx: ConfigIndex) -> Iterable[Message]:
 ANALYZERS: tuple[Analyzer, ...] = (
     referenced_hosts_and_subsets, referenced_gateways, conflicting_virtual_services, shadowed_routes, weights,
     port_names, conflicting_sidecars, delegates,
+    mtls.mtls_conflicts,
 )
 
 
