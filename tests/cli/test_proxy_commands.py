@@ -31,9 +31,9 @@ def test_proxy_status(cli, mesh):
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
     assert rows("\n".join(lines[:3])) == [
-        ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED"],
-        ["ratings-v1-0.shop", "SYNCED", "STALE", "NOT", "SENT", "NOT", "SENT", "no"],
-        ["reviews-v1-0.default", "NACKED", "SYNCED", "SYNCED", "SYNCED", "yes"]]
+        ["NAME", "CDS", "LDS", "EDS", "RDS", "CONNECTED", "CERT"],  # CERT "-": no pod dir, no certificate
+        ["ratings-v1-0.shop", "SYNCED", "STALE", "NOT", "SENT", "NOT", "SENT", "no", "-"],
+        ["reviews-v1-0.default", "NACKED", "SYNCED", "SYNCED", "SYNCED", "yes", "-"]]
     assert "reviews-v1-0.default CDS: cluster 'x': unknown field" in r.stdout.split("NACK errors:")[1]
     assert json.loads(cli("proxy-status", "-o", "json").stdout) == {"items": mesh.proxies}
 

@@ -13,6 +13,7 @@ import yaml
 from mizzen.model.types import Proxy
 
 from .config import AgentConfig, parse_address
+from .sds import sds_cluster
 
 XDS_CLUSTER = "xds-grpc"
 # How Envoy re-establishes its ADS stream after losing it (e.g. the control plane was restarted): a jittered
@@ -30,6 +31,7 @@ def proxy_of(cfg: AgentConfig) -> Proxy:
         kind="sidecar", interception=cfg.interception, ports=cfg.ports, outbound_port=cfg.outbound_port,
         inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
         service_account=cfg.service_account, locality=cfg.locality,
+        trust_domain=cfg.trust_domain if cfg.ca_address else "",
     )
 
 
@@ -116,7 +118,10 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             "cds_config": dict(source),
             "lds_config": dict(source),
         },
-        "static_resources": {"clusters": [xds_cluster(cfg)]},
+        # with a certificate service: `sds-grpc`, the agent's SDS socket (secrets `default` and `ROOTCA`, which
+        # the control plane's mTLS listeners and clusters name)
+        "static_resources": {"clusters": [xds_cluster(cfg)] + ([sds_cluster(cfg.sds_socket)] if cfg.ca_address
+                                                               else [])},
         # The connection cap. Envoy 1.40 deprecates the runtime key overload.global_downstream_max_connections
         # (it warns and still reports "no configured limit"), so the overload manager's monitor carries it.
         "overload_manager": {

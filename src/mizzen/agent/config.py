@@ -52,6 +52,12 @@ class AgentConfig:
     # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration; a list (a tuple here):
     # every replica's REST API, tried in order
     api_address: str | tuple[str, ...] | None = None
+    # the control plane's certificate service (TLS; "unix:/abs/ca.sock" or "host:port", a list for replicas);
+    # None: no workload certificate, no SDS, no mTLS
+    ca_address: str | tuple[str, ...] | None = None
+    trust_domain: str = "cluster.local"  # the SPIFFE trust domain of the mesh (the control plane's)
+    cert_ttl_seconds: int = 0  # requested workload certificate validity; 0 = the control plane's default
+    sds_socket: str = ""  # the agent's SDS server for Envoy; default: <workDir>/sds.sock
     admin_socket: str = ""  # default: <workDir>/admin.sock
     control_socket: str = ""  # the agent's control API; default: <workDir>/agent.sock
     work_dir: str = ""  # default: the directory of agent.json
@@ -92,6 +98,11 @@ class AgentConfig:
     def api_addresses(self) -> tuple[str, ...]:
         """Every control-plane replica's REST API address, in the order to try them (none: no registration)."""
         return addresses(self.api_address)
+
+    @property
+    def ca_addresses(self) -> tuple[str, ...]:
+        """Every control-plane replica's certificate service (none: this sidecar gets no certificate)."""
+        return addresses(self.ca_address)
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -182,6 +193,8 @@ class AgentConfig:
             kw["admin_socket"] = PodDir(kw["work_dir"]).admin_socket
         if not kw.get("control_socket"):
             kw["control_socket"] = PodDir(kw["work_dir"]).agent_socket
+        if not kw.get("sds_socket"):
+            kw["sds_socket"] = PodDir(kw["work_dir"]).sds_socket
         if not kw.get("health_host"):
             kw["health_host"] = "127.0.0.1" if kw.get("interception") == "loopback" else "0.0.0.0"
         if kw.get("envoy_gid") is None and kw.get("envoy_uid") is not None:
@@ -224,6 +237,18 @@ class AgentConfig:
             parse_address(a, "xdsAddress")
         for a in self.api_addresses:
             parse_address(a, "apiAddress")
+        for a in self.ca_addresses:
+            parse_address(a, "caAddress")
+        if self.ca_address:
+            from ..ca.identity import InvalidIdentity, SpiffeId
+            try:
+                SpiffeId(self.trust_domain, self.namespace, self.service_account or "default")
+            except InvalidIdentity as e:
+                bad("trustDomain", str(e))
+        if self.cert_ttl_seconds < 0:
+            bad("certTtlSeconds", "must be >= 0 (0: the control plane's default)")
+        if self.sds_socket and len(self.sds_socket.encode()) > UNIX_PATH_MAX:
+            bad("sdsSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
             bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if len(self.control_socket.encode()) > UNIX_PATH_MAX:
@@ -265,10 +290,10 @@ def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
 
 
 # ---------------------------------------------------------------------- helpers
-_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "withdraw_delay_seconds",
+_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ca_address", "withdraw_delay_seconds",
              "parent_shutdown_seconds"}
 _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
-        "max_downstream_connections"}
+        "max_downstream_connections", "cert_ttl_seconds"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
           "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
           "app_wait_log_seconds", "app_probe_seconds"}
@@ -306,7 +331,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if not isinstance(v, (list, tuple)):
                 raise ValueError
             return tuple(int(p) for p in v)
-        if name in ("xds_address", "api_address") and isinstance(v, (list, tuple)):
+        if name in ("xds_address", "api_address", "ca_address") and isinstance(v, (list, tuple)):
             if not v or not all(isinstance(a, str) and a for a in v):
                 raise ValueError
             return v[0] if len(v) == 1 else tuple(v)

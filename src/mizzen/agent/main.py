@@ -8,6 +8,11 @@ Control (unix socket `<workDir>/agent.sock`, HTTP/1.1, JSON answers; also SIGUSR
     POST /withdraw       withdraw the instance from the registry now and stop heartbeats, keep serving
     POST /hot-restart    body {"envoy": "/path"} optional: start Envoy epoch N+1 (hot restart), answer once
                          it serves: {"epoch", "envoyPid"}; the app is not touched
+    POST /rotate-cert    get a new workload certificate now (e.g. after the mesh's root changed)
+
+With `caAddress` (agent/security.py): the SDS server on `sds.sock` and the workload certificate first; Envoy
+starts once the first certificate is there (until then the agent is `starting`, its readiness saying why), and
+agent.state carries `cert` (state, SPIFFE ID, serial, validity, rotations, failures) and `sds`.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from .config import AgentConfig
 from .envoy import EnvoyOptions, EnvoyProcess
 from .health import HealthServer, Readiness, envoy_readiness
 from .registration import app_listening, instance_of, wait_for_ports
+from .security import AgentSecurity
 
 log = logging.getLogger("mizzen.agent")
 
@@ -100,6 +106,7 @@ class Agent:
         self._reg_lock: asyncio.Lock | None = None
         self._stopping = False
         self._signal_count = 0
+        self.security = AgentSecurity(cfg, on_change=self._write_state) if cfg.ca_address else None
 
     # ------------------------------------------------------------------ state
     def status(self) -> Readiness:
@@ -117,7 +124,8 @@ class Agent:
 
     def _write_state(self) -> None:
         key = (self.state, self.envoy.pid, self.envoy.epoch, self.health.bound_port, self.registered,
-               self.withdrawn, self.app_up, self.envoy.opts.binary)
+               self.withdrawn, self.app_up, self.envoy.opts.binary,
+               self.security.state_key() if self.security else None)
         if key == self._written:
             return
         doc = {
@@ -128,6 +136,8 @@ class Agent:
             "hotRestarts": self.hot_restarts, "envoyBinary": self.envoy.opts.binary,
             "controlSocket": self.cfg.control_socket,
         }
+        if self.security is not None:
+            doc.update(self.security.status())
         try:
             atomic_write(self.cfg.state_path, json.dumps(doc) + "\n")
             self._written = key
@@ -224,7 +234,10 @@ class Agent:
             log.warning("cannot make envoy fail health checks (callers are not told to close): %s", e)
 
     def _state_doc(self) -> dict[str, Any]:
-        return read_state(self.cfg.state_path) or {}
+        doc = read_state(self.cfg.state_path) or {}
+        if self.security is not None:
+            doc.update(self.security.status())  # live: the file is rewritten only when something changed
+        return doc
 
     async def _start_control(self) -> None:
         from aiohttp import web
@@ -250,7 +263,15 @@ class Agent:
                 return web.json_response({"message": str(e)}, status=409)
             return web.json_response(out)
 
+        async def rotate_cert(request: web.Request) -> web.Response:
+            if self.security is None:
+                return web.json_response({"message": "this sidecar has no workload certificate (no caAddress)"},
+                                         status=409)
+            self.security.rotate_now()
+            return web.json_response({"rotating": True})
+
         app = web.Application()
+        app.router.add_post("/rotate-cert", rotate_cert)
         app.router.add_get("/state", state)
         app.router.add_post("/withdraw", withdraw)
         app.router.add_post("/hot-restart", hot_restart)
@@ -290,6 +311,8 @@ class Agent:
             self._write_state()
             log.info("node %s: xds %s (%s), admin %s", self.cfg.node_id, self.cfg.xds_address,
                      self.cfg.xds_protocol, self.cfg.admin_socket)
+            if self.security is not None and not await self._first_certificate():
+                raise _Stopped()
             await self.envoy.start(0)
             self._write_state()
             tasks = [
@@ -297,8 +320,12 @@ class Agent:
                 asyncio.create_task(self._guard(self._monitor), name="readiness"),
                 asyncio.create_task(self._guard(self._register_loop), name="register"),
             ]
+            if self.security is not None:
+                tasks.append(asyncio.create_task(self._guard(self._watch_cert), name="cert-state"))
             await self._stop.wait()
             await self._drain(tasks)
+        except _Stopped:
+            log.info("stopped before the sidecar started")
         except Exception:
             log.exception("agent failed")
             code = 1
@@ -328,7 +355,8 @@ class Agent:
             except Exception:  # noqa: BLE001
                 log.debug("control close failed", exc_info=True)
             self._control = None  # its cleanup removed the socket file (if still ours)
-        for c in (self.health.stop(), self.admin.close(), self.api.close() if self.api else None):
+        for c in (self.health.stop(), self.admin.close(), self.api.close() if self.api else None,
+                  self.security.stop() if self.security else None):
             if c is not None:
                 try:
                     await c
@@ -345,6 +373,29 @@ class Agent:
             log.exception("agent task %s failed; stopping", getattr(fn, "__name__", fn))
             assert self._stop is not None
             self._stop.set()
+
+    # ------------------------------------------------------------------ the workload certificate
+    async def _first_certificate(self) -> bool:
+        """SDS up and the first certificate in hand before Envoy starts (its mTLS listeners and clusters
+        would otherwise wait for the secrets). False: asked to stop meanwhile."""
+        assert self.security is not None and self._stop is not None
+        await self.security.start()
+        log.info("SDS on %s; asking %s for the certificate of %s", self.cfg.sds_socket,
+                 ", ".join(self.cfg.ca_addresses), self.security.spiffe_id)
+
+        def waiting(reason: str) -> None:
+            if reason != self.readiness.reason:
+                log.warning("%s", reason)
+            self.readiness = Readiness(False, reason)
+
+        return await self.security.wait_first(self._stop, waiting)
+
+    async def _watch_cert(self) -> None:
+        """Keep agent.state's `cert` current (state changes, rotations, failures; expiry is logged by the
+        certificate manager on every failed attempt)."""
+        while not self._stopping:
+            self._write_state()
+            await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ envoy supervision
     async def _supervise(self) -> None:
@@ -543,6 +594,10 @@ class Agent:
             if time.monotonic() >= deadline or await self._sleep(min(0.1, deadline - time.monotonic())):
                 return max(active, 0)
         return 0
+
+
+class _Stopped(Exception):
+    """Asked to stop before Envoy was started."""
 
 
 def _describe_rc(rc: int | None) -> str:

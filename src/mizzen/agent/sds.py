@@ -34,15 +34,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.secret.v3 import sds_pb2  # noqa: F401  (registers the service descriptor)
 from google.protobuf import any_pb2
 
+from ..translate.tls import DEFAULT_SECRET, ROOT_SECRET, SDS_CLUSTER  # the names Envoy's TLS contexts use
 from .certs import WorkloadCert
 
 log = logging.getLogger("mizzen.agent.sds")
 
 SERVICE = "envoy.service.secret.v3.SecretDiscoveryService"
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-DEFAULT_SECRET = "default"
-ROOT_SECRET = "ROOTCA"
-SDS_CLUSTER = "sds-grpc"
 _CHANGED = object()
 _END = object()
 

@@ -15,6 +15,7 @@ from .base import Spec
 from .duration import Duration, ZeroOkDuration, duration_type
 from .fields import (At, NonNegInt32, Number, Percent0to100, Port, UInt32, check_export_to, check_fqdn,
                      check_labels, check_selector_labels, check_wildcard_domain, is_dns1123_label, is_ip, show)
+from .client_tls import ClientTLSSettings
 from .networking import PortSelector
 
 LbSimple = Literal["UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"]
@@ -333,39 +334,6 @@ class OutlierDetection(Spec):
 
 
 # ---------------------------------------------------------------- TLS, tunnel, proxy protocol
-
-class ClientTLSSettings(Spec):
-    mode: Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"] = "DISABLE"
-    client_certificate: str | None = None
-    private_key: str | None = None
-    ca_certificates: str | None = None
-    credential_name: str | None = None
-    subject_alt_names: list[str] | None = None
-    sni: str | None = None
-    insecure_skip_verify: bool | None = None
-    ca_crl: str | None = None
-
-    @model_validator(mode="after")
-    def _rules(self) -> "ClientTLSSettings":  # Istio's ValidateTLS
-        if self.insecure_skip_verify:
-            if self.mode == "SIMPLE" and (self.ca_certificates or self.credential_name or
-                                          self.subject_alt_names is not None):
-                raise ValueError("cannot specify caCertificates or credentialName or subjectAltNames when "
-                                 "insecureSkipVerify is set true")
-            if self.mode == "MUTUAL" and (self.ca_certificates or self.subject_alt_names is not None):
-                raise ValueError("cannot specify caCertificates or subjectAltNames when insecureSkipVerify is set true")
-        if self.mode in ("SIMPLE", "MUTUAL") and self.credential_name:
-            if self.client_certificate or self.ca_certificates or self.private_key or self.ca_crl:
-                raise ValueError("cannot specify client certificates or CA certificate or CA CRL if credentialName "
-                                 "is set")
-            return self
-        if self.mode == "MUTUAL":
-            if not self.client_certificate:
-                raise ValueError("client certificate required for mutual tls")
-            if not self.private_key:
-                raise ValueError("private key required for mutual tls")
-        return self
-
 
 class TunnelSettings(Spec):
     protocol: str | None = None

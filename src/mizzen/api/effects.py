@@ -7,11 +7,10 @@ from typing import Any, Iterator
 
 _TP = ["trafficPolicy", "trafficPolicy.portLevelSettings[]", "subsets[].trafficPolicy",
        "subsets[].trafficPolicy.portLevelSettings[]"]
-_NO_MTLS = "Mizzen has no mesh TLS yet (the security issue adds it)"
+_NO_MTLS = "endpoint identities come from the mesh CA (a ServiceEntry endpoint has no Mizzen certificate)"
 
 NO_EFFECT: dict[str, list[tuple[str, str]]] = {
     "DestinationRule": [
-        *[(f"{tp}.tls", _NO_MTLS) for tp in _TP],
         *[(f"{tp}.loadBalancer.backendUtilization", "Envoy's client-side weighted round robin is not configured")
           for tp in _TP],
         *[(f"{tp}.loadBalancer.zoneAwareLbSetting", "use localityLbSetting") for tp in _TP],
@@ -22,6 +21,8 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         *[(f"{tp}.retryBudget.budgetInterval", "Envoy's retry budget has no interval") for tp in _TP],
         *[(f"{tp}.loadBalancer.warmup.minimumPercent", "not translated yet (the slow-start window is)") for tp in _TP],
         *[(f"{tp}.loadBalancer.warmup.aggression", "not translated yet (the slow-start window is)") for tp in _TP],
+        *[(f"{tp}.tls.credentialName", "no Kubernetes secret store: give clientCertificate, privateKey and "
+           "caCertificates as files") for tp in _TP],
         ("trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
         ("subsets[].trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
         ("trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
@@ -36,7 +37,6 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("http[].match[].statPrefix", "no per-match statistics"),
     ],
     "ServiceEntry": [
-        ("subjectAltNames", _NO_MTLS),
         ("endpoints[].network", "one network per mesh"),
         ("endpoints[].serviceAccount", _NO_MTLS),
     ],

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import (core, destination_rule, envoy_filter, gateway, networking, patch, proxy_config, ratelimit,
-               router, service_entry, sidecar, telemetry, virtual_service)
+from . import (core, destination_rule, envoy_filter, gateway, networking, patch, peer_authentication, proxy_config,
+               ratelimit, router, service_entry, sidecar, telemetry, virtual_service)
 from .base import Spec
 
 
@@ -50,6 +50,8 @@ KINDS: dict[str, KindInfo] = {
                  ("envoyfilter", "ef")),
         KindInfo("ProxyConfig", proxy_config.PROXY_CONFIG_VERSIONS, proxy_config.ProxyConfigSpec, "proxyconfigs",
                  ("proxyconfig", "pc")),
+        KindInfo("PeerAuthentication", peer_authentication.SECURITY_VERSIONS,
+                 peer_authentication.PeerAuthenticationSpec, "peerauthentications", ("pa", "peerauthentication")),
     )
 }
 

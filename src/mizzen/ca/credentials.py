@@ -22,11 +22,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..client.layout import PodDir
 from ..sqlitedb import open_shared
 from .identity import PodIdentity
 
 TOKEN_PREFIX = "mzp_"  # recognizable in logs and by secret scanners
-SECRETS_DIRNAME = "secrets"
+SECRETS_DIRNAME = os.path.basename(PodDir("/").secrets_dir)  # "secrets": named by client.layout
 TOKEN_FILE = "token"
 ROOT_CERT_FILE = "root-cert.pem"
 
@@ -98,7 +99,7 @@ class CredentialStore:
 
 # ------------------------------------------------------------------------------------------------ the pod side
 def secrets_dir(pod_dir: str | os.PathLike[str]) -> Path:
-    return Path(pod_dir) / SECRETS_DIRNAME
+    return Path(PodDir(os.fspath(pod_dir)).secrets_dir)
 
 
 def provision_pod(pod_dir: str | os.PathLike[str], token: str, root_pem: bytes, *, uid: int = 0,

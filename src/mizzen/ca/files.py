@@ -28,12 +28,13 @@ from typing import Iterator
 
 from cryptography import x509
 
+from ..client.layout import StateLayout
 from .authority import (CaError, CaMaterial, PrivateKey, cert_pem, check_ca_cert, check_key, describe, issued_by,
                         key_pem, make_intermediate, make_root, parse_cert, parse_key)
 
 log = logging.getLogger("mizzen.ca")
 
-CA_DIRNAME = "ca"
+CA_DIRNAME = os.path.basename(StateLayout("/").ca_dir)  # "ca": named by client.layout
 CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN, ROOT_KEY = (
     "ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem", "root-key.pem")
 INTERMEDIATE_FILES = (CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN)
@@ -52,7 +53,7 @@ _ALIASES = {
 
 
 def mesh_ca_dir(state_dir: str | os.PathLike[str]) -> Path:
-    return Path(state_dir) / CA_DIRNAME
+    return Path(StateLayout(os.fspath(state_dir)).ca_dir)
 
 
 def utcnow() -> dt.datetime:

@@ -1,11 +1,16 @@
 """`mizzen proxy-status` and `mizzen proxy-config`: what each proxy was sent and what Envoy runs."""
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import os
 from typing import Any, Callable
 
 import click
 
+from ..agent.security import describe_cert
+from ..ca.secrets_view import SECRET_COLUMNS, secret_rows, secrets_from_config_dump
 from ..client import ApiClient, ClientError, EnvoyAdmin, MeshUnavailable, StateLayout, Unavailable
 from .options import fail, state_dir_option
 from .render import dump, print_table
@@ -44,10 +49,12 @@ def proxy_status(output: str, state_dir: str) -> None:
         if not items:
             raise
         click.echo("control plane unreachable: state read from each proxy's Envoy", err=True)
+    certs = _pod_certs(state_dir, items)
     if output != "table":
-        dump({"items": items}, output)
+        dump({"items": [dict(p, cert=certs[str(p.get("id"))]) if certs.get(str(p.get("id"))) else p
+                        for p in items]}, output)
         return
-    rows, nacks = [], []
+    rows, nacks, cert_problems = [], [], []
     for p in sorted(items, key=lambda p: proxy_name(str(p.get("id", "")))):
         name = proxy_name(str(p.get("id", "")))
         types = p.get("types") or {}
@@ -58,12 +65,39 @@ def proxy_status(output: str, state_dir: str) -> None:
             if st.get("error"):
                 nacks.append(f"{name} {t}: {st['error']}")
         row.append("yes" if p.get("connected") else "no")
+        cert = certs.get(str(p.get("id")))
+        cell, ok = describe_cert(cert)
+        row.append(cell)
+        if not ok:
+            err = (cert or {}).get("lastError")
+            cert_problems.append(f"{name}: {cell}" + (f" (last error: {err})" if err else ""))
         rows.append(row)
-    print_table(["NAME", *XDS_TYPES, "CONNECTED"], rows, empty="No proxies connected.")
+    print_table(["NAME", *XDS_TYPES, "CONNECTED", "CERT"], rows, empty="No proxies connected.")
     if nacks:
         click.echo("\nNACK errors:")
         for line in nacks:
             click.echo("  " + line)
+    if cert_problems:
+        click.echo("\nCertificate problems (mTLS to and from these pods fails once a certificate expires; see "
+                   "`mizzen logs POD` for the agent's retries):")
+        for line in cert_problems:
+            click.echo("  " + line)
+
+
+def _pod_certs(state_dir: str, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """proxy id -> the `cert` of its pod's agent.state (pods with a workload certificate only)."""
+    layout = StateLayout(state_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for p in items:
+        pod = proxy_name(str(p.get("id", ""))).split(".")[0]
+        try:
+            with open(layout.pod(pod).agent_state) as f:
+                cert = json.load(f).get("cert")
+        except (OSError, ValueError):
+            continue
+        if isinstance(cert, dict):
+            out[str(p.get("id"))] = cert
+    return out
 
 
 _STATS = {"CDS": "cluster_manager.cds.", "LDS": "listener_manager.lds."}
@@ -233,7 +267,20 @@ CP_TYPES = {"clusters": "CDS", "listeners": "LDS", "routes": "RDS", "endpoints":
 ALIASES = {"cluster": "clusters", "clusters": "clusters", "c": "clusters",
            "listener": "listeners", "listeners": "listeners", "l": "listeners",
            "route": "routes", "routes": "routes", "r": "routes",
-           "endpoint": "endpoints", "endpoints": "endpoints", "ep": "endpoints", "e": "endpoints"}
+           "endpoint": "endpoints", "endpoints": "endpoints", "ep": "endpoints", "e": "endpoints",
+           "secret": "secrets", "secrets": "secrets", "s": "secrets"}
+
+
+def secrets_from_envoy(admin: EnvoyAdmin, output: str) -> None:
+    """`proxy-config secrets`: the certificates the proxy's Envoy holds (from SDS), as istioctl shows them."""
+    infos = secrets_from_config_dump(admin.get_json("/config_dump?resource=dynamic_active_secrets"))
+    warming = secrets_from_config_dump(admin.get_json("/config_dump?resource=dynamic_warming_secrets"))
+    infos += [dataclasses.replace(i, status="WARMING") for i in warming]
+    now = dt.datetime.now(dt.timezone.utc)
+    if output != "table":
+        return dump({"items": [i.to_dict(now) for i in infos]}, output)
+    print_table(list(SECRET_COLUMNS), secret_rows(infos, now),
+                empty="No secrets: this proxy has no workload certificate (no mTLS).")
 
 
 def from_envoy(admin: EnvoyAdmin, what: str, output: str) -> None:
@@ -327,22 +374,29 @@ def resolve_pod(state_dir: str, target: str) -> tuple[str, str | None]:
 
 
 @click.command("proxy-config")
-@click.argument("what", metavar="clusters|listeners|routes|endpoints",
+@click.argument("what", metavar="clusters|listeners|routes|endpoints|secrets",
                 type=click.Choice(sorted(ALIASES), case_sensitive=False))
 @click.argument("target", metavar="POD[.NAMESPACE]")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
 @state_dir_option
 def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
     """Show the configuration a proxy's Envoy runs (from its admin socket), or what the control plane
-    sent it when the admin socket is unavailable."""
+    sent it when the admin socket is unavailable. `secrets`: its workload certificate and trusted roots
+    (SPIFFE ID, serial, validity, issuer), which only the Envoy knows."""
     what = ALIASES[what.lower()]
     pod, ns = resolve_pod(state_dir, target)
     sock = StateLayout(state_dir).pod(pod).admin_socket
     if os.path.exists(sock):
         try:
+            if what == "secrets":
+                return secrets_from_envoy(EnvoyAdmin(sock), output)
             return from_envoy(EnvoyAdmin(sock), what, output)
         except Unavailable:
             click.echo(f"note: Envoy is not answering on {sock}", err=True)
+    if what == "secrets":
+        why = "its Envoy is not answering on" if os.path.exists(sock) else "no Envoy admin socket at"
+        fail(f"{target}: {why} {sock} (a pod without a sidecar has no certificate); secrets come from the "
+             f"pod's agent over SDS, the control plane does not have them")
     from_control_plane(ApiClient(state_dir), pod, ns, what, output)
 
 

@@ -140,6 +140,22 @@ class ApiClient:
         return self.request("GET", f"/api/v1/proxies/{_q(proxy_id)}/resources", query={"type": type_},
                             replicas=order)
 
+    # ------------------------------------------------------------------ the mesh CA (server/mesh_ca.py)
+    def ca_info(self) -> dict[str, Any]:
+        """{"trustDomain", "rootCert" (PEM), ...}: what a pod must trust and which identities it gets."""
+        return dict(self.request("GET", "/api/v1/ca"))
+
+    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str) -> str:
+        """A new token for pod `<namespace>.<pod>` (any earlier one stops working)."""
+        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload}
+        return str(self.request("POST", "/api/v1/credentials", body)["token"])
+
+    def revoke_credential(self, pod: str) -> bool:
+        return bool(self.request("DELETE", f"/api/v1/credentials/{_q(pod)}").get("revoked"))
+
+    def credentials(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/v1/credentials")["items"])
+
     def healthz(self, replicas: Sequence[int] | None = None) -> dict[str, Any]:
         """{"ready": bool}; a replica still loading its store answers 503 with ready false."""
         try:

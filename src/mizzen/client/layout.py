@@ -1,14 +1,18 @@
 """Where everything of one mesh lives in its state dir: the one place that names a file or socket there.
 
     store.db, registry.db            the control plane's SQLite files (shared by every replica)
-    api.sock, xds.sock               control-plane replica 0 ("controlplane")
-    api-<i>.sock, xds-<i>.sock       replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
+    api.sock, xds.sock, ca.sock      control-plane replica 0 ("controlplane"); ca.sock: certificate signing (TLS)
+    api-<i>.sock, xds-<i>.sock, ...  replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
+    ca/                              the mesh CA (Istio's plug-in file names; keys 0600), kept across runs
+    credentials.db                   pod credentials (token hashes) the CA authenticates agents with
     controlplane[-<i>].pid           each replica's PID (written by the replica)
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
     logs/                            runner.log, controlplane[-<i>].log
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
-                                     agent.sock (agent control), base-id, envoy.log, access.log, agent.log, app.log
+                                     agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
+                                     secrets/ (its credential, root only), base-id, envoy.log, access.log,
+                                     agent.log, app.log
 
 Pure: building paths touches no file.
 """
@@ -72,6 +76,14 @@ class PodDir:
         return self._f("base-id")
 
     @property
+    def sds_socket(self) -> str:
+        return self._f("sds.sock")
+
+    @property
+    def secrets_dir(self) -> str:
+        return self._f("secrets")
+
+    @property
     def envoy_log(self) -> str:
         return self._f("envoy.log")
 
@@ -88,9 +100,9 @@ class PodDir:
         return self._f("app.log")
 
     @property
-    def sockets(self) -> tuple[str, str]:
+    def sockets(self) -> tuple[str, ...]:
         """What a stopped pod leaves that must go (its dir stays for the logs)."""
-        return self.admin_socket, self.agent_socket
+        return self.admin_socket, self.agent_socket, self.sds_socket
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,20 @@ class StateLayout:
 
     def xds_socket(self, replica: int = 0) -> str:
         return self._f(_numbered("xds", replica, ".sock"))
+
+    def ca_socket(self, replica: int = 0) -> str:
+        return self._f(_numbered("ca", replica, ".sock"))
+
+    def ca_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
+        return [self.ca_socket(i) for i in range(replicas)]
+
+    @property
+    def ca_dir(self) -> str:
+        return self._f("ca")
+
+    @property
+    def credentials_db(self) -> str:
+        return self._f("credentials.db")
 
     def api_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
         return [self.api_socket(i) for i in range(replicas)]
@@ -170,8 +196,10 @@ class StateLayout:
 
     # ------------------------------------------------------------------ a fresh start
     def previous_run_files(self) -> list[str]:
-        """What a new `mizzen up` removes first: the store, every socket and the last status."""
+        """What a new `mizzen up` removes first: the store, the pods' credentials, every socket and the last
+        status (the CA stays: a plugged-in root must survive)."""
         out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket]
+        out += [self.credentials_db, self.credentials_db + "-wal", self.credentials_db + "-shm"]
         for i in range(MAX_CONTROL_PLANES):
-            out += [self.api_socket(i), self.xds_socket(i)]
+            out += [self.api_socket(i), self.xds_socket(i), self.ca_socket(i)]
         return out

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..agent.config import AgentConfig, AgentConfigError, load_config
+from ..ca.credentials import provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
@@ -37,8 +38,10 @@ def _addresses(sockets: Sequence[str]) -> str | tuple[str, ...]:
     return out[0] if len(out) == 1 else out
 
 
-def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> AgentConfig:
-    """The pod's agent.json, as the agent will read it."""
+def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, trust_domain: str | None = None
+                 ) -> AgentConfig:
+    """The pod's agent.json, as the agent will read it. `trust_domain`: the pod has a credential and gets a
+    workload certificate from the control plane's certificate service (None: no certificate, no mTLS)."""
     files = layout.pod(pod.name)
     netns_mode = mode == "netns"
     cfg = AgentConfig(
@@ -49,10 +52,13 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
         register_port_map=() if netns_mode else tuple(sorted(pod.register_port_map.items())),
         xds_address=_addresses(layout.xds_sockets(options.control_planes)),
         api_address=_addresses(layout.api_sockets(options.control_planes)),
-        admin_socket=files.admin_socket, control_socket=files.agent_socket, work_dir=files.path,
+        admin_socket=files.admin_socket, control_socket=files.agent_socket, sds_socket=files.sds_socket,
+        work_dir=files.path,
         concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
         envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
+        ca_address=_addresses(layout.ca_sockets(options.control_planes)) if trust_domain else None,
+        trust_domain=trust_domain or "cluster.local",
     )
     cfg.validate()
     return cfg
@@ -63,6 +69,7 @@ class ProcessLauncher:
         self.table = table
         self.options = options
         self.layout = table.info.layout
+        self.api = ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)
 
     # ------------------------------------------------------------------ control plane
     def start_controlplanes(self, check_stop: Callable[[], None]) -> None:
@@ -70,7 +77,8 @@ class ProcessLauncher:
         n = self.options.control_planes
         for i in range(n):
             argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
-                    "--replica", str(i)]
+                    "--replica", str(i), "--trust-domain", self.options.trust_domain,
+                    "--cert-ttl", f"{self.options.cert_ttl_seconds:g}s"]
             cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
                        exec_argv=argv)
             with self.table.lock:
@@ -110,9 +118,34 @@ class ProcessLauncher:
         os.makedirs(pod.dir, exist_ok=True)
         if pod.sidecar:
             mode = self.table.info.mode
-            write_json(pod.files.agent_json, agent_config(pod, self.layout, self.options, mode).to_dict())
+            trust_domain = self._provision(pod)
+            write_json(pod.files.agent_json,
+                       agent_config(pod, self.layout, self.options, mode, trust_domain).to_dict())
             if mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
                 os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+
+    def _provision(self, pod: Pod) -> str:
+        """The pod's credential (a token bound to its identity, readable by root only) and the mesh root,
+        in `pods/<pod>/secrets/`: its agent authenticates with them to get the workload certificate.
+        Returns the mesh's trust domain."""
+        try:
+            ca = self.api.ca_info()
+            token = self.api.create_credential(pod.instance_id, pod.namespace, pod.service_account or "default",
+                                               pod.workload)
+        except ClientError as e:
+            raise RunnerError(f"{pod.name}: cannot get a credential from the control plane: {e}") from None
+        provision_pod(pod.dir, token, str(ca["rootCert"]).encode())
+        return str(ca["trustDomain"])
+
+    def revoke(self, pod: Pod) -> None:
+        """A stopped pod's credential stops working (best effort: a fresh `up` starts with none anyway)."""
+        if not pod.sidecar:
+            return
+        try:
+            self.api.revoke_credential(pod.instance_id)
+        except ClientError as e:
+            log.warning("%s: could not revoke its credential (%s); it stays valid until the next `mizzen up`",
+                        pod.name, e)
 
     def launch(self, pod: Pod) -> None:
         """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready (the
@@ -189,6 +222,7 @@ class ProcessLauncher:
                 signal_pid(epid, signal.SIGKILL)
 
     def forget(self, pod: Pod) -> None:
+        self.revoke(pod)
         for sock in pod.files.sockets:  # the dir stays for its logs; dead sockets go
             try:
                 os.unlink(sock)

@@ -15,3 +15,5 @@ class Options:
     withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS
     app_stop_seconds: float = APP_STOP_SECONDS
     control_planes: int = 1
+    trust_domain: str = "cluster.local"  # the mesh's SPIFFE trust domain (the control plane's --trust-domain)
+    cert_ttl_seconds: float = 24 * 3600.0  # workload certificate validity (the control plane's --cert-ttl)

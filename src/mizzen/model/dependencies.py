@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api.base import Resource, ResourceKey
-from .labels import labels_match, scoped_to
+from .labels import ROOT_NAMESPACE, labels_match, scoped_to
+from .security import PEER_AUTHENTICATION, applies_to_proxy
 from .snapshot import ConfigIndex, SidecarScope, Snapshot
 from .types import Proxy
 
@@ -52,6 +53,9 @@ def selected(r: Resource, proxy: Proxy) -> bool:
 PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     "Telemetry": selected,
     "EnvoyPatch": selected,
+    # its inbound listener; and, through `diff`, the hosts of its namespace (callers' auto mTLS: endpoint
+    # modes in EDS, the namespace's mode on clusters)
+    PEER_AUTHENTICATION: applies_to_proxy,
 }
 
 
@@ -143,6 +147,10 @@ def diff(old: Snapshot | None, new: Snapshot) -> Change:
                         resources += [r for r in (x, y) if r is not None]
             elif _revs(a) != _revs(b):
                 return EVERYTHING
+        for r in resources:
+            if r.kind == PEER_AUTHENTICATION:  # callers' clusters and endpoints of the hosts it may govern
+                hosts.update(h for svcs in (oc.services, nc.services) for h, s in svcs.items()
+                             if r.namespace in (ROOT_NAMESPACE, s.namespace))
         if oc.services is not nc.services:
             hosts.update(h for h in oc.services.keys() | nc.services.keys() if oc.services.get(h) != nc.services.get(h))
         for table_o, table_n in ((oc.virtual_services_by_host, nc.virtual_services_by_host),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..api.base import Resource
+from ..api.client_tls import ClientTLSSettings
 from ..api.destination_rule import (ConnectionPoolSettings, ConsistentHashLB, HealthCheck,
                                     LoadBalancerSettings, LocalityLbSetting, OutlierDetection, RetryBudget)
 
@@ -24,7 +25,7 @@ class Policy:
     load_balancer: LoadBalancerSettings | None = None
     connection_pool: ConnectionPoolSettings | None = None
     outlier_detection: OutlierDetection | None = None
-    tls: dict | None = None
+    tls: ClientTLSSettings | None = None
     health_check: HealthCheck | None = None
     retry_budget: RetryBudget | None = None
 

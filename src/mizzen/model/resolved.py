@@ -11,6 +11,8 @@ One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), me
     r.telemetry_for(proxy)                # the Telemetry that decides a proxy's access logging
     r.access_logging(proxy)
     r.patches_for(proxy)                  # the EnvoyPatches that apply to a proxy, in order
+    r.mtls(proxy)                         # its PeerAuthentication mode, per inbound port (model/security.py)
+    r.service_mtls_mode(svc)              # the namespace-level mode of a service (auto mTLS off if DISABLE)
 
 `translate/` turns these answers into Envoy messages; `model/dependencies.py` uses them to know what a
 proxy's config depends on.
@@ -25,6 +27,7 @@ from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
 from . import delegate
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .policy import Policy, effective
+from .security import MtlsPolicy, namespace_mode, peer_mtls
 from .services import Service
 from .types import Proxy
 
@@ -41,6 +44,8 @@ class Config(Protocol):
     def virtual_service_for(self, host: str) -> Resource | None: ...
 
     def delegate_for(self, root: Resource, ref) -> Resource | None: ...
+
+    def memoized(self, key: tuple, compute): ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,20 @@ class Resolved:
                 p.namespace, p.spec.workload_selector.labels if p.spec.workload_selector else None,
                 proxy.namespace, labels)]
         return tuple(out)
+
+
+    # -- mutual TLS ----------------------------------------------------------------------------------
+    def mtls(self, proxy: Proxy) -> MtlsPolicy:
+        """The proxy's effective PeerAuthentication: `.for_port(container port)` is DISABLE, PERMISSIVE or
+        STRICT (workload > namespace > mesh; UNSET inherits; PERMISSIVE when none applies)."""
+        return peer_mtls(self.config, proxy.namespace, proxy.labels)
+
+    def service_mtls_mode(self, svc: Service) -> str:
+        """Istio's best-effort mode of a service for auto mTLS: DISABLE for mesh-external ones, else the
+        mode of its namespace from the mesh- and namespace-wide PeerAuthentications."""
+        if svc.mesh_external:
+            return "DISABLE"
+        return self.config.memoized(("ns_mtls", svc.namespace), lambda: namespace_mode(self.config, svc.namespace))
 
 
 def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:

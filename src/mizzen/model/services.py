@@ -78,6 +78,7 @@ class Service:
     static_endpoints: tuple[StaticEndpoint, ...] = ()
     revision: int = 0
     export_to: tuple[str, ...] = ()  # model/visibility.py
+    subject_alt_names: tuple[str, ...] = ()  # a ServiceEntry's: the identities its servers present
 
     def port(self, number: int) -> ServicePort | None:
         for p in self.ports:
@@ -190,7 +191,8 @@ def _defined(r: Resource, known: set[str]) -> list[tuple[Service, str | None]]:
         out.append((Service(h, name, r.namespace, ports, selector, source="serviceentry",
                             resolution=spec.resolution if spec.resolution != "NONE" else "STATIC",
                             mesh_external=spec.location == "MESH_EXTERNAL", static_endpoints=eps,
-                            revision=r.revision, export_to=export_to_of(r)), explicit))
+                            revision=r.revision, export_to=export_to_of(r),
+                            subject_alt_names=tuple(spec.subject_alt_names)), explicit))
     return out
 
 

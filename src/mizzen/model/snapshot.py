@@ -16,6 +16,7 @@ from ..api.base import Resource, ResourceKey
 from .labels import ROOT_NAMESPACE, labels_match
 from .resolved import Resolved
 from .router import expand_all
+from .security import NO_TLS, TLS_MODE_LABEL, endpoint_tls_mode
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
 from .visibility import exported_to
@@ -35,6 +36,9 @@ class Endpoint:
     locality: str = ""
     instance_id: str = ""
     weight: int = 1
+    # auto mTLS: `istio` when a caller's sidecar should originate mesh mTLS to it (it has a sidecar whose
+    # PeerAuthentication does not DISABLE the port), else `disabled` (model/security.py)
+    tls_mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -319,7 +323,8 @@ class Snapshot:
                 if subset_labels and not labels_match(subset_labels, dict(se.labels)):
                     continue
                 ep_port = dict(se.ports).get(sp.name) or sp.target_for()
-                out.append(Endpoint(se.address, ep_port, se.labels, True, se.locality, "", se.weight or 1))
+                out.append(Endpoint(se.address, ep_port, se.labels, True, se.locality, "", se.weight or 1,
+                                    dict(se.labels).get(TLS_MODE_LABEL, NO_TLS)))
         else:
             target = sp.target_for()
             for inst in self.endpoints.for_service(svc):
@@ -328,11 +333,18 @@ class Snapshot:
                 if inst.ports and target not in inst.ports:
                     continue
                 out.append(Endpoint(inst.address, inst.reachable_port(target), inst.labels, inst.healthy,
-                                    inst.locality, inst.id))
+                                    inst.locality, inst.id, 1, endpoint_tls_mode(
+                                        self.config, inst.sidecar, inst.namespace, inst.labels, target)))
         return tuple(out)
 
     def visible_services(self, proxy: Proxy) -> tuple[Service, ...]:
         return self.config.visible_services(proxy)
+
+    def service_identities(self, svc: Service) -> tuple[tuple[str, str], ...]:
+        """(namespace, service account) of the service's instances that have a sidecar: the identities its
+        servers may present (secure naming). Sorted; empty when it has none (yet)."""
+        return tuple(sorted({(i.namespace, i.service_account or "default")
+                             for i in self.endpoints.for_service(svc) if i.sidecar}))
 
     def own_services(self, proxy: Proxy) -> tuple[Service, ...]:
         return self.config.own_services(proxy)

@@ -86,10 +86,17 @@ class Proxy:
     port_map: tuple[tuple[int, int], ...] = ()  # loopback mode: container port -> app's real port
     service_account: str = "default"
     locality: str = ""  # region/zone/subzone (node metadata LOCALITY; Envoy's node.locality too)
+    # the SPIFFE trust domain of the workload certificate its agent serves over SDS (node metadata
+    # TRUST_DOMAIN); "" = the proxy has no mesh certificate: it gets no mTLS config
+    trust_domain: str = ""
 
     @property
     def label_dict(self) -> dict[str, str]:
         return dict(self.labels)
+
+    @property
+    def has_certificate(self) -> bool:
+        return bool(self.trust_domain)
 
     def app_port(self, container_port: int) -> int:
         for a, b in self.port_map:
@@ -123,6 +130,7 @@ class Proxy:
             port_map=tuple(sorted((_int(a, 0), _int(b, 0)) for a, b in (m.get("PORT_MAP") or {}).items())),
             service_account=str(m.get("SERVICE_ACCOUNT", "default")),
             locality=str(m.get("LOCALITY", "")),
+            trust_domain=str(m.get("TRUST_DOMAIN", "")),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -134,6 +142,7 @@ class Proxy:
             "INBOUND_PORT": str(self.inbound_port), "APP_HOST": self.app_host,
             "PORT_MAP": {str(a): str(b) for a, b in self.port_map}, "SERVICE_ACCOUNT": self.service_account,
             **({"LOCALITY": self.locality} if self.locality else {}),
+            **({"TRUST_DOMAIN": self.trust_domain} if self.trust_domain else {}),
         }
 
 

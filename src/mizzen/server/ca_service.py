@@ -180,6 +180,12 @@ class CaServer:
         log.info("certificate service (TLS, server name %s) on %s", SERVER_NAME, ", ".join(bound))
         return bound
 
+    def renew_server_cert(self) -> None:
+        """Re-issue the server's TLS certificate at the next handshake (the CA was replaced: agents provisioned
+        with the new root must be able to verify it)."""
+        with self._cert._lock:
+            self._cert._renew_at = self.service.clock()
+
     async def stop(self, grace: float | None = 1.0) -> None:
         if self._server is not None:
             await self._server.stop(grace)

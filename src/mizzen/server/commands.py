@@ -18,6 +18,21 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
     return default_host, int(value)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text: str, option: str = "duration") -> float:
+    """'20s', '30m', '24h', '90d' or a number of seconds -> seconds (> 0)."""
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * _UNITS[t[-1]] if t and t[-1] in _UNITS else float(t)
+    except ValueError:
+        raise ValueError(f"{option}: {text!r} is not a duration (e.g. 20s, 30m, 24h, 90d)") from None
+    if value <= 0:
+        raise ValueError(f"{option}: {text!r} must be positive")
+    return value
+
+
 @click.command("controlplane")
 @click.option("--state-dir", default=lambda: os.environ.get("MIZZEN_STATE_DIR", ".mizzen"), show_default=".mizzen",
               type=click.Path(file_okay=False), help="Where the store, registry and sockets live.")
@@ -32,17 +47,34 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
                    "xds-<i>.sock (named controlplane-<i>); --xds-socket/--api-socket override.")
 @click.option("--debounce-ms", default=100, show_default=True, help="Quiet period before a push.")
 @click.option("--max-wait-ms", default=1000, show_default=True, help="Longest a change waits for a push.")
+@click.option("--trust-domain", default="cluster.local", show_default=True,
+              help="SPIFFE trust domain of the mesh's workload identities (spiffe://TD/ns/NS/sa/SA).")
+@click.option("--cert-ttl", default="24h", show_default=True,
+              help="Default validity of workload certificates (e.g. 24h, 30m, 20s); agents renew at half of it.")
+@click.option("--max-cert-ttl", default="90d", show_default=True, help="Longest validity an agent may ask for.")
+@click.option("--ca-port", default=None, help="Also serve certificate signing (TLS) on TCP [HOST:]PORT.")
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None, api_port: str | None, replica: int, debounce_ms: int, max_wait_ms: int,
-                 log_level: str) -> None:
+                 trust_domain: str, cert_ttl: str, max_cert_ttl: str, ca_port: str | None, log_level: str) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
     from .controlplane import Settings, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..ca.identity import InvalidIdentity, check_trust_domain
+
+    try:
+        check_trust_domain(trust_domain)
+        ttl, max_ttl = seconds(cert_ttl, "--cert-ttl"), seconds(max_cert_ttl, "--max-cert-ttl")
+    except (InvalidIdentity, ValueError) as e:
+        raise click.BadParameter(str(e)) from None
+    if ttl > max_ttl:
+        raise click.BadParameter(f"--cert-ttl {cert_ttl} is longer than --max-cert-ttl {max_cert_ttl}")
     settings = Settings(Path(state_dir).resolve(), _addr(xds_port), _addr(api_port),
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
-                        Path(api_socket).resolve() if api_socket else None, replica=replica)
+                        Path(api_socket).resolve() if api_socket else None, replica=replica,
+                        trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
+                        ca_tcp=_addr(ca_port))
     try:
         import uvloop  # type: ignore
 

@@ -14,6 +14,7 @@ registry before the ADS server reports ready, so a restarted control plane resum
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import signal
@@ -37,6 +38,7 @@ from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
+from .mesh_ca import MeshCa
 from .rest import make_app, serve
 
 log = logging.getLogger("mizzen.controlplane")
@@ -79,6 +81,13 @@ class Settings:
     replica: int = 0
     # Other control-plane replicas may write the same store and registry: poll for their commits.
     refresh_interval: float = 0.5
+    # The mesh CA (server/mesh_ca.py): SPIFFE trust domain, workload certificate TTLs, where the signing
+    # service listens (default STATE/ca.sock, ca-<i>.sock for replica i; TLS also on ca_tcp when given).
+    trust_domain: str = "cluster.local"
+    workload_ttl_seconds: float = 24 * 3600.0
+    max_workload_ttl_seconds: float = 90 * 24 * 3600.0
+    ca_socket: Path | None = None
+    ca_tcp: tuple[str, int] | None = None
 
 
 class ControlPlane:
@@ -101,6 +110,9 @@ class ControlPlane:
         self._wake = asyncio.Event()
         self._ready = False
         self.ads = AdsServer(self)
+        self.mesh_ca = MeshCa(sd, trust_domain=settings.trust_domain,
+                              workload_ttl=dt.timedelta(seconds=settings.workload_ttl_seconds),
+                              max_workload_ttl=dt.timedelta(seconds=settings.max_workload_ttl_seconds))
         self._rest_runner = None
         self._loop_task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
@@ -133,6 +145,7 @@ class ControlPlane:
                  len(self.registry.list()), (time.perf_counter() - t) * 1000)
 
     async def start(self) -> None:
+        self.mesh_ca.start()  # a broken CA dir stops the start here, naming the file
         self._build_initial()
         self.store.subscribe(lambda rev: self._mark(config=True))
         self.registry.subscribe(lambda ver: self._mark(endpoints=True))
@@ -141,13 +154,19 @@ class ControlPlane:
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)
+        ca_addrs = [f"unix:{self.ca_socket}"]
+        if self.settings.ca_tcp:
+            ca_addrs.append(f"{self.settings.ca_tcp[0]}:{self.settings.ca_tcp[1]}")
+        await self.mesh_ca.serve(ca_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
                        proxy_resources=self.ads.sent_resources)
+        app.add_routes(self.mesh_ca.routes())
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
-        log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs, self.api_socket,
-                 f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
+        log.info("control plane %s ready: xds %s, api %s%s, certificates %s", self.replica_name, xds_addrs,
+                 self.api_socket, f" and {self.settings.api_tcp}" if self.settings.api_tcp else "",
+                 ", ".join(self.mesh_ca.addresses))
 
     async def _refresh_loop(self) -> None:
         """Another replica's writes reach this one's subscribers (and so its proxies) within an interval."""
@@ -156,6 +175,7 @@ class ControlPlane:
             try:
                 self.store.refresh()
                 self.registry.refresh()
+                self.mesh_ca.reload_if_changed()
             except Exception:  # a locked or briefly unreadable database: try again next time
                 log.exception("refreshing the store from disk failed")
 
@@ -171,6 +191,7 @@ class ControlPlane:
         await self.ads.stop(1.0)
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
+        await self.mesh_ca.stop()
         self.store.close()
         self.registry.close()
 
@@ -228,6 +249,10 @@ class ControlPlane:
     @property
     def xds_socket(self) -> Path:
         return self.settings.xds_socket or Path(self.layout.xds_socket(self.settings.replica))
+
+    @property
+    def ca_socket(self) -> Path:
+        return self.settings.ca_socket or Path(self.layout.ca_socket(self.settings.replica))
 
     @property
     def api_socket(self) -> Path:

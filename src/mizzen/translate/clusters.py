@@ -1,8 +1,11 @@
 """Clusters: one per service port and one per DestinationRule subset; inbound and passthrough clusters.
 
 DestinationRule traffic policies (load balancer, connection pool, outlier detection, health checks,
-retry budget) are resolved by `model.Resolved.policy` and applied by `policies.py`."""
+retry budget) are resolved by `model.Resolved.policy` and applied by `policies.py`; the transport socket
+(auto mTLS, or the DestinationRule's `tls`) by `secure`, with the shapes of `tls.py`."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import protocol_pb2
@@ -10,9 +13,11 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from ..model.policy import Policy
+from ..model.security import istio_sni
 from ..model.services import Service, ServicePort
 from . import endpoints as E
 from . import policies as P
+from . import tls as T
 from .common import (BLACKHOLE, INBOUND_PASSTHROUGH, PASSTHROUGH, ads_source, duration, inbound_cluster,
                      outbound_cluster, pack, socket_address)
 
@@ -27,8 +32,18 @@ def _http2_options() -> dict:
     return {_HPO: pack(opts)}
 
 
-def outbound(svc: Service, sp: ServicePort, subset: str | None, pol: Policy) -> cluster_pb2.Cluster:
-    """One outbound cluster with its effective policy `pol` (applied by `policies.apply_cluster`)."""
+@dataclass(frozen=True)
+class MeshTls:
+    """What a caller with a mesh certificate needs to secure its clusters to one service."""
+
+    sans: tuple[str, ...]  # the identities its servers may present (secure naming); () = any of the mesh
+    auto: bool  # auto mTLS (off for mesh-external services and namespaces whose mode is DISABLE)
+
+
+def outbound(svc: Service, sp: ServicePort, subset: str | None, pol: Policy, mesh: MeshTls | None = None
+             ) -> cluster_pb2.Cluster:
+    """One outbound cluster with its effective policy `pol` (applied by `policies.apply_cluster`); `mesh`:
+    the caller has a mesh certificate (None: plaintext unless the DestinationRule says SIMPLE/MUTUAL)."""
     name = outbound_cluster(sp.port, subset, svc.hostname)
     c = cluster_pb2.Cluster(name=name, connect_timeout=duration(CONNECT_TIMEOUT_S))
     simple = pol.load_balancer.simple if pol.load_balancer else None
@@ -63,7 +78,39 @@ def outbound(svc: Service, sp: ServicePort, subset: str | None, pol: Policy) -> 
     if sp.protocol in ("HTTP2", "GRPC") and _HPO not in c.typed_extension_protocol_options:
         for k, v in _http2_options().items():
             c.typed_extension_protocol_options[k].CopyFrom(v)
+    secure(c, svc, sp, subset, pol, mesh)
     return c
+
+
+def _speaks(c: cluster_pb2.Cluster, protocol: str) -> str:
+    """The protocol the cluster's upstream connections speak (a DestinationRule may upgrade HTTP to h2)."""
+    hpo = c.typed_extension_protocol_options.get(_HPO)
+    if hpo is not None and protocol == "HTTP":
+        opts = http_protocol_options_pb2.HttpProtocolOptions()
+        hpo.Unpack(opts)
+        if opts.explicit_http_config.HasField("http2_protocol_options"):
+            return "HTTP2"
+    return protocol
+
+
+def secure(c: cluster_pb2.Cluster, svc: Service, sp: ServicePort, subset: str | None, pol: Policy,
+           mesh: MeshTls | None) -> None:
+    """The transport socket, as Istio's cluster builder decides it: the DestinationRule's `tls` wins
+    (DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL); without one, auto mTLS (mesh mTLS to endpoints with a sidecar,
+    plaintext to the others) unless the service is mesh-external, its namespace DISABLEs mTLS, or the
+    cluster is an original-destination one."""
+    tls, protocol = pol.tls, _speaks(c, sp.protocol)
+    if tls is not None:
+        if tls.mode in ("SIMPLE", "MUTUAL"):
+            c.transport_socket.CopyFrom(T.upstream_from_files(tls, protocol))
+        elif tls.mode == "ISTIO_MUTUAL" and mesh is not None:
+            c.transport_socket.CopyFrom(T.upstream_istio_mutual(
+                tls.sni or istio_sni(sp.port, subset, svc.hostname), tuple(tls.subject_alt_names) or mesh.sans,
+                protocol))
+        return
+    if mesh is not None and mesh.auto and c.type != cluster_pb2.Cluster.ORIGINAL_DST:
+        T.auto_mtls_matches(c, T.upstream_istio_mutual(istio_sni(sp.port, subset, svc.hostname), mesh.sans,
+                                                       protocol))
 
 
 def inbound(port: int, app_host: str, app_port: int, protocol: str) -> cluster_pb2.Cluster:

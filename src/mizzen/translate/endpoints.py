@@ -12,7 +12,9 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from ..model import policy as P
 from ..model.snapshot import Endpoint
+from ..model.security import ISTIO_TLS
 from .common import socket_address, u32
+from .tls import endpoint_metadata
 
 
 def locality(text: str) -> base_pb2.Locality:
@@ -21,8 +23,10 @@ def locality(text: str) -> base_pb2.Locality:
 
 
 def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...], pol: P.Policy | None = None,
-                    proxy_locality: str = "", proxy_labels: dict[str, str] | None = None
+                    proxy_locality: str = "", proxy_labels: dict[str, str] | None = None, *, mtls: bool = False
                     ) -> endpoint_pb2.ClusterLoadAssignment:
+    """`mtls`: the caller does auto mTLS, so endpoints that take mesh mTLS carry `tlsMode: istio` (the
+    metadata its cluster's transport_socket_matches read)."""
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
     live = [ep for ep in endpoints if ep.healthy]  # unhealthy and draining instances are withdrawn
     prio: dict[Endpoint, int] = {}
@@ -50,6 +54,8 @@ def load_assignment(cluster_name: str, endpoints: tuple[Endpoint, ...], pol: P.P
             lb = lle.lb_endpoints.add()
             lb.endpoint.address.CopyFrom(socket_address(ep.address, ep.port))
             lb.health_status = health_check_pb2.HEALTHY
+            if mtls and ep.tls_mode == ISTIO_TLS:
+                lb.metadata.CopyFrom(endpoint_metadata(ISTIO_TLS))
             if ep.weight and ep.weight != 1:
                 lb.load_balancing_weight.value = ep.weight
     return cla

@@ -10,6 +10,14 @@ loopback mode (no root): an explicit HTTP proxy listener on 127.0.0.1:<outbound_
 
 HTTP features (CORS, fault, access logs, the router ...) are added to each HCM and tcp_proxy by the
 feature table (`filters/`); this module knows none of them.
+
+Inbound mutual TLS (the proxy's PeerAuthentication, `Resolved.mtls`), per container port, for a proxy with a
+mesh certificate: STRICT = one chain that requires a mesh client certificate; PERMISSIVE = the
+`tls_inspector` listener filter and two chains, mesh mTLS (TLS offering Istio's ALPN values) and plaintext;
+DISABLE = plaintext. mTLS HTTP chains append the caller's identity to `x-forwarded-client-cert` (Istio's
+APPEND_FORWARD with the current peer's subject, URI and DNS); plaintext chains keep Envoy's default
+(SANITIZE: a sidecar-less caller cannot forge it). A proxy without a certificate keeps plaintext chains; a
+STRICT port there is closed (BlackHole), never silently opened.
 """
 from __future__ import annotations
 
@@ -20,18 +28,24 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+
+from ..model.security import DISABLE, STRICT
 from ..model.services import Service, is_http
 from . import filters
-from .common import (HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
-                     ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
+from . import tls as T
+from .common import (BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND,
+                     VIRTUAL_OUTBOUND, ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
 from .filters import Chain, ViewContext
 
 HCM = "envoy.filters.network.http_connection_manager"
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
-def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None, route_config=None) -> lc.Filter:
-    """An HCM with RDS (an outbound chain) or an inline route config (inbound); features add their filters."""
+def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None, route_config=None,
+        xfcc: bool = False) -> lc.Filter:
+    """An HCM with RDS (an outbound chain) or an inline route config (inbound); features add their filters.
+    `xfcc`: an mTLS inbound chain, whose app sees the caller's identity in `x-forwarded-client-cert`."""
     m = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -40,6 +54,12 @@ def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None
         # websockets pass through like any upgrade
         upgrade_configs=[hcm_pb2.HttpConnectionManager.UpgradeConfig(upgrade_type="websocket")],
     )
+    if xfcc:
+        m.forward_client_cert_details = hcm_pb2.HttpConnectionManager.APPEND_FORWARD
+        cur = m.set_current_client_cert_details
+        cur.subject.value = True
+        cur.uri = True
+        cur.dns = True
     filters.patch_hcm(m, at, ctx)
     if rds is not None:
         m.rds.config_source.CopyFrom(ads_source())
@@ -94,19 +114,72 @@ def virtual_outbound(ctx: ViewContext) -> listener_pb2.Listener:
     return lst
 
 
+def _inbound_filter(port: int, protocol: str, route_config, at: Chain, ctx: ViewContext, prefix: str,
+                    xfcc: bool) -> lc.Filter:
+    if is_http(protocol):
+        return hcm(f"{prefix}{port}", at, ctx, route_config=route_config, xfcc=xfcc)
+    return tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx)
+
+
+def _inbound_port_chains(lst: listener_pb2.Listener, port: int, protocol: str, route_config, ctx: ViewContext,
+                         prefix: str, match_port: bool) -> bool:
+    """The filter chains of one inbound port in `lst` by its mTLS mode; True if they need the tls_inspector."""
+    at = Chain(False, port)
+    mode = ctx.resolved.mtls(ctx.proxy).for_port(port)
+    td = ctx.proxy.trust_domain
+
+    def chain(name: str):
+        fc = lst.filter_chains.add(name=name)
+        if match_port:
+            fc.filter_chain_match.destination_port.value = port
+        return fc
+
+    if not td or mode == DISABLE:
+        fc = chain(inbound_cluster(port))
+        if not td and mode == STRICT:  # no certificate to do mTLS with: closed, never plaintext
+            fc.filters.append(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
+        else:
+            fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
+        return False
+    server_alpn = ("h2", "http/1.1") if is_http(protocol) else ()
+    if mode == STRICT:
+        fc = chain(inbound_cluster(port))
+        fc.transport_socket.CopyFrom(T.downstream_mtls(td, server_alpn))
+        fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
+        return False
+    # PERMISSIVE: mesh mTLS from sidecars (TLS with Istio's ALPN values) and plaintext from others
+    fc = chain(inbound_cluster(port) + "mtls")
+    fc.filter_chain_match.transport_protocol = "tls"
+    fc.filter_chain_match.application_protocols.extend(T.ISTIO_ALPNS)
+    fc.transport_socket.CopyFrom(T.downstream_mtls(td, server_alpn))
+    fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
+    fc = chain(inbound_cluster(port))
+    fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
+    return True
+
+
+def _tls_inspector() -> lc.ListenerFilter:
+    return lc.ListenerFilter(name=T.TLS_INSPECTOR, typed_config=pack(tls_inspector_pb2.TlsInspector()))
+
+
 def virtual_inbound(ctx: ViewContext, protocols: dict[int, str], inbound_routes: dict) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name=VIRTUAL_INBOUND, address=socket_address("0.0.0.0", ctx.proxy.inbound_port),
                                 listener_filters=[_original_dst()], traffic_direction=base_pb2.INBOUND)
+    inspect = False
     for port in sorted(protocols):
-        fc = lst.filter_chains.add(name=inbound_cluster(port))
-        fc.filter_chain_match.destination_port.value = port
-        at = Chain(False, port)
-        if is_http(protocols[port]):
-            fc.filters.append(hcm(f"inbound_0.0.0.0_{port}", at, ctx, route_config=inbound_routes[port]))
-        else:
-            fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
+        inspect |= _inbound_port_chains(lst, port, protocols[port], inbound_routes[port], ctx, "inbound_0.0.0.0_",
+                                        True)
+    if inspect:
+        lst.listener_filters.append(_tls_inspector())
     lst.default_filter_chain.name = INBOUND_PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, Chain(False), ctx))
+    at = Chain(False)
+    if ctx.resolved.mtls(ctx.proxy).mode == STRICT:  # undeclared ports too: mesh mTLS only (Istio)
+        if ctx.proxy.trust_domain:
+            lst.default_filter_chain.transport_socket.CopyFrom(T.downstream_mtls(ctx.proxy.trust_domain))
+        else:
+            lst.default_filter_chain.filters.append(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
+            return lst
+    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, at, ctx))
     return lst
 
 
@@ -123,10 +196,6 @@ def loopback_inbound(ctx: ViewContext, port: int, listen_port: int, protocol: st
                      ) -> listener_pb2.Listener:
     lst = listener_pb2.Listener(name=f"inbound_{port}", address=socket_address("127.0.0.1", listen_port),
                                 traffic_direction=base_pb2.INBOUND)
-    fc = lst.filter_chains.add(name=inbound_cluster(port))
-    at = Chain(False, port)
-    if is_http(protocol):
-        fc.filters.append(hcm(f"inbound_{port}", at, ctx, route_config=route_config))
-    else:
-        fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
+    if _inbound_port_chains(lst, port, protocol, route_config, ctx, "inbound_", False):
+        lst.listener_filters.append(_tls_inspector())
     return lst

@@ -21,6 +21,7 @@ from typing import Callable
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
 from ..model.dependencies import Change
+from ..model.security import DISABLE, spiffe_uri
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot
 from ..model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, Rendered
@@ -56,7 +57,7 @@ class HostResources:
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
-            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality)
+            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality, proxy.trust_domain)
 
 
 class Renderer:
@@ -66,12 +67,14 @@ class Renderer:
                  on_problem: Callable[[Proxy, str], None] | None = None):
         self.snap = snap
         self.on_problem = on_problem
-        self._hosts: dict[str, HostResources] = {}
+        # per (host, caller's trust domain): callers with a mesh certificate get auto-mTLS clusters and
+        # endpoints with tlsMode metadata; callers without one ("") plaintext ones
+        self._hosts: dict[tuple[str, str], HostResources] = {}
         self._views: dict[tuple, View] = {}
         self._final: dict[tuple, View] = {}  # with EnvoyPatches applied
         self._prev_views: dict[tuple, View] = {}
         if prev is not None and change is not None and not change.everything:
-            self._hosts = {h: r for h, r in prev._hosts.items() if h not in change.hosts}
+            self._hosts = {k: r for k, r in prev._hosts.items() if k[0] not in change.hosts}
             if prev.snap.config is snap.config:
                 # endpoint-only change: listeners, routes and clusters are unchanged for every view
                 self._prev_views = prev._views
@@ -79,30 +82,40 @@ class Renderer:
         self.render_errors: list[tuple[str, str]] = []  # (what, why): left out of a view, see _failed
 
     # -- per host -------------------------------------------------------------------------------
-    def host(self, svc: Service) -> HostResources:
-        hr = self._hosts.get(svc.hostname)
+    def host(self, svc: Service, trust_domain: str = "") -> HostResources:
+        key = (svc.hostname, trust_domain)
+        hr = self._hosts.get(key)
         if hr is None:
-            hr = self._render_host(svc)
-            self._hosts[svc.hostname] = hr
+            hr = self._render_host(svc, trust_domain)
+            self._hosts[key] = hr
             self.stats["hosts_rendered"] += 1
         return hr
 
-    def _render_host(self, svc: Service) -> HostResources:
+    def _mesh_tls(self, svc: Service, trust_domain: str) -> C.MeshTls | None:
+        if not trust_domain:
+            return None
+        sans = tuple(spiffe_uri(trust_domain, ns, sa) for ns, sa in self.snap.service_identities(svc))
+        return C.MeshTls(tuple(dict.fromkeys(sans + svc.subject_alt_names)),
+                         self.snap.resolved.service_mtls_mode(svc) != DISABLE)
+
+    def _render_host(self, svc: Service, trust_domain: str) -> HostResources:
         resolved = self.snap.resolved
+        mesh = self._mesh_tls(svc, trust_domain)
+        mtls = mesh is not None and mesh.auto
         cl: list[Rendered] = []
         eps: list[Rendered] = []
         local: list = []
         for sp in svc.ports:
             for subset, labels in [(None, ())] + list(resolved.subsets(svc.hostname)):
                 pol = resolved.policy(svc.hostname, subset, sp.port)
-                c = C.outbound(svc, sp, subset, pol)
+                c = C.outbound(svc, sp, subset, pol, mesh)
                 cl.append(render(CLUSTER, c.name, c))
                 if c.type == c.EDS:
                     found = self.snap.endpoints_for(svc, sp.port, labels)
                     if pol.locality_sensitive:
-                        local.append((c.name, pol, found))
+                        local.append((c.name, pol, found, mtls))
                     else:
-                        eps.append(render(ENDPOINT, c.name, load_assignment(c.name, found)))
+                        eps.append(render(ENDPOINT, c.name, load_assignment(c.name, found, mtls=mtls)))
         return HostResources(tuple(cl), tuple(eps), tuple(local))
 
     def local_endpoints(self, hr: HostResources, proxy: Proxy) -> tuple[Rendered, ...]:
@@ -110,8 +123,9 @@ class Renderer:
         key = (proxy.locality, proxy.labels)
         hit = hr.by_locality.get(key)
         if hit is None:
-            hit = tuple(render(ENDPOINT, name, load_assignment(name, found, pol, proxy.locality, proxy.label_dict))
-                        for name, pol, found in hr.local)
+            hit = tuple(render(ENDPOINT, name, load_assignment(name, found, pol, proxy.locality, proxy.label_dict,
+                                                               mtls=mtls))
+                        for name, pol, found, mtls in hr.local)
             hr.by_locality[key] = hit
         return hit
 
@@ -159,7 +173,7 @@ class Renderer:
         out: View = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
         for svc in services:
             try:
-                hr = self.host(svc)
+                hr = self.host(svc, proxy.trust_domain)
             except Exception as e:  # one service that cannot be rendered must not take the others down
                 self._failed(proxy, f"service {svc.hostname}", e)
                 continue

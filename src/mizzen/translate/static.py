@@ -15,8 +15,10 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from ..model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Rendered
+from . import tls as T
 from .common import pack
 
 
@@ -54,4 +56,21 @@ def static_bootstrap(resources: Mapping[str, Mapping[str, Rendered]], admin_port
                         m.route_config.CopyFrom(routes.get(name, route_pb2.RouteConfiguration(name=name)))
                         f.typed_config.CopyFrom(pack(m))
         b.static_resources.listeners.append(lst)
+    if any(T.SDS_CLUSTER.encode() in r.payload for rs in resources.values() for r in rs.values()):
+        b.static_resources.clusters.append(sds_cluster())  # the agent's SDS socket, as in a sidecar's bootstrap
     return json_format.MessageToDict(b)
+
+
+def sds_cluster(path: str = "/nonexistent/sds.sock") -> cluster_pb2.Cluster:
+    """The bootstrap cluster secrets come from (the pod's `sds.sock`); here only for `--mode validate`."""
+    c = cluster_pb2.Cluster(name=T.SDS_CLUSTER, type=cluster_pb2.Cluster.STATIC)
+    c.connect_timeout.FromSeconds(1)
+    c.load_assignment.cluster_name = T.SDS_CLUSTER
+    c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.pipe.path = path
+    c.typed_extension_protocol_options[HPO].CopyFrom(pack(http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options={}))))
+    return c
+
+
+HPO = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
