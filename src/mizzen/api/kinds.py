@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service
+from . import authorization, core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service
 from .base import Spec
 
 
@@ -42,6 +42,10 @@ KINDS: dict[str, KindInfo] = {
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
         KindInfo("RateLimit", ("mizzen.dev/v1",), ratelimit.RateLimitSpec, "ratelimits", ("ratelimit", "rl")),
+        KindInfo("AuthorizationPolicy", authorization.SECURITY_VERSIONS, authorization.AuthorizationPolicySpec,
+                 "authorizationpolicies", ("authorizationpolicy", "ap")),
+        KindInfo("RequestAuthentication", authorization.SECURITY_VERSIONS, authorization.RequestAuthenticationSpec,
+                 "requestauthentications", ("requestauthentication", "ra")),
     )
 }
 

@@ -102,11 +102,24 @@ class WorkloadSelector(Spec):
     labels: dict[str, str] = Field(default_factory=dict)
 
 
+class OutboundTrafficPolicy(Spec):
+    # Istio's enum default (0) is REGISTRY_ONLY: `outboundTrafficPolicy: {}` means REGISTRY_ONLY
+    mode: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = "REGISTRY_ONLY"
+    egress_proxy: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _proxy(self) -> "OutboundTrafficPolicy":
+        if self.egress_proxy is not None:
+            raise ValueError("egressProxy is not supported: traffic outside the registry is passed through "
+                             "(ALLOW_ANY) or refused (REGISTRY_ONLY)")
+        return self
+
+
 class SidecarSpec(Spec):
     workload_selector: WorkloadSelector | None = None
     ingress: list[dict[str, Any]] = Field(default_factory=list)
     egress: list[IstioEgressListener] = Field(default_factory=list)
-    outbound_traffic_policy: dict[str, Any] | None = None
+    outbound_traffic_policy: OutboundTrafficPolicy | None = None
     inbound_connection_pool: dict[str, Any] | None = None
 
 

@@ -11,6 +11,8 @@ One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), me
     r.telemetry_for(proxy)                # the Telemetry that decides a proxy's access logging
     r.access_logging(proxy)
     r.patches_for(proxy)                  # the EnvoyPatches that apply to a proxy, in order
+    r.authorization_for(proxy)            # its AuthorizationPolicies by action (model/authz.py)
+    r.request_authentications_for(proxy)  # its RequestAuthentications, in order
 
 `translate/` turns these answers into Envoy messages; `model/dependencies.py` uses them to know what a
 proxy's config depends on.
@@ -22,7 +24,7 @@ from typing import Mapping, Protocol
 
 from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
-from . import delegate
+from . import authz, delegate
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .policy import Policy, effective
 from .services import Service
@@ -67,6 +69,7 @@ class Resolved:
         self._routes: dict[str, tuple[ResolvedRoute, ...]] = {}
         self._policies: dict[tuple[str, str | None, int], Policy] = {}
         self._route_hosts: dict[str, frozenset[str]] = {}
+        self._per_proxy: dict[tuple, object] = {}
 
     # -- VirtualService -------------------------------------------------------------------------
     def http_routes(self, host: str) -> tuple[ResolvedRoute, ...]:
@@ -162,6 +165,21 @@ class Resolved:
                 p.namespace, p.spec.workload_selector.labels if p.spec.workload_selector else None,
                 proxy.namespace, labels)]
         return tuple(out)
+
+
+    def authorization_for(self, proxy: Proxy) -> authz.AuthzPolicies:
+        """The AuthorizationPolicies that apply to the proxy (root namespace, then its own; oldest first)."""
+        return self._memo(("authz", proxy.namespace, proxy.labels), lambda: authz.authorization_for(self.config, proxy))
+
+    def request_authentications_for(self, proxy: Proxy) -> tuple[Resource, ...]:
+        return self._memo(("authn", proxy.namespace, proxy.labels),
+                          lambda: authz.request_authentications_for(self.config, proxy))
+
+    def _memo(self, key: tuple, compute):
+        hit = self._per_proxy.get(key)
+        if hit is None:
+            hit = self._per_proxy[key] = compute()
+        return hit
 
 
 def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:

@@ -2,7 +2,8 @@
 
 netns mode (iptables capture): one outbound capture listener on 15001 with the original_dst listener
 filter and one filter chain per destination port (HTTP → HCM with RDS route config named by the port;
-TCP services → tcp_proxy matched by VIP and port), default chain → PassthroughCluster. One inbound
+TCP services → tcp_proxy matched by VIP and port), default chain → PassthroughCluster (BlackHoleCluster under
+REGISTRY_ONLY). One inbound
 capture listener on 15006, one filter chain per container port → the app on loopback.
 
 loopback mode (no root): an explicit HTTP proxy listener on 127.0.0.1:<outbound_port> using the
@@ -22,8 +23,8 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from ..model.services import Service, is_http
 from . import filters
-from .common import (HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
-                     ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
+from .common import (BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND,
+                     VIRTUAL_OUTBOUND, ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
 from .filters import Chain, ViewContext
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -50,12 +51,13 @@ def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None
 
 
 def tcp_proxy(stat_prefix: str, cluster: str, at: Chain, ctx: ViewContext, hash_source_ip: bool = False
-              ) -> lc.Filter:
+              ) -> list[lc.Filter]:
+    """The network filters of a TCP chain: the features' (e.g. network RBAC), then the tcp_proxy."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
     if hash_source_ip:  # DestinationRule consistentHash.useSourceIp on a TCP port (ring hash / maglev cluster)
         tp.hash_policy.add().source_ip.SetInParent()
     filters.patch_tcp_proxy(tp, at, ctx)
-    return lc.Filter(name=TCP_PROXY, typed_config=pack(tp))
+    return [*filters.network_filters(at, ctx), lc.Filter(name=TCP_PROXY, typed_config=pack(tp))]
 
 
 def _tcp_hash_source_ip(ctx: ViewContext, svc: Service, port: int) -> bool:
@@ -88,9 +90,12 @@ def virtual_outbound(ctx: ViewContext) -> listener_pb2.Listener:
             fc.filter_chain_match.destination_port.value = p.port
             fc.filter_chain_match.prefix_ranges.add(address_prefix=svc.vip, prefix_len={"value": 32})
             name = outbound_cluster(p.port, None, svc.hostname)
-            fc.filters.append(tcp_proxy(name, name, Chain(True, p.port), ctx, _tcp_hash_source_ip(ctx, svc, p.port)))
-    lst.default_filter_chain.name = PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(PASSTHROUGH, PASSTHROUGH, Chain(True), ctx))
+            fc.filters.extend(tcp_proxy(name, name, Chain(True, p.port), ctx, _tcp_hash_source_ip(ctx, svc, p.port)))
+    # REGISTRY_ONLY (Sidecar outboundTrafficPolicy, else the mesh default): nothing outside the proxy's scope
+    # is reached, a VIP the Sidecar's egress hides included
+    default = BLACKHOLE if ctx.snap.outbound_mode(proxy) == "REGISTRY_ONLY" else PASSTHROUGH
+    lst.default_filter_chain.name = default
+    lst.default_filter_chain.filters.extend(tcp_proxy(default, default, Chain(True), ctx))
     return lst
 
 
@@ -104,9 +109,9 @@ def virtual_inbound(ctx: ViewContext, protocols: dict[int, str], inbound_routes:
         if is_http(protocols[port]):
             fc.filters.append(hcm(f"inbound_0.0.0.0_{port}", at, ctx, route_config=inbound_routes[port]))
         else:
-            fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
+            fc.filters.extend(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
     lst.default_filter_chain.name = INBOUND_PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, Chain(False), ctx))
+    lst.default_filter_chain.filters.extend(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, Chain(False), ctx))
     return lst
 
 
@@ -128,5 +133,5 @@ def loopback_inbound(ctx: ViewContext, port: int, listen_port: int, protocol: st
     if is_http(protocol):
         fc.filters.append(hcm(f"inbound_{port}", at, ctx, route_config=route_config))
     else:
-        fc.filters.append(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
+        fc.filters.extend(tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx))
     return lst
