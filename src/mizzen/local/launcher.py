@@ -70,7 +70,7 @@ class ProcessLauncher:
         n = self.options.control_planes
         for i in range(n):
             argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
-                    "--replica", str(i)]
+                    "--replica", str(i), "--outbound-traffic-policy", self.options.outbound_traffic_policy]
             cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
                        exec_argv=argv)
             with self.table.lock:

@@ -15,3 +15,4 @@ class Options:
     withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS
     app_stop_seconds: float = APP_STOP_SECONDS
     control_planes: int = 1
+    outbound_traffic_policy: str = "ALLOW_ANY"  # the control planes' mesh-wide egress default

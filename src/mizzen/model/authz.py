@@ -23,8 +23,8 @@ from typing import Iterable, Mapping, Protocol
 from ..api.authorization import DRY_RUN_ANNOTATION, Rule
 from ..api.base import Resource
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
-from .services import Service
-from .types import Proxy
+from .services import Service, is_http
+from .types import Proxy, labels_tuple
 
 POLICY_KINDS = ("AuthorizationPolicy", "RequestAuthentication")
 
@@ -187,12 +187,53 @@ class TcpFinding:
                 f"{self.port} of workload {self.workload}: {tcp_effect(action, self.policy.spec.rules[self.rule_index])}")
 
 
+def workload_proxies(config: Config) -> list[tuple[str, Proxy]]:
+    """(name, the Proxy its replicas would have) of every mizzen.dev Workload with a sidecar in the config."""
+    out = []
+    for w in config.by_kind.get("Workload", ()):
+        if w.spec.sidecar is False:
+            continue
+        out.append((w.name, Proxy(id=f"{w.namespace}/{w.name}", namespace=w.namespace, workload=w.name,
+                                  labels=labels_tuple(w.metadata.labels),
+                                  ports=tuple(p.container_port for p in w.spec.ports),
+                                  service_account=w.spec.service_account or "default")))
+    return out
+
+
+def inbound_protocol(config: Config, proxy: Proxy, port: int) -> str:
+    """HTTP if a service selecting the proxy exposes the container port as HTTP, else TCP (as the inbound
+    listener decides; `Snapshot.inbound_protocol`)."""
+    labels = proxy.label_dict
+    for s in config.services.values():
+        if s.namespace == proxy.namespace and s.selector and labels_match(s.selector, labels):
+            for p in s.ports:
+                if p.target_for() == port and is_http(p.protocol):
+                    return p.protocol
+    return "TCP"
+
+
+def deny_http_only(policy: Resource) -> list[tuple[str, str]]:
+    """Istio's apply-time warning: (field path, message) for each DENY rule narrowed only by HTTP fields,
+    which denies every connection to the TCP ports under the policy's scope."""
+    if policy.spec.action != "DENY":
+        return []
+    return [(f"spec.rules[{i}]", "this DENY rule uses only HTTP attributes "
+             f"({', '.join(http_only_fields(r))}): it denies all traffic to TCP ports under the policy's "
+             "scope; it is recommended to explicitly specify the port (to.operation.ports)")
+            for i, r in enumerate(policy.spec.rules or ()) if http_only_fields(r) and _without_http(r)
+            and not any(op.ports for op in r.operations)]
+
+
+def http_on_tcp(config: Config, policy: Resource) -> list[TcpFinding]:
+    """`tcp_findings` of one AuthorizationPolicy against the config's Workloads."""
+    return tcp_findings(config, policy, workload_proxies(config),
+                        lambda proxy, port: inbound_protocol(config, proxy, port))
+
+
 def tcp_findings(config: Config, policy: Resource, workloads: Iterable[tuple[str, Proxy]],
                  protocol_of) -> list[TcpFinding]:
     """Rules of an AuthorizationPolicy with HTTP-only fields, for every (workload name, proxy) it applies to,
     on each container port `protocol_of(proxy, port)` says is not HTTP."""
-    from .services import is_http
-
     out: list[TcpFinding] = []
     rules = [(i, r, tuple(http_only_fields(r))) for i, r in enumerate(policy.spec.rules or ())]
     rules = [x for x in rules if x[2]]

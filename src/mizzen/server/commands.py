@@ -32,9 +32,12 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
                    "xds-<i>.sock (named controlplane-<i>); --xds-socket/--api-socket override.")
 @click.option("--debounce-ms", default=100, show_default=True, help="Quiet period before a push.")
 @click.option("--max-wait-ms", default=1000, show_default=True, help="Longest a change waits for a push.")
+@click.option("--outbound-traffic-policy", type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]), default="ALLOW_ANY",
+              show_default=True, help="mesh-wide egress default for proxies whose Sidecar sets no "
+                                      "outboundTrafficPolicy: pass unknown destinations through, or refuse them")
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None, api_port: str | None, replica: int, debounce_ms: int, max_wait_ms: int,
-                 log_level: str) -> None:
+                 outbound_traffic_policy: str, log_level: str) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
     from .controlplane import Settings, run
 
@@ -42,7 +45,8 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
     settings = Settings(Path(state_dir).resolve(), _addr(xds_port), _addr(api_port),
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
-                        Path(api_socket).resolve() if api_socket else None, replica=replica)
+                        Path(api_socket).resolve() if api_socket else None, replica=replica,
+                        outbound_traffic_policy=outbound_traffic_policy)
     try:
         import uvloop  # type: ignore
 

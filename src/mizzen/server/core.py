@@ -64,10 +64,13 @@ def _key_dict(k: ResourceKey) -> dict[str, str]:
 
 
 class ControlPlaneCore:
-    def __init__(self, store: ConfigStore, registry: Registry, validators: Iterable[Validator] = ()):
+    def __init__(self, store: ConfigStore, registry: Registry, validators: Iterable[Validator] = (),
+                 advisors: Iterable[Validator] = ()):
         self.store = store
         self.registry = registry
         self.validators: list[Validator] = list(validators)
+        # like validators, but what they find is a warning in the answer, never a refusal
+        self.advisors: list[Validator] = list(advisors)
 
     # ------------------------------------------------------------------ config
 
@@ -83,9 +86,9 @@ class ControlPlaneCore:
         # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            self._check(resources, current)
+            advice = self._check(resources, current)
             try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings + advice)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise
@@ -98,9 +101,9 @@ class ControlPlaneCore:
         resources, warnings = await asyncio.to_thread(self._parsed, files, namespace)
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            await asyncio.to_thread(self._check, resources, current)
+            advice = await asyncio.to_thread(self._check, resources, current)
             try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings + advice)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise
@@ -113,11 +116,13 @@ class ControlPlaneCore:
             raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
         return resources, warnings
 
-    def _check(self, resources: list[Resource], current: list[Resource]) -> None:
-        """Every validator sees the whole would-be config; any problem rejects the apply (blocking)."""
+    def _check(self, resources: list[Resource], current: list[Resource]) -> list[Issue]:
+        """Every validator sees the whole would-be config; any problem rejects the apply (blocking). Returns
+        what the advisors say about it (warnings)."""
         issues = [i for v in self.validators for i in v(resources, current)]
         if issues:
             raise InvalidConfig(issues)
+        return [i for a in self.advisors for i in a(resources, current)]
 
     @staticmethod
     def _applied(result, warnings: list[Issue]) -> dict[str, Any]:
