@@ -66,8 +66,23 @@ def _proxy_kwargs(d: dict) -> dict:
     return kw
 
 
+# protobuf map fields: their JSON key order follows Python's hash seed, so they are sorted (fields keep their
+# declaration order)
+MAP_FIELDS = {"policies", "providers", "typed_per_filter_config", "requirement_map", "filter_metadata",
+              "typed_filter_metadata"}
+
+
+def _sort_maps(v, key: str = ""):
+    if isinstance(v, dict):
+        items = sorted(v.items()) if key in MAP_FIELDS else v.items()
+        return {k: _sort_maps(x, k) for k, x in items}
+    if isinstance(v, list):
+        return [_sort_maps(x, key) for x in v]
+    return v
+
+
 def as_yaml(resources: dict) -> str:
-    items = [json.loads(json_format.MessageToJson(r.message, preserving_proto_field_name=True))
+    items = [_sort_maps(json.loads(json_format.MessageToJson(r.message, preserving_proto_field_name=True)))
              for _, r in sorted(resources.items())]
     return yaml.safe_dump(items, sort_keys=False, width=120)
 

@@ -11,7 +11,6 @@ import ipaddress
 import json
 import re
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel as _camel
@@ -423,16 +422,21 @@ def check_jwks(text: str) -> dict:
     return doc
 
 
+_URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:?#\[\]@]*)"
+                  r"(?::(?P<port>[^/?#]*))?(?P<rest>[/?#].*)?$")
+
+
 def check_jwks_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"jwksUri {uri!r}: URI scheme {parts.scheme!r} is not supported (http or https)")
-    if not parts.hostname:
+    """http(s)://host[:port][/path] (Istio's ParseJwksURI)."""
+    m = _URI.match(uri)
+    scheme = (m.group("scheme") if m else uri.partition(":")[0]).lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"jwksUri {uri!r}: URI scheme {scheme!r} is not supported (http or https)")
+    if m is None or not m.group("host"):
         raise ValueError(f"jwksUri {uri!r} has no host")
-    try:
-        parts.port
-    except ValueError:
-        raise ValueError(f"jwksUri {uri!r}: bad port") from None
+    port = m.group("port")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"jwksUri {uri!r}: bad port {port!r}")
     return uri
 
 

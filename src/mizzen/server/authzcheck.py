@@ -9,8 +9,14 @@ from ..model.snapshot import ConfigIndex
 
 
 def authz_warnings(applied: list[Resource], current: list[Resource]) -> list[Issue]:
-    policies = {r.key for r in applied if r.kind == "AuthorizationPolicy"}
-    workloads = {f"{r.namespace}/{r.name}" for r in applied if r.kind == "Workload"}
+    before = {r.key: r for r in current}
+
+    def changed(r: Resource) -> bool:  # re-applying the same resource says nothing again
+        old = before.get(r.key)
+        return old is None or old.spec != r.spec or old.metadata.labels != r.metadata.labels
+
+    policies = {r.key for r in applied if r.kind == "AuthorizationPolicy" and changed(r)}
+    workloads = {f"{r.namespace}/{r.name}" for r in applied if r.kind == "Workload" and changed(r)}
     if not policies and not workloads:
         return []
     merged = {r.key: r for r in current}
