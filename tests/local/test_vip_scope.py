@@ -4,6 +4,7 @@ service's VIP is unreachable even through a passthrough cluster; ALLOW_ANY pods 
 every VIP (the kube-proxy behaviour)."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -11,6 +12,7 @@ from mizzen.client import ApiClient
 from mizzen.local import meshview
 from mizzen.local.pods import Pod
 from mizzen.local.table import MeshInfo, PodTable
+from mizzen.model.types import Proxy
 from mizzen.server.controlplane import ControlPlane, Settings
 from tests.ca.harness import LoopThread
 
@@ -84,7 +86,8 @@ def test_registry_only_pods_get_dnat_rules_only_for_the_vips_they_see(tmp_path: 
         assert not any(billing in line for line in meshview.vip_chain(table, api, pod("client-1", "client")))
         # the Sidecar goes away: the next sync gives the pod every VIP again
         api.request("DELETE", "/api/v1/resources/Sidecar/shop/locked")
-        loop.run(_until(lambda: cp.snapshot.outbound_mode(cp_proxy()) == "ALLOW_ANY"))
+        client = Proxy(id="q", namespace="shop", labels=(("app", "client"),))
+        loop.run(_until(lambda: cp.snapshot.outbound_mode(client) == "ALLOW_ANY"))
         meshview.sync_vip_rules(table, api, net)
         assert any(billing in line for line in net.chains["client-0"])
     finally:
@@ -92,13 +95,7 @@ def test_registry_only_pods_get_dnat_rules_only_for_the_vips_they_see(tmp_path: 
         loop.close()
 
 
-def cp_proxy():
-    from mizzen.model.types import Proxy
-    return Proxy(id="q", namespace="shop", labels=(("app", "client"),))
-
-
 async def _until(cond, timeout: float = 10.0) -> None:
-    import asyncio
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
         assert asyncio.get_running_loop().time() < deadline
