@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol
 
 from ..api.authorization import DRY_RUN_ANNOTATION, Rule
-from ..api.base import Resource
+from ..api.base import CLUSTER_DOMAIN, Resource
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .services import Service, is_http
 from .types import Proxy, labels_tuple
@@ -71,7 +71,7 @@ def _target_service(config: Config, r: Resource, ref) -> Service | None:
         return None
     if ref.namespace and ref.namespace != r.namespace:
         return None  # cross-namespace references are not allowed (Istio)
-    return config.services.get(f"{ref.name}.{r.namespace}.svc.cluster.local")
+    return config.services.get(f"{ref.name}.{r.namespace}.{CLUSTER_DOMAIN}")
 
 
 def applies(config: Config, r: Resource, proxy: Proxy) -> bool:
