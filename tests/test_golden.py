@@ -1,4 +1,5 @@
-"""Golden translation tests: tests/golden/<case>/{in.yaml, registry.yaml, proxy.yaml} → out/*.yaml.
+"""Golden translation tests: tests/golden/<case>/{in.yaml, registry.yaml, proxy.yaml[, jwks.yaml, mesh.yaml]} →
+out/*.yaml.
 
 Each case is also folded into a static bootstrap and checked by the real Envoy (`--mode validate`),
 so a golden file can never bless config Envoy would reject. Regenerate with `pytest --update-golden`
@@ -16,6 +17,8 @@ from google.protobuf import json_format
 
 from mizzen.api import load_text
 from mizzen.model import Instance, Proxy, Snapshot
+from mizzen.model.authz import Jwks
+from mizzen.model.snapshot import MeshSettings
 from mizzen.model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 from mizzen.translate import Renderer
 from mizzen.translate.static import static_bootstrap
@@ -44,7 +47,12 @@ def load_case(case: str):
         if (d / "registry.yaml").exists() else []
     proxy_d = yaml.safe_load((d / "proxy.yaml").read_text())
     proxy = Proxy.from_node(proxy_d["id"], Proxy(id=proxy_d["id"], **_proxy_kwargs(proxy_d)).node_metadata())
-    return Snapshot.build(resources, instances), proxy
+    # jwks.yaml: what the control plane fetched, {jwksUri: {keys: JSON text, error: text}}
+    jwks = {uri: Jwks(**v) for uri, v in (yaml.safe_load((d / "jwks.yaml").read_text()) or {}).items()} \
+        if (d / "jwks.yaml").exists() else {}
+    # mesh.yaml: the control plane's mesh-wide settings (MeshSettings fields)
+    mesh = MeshSettings(**yaml.safe_load((d / "mesh.yaml").read_text())) if (d / "mesh.yaml").exists() else None
+    return Snapshot.build(resources, instances, jwks=jwks, mesh=mesh), proxy
 
 
 def _proxy_kwargs(d: dict) -> dict:
@@ -58,8 +66,23 @@ def _proxy_kwargs(d: dict) -> dict:
     return kw
 
 
+# protobuf map fields: their JSON key order follows Python's hash seed, so they are sorted (fields keep their
+# declaration order)
+MAP_FIELDS = {"policies", "providers", "typed_per_filter_config", "requirement_map", "filter_metadata",
+              "typed_filter_metadata"}
+
+
+def _sort_maps(v, key: str = ""):
+    if isinstance(v, dict):
+        items = sorted(v.items()) if key in MAP_FIELDS else v.items()
+        return {k: _sort_maps(x, k) for k, x in items}
+    if isinstance(v, list):
+        return [_sort_maps(x, key) for x in v]
+    return v
+
+
 def as_yaml(resources: dict) -> str:
-    items = [json.loads(json_format.MessageToJson(r.message, preserving_proto_field_name=True))
+    items = [_sort_maps(json.loads(json_format.MessageToJson(r.message, preserving_proto_field_name=True)))
              for _, r in sorted(resources.items())]
     return yaml.safe_dump(items, sort_keys=False, width=120)
 

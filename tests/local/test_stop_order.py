@@ -90,6 +90,9 @@ class Api:
     def instances(self) -> list[dict[str, Any]]:
         return []
 
+    def egress(self, workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [dict(w, mode="ALLOW_ANY") for w in workloads]
+
     def put_instance(self, instance: Any) -> dict[str, Any]:
         raise AssertionError("a stop registers nothing")
 

@@ -42,7 +42,7 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
     ],
     "Sidecar": [
         ("ingress", "inbound listeners are built from the workload's ports"),
-        ("outboundTrafficPolicy", "outbound traffic to unknown hosts always passes through"),
+        ("outboundTrafficPolicy.egressProxy", "ALLOW_ANY passes unknown destinations through directly"),
         ("inboundConnectionPool", "not translated yet"),
         ("egress[].port", "egress listeners are not split by port; hosts apply to every port"),
         ("egress[].bind", "egress listeners are not split by port; hosts apply to every port"),

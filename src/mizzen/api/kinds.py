@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import (core, destination_rule, envoy_filter, gateway, networking, patch, peer_authentication, proxy_config,
-               ratelimit, router, service_entry, sidecar, telemetry, virtual_service)
+from . import (authorization, core, destination_rule, envoy_filter, gateway, networking, patch, peer_authentication,
+               proxy_config, ratelimit, router, service_entry, sidecar, telemetry, virtual_service)
 from .base import Spec
 
 
@@ -52,6 +52,10 @@ KINDS: dict[str, KindInfo] = {
                  ("proxyconfig", "pc")),
         KindInfo("PeerAuthentication", peer_authentication.SECURITY_VERSIONS,
                  peer_authentication.PeerAuthenticationSpec, "peerauthentications", ("pa", "peerauthentication")),
+        KindInfo("AuthorizationPolicy", authorization.SECURITY_VERSIONS, authorization.AuthorizationPolicySpec,
+                 "authorizationpolicies", ("authorizationpolicy", "ap")),
+        KindInfo("RequestAuthentication", authorization.SECURITY_VERSIONS, authorization.RequestAuthenticationSpec,
+                 "requestauthentications", ("requestauthentication", "ra")),
     )
 }
 

@@ -86,6 +86,19 @@ def _labels(d: dict[str, Any] | None) -> str:
     return ",".join(f"{k}={v}" for k, v in (d or {}).items())
 
 
+def _applies_to(doc: dict[str, Any]) -> str:
+    """Where a security policy applies: its selector, its targetRefs, else its namespace (mesh-wide in the root
+    namespace)."""
+    spec, ns = doc.get("spec") or {}, doc.get("metadata", {}).get("namespace")
+    refs = ([spec["targetRef"]] if spec.get("targetRef") else []) + list(spec.get("targetRefs") or [])
+    if refs:
+        return _join(f"{r.get('kind')}/{r.get('name')}" for r in refs)
+    sel = (spec.get("selector") or {}).get("matchLabels")
+    if sel:
+        return _labels(sel)
+    return "mesh" if ns == "istio-system" else f"namespace {ns}"
+
+
 def kind_columns(kind: str, wide: bool) -> list[str]:
     cols = {
         "VirtualService": ["GATEWAYS", "HOSTS"],
@@ -97,6 +110,8 @@ def kind_columns(kind: str, wide: bool) -> list[str]:
         "Workload": ["REPLICAS", "SIDECAR", "PORTS"],
         "Namespace": ["INJECT"],
         "RateLimit": ["MODE", "TARGET", "LIMITS"],
+        "AuthorizationPolicy": ["ACTION", "APPLIES-TO", "RULES"],
+        "RequestAuthentication": ["APPLIES-TO", "ISSUERS"],
     }.get(kind, [])
     return cols + (["COMMAND"] if wide and kind == "Workload" else []) + (["LABELS"] if wide else [])
 
@@ -114,6 +129,13 @@ def kind_cells(doc: dict[str, Any], wide: bool) -> list[Any]:
                        for s in spec.get("servers", []))]
     elif kind == "Sidecar":
         cells = [_labels((spec.get("workloadSelector") or {}).get("labels"))]
+    elif kind == "AuthorizationPolicy":
+        rules = spec.get("rules") or []
+        dry = (doc.get("metadata", {}).get("annotations") or {}).get("istio.io/dry-run") == "true"
+        cells = [spec.get("action", "ALLOW") + (" (dry-run)" if dry else ""), _applies_to(doc),
+                 len(rules) if rules else ("none: allows nothing" if spec.get("action", "ALLOW") == "ALLOW" else 0)]
+    elif kind == "RequestAuthentication":
+        cells = [_applies_to(doc), _join(r.get("issuer") or r.get("jwksUri") for r in spec.get("jwtRules", []))]
     elif kind == "Service":
         cells = [_join(f"{p.get('port')}/{p.get('name') or p.get('protocol', 'TCP')}" for p in spec.get("ports", [])),
                  _labels(spec.get("selector"))]

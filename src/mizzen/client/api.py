@@ -101,6 +101,11 @@ class ApiClient:
     def instances(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/instances")["items"])
 
+    def egress(self, workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """For each `{"namespace", "labels"}`: `{"mode", "hosts"?}` — its outbound traffic policy and, under
+        REGISTRY_ONLY, the service hostnames its proxies may reach (`POST /api/v1/egress`)."""
+        return list(self.request("POST", "/api/v1/egress", {"workloads": workloads})["items"])
+
     def put_instance(self, instance: Instance) -> dict[str, Any]:
         return dict(self.request("PUT", f"/api/v1/instances/{_q(instance.id)}", instance.to_dict()))
 

@@ -1,6 +1,7 @@
 """Where everything of one mesh lives in its state dir: the one place that names a file or socket there.
 
     store.db, registry.db            the control plane's SQLite files (shared by every replica)
+    jwks-cache.json                  JWKS fetched from RequestAuthentication jwksUris (last good keys)
     api.sock, xds.sock, ca.sock      control-plane replica 0 ("controlplane"); ca.sock: certificate signing (TLS)
     api-<i>.sock, xds-<i>.sock, ...  replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
     ca/                              the mesh CA (Istio's plug-in file names; keys 0600), kept across runs
@@ -125,6 +126,11 @@ class StateLayout:
     @property
     def registry_db(self) -> str:
         return self._f("registry.db")
+
+    @property
+    def jwks_cache(self) -> str:
+        """The keys the control plane fetched from RequestAuthentication jwksUris (shared by every replica)."""
+        return self._f("jwks-cache.json")
 
     def api_socket(self, replica: int = 0) -> str:
         return self._f(_numbered("api", replica, ".sock"))

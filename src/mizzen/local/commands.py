@@ -48,13 +48,16 @@ def _echo_err(msg: str) -> None:
 @click.option("--control-planes", type=click.IntRange(1, 3), default=1, show_default=True,
               help="control-plane replicas on the same store (api.sock/xds.sock, then api-<i>.sock/xds-<i>.sock); "
                    "every sidecar lists them all and fails over when one dies")
+@click.option("--outbound-traffic-policy", type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]), default="ALLOW_ANY",
+              show_default=True, help="mesh-wide egress default (a Sidecar's outboundTrafficPolicy wins): "
+                                      "REGISTRY_ONLY refuses destinations the mesh does not know")
 @click.option("--trust-domain", default="cluster.local", show_default=True,
               help="SPIFFE trust domain of the workload identities (spiffe://TD/ns/NS/sa/SA)")
 @click.option("--cert-ttl", default="24h", show_default=True,
               help="validity of workload certificates (e.g. 24h, 20s); sidecars renew them at half of it")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
        drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
-       trust_domain: str, cert_ttl: str) -> None:
+       trust_domain: str, cert_ttl: str, outbound_traffic_policy: str) -> None:
     """Start a mesh from MESH.yaml: control plane (with the mesh CA), a pod per workload replica with its
     sidecar (and its workload certificate), the apps."""
     from ..ca.identity import InvalidIdentity, check_trust_domain
@@ -68,7 +71,8 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
     runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
                     drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
                     app_stop_seconds=app_stop_seconds, control_planes=control_planes,
-                    trust_domain=trust_domain, cert_ttl_seconds=ttl)
+                    trust_domain=trust_domain, cert_ttl_seconds=ttl,
+                    outbound_traffic_policy=outbound_traffic_policy)
     try:
         result = runner.preflight()
     except InvalidConfig as e:

@@ -78,7 +78,8 @@ class ProcessLauncher:
         for i in range(n):
             argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
                     "--replica", str(i), "--trust-domain", self.options.trust_domain,
-                    "--cert-ttl", f"{self.options.cert_ttl_seconds:g}s"]
+                    "--cert-ttl", f"{self.options.cert_ttl_seconds:g}s",
+                    "--outbound-traffic-policy", self.options.outbound_traffic_policy]
             cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
                        exec_argv=argv)
             with self.table.lock:

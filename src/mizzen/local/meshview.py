@@ -12,7 +12,7 @@ from . import plainroutes
 from .netns import NetnsError
 from .pods import API_ERRORS, Pod
 from .protocols import ControlPlaneApi, PodNetwork
-from .table import PodTable
+from .table import PodTable, VipTable
 
 log = logging.getLogger("mizzen.local")
 
@@ -45,16 +45,51 @@ def refresh_instances(t: PodTable, api: ControlPlaneApi) -> None:
         t.registered = {str(i.get("id")) for i in items}
 
 
-def vip_chain(t: PodTable) -> list[str]:
-    """The service-VIP rules as the table's services and instances make them (for a new pod)."""
-    return plainroutes.service_chain(plainroutes.vip_table(t.services, t.instance_items))
+def vip_chain(t: PodTable, api: ControlPlaneApi | None = None, pod: Pod | None = None) -> list[str]:
+    """The service-VIP rules as the table's services and instances make them, for a new `pod`: with a sidecar
+    under REGISTRY_ONLY only the VIPs of services its Sidecar lets it see (asked of the control plane)."""
+    table = plainroutes.vip_table(t.services, t.instance_items)
+    if api is not None and pod is not None and pod.sidecar:
+        scopes = _egress(api, [_group(pod)])
+        if scopes is not None:
+            table = _scoped(table, t.services, scopes.get(_group(pod)))
+    return plainroutes.service_chain(table)
+
+
+Group = tuple[str, tuple[tuple[str, str], ...]]  # (namespace, labels): pods that share a proxy view
+
+
+def _group(pod: Pod) -> Group:
+    return pod.namespace, tuple(sorted(pod.labels.items()))
+
+
+def _egress(api: ControlPlaneApi, groups: list[Group]) -> dict[Group, dict[str, Any]] | None:
+    """Each group's egress (`mode`, and `hosts` under REGISTRY_ONLY); None: the control plane did not answer."""
+    if not groups:
+        return {}
+    try:
+        items = api.egress([{"namespace": ns, "labels": dict(labels)} for ns, labels in groups])
+        return {(str(i["namespace"]), tuple(sorted((i.get("labels") or {}).items()))): i for i in items}
+    except API_ERRORS:
+        return None
+
+
+def _scoped(table: VipTable, services: list[dict[str, Any]], scope: dict[str, Any] | None
+            ) -> VipTable:
+    """Under REGISTRY_ONLY, Envoy's own connections may reach only the VIPs of services the proxy sees: a
+    hidden service's VIP gets no DNAT (so not even a passthrough cluster gets there)."""
+    if not scope or scope.get("mode") != "REGISTRY_ONLY":
+        return table
+    hosts = set(scope.get("hosts") or ())
+    vips = {str(s.get("vip")) for s in services if s.get("hostname") in hosts and s.get("vip")}
+    return {k: v for k, v in table.items() if k[0] in vips}
 
 
 def sync_vip_rules(t: PodTable, api: ControlPlaneApi, net: PodNetwork, *, fetch: bool = False) -> None:
     """Point every pod's service VIPs at the current healthy endpoints (all connections of a sidecar-less pod,
-    Envoy's passthrough ones in a pod with a sidecar); `fetch`: read services and instances first (before or
-    after a replica change). Computed once for all pods, and only when the table changed since the last
-    sync; a failure is retried on the next one."""
+    Envoy's passthrough ones in a pod with a sidecar — for a REGISTRY_ONLY proxy only the VIPs it may see);
+    `fetch`: read services and instances first (before or after a replica change). Done only when the
+    table or the proxies' egress changed since the last sync; a failure is retried on the next one."""
     if not net.routes_vips:
         return
     if fetch:
@@ -62,17 +97,26 @@ def sync_vip_rules(t: PodTable, api: ControlPlaneApi, net: PodNetwork, *, fetch:
         refresh_instances(t, api)
     table = plainroutes.vip_table(t.services, t.instance_items)
     with t.lock:
-        if table == t.vip_table:
+        pods = [(p.name, _group(p) if p.sidecar else None) for p in t.pods]
+    scopes = _egress(api, sorted({g for _, g in pods if g is not None}))
+    if scopes is None:
+        return  # the control plane did not answer: keep the rules, try again next time
+    key = (table, tuple(sorted((g, repr(v)) for g, v in scopes.items())))
+    with t.lock:
+        if key == t.vip_table:
             return  # every pod has these (a new pod gets them when it is made)
-        chain = plainroutes.service_chain(table)
+        chains: dict[Group | None, list[str]] = {}
         failed = False
-        for name in [p.name for p in t.pods]:
+        for name, group in pods:
+            if group not in chains:
+                chains[group] = plainroutes.service_chain(
+                    table if group is None else _scoped(table, t.services, scopes.get(group)))
             try:
-                net.set_vip_rules(name, chain)
+                net.set_vip_rules(name, chains[group])
             except NetnsError as e:
                 log.error("%s: %s", name, e)
                 failed = True
-        t.vip_table = None if failed else table
+        t.vip_table = None if failed else key
 
 
 def deregister(t: PodTable, api: ControlPlaneApi, instance_id: str) -> None:

@@ -125,7 +125,7 @@ class Operations:
         """Make and start one new replica and wait until it is ready, registered and known to the callers
         that know its workload's other replicas."""
         self._check()
-        self.network.add_pod(pod, meshview.vip_chain(self.table))
+        self.network.add_pod(pod, meshview.vip_chain(self.table, self.api, pod))
         self.launcher.make_pod(pod)
         self.table.add(pod)
         self.launcher.launch(pod)

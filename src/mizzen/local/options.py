@@ -17,3 +17,4 @@ class Options:
     control_planes: int = 1
     trust_domain: str = "cluster.local"  # the mesh's SPIFFE trust domain (the control plane's --trust-domain)
     cert_ttl_seconds: float = 24 * 3600.0  # workload certificate validity (the control plane's --cert-ttl)
+    outbound_traffic_policy: str = "ALLOW_ANY"  # the control planes' mesh-wide egress default

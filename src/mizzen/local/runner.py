@@ -103,7 +103,8 @@ class Runner:
                  timeout: float = 120.0, drain_seconds: float = 2.0,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
                  on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
-                 trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0):
+                 trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
+                 outbound_traffic_policy: str = "ALLOW_ANY"):
         if not 1 <= control_planes <= MAX_CONTROL_PLANES:
             raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
         self.mesh_file = os.path.abspath(mesh_file)
@@ -114,7 +115,7 @@ class Runner:
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
                                control_planes=control_planes, trust_domain=trust_domain,
-                               cert_ttl_seconds=cert_ttl_seconds)
+                               cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy)
         self.on_ready = on_ready
         self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
@@ -270,7 +271,7 @@ class Runner:
         self.network.create(t.services)
         for pod in t.pods:
             self._check_stop()
-            self.network.add_pod(pod, meshview.vip_chain(t))
+            self.network.add_pod(pod, meshview.vip_chain(t, self.api, pod))
             self.launcher.make_pod(pod)
         log.info("%d pods made (%s)", len(t.pods), self.mode)
         for pod in t.pods:

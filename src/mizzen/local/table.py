@@ -65,7 +65,7 @@ class PodTable:
     static_registered: dict[str, float] = field(default_factory=dict)  # sidecar-less pods: id -> last PUT
     services: list[dict[str, Any]] = field(default_factory=list)  # the control plane's, as last read
     instance_items: list[dict[str, Any]] = field(default_factory=list)  # the registry's, as last read
-    vip_table: VipTable | None = None  # last synced to every pod (plainroutes.py)
+    vip_table: Any = None  # (VIP table, proxies' egress) last synced to every pod (meshview.sync_vip_rules)
     next_index: int = 0
     generation: int = 0
 

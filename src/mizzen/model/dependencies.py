@@ -14,9 +14,9 @@ A change reaches proxies in one of three ways:
 - through **per-proxy resources** (`PROXY_KINDS`): a Telemetry or EnvoyPatch (old or new version) that
   applies to the proxy by namespace and selector; a Sidecar whenever the proxy's scope differs.
 - **unknown kinds** (neither listed here nor in `IGNORED_KINDS`) push every proxy: a kind added later is
-  correct before it is scoped. Security policy (PeerAuthentication, AuthorizationPolicy,
-  RequestAuthentication) is namespace- and selector-scoped like Telemetry: give each an entry in
-  `PROXY_KINDS` when it lands.
+  correct before it is scoped. AuthorizationPolicy and RequestAuthentication are namespace- and
+  selector-scoped like Telemetry (one with targetRefs: its whole namespace); a fetched JWKS that changed counts
+  as a change of the RequestAuthentications that use it (`diff`).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api.base import Resource, ResourceKey
+from . import authz
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .security import PEER_AUTHENTICATION, applies_to_proxy
 from .snapshot import ConfigIndex, SidecarScope, Snapshot
@@ -56,6 +57,8 @@ PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     # its inbound listener; and, through `diff`, the hosts of its namespace (callers' auto mTLS: endpoint
     # modes in EDS, the namespace's mode on clusters)
     PEER_AUTHENTICATION: applies_to_proxy,
+    "AuthorizationPolicy": authz.may_apply,
+    "RequestAuthentication": authz.may_apply,
 }
 
 
@@ -158,6 +161,10 @@ def diff(old: Snapshot | None, new: Snapshot) -> Change:
                                  (oc.destination_rules_by_host, nc.destination_rules_by_host)):
             if table_o is not table_n:
                 hosts.update(h for h in table_o.keys() | table_n.keys() if _revs(table_o.get(h)) != _revs(table_n.get(h)))
+    if old.jwks is not new.jwks:
+        changed = [u for u in old.jwks.keys() | new.jwks.keys() if old.jwks.get(u) != new.jwks.get(u)]
+        if changed:
+            resources += authz.users_of_jwks(nc, changed)
     if old.endpoints is not new.endpoints:
         before = {i.id: i for i in old.endpoints.instances}
         after = {i.id: i for i in new.endpoints.instances}

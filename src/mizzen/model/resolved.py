@@ -13,6 +13,8 @@ One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), me
     r.patches_for(proxy)                  # the EnvoyPatches that apply to a proxy, in order
     r.mtls(proxy)                         # its PeerAuthentication mode, per inbound port (model/security.py)
     r.service_mtls_mode(svc)              # the namespace-level mode of a service (auto mTLS off if DISABLE)
+    r.authorization_for(proxy)            # its AuthorizationPolicies by action (model/authz.py)
+    r.request_authentications_for(proxy)  # its RequestAuthentications, in order
 
 `translate/` turns these answers into Envoy messages; `model/dependencies.py` uses them to know what a
 proxy's config depends on.
@@ -24,7 +26,7 @@ from typing import Mapping, Protocol
 
 from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
-from . import delegate
+from . import authz, delegate
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .policy import Policy, effective
 from .security import MtlsPolicy, namespace_mode, peer_mtls
@@ -72,6 +74,7 @@ class Resolved:
         self._routes: dict[str, tuple[ResolvedRoute, ...]] = {}
         self._policies: dict[tuple[str, str | None, int], Policy] = {}
         self._route_hosts: dict[str, frozenset[str]] = {}
+        self._per_proxy: dict[tuple, object] = {}
 
     # -- VirtualService -------------------------------------------------------------------------
     def http_routes(self, host: str) -> tuple[ResolvedRoute, ...]:
@@ -181,6 +184,19 @@ class Resolved:
         if svc.mesh_external:
             return "DISABLE"
         return self.config.memoized(("ns_mtls", svc.namespace), lambda: namespace_mode(self.config, svc.namespace))
+    def authorization_for(self, proxy: Proxy) -> authz.AuthzPolicies:
+        """The AuthorizationPolicies that apply to the proxy (root namespace, then its own; oldest first)."""
+        return self._memo(("authz", proxy.namespace, proxy.labels), lambda: authz.authorization_for(self.config, proxy))
+
+    def request_authentications_for(self, proxy: Proxy) -> tuple[Resource, ...]:
+        return self._memo(("authn", proxy.namespace, proxy.labels),
+                          lambda: authz.request_authentications_for(self.config, proxy))
+
+    def _memo(self, key: tuple, compute):
+        hit = self._per_proxy.get(key)
+        if hit is None:
+            hit = self._per_proxy[key] = compute()
+        return hit
 
 
 def _applies(m: HTTPMatchRequest, port: int | None, proxy: Proxy) -> bool:

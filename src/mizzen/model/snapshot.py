@@ -8,11 +8,12 @@ and which proxies depend on it, is `model/dependencies.py`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Iterable, Mapping
 
 from ..api.base import Resource, ResourceKey
+from .authz import Jwks
 from .labels import ROOT_NAMESPACE, labels_match
 from .resolved import Resolved
 from .router import expand_all
@@ -43,10 +44,12 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class SidecarScope:
-    """What one proxy may reach: the hosts allowed by its Sidecar (None = everything)."""
+    """What one proxy may reach: the hosts allowed by its Sidecar (None = everything), and the Sidecar's
+    `outboundTrafficPolicy.mode` (None: not set there, the mesh default applies)."""
 
     key: str  # "" = no Sidecar applies; else "<ns>/<name>"
     egress: tuple[tuple[str, str], ...] | None  # (namespace pattern, host pattern)
+    outbound_mode: str | None = None  # REGISTRY_ONLY | ALLOW_ANY | None
 
     def allows(self, svc: Service, proxy_ns: str) -> bool:
         if self.egress is None:
@@ -239,8 +242,12 @@ class ConfigIndex:
                         break
                 if chosen:
                     break
-        if chosen is None or not chosen.spec.egress:
+        if chosen is None:
             return SidecarScope("", None)
+        otp = chosen.spec.outbound_traffic_policy
+        mode = otp.mode if otp is not None else None
+        if not chosen.spec.egress:
+            return SidecarScope(f"{chosen.namespace}/{chosen.name}" if mode else "", None, mode)
         egress: list[tuple[str, str]] = []
         for eg in chosen.spec.egress:
             for h in eg.hosts:
@@ -248,7 +255,7 @@ class ConfigIndex:
                 # "." is the proxy's own namespace: for a namespace's Sidecar that is its namespace, for the
                 # mesh-wide default in the root namespace it is each proxy's (Istio's semantics)
                 egress.append((proxy.namespace if ns_pat == "." else ns_pat, host_pat))
-        return SidecarScope(f"{chosen.namespace}/{chosen.name}", tuple(egress))
+        return SidecarScope(f"{chosen.namespace}/{chosen.name}", tuple(egress), mode)
 
 
 class EndpointIndex:
@@ -287,21 +294,42 @@ class EndpointIndex:
 
 
 @dataclass(frozen=True)
+class MeshSettings:
+    """Mesh-wide defaults set on the control plane (Istio's MeshConfig), not in the store."""
+
+    # for proxies whose Sidecar does not set outboundTrafficPolicy (`mizzen up --outbound-traffic-policy`)
+    outbound_traffic_policy: str = "ALLOW_ANY"
+
+
+@dataclass(frozen=True)
 class Snapshot:
     config: ConfigIndex
     endpoints: EndpointIndex
     generation: int = 0
+    # JWKS the control plane fetched, by jwksUri (data, so translate stays pure); replaced, never mutated
+    jwks: Mapping[str, Jwks] = field(default_factory=dict)
+    mesh: MeshSettings = MeshSettings()
 
     @classmethod
     def build(cls, resources: Iterable[Resource], instances: Iterable[Instance], *, revision: int = 0,
-              registry_version: int = 0, generation: int = 0) -> "Snapshot":
-        return cls(ConfigIndex(resources, revision), EndpointIndex(instances, registry_version), generation)
+              registry_version: int = 0, generation: int = 0, jwks: Mapping[str, Jwks] | None = None,
+              mesh: MeshSettings | None = None) -> "Snapshot":
+        return cls(ConfigIndex(resources, revision), EndpointIndex(instances, registry_version), generation,
+                   jwks or {}, mesh or MeshSettings())
 
     def with_config(self, config: ConfigIndex, generation: int) -> "Snapshot":
-        return Snapshot(config, self.endpoints, generation)
+        return replace(self, config=config, generation=generation)
 
     def with_endpoints(self, endpoints: EndpointIndex, generation: int) -> "Snapshot":
-        return Snapshot(self.config, endpoints, generation)
+        return replace(self, endpoints=endpoints, generation=generation)
+
+    def with_jwks(self, jwks: Mapping[str, Jwks], generation: int) -> "Snapshot":
+        return replace(self, jwks=jwks, generation=generation)
+
+    def outbound_mode(self, proxy: Proxy) -> str:
+        """REGISTRY_ONLY or ALLOW_ANY: the proxy's Sidecar's outboundTrafficPolicy (workload > namespace >
+        root namespace, the Sidecar that applies, as Istio), else the mesh default."""
+        return self.config.sidecar_scope(proxy).outbound_mode or self.mesh.outbound_traffic_policy
 
     @property
     def services(self) -> dict[str, Service]:

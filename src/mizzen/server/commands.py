@@ -53,9 +53,13 @@ def seconds(text: str, option: str = "duration") -> float:
               help="Default validity of workload certificates (e.g. 24h, 30m, 20s); agents renew at half of it.")
 @click.option("--max-cert-ttl", default="90d", show_default=True, help="Longest validity an agent may ask for.")
 @click.option("--ca-port", default=None, help="Also serve certificate signing (TLS) on TCP [HOST:]PORT.")
+@click.option("--outbound-traffic-policy", type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]), default="ALLOW_ANY",
+              show_default=True, help="mesh-wide egress default for proxies whose Sidecar sets no "
+                                      "outboundTrafficPolicy: pass unknown destinations through, or refuse them")
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None, api_port: str | None, replica: int, debounce_ms: int, max_wait_ms: int,
-                 trust_domain: str, cert_ttl: str, max_cert_ttl: str, ca_port: str | None, log_level: str) -> None:
+                 trust_domain: str, cert_ttl: str, max_cert_ttl: str, ca_port: str | None,
+                 outbound_traffic_policy: str, log_level: str) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
     from .controlplane import Settings, run
 
@@ -74,7 +78,7 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                         Path(xds_socket).resolve() if xds_socket else None,
                         Path(api_socket).resolve() if api_socket else None, replica=replica,
                         trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
-                        ca_tcp=_addr(ca_port))
+                        ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy)
     try:
         import uvloop  # type: ignore
 

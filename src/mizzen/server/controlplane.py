@@ -6,7 +6,9 @@ config half incrementally, from the store's change log: `ConfigIndex.updated`), 
 (`model.diff`), makes a new Renderer that reuses everything of unchanged hosts, and notifies the ADS server
 with `model.affected` as the predicate: a proxy is pushed when the change touches something its config
 depends on (`model.dependencies`: the hosts it sees, its own services, its routes' destinations, the
-Sidecar, Telemetry and EnvoyPatches that apply to it).
+Sidecar, Telemetry, EnvoyPatches and security policies that apply to it). JWKS named by RequestAuthentication
+`jwksUri`s are fetched here (`server/jwks.py`) and enter the snapshot as data; a change of fetched keys is
+pushed like a change of the RequestAuthentications that use them.
 
 Never answers xDS before the store is loaded: the initial snapshot is built from the durable store and
 registry before the ADS server reports ready, so a restarted control plane resumes with full config.
@@ -25,8 +27,9 @@ from typing import Any
 
 from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
-from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot
-from ..model.types import Proxy, ProxyResources
+from ..api.virtual_service import duration_seconds
+from ..model.snapshot import ConfigIndex, EndpointIndex, MeshSettings, Snapshot
+from ..model.types import Proxy, ProxyResources, labels_tuple
 from ..registry.embedded import EmbeddedRegistry
 from ..store.base import ConfigStore, HistoryCompacted
 from ..store.sqlite import SqliteStore
@@ -34,7 +37,9 @@ from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
 from .core import ControlPlaneCore
+from .authzcheck import authz_warnings
 from .debounce import run_debounced
+from .jwks import DEFAULT_TIMEOUT, JwksFetcher
 from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
@@ -44,6 +49,17 @@ from .rest import make_app, serve
 log = logging.getLogger("mizzen.controlplane")
 
 FULL_REBUILD_AT = 200  # changed resources above which the config index is rebuilt whole (cheaper then)
+
+
+def jwks_wanted(config: ConfigIndex) -> dict[str, float]:
+    """The jwksUris to fetch, each with the longest timeout a rule naming it asks for."""
+    out: dict[str, float] = {}
+    for r in config.by_kind.get("RequestAuthentication", ()):
+        for rule in r.spec.jwt_rules:
+            if rule.jwks_uri and not rule.jwks:
+                t = duration_seconds(rule.timeout) if rule.timeout else DEFAULT_TIMEOUT
+                out[rule.jwks_uri] = max(out.get(rule.jwks_uri, 0.0), t)
+    return out
 
 
 def next_config(store: ConfigStore, old: ConfigIndex) -> ConfigIndex:
@@ -88,6 +104,9 @@ class Settings:
     max_workload_ttl_seconds: float = 90 * 24 * 3600.0
     ca_socket: Path | None = None
     ca_tcp: tuple[str, int] | None = None
+    # Mesh-wide egress default for proxies whose Sidecar sets no outboundTrafficPolicy (Istio's MeshConfig
+    # outboundTrafficPolicy): ALLOW_ANY (pass through) or REGISTRY_ONLY (refuse what the registry does not hold)
+    outbound_traffic_policy: str = "ALLOW_ANY"
 
 
 class ControlPlane:
@@ -100,12 +119,19 @@ class ControlPlane:
         self.store = SqliteStore(sd / "store.db")
         self.registry = EmbeddedRegistry(sd / "registry.db")
         self.core = ControlPlaneCore(self.store, self.registry, validators=[
-            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)])
+            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)],
+            advisors=[authz_warnings])
+        if settings.outbound_traffic_policy not in ("ALLOW_ANY", "REGISTRY_ONLY"):
+            raise ValueError(f"outbound traffic policy {settings.outbound_traffic_policy!r}: "
+                             "use ALLOW_ANY or REGISTRY_ONLY")
+        self.mesh = MeshSettings(outbound_traffic_policy=settings.outbound_traffic_policy)
+        self.jwks = JwksFetcher(lambda: self._mark(jwks=True), cache_path=self.layout.jwks_cache)
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None
         self._dirty_config = False
         self._dirty_endpoints = False
+        self._dirty_jwks = False
         self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait)
         self._wake = asyncio.Event()
         self._ready = False
@@ -137,8 +163,10 @@ class ControlPlane:
     def _build_initial(self) -> None:
         t = time.perf_counter()
         self.generation = 1
-        self._snapshot = Snapshot(ConfigIndex(self.store.list(), self.store.revision),
-                                  EndpointIndex(self.registry.list(), self.registry.version), self.generation)
+        config = ConfigIndex(self.store.list(), self.store.revision)
+        self.jwks.preload(jwks_wanted(config))  # keys fetched before a restart: no window of 401s
+        self._snapshot = Snapshot(config, EndpointIndex(self.registry.list(), self.registry.version),
+                                  self.generation, self.jwks.current, self.mesh)
         self._renderer = Renderer(self._snapshot, on_problem=self._render_problem)
         log.info("loaded store revision %d (%d resources), registry version %d (%d instances) in %.1f ms",
                  self.store.revision, len(self.store.list()), self.registry.version,
@@ -159,10 +187,11 @@ class ControlPlane:
             ca_addrs.append(f"{self.settings.ca_tcp[0]}:{self.settings.ca_tcp[1]}")
         await self.mesh_ca.serve(ca_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
-                       proxy_resources=self.ads.sent_resources)
+                       proxy_resources=self.ads.sent_resources, egress=self.egress)
         app.add_routes(self.mesh_ca.routes())
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
+        self.jwks.want(jwks_wanted(self.snapshot.config))
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         log.info("control plane %s ready: xds %s, api %s%s, certificates %s", self.replica_name, xds_addrs,
                  self.api_socket, f" and {self.settings.api_tcp}" if self.settings.api_tcp else "",
@@ -188,6 +217,7 @@ class ControlPlane:
                 await self._loop_task
             except asyncio.CancelledError:
                 pass
+        await self.jwks.close()
         await self.ads.stop(1.0)
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
@@ -196,10 +226,11 @@ class ControlPlane:
         self.registry.close()
 
     # ---- change handling ------------------------------------------------------------------------
-    def _mark(self, config: bool = False, endpoints: bool = False) -> None:
+    def _mark(self, config: bool = False, endpoints: bool = False, jwks: bool = False) -> None:
         self._dirty_config |= config
         self._dirty_endpoints |= endpoints
-        self._queue.add("config" if config else "endpoints", time.monotonic())
+        self._dirty_jwks |= jwks
+        self._queue.add("config" if config or jwks else "endpoints", time.monotonic())
         self._wake.set()
 
     def _flush(self, _event: PushEvent) -> None:
@@ -215,9 +246,11 @@ class ControlPlane:
         config = next_config(self.store, old.config) if self._dirty_config else old.config
         endpoints = EndpointIndex(self.registry.list(), self.registry.version) \
             if self._dirty_endpoints else old.endpoints
-        self._dirty_config = self._dirty_endpoints = False
+        self._dirty_config = self._dirty_endpoints = self._dirty_jwks = False
+        if config is not old.config:
+            self.jwks.want(jwks_wanted(config))  # start fetching new jwksUris, stop those no longer named
         self.generation += 1
-        new = Snapshot(config, endpoints, self.generation)
+        new = Snapshot(config, endpoints, self.generation, self.jwks.current, self.mesh)
         change = diff(old, new)
         self._snapshot = new
         self._problems_before, self._problems = self._problems, set()
@@ -262,6 +295,18 @@ class ControlPlane:
         """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`)."""
         name = self.replica_name
         return [dict(it, controlPlane=name) for it in self.ads.statuses()]
+
+    def egress(self, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+        """The egress of a workload's proxies (namespace + labels): `mode` (its outbound traffic policy) and,
+        under REGISTRY_ONLY, `hosts` — the services its Sidecar lets it see (the runner keeps Envoy's own
+        connections to other service VIPs from being DNATed)."""
+        snap = self.snapshot
+        proxy = Proxy(id="egress-query", namespace=namespace, labels=labels_tuple(labels))
+        mode = snap.outbound_mode(proxy)
+        out: dict[str, Any] = {"mode": mode}
+        if mode == "REGISTRY_ONLY":
+            out["hosts"] = [s.hostname for s in snap.visible_services(proxy)]
+        return out
 
     def services(self) -> list[dict[str, Any]]:
         return [

@@ -72,10 +72,13 @@ def _key_dict(k: ResourceKey) -> dict[str, str]:
 
 
 class ControlPlaneCore:
-    def __init__(self, store: ConfigStore, registry: Registry, validators: Iterable[Validator] = ()):
+    def __init__(self, store: ConfigStore, registry: Registry, validators: Iterable[Validator] = (),
+                 advisors: Iterable[Validator] = ()):
         self.store = store
         self.registry = registry
         self.validators: list[Validator] = list(validators)
+        # like validators, but what they find is a warning in the answer, never a refusal
+        self.advisors: list[Validator] = list(advisors)
 
     # ------------------------------------------------------------------ config
 
@@ -95,11 +98,11 @@ class ControlPlaneCore:
         # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            self._check(resources, current, origins)
+            advice = self._check(resources, current, origins)
             if dry_run:
-                return self._dry_run(resources, revision, warnings)
+                return self._dry_run(resources, revision, warnings + advice)
             try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings + advice)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise
@@ -113,11 +116,11 @@ class ControlPlaneCore:
         resources, warnings, origins = await asyncio.to_thread(self._parsed, files, namespace, skip_unknown)
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
-            await asyncio.to_thread(self._check, resources, current, origins)
+            advice = await asyncio.to_thread(self._check, resources, current, origins)
             if dry_run:
-                return self._dry_run(resources, revision, warnings)
+                return self._dry_run(resources, revision, warnings + advice)
             try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+                return self._applied(self.store.apply(resources, if_revision=revision), warnings + advice)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise
@@ -132,11 +135,14 @@ class ControlPlaneCore:
             raise InvalidConfig([Issue("no objects passed to apply", where), *warnings])
         return resources, warnings, origins
 
-    def _check(self, resources: list[Resource], current: list[Resource], origins: LoadResult | None = None) -> None:
-        """Every validator sees the whole would-be config; any problem rejects the apply (blocking)."""
+    def _check(self, resources: list[Resource], current: list[Resource],
+               origins: LoadResult | None = None) -> list[Issue]:
+        """Every validator sees the whole would-be config; any problem rejects the apply (blocking). Returns
+        what the advisors say about it (warnings)."""
         issues = [i for v in self.validators for i in v(resources, current)]
         if issues:  # name the file and document, not `<apply>`
             raise InvalidConfig(origins.locate(issues) if origins is not None else issues)
+        return [i for a in self.advisors for i in a(resources, current)]
 
     def _dry_run(self, resources: list[Resource], revision: int, warnings: list[Issue]) -> dict[str, Any]:
         """A dry run's answer: what applying would do to each resource; nothing stored."""

@@ -126,7 +126,8 @@ def _files(data: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
 def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
              services: Callable[[], list[dict[str, Any]]],
              proxies: Callable[[], list[dict[str, Any]]],
-             proxy_resources: Callable[[str, str], dict[str, Any] | None]) -> web.Application:
+             proxy_resources: Callable[[str, str], dict[str, Any] | None],
+             egress: Callable[[str, dict[str, str]], dict[str, Any]] | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY,
                           handler_args={"auto_decompress": False})  # see _decoded
     app[CORE_KEY] = core
@@ -184,7 +185,26 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
             raise NotFound(message=f"no connected proxy {pid!r}")
         return _json(out)
 
+    async def post_egress(request: web.Request) -> web.Response:
+        """What workloads may reach: `{"workloads": [{"namespace", "labels"}]}` -> `{"items": [{"namespace",
+        "labels", "mode": ALLOW_ANY|REGISTRY_ONLY, "hosts": [visible service hostnames]}]}` (a query; POST
+        because it takes a list)."""
+        body = await _body(request)
+        groups = body.get("workloads") if isinstance(body, dict) else None
+        if not isinstance(groups, list) or egress is None:
+            raise InvalidConfig([Issue('expected {"workloads": [{"namespace": ..., "labels": {...}}]}', "<request>",
+                                       path="workloads")])
+        items = []
+        for i, g in enumerate(groups):
+            ns, labels = (g.get("namespace"), g.get("labels") or {}) if isinstance(g, dict) else (None, None)
+            if not isinstance(ns, str) or not isinstance(labels, dict):
+                raise InvalidConfig([Issue("each workload needs a namespace and labels", "<request>",
+                                           path=f"workloads[{i}]")])
+            items.append({"namespace": ns, "labels": labels, **egress(ns, {str(k): str(v) for k, v in labels.items()})})
+        return _json({"items": items})
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/api/v1/egress", post_egress)
     app.router.add_post("/api/v1/apply", apply)
     app.router.add_post("/api/v1/delete", delete_files)
     app.router.add_get("/api/v1/resources", list_resources)

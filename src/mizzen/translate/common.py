@@ -22,8 +22,10 @@ def inbound_cluster(port: int) -> str:
 
 
 def pack(msg) -> any_pb2.Any:
+    """`msg` in an Any, serialized deterministically (map fields sorted, e.g. RBAC policies, jwt_authn
+    providers), so equal config always has equal bytes and version."""
     a = any_pb2.Any()
-    a.Pack(msg)
+    a.Pack(msg, deterministic=True)
     return a
 
 

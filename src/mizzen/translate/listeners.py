@@ -2,7 +2,8 @@
 
 netns mode (iptables capture): one outbound capture listener on 15001 with the original_dst listener
 filter and one filter chain per destination port (HTTP → HCM with RDS route config named by the port;
-TCP services → tcp_proxy matched by VIP and port), default chain → PassthroughCluster. One inbound
+TCP services → tcp_proxy matched by VIP and port), default chain → PassthroughCluster (BlackHoleCluster under
+REGISTRY_ONLY). One inbound
 capture listener on 15006, one filter chain per container port → the app on loopback.
 
 loopback mode (no root): an explicit HTTP proxy listener on 127.0.0.1:<outbound_port> using the
@@ -70,12 +71,13 @@ def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None
 
 
 def tcp_proxy(stat_prefix: str, cluster: str, at: Chain, ctx: ViewContext, hash_source_ip: bool = False
-              ) -> lc.Filter:
+              ) -> list[lc.Filter]:
+    """The network filters of a TCP chain: the features' (e.g. network RBAC), then the tcp_proxy."""
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, cluster=cluster)
     if hash_source_ip:  # DestinationRule consistentHash.useSourceIp on a TCP port (ring hash / maglev cluster)
         tp.hash_policy.add().source_ip.SetInParent()
     filters.patch_tcp_proxy(tp, at, ctx)
-    return lc.Filter(name=TCP_PROXY, typed_config=pack(tp))
+    return [*filters.network_filters(at, ctx), lc.Filter(name=TCP_PROXY, typed_config=pack(tp))]
 
 
 def _tcp_hash_source_ip(ctx: ViewContext, svc: Service, port: int) -> bool:
@@ -108,16 +110,19 @@ def virtual_outbound(ctx: ViewContext) -> listener_pb2.Listener:
             fc.filter_chain_match.destination_port.value = p.port
             fc.filter_chain_match.prefix_ranges.add(address_prefix=svc.vip, prefix_len={"value": 32})
             name = outbound_cluster(p.port, None, svc.hostname)
-            fc.filters.append(tcp_proxy(name, name, Chain(True, p.port), ctx, _tcp_hash_source_ip(ctx, svc, p.port)))
-    lst.default_filter_chain.name = PASSTHROUGH
-    lst.default_filter_chain.filters.append(tcp_proxy(PASSTHROUGH, PASSTHROUGH, Chain(True), ctx))
+            fc.filters.extend(tcp_proxy(name, name, Chain(True, p.port), ctx, _tcp_hash_source_ip(ctx, svc, p.port)))
+    # REGISTRY_ONLY (Sidecar outboundTrafficPolicy, else the mesh default): nothing outside the proxy's scope
+    # is reached, a VIP the Sidecar's egress hides included
+    default = BLACKHOLE if ctx.snap.outbound_mode(proxy) == "REGISTRY_ONLY" else PASSTHROUGH
+    lst.default_filter_chain.name = default
+    lst.default_filter_chain.filters.extend(tcp_proxy(default, default, Chain(True), ctx))
     return lst
 
 
 def _inbound_filter(port: int, protocol: str, route_config, at: Chain, ctx: ViewContext, prefix: str,
-                    xfcc: bool) -> lc.Filter:
+                    xfcc: bool) -> list[lc.Filter]:
     if is_http(protocol):
-        return hcm(f"{prefix}{port}", at, ctx, route_config=route_config, xfcc=xfcc)
+        return [hcm(f"{prefix}{port}", at, ctx, route_config=route_config, xfcc=xfcc)]
     return tcp_proxy(inbound_cluster(port), inbound_cluster(port), at, ctx)
 
 
@@ -137,24 +142,24 @@ def _inbound_port_chains(lst: listener_pb2.Listener, port: int, protocol: str, r
     if not td or mode == DISABLE:
         fc = chain(inbound_cluster(port))
         if not td and mode == STRICT:  # no certificate to do mTLS with: closed, never plaintext
-            fc.filters.append(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
+            fc.filters.extend(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
         else:
-            fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
+            fc.filters.extend(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
         return False
     server_alpn = ("h2", "http/1.1") if is_http(protocol) else ()
     if mode == STRICT:
         fc = chain(inbound_cluster(port))
         fc.transport_socket.CopyFrom(T.downstream_mtls(td, server_alpn))
-        fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
+        fc.filters.extend(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
         return False
     # PERMISSIVE: mesh mTLS from sidecars (TLS with Istio's ALPN values) and plaintext from others
     fc = chain(inbound_cluster(port) + "mtls")
     fc.filter_chain_match.transport_protocol = "tls"
     fc.filter_chain_match.application_protocols.extend(T.ISTIO_ALPNS)
     fc.transport_socket.CopyFrom(T.downstream_mtls(td, server_alpn))
-    fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
+    fc.filters.extend(_inbound_filter(port, protocol, route_config, at, ctx, prefix, True))
     fc = chain(inbound_cluster(port))
-    fc.filters.append(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
+    fc.filters.extend(_inbound_filter(port, protocol, route_config, at, ctx, prefix, False))
     return True
 
 
@@ -177,9 +182,9 @@ def virtual_inbound(ctx: ViewContext, protocols: dict[int, str], inbound_routes:
         if ctx.proxy.trust_domain:
             lst.default_filter_chain.transport_socket.CopyFrom(T.downstream_mtls(ctx.proxy.trust_domain))
         else:
-            lst.default_filter_chain.filters.append(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
+            lst.default_filter_chain.filters.extend(tcp_proxy(BLACKHOLE, BLACKHOLE, at, ctx))
             return lst
-    lst.default_filter_chain.filters.append(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, at, ctx))
+    lst.default_filter_chain.filters.extend(tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH, at, ctx))
     return lst
 
 

@@ -75,7 +75,7 @@ class Renderer:
         self._prev_views: dict[tuple, View] = {}
         if prev is not None and change is not None and not change.everything:
             self._hosts = {k: r for k, r in prev._hosts.items() if k[0] not in change.hosts}
-            if prev.snap.config is snap.config:
+            if prev.snap.config is snap.config and prev.snap.jwks is snap.jwks:
                 # endpoint-only change: listeners, routes and clusters are unchanged for every view
                 self._prev_views = prev._views
         self.stats = {"hosts_rendered": 0, "views_rendered": 0}

@@ -268,6 +268,11 @@ class RouteBuilder:
         return vh
 
     def _allow_any(self) -> rc.VirtualHost:
+        if self.ctx.snap.outbound_mode(self.proxy) == "REGISTRY_ONLY":
+            # a host outside the proxy's scope: refused by the sidecar, as Istio's block_all (502)
+            return rc.VirtualHost(name="block_all", domains=["*"], routes=[
+                rc.Route(name="block_all", match=rc.RouteMatch(prefix="/"),
+                         direct_response=rc.DirectResponseAction(status=502))])
         return rc.VirtualHost(name="allow_any", domains=["*"], routes=[
             rc.Route(name="allow_any", match=rc.RouteMatch(prefix="/"),
                      route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0)))])

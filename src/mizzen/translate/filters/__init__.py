@@ -5,7 +5,7 @@ may patch
   - the HTTP connection manager of a filter chain: add its filter to `http_filters`, set HCM fields;
   - a virtual host (virtual-host-level config);
   - a route (`typed_per_filter_config[name]`), given the VirtualService route it was built from;
-  - a tcp_proxy (network-level features, e.g. access logs);
+  - a tcp_proxy (network-level features, e.g. access logs), or put network filters before it (network RBAC);
 and may add clusters its filters need (a rate-limit service, a JWKS server, a trace collector).
 `FEATURES` is the table: its order is the order of the filters in every HCM, so the router comes last.
 `listeners.py` and `routes.py` call the hooks through the functions below and know no feature by name.
@@ -36,25 +36,28 @@ from __future__ import annotations
 from typing import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from ...api.virtual_service import HTTPRoute
 from ...model.services import Service
-from . import accesslog, cors, fault, router
+from . import accesslog, cors, fault, jwt, rbac, router
 from .base import Chain, Feature, ViewContext
 
 # The table, in HCM filter order (the router is terminal: last).
 FEATURES: tuple[Feature, ...] = (
     cors.FEATURE,
     fault.FEATURE,
+    jwt.FEATURE,  # inbound: validates tokens; its metadata feeds the RBAC filters after it
+    rbac.FEATURE,  # inbound: AUDIT, DENY, ALLOW filters (HTTP chains) / network RBAC (TCP chains)
     accesslog.FEATURE,
     router.FEATURE,
 )
 
-__all__ = ["Chain", "Feature", "ViewContext", "FEATURES", "patch_hcm", "patch_tcp_proxy", "patch_virtual_host",
-           "patch_route", "clusters"]
+__all__ = ["Chain", "Feature", "ViewContext", "FEATURES", "patch_hcm", "patch_tcp_proxy", "network_filters",
+           "patch_virtual_host", "patch_route", "clusters"]
 
 
 def patch_hcm(hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
@@ -65,6 +68,10 @@ def patch_hcm(hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -
 def patch_tcp_proxy(tp: tcp_proxy_pb2.TcpProxy, at: Chain, ctx: ViewContext) -> None:
     for f in FEATURES:
         f.patch_tcp_proxy(tp, at, ctx)
+
+
+def network_filters(at: Chain, ctx: ViewContext) -> list[lc.Filter]:
+    return [f for feature in FEATURES for f in feature.network_filters(at, ctx)]
 
 
 def patch_virtual_host(vh: rc.VirtualHost, svc: Service | None, at: Chain, ctx: ViewContext) -> None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -64,6 +65,11 @@ class Feature:
 
     def patch_tcp_proxy(self, tp: tcp_proxy_pb2.TcpProxy, at: Chain, ctx: ViewContext) -> None:
         """Network-level features (access logs) on a tcp_proxy chain."""
+
+    def network_filters(self, at: Chain, ctx: ViewContext) -> Iterable[lc.Filter]:
+        """Network filters to put before the tcp_proxy of a TCP chain (e.g. the network RBAC filter), in table
+        order. `at.port` is None for a passthrough chain (traffic to a port no listener chain declares)."""
+        return ()
 
     def patch_virtual_host(self, vh: rc.VirtualHost, svc: Service | None, at: Chain, ctx: ViewContext) -> None:
         """Virtual-host-level config of an outbound service's virtual host (`svc`), or of an inbound route
