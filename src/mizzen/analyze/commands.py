@@ -7,8 +7,8 @@ import sys
 import click
 
 from ..api import InvalidConfig, from_dict, load_sources
-from ..cli.options import state_dir_option
-from ..client import ApiClient, MeshUnavailable
+from ..cli.options import api_client, api_options
+from ..client import MeshUnavailable
 from ..manifests import read_inputs
 from .analyzers import ERROR, Message, analyze as run_analyzers
 
@@ -20,7 +20,7 @@ from .analyzers import ERROR, Message, analyze as run_analyzers
 @click.option("--mesh/--no-mesh", "use_mesh", default=True, show_default=True,
               help="also analyze the config of the mesh in --state-dir, if one runs (files win on conflicts)")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
-@state_dir_option
+@api_options
 def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str, state_dir: str) -> None:
     """Report config that is valid but will not do what its author meant (Istio-style codes, fix hints)."""
     messages: list[Message] = []
@@ -29,7 +29,7 @@ def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str,
         try:
             for kind in ("VirtualService", "DestinationRule", "ServiceEntry", "Sidecar", "Gateway", "Service",
                          "Workload"):
-                for d in ApiClient(state_dir).list_resources(kind):
+                for d in api_client(state_dir).list_resources(kind):
                     r = from_dict(d)
                     resources[r.key] = r
         except MeshUnavailable:

@@ -23,8 +23,9 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
-from .options import MizzenGroup, fail, state_dir_option
+from .options import MizzenGroup, api_client, api_options, fail
 from .proxy import register as register_proxy_commands
+from .token import token
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
 
 INSTANCE_NAMES = ("instances", "instance", "inst")
@@ -45,10 +46,10 @@ def _kind(name: str) -> str:
 @click.option("-f", "--filename", "files", multiple=True, required=True, metavar="FILE",
               help="a manifest, a directory of *.yaml/*.yml, or - for stdin (repeatable)")
 @click.option("-n", "--namespace", default=None, help="namespace for documents that name none")
-@state_dir_option
+@api_options
 def apply(files: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
     """Create or update resources from manifests, all-or-nothing."""
-    out = ApiClient(state_dir).apply(read_inputs(files), namespace)
+    out = api_client(state_dir).apply(read_inputs(files), namespace)
     for w in out.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
     for a in out.get("applied", []):
@@ -59,10 +60,10 @@ def apply(files: tuple[str, ...], namespace: str | None, state_dir: str) -> None
 @click.argument("args", nargs=-1, metavar="[KIND NAME...]")
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE", help="delete what these manifests name")
 @click.option("-n", "--namespace", default=None)
-@state_dir_option
+@api_options
 def delete(args: tuple[str, ...], files: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
     """Delete resources named in manifests (-f), or KIND NAME [NAME...]. All-or-nothing with -f."""
-    api = ApiClient(state_dir)
+    api = api_client(state_dir)
     if files:
         if args:
             fail("give either -f FILE or KIND NAME, not both")
@@ -140,11 +141,11 @@ def _get_services(api: ApiClient, names: tuple[str, ...], ns: str | None, output
 @click.option("-n", "--namespace", default=None)
 @click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "yaml", "json"]), default="table")
-@state_dir_option
+@api_options
 def get(kind: str, names: tuple[str, ...], namespace: str | None, all_namespaces: bool, output: str,
         state_dir: str) -> None:
     """List resources (KIND: vs, dr, se, svc, workloads, sidecar, gw, sa...), or `instances` / `services`."""
-    api = ApiClient(state_dir)
+    api = api_client(state_dir)
     ns = _ns_filter(namespace, all_namespaces)
     low = kind.lower()
     if low in INSTANCE_NAMES:
@@ -195,7 +196,7 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (token, "token")):
         cli.add_command(cmd, name=name)
     return cli
 

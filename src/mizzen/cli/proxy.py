@@ -7,7 +7,7 @@ from typing import Any, Callable
 import click
 
 from ..client import ApiClient, ClientError, EnvoyAdmin, MeshUnavailable, StateLayout, Unavailable
-from .options import fail, state_dir_option
+from .options import api_client, api_options, fail
 from .render import dump, print_table
 
 XDS_TYPES = ("CDS", "LDS", "EDS", "RDS")
@@ -31,14 +31,14 @@ def _f(d: dict[str, Any], snake: str, default: Any = None) -> Any:
 
 @click.command("proxy-status")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
-@state_dir_option
+@api_options
 def proxy_status(output: str, state_dir: str) -> None:
     """Sync state of every connected proxy: per xDS type SYNCED / STALE / NACKED / NOT SENT.
 
     With the control plane down, the state comes from each proxy's own Envoy (admin socket): proxies
     show as disconnected and their config as STALE (the last one they accepted, still serving)."""
     try:
-        items = ApiClient(state_dir).proxies()
+        items = api_client(state_dir).proxies()
     except MeshUnavailable:
         items = from_envoys(state_dir)
         if not items:
@@ -331,7 +331,7 @@ def resolve_pod(state_dir: str, target: str) -> tuple[str, str | None]:
                 type=click.Choice(sorted(ALIASES), case_sensitive=False))
 @click.argument("target", metavar="POD[.NAMESPACE]")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
-@state_dir_option
+@api_options
 def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
     """Show the configuration a proxy's Envoy runs (from its admin socket), or what the control plane
     sent it when the admin socket is unavailable."""
@@ -343,7 +343,7 @@ def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
             return from_envoy(EnvoyAdmin(sock), what, output)
         except Unavailable:
             click.echo(f"note: Envoy is not answering on {sock}", err=True)
-    from_control_plane(ApiClient(state_dir), pod, ns, what, output)
+    from_control_plane(api_client(state_dir), pod, ns, what, output)
 
 
 def register(add: Callable[[click.Command], None]) -> None:

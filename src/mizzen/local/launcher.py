@@ -4,6 +4,12 @@
 `AgentConfig` dataclass the agent reads), starts the agent and the app as `Child` processes recorded in the
 `PodTable`, and does the process-level steps of an orderly stop: ask the agent to withdraw, count what is in
 flight, stop apps, stop sidecars.
+
+Security: a pod with a sidecar gets its own credential (issued by the control plane, `pods/<pod>/secrets/`,
+readable by its agent only — the agent registers the pod's instance with it; revoked when the pod goes).
+As root, an app runs as its user (`Pod.app_user`: the Workload's securityContext or the mesh's app user) with
+its own $HOME (`pods/<pod>/home`, 0700), so it can read neither the CA's keys, the admin credential nor any
+pod's credential, and cannot connect to the API socket.
 """
 from __future__ import annotations
 
@@ -11,11 +17,13 @@ import dataclasses
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from typing import Any, Callable, Sequence
 
 from ..agent.config import AgentConfig, AgentConfigError, load_config
+from ..ca.credentials import provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
@@ -58,11 +66,25 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
     return cfg
 
 
+def searchable_by(path: str, uid: int, gid: int) -> bool:
+    """May uid/gid (no supplementary groups) search the directory `path` itself?"""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
 class ProcessLauncher:
-    def __init__(self, table: PodTable, options: Options):
+    def __init__(self, table: PodTable, options: Options, api: ApiClient | None = None):
         self.table = table
         self.options = options
         self.layout = table.info.layout
+        self.api = api  # the control plane (admin): pod credentials
 
     # ------------------------------------------------------------------ control plane
     def start_controlplanes(self, check_stop: Callable[[], None]) -> None:
@@ -108,11 +130,44 @@ class ProcessLauncher:
     def make_pod(self, pod: Pod) -> None:
         pod.dir = self.layout.pod(pod.name).path
         os.makedirs(pod.dir, exist_ok=True)
+        self._app_user(pod)
         if pod.sidecar:
             mode = self.table.info.mode
             write_json(pod.files.agent_json, agent_config(pod, self.layout, self.options, mode).to_dict())
+            self._credential(pod)
             if mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
                 os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+
+    def _app_user(self, pod: Pod) -> None:
+        root = os.geteuid() == 0
+        pod.app_user = pod.resolve_app_user(self.table.info.meshid, root=root)
+        if pod.run_as_user is not None and not root:
+            log.warning("%s: securityContext.runAsUser %s is ignored: the runner is not root, so the app runs as "
+                        "uid %d", pod.name, pod.run_as_user, os.geteuid())
+        os.makedirs(pod.files.home, mode=0o700, exist_ok=True)
+        if pod.app_user is None:
+            return
+        uid, gid = pod.app_user
+        os.chown(pod.files.home, uid, gid)
+        os.chmod(pod.files.home, 0o700)
+        if not searchable_by(pod.cwd, uid, gid):
+            log.warning("%s: the app runs as uid %d and cannot search its working directory %s (mode %o): "
+                        "relative paths in its command will fail; make it searchable (chmod o+x) or set "
+                        "spec.workdir / spec.securityContext", pod.name, uid, pod.cwd,
+                        stat.S_IMODE(os.stat(pod.cwd).st_mode) if os.path.exists(pod.cwd) else 0)
+
+    def _credential(self, pod: Pod) -> None:
+        """The pod's own credential, for its agent only (the root certificate next to it, once the mesh CA
+        exists)."""
+        if self.api is None:
+            return
+        token = self.api.create_credential(pod.instance_id, pod.namespace, pod.service_account, pod.workload)
+        try:
+            with open(os.path.join(self.layout.root, "ca", "root-cert.pem"), "rb") as f:
+                root_pem = f.read()
+        except OSError:
+            root_pem = b""
+        provision_pod(pod.dir, token, root_pem, uid=os.getuid(), gid=os.getgid())  # the agent's uid
 
     def launch(self, pod: Pod) -> None:
         """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready (the
@@ -133,7 +188,11 @@ class ProcessLauncher:
     def _app_child(self, pod: Pod) -> Child:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
-                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1"})
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
+        if pod.app_user is not None:
+            env.pop("USER", None)
+            env.pop("LOGNAME", None)
+            env.pop("MAIL", None)
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))
@@ -143,7 +202,7 @@ class ProcessLauncher:
             proxy = f"http://127.0.0.1:{pod.outbound_port}"
             env.update({"HTTP_PROXY": proxy, "http_proxy": proxy,
                         "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
-        return Child(f"{pod.name}/app", pod.argv(pod.command), pod.files.app_log, env=env, cwd=pod.cwd,
+        return Child(f"{pod.name}/app", pod.app_argv(pod.command), pod.files.app_log, env=env, cwd=pod.cwd,
                      exec_argv=list(pod.command))
 
     # ------------------------------------------------------------------ an orderly stop
@@ -194,6 +253,12 @@ class ProcessLauncher:
                 os.unlink(sock)
             except OSError:
                 pass
+        if pod.sidecar and self.api is not None:
+            try:  # the pod is gone: its credential must not outlive it
+                self.api.revoke_credential(pod.instance_id)
+            except ClientError as e:
+                log.warning("%s: revoking its credential failed (%s); a pod made later under this name "
+                            "replaces it", pod.name, e)
 
     def hot_restart(self, pod: Pod, envoy: str | None) -> dict[str, Any]:
         if envoy:  # a restarted agent keeps the new binary

@@ -18,6 +18,8 @@ BACKOFF_MAX_SECONDS = 30.0
 STABLE_SECONDS = 30.0  # a process that ran this long has its back-off reset
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+# the CLI's credentials: never handed on to the processes of a mesh (apps would get the caller's token)
+CREDENTIAL_VARS = ("mizzen_token", "mizzen_server", "mizzen_ca_cert")
 
 
 def alive(pid: int | None) -> bool:
@@ -129,7 +131,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 def env_without_proxies(env: dict[str, str] | None = None) -> dict[str, str]:
     src = os.environ if env is None else env
-    return {k: v for k, v in src.items() if k.lower() not in PROXY_VARS}
+    return {k: v for k, v in src.items() if k.lower() not in PROXY_VARS and k.lower() not in CREDENTIAL_VARS}
 
 
 # --------------------------------------------------------------------------------- supervised process

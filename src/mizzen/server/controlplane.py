@@ -32,6 +32,7 @@ from ..store.sqlite import SqliteStore
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
+from .auth_setup import ApiSecurity
 from .core import ControlPlaneCore
 from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
@@ -79,6 +80,10 @@ class Settings:
     replica: int = 0
     # Other control-plane replicas may write the same store and registry: poll for their commits.
     refresh_interval: float = 0.5
+    # The REST API socket's group (0660; default: group `mizzen` if it exists) and the extra names its TCP
+    # listener's TLS certificate carries (server/auth_setup.py)
+    api_group: str | None = None
+    api_tls_names: tuple[str, ...] = ()
 
 
 class ControlPlane:
@@ -92,6 +97,8 @@ class ControlPlane:
         self.registry = EmbeddedRegistry(sd / "registry.db")
         self.core = ControlPlaneCore(self.store, self.registry, validators=[
             router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)])
+        self.api_security = ApiSecurity(self.store, str(sd), group=settings.api_group,
+                                        tls_names=settings.api_tls_names)
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None
@@ -141,9 +148,11 @@ class ControlPlane:
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)
-        app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
-                       proxy_resources=self.ads.sent_resources)
-        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
+        self.api_security.start(self.settings.api_tcp)
+        app = make_app(self.core, auth=self.api_security.auth, ready=self.ready, services=self.services,
+                       proxies=self.proxy_statuses, proxy_resources=self.ads.sent_resources)
+        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp,
+                                        **self.api_security.serve_options())
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs, self.api_socket,
@@ -156,6 +165,7 @@ class ControlPlane:
             try:
                 self.store.refresh()
                 self.registry.refresh()
+                self.api_security.periodic()
             except Exception:  # a locked or briefly unreadable database: try again next time
                 log.exception("refreshing the store from disk failed")
 
@@ -173,6 +183,7 @@ class ControlPlane:
             await self._rest_runner.cleanup()
         self.store.close()
         self.registry.close()
+        self.api_security.close()
 
     # ---- change handling ------------------------------------------------------------------------
     def _mark(self, config: bool = False, endpoints: bool = False) -> None:
