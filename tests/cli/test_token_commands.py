@@ -65,3 +65,9 @@ def test_without_a_readable_credential_the_cli_says_what_to_do(cli, tmp_path):
             state_dir=False)
     assert r.exit_code == 1
     assert "Error from server (Unauthorized)" in r.stderr and "cannot read" in r.stderr and "--token" in r.stderr
+
+
+def test_the_group_takes_the_state_dir_and_token_too(cli):
+    token = cli("token", "create", "--namespaces", "shop").stdout.strip()
+    r = cli("token", "--state-dir", str(cli.state_dir), "--token", token, "whoami", state_dir=False)
+    assert r.exit_code == 0 and "namespaces shop" in r.stdout, r.output

@@ -104,7 +104,7 @@ def _none_found(ns: str | None) -> str:
 
 
 def _get_instances(api: ApiClient, names: tuple[str, ...], ns: str | None, output: str) -> None:
-    items = [i for i in api.instances() if ns is None or i.get("namespace") == ns]
+    items = api.instances(ns)
     if names:
         items = [i for i in items if i.get("id") in names or str(i.get("id")).split(".", 1)[-1] in names]
     if output in ("yaml", "json"):
@@ -123,7 +123,7 @@ def _get_instances(api: ApiClient, names: tuple[str, ...], ns: str | None, outpu
 
 
 def _get_services(api: ApiClient, names: tuple[str, ...], ns: str | None, output: str) -> None:
-    items = [s for s in api.services() if ns is None or s.get("namespace") == ns]
+    items = api.services(ns)
     if names:
         items = [s for s in items if s.get("name") in names]
     rows = []

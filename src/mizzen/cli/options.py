@@ -48,6 +48,22 @@ def api_options(f: F) -> F:
     return state_dir_option(f)
 
 
+def remember_group_state_dir(ctx: click.Context, state_dir: str) -> None:
+    """For a group with `api_options`: its --state-dir, when given, is its subcommands' default."""
+    if ctx.get_parameter_source("state_dir") not in (click.core.ParameterSource.DEFAULT,
+                                                     click.core.ParameterSource.DEFAULT_MAP):
+        ctx.meta["mizzen.state_dir"] = state_dir
+
+
+def group_state_dir(state_dir: str) -> str:
+    """A subcommand's --state-dir, else the one given to its group (`mizzen token --state-dir D list`)."""
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("state_dir") in (click.core.ParameterSource.DEFAULT,
+                                                 click.core.ParameterSource.DEFAULT_MAP):
+        return str(ctx.meta.get("mizzen.state_dir", state_dir))
+    return state_dir
+
+
 def api_client(state_dir: str, **kw: Any) -> ApiClient:
     """The REST client for a command with `api_options`."""
     ctx = click.get_current_context(silent=True)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import click
 
-from .options import api_client, api_options, fail
+from .options import api_client, api_options, fail, group_state_dir, remember_group_state_dir
 from .render import print_table
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -39,8 +39,11 @@ def _when(t: float | None) -> str:
 
 
 @click.group("token")
-def token() -> None:
+@api_options
+@click.pass_context
+def token(ctx: click.Context, state_dir: str) -> None:
     """API tokens: tenants (their namespaces only) and admins."""
+    remember_group_state_dir(ctx, state_dir)
 
 
 @token.command("create")
@@ -61,7 +64,7 @@ def create(namespaces: str, read_only: bool, ttl: str | None, name: str, admin: 
     body: dict[str, Any] = {"namespaces": nss, "readOnly": read_only, "name": name, "admin": admin}
     if ttl:
         body["ttlSeconds"] = parse_ttl(ttl)
-    out = api_client(state_dir).request("POST", "/api/v1/tokens", body)
+    out = api_client(group_state_dir(state_dir)).request("POST", "/api/v1/tokens", body)
     if output == "json":
         click.echo(json.dumps(out, indent=2))
         return
@@ -76,7 +79,7 @@ def create(namespaces: str, read_only: bool, ttl: str | None, name: str, admin: 
 @api_options
 def list_(output: str, state_dir: str) -> None:
     """The tokens the control plane knows (never the tokens themselves)."""
-    items = api_client(state_dir).request("GET", "/api/v1/tokens")["items"]
+    items = api_client(group_state_dir(state_dir)).request("GET", "/api/v1/tokens")["items"]
     if output == "json":
         click.echo(json.dumps(items, indent=2))
         return
@@ -92,7 +95,7 @@ def list_(output: str, state_dir: str) -> None:
 @api_options
 def revoke(ids: tuple[str, ...], state_dir: str) -> None:
     """Revoke tokens: every control plane refuses them from the next call on."""
-    api = api_client(state_dir)
+    api = api_client(group_state_dir(state_dir))
     for tid in ids:
         api.request("DELETE", f"/api/v1/tokens/{quote(tid, safe='')}")
         click.echo(f"token {tid} revoked")
@@ -103,7 +106,7 @@ def revoke(ids: tuple[str, ...], state_dir: str) -> None:
 @api_options
 def whoami(output: str, state_dir: str) -> None:
     """Who the control plane takes this CLI for (which token, which namespaces)."""
-    me = api_client(state_dir).request("GET", "/api/v1/whoami")
+    me = api_client(group_state_dir(state_dir)).request("GET", "/api/v1/whoami")
     if output == "json":
         click.echo(json.dumps(me, indent=2))
         return

@@ -130,11 +130,13 @@ class ApiClient:
         return dict(self.request("DELETE", f"/api/v1/resources/{_q(kind)}/{_q(namespace)}/{_q(name)}"))
 
     # ------------------------------------------------------------------ registry and runtime
-    def services(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/services")["items"])
+    def services(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        q = {"namespace": namespace} if namespace else None
+        return list(self.request("GET", "/api/v1/services", query=q)["items"])
 
-    def instances(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/instances")["items"])
+    def instances(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        q = {"namespace": namespace} if namespace else None
+        return list(self.request("GET", "/api/v1/instances", query=q)["items"])
 
     def put_instance(self, instance: Instance) -> dict[str, Any]:
         return dict(self.request("PUT", f"/api/v1/instances/{_q(instance.id)}", instance.to_dict()))

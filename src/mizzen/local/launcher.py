@@ -130,6 +130,7 @@ class ProcessLauncher:
     def make_pod(self, pod: Pod) -> None:
         pod.dir = self.layout.pod(pod.name).path
         os.makedirs(pod.dir, exist_ok=True)
+        os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
         self._app_user(pod)
         if pod.sidecar:
             mode = self.table.info.mode

@@ -22,7 +22,8 @@ from aiohttp import web
 
 from ..api import InvalidConfig, Issue
 from ..store.base import NotFound, RevisionConflict
-from .auth import Authenticator, Forbidden, Principal, Unauthenticated, bearer, require_admin, require_reader, visible
+from .auth import (Authenticator, Forbidden, Principal, Unauthenticated, bearer, check_namespace_read, require_admin,
+                   require_reader, visible)
 from .auth_rest import add_token_routes
 from .core import ControlPlaneCore
 from ..unixpath import serve_app
@@ -165,8 +166,16 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
         m = request.match_info
         return _json(core.delete(m["kind"], m["ns"], m["name"], principal=principal(request)))
 
+    def _one_namespace(request: web.Request, items: list[dict[str, Any]]) -> list[Any]:
+        """`?namespace=NS`: only that namespace's items — 403 when the caller may not see it."""
+        p, ns = principal(request), request.query.get("namespace") or None
+        if ns is not None:
+            check_namespace_read(p, ns)
+            items = [it for it in items if it.get("namespace") == ns]
+        return visible(p, items)
+
     async def list_services(request: web.Request) -> web.Response:
-        return _json({"items": visible(principal(request), services())})
+        return _json({"items": _one_namespace(request, services())})
 
     async def put_instance(request: web.Request) -> web.Response:
         changed = core.upsert_instance(await _body(request), request.match_info["id"], principal=principal(request))
@@ -177,7 +186,7 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
                                                                   principal=principal(request))})
 
     async def list_instances(request: web.Request) -> web.Response:
-        return _json({"items": core.instances(principal=principal(request))})
+        return _json({"items": _one_namespace(request, core.instances(principal=principal(request)))})
 
     async def list_proxies(request: web.Request) -> web.Response:
         p = principal(request)
