@@ -80,11 +80,11 @@ def searchable_by(path: str, uid: int, gid: int) -> bool:
 
 
 class ProcessLauncher:
-    def __init__(self, table: PodTable, options: Options, api: ApiClient | None = None):
+    def __init__(self, table: PodTable, options: Options):
         self.table = table
         self.options = options
         self.layout = table.info.layout
-        self.api = api  # the control plane (admin): pod credentials
+        self.api = ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)  # admin
 
     # ------------------------------------------------------------------ control plane
     def start_controlplanes(self, check_stop: Callable[[], None]) -> None:
@@ -135,7 +135,7 @@ class ProcessLauncher:
         if pod.sidecar:
             mode = self.table.info.mode
             write_json(pod.files.agent_json, agent_config(pod, self.layout, self.options, mode).to_dict())
-            self._credential(pod)
+            self._provision(pod)
             if mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
                 os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
 
@@ -157,12 +157,14 @@ class ProcessLauncher:
                         "spec.workdir / spec.securityContext", pod.name, uid, pod.cwd,
                         stat.S_IMODE(os.stat(pod.cwd).st_mode) if os.path.exists(pod.cwd) else 0)
 
-    def _credential(self, pod: Pod) -> None:
+    def _provision(self, pod: Pod) -> None:
         """The pod's own credential, for its agent only (the root certificate next to it, once the mesh CA
         exists)."""
-        if self.api is None:
-            return
-        token = self.api.create_credential(pod.instance_id, pod.namespace, pod.service_account, pod.workload)
+        try:
+            token = self.api.create_credential(pod.instance_id, pod.namespace, pod.service_account or "default",
+                                               pod.workload)
+        except ClientError as e:
+            raise RunnerError(f"{pod.name}: cannot get a credential from the control plane: {e}") from None
         try:
             with open(os.path.join(self.layout.root, "ca", "root-cert.pem"), "rb") as f:
                 root_pem = f.read()
@@ -248,18 +250,23 @@ class ProcessLauncher:
             if epid and alive(epid) and any("envoy" in a for a in cmdline(epid)):
                 signal_pid(epid, signal.SIGKILL)
 
+    def revoke(self, pod: Pod) -> None:
+        """A stopped pod's credential stops working (best effort: a pod made later under its name replaces it)."""
+        if not pod.sidecar:
+            return
+        try:
+            self.api.revoke_credential(pod.instance_id)
+        except ClientError as e:
+            log.warning("%s: could not revoke its credential (%s); a pod made later under this name replaces it",
+                        pod.name, e)
+
     def forget(self, pod: Pod) -> None:
+        self.revoke(pod)
         for sock in pod.files.sockets:  # the dir stays for its logs; dead sockets go
             try:
                 os.unlink(sock)
             except OSError:
                 pass
-        if pod.sidecar and self.api is not None:
-            try:  # the pod is gone: its credential must not outlive it
-                self.api.revoke_credential(pod.instance_id)
-            except ClientError as e:
-                log.warning("%s: revoking its credential failed (%s); a pod made later under this name "
-                            "replaces it", pod.name, e)
 
     def hot_restart(self, pod: Pod, envoy: str | None) -> dict[str, Any]:
         if envoy:  # a restarted agent keeps the new binary

@@ -121,7 +121,7 @@ class Runner:
         self.mesh_text = ""
         self.control: ControlServer | None = None
         self.network: NetnsNetwork | LoopbackNetwork = LoopbackNetwork()
-        self.launcher = ProcessLauncher(self.table, self.options, self.api)
+        self.launcher = ProcessLauncher(self.table, self.options)
         self.ops = Operations(self.table, self.launcher, self.api, self.network, self.options)
         self.supervisor = Supervisor(self.table, self.api, self.network, self._ready)
         self._prepared = False

@@ -107,10 +107,19 @@ def add_token_routes(app: web.Application, auth: Authenticator,
         tokens.remove(tid)
         return _json({"revoked": tid})
 
+    app.router.add_get("/api/v1/whoami", whoami)
+    app.router.add_post("/api/v1/tokens", create)
+    app.router.add_get("/api/v1/tokens", list_tokens)
+    app.router.add_delete("/api/v1/tokens/{id}", revoke)
+
+
+def add_credential_routes(app: web.Application, pods: Any) -> None:
+    """The pod-credential endpoints (docs/security.md §7b; admin only, as every route not scoped in rest.py):
+    the runner gets a credential for each pod it makes and revokes it when the pod goes. `pods` is the
+    control plane's `ca.credentials.CredentialStore`. (The mesh-CA wiring serves the same endpoints; a control
+    plane mounts one of the two.)"""
+
     async def create_credential(request: web.Request) -> web.Response:
-        pods = auth.pods
-        if pods is None or not hasattr(pods, "issue"):
-            raise web.HTTPNotImplemented(reason="this control plane keeps no pod credentials")
         try:
             data = await request.json()
             ident = PodIdentity(pod=str(data["pod"]), namespace=str(data["namespace"]),
@@ -127,22 +136,15 @@ def add_token_routes(app: web.Application, auth: Authenticator,
         return _json({"token": pods.issue(ident)}, 201)
 
     async def list_credentials(request: web.Request) -> web.Response:
-        pods = getattr(auth.pods, "pods", None)
-        items = pods() if callable(pods) else []
         return _json({"items": [{"pod": i.pod, "namespace": i.namespace, "serviceAccount": i.service_account,
-                                 "workload": i.workload} for i in items]})
+                                 "workload": i.workload} for i in pods.pods()]})
 
     async def revoke_credential(request: web.Request) -> web.Response:
-        revoke_ = getattr(auth.pods, "revoke", None)
-        return _json({"revoked": bool(revoke_(request.match_info["pod"])) if callable(revoke_) else False})
+        return _json({"revoked": bool(pods.revoke(request.match_info["pod"]))})
 
     app.router.add_post("/api/v1/credentials", create_credential)
     app.router.add_get("/api/v1/credentials", list_credentials)
     app.router.add_delete("/api/v1/credentials/{pod}", revoke_credential)
-    app.router.add_get("/api/v1/whoami", whoami)
-    app.router.add_post("/api/v1/tokens", create)
-    app.router.add_get("/api/v1/tokens", list_tokens)
-    app.router.add_delete("/api/v1/tokens/{id}", revoke)
 
 
-__all__ = ["add_token_routes", "token_request"]
+__all__ = ["add_credential_routes", "add_token_routes", "token_request"]

@@ -44,10 +44,12 @@ def resolve_group(name: str | None) -> int | None:
 class ApiSecurity:
     def __init__(self, config_store: Any, state_dir: str, *, group: str | None = None,
                  tls_names: Sequence[str] = (), trust_domain: str = "cluster.local",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pods: CredentialStore | None = None) -> None:
+        """`pods`: the control plane's pod credential store when it has one already (the mesh CA's)."""
         self.layout = StateLayout(state_dir)
         self.tokens: TokenStore = token_store_for(config_store, state_dir)
-        self.pods = CredentialStore(self.layout.credentials_db)
+        self._own_pods = pods is None
+        self.pods = CredentialStore(self.layout.credentials_db) if pods is None else pods
         self.auth = Authenticator(self.tokens, self.pods, clock=clock)
         self.gid = resolve_group(group)
         self.tls_names = tuple(tls_names)
@@ -79,7 +81,8 @@ class ApiSecurity:
 
     def close(self) -> None:
         self.tokens.close()
-        self.pods.close()
+        if self._own_pods:
+            self.pods.close()
 
 
 __all__ = ["ApiSecurity", "resolve_group"]

@@ -24,7 +24,7 @@ from ..api import InvalidConfig, Issue
 from ..store.base import NotFound, RevisionConflict
 from .auth import (Authenticator, Forbidden, Principal, Unauthenticated, bearer, check_namespace_read, require_admin,
                    require_reader, visible)
-from .auth_rest import add_token_routes
+from .auth_rest import add_credential_routes, add_token_routes
 from .core import ControlPlaneCore
 from ..unixpath import serve_app
 
@@ -226,6 +226,8 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
     app.router.add_get("/api/v1/proxies", list_proxies)
     app.router.add_get("/api/v1/proxies/{id}/resources", get_proxy_resources)
     add_token_routes(app, auth, principal)
+    if hasattr(auth.pods, "issue"):
+        add_credential_routes(app, auth.pods)
     return app
 
 
