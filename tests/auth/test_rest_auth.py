@@ -160,7 +160,8 @@ def test_a_tenant_changes_only_its_namespaces_all_or_nothing(env):
     # documents without a namespace land in -n's namespace, checked as such
     refused(403, shop.apply, [("x.yaml", VS_OWN.replace("namespace: shop", "namespace: bank"))])
     refused(403, shop.apply, [("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")])
-    e = refused(403, shop.apply, [("mesh.yaml", doc("Sidecar", "default", "istio-system", "{egress: [{hosts: [./*]}]}"))])
+    mesh_wide = doc("Sidecar", "default", "istio-system", "{egress: [{hosts: [./*]}]}")
+    e = refused(403, shop.apply, [("mesh.yaml", mesh_wide)])
     assert "root namespace" in e.body["denied"][0]["reason"]
     # deletes: by name and by file, all-or-nothing
     refused(403, shop.delete_resource, "Service", "bank", "ledger")
@@ -257,3 +258,13 @@ def test_admin_tokens_and_the_state_dirs_credential(env, tmp_path):
     # ApiClient(state_dir) uses STATE/admin.token by itself
     assert ApiClient(str(env.mesh.state_dir)).request("GET", "/api/v1/whoami")["role"] == "admin"
     assert Path(env.mesh.state_dir / "admin.token").stat().st_mode & 0o777 == 0o600
+
+
+def test_routes_not_scoped_are_admin_only_and_unknown_ones_404(env):
+    tenant = env.client(env.token("shop"))
+    assert "needs the admin credential" in str(refused(403, tenant.request, "GET", "/api/v1/credentials"))
+    refused(404, tenant.request, "GET", "/api/v1/no-such-thing")
+    assert env.raw("GET", "/api/v1/no-such-thing")[0] == 401  # authentication comes first
+    assert "namespace bank" in str(refused(403, tenant.services, "bank"))
+    assert "namespace bank" in str(refused(403, tenant.instances, "bank"))
+    assert [i["id"] for i in tenant.instances("shop")] == ["shop.cart-0"]

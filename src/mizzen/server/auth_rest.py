@@ -1,14 +1,15 @@
 """The token endpoints of the REST API (admin only, but `whoami`):
 
-| method, path | body → answer |
-|---|---|
-| `GET /api/v1/whoami` | the caller: `{"role","id","name",["namespaces","readOnly"],[pod fields]}` |
-| `POST /api/v1/tokens` | `{"namespaces":[..],"readOnly":bool,"ttlSeconds":N,"name":S}` or `{"admin":true,...}` → the record and `"token"` (shown only here) |
-| `GET /api/v1/tokens` | `{"items":[record]}` (never a token or its hash) |
-| `DELETE /api/v1/tokens/{id}` | `{"revoked": id}`; 404 unknown; 403 for the state dir's admin credential or the caller's own token |
-| `POST /api/v1/credentials` | `{"pod":"<ns>.<pod>","namespace","serviceAccount","workload"}` → `{"token"}`: a pod credential (the runner, when it makes a pod; docs/security.md §7b) |
-| `GET /api/v1/credentials` | `{"items":[{"pod","namespace","serviceAccount","workload"}]}` (never a token) |
-| `DELETE /api/v1/credentials/{pod}` | `{"revoked": bool}` (the pod was deleted) |
+- `GET /api/v1/whoami` → the caller: `{"role","id","name",["namespaces","readOnly"],[pod fields]}`
+- `POST /api/v1/tokens` `{"namespaces":[..],"readOnly":bool,"ttlSeconds":N,"name":S}` or `{"admin":true,...}` →
+  the record and `"token"` (shown only here)
+- `GET /api/v1/tokens` → `{"items":[record]}` (never a token or its hash)
+- `DELETE /api/v1/tokens/{id}` → `{"revoked": id}`; 404 unknown; 403 for the state dir's admin credential or the
+  caller's own token
+- `POST /api/v1/credentials` `{"pod":"<ns>.<pod>","namespace","serviceAccount","workload"}` → `{"token"}`: a pod
+  credential (the runner, when it makes a pod; docs/security.md §7b); `GET /api/v1/credentials` →
+  `{"items":[{"pod","namespace","serviceAccount","workload"}]}` (never a token); `DELETE
+  /api/v1/credentials/{pod}` → `{"revoked": bool}` (the pod was deleted)
 """
 from __future__ import annotations
 
