@@ -66,3 +66,21 @@ def test_setpriv_drops_to_the_app_user_for_real(tmp_path):
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:3] == [f"{uid} {gid} []", "denied", "stays"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks another uid's view of the file system")
+def test_the_app_gets_the_part_of_path_it_can_reach(tmp_path):
+    """root's PATH may start with dirs only root can reach (~/.pyenv/shims): `python3` must not resolve there."""
+    from mizzen.local.pods import SYSTEM_PATH, path_for
+
+    private = tmp_path / "private" / "bin"
+    private.mkdir(parents=True)
+    os.chmod(tmp_path / "private", 0o700)
+    os.chmod(tmp_path, 0o755)
+    user = mesh_app_user("abcdef")
+    assert path_for(user, f"{private}:/usr/bin:/bin:/usr/bin") == "/usr/bin:/bin"
+    assert path_for(user, str(private)) == SYSTEM_PATH
+    assert path_for(None, f"{private}:/bin") == f"{private}:/bin"
+    out = subprocess.run(as_user(user, ["sh", "-c", "command -v python3"]), capture_output=True, text=True,
+                         env={"PATH": path_for(user, f"{private}:/usr/local/bin:/usr/bin:/bin")}, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip().startswith(("/usr/bin/", "/usr/local/bin/")), out

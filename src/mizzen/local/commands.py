@@ -16,7 +16,7 @@ from ..cli.render import input_issue_line, print_table
 from ..client import ApiClient, HttpError, RunnerClient, StateLayout, Unavailable
 from . import netns
 from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
-from .pods import as_user
+from .pods import as_user, path_for
 from .procs import alive, env_without_proxies, tail
 from .runner import Runner, RunnerError, setup_logging
 
@@ -267,7 +267,9 @@ def exec_(target: str, command: tuple[str, ...], namespace: str | None, as_root:
     env = env_without_proxies()
     argv = list(command)
     if not as_root and pod.get("runAsUser") is not None and os.geteuid() == 0:
-        argv = as_user((int(pod["runAsUser"]), int(pod.get("runAsGroup") or pod["runAsUser"])), argv)
+        user = (int(pod["runAsUser"]), int(pod.get("runAsGroup") or pod["runAsUser"]))
+        argv = as_user(user, argv)
+        env["PATH"] = path_for(user, env.get("PATH")) or ""
         if pod.get("dir"):
             env["HOME"] = StateLayout(state_dir).pod(pod["name"]).home
     if pod.get("netns"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -30,7 +31,7 @@ from ..model.types import labels_tuple
 from . import netns
 from .meshstate import write_json
 from .options import Options
-from .pods import OperationError, Pod, RunnerError
+from .pods import OperationError, Pod, RunnerError, path_for, searchable_by
 from .procs import Child, alive, cmdline, env_without_proxies, signal_pid, tail, wait_children
 from .table import PodTable
 
@@ -64,19 +65,6 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
     )
     cfg.validate()
     return cfg
-
-
-def searchable_by(path: str, uid: int, gid: int) -> bool:
-    """May uid/gid (no supplementary groups) search the directory `path` itself?"""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if st.st_uid == uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid == gid:
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
 
 
 class ProcessLauncher:
@@ -156,6 +144,11 @@ class ProcessLauncher:
                         "relative paths in its command will fail; make it searchable (chmod o+x) or set "
                         "spec.workdir / spec.securityContext", pod.name, uid, pod.cwd,
                         stat.S_IMODE(os.stat(pod.cwd).st_mode) if os.path.exists(pod.cwd) else 0)
+        program = pod.command[0]
+        found = shutil.which(program, path=path_for(pod.app_user, os.environ.get("PATH"))) if os.sep not in \
+            program else (program if os.access(program, os.X_OK) else None)
+        if found is None:
+            log.warning("%s: %s is not found on the PATH its app user (uid %d) can reach", pod.name, program, uid)
 
     def _provision(self, pod: Pod) -> None:
         """The pod's own credential, for its agent only (the root certificate next to it, once the mesh CA
@@ -193,9 +186,9 @@ class ProcessLauncher:
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
                     "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
         if pod.app_user is not None:
-            env.pop("USER", None)
-            env.pop("LOGNAME", None)
-            env.pop("MAIL", None)
+            for k in ("USER", "LOGNAME", "MAIL"):
+                env.pop(k, None)
+            env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))
