@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -39,9 +39,10 @@ def short_unix_path(path: str) -> Iterator[str]:
         os.close(fd)
 
 
-def bind_unix_socket(path: str, *, mode: int = 0o600, backlog: int = 512) -> socket.socket:
+def bind_unix_socket(path: str, *, mode: int = 0o600, backlog: int = 512, group: int | None = None) -> socket.socket:
     """A listening, non-blocking unix socket at `path`: refuse (SocketInUse) if a live server answers there or
-    the path is something else, unlink a stale socket file, work around the sun_path limit, chmod `mode`."""
+    the path is something else, unlink a stale socket file, work around the sun_path limit, chmod `mode` (and
+    chown to `group`, before it listens)."""
     if os.path.lexists(path):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise SocketInUse(f"{path} exists and is not a socket")
@@ -59,6 +60,8 @@ def bind_unix_socket(path: str, *, mode: int = 0o600, backlog: int = 512) -> soc
     try:
         with short_unix_path(path) as p:
             sock.bind(p)
+        if group is not None and group != os.getegid():
+            os.chown(path, -1, group)
         os.chmod(path, mode)
         sock.listen(backlog)
         sock.setblocking(False)
@@ -69,14 +72,15 @@ def bind_unix_socket(path: str, *, mode: int = 0o600, backlog: int = 512) -> soc
 
 
 async def serve_app(app: "web.Application", unix_path: str | None = None, tcp: tuple[str, int] | None = None,
-                    *, mode: int = 0o600) -> "web.AppRunner":
-    """Start `app` on a unix socket (bound with `bind_unix_socket`) and/or TCP; returns its runner. `await
-    runner.cleanup()` stops it and removes the socket file if it is still the one bound here."""
+                    *, mode: int = 0o600, group: int | None = None, ssl_context: Any = None) -> "web.AppRunner":
+    """Start `app` on a unix socket (bound with `bind_unix_socket`, `mode` and `group`) and/or TCP (TLS with
+    `ssl_context`); returns its runner. `await runner.cleanup()` stops it and removes the socket file if it is
+    still the one bound here."""
     from aiohttp import web
 
     if unix_path is None and tcp is None:
         raise ValueError("serve_app() needs a unix path or a TCP address")
-    sock = bind_unix_socket(unix_path, mode=mode) if unix_path is not None else None
+    sock = bind_unix_socket(unix_path, mode=mode, group=group) if unix_path is not None else None
     if sock is not None and unix_path is not None:
         path, ino = unix_path, os.stat(unix_path).st_ino
 
@@ -92,7 +96,7 @@ async def serve_app(app: "web.Application", unix_path: str | None = None, tcp: t
         if sock is not None:
             await web.SockSite(runner, sock).start()
         if tcp is not None:
-            await web.TCPSite(runner, tcp[0], tcp[1], reuse_address=True).start()
+            await web.TCPSite(runner, tcp[0], tcp[1], reuse_address=True, ssl_context=ssl_context).start()
     except BaseException:
         await runner.cleanup()
         if sock is not None:

@@ -19,6 +19,7 @@ from mizzen.registry import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
 from mizzen.server.rest import make_app, serve
 from mizzen.store import SqliteStore
+from tests.authkit import api_security
 from tests.envoy_bin import envoy_binary
 
 
@@ -49,13 +50,15 @@ class Mesh:
         self._loop.run_until_complete(self._runner.cleanup())
         self.store.close()
         self.registry.close()
+        self.security.close()
         self._loop.close()
 
     async def _start(self) -> None:
         self.store = SqliteStore(self.state_dir / "store.db")
         self.registry = EmbeddedRegistry(self.state_dir / "registry.db")
         self.core = ControlPlaneCore(self.store, self.registry)
-        app = make_app(self.core, ready=lambda: True, services=lambda: self.services,
+        self.security = api_security(self.state_dir)  # STATE/admin.token: the CLI's default credential
+        app = make_app(self.core, auth=self.security.auth, ready=lambda: True, services=lambda: self.services,
                        proxies=lambda: self.proxies, proxy_resources=lambda p, t: self.sent.get((p, t)))
         self._runner = await serve(app, str(self.state_dir / "api.sock"), None)
 

@@ -212,16 +212,16 @@ spec:
 
 def test_the_rate_limit_service_reads_its_limits_through_the_client(mesh, tmp_path):
     """server/ratelimit_source.ApiSource polls the real REST API with AsyncApiClient."""
-    from mizzen.server.ratelimit_source import ApiSource, SourceError, api_sockets
+    from mizzen.server.ratelimit_source import ApiSource, SourceError
 
     async def load(source: ApiSource):
         return await source.load()
 
-    down = ApiSource(api_sockets(str(tmp_path)))
+    down = ApiSource.of_state_dir(str(tmp_path))
     with pytest.raises(SourceError, match="no control-plane API answered"):
         asyncio.run(load(down))
     ApiClient(str(mesh.state_dir)).apply([("rl.yaml", RATELIMIT)])
-    source = ApiSource(api_sockets(str(mesh.state_dir)))
+    source = ApiSource.of_state_dir(str(mesh.state_dir))
     assert source.sockets[0] == str(mesh.state_dir / "api.sock")
     table = asyncio.run(load(source))
     assert table is not None and len(table) == 1

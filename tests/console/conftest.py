@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -69,11 +70,16 @@ def _skip_reason() -> str | None:
     return None
 
 
-def http(method: str, url: str, body: object = None, timeout: float = 10) -> tuple[int, dict]:
+def http(method: str, url: str, body: object = None, timeout: float = 10, *, token: str | None = None,
+         cafile: str | None = None) -> tuple[int, dict]:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json"})
+                                 headers=headers)
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
@@ -84,7 +90,9 @@ class ControlPlane:
         self.state = tempfile.mkdtemp(prefix="mizzen-e2e-console-")
         os.chmod(self.state, 0o755)
         self.api_port, self.xds_port = free_port(), free_port()
-        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.api = f"https://127.0.0.1:{self.api_port}"  # TLS from the mesh CA; the admin credential
+        self.ca = os.path.join(self.state, "ca", "root-cert.pem")
+        self.token = ""
         self.log = open(os.path.join(self.state, "cp.log"), "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.state, "--api-port",
@@ -93,7 +101,8 @@ class ControlPlane:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if http("GET", self.api + "/healthz")[1].get("ready"):
+                if os.path.exists(self.ca) and http("GET", self.api + "/healthz", cafile=self.ca)[1].get("ready"):
+                    self.token = Path(self.state, "admin.token").read_text().strip()
                     break
             except OSError:
                 pass
@@ -102,12 +111,13 @@ class ControlPlane:
             time.sleep(0.2)
 
     def apply(self, text: str) -> dict:
-        status, data = http("POST", self.api + "/api/v1/apply", {"files": [{"name": "test", "text": text}]})
+        status, data = http("POST", self.api + "/api/v1/apply", {"files": [{"name": "test", "text": text}]},
+                            token=self.token, cafile=self.ca)
         assert status == 200, data
         return data
 
     def get(self, path: str) -> dict:
-        status, data = http("GET", self.api + path)
+        status, data = http("GET", self.api + path, token=self.token, cafile=self.ca)
         assert status == 200, (path, data)
         return data
 
@@ -147,7 +157,7 @@ def control_plane() -> Iterator[ControlPlane]:
     try:
         cp.apply(MESH_CONFIG)
         for inst in INSTANCES:
-            status, data = http("PUT", f"{cp.api}/api/v1/instances/{inst['id']}", inst)
+            status, data = http("PUT", f"{cp.api}/api/v1/instances/{inst['id']}", inst, token=cp.token, cafile=cp.ca)
             assert status == 200, data
         yield cp
     finally:
@@ -159,7 +169,7 @@ def console_factory(control_plane):
     started: list[Console] = []
 
     def make(*extra: str) -> Console:
-        c = Console(control_plane.api, *extra)
+        c = Console(control_plane.api, "--token", control_plane.token, "--ca-cert", control_plane.ca, *extra)
         started.append(c)
         return c
     yield make

@@ -50,7 +50,9 @@ class Mesh:
         """GET one replica's REST API directly (`api.sock`, `api-1.sock`, ...), no fallback."""
         from mizzen.client import unix_request
 
-        status, raw = unix_request(str(self.state_dir / socket_name), "GET", path, timeout=timeout)
+        token = (self.state_dir / "admin.token").read_text().strip()  # the admin credential `up` made
+        status, raw = unix_request(str(self.state_dir / socket_name), "GET", path,
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
         assert status == 200, (path, status, raw[:300])
         return json.loads(raw)
 

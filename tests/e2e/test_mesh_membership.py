@@ -101,7 +101,7 @@ def test_namespace_label_runs_workload_without_sidecar_and_both_directions_work(
     # the plain connection; both replicas are reached
     r = mesh.load("old-0", WEB_FROM_LEGACY, count=60, concurrency=1)
     assert r["status"] == {"200": 60}, r
-    nat = mesh.exec("old-0", "iptables", "-t", "nat", "-S").stdout
+    nat = mesh.cli("exec", "old-0", "--root", "--", "iptables", "-t", "nat", "-S", check=False).stdout
     web_ips = sorted(p["ip"] for p in _pods(mesh, "web-v1"))
     assert all(f"--to-destination {ip}:9080" in nat for ip in web_ips), nat
     # and the sidecar-less pod has no capture rules

@@ -16,6 +16,7 @@ from mizzen.registry import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
 from mizzen.server.rest import make_app, serve
 from mizzen.store import SqliteStore
+from tests.authkit import api_security
 
 VS = """
 apiVersion: networking.istio.io/v1
@@ -51,8 +52,9 @@ spec:
 
 
 class Env:
-    def __init__(self, tmp: str, session: aiohttp.ClientSession, core: ControlPlaneCore, state: dict[str, Any]):
-        self.tmp, self.session, self.core, self.state = tmp, session, core, state
+    def __init__(self, tmp: str, session: aiohttp.ClientSession, core: ControlPlaneCore, state: dict[str, Any],
+                 auth: Any = None):
+        self.tmp, self.session, self.core, self.state, self.auth = tmp, session, core, state, auth
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         async with self.session.request(method, "http://mesh" + path, **kw) as r:
@@ -65,7 +67,8 @@ async def running(tmp_path) -> AsyncIterator[Env]:
     registry = EmbeddedRegistry(tmp_path / "registry.db")
     core = ControlPlaneCore(store, registry)
     state: dict[str, Any] = {"ready": False, "proxies": [], "sent": {}}
-    app = make_app(core, ready=lambda: state["ready"],
+    sec = api_security(tmp_path)
+    app = make_app(core, auth=sec.auth, ready=lambda: state["ready"],
                    services=lambda: [{"name": "reviews", "namespace": "default", "vip": "10.96.0.10",
                                       "hostname": "reviews.default.svc.cluster.local", "ports": []}],
                    proxies=lambda: state["proxies"],
@@ -73,12 +76,15 @@ async def running(tmp_path) -> AsyncIterator[Env]:
     sock = str(tmp_path / "api.sock")
     runner = await serve(app, sock, None)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock)) as session:
-            yield Env(str(tmp_path), session, core, state)
+        assert sec.admin is not None
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=sock),
+                                         headers={"Authorization": f"Bearer {sec.admin.token}"}) as session:
+            yield Env(str(tmp_path), session, core, state, sec.auth)
     finally:
         await runner.cleanup()
         store.close()
         registry.close()
+        sec.close()
 
 
 def run(coro_fn, tmp_path) -> None:
@@ -107,11 +113,12 @@ def test_socket_mode_and_stale_socket(tmp_path):
     stale.close()
 
     async def t(env: Env) -> None:
-        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o666
+        # no longer world-writable: root (and the API group) connect; a token decides the rest
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
         assert (await env.call("GET", "/healthz"))[0] == 503
         # a second server on the same live socket is refused instead of stealing it
         with pytest.raises(RuntimeError, match="already listening"):
-            await serve(make_app(env.core, ready=lambda: True, services=list, proxies=list,
+            await serve(make_app(env.core, auth=env.auth, ready=lambda: True, services=list, proxies=list,
                                  proxy_resources=lambda a, b: None), sock, None)
         assert (await env.call("GET", "/healthz"))[0] == 503  # the refused server left ours alone
     run(t, tmp_path)
@@ -124,8 +131,10 @@ def test_tcp_listener(tmp_path):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         store, reg = SqliteStore(tmp_path / "s.db"), EmbeddedRegistry(tmp_path / "r.db")
-        runner = await serve(make_app(ControlPlaneCore(store, reg), ready=lambda: True, services=list,
-                                      proxies=list, proxy_resources=lambda a, b: None), None, ("127.0.0.1", port))
+        sec = api_security(tmp_path)
+        runner = await serve(make_app(ControlPlaneCore(store, reg), auth=sec.auth, ready=lambda: True,
+                                      services=list, proxies=list, proxy_resources=lambda a, b: None), None,
+                             ("127.0.0.1", port))
         try:
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
@@ -134,6 +143,7 @@ def test_tcp_listener(tmp_path):
             await runner.cleanup()
             store.close()
             reg.close()
+            sec.close()
     asyncio.run(main())
 
 
@@ -323,8 +333,10 @@ def test_long_state_dir_path(tmp_path):
         async def main() -> None:
             store = SqliteStore(deep / "store.db")
             reg = EmbeddedRegistry(deep / "registry.db")
-            runner = await serve(make_app(ControlPlaneCore(store, reg), ready=lambda: True, services=list,
-                                          proxies=list, proxy_resources=lambda a, b: None), str(deep / "api.sock"))
+            sec = api_security(tmp_path)
+            runner = await serve(make_app(ControlPlaneCore(store, reg), auth=sec.auth, ready=lambda: True,
+                                          services=list, proxies=list, proxy_resources=lambda a, b: None),
+                                 str(deep / "api.sock"))
             try:
                 conn = aiohttp.UnixConnector(path=f"/proc/self/fd/{fd}/api.sock")
                 async with aiohttp.ClientSession(connector=conn) as s:
@@ -334,6 +346,7 @@ def test_long_state_dir_path(tmp_path):
                 await runner.cleanup()
                 store.close()
                 reg.close()
+                sec.close()
         asyncio.run(main())
     finally:
         os.close(fd)

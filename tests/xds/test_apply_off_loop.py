@@ -79,7 +79,9 @@ def test_pushes_to_50_proxies_flow_while_a_patch_apply_is_validated(tmp_path: Pa
                 proxies = [Proxyish(ch, f"client-{i}", {"app": "client"}) for i in range(N)]
                 await wait_for(lambda: all(endpoint_addresses(p) == {"10.244.0.1"} for p in proxies), timeout=30)
                 connector = aiohttp.UnixConnector(path=str(state / "api.sock"))
-                async with aiohttp.ClientSession(connector=connector) as http:
+                token = (state / "admin.token").read_text().strip()  # made by the control plane's start
+                async with aiohttp.ClientSession(connector=connector,
+                                                 headers={"Authorization": f"Bearer {token}"}) as http:
                     apply = asyncio.ensure_future(http.post("http://cp/api/v1/apply", json={
                         "files": [{"name": "patch.yaml", "text": PATCH}]}))
                     await wait_for(started.exists, timeout=30)  # the apply's Envoy check is running

@@ -25,7 +25,9 @@ import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
+from ..ca.credentials import TOKEN_FILE, secrets_dir
 from ..client.aio import AsyncApiClient, AsyncEnvoyAdmin
+from ..client.auth import FileToken
 from ..client.errors import ClientError
 from ..envoybin import find_envoy
 from ..unixpath import SocketInUse, serve_app
@@ -87,7 +89,10 @@ class Agent:
             uid=cfg.envoy_uid, gid=cfg.envoy_gid,
         ))
         self.admin = AsyncEnvoyAdmin(cfg.admin_socket)
-        self.api = AsyncApiClient(cfg.api_addresses) if cfg.api_address else None
+        # registrations carry the pod's own credential (pods/<pod>/secrets/token, provisioned by the runner and
+        # readable by this agent only): the control plane accepts this pod's instance from it, nothing else
+        self.api = AsyncApiClient(cfg.api_addresses, token=FileToken(str(secrets_dir(cfg.work_dir) / TOKEN_FILE))) \
+            if cfg.api_address else None
         self.health = HealthServer(cfg.health_host, cfg.health_port, self.status)
         self.state = "starting"
         self.since = time.time()

@@ -15,8 +15,8 @@ import click
 import yaml
 
 from ..api import KINDS, InvalidConfig, Issue, from_dict, load_sources
-from ..cli.options import state_dir_option
-from ..client import ApiClient, MeshUnavailable
+from ..cli.options import api_client, api_options
+from ..client import MeshUnavailable
 from ..manifests import read_inputs
 from ..model.router import conflicts
 from .analyzers import analyze as run_analyzers
@@ -38,14 +38,14 @@ LEVEL_NAMES = {"error": "Error", "warning": "Warning", "info": "Info"}
               default="Error", show_default=True, help="the least severe level that makes the exit status non-zero")
 @click.option("--output-threshold", type=click.Choice(["Error", "Warning", "Info"], case_sensitive=False),
               default="Info", show_default=True, help="the least severe level that is printed")
-@state_dir_option
+@api_options
 def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str, failure_threshold: str,
             output_threshold: str, state_dir: str) -> None:
     """Report config that is valid but will not do what its author meant (Istio-style codes, fix hints)."""
     resources = {}
     if use_mesh:
         try:
-            api = ApiClient(state_dir)
+            api = api_client(state_dir)
             for kind in KINDS:
                 for d in api.list_resources(kind):
                     r = from_dict(d)

@@ -116,6 +116,24 @@ class ContainerPort(Spec):
     protocol: str = "TCP"
 
 
+ENVOY_UID = 1337  # the sidecar's uid (excluded from traffic capture): never an app's
+
+
+class SecurityContext(Spec):
+    """The user an app runs as (netns mode, as root): Kubernetes' `runAsUser`/`runAsGroup`. Unset: the mesh's
+    app user, a non-root uid per mesh. 0 runs the app as root (then it can read the mesh's keys and tokens)."""
+
+    run_as_user: int | None = Field(default=None, ge=0, le=2**31 - 2)
+    run_as_group: int | None = Field(default=None, ge=0, le=2**31 - 2)
+
+    @model_validator(mode="after")
+    def _not_envoy(self) -> "SecurityContext":
+        for name, v in (("runAsUser", self.run_as_user), ("runAsGroup", self.run_as_group)):
+            if v == ENVOY_UID:
+                raise ValueError(f"{name} {ENVOY_UID} is the sidecar's: its traffic bypasses capture")
+        return self
+
+
 class WorkloadSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=64)
     command: list[str] = Field(min_length=1)
@@ -128,6 +146,7 @@ class WorkloadSpec(Spec):
     # Istio's holdApplicationUntilProxyStarts: start the app only once its sidecar is ready (default);
     # false starts app and sidecar together
     hold_application_until_proxy_starts: bool = True
+    security_context: SecurityContext | None = None
 
     @field_validator("env")
     @classmethod

@@ -7,7 +7,6 @@ counts) and the Envoy's RSS once it has applied it.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -23,7 +22,7 @@ from google.protobuf import json_format
 from ..agent.bootstrap import render_bootstrap
 from ..agent.config import AgentConfig
 from ..envoybin import find_envoy
-from ..client import EnvoyAdmin
+from ..client import ApiClient, ClientError, EnvoyAdmin
 from ..translate.patches import MESSAGE
 
 ALLOWED = 5
@@ -43,12 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _api(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r:
-        return json.loads(r.read() or b"{}")
+def _api(state_dir: str, method: str, path: str, body: dict | None = None) -> dict:
+    """The control plane's REST API on STATE/api.sock, as the admin (STATE/admin.token)."""
+    return dict(ApiClient(state_dir, replicas=1, timeout=120).request(method, path, body))
 
 
 def _rss_mb(pid: int) -> float:
@@ -62,11 +58,11 @@ def _rss_mb(pid: int) -> float:
 def run(services: int = 1000, timeout: float = 300) -> list[ProxyCost]:
     work = tempfile.mkdtemp(prefix="mizzen-bench-sidecar-")
     os.chmod(work, 0o755)
-    xds, api = _free_port(), _free_port()
+    xds, api = _free_port(), work
     procs: list[subprocess.Popen] = []
     try:
         cp = subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", work,
-                               "--xds-port", str(xds), "--api-port", str(api), "--log-level", "warning"],
+                               "--xds-port", str(xds), "--log-level", "warning"],
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "cp.log"), "wb"))
         procs.append(cp)
         deadline = time.monotonic() + 60
@@ -74,7 +70,7 @@ def run(services: int = 1000, timeout: float = 300) -> list[ProxyCost]:
             try:
                 if _api(api, "GET", "/healthz").get("ready"):
                     break
-            except OSError:
+            except (OSError, ClientError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("control plane did not start")

@@ -1,7 +1,8 @@
 """xDS load test: N real gRPC ADS streams against a real control plane process, EDS push latency.
 
 Driver (`run_bench`):
-  1. temp state dir; start `<python> -m mizzen.cli.main controlplane --state-dir D --xds-port P --api-port Q`
+  1. temp state dir; start `<python> -m mizzen.cli.main controlplane --state-dir D --xds-port P` (REST on
+     D/api.sock, as the admin: D/admin.token)
   2. POST /api/v1/apply M `v1 Service`s (svc-<i>, port 8080 `http`, selector app=svc-<i>);
      PUT /api/v1/instances/default.svc-<i>-<j> two instances each (127.0.x.y; nothing connects to them)
   3. start W worker processes (`python -m mizzen.bench.xds_load worker`), together N ADS streams (Delta or
@@ -524,9 +525,9 @@ async def run_bench(o: BenchOptions, log=lambda s: None) -> BenchResult:
 
 async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
     state, workers = ctx.state, ctx.workers
-    xds_port, api_port = _free_port(), _free_port()
+    xds_port = _free_port()
     cmd = [o.python, "-m", "mizzen.cli.main", "controlplane", "--state-dir", state, "--xds-port", str(xds_port),
-           "--api-port", str(api_port), "--log-level", o.cp_log_level]
+           "--log-level", o.cp_log_level]
     if o.debounce_ms is not None:
         cmd += ["--debounce-ms", str(o.debounce_ms)]
     logf = open(os.path.join(state, "controlplane.log"), "wb")
@@ -534,9 +535,11 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
     logf.close()
     ctx.cp = cp
     res.pids.append(cp.pid)
-    api = f"http://127.0.0.1:{api_port}"
+    # the REST API on its unix socket, as the admin (the credential the control plane writes at its start)
+    api = "http://cp"
     xds = f"127.0.0.1:{xds_port}"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60),
+                                     connector=aiohttp.UnixConnector(path=os.path.join(state, "api.sock"))) as http:
         deadline = time.monotonic() + 30
         while True:
             if cp.poll() is not None:
@@ -550,6 +553,8 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("control plane not ready after 30 s")
             await asyncio.sleep(0.1)
+        with open(os.path.join(state, "admin.token")) as f:
+            http.headers["Authorization"] = f"Bearer {f.read().strip()}"
         log(f"control plane pid {cp.pid} ready; applying {o.services} services")
         async with http.post(f"{api}/api/v1/apply", json={"files": [{"name": "bench.yaml", "text": services_yaml(o.services)}],
                                                            "namespace": NAMESPACE}) as r:

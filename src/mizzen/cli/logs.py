@@ -14,8 +14,8 @@ import time
 import click
 import yaml
 
-from ..client import ApiClient, HttpError, PodDir, StateLayout
-from .options import fail, state_dir_option
+from ..client import HttpError, PodDir, StateLayout
+from .options import api_client, api_options, fail
 
 
 def _telemetry(name: str, namespace: str, labels: dict[str, str]) -> str:
@@ -43,14 +43,14 @@ def _pod_dirs(state_dir: str, workload: str, namespace: str) -> list[str]:
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("--tail", "tail", default=50, show_default=True, help="lines per replica (0: all)")
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines (Ctrl-C to stop)")
-@state_dir_option
+@api_options
 def logs(args: tuple[str, ...], namespace: str, tail: int, follow: bool, state_dir: str) -> None:
     """Switch a workload's access logs on or off at runtime, or show them."""
     action, workload = (args[0], args[1]) if len(args) == 2 and args[0] in ("enable", "disable") else \
         ("show", args[0]) if len(args) == 1 else (None, None)
     if action is None:
         fail("usage: mizzen logs [enable|disable] WORKLOAD")
-    api = ApiClient(state_dir)
+    api = api_client(state_dir)
     if action in ("enable", "disable"):
         try:
             wl = api.get_resource("Workload", namespace, workload)

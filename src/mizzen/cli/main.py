@@ -23,8 +23,9 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
-from .options import MizzenGroup, fail, state_dir_option
+from .options import MizzenGroup, api_client, api_options, fail
 from .proxy import register as register_proxy_commands
+from .token import token
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
 
 INSTANCE_NAMES = ("instances", "instance", "inst")
@@ -47,10 +48,10 @@ def _kind(name: str) -> str:
 @click.option("-n", "--namespace", default=None, help="namespace for documents that name none")
 @click.option("--dry-run", is_flag=True, help="every check on the server, nothing stored (kubectl's --dry-run=server)")
 @click.option("--skip-unknown", is_flag=True, help="apply the known kinds; warn about each document of another kind")
-@state_dir_option
+@api_options
 def apply(files: tuple[str, ...], namespace: str | None, dry_run: bool, skip_unknown: bool, state_dir: str) -> None:
     """Create or update resources from manifests, all-or-nothing."""
-    out = ApiClient(state_dir).apply(read_inputs(files), namespace, dry_run=dry_run, skip_unknown=skip_unknown)
+    out = api_client(state_dir).apply(read_inputs(files), namespace, dry_run=dry_run, skip_unknown=skip_unknown)
     for w in out.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
     for a in out.get("applied", []):
@@ -61,10 +62,10 @@ def apply(files: tuple[str, ...], namespace: str | None, dry_run: bool, skip_unk
 @click.argument("args", nargs=-1, metavar="[KIND NAME...]")
 @click.option("-f", "--filename", "files", multiple=True, metavar="FILE", help="delete what these manifests name")
 @click.option("-n", "--namespace", default=None)
-@state_dir_option
+@api_options
 def delete(args: tuple[str, ...], files: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
     """Delete resources named in manifests (-f), or KIND NAME [NAME...]. All-or-nothing with -f."""
-    api = ApiClient(state_dir)
+    api = api_client(state_dir)
     if files:
         if args:
             fail("give either -f FILE or KIND NAME, not both")
@@ -105,7 +106,7 @@ def _none_found(ns: str | None) -> str:
 
 
 def _get_instances(api: ApiClient, names: tuple[str, ...], ns: str | None, output: str) -> None:
-    items = [i for i in api.instances() if ns is None or i.get("namespace") == ns]
+    items = api.instances(ns)
     if names:
         items = [i for i in items if i.get("id") in names or str(i.get("id")).split(".", 1)[-1] in names]
     if output in ("yaml", "json"):
@@ -124,7 +125,7 @@ def _get_instances(api: ApiClient, names: tuple[str, ...], ns: str | None, outpu
 
 
 def _get_services(api: ApiClient, names: tuple[str, ...], ns: str | None, output: str) -> None:
-    items = [s for s in api.services() if ns is None or s.get("namespace") == ns]
+    items = api.services(ns)
     if names:
         items = [s for s in items if s.get("name") in names]
     rows = []
@@ -142,11 +143,11 @@ def _get_services(api: ApiClient, names: tuple[str, ...], ns: str | None, output
 @click.option("-n", "--namespace", default=None)
 @click.option("-A", "--all-namespaces", is_flag=True, help="every namespace")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "yaml", "json"]), default="table")
-@state_dir_option
+@api_options
 def get(kind: str, names: tuple[str, ...], namespace: str | None, all_namespaces: bool, output: str,
         state_dir: str) -> None:
     """List resources (KIND: vs, dr, se, svc, workloads, sidecar, gw, sa...), or `instances` / `services`."""
-    api = ApiClient(state_dir)
+    api = api_client(state_dir)
     ns = _ns_filter(namespace, all_namespaces)
     low = kind.lower()
     if low in INSTANCE_NAMES:
@@ -197,7 +198,7 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (token, "token")):
         cli.add_command(cmd, name=name)
     return cli
 

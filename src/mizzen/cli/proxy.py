@@ -12,7 +12,7 @@ import click
 from ..agent.security import describe_cert
 from ..ca.secrets_view import SECRET_COLUMNS, secret_rows, secrets_from_config_dump
 from ..client import ApiClient, ClientError, EnvoyAdmin, MeshUnavailable, StateLayout, Unavailable
-from .options import fail, state_dir_option
+from .options import api_client, api_options, fail
 from .render import dump, print_table
 
 XDS_TYPES = ("CDS", "LDS", "EDS", "RDS")
@@ -36,14 +36,14 @@ def _f(d: dict[str, Any], snake: str, default: Any = None) -> Any:
 
 @click.command("proxy-status")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
-@state_dir_option
+@api_options
 def proxy_status(output: str, state_dir: str) -> None:
     """Sync state of every connected proxy: per xDS type SYNCED / STALE / NACKED / NOT SENT.
 
     With the control plane down, the state comes from each proxy's own Envoy (admin socket): proxies
     show as disconnected and their config as STALE (the last one they accepted, still serving)."""
     try:
-        items = ApiClient(state_dir).proxies()
+        items = api_client(state_dir).proxies()
     except MeshUnavailable:
         items = from_envoys(state_dir)
         if not items:
@@ -378,7 +378,7 @@ def resolve_pod(state_dir: str, target: str) -> tuple[str, str | None]:
                 type=click.Choice(sorted(ALIASES), case_sensitive=False))
 @click.argument("target", metavar="POD[.NAMESPACE]")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
-@state_dir_option
+@api_options
 def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
     """Show the configuration a proxy's Envoy runs (from its admin socket), or what the control plane
     sent it when the admin socket is unavailable. `secrets`: its workload certificate and trusted roots
@@ -397,7 +397,7 @@ def proxy_config(what: str, target: str, output: str, state_dir: str) -> None:
         why = "its Envoy is not answering on" if os.path.exists(sock) else "no Envoy admin socket at"
         fail(f"{target}: {why} {sock} (a pod without a sidecar has no certificate); secrets come from the "
              f"pod's agent over SDS, the control plane does not have them")
-    from_control_plane(ApiClient(state_dir), pod, ns, what, output)
+    from_control_plane(api_client(state_dir), pod, ns, what, output)
 
 
 def register(add: Callable[[click.Command], None]) -> None:

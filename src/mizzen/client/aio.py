@@ -13,6 +13,7 @@ import aiohttp
 
 from ..model.types import Instance
 from .address import Address
+from .auth import SERVER_NAME, TokenArg, auth_headers, tls_context, token_source
 from .errors import ClientError, HttpError, Unavailable
 from .failover import Failover
 from .http import decode, error_body, present
@@ -22,28 +23,35 @@ log = logging.getLogger("mizzen.client")
 _NO_ANSWER = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-def _session(address: Address, timeout: float) -> aiohttp.ClientSession:
+def _session(address: Address, timeout: float, ssl_context: Any = None) -> aiohttp.ClientSession:
     if address.unix is not None:
         conn: aiohttp.BaseConnector = aiohttp.UnixConnector(path=address.unix, force_close=True)
     else:
-        conn = aiohttp.TCPConnector(force_close=True)
+        conn = aiohttp.TCPConnector(force_close=True, ssl=ssl_context if ssl_context is not None else True)
     return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout))
 
 
 class AsyncApiClient:
-    """The control plane's REST API at one or several addresses (one per replica); see failover.py."""
+    """The control plane's REST API at one or several addresses (one per replica); see failover.py. `token`:
+    what to authenticate with (a string, or a callable asked before each call — an agent's pod credential);
+    `ca_file`: the mesh root, for `https://` addresses."""
 
-    def __init__(self, addresses: str | Sequence[str], *, timeout: float = 3.0) -> None:
+    def __init__(self, addresses: str | Sequence[str], *, timeout: float = 3.0, token: TokenArg = None,
+                 ca_file: str | None = None) -> None:
         addrs = [addresses] if isinstance(addresses, str) else list(addresses)
         self.addresses = [Address.parse(a) for a in addrs]
         self.failover: Failover[Address] = Failover(self.addresses)
         self.timeout = timeout
+        self.token = token_source(token, None)
+        self.ca_file = ca_file
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
     def _sess(self, i: int) -> aiohttp.ClientSession:
         sess = self._sessions.get(i)
         if sess is None or sess.closed:
-            sess = self._sessions[i] = _session(self.addresses[i], self.timeout)
+            addr = self.addresses[i]
+            ctx = tls_context(self.ca_file) if addr.tls and self.ca_file else None
+            sess = self._sessions[i] = _session(addr, self.timeout, ctx)
         return sess
 
     async def close(self) -> None:
@@ -53,6 +61,7 @@ class AsyncApiClient:
 
     async def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> Any:
         kw: dict[str, Any] = {} if body is None else {"json": body}
+        kw["headers"] = auth_headers(self.token)
         order = Failover.attempts(self.failover.order(), lambda i: present(self.addresses[i]))
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
@@ -63,6 +72,8 @@ class AsyncApiClient:
                 break
             kw["timeout"] = aiohttp.ClientTimeout(total=Failover.share(left, len(order) - k))
             try:
+                if self.addresses[i].tls:
+                    kw["server_hostname"] = SERVER_NAME
                 async with self._sess(i).request(method, self.addresses[i].base_url + path, **kw) as resp:
                     status, raw = resp.status, await resp.read()
             except _NO_ANSWER as e:

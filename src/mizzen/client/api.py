@@ -1,17 +1,20 @@
 """The control plane's REST API (docs/internals.md), synchronous: what the CLI and the runner use.
 
 `ApiClient(DIR)` reaches the mesh in DIR through its replicas' `api*.sock` (see `layout`), with
-the failover policy of `failover.py`; errors are those of `errors.py`.
+the failover policy of `failover.py`; errors are those of `errors.py`. Every call carries the client's token
+(`token=`, else DIR's admin credential: `auth.py`); `https://` addresses are checked against the mesh root.
 """
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from typing import Any, Sequence
 from urllib.parse import quote, urlencode
 
 from ..model.types import Instance
 from .address import Address
+from .auth import TokenArg, auth_headers, tls_context, token_source, unauthenticated_hint
 from .errors import HttpError, MeshUnavailable, Unavailable
 from .failover import Failover
 from .http import CONNECT_ERRORS, decode, error_body, present, request
@@ -24,26 +27,49 @@ def _q(s: str) -> str:
 
 class ApiClient:
     """The REST API of the control plane: of the mesh in `state_dir` (its replicas' api.sock, api-1.sock, ...:
-    `replicas` of them), or at explicit `addresses` (one per replica)."""
+    `replicas` of them), or at explicit `addresses` (one per replica; with a `state_dir` too, that dir's
+    admin credential and mesh root are the defaults). `token`: what to authenticate with (a string or a
+    callable; default: the state dir's admin.token). `ca_file`: the mesh root for `https://` addresses
+    (default: the state dir's `ca/root-cert.pem`)."""
 
     def __init__(self, state_dir: str | None = None, *, replicas: int = MAX_CONTROL_PLANES, timeout: float = 60.0,
-                 addresses: Sequence[str | Address] | None = None):
-        if (state_dir is None) == (addresses is None):
+                 addresses: Sequence[str | Address] | None = None, token: TokenArg = None,
+                 ca_file: str | None = None):
+        if state_dir is None and addresses is None:
             raise ValueError("ApiClient: give a state dir or addresses")
+        layout = StateLayout(state_dir) if state_dir is not None else None
         if addresses is None:
-            assert state_dir is not None
-            addresses = [Address.of_socket(p) for p in StateLayout(state_dir).api_sockets(replicas)]
+            assert layout is not None
+            addresses = [Address.of_socket(p) for p in layout.api_sockets(replicas)]
         self.addresses = [a if isinstance(a, Address) else Address.parse(a) for a in addresses]
+        self.token = token_source(token, layout.admin_token if layout is not None else None)
+        if ca_file is None and layout is not None:
+            ca_file = f"{layout.root}/ca/root-cert.pem"
+        self._tls: ssl.SSLContext | None = None
+        self._ca_file = ca_file
         self.failover: Failover[Address] = Failover(self.addresses)
         self.timeout = timeout
         self.state_dir = state_dir
         self._proxy_replica: dict[str, int] = {}  # proxy id -> the replica it is connected to
 
     # ------------------------------------------------------------------ transport
-    def _unavailable(self, tried: list[str]) -> Unavailable:
-        if self.state_dir is not None:
+    def _unavailable(self, tried: list[str], why: str = "") -> Unavailable:
+        if self.state_dir is not None and not any(a.unix is None for a in self.addresses):
             return MeshUnavailable(self.state_dir, tried)
-        return Unavailable(f"control plane unreachable at {', '.join(map(str, self.addresses))}", tried)
+        return Unavailable(f"control plane unreachable at {', '.join(map(str, self.addresses))}"
+                           f"{f' ({why})' if why else ''}", tried)
+
+    def _tls_context(self, address: Address) -> ssl.SSLContext | None:
+        if not address.tls:
+            return None
+        if self._tls is None:
+            if not self._ca_file:
+                raise ValueError(f"{address}: give the mesh's root certificate (--ca-cert) to check the server")
+            try:
+                self._tls = tls_context(self._ca_file)
+            except OSError as e:
+                raise Unavailable(f"cannot read the mesh root certificate {self._ca_file}: {e.strerror}") from None
+        return self._tls
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, *,
                 replicas: Sequence[int] | None = None, timeout: float | None = None) -> Any:
@@ -51,17 +77,24 @@ class ApiClient:
         url = path + ("?" + urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        credential = auth_headers(self.token)
+        headers.update(credential)
         order = Failover.attempts(self.failover.order() if replicas is None else replicas,
                                   lambda i: present(self.addresses[i]))
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
+        why = ""
         for k, i in enumerate(order):
             left = deadline - time.monotonic()
             if left <= 0 and k > 0:
                 break
             try:
                 status, raw = request(self.addresses[i], method, url, data, headers,
-                                      Failover.share(left, len(order) - k))
+                                      Failover.share(left, len(order) - k), self._tls_context(self.addresses[i]))
+            except ssl.SSLError as e:  # not the mesh's control plane (or no TLS there): say so
+                tried.append(str(self.addresses[i]))
+                why = f"TLS: {e.reason or e}"
+                continue
             except CONNECT_ERRORS:
                 tried.append(str(self.addresses[i]))
                 continue
@@ -69,9 +102,13 @@ class ApiClient:
                 self.failover.answered(i)
             out = decode(status, raw)
             if status >= 400:
-                raise HttpError(status, error_body(out), f"{method} {path}")
+                body = error_body(out)
+                if status == 401 and not credential:
+                    body = {**body, "message": str(body.get("message") or "unauthorized")
+                            + unauthenticated_hint(self.token)}
+                raise HttpError(status, body, f"{method} {path}")
             return out
-        raise self._unavailable(tried)
+        raise self._unavailable(tried, why)
 
     # ------------------------------------------------------------------ config
     def apply(self, files: list[tuple[str, str]], namespace: str | None = None, *, dry_run: bool = False,
@@ -95,11 +132,13 @@ class ApiClient:
         return dict(self.request("DELETE", f"/api/v1/resources/{_q(kind)}/{_q(namespace)}/{_q(name)}"))
 
     # ------------------------------------------------------------------ registry and runtime
-    def services(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/services")["items"])
+    def services(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        q = {"namespace": namespace} if namespace else None
+        return list(self.request("GET", "/api/v1/services", query=q)["items"])
 
-    def instances(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/instances")["items"])
+    def instances(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        q = {"namespace": namespace} if namespace else None
+        return list(self.request("GET", "/api/v1/instances", query=q)["items"])
 
     def egress(self, workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """For each `{"namespace", "labels"}`: `{"mode", "hosts"?}` — its outbound traffic policy and, under
@@ -111,6 +150,15 @@ class ApiClient:
 
     def delete_instance(self, id: str) -> dict[str, Any]:
         return dict(self.request("DELETE", f"/api/v1/instances/{_q(id)}"))
+
+    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str) -> str:
+        """A new credential for the pod with instance id `pod` (`<namespace>.<name>`); an earlier one stops
+        working. Admin only: the runner calls this when it makes a pod."""
+        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload}
+        return str(self.request("POST", "/api/v1/credentials", body)["token"])
+
+    def revoke_credential(self, pod: str) -> bool:
+        return bool(self.request("DELETE", f"/api/v1/credentials/{_q(pod)}").get("revoked"))
 
     def proxies(self) -> list[dict[str, Any]]:
         """Every replica's proxies, merged (each item names its replica: `controlPlane`): a proxy connected

@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 from typing import Any
 
 from ..unixpath import short_unix_path
@@ -37,16 +38,37 @@ def present(address: Address) -> bool:
     return address.unix is None or os.path.lexists(address.unix)
 
 
-def connection(address: Address, timeout: float) -> http.client.HTTPConnection:
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS that checks the certificate for `server_name` rather than the host dialled (client/auth.py)."""
+
+    def __init__(self, host: str, port: int, *, timeout: float, context: ssl.SSLContext, server_name: str):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.server_name)  # type: ignore[attr-defined]
+
+
+def connection(address: Address, timeout: float, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
     if address.unix is not None:
         return UnixHTTPConnection(address.unix, timeout)
+    if address.tls:
+        from .auth import SERVER_NAME
+
+        if tls is None:
+            raise ValueError(f"{address}: a TLS address needs the mesh's root certificate (ca_file)")
+        return NamedHTTPSConnection(address.host, address.port, timeout=timeout, context=tls,
+                                    server_name=SERVER_NAME)
     return http.client.HTTPConnection(address.host, address.port, timeout=timeout)
 
 
 def request(address: Address, method: str, url: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[int, bytes]:
-    """One HTTP request; returns (status, body). Connection errors (CONNECT_ERRORS) propagate."""
-    conn = connection(address, timeout)
+            headers: dict[str, str] | None = None, timeout: float = 60.0,
+            tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """One HTTP request; returns (status, body). Connection errors (CONNECT_ERRORS) propagate; a TLS failure
+    (wrong CA, wrong name) is an ssl.SSLError, an OSError, so it is one of them too."""
+    conn = connection(address, timeout, tls)
     try:
         conn.request(method, url, body=body, headers=headers or {})
         resp = conn.getresponse()

@@ -7,13 +7,16 @@
     ca/                              the mesh CA (Istio's plug-in file names; keys 0600), kept across runs
     credentials.db                   pod credentials (token hashes) the CA authenticates agents with
     controlplane[-<i>].pid           each replica's PID (written by the replica)
+    admin.token                      the mesh's admin credential (0600; the CLI's default token)
+    tokens.db                        API tokens (hashes only), shared by every replica
+    credentials.db                   per-pod credentials (hashes only), shared by every replica
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
     logs/                            runner.log, controlplane[-<i>].log
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
-                                     secrets/ (its credential, root only), base-id, envoy.log, access.log,
-                                     agent.log, app.log
+                                     base-id, envoy.log, access.log, agent.log, app.log, home/ (the app's $HOME),
+                                     secrets/ (the pod credential and the mesh root: the agent's only)
 
 Pure: building paths touches no file.
 """
@@ -101,6 +104,11 @@ class PodDir:
         return self._f("app.log")
 
     @property
+    def home(self) -> str:
+        """The app's $HOME (0700, owned by the app's user when it has its own)."""
+        return self._f("home")
+
+    @property
     def sockets(self) -> tuple[str, ...]:
         """What a stopped pod leaves that must go (its dir stays for the logs)."""
         return self.admin_socket, self.agent_socket, self.sds_socket
@@ -131,6 +139,19 @@ class StateLayout:
     def jwks_cache(self) -> str:
         """The keys the control plane fetched from RequestAuthentication jwksUris (shared by every replica)."""
         return self._f("jwks-cache.json")
+
+    @property
+    def admin_token(self) -> str:
+        """The admin credential a control plane writes at its first start (0600); the CLI's default token."""
+        return self._f("admin.token")
+
+    @property
+    def tokens_db(self) -> str:
+        return self._f("tokens.db")
+
+    @property
+    def credentials_db(self) -> str:
+        return self._f("credentials.db")
 
     def api_socket(self, replica: int = 0) -> str:
         return self._f(_numbered("api", replica, ".sock"))

@@ -31,10 +31,21 @@ def _tap_source(admins: dict[str, str]):
     return tap
 
 
+def _admin_token(state_dir: str) -> str | None:
+    try:
+        with open(os.path.join(state_dir, "admin.token")) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 async def main(a: argparse.Namespace) -> None:
     apis = a.api or [f"unix:{os.path.join(a.state_dir, 'api.sock')}"]
     admins = dict(x.split("=", 1) for x in a.tap_admin)
-    app = make_app(RestClient(apis), windows=http_windows(a.windows) if a.windows else no_windows,
+    token = a.token or _admin_token(a.state_dir)
+    ca = a.ca_cert or os.path.join(a.state_dir, "ca", "root-cert.pem")
+    rest = RestClient(apis, token=token, ca_file=ca if os.path.exists(ca) else None)
+    app = make_app(rest, windows=http_windows(a.windows) if a.windows else no_windows,
                    traces=HttpTraces(a.traces) if a.traces else None, tap=_tap_source(admins) if admins else None)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -53,7 +64,10 @@ async def main(a: argparse.Namespace) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m mizzen.console")
     ap.add_argument("--state-dir", default=os.environ.get("MIZZEN_STATE_DIR", ".mizzen"))
-    ap.add_argument("--api", action="append", default=[], help="unix:/path/api.sock or http://host:port")
+    ap.add_argument("--api", action="append", default=[], help="unix:/path/api.sock or https://host:port")
+    ap.add_argument("--token", default=os.environ.get("MIZZEN_TOKEN"),
+                    help="API token (default $MIZZEN_TOKEN, else the state dir's admin.token)")
+    ap.add_argument("--ca-cert", default=None, help="the mesh root for an https --api (default STATE/ca/root-cert.pem)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=15080)
     ap.add_argument("--windows", action="append", default=[], help="an agent's base URL (GET /telemetry/window)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
 
 import aiohttp
@@ -21,24 +22,31 @@ class SourceError(RuntimeError):
 
 
 class RestClient:
-    """The control plane's REST API at `unix:/path/api.sock` or `http://host:port` (the first that answers of
-    several replicas). Phase 2 replaces this with the shared client of `mizzen.client`."""
+    """The control plane's REST API at `unix:/path/api.sock` or `https://host:port` (the first that answers of
+    several replicas), with an API token (`token`) and, for https, the mesh root (`ca_file`). Phase 2 replaces
+    this with the shared client of `mizzen.client`."""
 
-    def __init__(self, addresses: str | Sequence[str], timeout: float = 10.0) -> None:
+    def __init__(self, addresses: str | Sequence[str], timeout: float = 10.0, *, token: str | None = None,
+                 ca_file: str | None = None) -> None:
         self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.addresses:
             raise ValueError("no control-plane API address")
         self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.ca_file = ca_file
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     def _session(self, addr: str) -> tuple[aiohttp.ClientSession, str]:
         s = self._sessions.get(addr)
         if s is None or s.closed:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
             if addr.startswith("unix:"):
-                s = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=addr[5:]),
-                                          timeout=aiohttp.ClientTimeout(total=self.timeout))
+                s = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=addr[5:]), timeout=timeout,
+                                          headers=self.headers)
             else:
-                s = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+                ssl_ctx: Any = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+                s = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_ctx), timeout=timeout,
+                                          headers=self.headers)
             self._sessions[addr] = s
         base = "http://mizzen" if addr.startswith("unix:") else addr.rstrip("/")
         if not base.startswith("http"):

@@ -8,6 +8,9 @@ datacenters), kv/<key> (GET recurse|keys|separator|raw, PUT cas|flags, DELETE re
 status/peers. Reads answer with X-Consul-Index, X-Consul-KnownLeader, X-Consul-LastContact; with `index`
 (+ `wait`, default 5 min, at most 10) they block until the index moves (a blocking query) — woken by the
 registry's or KV store's change notification, which on etcd comes from its watch.
+
+ACLs (`acl=ConsulAcl(authenticator.authenticate)`): Consul's token headers carry Mizzen API tokens; a tenant
+token sees and changes only its namespaces (acl.py). Without `acl`, ACLs are off.
 """
 from __future__ import annotations
 
@@ -21,12 +24,14 @@ from aiohttp import web
 from ..registry.base import Registry
 from ..store.base import StoreUnavailable
 from . import views
+from .acl import ConsulAcl, PermissionDenied, kv_may_write, kv_visible, may_write, need_admin, sees
 from .agent import BadRequest, ConsulAgent, fields, parse_duration
 from .bexpr import FilterError, compile_filter
 from .kv import KVStore
 
 log = logging.getLogger(__name__)
 
+CALLER: web.RequestKey[Any] = web.RequestKey("consul.caller", object)
 MAX_WAIT = 600.0
 DEFAULT_WAIT = 300.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,8 +43,10 @@ def _truthy(v: str | None) -> bool:
 
 class ConsulAPI:
     def __init__(self, registry: Registry, kv: KVStore, *, node: str = "mizzen", datacenter: str = "dc1",
-                 advertise: str = "127.0.0.1:8500", default_address: str = "127.0.0.1", refresh: float = 10.0):
+                 advertise: str = "127.0.0.1:8500", default_address: str = "127.0.0.1", refresh: float = 10.0,
+                 acl: ConsulAcl | None = None):
         self.registry, self.kv = registry, kv
+        self.acl = acl
         self.node, self.datacenter, self.advertise = node, datacenter, advertise
         self.address = advertise.rpartition(":")[0] or "127.0.0.1"
         self.agent = ConsulAgent(registry, node=node, datacenter=datacenter, default_address=default_address,
@@ -51,7 +58,7 @@ class ConsulAPI:
     # ------------------------------------------------------------------ app and blocking queries
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors])
+        app = web.Application(middlewares=[self._errors, self._acl])
         r = app.router
         r.add_get("/v1/agent/self", self.agent_self)
         r.add_get("/v1/agent/services", self.agent_services)
@@ -134,9 +141,37 @@ class ConsulAPI:
         return web.Response(text=json.dumps(body), status=status, content_type="application/json", headers=headers)
 
     @web.middleware
+    async def _acl(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.acl is not None:
+            request[CALLER] = self.acl.caller(request)
+        return await handler(request)
+
+    @staticmethod
+    def _caller(request: web.Request) -> Any:
+        return request.get(CALLER)
+
+    def _visible(self, request: web.Request) -> list[Any]:
+        """The registry's instances the caller may see (all, without ACLs)."""
+        caller = self._caller(request)
+        return [i for i in self.registry.list() if sees(caller, i.namespace)]
+
+    def _service_ns(self, sid: str) -> str | None:
+        s = self.agent.services.get(sid)
+        return s.namespace if s is not None else None
+
+    def _may_change_service(self, request: web.Request, sid: str, what: str = "service:write") -> None:
+        ns = self._service_ns(sid)
+        if ns is not None:
+            may_write(self._caller(request), ns, what)
+        elif self._caller(request) is not None and not self._caller(request).admin:
+            raise PermissionDenied(f"Permission denied: token lacks '{what}' permission")
+
+    @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except PermissionDenied as e:
+            return web.Response(status=403, text=str(e))
         except (BadRequest, FilterError) as e:
             return web.Response(status=400, text=str(e))
         except StoreUnavailable as e:
@@ -167,8 +202,9 @@ class ConsulAPI:
 
     async def agent_services(self, request: web.Request) -> web.Response:
         pred = self._filter(request)
+        caller = self._caller(request)
         with self.agent._lock:
-            svcs = list(self.agent.services.values())
+            svcs = [s for s in self.agent.services.values() if sees(caller, s.namespace)]
         out = {}
         for s in svcs:
             d = views.service_of(self.agent.instance_of(s))
@@ -178,17 +214,26 @@ class ConsulAPI:
 
     async def agent_service(self, request: web.Request) -> web.Response:
         s = self.agent.services.get(request.match_info["id"])
-        if s is None:
+        if s is None or not sees(self._caller(request), s.namespace):
             return web.Response(status=404, text="unknown service ID")
         return self._json(views.service_of(self.agent.instance_of(s)))
 
     async def service_register(self, request: web.Request) -> web.Response:
         body = await self._body(request)
+        reg = fields(body, "a service registration")
+        may_write(self._caller(request), str(reg.get("namespace") or "default"), "service:write")
+        self._may_replace(request, str(reg.get("id") or reg.get("name") or ""))
         await asyncio.to_thread(self.agent.register_service, body,
                                 replace_checks=_truthy(request.query.get("replace-existing-checks")))
         return web.Response(text="")
 
+    def _may_replace(self, request: web.Request, sid: str) -> None:
+        """Re-registering an ID that exists replaces that service: the caller must be allowed to change it."""
+        if sid and sid in self.agent.services:
+            self._may_change_service(request, sid)
+
     async def service_deregister(self, request: web.Request) -> web.Response:
+        self._may_change_service(request, request.match_info["id"])
         if not await asyncio.to_thread(self.agent.deregister_service, request.match_info["id"]):
             return web.Response(status=404, text="Unknown service ID")
         return web.Response(text="")
@@ -196,6 +241,7 @@ class ConsulAPI:
     async def service_maintenance(self, request: web.Request) -> web.Response:
         if "enable" not in request.query:
             raise BadRequest("missing value for enable")
+        self._may_change_service(request, request.match_info["id"])
         try:
             await asyncio.to_thread(self.agent.set_service_maintenance, request.match_info["id"],
                                     _truthy(request.query["enable"]), request.query.get("reason", ""))
@@ -206,15 +252,18 @@ class ConsulAPI:
     async def node_maintenance(self, request: web.Request) -> web.Response:
         if "enable" not in request.query:
             raise BadRequest("missing value for enable")
+        need_admin(self._caller(request), "node:write")
         await asyncio.to_thread(self.agent.set_node_maintenance, _truthy(request.query["enable"]),
                                 request.query.get("reason", ""))
         return web.Response(text="")
 
     async def agent_checks(self, request: web.Request) -> web.Response:
         pred = self._filter(request)
+        caller = self._caller(request)
         out = {}
         with self.agent._lock:
-            for sid in list(self.agent.services) + [""]:
+            sids = [s for s in self.agent.services if sees(caller, self.agent.services[s].namespace)]
+            for sid in sids + ([""] if caller is None or caller.admin else []):
                 name = self.agent.services[sid].name if sid else ""
                 for c in (self.agent.service_checks(sid) if sid else
                           [c for c in self.agent.checks.values() if not c.service_id]):
@@ -224,16 +273,33 @@ class ConsulAPI:
         return self._json(out)
 
     async def check_register(self, request: web.Request) -> web.Response:
-        await asyncio.to_thread(self.agent.register_check, await self._body(request))
+        body = await self._body(request)
+        sid = str(fields(body, "a check registration").get("serviceid") or "")
+        if sid:
+            self._may_change_service(request, sid)
+        else:
+            need_admin(self._caller(request), "node:write")
+        await asyncio.to_thread(self.agent.register_check, body)
         return web.Response(text="")
 
+    def _may_change_check(self, request: web.Request, cid: str) -> None:
+        c = self.agent.checks.get(cid)
+        if c is None:
+            return  # 404 from the handler
+        if c.service_id:
+            self._may_change_service(request, c.service_id)
+        else:
+            need_admin(self._caller(request), "node:write")
+
     async def check_deregister(self, request: web.Request) -> web.Response:
+        self._may_change_check(request, request.match_info["id"])
         if not await asyncio.to_thread(self.agent.deregister_check, request.match_info["id"]):
             return web.Response(status=404, text="Unknown check ID")
         return web.Response(text="")
 
     def _check_status(self, status: str) -> Handler:
         async def handler(request: web.Request) -> web.Response:
+            self._may_change_check(request, request.match_info["id"])
             try:
                 await asyncio.to_thread(self.agent.update_check, request.match_info["id"], status,
                                         request.query.get("note", ""))
@@ -244,6 +310,7 @@ class ConsulAPI:
 
     async def check_update(self, request: web.Request) -> web.Response:
         body = fields(await self._body(request), "a check update")
+        self._may_change_check(request, request.match_info["id"])
         try:
             await asyncio.to_thread(self.agent.update_check, request.match_info["id"], str(body.get("status", "")),
                                     str(body.get("output", "")))
@@ -255,7 +322,7 @@ class ConsulAPI:
 
     def _entries(self, request: web.Request) -> list[dict[str, Any]]:
         pred = self._filter(request)
-        entries = views.health_entries(self.registry.list(), request.match_info["service"], node=self.node,
+        entries = views.health_entries(self._visible(request), request.match_info["service"], node=self.node,
                                        address=self.address, datacenter=self.datacenter,
                                        passing=_truthy(request.query.get("passing")) if "passing" in request.query
                                        else False, tags=request.query.getall("tag", []))
@@ -267,7 +334,7 @@ class ConsulAPI:
 
     async def health_checks(self, request: web.Request) -> web.Response:
         index = await self._block(request, lambda: self.registry.version + 1)
-        out = [c for e in views.health_entries(self.registry.list(), request.match_info["service"], node=self.node,
+        out = [c for e in views.health_entries(self._visible(request), request.match_info["service"], node=self.node,
                                                address=self.address, datacenter=self.datacenter)
                for c in e["Checks"] if c["ServiceID"]]
         pred = self._filter(request)
@@ -275,12 +342,12 @@ class ConsulAPI:
 
     async def catalog_services(self, request: web.Request) -> web.Response:
         index = await self._block(request, lambda: self.registry.version + 1)
-        return self._json(views.catalog_services(self.registry.list()), index)
+        return self._json(views.catalog_services(self._visible(request)), index)
 
     async def catalog_service(self, request: web.Request) -> web.Response:
         index = await self._block(request, lambda: self.registry.version + 1)
         pred = self._filter(request)
-        out = views.catalog_service(self.registry.list(), request.match_info["service"], node=self.node,
+        out = views.catalog_service(self._visible(request), request.match_info["service"], node=self.node,
                                     address=self.address, datacenter=self.datacenter,
                                     tags=request.query.getall("tag", []))
         return self._json([e for e in out if pred(e)], index)
@@ -303,12 +370,13 @@ class ConsulAPI:
     async def kv_handler(self, request: web.Request) -> web.StreamResponse:
         key = request.match_info["key"]
         q = request.query
+        caller = self._caller(request)
         if request.method == "GET":
             index = await self._block(request, lambda: self.kv.index)
             if "keys" in q:
                 sep = q.get("separator", "")
                 keys: list[str] = []
-                for e in self.kv.list(key):
+                for e in kv_visible(caller, self.kv.list(key), lambda e: e.key):
                     k = e.key
                     if sep:
                         cut = k.find(sep, len(key))
@@ -318,10 +386,10 @@ class ConsulAPI:
                         keys.append(k)
                 return self._json(keys, index) if keys else self._json(None, index, 404)
             if "recurse" in q:
-                entries = [e.to_consul() for e in self.kv.list(key)]
+                entries = [e.to_consul() for e in kv_visible(caller, self.kv.list(key), lambda e: e.key)]
                 return self._json(entries, index) if entries else self._json(None, index, 404)
             e = self.kv.get(key)
-            if e is None:
+            if e is None or not kv_visible(caller, [e], lambda e: e.key):
                 return self._json(None, index, 404)
             if "raw" in q:
                 return web.Response(body=e.value, headers={"X-Consul-Index": str(index)})
@@ -329,12 +397,14 @@ class ConsulAPI:
         if request.method == "PUT":
             if not key:
                 raise BadRequest("missing key name")
+            kv_may_write(caller, key)
             body = await request.read()
             cas = int(q["cas"]) if "cas" in q else None
             flags = int(q.get("flags", 0))
             ok = await asyncio.to_thread(self.kv.put, key, body, flags=flags, cas=cas)
             return self._json(ok)
         if request.method == "DELETE":
+            kv_may_write(caller, key)
             cas = int(q["cas"]) if "cas" in q else None
             ok = await asyncio.to_thread(self.kv.delete, key, recurse="recurse" in q, cas=cas)
             return self._json(ok)

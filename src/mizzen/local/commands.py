@@ -16,6 +16,7 @@ from ..cli.render import input_issue_line, print_table
 from ..client import ApiClient, HttpError, RunnerClient, StateLayout, Unavailable
 from . import netns
 from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
+from .pods import as_user, path_for
 from .procs import alive, env_without_proxies, tail
 from .runner import Runner, RunnerError, setup_logging
 
@@ -272,15 +273,24 @@ def find_pod(st: dict[str, Any], target: str, namespace: str | None = None) -> d
 @click.argument("target", metavar="POD|WORKLOAD|APP")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD...")
 @click.option("-n", "--namespace", default=None, help="only pods of this namespace")
+@click.option("--root", "as_root", is_flag=True,
+              help="run CMD as root (e.g. iptables), not as the pod's app user")
 @state_dir_option
-def exec_(target: str, command: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
-    """Run CMD inside a pod's network namespace (its sidecar captures the traffic). Exit code passes through."""
+def exec_(target: str, command: tuple[str, ...], namespace: str | None, as_root: bool, state_dir: str) -> None:
+    """Run CMD inside a pod's network namespace (its sidecar captures the traffic), as the pod's app user (the
+    uid its app runs as; --root to stay root). Exit code passes through."""
     st = live_status(state_dir)
     if st is None or st.get("phase") in ("stopped", "dead", "failed"):
         raise click.ClickException(f"no mesh running in {state_dir} (start one with `mizzen up`)")
     pod = find_pod(st, target, namespace)
     env = env_without_proxies()
     argv = list(command)
+    if not as_root and pod.get("runAsUser") is not None and os.geteuid() == 0:
+        user = (int(pod["runAsUser"]), int(pod.get("runAsGroup") or pod["runAsUser"]))
+        argv = as_user(user, argv)
+        env["PATH"] = path_for(user, env.get("PATH")) or ""
+        if pod.get("dir"):
+            env["HOME"] = StateLayout(state_dir).pod(pod["name"]).home
     if pod.get("netns"):
         if pod["netns"] not in netns.list_namespaces():
             raise click.ClickException(f"pod {pod['name']}: namespace {pod['netns']} is gone")

@@ -4,13 +4,21 @@
 `AgentConfig` dataclass the agent reads), starts the agent and the app as `Child` processes recorded in the
 `PodTable`, and does the process-level steps of an orderly stop: ask the agent to withdraw, count what is in
 flight, stop apps, stop sidecars.
+
+Security: a pod with a sidecar gets its own credential (issued by the control plane, `pods/<pod>/secrets/`,
+readable by its agent only — the agent registers the pod's instance with it; revoked when the pod goes).
+As root, an app runs as its user (`Pod.app_user`: the Workload's securityContext or the mesh's app user) with
+its own $HOME (`pods/<pod>/home`, 0700), so it can read neither the CA's keys, the admin credential nor any
+pod's credential, and cannot connect to the API socket.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+import shutil
 import signal
+import stat
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -23,7 +31,7 @@ from ..model.types import labels_tuple
 from . import netns
 from .meshstate import write_json
 from .options import Options
-from .pods import OperationError, Pod, RunnerError
+from .pods import OperationError, Pod, RunnerError, path_for, searchable_by
 from .procs import Child, alive, cmdline, env_without_proxies, signal_pid, tail, wait_children
 from .table import PodTable
 
@@ -69,7 +77,7 @@ class ProcessLauncher:
         self.table = table
         self.options = options
         self.layout = table.info.layout
-        self.api = ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)
+        self.api = ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)  # admin
 
     # ------------------------------------------------------------------ control plane
     def start_controlplanes(self, check_stop: Callable[[], None]) -> None:
@@ -117,6 +125,8 @@ class ProcessLauncher:
     def make_pod(self, pod: Pod) -> None:
         pod.dir = self.layout.pod(pod.name).path
         os.makedirs(pod.dir, exist_ok=True)
+        os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
+        self._app_user(pod)
         if pod.sidecar:
             mode = self.table.info.mode
             trust_domain = self._provision(pod)
@@ -124,6 +134,29 @@ class ProcessLauncher:
                        agent_config(pod, self.layout, self.options, mode, trust_domain).to_dict())
             if mode == "netns":  # Envoy runs as uid 1337 and makes its admin socket here
                 os.chown(pod.dir, ENVOY_UID, ENVOY_UID)
+
+    def _app_user(self, pod: Pod) -> None:
+        root = os.geteuid() == 0
+        pod.app_user = pod.resolve_app_user(self.table.info.meshid, root=root)
+        if pod.run_as_user is not None and not root:
+            log.warning("%s: securityContext.runAsUser %s is ignored: the runner is not root, so the app runs as "
+                        "uid %d", pod.name, pod.run_as_user, os.geteuid())
+        os.makedirs(pod.files.home, mode=0o700, exist_ok=True)
+        if pod.app_user is None:
+            return
+        uid, gid = pod.app_user
+        os.chown(pod.files.home, uid, gid)
+        os.chmod(pod.files.home, 0o700)
+        if not searchable_by(pod.cwd, uid, gid):
+            log.warning("%s: the app runs as uid %d and cannot search its working directory %s (mode %o): "
+                        "relative paths in its command will fail; make it searchable (chmod o+x) or set "
+                        "spec.workdir / spec.securityContext", pod.name, uid, pod.cwd,
+                        stat.S_IMODE(os.stat(pod.cwd).st_mode) if os.path.exists(pod.cwd) else 0)
+        program = pod.command[0]
+        found = shutil.which(program, path=path_for(pod.app_user, os.environ.get("PATH"))) if os.sep not in \
+            program else (program if os.access(program, os.X_OK) else None)
+        if found is None:
+            log.warning("%s: %s is not found on the PATH its app user (uid %d) can reach", pod.name, program, uid)
 
     def _provision(self, pod: Pod) -> str:
         """The pod's credential (a token bound to its identity, readable by root only) and the mesh root,
@@ -135,7 +168,7 @@ class ProcessLauncher:
                                                pod.workload)
         except ClientError as e:
             raise RunnerError(f"{pod.name}: cannot get a credential from the control plane: {e}") from None
-        provision_pod(pod.dir, token, str(ca["rootCert"]).encode())
+        provision_pod(pod.dir, token, str(ca["rootCert"]).encode(), uid=os.getuid(), gid=os.getgid())  # the agent's uid
         return str(ca["trustDomain"])
 
     def revoke(self, pod: Pod) -> None:
@@ -167,7 +200,11 @@ class ProcessLauncher:
     def _app_child(self, pod: Pod) -> Child:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
-                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1"})
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
+        if pod.app_user is not None:
+            for k in ("USER", "LOGNAME", "MAIL"):
+                env.pop(k, None)
+            env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))
@@ -177,7 +214,7 @@ class ProcessLauncher:
             proxy = f"http://127.0.0.1:{pod.outbound_port}"
             env.update({"HTTP_PROXY": proxy, "http_proxy": proxy,
                         "NO_PROXY": "localhost,127.0.0.1", "no_proxy": "localhost,127.0.0.1"})
-        return Child(f"{pod.name}/app", pod.argv(pod.command), pod.files.app_log, env=env, cwd=pod.cwd,
+        return Child(f"{pod.name}/app", pod.app_argv(pod.command), pod.files.app_log, env=env, cwd=pod.cwd,
                      exec_argv=list(pod.command))
 
     # ------------------------------------------------------------------ an orderly stop
@@ -221,6 +258,16 @@ class ProcessLauncher:
             epid = self.table.envoy_pids.get(p.name)
             if epid and alive(epid) and any("envoy" in a for a in cmdline(epid)):
                 signal_pid(epid, signal.SIGKILL)
+
+    def revoke(self, pod: Pod) -> None:
+        """A stopped pod's credential stops working (best effort: a pod made later under its name replaces it)."""
+        if not pod.sidecar:
+            return
+        try:
+            self.api.revoke_credential(pod.instance_id)
+        except ClientError as e:
+            log.warning("%s: could not revoke its credential (%s); a pod made later under this name replaces it",
+                        pod.name, e)
 
     def forget(self, pod: Pod) -> None:
         self.revoke(pod)

@@ -4,6 +4,7 @@ a mesh file's Workloads); also what the runner's modules share: their errors, AP
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -17,6 +18,17 @@ OUTBOUND_PORT = netns.OUTBOUND_PORT
 INBOUND_PORT = netns.INBOUND_PORT
 HEALTH_PORT = 15020
 POLL_SECONDS = 0.25
+# Apps run as a non-root user (netns mode, as root): the Workload's securityContext, else the mesh's app user,
+# a uid (and gid) picked per mesh from [APP_UID_BASE, APP_UID_BASE + APP_UID_SPAN): above the ids Debian
+# gives to people (1000-59999) and its system range (60000-65535), so it is nobody's on a usual host.
+APP_UID_BASE = 200000
+APP_UID_SPAN = 100000
+
+
+def mesh_app_user(meshid: str) -> tuple[int, int]:
+    """The mesh's default app uid and gid (the same number), from its mesh id."""
+    uid = APP_UID_BASE + int(meshid, 16) % APP_UID_SPAN
+    return uid, uid
 
 
 class RunnerError(Exception):
@@ -48,6 +60,8 @@ class Pod:
     cwd: str
     index: int
     hold: bool = True  # holdApplicationUntilProxyStarts
+    run_as_user: int | None = None  # the Workload's securityContext (None: the mesh's app user)
+    run_as_group: int | None = None
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
     # filled in when the pod is made
@@ -59,6 +73,7 @@ class Pod:
     health_port: int = HEALTH_PORT
     port_map: dict[int, int] = field(default_factory=dict)  # container port -> app's real port
     register_port_map: dict[int, int] = field(default_factory=dict)  # container port -> callers' port
+    app_user: tuple[int, int] | None = None  # (uid, gid) the app runs as; None: the runner's own
 
     @property
     def instance_id(self) -> str:
@@ -92,6 +107,66 @@ class Pod:
     def argv(self, argv: Sequence[str]) -> list[str]:
         return netns.exec_argv(self.netns, argv) if self.netns else list(argv)
 
+    def app_argv(self, argv: Sequence[str]) -> list[str]:
+        """The app's command line: in its namespace, and as its user when it has one."""
+        return self.argv(as_user(self.app_user, argv))
+
+    def resolve_app_user(self, meshid: str, *, root: bool) -> tuple[int, int] | None:
+        """As root, the app drops to its Workload's uid/gid or the mesh's app user; otherwise it runs as the
+        runner's user (a non-root runner cannot switch)."""
+        if not root:
+            return None
+        uid, gid = mesh_app_user(meshid)
+        if self.run_as_user is not None:
+            uid = self.run_as_user
+            gid = self.run_as_group if self.run_as_group is not None else uid
+        elif self.run_as_group is not None:
+            gid = self.run_as_group
+        return uid, gid
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def searchable_by(path: str, uid: int, gid: int) -> bool:
+    """May uid/gid (no supplementary groups) search the directory `path` itself?"""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if uid == 0:
+        return True
+    bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == gid else stat.S_IXOTH
+    return bool(st.st_mode & bit)
+
+
+def reachable_by(path: str, uid: int, gid: int) -> bool:
+    """Can uid/gid reach `path`: search every directory from / down to it?"""
+    p = os.path.abspath(path)
+    parts = [p]
+    while os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+        parts.append(p)
+    return all(searchable_by(d, uid, gid) for d in reversed(parts))
+
+
+def path_for(user: tuple[int, int] | None, path: str | None) -> str | None:
+    """The runner's $PATH as the app's user can use it: entries it cannot reach (root's ~/.pyenv/shims, say)
+    would make `python3` resolve to something it may not run; none left: the system's PATH."""
+    if user is None or user == (0, 0):
+        return path
+    entries = [d for d in dict.fromkeys((path or "").split(os.pathsep)) if d and reachable_by(d, *user)]
+    return os.pathsep.join(entries) or SYSTEM_PATH
+
+
+def as_user(user: tuple[int, int] | None, argv: Sequence[str]) -> list[str]:
+    """`setpriv` (util-linux) to run argv as uid/gid with no supplementary groups and no way to gain privileges
+    back (no_new_privs: setuid binaries do not elevate); unchanged for None or root."""
+    if user is None or user == (0, 0):
+        return list(argv)
+    uid, gid = user
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *argv]
+
 
 def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
     """The pods of the Workloads among `resources` (Namespaces among them decide sidecar injection)."""
@@ -117,5 +192,7 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 service_account=spec.service_account or "default", locality=spec.locality or "",
                 command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
                 hold=spec.hold_application_until_proxy_starts,
+                run_as_user=spec.security_context.run_as_user if spec.security_context else None,
+                run_as_group=spec.security_context.run_as_group if spec.security_context else None,
             ))
     return pods

@@ -18,6 +18,8 @@ BACKOFF_MAX_SECONDS = 30.0
 STABLE_SECONDS = 30.0  # a process that ran this long has its back-off reset
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+# the CLI's credentials: never handed on to the processes of a mesh (apps would get the caller's token)
+CREDENTIAL_VARS = ("mizzen_token", "mizzen_server", "mizzen_ca_cert")
 
 
 def alive(pid: int | None) -> bool:
@@ -129,7 +131,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 def env_without_proxies(env: dict[str, str] | None = None) -> dict[str, str]:
     src = os.environ if env is None else env
-    return {k: v for k, v in src.items() if k.lower() not in PROXY_VARS}
+    return {k: v for k, v in src.items() if k.lower() not in PROXY_VARS and k.lower() not in CREDENTIAL_VARS}
 
 
 # --------------------------------------------------------------------------------- supervised process
@@ -172,7 +174,8 @@ class Child:
 
     def start(self) -> None:
         os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
-        with open(self.log_path, "ab") as out:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)  # not other tenants' apps'
+        with open(fd, "ab") as out:
             out.write(f"--- mizzen: {time.strftime('%Y-%m-%d %H:%M:%S')} starting {self.name}"
                       f"{f' (restart {self.restarts})' if self.restarts else ''}: {' '.join(self.argv)}\n".encode())
             out.flush()

@@ -255,6 +255,11 @@ class Runner:
                 pass
         shutil.rmtree(self.layout.pods_dir, ignore_errors=True)
         os.makedirs(self.layout.pods_dir, exist_ok=True)
+        # searchable (Envoy reaches its files, apps their $HOME) but not listable by others: an app does not
+        # get the mesh's file and pod names handed to it; the keys and tokens in here are 0600 besides
+        for d in (self.state_dir, self.layout.pods_dir):
+            if os.stat(d).st_uid == os.geteuid():
+                os.chmod(d, 0o711)
         with open(self.layout.runner_pid, "w") as f:
             f.write(f"{os.getpid()}\n")
 

@@ -173,6 +173,8 @@ def status_of(t: PodTable) -> dict[str, Any]:
             "dir": pod.dir, "registered": registered, "ready": pod_ready,
             "generation": pod.generation, "terminating": pod.stopping,
             "holdApplicationUntilProxyStarts": pod.hold,
+            "runAsUser": pod.app_user[0] if pod.app_user else None,
+            "runAsGroup": pod.app_user[1] if pod.app_user else None,
         })
     return {
         "meshId": t.info.meshid, "stateDir": t.info.state_dir, "meshFile": t.info.mesh_file, "mode": t.info.mode,

@@ -40,10 +40,10 @@ def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, po
               poll_interval: float, delay_mode: str, log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
     from ..server.ratelimit import Settings, run
-    from ..server.ratelimit_source import ApiSource, FileSource, api_sockets
+    from ..server.ratelimit_source import ApiSource, FileSource
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    source = FileSource(limits_file) if limits_file else ApiSource(api_sockets(os.path.abspath(state_dir)))
+    source = FileSource(limits_file) if limits_file else ApiSource.of_state_dir(os.path.abspath(state_dir))
     if not unix_path and not port:
         unix_path = os.path.join(os.path.abspath(state_dir), "ratelimit.sock")
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),

@@ -41,7 +41,13 @@ def seconds(text: str, option: str = "duration") -> float:
               help="Unix socket for xDS (default STATE_DIR/xds.sock).")
 @click.option("--api-socket", default=None, type=click.Path(dir_okay=False),
               help="Unix socket for the REST API (default STATE_DIR/api.sock); a second replica needs its own.")
-@click.option("--api-port", default=None, help="Also serve the REST API on TCP [HOST:]PORT.")
+@click.option("--api-port", default=None,
+              help="Also serve the REST API on TCP [HOST:]PORT, over TLS with a certificate from the mesh CA.")
+@click.option("--api-group", default=None, metavar="GROUP",
+              help="group of the REST API socket (mode 0660); default: the group `mizzen` if it exists, else "
+                   "root's (only root connects); callers also need a token")
+@click.option("--api-tls-name", "api_tls_names", multiple=True, metavar="NAME",
+              help="an extra DNS name or IP in the TLS certificate of the TCP API listener (repeatable)")
 @click.option("--replica", default=0, show_default=True, type=click.IntRange(0, 2),
               help="Which replica this is: 0 serves STATE_DIR/api.sock and xds.sock, i serves api-<i>.sock and "
                    "xds-<i>.sock (named controlplane-<i>); --xds-socket/--api-socket override.")
@@ -57,9 +63,10 @@ def seconds(text: str, option: str = "duration") -> float:
               show_default=True, help="mesh-wide egress default for proxies whose Sidecar sets no "
                                       "outboundTrafficPolicy: pass unknown destinations through, or refuse them")
 @click.option("--log-level", default="info", show_default=True)
-def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None, api_port: str | None, replica: int, debounce_ms: int, max_wait_ms: int,
-                 trust_domain: str, cert_ttl: str, max_cert_ttl: str, ca_port: str | None,
-                 outbound_traffic_policy: str, log_level: str) -> None:
+def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None,
+                 api_port: str | None, api_group: str | None, api_tls_names: tuple[str, ...], replica: int,
+                 debounce_ms: int, max_wait_ms: int, trust_domain: str, cert_ttl: str, max_cert_ttl: str,
+                 ca_port: str | None, outbound_traffic_policy: str, log_level: str) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
     from .controlplane import Settings, run
 
@@ -76,7 +83,8 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
     settings = Settings(Path(state_dir).resolve(), _addr(xds_port), _addr(api_port),
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
-                        Path(api_socket).resolve() if api_socket else None, replica=replica,
+                        Path(api_socket).resolve() if api_socket else None, replica=replica, api_group=api_group,
+                        api_tls_names=api_tls_names,
                         trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
                         ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy)
     try:

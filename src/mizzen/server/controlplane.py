@@ -36,6 +36,7 @@ from ..store.sqlite import SqliteStore
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
+from .auth_setup import ApiSecurity
 from .core import ControlPlaneCore
 from .authzcheck import authz_warnings
 from .debounce import run_debounced
@@ -107,6 +108,10 @@ class Settings:
     # Mesh-wide egress default for proxies whose Sidecar sets no outboundTrafficPolicy (Istio's MeshConfig
     # outboundTrafficPolicy): ALLOW_ANY (pass through) or REGISTRY_ONLY (refuse what the registry does not hold)
     outbound_traffic_policy: str = "ALLOW_ANY"
+    # The REST API socket's group (0660; default: group `mizzen` if it exists) and the extra names its TCP
+    # listener's TLS certificate carries (server/auth_setup.py)
+    api_group: str | None = None
+    api_tls_names: tuple[str, ...] = ()
 
 
 class ControlPlane:
@@ -126,6 +131,8 @@ class ControlPlane:
                              "use ALLOW_ANY or REGISTRY_ONLY")
         self.mesh = MeshSettings(outbound_traffic_policy=settings.outbound_traffic_policy)
         self.jwks = JwksFetcher(lambda: self._mark(jwks=True), cache_path=self.layout.jwks_cache)
+        self.api_security = ApiSecurity(self.store, str(sd), group=settings.api_group,
+                                        tls_names=settings.api_tls_names)
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None
@@ -186,10 +193,13 @@ class ControlPlane:
         if self.settings.ca_tcp:
             ca_addrs.append(f"{self.settings.ca_tcp[0]}:{self.settings.ca_tcp[1]}")
         await self.mesh_ca.serve(ca_addrs)
-        app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
-                       proxy_resources=self.ads.sent_resources, egress=self.egress)
-        app.add_routes(self.mesh_ca.routes())
-        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
+        self.api_security.start(self.settings.api_tcp)
+        app = make_app(self.core, auth=self.api_security.auth, ready=self.ready, services=self.services,
+                       proxies=self.proxy_statuses, proxy_resources=self.ads.sent_resources, egress=self.egress,
+                       credential_routes=False)
+        app.add_routes(self.mesh_ca.routes())  # /api/v1/credentials (with SPIFFE IDs) and /api/v1/ca
+        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp,
+                                        **self.api_security.serve_options())
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self.jwks.want(jwks_wanted(self.snapshot.config))
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
@@ -205,6 +215,7 @@ class ControlPlane:
                 self.store.refresh()
                 self.registry.refresh()
                 self.mesh_ca.reload_if_changed()
+                self.api_security.periodic()
             except Exception:  # a locked or briefly unreadable database: try again next time
                 log.exception("refreshing the store from disk failed")
 
@@ -224,6 +235,7 @@ class ControlPlane:
         await self.mesh_ca.stop()
         self.store.close()
         self.registry.close()
+        self.api_security.close()
 
     # ---- change handling ------------------------------------------------------------------------
     def _mark(self, config: bool = False, endpoints: bool = False, jwks: bool = False) -> None:

@@ -4,6 +4,11 @@
 `envoy --mode validate`) run in a worker thread, so the control plane's event loop keeps answering xDS and
 pushing meanwhile; the store is read and written on the caller's (the loop's) thread, so store subscribers
 run there as before. `apply` is the same, synchronous, for embedded use and tests.
+
+Every use-case takes the caller (`principal`, from `server.auth`; in-process callers default to admin): a
+tenant's apply or delete is checked as a whole before anything is validated or written (one resource outside
+its namespaces refuses all: `auth.Forbidden`), its reads are limited to its namespaces, and only a pod's own
+credential (or an admin) registers or withdraws that pod's instance.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from ..api.yamlload import YamlError, load_documents
 from ..model.types import Instance
 from ..registry.base import Registry
 from ..store.base import ConfigStore, NotFound, RevisionConflict
+from .auth import ADMIN_PRINCIPAL, Principal, check_instance, check_namespace_read, check_writes, visible
 
 # (resources being applied, every resource currently stored) -> problems; any problem rejects the apply
 APPLY_ATTEMPTS = 5  # validate-and-write rounds when other replicas keep committing in between
@@ -90,10 +96,12 @@ class ControlPlaneCore:
         return [_strip_server_fields(r) for r in result.resources], result.warnings
 
     def apply(self, files: Sequence[File], namespace: str | None = None, *, dry_run: bool = False,
-              skip_unknown: bool = False) -> dict[str, Any]:
+              skip_unknown: bool = False, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
         """All-or-nothing apply. `dry_run`: every check (the validators included), nothing stored; the answer
-        says what would be done. `skip_unknown`: documents of unknown kinds are warnings, not errors."""
+        says what would be done. `skip_unknown`: documents of unknown kinds are warnings, not errors.
+        `principal`: who asks (a tenant may write only its namespaces)."""
         resources, warnings, origins = self._parsed(files, namespace, skip_unknown)
+        check_writes(principal, resources, self.store.get)
         # validate against the store as it is, and write only over that same revision: another control-plane
         # replica may commit in between (e.g. a conflicting Router); then re-read and validate again
         for attempt in range(APPLY_ATTEMPTS):
@@ -109,11 +117,12 @@ class ControlPlaneCore:
         raise AssertionError("unreachable")
 
     async def apply_async(self, files: Sequence[File], namespace: str | None = None, *, dry_run: bool = False,
-                          skip_unknown: bool = False) -> dict[str, Any]:
+                          skip_unknown: bool = False, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
         """`apply` for the event loop: parsing and validation in a worker thread, the conditional write on
         the loop. A write that lands in between (another request, another replica) is caught by the
         conditional write, and the round is validated again."""
         resources, warnings, origins = await asyncio.to_thread(self._parsed, files, namespace, skip_unknown)
+        check_writes(principal, resources, self.store.get)
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
             advice = await asyncio.to_thread(self._check, resources, current, origins)
@@ -191,23 +200,33 @@ class ControlPlaneCore:
             raise InvalidConfig(errors)
         return list(dict.fromkeys(keys)), warnings
 
-    def delete_files(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
+    def delete_files(self, files: Sequence[File], namespace: str | None = None, *,
+                     principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
         keys, warnings = self._keys_from_files(files, namespace)
         if not keys:
             where = ", ".join(n for n, _ in files) or "<input>"
             raise InvalidConfig([Issue("no objects passed to delete", where), *warnings])
+        check_writes(principal, keys)
         revision = self.store.delete(keys)
         return {"revision": revision, "deleted": [_key_dict(k) for k in keys],
                 "warnings": [str(w) for w in warnings]}
 
-    def delete(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
-        revision = self.store.delete([ResourceKey(kind_name(kind), namespace, name)])
+    def delete(self, kind: str, namespace: str, name: str, *,
+               principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
+        key = ResourceKey(kind_name(kind), namespace, name)
+        check_writes(principal, [key])
+        revision = self.store.delete([key])
         return {"revision": revision}
 
-    def list(self, kind: str | None = None, namespace: str | None = None) -> builtins.list[dict[str, Any]]:
-        return [resource_dict(r) for r in self.store.list(kind_name(kind) if kind else None, namespace or None)]
+    def list(self, kind: str | None = None, namespace: str | None = None, *,
+             principal: Principal = ADMIN_PRINCIPAL) -> builtins.list[dict[str, Any]]:
+        """Stored resources (of a kind, in a namespace); a tenant sees those of its namespaces only."""
+        check_namespace_read(principal, namespace or None)
+        items = self.store.list(kind_name(kind) if kind else None, namespace or None)
+        return [resource_dict(r) for r in items if principal.sees(r.namespace)]
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+    def get(self, kind: str, namespace: str, name: str, *, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
+        check_namespace_read(principal, namespace)
         key = ResourceKey(kind_name(kind), namespace, name)
         r = self.store.get(key)
         if r is None:
@@ -220,9 +239,11 @@ class ControlPlaneCore:
 
     # ------------------------------------------------------------------ registry
 
-    def upsert_instance(self, data: dict[str, Any], id: str | None = None) -> bool:
+    def upsert_instance(self, data: dict[str, Any], id: str | None = None, *,
+                        principal: Principal = ADMIN_PRINCIPAL) -> bool:
         """Register or refresh an instance from its `Instance.to_dict()` form. `id`, when given (the URL's),
-        must match the body's id (or fills it in). Returns True if anything changed."""
+        must match the body's id (or fills it in). Returns True if anything changed. Only an admin or the
+        pod's own credential (id, namespace, workload, service account as bound) may."""
         if not isinstance(data, dict):
             raise InvalidConfig([Issue("an instance must be a JSON object", "<request>")])
         body = dict(data)
@@ -231,6 +252,7 @@ class ControlPlaneCore:
             if str(body["id"]) != id:
                 raise InvalidConfig([Issue(f"instance id {body['id']!r} does not match the URL's {id!r}",
                                            "<request>", path="id")])
+        check_instance(principal, str(body.get("id")), body)
         try:
             inst = Instance.from_dict(body)
         except KeyError as e:
@@ -241,9 +263,11 @@ class ControlPlaneCore:
             raise InvalidConfig([Issue("id and address must not be empty", "<request>")])
         return self.registry.upsert(inst)
 
-    def remove_instance(self, id: str) -> bool:
+    def remove_instance(self, id: str, *, principal: Principal = ADMIN_PRINCIPAL) -> bool:
         """Withdraw an instance; idempotent (returns False if it was not registered)."""
+        check_instance(principal, id)
         return self.registry.remove(id)
 
-    def instances(self) -> builtins.list[dict[str, Any]]:
-        return [i.to_dict() for i in self.registry.list()]
+    def instances(self, *, principal: Principal = ADMIN_PRINCIPAL) -> builtins.list[dict[str, Any]]:
+        """Registered instances; a tenant sees those of its namespaces only."""
+        return [dict(i) for i in visible(principal, [i.to_dict() for i in self.registry.list()])]

@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, Sequence
 
 from ..api import InvalidConfig, load_text
 from ..client.aio import AsyncApiClient
+from ..client.auth import FileToken, TokenArg
 from ..client.errors import HttpError, Unavailable
 from ..client.layout import StateLayout
 from ..api.load import from_dict
@@ -61,12 +62,17 @@ class ApiSource:
     """The control plane's REST API over its unix socket(s); several sockets = replicas (mizzen.client's
     failover: in order, the one that answered last first)."""
 
-    def __init__(self, sockets: Sequence[str], timeout: float = 2.0):
+    def __init__(self, sockets: Sequence[str], timeout: float = 2.0, *, token: TokenArg = None):
         if not sockets:
             raise ValueError("ApiSource needs at least one API socket")
         self.sockets = list(sockets)
-        self.client = AsyncApiClient([f"unix:{s}" for s in self.sockets], timeout=timeout)
+        self.client = AsyncApiClient([f"unix:{s}" for s in self.sockets], timeout=timeout, token=token)
         self._last: str | None = None
+
+    @classmethod
+    def of_state_dir(cls, state_dir: str, timeout: float = 2.0) -> "ApiSource":
+        """The control plane of a state dir, authenticated with its admin credential (STATE/admin.token)."""
+        return cls(api_sockets(state_dir), timeout, token=FileToken(StateLayout(state_dir).admin_token))
 
     def describe(self) -> str:
         return "control plane " + ", ".join(self.sockets)

@@ -1,0 +1,241 @@
+"""Who calls the control plane's API, and what each caller may do there.
+
+Callers (`Principal`), authenticated from `Authorization: Bearer <token>` by `Authenticator`:
+- **admin** — an admin API token (the state dir's `admin.token`, or one made with `mizzen token create
+  --admin`): everything.
+- **tenant** — a tenant API token (`mizzen token create --namespaces a,b [--read-only]`): reads and changes
+  resources in its namespaces only; sees only its services, instances and proxies; never registers instances;
+  read-only tokens change nothing. The root namespace (`istio-system`: mesh-wide Sidecar, Telemetry,
+  EnvoyPatch, security policy), Namespace objects and every other cluster-scoped kind need the admin credential.
+- **pod** — a pod's own credential (`mzp_…`, provisioned by the runner in the pod dir, readable by that pod's
+  agent only; `ca.credentials`): registers and withdraws that pod's instance, and nothing it is not bound to
+  (id, namespace, workload, service account must all match); reads services and instances (what its Envoy
+  gets over xDS anyway).
+
+Refusals: no/unknown/expired/revoked token → `Unauthenticated` (HTTP 401); authenticated but not allowed →
+`Forbidden` (HTTP 403) with the reason and, for an apply or delete, every resource refused — nothing is
+changed then (all-or-nothing). The checks themselves (`check_writes`, `check_instance`, `visible`) are pure.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from ..api import KINDS, Resource, ResourceKey
+from ..ca.credentials import TOKEN_PREFIX as POD_TOKEN_PREFIX
+from ..ca.identity import PodIdentity
+from ..model.labels import ROOT_NAMESPACE
+from .auth_exports import foreign_host_problems
+from .auth_tokens import ADMIN, TENANT, TokenRecord, TokenStore, plausible, token_sha256
+
+POD = "pod"
+HINT = "pass --token TOKEN or set $MIZZEN_TOKEN (the admin credential is STATE/admin.token)"
+
+
+class Unauthenticated(Exception):
+    """No valid credential (HTTP 401)."""
+
+
+class Forbidden(Exception):
+    """A valid credential that may not do this (HTTP 403). `denied`: one entry per refused resource."""
+
+    def __init__(self, message: str, denied: Sequence[Mapping[str, str]] = ()):
+        super().__init__(message)
+        self.denied = list(denied)
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str  # ADMIN | TENANT | POD
+    id: str  # the token's id, or the pod's instance id
+    namespaces: frozenset[str] = frozenset()
+    read_only: bool = False
+    pod: PodIdentity | None = None
+    name: str = ""
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
+
+    def describe(self) -> str:
+        if self.role == ADMIN:
+            return f"admin token {self.id}"
+        if self.role == POD:
+            return f"the credential of pod {self.id}"
+        ro = ", read-only" if self.read_only else ""
+        return f"token {self.id} (namespaces {', '.join(sorted(self.namespaces))}{ro})"
+
+    def sees(self, namespace: str | None) -> bool:
+        """May read what lives in `namespace` (services, instances, proxies, resources)."""
+        return self.role == ADMIN or (self.role == TENANT and namespace in self.namespaces)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"role": self.role, "id": self.id, "name": self.name}
+        if self.role == TENANT:
+            d.update(namespaces=sorted(self.namespaces), readOnly=self.read_only)
+        if self.pod is not None:
+            d.update(pod=self.pod.pod, namespace=self.pod.namespace, workload=self.pod.workload,
+                     serviceAccount=self.pod.service_account)
+        return d
+
+    @classmethod
+    def of_record(cls, r: TokenRecord) -> "Principal":
+        return cls(r.role, r.id, frozenset(r.namespaces), r.read_only, name=r.name)
+
+
+ADMIN_PRINCIPAL = Principal(ADMIN, "embedded")  # in-process callers of ControlPlaneCore (tests, tools)
+
+
+class PodVerifier(Protocol):
+    def verify(self, token: str) -> PodIdentity | None: ...
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (None if absent or another scheme)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class Authenticator:
+    """Token → Principal, over the API token store and the pod credential store."""
+
+    def __init__(self, tokens: TokenStore, pods: PodVerifier | None = None, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.tokens = tokens
+        self.pods = pods
+        self.clock = clock
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthenticated(f"authentication required: no bearer token; {HINT}")
+        if token.startswith(POD_TOKEN_PREFIX) and self.pods is not None:
+            ident = self.pods.verify(token)
+            if ident is None:
+                raise Unauthenticated("unknown or revoked pod credential")
+            return Principal(POD, ident.pod, frozenset({ident.namespace}), pod=ident, name=ident.workload)
+        rec = self.tokens.lookup(token_sha256(token)) if plausible(token) else None
+        if rec is None:
+            raise Unauthenticated("invalid or revoked token")
+        if rec.expired(self.clock()):
+            raise Unauthenticated(f"token {rec.id} expired at "
+                                  f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(rec.expires or 0))}")
+        return Principal.of_record(rec)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def require_admin(p: Principal, what: str) -> None:
+    if not p.admin:
+        raise Forbidden(f"{what} needs the admin credential; {p.describe()} is not an admin token")
+
+
+def require_writer(p: Principal) -> None:
+    """May change config at all (an admin, or a tenant token that is not read-only)."""
+    if p.role == POD:
+        raise Forbidden(f"{p.describe()} may only register and withdraw that pod's instance")
+    if p.read_only:
+        raise Forbidden(f"{p.describe()} is read-only")
+
+
+def require_reader(p: Principal, what: str = "reading config") -> None:
+    if p.role == POD:
+        raise Forbidden(f"{what}: {p.describe()} may only register and withdraw that pod's instance")
+
+
+def check_namespace_read(p: Principal, namespace: str | None) -> None:
+    """A read of one namespace (None: all, which the caller filters)."""
+    require_reader(p)
+    if namespace is not None and not p.sees(namespace):
+        raise Forbidden(f"namespace {namespace} is not one of the namespaces of {p.describe()}")
+
+
+def key_problem(p: Principal, key: ResourceKey) -> str | None:
+    """Why a tenant may not change (or read) the resource at `key`, or None."""
+    if p.admin:
+        return None
+    info = KINDS.get(key.kind)
+    if info is not None and info.cluster_scoped:
+        return f"{key.kind} is cluster-scoped: changing it needs the admin credential"
+    if key.namespace == ROOT_NAMESPACE:
+        return (f"{ROOT_NAMESPACE} is the root namespace (its config applies mesh-wide): changing it needs the "
+                f"admin credential")
+    if key.namespace not in p.namespaces:
+        return f"namespace {key.namespace} is not one of this token's namespaces ({', '.join(sorted(p.namespaces))})"
+    return None
+
+
+def _workload_uid_problem(r: Resource, stored: Resource | None) -> str | None:
+    """A tenant may not pick the uid an app runs as (a host-level privilege), except keep what is stored."""
+    sc = getattr(r.spec, "security_context", None)
+    if sc is None or (sc.run_as_user is None and sc.run_as_group is None):
+        return None
+    old = getattr(stored.spec, "security_context", None) if stored is not None else None
+    if old is not None and (old.run_as_user, old.run_as_group) == (sc.run_as_user, sc.run_as_group):
+        return None
+    return ("spec.securityContext: choosing the uid/gid an app runs as needs the admin credential (tenant "
+            "workloads run as the mesh's app user)")
+
+
+def _denied(key: ResourceKey, reason: str) -> dict[str, str]:
+    return {"kind": key.kind, "namespace": key.namespace, "name": key.name, "reason": reason}
+
+
+def check_writes(p: Principal, resources: Iterable[Resource | ResourceKey],
+                 stored: Callable[[ResourceKey], Resource | None] = lambda k: None) -> None:
+    """All-or-nothing: raise Forbidden naming every resource `p` may not create, change or delete.
+    Full resources (an apply) are also checked for hosts outside the tenant's namespaces that they would
+    publish to other tenants (`auth_exports`) and for a chosen app uid."""
+    require_writer(p)
+    if p.admin:
+        return
+    denied: list[dict[str, str]] = []
+    for item in resources:
+        key = item.key if isinstance(item, Resource) else item
+        why = key_problem(p, key)
+        if why is None and isinstance(item, Resource):
+            problems = foreign_host_problems(item, p.namespaces)
+            if item.kind == "Workload":
+                uid = _workload_uid_problem(item, stored(key))
+                problems += [uid] if uid else []
+            why = "; ".join(problems) or None
+        if why is not None:
+            denied.append(_denied(key, why))
+    if denied:
+        n = len(denied)
+        raise Forbidden(f"{p.describe()} may not change {n} of the resource{'s' if n != 1 else ''} given; "
+                        f"nothing was changed", denied)
+
+
+def check_instance(p: Principal, instance_id: str, body: Mapping[str, Any] | None = None) -> None:
+    """Registering (`body`: the instance) or withdrawing an instance: an admin, or the pod's own agent."""
+    if p.admin:
+        return
+    if p.role != POD or p.pod is None:
+        raise Forbidden(f"registering or withdrawing instances needs a pod's own credential (its agent) or the "
+                        f"admin credential; {p.describe()} may not")
+    ident = p.pod
+    if instance_id != ident.pod:
+        raise Forbidden(f"{p.describe()} may not register or withdraw instance {instance_id}")
+    if body is None:
+        return
+    for field, want in (("id", ident.pod), ("namespace", ident.namespace), ("workload", ident.workload),
+                        ("serviceAccount", ident.service_account)):
+        got = body.get(field)
+        if field == "serviceAccount" and got in (None, "") and want == "default":
+            continue
+        if want and got != want:
+            raise Forbidden(f"{p.describe()} is bound to {field} {want!r}; the instance says {got!r}")
+
+
+def visible(p: Principal, items: Iterable[Mapping[str, Any]], key: str = "namespace") -> list[Mapping[str, Any]]:
+    """The items of `items` (dicts with a namespace) that `p` may see."""
+    if p.admin or p.role == POD:
+        return list(items)
+    return [it for it in items if p.sees(str(it.get(key) or ""))]
+
+
+__all__ = ["ADMIN", "ADMIN_PRINCIPAL", "Authenticator", "Forbidden", "POD", "Principal", "TENANT",
+           "Unauthenticated", "bearer", "check_instance", "check_namespace_read", "check_writes", "key_problem",
+           "require_admin", "require_reader", "require_writer", "visible"]

@@ -1,0 +1,270 @@
+"""The REST API's authentication and tenant scope, end to end over a real unix socket: the real REST server
+(SQLite store and registry, the token and pod-credential stores in the state dir) and the real client."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from mizzen.ca.identity import PodIdentity
+from mizzen.client import ApiClient, HttpError, unix_request
+from mizzen.model.types import Instance
+from mizzen.server.auth_tokens import ADMIN, TENANT, TokenRecord, issue
+from tests.authkit import admin_token
+from tests.cli.conftest import Mesh
+
+SHOP = """
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{port: 8080, name: http}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: shop}
+spec: {host: cart, subsets: [{name: v1, labels: {version: v1}}]}
+"""
+BANK = """
+apiVersion: v1
+kind: Service
+metadata: {name: ledger, namespace: bank}
+spec: {selector: {app: ledger}, ports: [{port: 9090, name: http}]}
+"""
+VS_OWN = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cart, namespace: shop}
+spec:
+  hosts: [cart]
+  http: [{route: [{destination: {host: cart, subset: v1}}], timeout: 2s}]
+"""
+
+
+def doc(kind: str, name: str, ns: str, spec: str = "{}", api: str = "networking.istio.io/v1") -> str:
+    return f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n"
+
+
+@pytest.fixture
+def mesh(tmp_path) -> Iterator[Mesh]:
+    m = Mesh(tmp_path / "mesh").start()
+    yield m
+    m.stop()
+
+
+class Env:
+    def __init__(self, mesh: Mesh):
+        self.mesh = mesh
+        self.sock = str(mesh.state_dir / "api.sock")
+        self.admin = self.client(admin_token(mesh.state_dir))
+        self.admin.apply([("shop.yaml", SHOP), ("bank.yaml", BANK)])
+        self.mesh.core.upsert_instance(inst("shop", "cart-0", "cart").to_dict())
+        self.mesh.core.upsert_instance(inst("bank", "ledger-0", "ledger").to_dict())
+        self.mesh.services = [{"name": "cart", "namespace": "shop"}, {"name": "ledger", "namespace": "bank"}]
+        self.mesh.proxies = [{"id": "sidecar~10.244.0.2~cart-0.shop~shop.svc.cluster.local", "namespace": "shop"},
+                             {"id": "sidecar~10.244.0.3~ledger-0.bank~bank.svc.cluster.local", "namespace": "bank"}]
+        for p in self.mesh.proxies:
+            self.mesh.sent[(p["id"], "CDS")] = {"resources": [p["namespace"]]}
+
+    def client(self, token: Any) -> ApiClient:
+        return ApiClient(addresses=[f"unix:{self.sock}"], token=token, timeout=10)
+
+    def token(self, *namespaces: str, read_only: bool = False, expires: float | None = None) -> str:
+        return issue(self.mesh.security.tokens, TokenRecord("", TENANT, tuple(namespaces), read_only,
+                                                           created=1.0, expires=expires))[0]
+
+    def pod_token(self, ns: str, pod: str, workload: str, sa: str = "default") -> str:
+        return self.mesh.security.pods.issue(PodIdentity(f"{ns}.{pod}", ns, sa, workload))
+
+    def raw(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        status, body = unix_request(self.sock, method, path, headers=headers, timeout=10)
+        return status, json.loads(body)
+
+
+def inst(ns: str, pod: str, workload: str, sa: str = "default") -> Instance:
+    return Instance(id=f"{ns}.{pod}", namespace=ns, workload=workload, address="10.244.0.9", ports=(8080,),
+                    labels=(("app", workload),), service_account=sa)
+
+
+@pytest.fixture
+def env(mesh) -> Env:
+    return Env(mesh)
+
+
+def refused(status: int, fn: Any, *args: Any, **kw: Any) -> HttpError:
+    with pytest.raises(HttpError) as e:
+        fn(*args, **kw)
+    assert e.value.status == status, (e.value.status, e.value.body)
+    return e.value
+
+
+# ------------------------------------------------------------------------------------------- authentication
+def test_no_bad_revoked_or_expired_token_is_401(env):
+    st, body = env.raw("GET", "/api/v1/resources")
+    assert st == 401 and "authentication required" in body["message"]
+    st, _ = env.raw("GET", "/api/v1/resources", {"Authorization": "Bearer mzt_not-a-real-token-at-all-xxxxx"})
+    assert st == 401
+    st, _ = env.raw("GET", "/api/v1/resources", {"Authorization": "Basic YWRtaW46YWRtaW4="})
+    assert st == 401
+    assert env.raw("GET", "/healthz")[0] == 200  # health stays open (it says ready or not, nothing else)
+
+    tok = env.token("shop")
+    assert env.client(tok).list_resources() != []
+    rec = next(r for r in env.admin.request("GET", "/api/v1/tokens")["items"] if r["role"] == "tenant")
+    env.admin.request("DELETE", f"/api/v1/tokens/{rec['id']}")
+    assert "invalid or revoked" in str(refused(401, env.client(tok).list_resources))
+
+    expired = env.token("shop", expires=10.0)  # in 1970
+    assert "expired" in str(refused(401, env.client(expired).list_resources))
+
+
+def test_a_client_without_a_readable_credential_says_how_to_give_one(env, tmp_path):
+    e = refused(401, ApiClient(str(tmp_path / "elsewhere"), addresses=[f"unix:{env.sock}"]).list_resources)
+    assert "cannot read" in str(e) and "--token" in str(e)
+
+
+# ------------------------------------------------------------------------------------------------- tenants
+def test_a_tenant_reads_only_its_namespaces(env):
+    shop = env.client(env.token("shop"))
+    assert {(d["metadata"]["namespace"], d["kind"]) for d in shop.list_resources()} == {
+        ("shop", "Service"), ("shop", "DestinationRule")}
+    assert shop.get_resource("svc", "shop", "cart")["metadata"]["name"] == "cart"
+    e = refused(403, shop.list_resources, "Service", "bank")
+    assert "namespace bank is not one of the namespaces of token" in str(e)
+    refused(403, shop.get_resource, "Service", "bank", "ledger")
+    assert [i["id"] for i in shop.instances()] == ["shop.cart-0"]
+    assert [s["name"] for s in shop.services()] == ["cart"]
+    assert [p["namespace"] for p in shop.proxies()] == ["shop"]
+    bank_proxy = env.mesh.proxies[1]["id"]
+    assert "namespace bank" in str(refused(403, shop.proxy_resources, bank_proxy, "CDS"))
+    assert shop.proxy_resources(env.mesh.proxies[0]["id"], "CDS") == {"resources": ["shop"]}
+    # the admin sees everything
+    assert {i["id"] for i in env.admin.instances()} == {"shop.cart-0", "bank.ledger-0"}
+
+
+def test_a_tenant_changes_only_its_namespaces_all_or_nothing(env):
+    shop = env.client(env.token("shop", "shop-dev"))
+    rev = env.mesh.store.revision
+    assert shop.apply([("vs.yaml", VS_OWN)])["applied"][0]["action"] == "created"
+    assert env.mesh.store.revision == rev + 1
+    rev = env.mesh.store.revision
+    mixed = VS_OWN.replace("timeout: 2s", "timeout: 3s") + "---\n" + doc("DestinationRule", "ledger", "bank",
+                                                                        "{host: ledger}")
+    e = refused(403, shop.apply, [("mixed.yaml", mixed)])
+    assert e.body["denied"] == [{"kind": "DestinationRule", "namespace": "bank", "name": "ledger",
+                                 "reason": "namespace bank is not one of this token's namespaces (shop, shop-dev)"}]
+    assert "nothing was changed" in str(e)
+    assert env.mesh.store.revision == rev  # the VirtualService of the same apply was not changed either
+    assert "2s" in json.dumps(env.admin.get_resource("vs", "shop", "cart"))
+    # documents without a namespace land in -n's namespace, checked as such
+    refused(403, shop.apply, [("x.yaml", VS_OWN.replace("namespace: shop", "namespace: bank"))])
+    refused(403, shop.apply, [("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")])
+    mesh_wide = doc("Sidecar", "default", "istio-system", "{egress: [{hosts: [./*]}]}")
+    e = refused(403, shop.apply, [("mesh.yaml", mesh_wide)])
+    assert "root namespace" in e.body["denied"][0]["reason"]
+    # deletes: by name and by file, all-or-nothing
+    refused(403, shop.delete_resource, "Service", "bank", "ledger")
+    refused(403, shop.delete_files, [("both.yaml", VS_OWN + "---\n" + BANK)])
+    assert env.admin.get_resource("vs", "shop", "cart") and env.admin.get_resource("svc", "bank", "ledger")
+    assert shop.delete_resource("VirtualService", "shop", "cart")["revision"] > rev
+
+
+def test_read_only_and_pod_credentials_change_no_config(env):
+    ro = env.client(env.token("shop", read_only=True))
+    assert ro.list_resources("Service", "shop")
+    assert "read-only" in str(refused(403, ro.apply, [("vs.yaml", VS_OWN)]))
+    refused(403, ro.delete_resource, "Service", "shop", "cart")
+    pod = env.client(env.pod_token("shop", "cart-0", "cart"))
+    refused(403, pod.apply, [("vs.yaml", VS_OWN)])
+    refused(403, pod.list_resources)
+    refused(403, pod.proxies)
+
+
+def test_foreign_hosts_and_app_uids_are_refused_for_tenants(env):
+    shop = env.client(env.token("shop"))
+    cases = {
+        "VirtualService": doc("VirtualService", "steal", "shop", "{hosts: [ledger.bank.svc.cluster.local], http: "
+                                                                   "[{route: [{destination: {host: cart}}]}]}"),
+        "DestinationRule": doc("DestinationRule", "steal", "shop", "{host: ledger.bank}"),
+        "ServiceEntry": doc("ServiceEntry", "api", "shop", "{hosts: [api.example.com], ports: [{number: 443, "
+                                                           "name: tls, protocol: TLS}], resolution: DNS}"),
+        "Workload": doc("Workload", "w", "shop", "{command: [sh], securityContext: {runAsUser: 0}}",
+                        api="mizzen.dev/v1"),
+    }
+    for kind, text in cases.items():
+        e = refused(403, shop.apply, [(f"{kind}.yaml", text)])
+        reason = e.body["denied"][0]["reason"]
+        assert ("securityContext" in reason) if kind == "Workload" else ("other tenants' proxies" in reason), reason
+    # the admin may; and a tenant may re-apply what the admin set
+    env.admin.apply([("w.yaml", cases["Workload"])])
+    shop.apply([("w.yaml", cases["Workload"].replace("command: [sh]", "command: [sh, -c, exit]"))])
+    refused(403, shop.apply, [("w.yaml", cases["Workload"].replace("runAsUser: 0", "runAsUser: 5"))])
+
+
+# ---------------------------------------------------------------------------------------------- instances
+def test_only_a_pods_own_credential_registers_its_instance(env):
+    tenant = env.client(env.token("shop"))
+    assert "registering or withdrawing" in str(refused(403, tenant.put_instance, inst("shop", "fake-0", "cart")))
+    refused(403, tenant.delete_instance, "shop.cart-0")
+    pod = env.client(env.pod_token("shop", "cart-1", "cart", sa="cart"))
+    assert pod.put_instance(inst("shop", "cart-1", "cart", sa="cart"))["ok"]
+    refused(403, pod.put_instance, inst("shop", "cart-2", "cart", sa="cart"))  # another pod
+    refused(403, pod.put_instance, inst("shop", "cart-1", "cart", sa="admin"))  # another identity
+    refused(403, pod.put_instance, inst("shop", "cart-1", "ledger", sa="cart"))  # another workload
+    refused(403, pod.delete_instance, "shop.cart-0")
+    assert pod.delete_instance("shop.cart-1")["removed"] is True
+    # a revoked pod credential (the pod was deleted) is refused
+    env.admin.revoke_credential("shop.cart-1")
+    refused(401, pod.put_instance, inst("shop", "cart-1", "cart", sa="cart"))
+    assert env.admin.put_instance(inst("bank", "ledger-9", "ledger"))["ok"]  # the runner (admin) may
+
+
+# ------------------------------------------------------------------------------------------------- tokens
+def test_token_management_is_admin_only(env):
+    tenant = env.client(env.token("shop"))
+    e = refused(403, tenant.request, "POST", "/api/v1/tokens", {"namespaces": ["shop"]})
+    assert "needs the admin credential" in str(e)
+    refused(403, tenant.request, "GET", "/api/v1/tokens")
+    refused(403, tenant.request, "POST", "/api/v1/credentials", {"pod": "shop.x", "namespace": "shop"})
+    assert tenant.request("GET", "/api/v1/whoami") == {"role": "tenant", "id": tenant.request(
+        "GET", "/api/v1/whoami")["id"], "name": "", "namespaces": ["shop"], "readOnly": False}
+
+    made = env.admin.request("POST", "/api/v1/tokens", {"namespaces": ["bank"], "readOnly": True, "ttlSeconds": 60,
+                                                         "name": "bank auditors"})
+    assert made["token"].startswith("mzt_") and made["readOnly"] and made["expires"] - made["created"] == 60
+    items = env.admin.request("GET", "/api/v1/tokens")["items"]
+    assert all("token" not in i for i in items) and made["id"] in {i["id"] for i in items}
+    assert [s["name"] for s in env.client(made["token"]).services()] == ["ledger"]
+    for body, field in (({"namespaces": ["istio-system"]}, "namespaces[0]"), ({"namespaces": ["Bad_NS"]},
+                        "namespaces[0]"), ({}, "namespaces"), ({"admin": True, "namespaces": ["a"]}, "namespaces"),
+                        ({"namespaces": ["a"], "ttlSeconds": -1}, "ttlSeconds"), ({"namespace": ["a"]}, "namespace")):
+        e = refused(400, env.admin.request, "POST", "/api/v1/tokens", body)
+        assert e.body["errors"][0]["path"] == field, e.body
+    boot = next(i for i in items if i["bootstrap"])
+    assert "admin credential of a state dir" in str(refused(403, env.admin.request, "DELETE",
+                                                            f"/api/v1/tokens/{boot['id']}"))
+    second = env.admin.request("POST", "/api/v1/tokens", {"admin": True})
+    other = env.client(second["token"])
+    assert "making this call" in str(refused(403, other.request, "DELETE", f"/api/v1/tokens/{second['id']}"))
+    assert env.admin.request("DELETE", f"/api/v1/tokens/{second['id']}") == {"revoked": second["id"]}
+    refused(401, other.services)
+    refused(404, env.admin.request, "DELETE", "/api/v1/tokens/tok-nothere")
+
+
+def test_admin_tokens_and_the_state_dirs_credential(env, tmp_path):
+    rec = issue(env.mesh.security.tokens, TokenRecord("", ADMIN, created=1.0))[0]
+    assert env.client(rec).request("GET", "/api/v1/whoami")["role"] == "admin"
+    # ApiClient(state_dir) uses STATE/admin.token by itself
+    assert ApiClient(str(env.mesh.state_dir)).request("GET", "/api/v1/whoami")["role"] == "admin"
+    assert Path(env.mesh.state_dir / "admin.token").stat().st_mode & 0o777 == 0o600
+
+
+def test_routes_not_scoped_are_admin_only_and_unknown_ones_404(env):
+    tenant = env.client(env.token("shop"))
+    assert "needs the admin credential" in str(refused(403, tenant.request, "GET", "/api/v1/credentials"))
+    refused(404, tenant.request, "GET", "/api/v1/no-such-thing")
+    assert env.raw("GET", "/api/v1/no-such-thing")[0] == 401  # authentication comes first
+    assert "namespace bank" in str(refused(403, tenant.services, "bank"))
+    assert "namespace bank" in str(refused(403, tenant.instances, "bank"))
+    assert [i["id"] for i in tenant.instances("shop")] == ["shop.cart-0"]
