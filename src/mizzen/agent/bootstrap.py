@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mizzen.model.types import Proxy
+from mizzen.telemetry import envoy as tel
 
 from .config import AgentConfig, parse_address
 
@@ -30,7 +31,19 @@ def proxy_of(cfg: AgentConfig) -> Proxy:
         kind="sidecar", interception=cfg.interception, ports=cfg.ports, outbound_port=cfg.outbound_port,
         inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
         service_account=cfg.service_account, locality=cfg.locality,
+        bootstrap_clusters=tuple(sorted(c["name"] for c in telemetry_clusters(cfg))),
     )
+
+
+def telemetry_clusters(cfg: AgentConfig) -> list[dict[str, Any]]:
+    """Static clusters for telemetry that generated config may name (the node metadata lists them): the
+    agent's access-log receiver, and the embedded trace collector (Zipkin v2 over HTTP)."""
+    out = []
+    if cfg.telemetry:
+        out.append(tel.grpc_unix_cluster(tel.TELEMETRY_CLUSTER, cfg.telemetry_socket))
+    if cfg.traces_address:
+        out.append(tel.http_cluster(tel.TRACES_CLUSTER, envoy_address(cfg.traces_address)))
+    return out
 
 
 def envoy_address(addr: str) -> dict[str, Any]:
@@ -116,7 +129,7 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             "cds_config": dict(source),
             "lds_config": dict(source),
         },
-        "static_resources": {"clusters": [xds_cluster(cfg)]},
+        "static_resources": {"clusters": [xds_cluster(cfg)] + telemetry_clusters(cfg)},
         # The connection cap. Envoy 1.40 deprecates the runtime key overload.global_downstream_max_connections
         # (it warns and still reports "no configured limit"), so the overload manager's monitor carries it.
         "overload_manager": {

@@ -42,6 +42,8 @@ KINDS: dict[str, KindInfo] = {
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),
         KindInfo("RateLimit", ("mizzen.dev/v1",), ratelimit.RateLimitSpec, "ratelimits", ("ratelimit", "rl")),
+        KindInfo("ExtensionProvider", ("mizzen.dev/v1",), telemetry.ExtensionProviderSpec, "extensionproviders",
+                 ("extensionprovider", "provider")),
     )
 }
 

@@ -7,8 +7,13 @@
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
     logs/                            runner.log, controlplane[-<i>].log
+    controlplane[-<i>].endpoints.json  each replica's monitoring and console addresses (written once it serves)
+    traces.sock, otlp.sock           the embedded trace collector (Zipkin v2 HTTP; OTLP/gRPC), replica 0
+    console.token                    the console's access token (0600)
+    prometheus/targets.json          Prometheus file-based service discovery (kept current by replica 0)
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
-                                     agent.sock (agent control), base-id, envoy.log, access.log, agent.log, app.log
+                                     agent.sock (agent control), telemetry.sock (access-log stream), base-id,
+                                     envoy.log, access.log, agent.log, app.log
 
 Pure: building paths touches no file.
 """
@@ -72,6 +77,11 @@ class PodDir:
         return self._f("base-id")
 
     @property
+    def telemetry_socket(self) -> str:
+        """The agent's access-log receiver (gRPC; Envoy streams its request entries here)."""
+        return self._f("telemetry.sock")
+
+    @property
     def envoy_log(self) -> str:
         return self._f("envoy.log")
 
@@ -88,9 +98,9 @@ class PodDir:
         return self._f("app.log")
 
     @property
-    def sockets(self) -> tuple[str, str]:
+    def sockets(self) -> tuple[str, ...]:
         """What a stopped pod leaves that must go (its dir stays for the logs)."""
-        return self.admin_socket, self.agent_socket
+        return self.admin_socket, self.agent_socket, self.telemetry_socket
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,35 @@ class StateLayout:
     def controlplane_log(self, replica: int = 0) -> str:
         return os.path.join(self.logs_dir, f"{replica_name(replica)}.log")
 
+    def controlplane_endpoints(self, replica: int = 0) -> str:
+        """JSON written by each replica once it serves: its monitoring (`/metrics`) and console addresses."""
+        return self._f(f"{replica_name(replica)}.endpoints.json")
+
+    # ------------------------------------------------------------------ telemetry (served by replica 0)
+    @property
+    def traces_socket(self) -> str:
+        """The embedded trace collector's Zipkin v2 endpoint (HTTP; sidecar Envoys post spans here)."""
+        return self._f("traces.sock")
+
+    @property
+    def otlp_socket(self) -> str:
+        """The embedded trace collector's OTLP/gRPC endpoint (apps' OpenTelemetry SDKs, collectors)."""
+        return self._f("otlp.sock")
+
+    @property
+    def console_token(self) -> str:
+        """The console's access token (mode 0600): `mizzen dashboard` puts it in the URL it prints."""
+        return self._f("console.token")
+
+    @property
+    def prometheus_dir(self) -> str:
+        return self._f("prometheus")
+
+    @property
+    def prometheus_targets(self) -> str:
+        """File-based service discovery for Prometheus, kept current by the control plane."""
+        return os.path.join(self.prometheus_dir, "targets.json")
+
     # ------------------------------------------------------------------ runner
     @property
     def runner_pid(self) -> str:
@@ -171,7 +210,8 @@ class StateLayout:
     # ------------------------------------------------------------------ a fresh start
     def previous_run_files(self) -> list[str]:
         """What a new `mizzen up` removes first: the store, every socket and the last status."""
-        out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket]
+        out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket,
+               self.traces_socket, self.otlp_socket]
         for i in range(MAX_CONTROL_PLANES):
-            out += [self.api_socket(i), self.xds_socket(i)]
+            out += [self.api_socket(i), self.xds_socket(i), self.controlplane_endpoints(i)]
         return out

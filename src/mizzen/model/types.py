@@ -86,6 +86,9 @@ class Proxy:
     port_map: tuple[tuple[int, int], ...] = ()  # loopback mode: container port -> app's real port
     service_account: str = "default"
     locality: str = ""  # region/zone/subzone (node metadata LOCALITY; Envoy's node.locality too)
+    # static clusters the proxy's bootstrap has, that generated config may use (node metadata
+    # MIZZEN_BOOTSTRAP_CLUSTERS): e.g. the agent's access-log stream, the embedded trace collector
+    bootstrap_clusters: tuple[str, ...] = ()
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -123,6 +126,7 @@ class Proxy:
             port_map=tuple(sorted((_int(a, 0), _int(b, 0)) for a, b in (m.get("PORT_MAP") or {}).items())),
             service_account=str(m.get("SERVICE_ACCOUNT", "default")),
             locality=str(m.get("LOCALITY", "")),
+            bootstrap_clusters=tuple(sorted(str(c) for c in (m.get("MIZZEN_BOOTSTRAP_CLUSTERS") or ()))),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -134,6 +138,7 @@ class Proxy:
             "INBOUND_PORT": str(self.inbound_port), "APP_HOST": self.app_host,
             "PORT_MAP": {str(a): str(b) for a, b in self.port_map}, "SERVICE_ACCOUNT": self.service_account,
             **({"LOCALITY": self.locality} if self.locality else {}),
+            **({"MIZZEN_BOOTSTRAP_CLUSTERS": list(self.bootstrap_clusters)} if self.bootstrap_clusters else {}),
         }
 
 
