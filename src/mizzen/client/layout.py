@@ -10,7 +10,8 @@
     controlplane[-<i>].endpoints.json  each replica's monitoring and console addresses (written once it serves)
     traces.sock, otlp.sock           the embedded trace collector (Zipkin v2 HTTP; OTLP/gRPC), replica 0
     console.token                    the console's access token (0600)
-    prometheus/targets.json          Prometheus file-based service discovery (kept current by replica 0)
+    prometheus/                      Prometheus file-based service discovery: sidecars.json (kept current by
+                                     replica 0), controlplane[-<i>].json
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), telemetry.sock (access-log stream), base-id,
                                      envoy.log, access.log, agent.log, app.log
@@ -167,9 +168,13 @@ class StateLayout:
         return self._f("prometheus")
 
     @property
-    def prometheus_targets(self) -> str:
-        """File-based service discovery for Prometheus, kept current by the control plane."""
-        return os.path.join(self.prometheus_dir, "targets.json")
+    def prometheus_sidecar_targets(self) -> str:
+        """Prometheus file-based service discovery of every sidecar, kept current by replica 0."""
+        return os.path.join(self.prometheus_dir, "sidecars.json")
+
+    def prometheus_controlplane_targets(self, replica: int = 0) -> str:
+        """... and of each control-plane replica's monitoring port (written by that replica)."""
+        return os.path.join(self.prometheus_dir, f"{replica_name(replica)}.json")
 
     # ------------------------------------------------------------------ runner
     @property

@@ -53,6 +53,7 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
         concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
         envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
+        telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
     )
     cfg.validate()
     return cfg

@@ -49,6 +49,7 @@ class Pod:
     index: int
     hold: bool = True  # holdApplicationUntilProxyStarts
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
+    metrics: tuple[int, str] | None = None  # the app's own metrics (container port, path)
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
     # filled in when the pod is made
     ip: str = "127.0.0.1"
@@ -89,6 +90,13 @@ class Pod:
             port_map=tuple(sorted((a, b) for a, b in self.port_map.items() if a != b)),
         )
 
+    def app_metrics_url(self) -> str | None:
+        """The app's metrics as the pod's agent reaches them (its real port; loopback mode maps ports)."""
+        if self.metrics is None:
+            return None
+        port, path = self.metrics
+        return f"http://127.0.0.1:{self.port_map.get(port, port)}{path}"
+
     def argv(self, argv: Sequence[str]) -> list[str]:
         return netns.exec_argv(self.netns, argv) if self.netns else list(argv)
 
@@ -117,5 +125,6 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 service_account=spec.service_account or "default", locality=spec.locality or "",
                 command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
                 hold=spec.hold_application_until_proxy_starts,
+                metrics=(spec.metrics.port, spec.metrics.path) if spec.metrics else None,
             ))
     return pods

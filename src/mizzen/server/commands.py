@@ -32,17 +32,26 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
                    "xds-<i>.sock (named controlplane-<i>); --xds-socket/--api-socket override.")
 @click.option("--debounce-ms", default=100, show_default=True, help="Quiet period before a push.")
 @click.option("--max-wait-ms", default=1000, show_default=True, help="Longest a change waits for a push.")
+@click.option("--monitoring-port", default="15014", show_default=True,
+              help="[HOST:]PORT of /metrics and the sidecars' scrape relay (replica i: PORT + i; in use: any free "
+                   "port); 'off' for none.")
+@click.option("--console-port", default="15080", show_default=True,
+              help="Loopback port of the web console (replica 0; in use: any free port); 'off' for none.")
+@click.option("--otlp-port", default=None, help="Also receive OTLP/gRPC spans on TCP [HOST:]PORT (unix socket "
+              "STATE_DIR/otlp.sock always, on replica 0).")
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None, api_port: str | None, replica: int, debounce_ms: int, max_wait_ms: int,
-                 log_level: str) -> None:
-    """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
+                 monitoring_port: str, console_port: str, otlp_port: str | None, log_level: str) -> None:
+    """Run the control plane: config store, registry, xDS (SotW + Delta), the REST API, its metrics, the trace
+    collector and the console."""
     from .controlplane import Settings, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(Path(state_dir).resolve(), _addr(xds_port), _addr(api_port),
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
-                        Path(api_socket).resolve() if api_socket else None, replica=replica)
+                        Path(api_socket).resolve() if api_socket else None, replica=replica,
+                        observability=_observability(monitoring_port, console_port, otlp_port))
     try:
         import uvloop  # type: ignore
 
@@ -50,3 +59,13 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
     except ImportError:
         pass
     asyncio.run(run(settings))
+
+
+def _observability(monitoring: str, console: str, otlp: str | None):
+    from .observability import ObservabilitySettings
+
+    mon = _addr(monitoring)
+    con = _addr(console)
+    return ObservabilitySettings(monitoring_host=mon[0] if mon else "127.0.0.1",
+                                 monitoring_port=mon[1] if mon else None, console_port=con[1] if con else None,
+                                 otlp_tcp=_addr(otlp))

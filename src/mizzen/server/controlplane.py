@@ -37,7 +37,9 @@ from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
+from .observability import Observability, ObservabilitySettings
 from .rest import make_app, serve
+from ..telemetry.cpmetrics import ControlPlaneMetrics
 
 log = logging.getLogger("mizzen.controlplane")
 
@@ -79,6 +81,8 @@ class Settings:
     replica: int = 0
     # Other control-plane replicas may write the same store and registry: poll for their commits.
     refresh_interval: float = 0.5
+    # monitoring port, console, trace collector (server/observability.py)
+    observability: ObservabilitySettings = ObservabilitySettings()
 
 
 class ControlPlane:
@@ -100,7 +104,10 @@ class ControlPlane:
         self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait)
         self._wake = asyncio.Event()
         self._ready = False
-        self.ads = AdsServer(self)
+        self.metrics = ControlPlaneMetrics()
+        self.ads = AdsServer(self, metrics=self.metrics)
+        self.observability = Observability(self.layout, settings.replica, self.metrics, self.registry.list,
+                                           str(self.api_socket), settings.observability)
         self._rest_runner = None
         self._loop_task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
@@ -143,7 +150,10 @@ class ControlPlane:
         await self.ads.start(xds_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
                        proxy_resources=self.ads.sent_resources)
+        self.observability.mount(app)
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
+        await self.observability.start()
+        self.observability.record_snapshot(self.snapshot)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
         log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs, self.api_socket,
@@ -169,6 +179,7 @@ class ControlPlane:
             except asyncio.CancelledError:
                 pass
         await self.ads.stop(1.0)
+        await self.observability.stop()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
         self.store.close()
@@ -181,13 +192,16 @@ class ControlPlane:
         self._queue.add("config" if config else "endpoints", time.monotonic())
         self._wake.set()
 
-    def _flush(self, _event: PushEvent) -> None:
+    def _flush(self, event: PushEvent) -> None:
+        self.metrics.debounce_merges.inc(event.count - 1)
+        for cause in sorted(event.keys or ("config", "endpoints")):
+            self.metrics.push_triggers.labels(cause).inc()
         try:
-            self._rebuild_and_push()
+            self._rebuild_and_push(event.first)
         except Exception:  # a bad rebuild must not kill the loop; the previous snapshot stays
             log.exception("snapshot rebuild failed; keeping the previous snapshot")
 
-    def _rebuild_and_push(self) -> None:
+    def _rebuild_and_push(self, changed_at: float | None = None) -> None:
         t = time.perf_counter()
         old = self._snapshot
         assert old is not None
@@ -202,12 +216,13 @@ class ControlPlane:
         self._problems_before, self._problems = self._problems, set()
         self._renderer = Renderer(new, self._renderer, change, on_problem=self._render_problem)
         self.push_stats["last_build_ms"] = (time.perf_counter() - t) * 1000
+        self.observability.record_snapshot(new)
         self.push_stats["pushes"] += 1
         if change.empty:
             return
         log.info("generation %d: %s changed", self.generation, "everything" if change.everything else
                  f"{len(change.hosts)} host(s), {len(change.resources)} per-proxy resource(s)")
-        self.ads.notify(None if change.everything else lambda proxy: affected(change, proxy, old, new))
+        self.ads.notify(None if change.everything else lambda proxy: affected(change, proxy, old, new), changed_at)
 
     def _render_problem(self, proxy: Proxy, message: str) -> None:
         """A rendered view had a problem (an EnvoyPatch skipped because it would make the view dangle)."""
