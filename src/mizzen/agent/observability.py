@@ -55,7 +55,8 @@ class AgentTelemetry:
             me, cfg.telemetry_socket, fetch_directory=self._directory if api is not None else None,
             envoy_stats=unix_get(cfg.admin_socket, "/stats/prometheus"),
             app_metrics=http_get(cfg.app_metrics_url) if cfg.app_metrics_url else None)
-        self.tap = TapHub(cfg.admin_socket, lambda: self.telemetry.agg.directory, reporter=cfg.workload)
+        self.tap = TapHub(cfg.admin_socket, lambda: self.telemetry.agg.directory, reporter=cfg.workload,
+                          me=f"{cfg.workload}.{cfg.namespace}")
         self.started = False
 
     async def _directory(self) -> Directory:

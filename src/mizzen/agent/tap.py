@@ -24,6 +24,7 @@ from .telemetry import tap_events
 log = logging.getLogger("mizzen.agent.tap")
 
 MAX_WATCHERS = 8
+LOOPBACK = ("127.", "[::1]", "::1")
 MAX_BYTES = 16 * 1024 * 1024
 QUEUE = 1000
 
@@ -48,10 +49,12 @@ class _Watcher:
 class TapHub:
     """`admin_socket`: the Envoy admin pipe; `directory()`: the current peer directory (names peers)."""
 
-    def __init__(self, admin_socket: str, directory: Callable[[], Directory | None], reporter: str = "") -> None:
+    def __init__(self, admin_socket: str, directory: Callable[[], Directory | None], reporter: str = "",
+                 me: str = "") -> None:
         self.admin_socket = admin_socket
         self.directory = directory
         self.reporter = reporter
+        self.me = me  # "<workload>.<namespace>": the destination of inbound requests (the app, on loopback)
         self._watchers: set[_Watcher] = set()
         self._session: asyncio.Task | None = None
         self.sessions = 0  # admin sessions opened since start (tests: none without a watcher)
@@ -131,6 +134,8 @@ class TapHub:
                 async for ev in tap_events("http://envoy/tap", tap_request(), max_events=MAX_EVENTS,
                                            max_seconds=MAX_SECONDS, directory=self.directory(),
                                            reporter=self.reporter, unix_socket=self.admin_socket):
+                    if self.me and str(ev.get("destination", "")).startswith(LOOPBACK):
+                        ev["destination"] = self.me  # an inbound request, to our app
                     for w in list(self._watchers):
                         if w.wants(ev):
                             try:

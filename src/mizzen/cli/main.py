@@ -23,6 +23,7 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
+from .telemetry import dashboard, prometheus_config, stat, tap, top, traces
 from .options import MizzenGroup, fail, state_dir_option
 from .proxy import register as register_proxy_commands
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
@@ -195,7 +196,8 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (stat, "stat"), (top, "top"), (tap, "tap"),
+                      (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config")):
         cli.add_command(cmd, name=name)
     return cli
 
