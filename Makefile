@@ -28,8 +28,9 @@ sysdeps:
 	  else echo "warning: missing$$missing (install: apt-get install $(APT_PKGS))"; fi; \
 	fi
 
+# Ends with the mesh still running and the console's URL (and how to stop it); DEMO_ARGS=--down tears it down.
 demo: install sysdeps
-	$(BIN)/python examples/bookinfo/demo.py
+	$(BIN)/python examples/bookinfo/demo.py $(DEMO_ARGS)
 
 # Fast unit, protocol and golden tests first; end-to-end suites (real Envoy, namespaces) after.
 # End-to-end tests share a 2-core machine with many Envoys: a failed one is run once more, and the

@@ -269,3 +269,106 @@ def test_a_thousand_distinct_paths_keep_the_series_count_flat(mesh: Mesh) -> Non
         now = {ln.split(" ")[0] for ln in text.splitlines() if ln.startswith("istio_")}
         assert now == old, (pod, sorted(now - old)[:5])
         assert "/reviews/999" not in text and "q=p" not in text  # no path ever becomes a label
+
+
+# ---------------------------------------------------------------------------------------------- the console
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from tests.console.conftest import browser, shot  # noqa: E402,F401  (the headless Chromium fixture)
+
+SQUAT = """apiVersion: mizzen.dev/v1
+kind: EnvoyPatch
+metadata: {name: squat-9080, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  patches:
+  - applyTo: LISTENER
+    operation: ADD
+    value:
+      name: squatter
+      address: {socket_address: {address: 0.0.0.0, port_value: 9080}}
+      filter_chains:
+      - filters:
+        - name: envoy.filters.network.tcp_proxy
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+            stat_prefix: squatter
+            cluster: BlackHoleCluster
+"""
+
+
+def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:  # noqa: F811
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-90-10.yaml")
+    mesh.wait_synced()
+    url = mesh.cli("dashboard", "--no-browser").stdout.strip()
+    assert "/topology?token=" in url
+    base = url.split("/topology")[0]
+    browser.get(base + "/topology")
+    assert "Not signed in" in browser.page_source  # no token, no console
+    browser.get(url)  # sets the session cookie and drops the token from the address
+    WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#topology-graph canvas")))
+    assert "token" not in browser.current_url
+
+    stop = mesh.state_dir.parent / "stop-load-console"
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=180, stop_file=stop)
+    try:
+        seen: list = []
+
+        def split(_):
+            browser.get(base + "/topology")
+            shares = browser.execute_script(
+                "return window.mizzenGraph ? window.mizzenGraph.edges().filter(e => e.data('kind') == 'split' && "
+                "e.data('source') == 's:reviews.default.svc.cluster.local').map(e => "
+                "[e.data('version'), e.data('share'), e.data('requests')]) : [];")
+            call = browser.execute_script(
+                "var e = window.mizzenGraph.getElementById("
+                "'w:default/productpage-v1->s:reviews.default.svc.cluster.local'); return e.length ? e.data() : null;")
+            seen[:] = [shares, call]
+            return call and sum(r for _, _, r in shares) >= 300 and {v for v, _, _ in shares} == {"v1", "v2"}
+        try:
+            WebDriverWait(browser, 120, 2).until(split)
+        except Exception:
+            raise AssertionError(f"no productpage -> reviews edge with a v1/v2 split: {seen}") from None
+        shares, call = seen
+        share = {v: s for v, s, _ in shares}
+        assert 0.8 <= share["v1"] <= 0.97 and 0.03 <= share["v2"] <= 0.2, shares  # the applied 90/10
+        assert call["kind"] == "call" and call["success_rate"] == 1.0 and call["health"] == "ok", call
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#edges tbody tr")]
+        assert any(r.startswith("productpage-v1.default reviews.default call") for r in rows), rows
+        shot(browser, tmp_path, "topology")
+    finally:
+        stop.touch()
+        load.wait(120)
+
+    # a NACKed proxy shows Envoy's own error: a listener that cannot bind (the app holds port 9080); Envoy's
+    # `--mode validate`, which checks an EnvoyPatch at apply, does not bind, so only the sidecar can refuse it
+    mesh.apply_text(SQUAT)
+    try:
+        def nacked(_):
+            browser.get(base + "/proxies")
+            return "NACKED" in browser.find_element(By.ID, "proxies").text
+        WebDriverWait(browser, 60, 1).until(nacked)
+        table = browser.find_element(By.ID, "proxies")
+        row = next(r for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if "ratings-v1-0" in r.text)
+        err = row.find_element(By.CLASS_NAME, "nack-error").text
+        assert "9080" in err and ("cannot bind" in err or "Address already in use" in err), err
+        shot(browser, tmp_path, "proxies-nacked")
+    finally:
+        mesh.cli("delete", "envoypatch", "squat-9080")
+    mesh.wait_synced()
+
+    # an invalid VirtualService typed into the editor: the field error is shown and nothing changes
+    before = mesh.api_get("/api/v1/resources/VirtualService/default/reviews")
+    browser.get(base + "/config/VirtualService/default/reviews")
+    editor = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "editor")))
+    text = editor.get_attribute("value")
+    assert "weight: 90" in text
+    browser.execute_script("arguments[0].value = arguments[1];", editor, text.replace("weight: 90", "weight: 95"))
+    browser.find_element(By.ID, "apply").click()
+    issues = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "issues")))
+    assert "spec.http[0]" in issues.text and "sum to 105, must be 100" in issues.text, issues.text
+    shot(browser, tmp_path, "editor-invalid")
+    assert mesh.api_get("/api/v1/resources/VirtualService/default/reviews") == before
