@@ -5,6 +5,8 @@
 3. Two-hop latency through the mesh vs direct, on the same run.
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis (server/ratelimit_bench.py).
+6. Telemetry: two-hop p50/p99 at 1000 rps with metrics and tracing (1 %) on vs off on one mesh, and the control
+   plane's CPU to serve `mizzen stat` for 100 workloads (bench/telemetry.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, latency, sidecar
+from . import distributed, latency, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
+    ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     with out.open("a") as f:
         f.write("\n### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
+    if not a.skip_telemetry:
+        print("$ telemetry cost (python -m mizzen.bench.telemetry)", flush=True)
+        failures += telemetry.main(["--output", str(out)]) != 0
     print(f"results appended to {out}")
     return 1 if failures else 0
 
