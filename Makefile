@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
-APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver hey
+APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver hey prometheus
 
 .PHONY: install sysdeps demo test test-unit test-e2e bench clean
 
@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture;
-# chromium + chromium-driver: the console's browser tests; hey: fixed-rate load for telemetry cost).
+# chromium + chromium-driver: the console's browser tests; hey: fixed-rate load for telemetry cost;
+# prometheus: the end-to-end test that scrapes a mesh with the config `mizzen prometheus-config` writes).
 sysdeps:
-	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages ($$missing )"; \
@@ -32,8 +33,9 @@ sysdeps:
 	  else echo "warning: missing$$missing (install: apt-get install $(APT_PKGS))"; fi; \
 	fi
 
+# Ends with the mesh still running and the console's URL (and how to stop it); DEMO_ARGS=--down tears it down.
 demo: install sysdeps
-	$(BIN)/python examples/bookinfo/demo.py
+	$(BIN)/python examples/bookinfo/demo.py $(DEMO_ARGS)
 
 # Fast unit, protocol and golden tests first; end-to-end suites (real Envoy, namespaces) after.
 # End-to-end tests share a 2-core machine with many Envoys: a failed one is run once more, and the

@@ -63,6 +63,8 @@ def _proxy_kwargs(d: dict) -> dict:
         kw["ports"] = tuple(kw["ports"])
     if "port_map" in kw:
         kw["port_map"] = tuple(sorted(kw["port_map"].items()))
+    if "bootstrap_clusters" in kw:
+        kw["bootstrap_clusters"] = tuple(sorted(kw["bootstrap_clusters"]))
     return kw
 
 
@@ -79,6 +81,17 @@ def _sort_maps(v, key: str = ""):
     if isinstance(v, list):
         return [_sort_maps(x, key) for x in v]
     return v
+
+
+def bootstrap_clusters(proxy: Proxy) -> list[dict]:
+    """The static clusters the proxy's bootstrap would have (as the agent builds them), for Envoy's check."""
+    from mizzen.agent.bootstrap import telemetry_clusters
+    from mizzen.agent.config import AgentConfig
+
+    cfg = AgentConfig(pod="validate", work_dir="/tmp/validate", telemetry="mizzen-telemetry" in proxy.bootstrap_clusters,
+                      traces_address="unix:/tmp/validate/traces.sock" if "mizzen-traces" in proxy.bootstrap_clusters
+                      else None)
+    return telemetry_clusters(cfg)
 
 
 def as_yaml(resources: dict) -> str:
@@ -101,7 +114,9 @@ def test_golden(case: str, update_golden: bool, tmp_path: Path) -> None:
         assert path.exists(), f"missing golden {path}; run pytest --update-golden"
         assert text == path.read_text(), f"{case}: {fname} differ from golden (pytest --update-golden, review diff)"
     boot = tmp_path / "bootstrap.json"
-    boot.write_text(json.dumps(static_bootstrap(res)))
+    static = static_bootstrap(res)
+    static["staticResources"].setdefault("clusters", []).extend(bootstrap_clusters(proxy))
+    boot.write_text(json.dumps(static))
     p = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(boot), "--log-level", "error"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, f"Envoy rejects the generated config for {case}:\n{p.stdout}\n{p.stderr}"

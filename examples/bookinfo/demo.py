@@ -1,7 +1,8 @@
 """`make demo`: bring up Bookinfo in a local mesh, send traffic under Bookinfo's routing rules (Istio format), print
-where it went, tear everything down.
+where it went, then leave the mesh running with light traffic (10 minutes at most) and print the web console's
+URL and how to stop it (`--down`: tear everything down at the end instead).
 
-Runs the same commands a user would (`mizzen up/apply/exec/proxy-status/down`), in a private state dir.
+Runs the same commands a user would (`mizzen up/apply/exec/stat/traces/dashboard/down`), in a private state dir.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -18,15 +20,25 @@ SAMPLES = HERE / "networking"  # the project's Bookinfo routing files, in Istio'
 LOAD = ROOT / "tests" / "e2e" / "load_client.py"
 
 
+TRACE_ALL = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 100}]   # the default is 1 %; a demo wants every trace
+"""
+
+
 def main() -> int:
+    down = "--down" in sys.argv[1:]
     state = Path(tempfile.mkdtemp(prefix="mizzen-demo-")) / ".mizzen"
     base = [sys.executable, "-m", "mizzen.cli.main"]
 
-    def run(*args: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, quiet: bool = False, stdin: str | None = None
+            ) -> subprocess.CompletedProcess:
         cmd = [*base, args[0], "--state-dir", str(state), *args[1:]]
         if not quiet:
             print(f"$ mizzen {' '.join(args)}", flush=True)
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, input=stdin)
         if not quiet and p.stdout.strip():
             print(p.stdout.rstrip())
         if check and p.returncode != 0:
@@ -43,6 +55,7 @@ def main() -> int:
         print(f"  {title}: {r['total']} requests, status {r['status']}, served by: {where}", flush=True)
 
     mode = [] if os.geteuid() == 0 else ["--mode", "loopback"]
+    ok = False
     try:
         run("up", str(HERE / "mesh.yaml"), "--detach", *mode)
         run("status")
@@ -63,8 +76,34 @@ def main() -> int:
                 traffic("GET reviews as jason", "http://reviews:9080/reviews/0", headers={"end-user": "jason"})
         print()
         run("proxy-status")
+        print("\n# what the sidecars saw (golden metrics of the last minute, per service version)")
+        run("stat", "service", "--by", "version")
+        print("\n# every request traced from now on, 90/10 again, and light traffic for the console")
+        run("apply", "-f", "-", stdin=TRACE_ALL)
+        run("apply", "-f", str(SAMPLES / "virtual-service-reviews-90-10.yaml"))
+        if not down:
+            subprocess.Popen([*base, "exec", "--state-dir", str(state), "sleep", "--", "python3", str(LOAD),
+                              "http://productpage:9080/productpage", "--rps", "5", "--seconds", "600"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        traffic("GET productpage", "http://productpage:9080/productpage", n=50)
+        time.sleep(6)  # Envoy's Zipkin tracer ships spans every few seconds
+        run("traces", "--limit", "3")
+        ok = True
     finally:
-        run("down", check=False)
+        if down or not ok:
+            run("down", check=False)
+    if down:
+        return 0
+    url = run("dashboard", quiet=True).stdout.strip()
+    exe = Path(sys.executable).with_name("mizzen")
+    mz = str(exe) if exe.exists() else "mizzen"
+    print(f"""
+The mesh is still running, with light traffic for 10 minutes (productpage, 5 requests/s).
+  console:  {url}
+  CLI:      {mz} stat --state-dir {state}      (also: top productpage-v1, tap reviews-v1, traces)
+  metrics:  {mz} prometheus-config --state-dir {state} -o prometheus.yml
+Stop it with:
+  {mz} down --state-dir {state}""", flush=True)
     return 0
 
 

@@ -50,7 +50,7 @@ def test_xds_cluster_and_admin():
     assert ads["api_type"] == "DELTA_GRPC"
     assert netns["dynamic_resources"]["cds_config"]["ads"] == {}
     assert netns["dynamic_resources"]["lds_config"]["resource_api_version"] == "V3"
-    (xds,) = netns["static_resources"]["clusters"]
+    xds = netns["static_resources"]["clusters"][0]
     ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert ep == {"pipe": {"path": "/tmp/mz/xds.sock"}}
     opts = xds["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
@@ -61,7 +61,7 @@ def test_xds_cluster_and_admin():
     assert grpc["retry_policy"]["retry_back_off"] == {"base_interval": "0.5s", "max_interval": "5s"}
     loop = build_bootstrap(AgentConfig.from_dict(LOOPBACK))
     assert loop["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
-    (xds,) = loop["static_resources"]["clusters"]
+    xds = loop["static_resources"]["clusters"][0]
     ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert ep == {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}
     assert yaml.safe_load(render_bootstrap(AgentConfig.from_dict(LOOPBACK))) == loop
@@ -72,7 +72,7 @@ def test_xds_cluster_lists_every_control_plane_replica(tmp_path):
                apiAddress=["unix:/tmp/mz/api.sock", "unix:/tmp/mz/api-1.sock"])
     cfg = AgentConfig.from_dict(raw)
     b = build_bootstrap(cfg)
-    (cluster,) = b["static_resources"]["clusters"]
+    cluster = b["static_resources"]["clusters"][0]
     eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert [e["endpoint"]["address"]["pipe"]["path"] for e in eps] == ["/tmp/mz/xds.sock", "/tmp/mz/xds-1.sock"]
     path = tmp_path / "envoy.yaml"
@@ -111,3 +111,25 @@ def test_envoy_dirs_made_searchable_again_under_tmp_only(tmp_path):
         assert not os.stat(outside).st_mode & 0o001  # left as it is, only reported
     finally:
         shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_telemetry_clusters_are_in_the_bootstrap_and_announced(tmp_path):
+    """The access-log receiver's cluster (on by default) and the embedded trace collector's (when an address
+    is given) are static clusters, and the node metadata names them, so the control plane only generates
+    config that uses clusters this Envoy has (an unknown one would be a NACK)."""
+    cfg = AgentConfig.from_dict(dict(NETNS, tracesAddress="unix:/tmp/mz/traces.sock"))
+    b = build_bootstrap(cfg)
+    by_name = {c["name"]: c for c in b["static_resources"]["clusters"]}
+    assert set(by_name) == {"xds-grpc", "mizzen-telemetry", "mizzen-traces"}
+    als = by_name["mizzen-telemetry"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert als == {"pipe": {"path": "/tmp/mz/pods/reviews-v1-0/telemetry.sock"}}
+    assert b["node"]["metadata"]["MIZZEN_BOOTSTRAP_CLUSTERS"] == ["mizzen-telemetry", "mizzen-traces"]
+    assert proxy_of(cfg).bootstrap_clusters == ("mizzen-telemetry", "mizzen-traces")
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render_bootstrap(cfg))
+    r = subprocess.run([find_envoy(), "--mode", "validate", "-c", str(path), "--concurrency", "1",
+                        "--log-level", "warning"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    off = build_bootstrap(AgentConfig.from_dict(dict(NETNS, telemetry=False)))
+    assert [c["name"] for c in off["static_resources"]["clusters"]] == ["xds-grpc"]
+    assert "MIZZEN_BOOTSTRAP_CLUSTERS" not in off["node"]["metadata"]

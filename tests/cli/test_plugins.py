@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from mizzen.cli.main import build_cli
 
 VERBS = {"apply", "delete", "get", "proxy-status", "proxy-config", "up", "down", "exec", "status", "rollout",
-         "scale", "proxy", "agent", "controlplane", "bench", "analyze", "validate", "logs", "etcd", "ratelimit", "ca", "token"}
+         "scale", "proxy", "agent", "controlplane", "bench", "analyze", "validate", "logs", "etcd", "ratelimit", "ca", "token",
+         "stat", "top", "tap", "traces", "dashboard", "prometheus-config"}
 
 
 def test_every_verb_is_registered():

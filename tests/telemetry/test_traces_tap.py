@@ -8,7 +8,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from mizzen.telemetry.peers import Directory
 from mizzen.telemetry.tap import TapError, TapStream, event_of, tap_request
-from mizzen.telemetry.traces import Span, TraceStore, spans_from_otlp, spans_from_zipkin
+from mizzen.telemetry.traces import scope_spans, Span, TraceStore, spans_from_otlp, spans_from_zipkin
 from tests.telemetry.entries import A_IP, INSTANCES, SERVICES
 
 T = "0af7651916cd43dd8448eb211c80319c"
@@ -22,7 +22,7 @@ def test_otlp_export_request_becomes_spans():
     req = trace_service_pb2.ExportTraceServiceRequest()
     rs = req.resource_spans.add()
     rs.resource.attributes.add(key="service.name").value.string_value = "productpage.default"
-    s = rs.scope_spans.add().spans.add()
+    s = scope_spans(rs).add().spans.add()
     s.trace_id, s.span_id, s.parent_span_id = bytes.fromhex(T), bytes.fromhex("b7ad6b7169203331"), b""
     s.name, s.kind = "reviews:9080/*", 3
     s.start_time_unix_nano, s.end_time_unix_nano = 1_000_000, 5_000_000

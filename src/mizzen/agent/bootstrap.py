@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from mizzen.model.types import Proxy
+from mizzen.telemetry import envoy as tel
 
 from .config import AgentConfig, parse_address
 from .sds import sds_cluster
@@ -32,7 +33,19 @@ def proxy_of(cfg: AgentConfig) -> Proxy:
         inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
         service_account=cfg.service_account, locality=cfg.locality,
         trust_domain=cfg.trust_domain if cfg.ca_address else "",
+        bootstrap_clusters=tuple(sorted(c["name"] for c in telemetry_clusters(cfg))),
     )
+
+
+def telemetry_clusters(cfg: AgentConfig) -> list[dict[str, Any]]:
+    """Static clusters for telemetry that generated config may name (the node metadata lists them): the
+    agent's access-log receiver, and the embedded trace collector (Zipkin v2 over HTTP)."""
+    out = []
+    if cfg.telemetry:
+        out.append(tel.grpc_unix_cluster(tel.TELEMETRY_CLUSTER, cfg.telemetry_socket))
+    if cfg.traces_address:
+        out.append(tel.http_cluster(tel.TRACES_CLUSTER, envoy_address(cfg.traces_address)))
+    return out
 
 
 def envoy_address(addr: str) -> dict[str, Any]:
@@ -119,9 +132,9 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             "lds_config": dict(source),
         },
         # with a certificate service: `sds-grpc`, the agent's SDS socket (secrets `default` and `ROOTCA`, which
-        # the control plane's mTLS listeners and clusters name)
+        # the control plane's mTLS listeners and clusters name); the telemetry sinks (access-log stream, traces)
         "static_resources": {"clusters": [xds_cluster(cfg)] + ([sds_cluster(cfg.sds_socket)] if cfg.ca_address
-                                                               else [])},
+                                                               else []) + telemetry_clusters(cfg)},
         # The connection cap. Envoy 1.40 deprecates the runtime key overload.global_downstream_max_connections
         # (it warns and still reports "no configured limit"), so the overload manager's monitor carries it.
         "overload_manager": {

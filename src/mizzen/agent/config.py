@@ -79,6 +79,12 @@ class AgentConfig:
     restart_backoff_max_seconds: float = 10.0  # ... up to this
     app_wait_log_seconds: float = 10.0  # while waiting for the app's ports, log this often
     app_probe_seconds: float = 0.5  # how often a registered agent checks that the app still listens
+    # telemetry (docs/observability.md): the access-log stream from Envoy (Istio metrics, golden metrics, top,
+    # tap) on <workDir>/telemetry.sock; the embedded trace collector ("unix:/state/traces.sock" or host:port,
+    # None: no embedded tracing); the app's own metrics merged into :15020/stats/prometheus
+    telemetry: bool = True
+    traces_address: str | None = None
+    app_metrics_url: str | None = None  # e.g. http://127.0.0.1:9090/metrics
 
     # ---------------------------------------------------------------- derived
     @property
@@ -151,6 +157,10 @@ class AgentConfig:
     @property
     def base_id_path(self) -> str:
         return self.files.base_id
+
+    @property
+    def telemetry_socket(self) -> str:
+        return self.files.telemetry_socket
 
     # ---------------------------------------------------------------- the file
     def to_dict(self) -> dict[str, Any]:
@@ -255,6 +265,12 @@ class AgentConfig:
             bad("controlSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if self.app_probe_seconds <= 0:
             bad("appProbeSeconds", "must be > 0")
+        if self.telemetry and len(self.telemetry_socket.encode()) > UNIX_PATH_MAX:
+            bad("workDir", f"telemetry socket path longer than {UNIX_PATH_MAX} bytes")
+        if self.traces_address:
+            parse_address(self.traces_address, "tracesAddress")
+        if self.app_metrics_url and not self.app_metrics_url.startswith(("http://", "https://")):
+            bad("appMetricsUrl", "must be an http:// URL")
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -291,7 +307,7 @@ def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
 
 # ---------------------------------------------------------------------- helpers
 _NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ca_address", "withdraw_delay_seconds",
-             "parent_shutdown_seconds"}
+             "parent_shutdown_seconds", "traces_address", "app_metrics_url"}
 _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
         "max_downstream_connections", "cert_ttl_seconds"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
@@ -319,7 +335,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if isinstance(v, bool):
                 raise ValueError
             return float(v)
-        if name == "register":
+        if name in ("register", "telemetry"):
             if not isinstance(v, bool):
                 raise ValueError
             return v

@@ -47,9 +47,11 @@ async def envoy_readiness(admin: AsyncEnvoyAdmin) -> Readiness:
 class HealthServer:
     """aiohttp server for the agent's health port. `status()` is the agent's current answer."""
 
-    def __init__(self, host: str, port: int, status: Callable[[], Readiness]) -> None:
+    def __init__(self, host: str, port: int, status: Callable[[], Readiness],
+                 routes: Callable[[], list[web.RouteDef]] | None = None) -> None:
         self.host, self.port = host, port
         self._status = status
+        self._routes = routes  # more routes on the same port (the merged metrics scrape)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
 
@@ -57,6 +59,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz/ready", self._ready)
         app.router.add_get("/healthz/live", self._live)
+        if self._routes is not None:
+            app.add_routes(self._routes())
         return app
 
     async def _ready(self, request: web.Request) -> web.Response:

@@ -5,6 +5,8 @@ States written to `<workDir>/agent.state` (the runner starts the app once it rea
 
 Control (unix socket `<workDir>/agent.sock`, HTTP/1.1, JSON answers; also SIGUSR1 = withdraw):
     GET  /state          the agent.state document
+    GET  /stats/prometheus, /telemetry/window, /telemetry/top; POST /tap   telemetry (agent/observability.py;
+                         the scrape, window and top are on the health port too)
     POST /withdraw       withdraw the instance from the registry now and stop heartbeats, keep serving
     POST /hot-restart    body {"envoy": "/path"} optional: start Envoy epoch N+1 (hot restart), answer once
                          it serves: {"epoch", "envoyPid"}; the app is not touched
@@ -35,6 +37,7 @@ from .bootstrap import render_bootstrap
 from .config import AgentConfig
 from .envoy import EnvoyOptions, EnvoyProcess
 from .health import HealthServer, Readiness, envoy_readiness
+from .observability import AgentTelemetry
 from .registration import app_listening, instance_of, wait_for_ports
 from .security import AgentSecurity
 
@@ -93,7 +96,8 @@ class Agent:
         # readable by this agent only): the control plane accepts this pod's instance from it, nothing else
         self.api = AsyncApiClient(cfg.api_addresses, token=FileToken(str(secrets_dir(cfg.work_dir) / TOKEN_FILE))) \
             if cfg.api_address else None
-        self.health = HealthServer(cfg.health_host, cfg.health_port, self.status)
+        self.obs = AgentTelemetry(cfg, self.api)  # metrics, golden window, top, tap (docs/observability.md)
+        self.health = HealthServer(cfg.health_host, cfg.health_port, self.status, self.obs.health_routes)
         self.state = "starting"
         self.since = time.time()
         self.readiness = Readiness(False, "starting")
@@ -280,6 +284,7 @@ class Agent:
         app.router.add_get("/state", state)
         app.router.add_post("/withdraw", withdraw)
         app.router.add_post("/hot-restart", hot_restart)
+        app.add_routes(self.obs.control_routes())
         path = self.cfg.control_socket
         try:
             self._control = await serve_app(app, path, mode=0o600)
@@ -311,6 +316,7 @@ class Agent:
             self.envoy.prepare_dirs([os.path.dirname(self.cfg.admin_socket)])
             self.envoy.ensure_reachable(self._envoy_paths())
             self._write_state()
+            await self.obs.start()  # Envoy's access-log stream connects to it
             await self.health.start()
             await self._start_control()
             self._write_state()
@@ -360,7 +366,7 @@ class Agent:
             except Exception:  # noqa: BLE001
                 log.debug("control close failed", exc_info=True)
             self._control = None  # its cleanup removed the socket file (if still ours)
-        for c in (self.health.stop(), self.admin.close(), self.api.close() if self.api else None,
+        for c in (self.health.stop(), self.obs.stop(), self.admin.close(), self.api.close() if self.api else None,
                   self.security.stop() if self.security else None):
             if c is not None:
                 try:

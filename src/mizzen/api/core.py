@@ -134,6 +134,20 @@ class SecurityContext(Spec):
         return self
 
 
+class WorkloadMetrics(Spec):
+    """Where the app serves its own Prometheus metrics: merged into the sidecar's :15020/stats/prometheus."""
+
+    port: int = Field(ge=1, le=65535)
+    path: str = "/metrics"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/': {v!r}")
+        return v
+
+
 class WorkloadSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=64)
     command: list[str] = Field(min_length=1)
@@ -147,6 +161,7 @@ class WorkloadSpec(Spec):
     # false starts app and sidecar together
     hold_application_until_proxy_starts: bool = True
     security_context: SecurityContext | None = None
+    metrics: WorkloadMetrics | None = None  # the app's own metrics endpoint (scraped by the sidecar's agent)
 
     @field_validator("env")
     @classmethod

@@ -56,6 +56,8 @@ KINDS: dict[str, KindInfo] = {
                  "authorizationpolicies", ("authorizationpolicy", "ap")),
         KindInfo("RequestAuthentication", authorization.SECURITY_VERSIONS, authorization.RequestAuthenticationSpec,
                  "requestauthentications", ("requestauthentication", "ra")),
+        KindInfo("ExtensionProvider", ("mizzen.dev/v1",), telemetry.ExtensionProviderSpec, "extensionproviders",
+                 ("extensionprovider", "provider")),
     )
 }
 

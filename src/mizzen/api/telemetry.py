@@ -1,11 +1,13 @@
 """Istio `telemetry.istio.io` Telemetry, typed all the way down with Istio's validation rules (ValidateTelemetry
 and the CRD's): selector or targetRef(s), access logging, tracing, metrics. Mizzen acts on accessLogging
-(per workload, switched at runtime); tracing and metrics are accepted and reported by `mizzen analyze` as
-having no effect yet (api/effects.py)."""
+(per workload, switched at runtime), tracing (providers, sampling, span reporting, custom tags, match.mode) and
+metrics switched per side; what it does not act on is accepted and reported by `mizzen analyze` as having no
+effect (api/effects.py). Also Mizzen's `mizzen.dev/v1 ExtensionProvider`: a named telemetry backend, an entry of
+Istio's `MeshConfig.extensionProviders` as a resource (Mizzen has no MeshConfig)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -210,4 +212,41 @@ class TelemetrySpec(Spec):
     def _one(self) -> "TelemetrySpec":
         if sum((self.selector is not None, self.target_ref is not None, bool(self.target_refs))) > 1:
             raise ValueError("only one of targetRefs or selector can be set")
+        return self
+# ---------------------------------------------------------------------- ExtensionProvider (mizzen.dev/v1)
+
+class ZipkinProvider(Spec):
+    service: str = Field(min_length=1)  # a mesh host (Service or ServiceEntry): [<namespace>/]<hostname>
+    port: int = Field(ge=1, le=65535)
+    path: str = "/api/v2/spans"
+    max_tag_length: int | None = Field(default=None, ge=0)
+    trace_context_option: Literal["USE_B3", "USE_B3_WITH_W3C_PROPAGATION"] = "USE_B3_WITH_W3C_PROPAGATION"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path must start with '/': {v!r}")
+        return v
+
+
+class OpenTelemetryProvider(Spec):
+    service: str = Field(min_length=1)  # a mesh host serving OTLP/gRPC: [<namespace>/]<hostname>
+    port: int = Field(ge=1, le=65535)
+    max_tag_length: int | None = Field(default=None, ge=0)
+
+
+class ExtensionProviderSpec(Spec):
+    """One of: `zipkin` (Zipkin v2 JSON over HTTP; B3 and W3C headers) or `opentelemetry` (OTLP/gRPC; W3C
+    headers only: Envoy's OpenTelemetry tracer has no B3). The resource's name is the provider's name that
+    Telemetry `tracing[].providers[].name` refers to; it is looked up in the Telemetry's namespace, then in
+    the root namespace (istio-system)."""
+
+    zipkin: ZipkinProvider | None = None
+    opentelemetry: OpenTelemetryProvider | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "ExtensionProviderSpec":
+        if (self.zipkin is None) == (self.opentelemetry is None):
+            raise ValueError("an ExtensionProvider has exactly one of zipkin, opentelemetry")
         return self

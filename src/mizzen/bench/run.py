@@ -7,6 +7,8 @@
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis (server/ratelimit_bench.py).
 6. Mesh mTLS: two hops with mTLS from SDS vs two bare Envoys with static mTLS at 1000 rps paced, and the TLS
    handshake cost per new connection (bench/mtls.py).
+7. Telemetry: two-hop p50/p99 at 1000 rps with metrics and tracing (1 %) on vs off on one mesh, and the control
+   plane's CPU to serve `mizzen stat` for 100 workloads (bench/telemetry.py).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, latency, mtls, sidecar
+from . import distributed, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
     ap.add_argument("--skip-mtls", action="store_true", help="skip mesh mTLS vs bare Envoys with static mTLS")
+    ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Two hops with mTLS: the mesh (SDS) vs two bare Envoys with static mTLS\n\n" + md + "\n")
+    if not a.skip_telemetry:
+        print("$ telemetry cost (python -m mizzen.bench.telemetry)", flush=True)
+        failures += telemetry.main(["--output", str(out)]) != 0
     print(f"results appended to {out}")
     return 1 if failures else 0
 

@@ -23,7 +23,8 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
-from .options import MizzenGroup, api_client, api_options, fail
+from .options import MizzenGroup, api_client, api_options, fail, state_dir_option
+from .telemetry import dashboard, prometheus_config, stat, tap, top, traces
 from .proxy import register as register_proxy_commands
 from .token import token
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
@@ -198,7 +199,8 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca"), (token, "token")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (token, "token"), (stat, "stat"), (top, "top"), (tap, "tap"),
+                      (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config")):
         cli.add_command(cmd, name=name)
     return cli
 

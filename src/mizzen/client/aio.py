@@ -185,4 +185,53 @@ class AsyncEnvoyAdmin:
         return dict(json.loads(await self._checked("GET", "/config_dump" + ("?" + "&".join(q) if q else ""))))
 
 
-__all__ = ["AsyncApiClient", "AsyncEnvoyAdmin", "ClientError", "HttpError", "Unavailable"]
+class AsyncAgentControl:
+    """A pod's agent control socket (`pods/<pod>/agent.sock`), asyncio: its telemetry (the golden-metrics
+    window, top paths, the merged scrape) and tap. Unreachable: `Unavailable`; an error answer: `HttpError`."""
+
+    def __init__(self, socket_path: str, *, timeout: float = 3.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _sess(self, timeout: float | None) -> aiohttp.ClientSession:
+        conn = aiohttp.UnixConnector(path=self.socket_path, force_close=True)
+        return aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout))
+
+    async def _get(self, path: str) -> tuple[str, str]:
+        try:
+            async with self._sess(self.timeout) as s, s.get("http://agent" + path) as r:
+                body = await r.text()
+                if r.status != 200:
+                    raise HttpError(r.status, error_body(decode(r.status, body.encode())), f"GET {path}")
+                return body, r.headers.get("Content-Type", "")
+        except _NO_ANSWER as e:
+            raise Unavailable(f"agent {self.socket_path}: {e or type(e).__name__}", [self.socket_path]) from e
+
+    async def window(self) -> dict[str, Any]:
+        return dict(json.loads((await self._get("/telemetry/window"))[0]))
+
+    async def top(self, n: int = 20) -> dict[str, Any]:
+        return dict(json.loads((await self._get(f"/telemetry/top?n={int(n)}"))[0]))
+
+    async def prometheus(self) -> tuple[str, str]:
+        """(text, content type) of the merged scrape."""
+        return await self._get("/stats/prometheus")
+
+    async def tap(self, body: dict[str, Any], seconds: float):
+        """POST /tap: yields the JSON rows the agent streams (the last one {"event": "end", ...})."""
+        try:
+            async with self._sess(seconds + 10) as s, s.post("http://agent/tap", json=body) as r:
+                if r.status != 200:
+                    raw = await r.read()
+                    raise HttpError(r.status, error_body(decode(r.status, raw)), "POST /tap")
+                while True:
+                    line = await r.content.readline()
+                    if not line:
+                        return
+                    if line.strip():
+                        yield json.loads(line)
+        except _NO_ANSWER as e:
+            raise Unavailable(f"agent {self.socket_path}: {e or type(e).__name__}", [self.socket_path]) from e
+
+
+__all__ = ["AsyncAgentControl", "AsyncApiClient", "AsyncEnvoyAdmin", "ClientError", "HttpError", "Unavailable"]

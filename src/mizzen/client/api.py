@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 from urllib.parse import quote, urlencode
 
 from ..model.types import Instance
@@ -17,7 +17,7 @@ from .address import Address
 from .auth import TokenArg, auth_headers, tls_context, token_source, unauthenticated_hint
 from .errors import HttpError, MeshUnavailable, Unavailable
 from .failover import Failover
-from .http import CONNECT_ERRORS, decode, error_body, present, request
+from .http import CONNECT_ERRORS, connection, decode, error_body, present, request
 from .layout import MAX_CONTROL_PLANES, StateLayout
 
 
@@ -217,3 +217,51 @@ class ApiClient:
             if e.status == 503:
                 return dict(e.body)
             raise
+
+    # ------------------------------------------------------------------ telemetry (docs/observability.md)
+    def telemetry_windows(self) -> dict[str, Any]:
+        """Every sidecar's golden-metrics window (`items`) and the sidecars that did not answer (`errors`)."""
+        return dict(self.request("GET", "/api/v1/telemetry/windows"))
+
+    def telemetry_top(self, workload: str, namespace: str, n: int = 20) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/v1/telemetry/top",
+                                 query={"workload": workload, "namespace": namespace, "n": str(n)}))
+
+    def traces(self, limit: int = 50, service: str = "") -> list[dict[str, Any]]:
+        q = {"limit": str(limit), **({"service": service} if service else {})}
+        return list(self.request("GET", "/api/v1/traces", query=q)["items"])
+
+    def trace(self, trace_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/v1/traces/{_q(trace_id)}"))
+
+    def stream(self, method: str, path: str, body: Any, timeout: float) -> Iterator[dict[str, Any]]:
+        """A call answered with JSON lines (e.g. tap), yielded as they come; failover on connection only."""
+        data = json.dumps(body).encode()
+        order = Failover.attempts(self.failover.order(), lambda i: present(self.addresses[i]))
+        tried: list[str] = []
+        for i in order:
+            conn = connection(self.addresses[i], timeout)
+            try:
+                try:
+                    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                except CONNECT_ERRORS:
+                    tried.append(str(self.addresses[i]))
+                    continue
+                if resp.status >= 400:
+                    raw = resp.read()
+                    raise HttpError(resp.status, error_body(decode(resp.status, raw)), f"{method} {path}")
+                while True:
+                    line = resp.readline()
+                    if not line:
+                        return
+                    if line.strip():
+                        yield json.loads(line)
+            finally:
+                conn.close()
+        raise self._unavailable(tried)
+
+    def telemetry_tap(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Tapped requests of a workload's sidecars (body: workload, namespace, path, method, max, seconds);
+        the last line is {"event": "end", ...}. An unknown workload: HttpError 404."""
+        return self.stream("POST", "/api/v1/telemetry/tap", body, float(body.get("seconds", 60)) + 30)

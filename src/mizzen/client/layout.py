@@ -13,10 +13,16 @@
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
     logs/                            runner.log, controlplane[-<i>].log
+    controlplane[-<i>].endpoints.json  each replica's monitoring and console addresses (written once it serves)
+    traces.sock, otlp.sock           the embedded trace collector (Zipkin v2 HTTP; OTLP/gRPC), replica 0
+    console.token                    the console's access token (0600)
+    prometheus/                      Prometheus file-based service discovery: sidecars.json (kept current by
+                                     replica 0), controlplane[-<i>].json
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
-                                     base-id, envoy.log, access.log, agent.log, app.log, home/ (the app's $HOME),
-                                     secrets/ (the pod credential and the mesh root: the agent's only)
+                                     telemetry.sock (access-log stream), base-id, envoy.log, access.log, agent.log,
+                                     app.log, home/ (the app's $HOME), secrets/ (the pod credential and the mesh
+                                     root: the agent's only)
 
 Pure: building paths touches no file.
 """
@@ -88,6 +94,11 @@ class PodDir:
         return self._f("secrets")
 
     @property
+    def telemetry_socket(self) -> str:
+        """The agent's access-log receiver (gRPC; Envoy streams its request entries here)."""
+        return self._f("telemetry.sock")
+
+    @property
     def envoy_log(self) -> str:
         return self._f("envoy.log")
 
@@ -111,7 +122,7 @@ class PodDir:
     @property
     def sockets(self) -> tuple[str, ...]:
         """What a stopped pod leaves that must go (its dir stays for the logs)."""
-        return self.admin_socket, self.agent_socket, self.sds_socket
+        return self.admin_socket, self.agent_socket, self.sds_socket, self.telemetry_socket
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,39 @@ class StateLayout:
     def controlplane_log(self, replica: int = 0) -> str:
         return os.path.join(self.logs_dir, f"{replica_name(replica)}.log")
 
+    def controlplane_endpoints(self, replica: int = 0) -> str:
+        """JSON written by each replica once it serves: its monitoring (`/metrics`) and console addresses."""
+        return self._f(f"{replica_name(replica)}.endpoints.json")
+
+    # ------------------------------------------------------------------ telemetry (served by replica 0)
+    @property
+    def traces_socket(self) -> str:
+        """The embedded trace collector's Zipkin v2 endpoint (HTTP; sidecar Envoys post spans here)."""
+        return self._f("traces.sock")
+
+    @property
+    def otlp_socket(self) -> str:
+        """The embedded trace collector's OTLP/gRPC endpoint (apps' OpenTelemetry SDKs, collectors)."""
+        return self._f("otlp.sock")
+
+    @property
+    def console_token(self) -> str:
+        """The console's access token (mode 0600): `mizzen dashboard` puts it in the URL it prints."""
+        return self._f("console.token")
+
+    @property
+    def prometheus_dir(self) -> str:
+        return self._f("prometheus")
+
+    @property
+    def prometheus_sidecar_targets(self) -> str:
+        """Prometheus file-based service discovery of every sidecar, kept current by replica 0."""
+        return os.path.join(self.prometheus_dir, "sidecars.json")
+
+    def prometheus_controlplane_targets(self, replica: int = 0) -> str:
+        """... and of each control-plane replica's monitoring port (written by that replica)."""
+        return os.path.join(self.prometheus_dir, f"{replica_name(replica)}.json")
+
     # ------------------------------------------------------------------ runner
     @property
     def runner_pid(self) -> str:
@@ -225,8 +269,9 @@ class StateLayout:
     def previous_run_files(self) -> list[str]:
         """What a new `mizzen up` removes first: the store, the pods' credentials, every socket and the last
         status (the CA stays: a plugged-in root must survive)."""
-        out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket]
+        out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket,
+               self.traces_socket, self.otlp_socket]
         out += [self.credentials_db, self.credentials_db + "-wal", self.credentials_db + "-shm"]
         for i in range(MAX_CONTROL_PLANES):
-            out += [self.api_socket(i), self.xds_socket(i), self.ca_socket(i)]
+            out += [self.api_socket(i), self.xds_socket(i), self.ca_socket(i), self.controlplane_endpoints(i)]
         return out

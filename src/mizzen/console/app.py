@@ -23,6 +23,7 @@ from aiohttp import web
 from ..analyze.analyzers import ERROR, analyze
 from ..api import InvalidConfig, from_dict, load_text
 from . import model, views
+from .auth import token_middleware
 from .sources import LocalTraces, RestClient, SourceError, TapSource, Traces, Windows, no_windows
 
 log = logging.getLogger("mizzen.console")
@@ -274,9 +275,11 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def make_app(rest: RestClient, *, windows: Windows = no_windows, traces: Traces | None = None,
-             tap: TapSource | None = None) -> web.Application:
+             tap: TapSource | None = None, token: str | None = None) -> web.Application:
+    """`token`: access token the console requires (console/auth.py); None: open (tests, a private console)."""
     c = Console(rest, windows, traces, tap)
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+    middlewares = [token_middleware(token)] if token else []
+    app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=middlewares)
     app[REST_KEY] = rest
 
     async def index(request: web.Request) -> web.Response:

@@ -81,6 +81,29 @@ class RestClient:
         self._sessions.clear()
 
 
+class ClientRest(RestClient):
+    """The REST API through the shared client (`mizzen.client.aio.AsyncApiClient`: one failover policy, one
+    error type), answering as RestClient does: (status, JSON) for any HTTP answer, SourceError when nothing
+    answers. The control plane mounts the console with this one."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.addresses = [str(a) for a in client.addresses]
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        from ..client.errors import HttpError, Unavailable
+
+        try:
+            return 200, await self.client.request(method, path, body)
+        except HttpError as e:
+            return e.status, e.body
+        except Unavailable as e:
+            raise SourceError(f"control plane unreachable ({e})") from e
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 class Windows(Protocol):
     async def __call__(self) -> list[dict[str, Any]]: ...
 

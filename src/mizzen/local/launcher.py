@@ -67,6 +67,7 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
         ca_address=_addresses(layout.ca_sockets(options.control_planes)) if trust_domain else None,
         trust_domain=trust_domain or "cluster.local",
+        telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
     )
     cfg.validate()
     return cfg

@@ -63,6 +63,7 @@ class Pod:
     run_as_user: int | None = None  # the Workload's securityContext (None: the mesh's app user)
     run_as_group: int | None = None
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
+    metrics: tuple[int, str] | None = None  # the app's own metrics (container port, path)
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
     # filled in when the pod is made
     ip: str = "127.0.0.1"
@@ -103,6 +104,13 @@ class Pod:
             locality=self.locality, service_account=self.service_account, source="static",
             port_map=tuple(sorted((a, b) for a, b in self.port_map.items() if a != b)),
         )
+
+    def app_metrics_url(self) -> str | None:
+        """The app's metrics as the pod's agent reaches them (its real port; loopback mode maps ports)."""
+        if self.metrics is None:
+            return None
+        port, path = self.metrics
+        return f"http://127.0.0.1:{self.port_map.get(port, port)}{path}"
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         return netns.exec_argv(self.netns, argv) if self.netns else list(argv)
@@ -194,5 +202,6 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 hold=spec.hold_application_until_proxy_starts,
                 run_as_user=spec.security_context.run_as_user if spec.security_context else None,
                 run_as_group=spec.security_context.run_as_group if spec.security_context else None,
+                metrics=(spec.metrics.port, spec.metrics.path) if spec.metrics else None,
             ))
     return pods

@@ -12,7 +12,9 @@ A change reaches proxies in one of three ways:
   host the routes of a visible host send to (cluster names, hash policies). Old and new snapshots are both
   asked (Istio's PrevSidecarScope): a proxy that stops seeing a host is pushed too.
 - through **per-proxy resources** (`PROXY_KINDS`): a Telemetry or EnvoyPatch (old or new version) that
-  applies to the proxy by namespace and selector; a Sidecar whenever the proxy's scope differs.
+  applies to the proxy by namespace and selector; a Sidecar whenever the proxy's scope differs. For Telemetry
+  and ExtensionProvider (`RESOLVED_KINDS`) only when the proxy's resolved telemetry (`model/telemetry.py`:
+  metrics per side, tracing, access logs) differs between the two snapshots.
 - **unknown kinds** (neither listed here nor in `IGNORED_KINDS`) push every proxy: a kind added later is
   correct before it is scoped. AuthorizationPolicy and RequestAuthentication are namespace- and
   selector-scoped like Telemetry (one with targetRefs: its whole namespace); a fetched JWKS that changed counts
@@ -59,6 +61,20 @@ PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     PEER_AUTHENTICATION: applies_to_proxy,
     "AuthorizationPolicy": authz.may_apply,
     "RequestAuthentication": authz.may_apply,
+    "ExtensionProvider": lambda r, proxy: True,  # any proxy's Telemetry may name it: narrowed below
+}
+
+
+def _telemetry(config: ConfigIndex, proxy: Proxy):
+    return config.resolved.telemetry_for(proxy)
+
+
+# Per-proxy kinds whose effect on a proxy is one resolved value: a change pushes a proxy it applies to only
+# when that value differs between the old and the new snapshot (a Telemetry edit that changes nothing for a
+# proxy, or an ExtensionProvider no Telemetry of the proxy names, pushes nobody).
+RESOLVED_KINDS: dict[str, Callable[[ConfigIndex, Proxy], object]] = {
+    "Telemetry": _telemetry,
+    "ExtensionProvider": _telemetry,
 }
 
 
@@ -99,7 +115,9 @@ def dependencies(config: ConfigIndex, proxy: Proxy) -> Dependencies:
         scope = config.sidecar_scope(proxy)
         visible = frozenset(s.hostname for s in config.visible_services(proxy))
         routed = frozenset(h for v in visible for h in config.resolved.route_destinations(v))
-        configs = {r.key for kind in PROXY_KINDS for r in config.by_kind.get(kind, ()) if PROXY_KINDS[kind](r, proxy)}
+        configs = {r.key for kind in PROXY_KINDS if kind != "ExtensionProvider"
+                   for r in config.by_kind.get(kind, ()) if PROXY_KINDS[kind](r, proxy)}
+        configs.update(k for k in config.resolved.telemetry_for(proxy).sources if k.kind == "ExtensionProvider")
         if scope.key:
             ns, name = scope.key.split("/", 1)
             configs.add(ResourceKey("Sidecar", ns, name))
@@ -124,7 +142,12 @@ def affected(change: Change, proxy: Proxy, old: Snapshot | None, new: Snapshot) 
                 return True
         else:
             applies = PROXY_KINDS.get(r.kind)
-            if applies is None or applies(r, proxy):
+            if applies is None:
+                return True
+            if not applies(r, proxy):
+                continue
+            value = RESOLVED_KINDS.get(r.kind)
+            if value is None or value(old.config, proxy) != value(new.config, proxy):
                 return True
     return False
 

@@ -8,7 +8,7 @@ One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), me
     r.route_destinations(host)            # every host the host's routes and mirrors send to
     r.policy(host, subset, port)          # the effective DestinationRule traffic policy
     r.subsets(host)                       # the host's DestinationRule subsets: ((name, labels), ...)
-    r.telemetry_for(proxy)                # the Telemetry that decides a proxy's access logging
+    r.telemetry_for(proxy)                # metrics, tracing and access logs of a proxy (model/telemetry.py)
     r.access_logging(proxy)
     r.patches_for(proxy)                  # the EnvoyPatches that apply to a proxy, in order
     r.mtls(proxy)                         # its PeerAuthentication mode, per inbound port (model/security.py)
@@ -26,11 +26,12 @@ from typing import Mapping, Protocol
 
 from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
-from . import authz, delegate
+from . import authz, delegate, telemetry
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .policy import Policy, effective
 from .security import MtlsPolicy, namespace_mode, peer_mtls
 from .services import Service
+from .telemetry import TelemetryConfig
 from .types import Proxy
 
 
@@ -75,6 +76,7 @@ class Resolved:
         self._policies: dict[tuple[str, str | None, int], Policy] = {}
         self._route_hosts: dict[str, frozenset[str]] = {}
         self._per_proxy: dict[tuple, object] = {}
+        self._telemetry: dict[tuple, TelemetryConfig] = {}
 
     # -- VirtualService -------------------------------------------------------------------------
     def http_routes(self, host: str) -> tuple[ResolvedRoute, ...]:
@@ -137,27 +139,20 @@ class Resolved:
         return tuple((s.name, tuple(sorted(s.labels.items()))) for s in dr.spec.subsets) if dr else ()
 
     # -- per proxy ------------------------------------------------------------------------------
-    def telemetry_for(self, proxy: Proxy, aspect: str = "access_logging") -> Resource | None:
-        """The Telemetry that decides `aspect` for this proxy: a workload-selecting one in its namespace,
-        else a namespace-wide one in its namespace that sets `aspect`, else a mesh-wide one (root namespace)
-        that sets it. Oldest first at each level."""
-        labels = proxy.label_dict
-        tels = self.config.by_kind.get("Telemetry", ())
-        for t in tels:
-            sel = t.spec.selector.match_labels if t.spec.selector else {}
-            if t.namespace == proxy.namespace and sel and labels_match(sel, labels):
-                return t
-        for ns in (proxy.namespace, ROOT_NAMESPACE):
-            for t in tels:
-                if t.namespace == ns and not (t.spec.selector and t.spec.selector.match_labels) \
-                        and getattr(t.spec, aspect):
-                    return t
-        return None
+    def telemetry_for(self, proxy: Proxy) -> TelemetryConfig:
+        """The proxy's telemetry: metrics per side, tracing per side (provider, sampling, tags), access logs —
+        Istio's Telemetry hierarchy over the mesh default (`model/telemetry.py`). Memoized per namespace and
+        labels."""
+        key = (proxy.namespace, proxy.labels)
+        hit = self._telemetry.get(key)
+        if hit is None:
+            hit = self._telemetry[key] = telemetry.resolve(self.config, proxy)
+        return hit
 
     def access_logging(self, proxy: Proxy) -> bool:
-        """Access logs are on when the deciding Telemetry has an accessLogging entry that is not disabled."""
-        t = self.telemetry_for(proxy)
-        return t is not None and any(not a.disabled for a in t.spec.access_logging)
+        """Access logs are on when the most specific Telemetry that says anything about them has an
+        accessLogging entry that is not disabled."""
+        return self.telemetry_for(proxy).access_logging
 
     def patches_for(self, proxy: Proxy) -> tuple[Resource, ...]:
         """EnvoyPatches that apply to the proxy: the root namespace's (mesh-wide) first, then its own

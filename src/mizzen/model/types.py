@@ -89,6 +89,9 @@ class Proxy:
     # the SPIFFE trust domain of the workload certificate its agent serves over SDS (node metadata
     # TRUST_DOMAIN); "" = the proxy has no mesh certificate: it gets no mTLS config
     trust_domain: str = ""
+    # static clusters the proxy's bootstrap has, that generated config may use (node metadata
+    # MIZZEN_BOOTSTRAP_CLUSTERS): e.g. the agent's access-log stream, the embedded trace collector
+    bootstrap_clusters: tuple[str, ...] = ()
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -131,6 +134,7 @@ class Proxy:
             service_account=str(m.get("SERVICE_ACCOUNT", "default")),
             locality=str(m.get("LOCALITY", "")),
             trust_domain=str(m.get("TRUST_DOMAIN", "")),
+            bootstrap_clusters=tuple(sorted(str(c) for c in (m.get("MIZZEN_BOOTSTRAP_CLUSTERS") or ()))),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -143,6 +147,7 @@ class Proxy:
             "PORT_MAP": {str(a): str(b) for a, b in self.port_map}, "SERVICE_ACCOUNT": self.service_account,
             **({"LOCALITY": self.locality} if self.locality else {}),
             **({"TRUST_DOMAIN": self.trust_domain} if self.trust_domain else {}),
+            **({"MIZZEN_BOOTSTRAP_CLUSTERS": list(self.bootstrap_clusters)} if self.bootstrap_clusters else {}),
         }
 
 

@@ -81,9 +81,17 @@ class _Conn:
         self.push_pending = False
         self.generation = 0
         self.pushes = 0
+        # push latency (change -> ACK): the change behind the next re-target, the one being pushed now, and per
+        # type the change behind the response in flight
+        self.next_change: float | None = None
+        self.current_change: float | None = None
+        self.sent_change: dict[str, float | None] = {}
 
-    def wake(self, loop: asyncio.AbstractEventLoop, retarget: Callable[["_Conn"], list[Response]]) -> None:
+    def wake(self, loop: asyncio.AbstractEventLoop, retarget: Callable[["_Conn"], list[Response]],
+             changed_at: float | None = None) -> None:
         """Schedule one re-target (repeated wakes before it runs collapse into one)."""
+        if changed_at is not None and (self.next_change is None or changed_at < self.next_change):
+            self.next_change = changed_at
         if self.connected and not self.push_pending:
             self.push_pending = True
             loop.call_soon(self._push, retarget)
@@ -102,10 +110,22 @@ class _Conn:
             self.queue.put_nowait(out)
 
 
+class Metrics(Protocol):
+    """What the ADS server reports (telemetry.cpmetrics.ControlPlaneMetrics implements it)."""
+
+    def stream_opened(self, kind: str, protocol: str) -> None: ...
+    def stream_closed(self, kind: str, protocol: str) -> None: ...
+    def pushed(self, xds_type: str, nbytes: int) -> None: ...
+    def acked(self, xds_type: str, since_change_seconds: float | None) -> None: ...
+    def nacked(self, xds_type: str) -> None: ...
+
+
 class AdsServer:
     def __init__(self, source: Source, *, forget_after: float = 600.0,
-                 on_send: Callable[[str, Response], None] | None = None, ready_poll: float = 0.05) -> None:
+                 on_send: Callable[[str, Response], None] | None = None, ready_poll: float = 0.05,
+                 metrics: Metrics | None = None) -> None:
         self.source = source
+        self.metrics = metrics
         self.forget_after = forget_after
         self.on_send = on_send  # observer (tests, debug): called with (proxy id, Response) before each write
         self.ready_poll = ready_poll
@@ -179,8 +199,10 @@ class AdsServer:
         self._unix_paths = []
 
     # -- pushes ----------------------------------------------------------------------------------------
-    def notify(self, affected: Callable[[Proxy], bool] | None = None) -> None:
+    def notify(self, affected: Callable[[Proxy], bool] | None = None, changed_at: float | None = None) -> None:
         """A new snapshot exists: re-target the proxies for which `affected(proxy)` is true (None = all).
+        `changed_at` (time.monotonic()) is when the change behind it happened: push latency is measured from
+        there to each proxy's ACK.
 
         Safe to call from another thread (it hops to the server's loop)."""
         if self._loop is None:
@@ -190,15 +212,15 @@ class AdsServer:
         except RuntimeError:
             running = None
         if running is not self._loop:
-            self._loop.call_soon_threadsafe(self.notify, affected)
+            self._loop.call_soon_threadsafe(self.notify, affected, changed_at)
             return
-        self._push(affected)
+        self._push(affected, changed_at)
 
-    def _push(self, affected: Callable[[Proxy], bool] | None) -> None:
+    def _push(self, affected: Callable[[Proxy], bool] | None, changed_at: float | None = None) -> None:
         n = 0
         for c in self._conns.values():
             if c.connected and (affected is None or affected(c.proxy)):
-                c.wake(self._loop, self._retarget)
+                c.wake(self._loop, self._retarget, changed_at)
                 n += 1
         log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
 
@@ -229,7 +251,7 @@ class AdsServer:
                         out = stream.on_request(req, time.monotonic())
                         out += self._retarget(conn)
                     else:
-                        out = stream.on_request(req, time.monotonic())
+                        out = self._observed(conn, req)
                 except Exception as e:  # a bug (ours or the source's): say so loudly, end the stream
                     log.exception("xDS processing failed for %s", conn.proxy.id if conn else peer)
                     queue.put_nowait(e)
@@ -273,11 +295,41 @@ class AdsServer:
                 conn.connected = False
                 conn.disconnected_at, conn.disconnected_mono = time.time(), time.monotonic()
                 log.info("proxy %s disconnected (%s)", conn.proxy.id, mode)
+                if self.metrics is not None:
+                    self.metrics.stream_closed(conn.proxy.kind, mode)
 
     def _retarget(self, conn: _Conn) -> list[Response]:
         conn.generation = getattr(self.source, "generation", 0)
         conn.pushes += 1
-        return conn.stream.set_target(self.source.resources_for(conn.proxy), time.monotonic())
+        conn.current_change, conn.next_change = conn.next_change, None
+        return self._sent(conn, conn.stream.set_target(self.source.resources_for(conn.proxy), time.monotonic()))
+
+    def _sent(self, conn: _Conn, out: list[Response]) -> list[Response]:
+        """Record what a push produced (metrics: pushes and bytes per type; the change each response carries)."""
+        if self.metrics is not None:
+            for r in out:
+                conn.sent_change[r.type_url] = conn.current_change
+                self.metrics.pushed(r.short, len(r.data))
+        return out
+
+    def _observed(self, conn: _Conn, req: Any) -> list[Response]:
+        """`stream.on_request` for a connected proxy, reporting its ACK (with the time since the change that
+        caused the push) or NACK per type."""
+        st = conn.stream.types.get(req.type_url)
+        acked_at, nacks = (st.acked_at, st.nacks) if st is not None else (None, 0)
+        now = time.monotonic()
+        out = conn.stream.on_request(req, now)
+        if self.metrics is not None and st is not None:
+            short = SHORT_TYPE.get(req.type_url, req.type_url)
+            if st.acked_at != acked_at:
+                since = conn.sent_change.pop(req.type_url, None)
+                self.metrics.acked(short, None if since is None else now - since)
+            elif st.nacks != nacks:
+                conn.sent_change.pop(req.type_url, None)
+                self.metrics.nacked(short)
+        if conn.stream.phase_name == "DONE" and all(t.inflight is None for t in conn.stream.types.values()):
+            conn.current_change = None
+        return self._sent(conn, out)
 
     def _register(self, stream: Any, req: Any, mode: str, queue: asyncio.Queue, peer: str) -> _Conn:
         node = req.node if req.HasField("node") else None
@@ -292,6 +344,8 @@ class AdsServer:
         conn = _Conn(proxy, mode, stream, queue, peer)
         self._conns[proxy.id] = conn
         log.info("proxy %s connected (%s, %s)", proxy.id, mode, peer)
+        if self.metrics is not None:
+            self.metrics.stream_opened(proxy.kind, mode)
         return conn
 
     # -- introspection -----------------------------------------------------------------------------------

@@ -62,12 +62,21 @@ def seconds(text: str, option: str = "duration") -> float:
 @click.option("--outbound-traffic-policy", type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]), default="ALLOW_ANY",
               show_default=True, help="mesh-wide egress default for proxies whose Sidecar sets no "
                                       "outboundTrafficPolicy: pass unknown destinations through, or refuse them")
+@click.option("--monitoring-port", default="15014", show_default=True,
+              help="[HOST:]PORT of /metrics and the sidecars' scrape relay (replica i: PORT + i; in use: any free "
+                   "port); 'off' for none.")
+@click.option("--console-port", default="15080", show_default=True,
+              help="Loopback port of the web console (replica 0; in use: any free port); 'off' for none.")
+@click.option("--otlp-port", default=None, help="Also receive OTLP/gRPC spans on TCP [HOST:]PORT (unix socket "
+              "STATE_DIR/otlp.sock always, on replica 0).")
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None,
                  api_port: str | None, api_group: str | None, api_tls_names: tuple[str, ...], replica: int,
                  debounce_ms: int, max_wait_ms: int, trust_domain: str, cert_ttl: str, max_cert_ttl: str,
-                 ca_port: str | None, outbound_traffic_policy: str, log_level: str) -> None:
-    """Run the control plane: config store, registry, xDS (SotW + Delta) and the REST API."""
+                 ca_port: str | None, outbound_traffic_policy: str, monitoring_port: str, console_port: str,
+                 otlp_port: str | None, log_level: str) -> None:
+    """Run the control plane: config store, registry, xDS (SotW + Delta), the REST API, the mesh CA, its metrics,
+    the trace collector and the console."""
     from .controlplane import Settings, run
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -86,7 +95,8 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                         Path(api_socket).resolve() if api_socket else None, replica=replica, api_group=api_group,
                         api_tls_names=api_tls_names,
                         trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
-                        ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy)
+                        ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy,
+                        observability=_observability(monitoring_port, console_port, otlp_port))
     try:
         import uvloop  # type: ignore
 
@@ -94,3 +104,13 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
     except ImportError:
         pass
     asyncio.run(run(settings))
+
+
+def _observability(monitoring: str, console: str, otlp: str | None):
+    from .observability import ObservabilitySettings
+
+    mon = _addr(monitoring)
+    con = _addr(console)
+    return ObservabilitySettings(monitoring_host=mon[0] if mon else "127.0.0.1",
+                                 monitoring_port=mon[1] if mon else None, console_port=con[1] if con else None,
+                                 otlp_tcp=_addr(otlp))

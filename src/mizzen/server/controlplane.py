@@ -45,7 +45,9 @@ from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
 from .mesh_ca import MeshCa
+from .observability import Observability, ObservabilitySettings
 from .rest import make_app, serve
+from ..telemetry.cpmetrics import ControlPlaneMetrics
 
 log = logging.getLogger("mizzen.controlplane")
 
@@ -112,6 +114,8 @@ class Settings:
     # listener's TLS certificate carries (server/auth_setup.py)
     api_group: str | None = None
     api_tls_names: tuple[str, ...] = ()
+    # monitoring port, console, trace collector (server/observability.py)
+    observability: ObservabilitySettings = ObservabilitySettings()
 
 
 class ControlPlane:
@@ -142,7 +146,10 @@ class ControlPlane:
         self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait)
         self._wake = asyncio.Event()
         self._ready = False
-        self.ads = AdsServer(self)
+        self.metrics = ControlPlaneMetrics()
+        self.ads = AdsServer(self, metrics=self.metrics)
+        self.observability = Observability(self.layout, settings.replica, self.metrics, self.registry.list,
+                                           str(self.api_socket), settings.observability)
         self.mesh_ca = MeshCa(sd, trust_domain=settings.trust_domain,
                               workload_ttl=dt.timedelta(seconds=settings.workload_ttl_seconds),
                               max_workload_ttl=dt.timedelta(seconds=settings.max_workload_ttl_seconds))
@@ -198,8 +205,11 @@ class ControlPlane:
                        proxies=self.proxy_statuses, proxy_resources=self.ads.sent_resources, egress=self.egress,
                        credential_routes=False)
         app.add_routes(self.mesh_ca.routes())  # /api/v1/credentials (with SPIFFE IDs) and /api/v1/ca
+        self.observability.mount(app)
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp,
                                         **self.api_security.serve_options())
+        await self.observability.start()
+        self.observability.record_snapshot(self.snapshot)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self.jwks.want(jwks_wanted(self.snapshot.config))
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
@@ -230,6 +240,7 @@ class ControlPlane:
                 pass
         await self.jwks.close()
         await self.ads.stop(1.0)
+        await self.observability.stop()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
         await self.mesh_ca.stop()
@@ -245,13 +256,16 @@ class ControlPlane:
         self._queue.add("config" if config or jwks else "endpoints", time.monotonic())
         self._wake.set()
 
-    def _flush(self, _event: PushEvent) -> None:
+    def _flush(self, event: PushEvent) -> None:
+        self.metrics.debounce_merges.inc(event.count - 1)
+        for cause in sorted(event.keys or ("config", "endpoints")):
+            self.metrics.push_triggers.labels(cause).inc()
         try:
-            self._rebuild_and_push()
+            self._rebuild_and_push(event.first)
         except Exception:  # a bad rebuild must not kill the loop; the previous snapshot stays
             log.exception("snapshot rebuild failed; keeping the previous snapshot")
 
-    def _rebuild_and_push(self) -> None:
+    def _rebuild_and_push(self, changed_at: float | None = None) -> None:
         t = time.perf_counter()
         old = self._snapshot
         assert old is not None
@@ -268,12 +282,13 @@ class ControlPlane:
         self._problems_before, self._problems = self._problems, set()
         self._renderer = Renderer(new, self._renderer, change, on_problem=self._render_problem)
         self.push_stats["last_build_ms"] = (time.perf_counter() - t) * 1000
+        self.observability.record_snapshot(new)
         self.push_stats["pushes"] += 1
         if change.empty:
             return
         log.info("generation %d: %s changed", self.generation, "everything" if change.everything else
                  f"{len(change.hosts)} host(s), {len(change.resources)} per-proxy resource(s)")
-        self.ads.notify(None if change.everything else lambda proxy: affected(change, proxy, old, new))
+        self.ads.notify(None if change.everything else lambda proxy: affected(change, proxy, old, new), changed_at)
 
     def _render_problem(self, proxy: Proxy, message: str) -> None:
         """A rendered view had a problem (an EnvoyPatch skipped because it would make the view dangle)."""

@@ -57,12 +57,19 @@ def _value(v) -> str:  # opentelemetry.proto.common.v1.AnyValue
     return str(x)[:MAX_VALUE]
 
 
+def scope_spans(rs):
+    """A ResourceSpans' spans by scope. The `opentelemetry/proto` modules may be opentelemetry-proto's (field 2 is
+    `scope_spans`) or the older copy xds-protos also installs at the same path (field 2 is
+    `instrumentation_library_spans`, the same wire format): whichever pip installed last."""
+    return rs.scope_spans if hasattr(rs, "scope_spans") else rs.instrumentation_library_spans
+
+
 def spans_from_otlp(req) -> list[Span]:
     """An `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest` -> spans."""
     out = []
     for rs in req.resource_spans:
         service = next((_value(a.value) for a in rs.resource.attributes if a.key == "service.name"), "unknown")
-        for ss in rs.scope_spans:
+        for ss in scope_spans(rs):
             for s in ss.spans:
                 attrs = tuple((a.key, _value(a.value)) for a in list(s.attributes)[:MAX_ATTRIBUTES])
                 status_err = s.status.code == 2  # STATUS_CODE_ERROR

@@ -57,7 +57,8 @@ class HostResources:
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
-            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality, proxy.trust_domain)
+            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality, proxy.trust_domain,
+            proxy.bootstrap_clusters)
 
 
 class Renderer:

@@ -43,15 +43,18 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from ...api.virtual_service import HTTPRoute
 from ...model.services import Service
-from . import accesslog, cors, fault, jwt, rbac, router
+from . import accesslog, cors, fault, jwt, rbac, router, stats, tap, tracing
 from .base import Chain, Feature, ViewContext
 
 # The table, in HCM filter order (the router is terminal: last).
 FEATURES: tuple[Feature, ...] = (
+    tap.FEATURE,  # first: taps every request as it arrives (inert while nobody watches)
     cors.FEATURE,
     fault.FEATURE,
     jwt.FEATURE,  # inbound: validates tokens; its metadata feeds the RBAC filters after it
     rbac.FEATURE,  # inbound: AUDIT, DENY, ALLOW filters (HTTP chains) / network RBAC (TCP chains)
+    stats.FEATURE,  # Istio metrics: the access-log stream to the agent
+    tracing.FEATURE,  # the HCM's tracer
     accesslog.FEATURE,
     router.FEATURE,
 )

@@ -1,0 +1,374 @@
+"""Observability of a real mesh (Bookinfo, `mizzen up`, netns mode): traces across three sidecars, golden
+metrics / top / tap from the proxies themselves, a real Prometheus (Debian's) scraping with the config
+`mizzen prometheus-config` writes, bounded cardinality, and the console in headless Chromium."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mizzen.client import EnvoyAdmin, StateLayout
+from tests.e2e.mesh import ROOT, Mesh, can_run_netns, running_mesh
+from tests.telemetry.rig import free_port
+
+pytestmark = pytest.mark.e2e
+NET = ROOT / "examples" / "bookinfo" / "networking"
+TRACE_ALL = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{randomSamplingPercentage: 100}]
+"""
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    reason = can_run_netns()
+    if reason:
+        pytest.skip(reason)
+    with running_mesh(tmp_path_factory.mktemp("observability")) as m:
+        yield m
+
+
+def cli_json(mesh: Mesh, *args: str):
+    return json.loads(mesh.cli(*args, "-o", "json").stdout)
+
+
+def until(fn, timeout: float = 30, every: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"{what} not met within {timeout}s (last: {str(last)[:2000]})")
+
+
+def endpoints(mesh: Mesh) -> dict:
+    return json.loads(Path(StateLayout(str(mesh.state_dir)).controlplane_endpoints(0)).read_text())
+
+
+def scrape(mesh: Mesh, pod: str) -> str:
+    url = f"http://{endpoints(mesh)['monitoring']}/pods/{pod}/stats/prometheus"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
+# ---------------------------------------------------------------------------------------------- tracing
+
+def test_one_trace_across_productpage_reviews_and_ratings(mesh: Mesh) -> None:
+    mesh.apply_text(TRACE_ALL)
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")  # v3 calls ratings
+    mesh.wait_synced()
+    p = mesh.exec("sleep", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://productpage:9080/productpage")
+    assert p.stdout.strip() == "200", p.stdout + p.stderr
+
+    def found():
+        for t in cli_json(mesh, "traces", "--service", "ratings-v1"):
+            if {"productpage-v1", "reviews-v3", "ratings-v1"} <= set(t["services"]):
+                return t
+        return None
+    summary = until(found, 30, what="a trace through productpage, reviews and ratings")
+    trace = cli_json(mesh, "traces", summary["traceId"])
+    spans = {s["spanId"]: s for s in trace["spans"]}
+    assert all(s["traceId"] == summary["traceId"] for s in spans.values())
+
+    def server(service: str) -> dict:
+        (s,) = [s for s in spans.values() if s["service"] == service and s["kind"] == "SERVER"]
+        return s
+
+    def parent(s: dict) -> dict:
+        return spans[s["parentId"]]
+    pp, rv, rt = server("productpage-v1"), server("reviews-v3"), server("ratings-v1")
+    # each callee's server span is the child of its caller's client span, itself a child of the caller's
+    # server span: the chain of parents crosses the three sidecars
+    assert parent(rt)["service"] == "reviews-v3" and parent(rt)["kind"] == "CLIENT"
+    assert parent(parent(rt)) == rv
+    assert parent(rv)["service"] == "productpage-v1" and parent(rv)["kind"] == "CLIENT"
+    assert parent(parent(rv)) == pp
+    assert parent(pp)["service"] == "sleep" and parent(pp)["kind"] == "CLIENT"  # the caller's sidecar: the root
+    table = mesh.cli("traces", summary["traceId"]).stdout
+    assert "ratings-v1" in table and "SERVER" in table
+
+
+# ---------------------------------------------------------------------------------------------- stat, top, tap
+
+def test_stat_top_and_tap_on_live_traffic(mesh: Mesh) -> None:
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")
+    mesh.wait_synced()
+    stop = mesh.state_dir.parent / "stop-load"
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=180, stop_file=stop)
+    try:
+        def stat_rows():
+            rows = cli_json(mesh, "stat")
+            pp = [r for r in rows if r["name"] == "productpage-v1"]
+            return rows if pp and pp[0]["requests"] >= 40 else None
+        rows = until(stat_rows, 40, 1.0, what="productpage-v1 in mizzen stat")
+        for r in rows:  # the -o json contract
+            assert {"name", "namespace", "requests", "rps", "success_rate", "p50_ms", "p99_ms"} <= set(r), r
+        pp = next(r for r in rows if r["name"] == "productpage-v1")
+        # the rate is over the last minute (the window), so below the load's 20 rps until it filled the window
+        assert pp["namespace"] == "default" and pp["success_rate"] == 1.0 and 0.5 <= pp["rps"] <= 25, pp
+        assert 0 < pp["p50_ms"] <= pp["p99_ms"], pp
+        by_version = cli_json(mesh, "stat", "service", "reviews", "--by", "version")
+        assert {r["version"] for r in by_version} == {"v3"}, by_version  # the VirtualService sends all to v3
+        callers = cli_json(mesh, "stat", "service", "productpage", "--by", "caller")
+        assert [(r["caller"], r["caller_namespace"]) for r in callers] == [("sleep", "default")], callers
+        assert "SUCCESS" in mesh.cli("stat", "-n", "default").stdout
+
+        snaps = [json.loads(line) for line in mesh.cli("top", "productpage-v1", "--iterations", "2", "--interval", "1",
+                                                       "-o", "json").stdout.splitlines()]
+        assert len(snaps) == 2 and snaps[1]["replicas"] == 1
+        paths = {(p["direction"], p["path"]) for p in snaps[1]["paths"]}
+        assert {("inbound", "/productpage"), ("outbound", "/reviews/0"), ("outbound", "/details/0")} <= paths, paths
+        assert "PATH" in mesh.cli("top", "productpage-v1", "--iterations", "1").stdout
+
+        out = mesh.cli("tap", "productpage-v1", "--path", "/reviews", "--max", "3", "--seconds", "30", "-o", "json")
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert len(rows) == 3, out.stdout + out.stderr
+        for r in rows:
+            assert r["method"] == "GET" and r["path"].startswith("/reviews") and r["status"] == 200, r
+            assert r["source"] == "productpage-v1.default" and r["destination"].startswith("reviews-v3"), r
+            assert r["authority"].startswith("reviews") and r["latencyMs"] is not None, r
+        assert "stopped by count" in out.stderr
+        table = mesh.cli("tap", "productpage-v1", "--path", "/productpage", "--max", "2", "--seconds", "30").stdout
+        # an inbound request: from the caller's workload to this one's app
+        assert "sleep.default" in table and "productpage-v1.default" in table, table
+    finally:
+        stop.touch()
+        load.wait(120)
+    bad = mesh.cli("tap", "no-such-workload", check=False)
+    assert bad.returncode == 1 and "no running sidecar of workload default/no-such-workload" in bad.stderr, bad.stderr
+    assert "--path must start with '/'" in mesh.cli("tap", "productpage-v1", "--path", "x", check=False).stderr
+
+    # nothing is tapped while nobody watches: Envoy's tap counters stand still under traffic
+    admin = EnvoyAdmin(StateLayout(str(mesh.state_dir)).pod("productpage-v1-0").admin_socket)
+
+    def tapped() -> int:
+        stats = admin.get_json("/stats?format=json&filter=tap.rq_tapped").get("stats", [])
+        return sum(int(s.get("value") or 0) for s in stats if "value" in s)
+    before = tapped()
+    assert before > 0
+    mesh.load("sleep", "http://productpage:9080/productpage", count=20)
+    assert tapped() == before
+
+
+# ---------------------------------------------------------------------------------------------- Prometheus
+
+@pytest.fixture(scope="module")
+def prometheus(mesh: Mesh):
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("needs Debian's prometheus (make sysdeps)")
+    work = Path(tempfile.mkdtemp(prefix="mizzen-e2e-prom-"))
+    mesh.cli("prometheus-config", "-o", str(work / "prometheus.yml"), "--scrape-interval", "2s")
+    port = free_port()
+    log = open(work / "prometheus.log", "wb")
+    proc = subprocess.Popen([binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h",
+                             "--web.enable-lifecycle"], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready():
+            try:
+                with urllib.request.urlopen(base + "/-/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return proc.poll() is not None and pytest.fail((work / "prometheus.log").read_text()[-2000:])
+        until(ready, 60, what="prometheus ready")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def query(base: str, promql: str) -> list[dict]:
+    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        data = json.loads(r.read())
+    assert data["status"] == "success", data
+    return data["data"]["result"]
+
+
+def test_prometheus_sees_the_applied_split(mesh: Mesh, prometheus: str) -> None:
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-90-10.yaml")
+    mesh.wait_synced()
+
+    def targets_up():
+        with urllib.request.urlopen(prometheus + "/api/v1/targets", timeout=10) as r:
+            active = json.loads(r.read())["data"]["activeTargets"]
+        up = {(t["labels"]["job"], t["labels"].get("instance")) for t in active if t["health"] == "up"}
+        return up if ("mizzen-controlplane", "controlplane") in up and ("mizzen-sidecars", "reviews-v1-0") in up \
+            and len([u for u in up if u[0] == "mizzen-sidecars"]) == 7 else None
+    until(targets_up, 60, 1.0, what="every sidecar and the control plane scraped")
+    stop = mesh.state_dir.parent / "stop-load-prometheus"
+    load = mesh.load_background("sleep", "http://reviews:9080/reviews/0", rps=40, seconds=150, stop_file=stop)
+    try:
+        promql = 'sum(rate(istio_requests_total{destination_service=~"reviews.*"}[30s])) by (destination_version)'
+
+        seen: list = []
+
+        def split():
+            # versions that got traffic earlier and none now stay in the result with a rate of 0
+            res = {r["metric"].get("destination_version"): float(r["value"][1]) for r in query(prometheus, promql)
+                   if float(r["value"][1]) > 0}
+            seen[:] = [res, query(prometheus, "count(istio_requests_total)")]
+            total = sum(res.values())
+            return res if total > 0 and len(res) == 2 and time.monotonic() - t0 > 35 else None
+        t0 = time.monotonic()
+        try:
+            res = until(split, 90, 2.0, what="a 90/10 split in Prometheus")
+        except AssertionError:
+            raise AssertionError(f"no 90/10 split in Prometheus within 90 s: {seen}") from None
+    finally:
+        stop.touch()
+        load.wait(120)
+    total = sum(res.values())
+    shares = {v: x / total for v, x in res.items()}
+    assert set(shares) == {"v1", "v2"}, res
+    assert 0.84 <= shares["v1"] <= 0.96 and 0.04 <= shares["v2"] <= 0.16, shares
+    # the control plane's own metrics are there too
+    assert query(prometheus, 'mizzen_xds_connected_proxies{job="mizzen-controlplane"}')
+    assert query(prometheus, "sum(mizzen_xds_push_latency_seconds_count) > 0")
+
+
+# ---------------------------------------------------------------------------------------------- cardinality
+
+def test_a_thousand_distinct_paths_keep_the_series_count_flat(mesh: Mesh) -> None:
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-all-v1.yaml")  # one edge: sleep -> v1
+    mesh.wait_synced()
+    mesh.load("sleep", "http://reviews:9080/reviews/0", count=20)
+    time.sleep(2.5)  # Envoy flushes the access-log stream every second
+
+    def series(pod: str) -> set[str]:
+        return {ln.split(" ")[0] for ln in scrape(mesh, pod).splitlines() if ln.startswith("istio_")}
+    before = {p: series(p) for p in ("sleep-0", "reviews-v1-0")}
+    code = ("import urllib.request\n"
+            "for i in range(1000):\n"
+            "    urllib.request.urlopen(f'http://reviews:9080/reviews/{i}?q=p{i}', timeout=10).read()\n")
+    p = mesh.exec("sleep", "python3", "-c", code, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    time.sleep(2.5)
+    for pod, old in before.items():
+        text = scrape(mesh, pod)
+        now = {ln.split(" ")[0] for ln in text.splitlines() if ln.startswith("istio_")}
+        assert now == old, (pod, sorted(now - old)[:5])
+        assert "/reviews/999" not in text and "q=p" not in text  # no path ever becomes a label
+
+
+# ---------------------------------------------------------------------------------------------- the console
+
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from tests.console.conftest import browser, shot  # noqa: E402,F401  (the headless Chromium fixture)
+
+SQUAT = """apiVersion: mizzen.dev/v1
+kind: EnvoyPatch
+metadata: {name: squat-9080, namespace: default}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  patches:
+  - applyTo: LISTENER
+    operation: ADD
+    value:
+      name: squatter
+      address: {socket_address: {address: 0.0.0.0, port_value: 9080}}
+      filter_chains:
+      - filters:
+        - name: envoy.filters.network.tcp_proxy
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+            stat_prefix: squatter
+            cluster: BlackHoleCluster
+"""
+
+
+def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:  # noqa: F811
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-90-10.yaml")
+    mesh.wait_synced()
+    url = mesh.cli("dashboard", "--no-browser").stdout.strip()
+    assert "/topology?token=" in url
+    base = url.split("/topology")[0]
+    browser.get(base + "/topology")
+    assert "Not signed in" in browser.page_source  # no token, no console
+    browser.get(url)  # sets the session cookie and drops the token from the address
+    WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#topology-graph canvas")))
+    assert "token" not in browser.current_url
+
+    stop = mesh.state_dir.parent / "stop-load-console"
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=180, stop_file=stop)
+    try:
+        seen: list = []
+
+        def split(_):
+            browser.get(base + "/topology")
+            shares = browser.execute_script(
+                "return window.mizzenGraph ? window.mizzenGraph.edges().filter(e => e.data('kind') == 'split' && "
+                "e.data('source') == 's:reviews.default.svc.cluster.local').map(e => "
+                "[e.data('version'), e.data('share'), e.data('requests')]) : [];")
+            call = browser.execute_script(
+                "var e = window.mizzenGraph.getElementById("
+                "'w:default/productpage-v1->s:reviews.default.svc.cluster.local'); return e.length ? e.data() : null;")
+            seen[:] = [shares, call]
+            return call and sum(r for _, _, r in shares) >= 300 and {v for v, _, _ in shares} == {"v1", "v2"}
+        try:
+            WebDriverWait(browser, 120, 2).until(split)
+        except Exception:
+            raise AssertionError(f"no productpage -> reviews edge with a v1/v2 split: {seen}") from None
+        shares, call = seen
+        share = {v: s for v, s, _ in shares}
+        assert 0.8 <= share["v1"] <= 0.97 and 0.03 <= share["v2"] <= 0.2, shares  # the applied 90/10
+        assert call["kind"] == "call" and call["success_rate"] == 1.0 and call["health"] == "ok", call
+        rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#edges tbody tr")]
+        assert any(r.startswith("productpage-v1.default reviews.default call") for r in rows), rows
+        shot(browser, tmp_path, "topology")
+    finally:
+        stop.touch()
+        load.wait(120)
+
+    # a NACKed proxy shows Envoy's own error: a listener that cannot bind (the app holds port 9080); Envoy's
+    # `--mode validate`, which checks an EnvoyPatch at apply, does not bind, so only the sidecar can refuse it
+    mesh.apply_text(SQUAT)
+    try:
+        def nacked(_):
+            browser.get(base + "/proxies")
+            return "NACKED" in browser.find_element(By.ID, "proxies").text
+        WebDriverWait(browser, 60, 1).until(nacked)
+        table = browser.find_element(By.ID, "proxies")
+        row = next(r for r in table.find_elements(By.CSS_SELECTOR, "tbody tr") if "ratings-v1-0" in r.text)
+        err = row.find_element(By.CLASS_NAME, "nack-error").text
+        assert "9080" in err and ("cannot bind" in err or "Address already in use" in err), err
+        shot(browser, tmp_path, "proxies-nacked")
+    finally:
+        mesh.cli("delete", "envoypatch", "squat-9080")
+    mesh.wait_synced()
+
+    # an invalid VirtualService typed into the editor: the field error is shown and nothing changes
+    before = mesh.api_get("/api/v1/resources/VirtualService/default/reviews")
+    browser.get(base + "/config/VirtualService/default/reviews")
+    editor = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "editor")))
+    text = editor.get_attribute("value")
+    assert "weight: 90" in text
+    browser.execute_script("arguments[0].value = arguments[1];", editor, text.replace("weight: 90", "weight: 95"))
+    browser.find_element(By.ID, "apply").click()
+    issues = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "issues")))
+    assert "spec.http[0]" in issues.text and "sum to 105, must be 100" in issues.text, issues.text
+    shot(browser, tmp_path, "editor-invalid")
+    assert mesh.api_get("/api/v1/resources/VirtualService/default/reviews") == before
