@@ -52,6 +52,9 @@ class AgentConfig:
     # "unix:/abs/api.sock", "host:port" or "http://host:port"; None: no registration; a list (a tuple here):
     # every replica's REST API, tried in order
     api_address: str | tuple[str, ...] | None = None
+    # the global rate-limit service(s) Envoy's rate-limit filter calls ("unix:/abs/ratelimit.sock" or
+    # "host:port"; a list: one per replica); told to the control plane in the node metadata
+    ratelimit_address: str | tuple[str, ...] | None = None
     admin_socket: str = ""  # default: <workDir>/admin.sock
     control_socket: str = ""  # the agent's control API; default: <workDir>/agent.sock
     work_dir: str = ""  # default: the directory of agent.json
@@ -92,6 +95,10 @@ class AgentConfig:
     def api_addresses(self) -> tuple[str, ...]:
         """Every control-plane replica's REST API address, in the order to try them (none: no registration)."""
         return addresses(self.api_address)
+
+    @property
+    def ratelimit_addresses(self) -> tuple[str, ...]:
+        return addresses(self.ratelimit_address)
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -224,6 +231,8 @@ class AgentConfig:
             parse_address(a, "xdsAddress")
         for a in self.api_addresses:
             parse_address(a, "apiAddress")
+        for a in self.ratelimit_addresses:
+            parse_address(a, "ratelimitAddress")
         if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
             bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if len(self.control_socket.encode()) > UNIX_PATH_MAX:
@@ -265,8 +274,8 @@ def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
 
 
 # ---------------------------------------------------------------------- helpers
-_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "withdraw_delay_seconds",
-             "parent_shutdown_seconds"}
+_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ratelimit_address",
+             "withdraw_delay_seconds", "parent_shutdown_seconds"}
 _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
         "max_downstream_connections"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
@@ -306,7 +315,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if not isinstance(v, (list, tuple)):
                 raise ValueError
             return tuple(int(p) for p in v)
-        if name in ("xds_address", "api_address") and isinstance(v, (list, tuple)):
+        if name in ("xds_address", "api_address", "ratelimit_address") and isinstance(v, (list, tuple)):
             if not v or not all(isinstance(a, str) and a for a in v):
                 raise ValueError
             return v[0] if len(v) == 1 else tuple(v)

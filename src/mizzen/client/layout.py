@@ -6,7 +6,10 @@
     controlplane[-<i>].pid           each replica's PID (written by the replica)
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
-    logs/                            runner.log, controlplane[-<i>].log
+    logs/                            runner.log, controlplane[-<i>].log, ratelimit[-<i>].log, redis.log
+    ratelimit[-<i>].sock             the global rate-limit service replica i (gRPC), and
+    ratelimit[-<i>]-admin.sock         its admin HTTP (healthz, stats, limits)
+    redis/, redis.sock               a managed redis-server's dir and socket (`mizzen up --ratelimit-redis managed`)
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), base-id, envoy.log, access.log, agent.log, app.log
 
@@ -19,7 +22,9 @@ from dataclasses import dataclass
 
 ENVOY_UID = 1337  # Envoy runs as this uid (Istio's convention): excluded from capture, owns the pod dirs
 MAX_CONTROL_PLANES = 3
+MAX_RATELIMIT_REPLICAS = 4
 CONTROLPLANE = "controlplane"
+RATELIMIT = "ratelimit"
 
 
 def replica_name(replica: int) -> str:
@@ -132,6 +137,37 @@ class StateLayout:
     def controlplane_log(self, replica: int = 0) -> str:
         return os.path.join(self.logs_dir, f"{replica_name(replica)}.log")
 
+    # ------------------------------------------------------------------ rate-limit service
+    def ratelimit_name(self, replica: int = 0) -> str:
+        """ratelimit, ratelimit-1, ... (as `mizzen status` names them)."""
+        if not 0 <= replica < MAX_RATELIMIT_REPLICAS:
+            raise ValueError(f"rate-limit replica {replica} out of range 0..{MAX_RATELIMIT_REPLICAS - 1}")
+        return RATELIMIT if replica == 0 else f"{RATELIMIT}-{replica}"
+
+    def ratelimit_socket(self, replica: int = 0) -> str:
+        return self._f(f"{self.ratelimit_name(replica)}.sock")
+
+    def ratelimit_sockets(self, replicas: int) -> list[str]:
+        return [self.ratelimit_socket(i) for i in range(replicas)]
+
+    def ratelimit_admin_socket(self, replica: int = 0) -> str:
+        return self._f(f"{self.ratelimit_name(replica)}-admin.sock")
+
+    def ratelimit_log(self, replica: int = 0) -> str:
+        return os.path.join(self.logs_dir, f"{self.ratelimit_name(replica)}.log")
+
+    @property
+    def redis_dir(self) -> str:
+        return self._f("redis")
+
+    @property
+    def redis_socket(self) -> str:
+        return self._f("redis.sock")
+
+    @property
+    def redis_log(self) -> str:
+        return os.path.join(self.logs_dir, "redis.log")
+
     # ------------------------------------------------------------------ runner
     @property
     def runner_pid(self) -> str:
@@ -174,4 +210,6 @@ class StateLayout:
         out = [self.store_db, self.store_db + "-wal", self.store_db + "-shm", self.status_file, self.runner_socket]
         for i in range(MAX_CONTROL_PLANES):
             out += [self.api_socket(i), self.xds_socket(i)]
-        return out
+        for i in range(MAX_RATELIMIT_REPLICAS):
+            out += [self.ratelimit_socket(i), self.ratelimit_admin_socket(i)]
+        return out + [self.redis_socket]

@@ -48,12 +48,23 @@ def _echo_err(msg: str) -> None:
 @click.option("--control-planes", type=click.IntRange(1, 3), default=1, show_default=True,
               help="control-plane replicas on the same store (api.sock/xds.sock, then api-<i>.sock/xds-<i>.sock); "
                    "every sidecar lists them all and fails over when one dies")
+@click.option("--ratelimit/--no-ratelimit", default=True, show_default=True,
+              help="run the global rate-limit service (`mizzen ratelimit`, on STATE/ratelimit.sock) for "
+                   "RateLimits with mode: global")
+@click.option("--ratelimit-redis", default=None, metavar="URL|managed",
+              help="keep its counters in Redis (redis://HOST:PORT/DB), or 'managed': a redis-server the runner "
+                   "starts on STATE/redis.sock; default: in memory (one replica)")
+@click.option("--ratelimit-replicas", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="rate-limit service replicas (ratelimit.sock, ratelimit-1.sock, ...; needs --ratelimit-redis); "
+                   "every sidecar lists them all")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
-       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int) -> None:
+       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
+       ratelimit: bool, ratelimit_redis: str | None, ratelimit_replicas: int) -> None:
     """Start a mesh from MESH.yaml: control plane, a pod per workload replica with its sidecar, the apps."""
     runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
                     drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
-                    app_stop_seconds=app_stop_seconds, control_planes=control_planes)
+                    app_stop_seconds=app_stop_seconds, control_planes=control_planes, ratelimit=ratelimit,
+                    ratelimit_replicas=ratelimit_replicas, ratelimit_redis=ratelimit_redis)
     try:
         result = runner.preflight()
     except InvalidConfig as e:

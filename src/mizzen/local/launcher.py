@@ -53,6 +53,8 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
         concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
         envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
+        ratelimit_address=_addresses(layout.ratelimit_sockets(options.ratelimit_replicas))
+        if options.ratelimit else None,
     )
     cfg.validate()
     return cfg

@@ -15,3 +15,6 @@ class Options:
     withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS
     app_stop_seconds: float = APP_STOP_SECONDS
     control_planes: int = 1
+    ratelimit: bool = True  # run the global rate-limit service (local/ratelimit.py)
+    ratelimit_replicas: int = 1
+    ratelimit_redis: str | None = None  # a Redis URL, "managed", or None (counters in memory)

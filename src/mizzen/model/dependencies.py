@@ -24,16 +24,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api.base import Resource, ResourceKey
+from . import ratelimits
 from .labels import labels_match, scoped_to
 from .snapshot import ConfigIndex, SidecarScope, Snapshot
 from .types import Proxy
 
 # Kinds whose changes are seen as changed hosts (the host-keyed indexes of ConfigIndex are compared).
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
-# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates;
-# a RateLimit: read by the rate-limit service only, until its HTTP filter lands — then it moves to PROXY_KINDS
-# (workloadSelector) and to the hosts it names).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit"})
+# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates).
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:
@@ -52,6 +51,8 @@ def selected(r: Resource, proxy: Proxy) -> bool:
 PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     "Telemetry": selected,
     "EnvoyPatch": selected,
+    # workloadSelector: the proxies it selects; a `host` RateLimit acts through its host (see diff)
+    "RateLimit": ratelimits.selects,
 }
 
 
@@ -119,6 +120,8 @@ def affected(change: Change, proxy: Proxy, old: Snapshot | None, new: Snapshot) 
             applies = PROXY_KINDS.get(r.kind)
             if applies is None or applies(r, proxy):
                 return True
+    if old.endpoints is not new.endpoints and ratelimits.view_inputs(old, proxy) != ratelimits.view_inputs(new, proxy):
+        return True  # a rate-limit share or a caller identity table it uses changed with the registry
     return False
 
 
@@ -141,6 +144,9 @@ def diff(old: Snapshot | None, new: Snapshot) -> Change:
                     x, y = before.get(k), after.get(k)
                     if x is None or y is None or x.revision != y.revision:
                         resources += [r for r in (x, y) if r is not None]
+                        if kind == "RateLimit":  # a `host` RateLimit changes what the host's callers render
+                            hosts.update(h for h in (ratelimits.target_host(oc, x) if x else None,
+                                                     ratelimits.target_host(nc, y) if y else None) if h)
             elif _revs(a) != _revs(b):
                 return EVERYTHING
         if oc.services is not nc.services:

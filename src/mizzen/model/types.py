@@ -86,6 +86,9 @@ class Proxy:
     port_map: tuple[tuple[int, int], ...] = ()  # loopback mode: container port -> app's real port
     service_account: str = "default"
     locality: str = ""  # region/zone/subzone (node metadata LOCALITY; Envoy's node.locality too)
+    # where this sidecar reaches the global rate-limit service: "unix:/abs/path" or "host:port", one per replica
+    # (node metadata RATELIMIT_ADDRESS; empty: none known)
+    ratelimit_address: tuple[str, ...] = ()
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -123,6 +126,7 @@ class Proxy:
             port_map=tuple(sorted((_int(a, 0), _int(b, 0)) for a, b in (m.get("PORT_MAP") or {}).items())),
             service_account=str(m.get("SERVICE_ACCOUNT", "default")),
             locality=str(m.get("LOCALITY", "")),
+            ratelimit_address=_addresses(m.get("RATELIMIT_ADDRESS")),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -134,7 +138,16 @@ class Proxy:
             "INBOUND_PORT": str(self.inbound_port), "APP_HOST": self.app_host,
             "PORT_MAP": {str(a): str(b) for a, b in self.port_map}, "SERVICE_ACCOUNT": self.service_account,
             **({"LOCALITY": self.locality} if self.locality else {}),
+            **({"RATELIMIT_ADDRESS": list(self.ratelimit_address)} if self.ratelimit_address else {}),
         }
+
+
+def _addresses(v: Any) -> tuple[str, ...]:
+    """A metadata address list: a list, or one string (comma-separated allowed)."""
+    if not v:
+        return ()
+    items = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    return tuple(str(a).strip() for a in items if str(a).strip())
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, po
               redis_url: str | None, redis_timeout: float, admin_socket: str | None, admin_port: str | None,
               poll_interval: float, delay_mode: str, log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
+    from ..client.layout import StateLayout
     from ..server.ratelimit import Settings, run
     from ..server.ratelimit_source import ApiSource, FileSource, api_sockets
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = FileSource(limits_file) if limits_file else ApiSource(api_sockets(os.path.abspath(state_dir)))
     if not unix_path and not port:
-        unix_path = os.path.join(os.path.abspath(state_dir), "ratelimit.sock")
+        unix_path = StateLayout(state_dir).ratelimit_socket()
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),
                         poll_interval, delay_mode)
     asyncio.run(run(settings))

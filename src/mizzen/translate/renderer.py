@@ -18,6 +18,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..model import ratelimits
 from ..model.dependencies import Change
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot
@@ -53,7 +54,8 @@ class HostResources:
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
-            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality)
+            proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality,
+            ratelimits.view_inputs(snap, proxy))
 
 
 class Renderer:

@@ -42,12 +42,13 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from ...api.virtual_service import HTTPRoute
 from ...model.services import Service
-from . import accesslog, cors, fault, router
+from . import accesslog, cors, fault, ratelimit, router
 from .base import Chain, Feature, ViewContext
 
 # The table, in HCM filter order (the router is terminal: last).
 FEATURES: tuple[Feature, ...] = (
     cors.FEATURE,
+    ratelimit.FEATURE,
     fault.FEATURE,
     accesslog.FEATURE,
     router.FEATURE,
