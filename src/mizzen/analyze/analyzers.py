@@ -12,6 +12,7 @@ from ..api.base import Resource
 from ..api.virtual_service import HTTPMatchRequest
 from ..model.services import port_protocol
 from ..model.snapshot import ConfigIndex, labels_match
+from . import ratelimit
 
 ERROR, WARNING, INFO = "Error", "Warning", "Info"
 
@@ -192,7 +193,7 @@ def delegates(idx: ConfigIndex) -> Iterable[Message]:
 ANALYZERS: tuple[Analyzer, ...] = (
     referenced_hosts_and_subsets, referenced_gateways, conflicting_virtual_services, shadowed_routes, weights,
     port_names, conflicting_sidecars, delegates,
-)
+) + (ratelimit.analyzer_for(Message),)
 
 
 def analyze(resources: Iterable[Resource]) -> list[Message]:

@@ -28,7 +28,7 @@ def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str,
     if use_mesh:
         try:
             for kind in ("VirtualService", "DestinationRule", "ServiceEntry", "Sidecar", "Gateway", "Service",
-                         "Workload"):
+                         "Workload", "RateLimit"):
                 for d in ApiClient(state_dir).list_resources(kind):
                     r = from_dict(d)
                     resources[r.key] = r
