@@ -361,20 +361,38 @@ def test_failure_modes_when_the_service_or_redis_fails(mesh: Mesh) -> None:
         while component(mesh, "ratelimit")["state"] != "running" or component(mesh, "ratelimit")["pid"] == reps[0]:
             assert time.monotonic() < deadline, component(mesh, "ratelimit")
             time.sleep(0.5)
-        # Redis killed: the runner restarts it; meanwhile each limit's failureMode (counted by the services)
+        # Redis hung (SIGSTOP, 3 s, while load flows): each limit's failureMode, counted and logged by the services
         redis = component(mesh, "redis")
+        bg = subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(mesh.state_dir),
+                               "caller-b", "--", *load_argv("/closed", 20, 7, 6, None)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # the load is running
+        os.kill(redis["pid"], signal.SIGSTOP)
+        try:
+            time.sleep(3)
+        finally:
+            os.kill(redis["pid"], signal.SIGCONT)
+        stdout, stderr = bg.communicate(timeout=120)
+        assert bg.returncode == 0, stdout + stderr
+        during = json.loads(stdout.strip().splitlines()[-1])
+        # Redis killed: the runner restarts it (its counters are gone) and enforcement resumes
         os.kill(redis["pid"], signal.SIGKILL)
-        during = load(mesh, "caller-b", "/open", 20, 3)
         while component(mesh, "redis")["state"] != "running" or component(mesh, "redis")["pid"] == redis["pid"]:
             assert time.monotonic() < deadline + 60, component(mesh, "redis")
             time.sleep(0.5)
         time.sleep(1.5)  # the services' fast-fail window ends, they reconnect
         again = load(mesh, "caller-b", "/open", 20, 4)
-        stats = [rls_get(mesh, r, "/stats")["service"] for r in (0, 1)]
+        stats = [rls_get(mesh, r, "/stats") for r in (0, 1)]
+        logs = "".join(Path(component(mesh, n)["log"]).read_text(errors="replace") for n in ("ratelimit", "ratelimit-1"))
     finally:
         unlimit(mesh, "open", "closed")
-    assert only(during, "200", "429"), during
-    assert sum(s.get("backend_errors", 0) for s in stats) > 0 and all(s.get("backend_up") == 1 for s in stats), stats
+    # /closed is 100/s with failureMode deny: 200 while Redis answers, 429 (Retry-After: 1) while it hangs
+    assert only(during, "200", "429") and during["status"].get("429", 0) >= 10, during
+    service = [st["service"] for st in stats]
+    denied = sum(st["limits"].get("default/closed/closed", {}).get("failure_mode_denied", 0) for st in stats)
+    assert sum(s.get("backend_errors", 0) for s in service) > 0 and denied >= 10, stats
+    assert all(s.get("backend_up") == 1 for s in service), service
+    assert "answering with each limit's failureMode" in logs and "enforcing limits again" in logs
     assert only(again, "200", "429") and again["status"].get("429", 0) > 0 and ok(again) <= 5 + 5 * 4 + 8, again
 
 

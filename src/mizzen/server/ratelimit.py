@@ -27,7 +27,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
-from ..ratelimit import engine
+from ..ratelimit import engine, wire
 from ..ratelimit.algorithms import Decision
 from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
@@ -122,11 +122,29 @@ class RateLimitService:
     async def should_rate_limit(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
         descs = [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
                  for d in req.descriptors]
-        checks = engine.plan(self.table, req.domain, descs, req.hits_addend)
+        return to_proto(await self.answer(req.domain, descs, req.hits_addend))
+
+    async def should_rate_limit_bytes(self, request: bytes) -> bytes:
+        """The same on the wire: a serialized RateLimitRequest in, a RateLimitResponse out (ratelimit/wire.py)."""
+        domain, descs, hits = wire.decode_request(request)
+        return wire.encode_response(await self.answer(domain, descs, hits))
+
+    def should_rate_limit_sync(self, request: bytes) -> bytes:
+        """For a thread-pool server, in-memory counters only (the benchmark's `sync` variant)."""
+        domain, descs, hits = wire.decode_request(request)
+        checks = engine.plan(self.table, domain, descs, hits)
+        decisions = self.backend.counters.run(checks, self.backend.clock()) \
+            if any(c.limit is not None for c in checks) else [None] * len(checks)
+        answer = engine.respond(checks, decisions)
+        self.stats.record(checks, answer)
+        return wire.encode_response(answer)
+
+    async def answer(self, domain: str, descs: list, hits_addend: int) -> Answer:
+        checks = engine.plan(self.table, domain, descs, hits_addend)
         if not any(c.limit is not None for c in checks):
             answer = engine.respond(checks, [None] * len(checks))
             self.stats.record(checks, answer)
-            return to_proto(answer)
+            return answer
         try:
             decisions = await self.backend.run(checks)
         except Exception as e:  # BackendUnavailable, or anything unexpected: never leave Envoy without an answer
@@ -135,13 +153,13 @@ class RateLimitService:
             self.stats.service["backend_errors"] += 1
             answer = engine.fail(checks)
             self.stats.record(checks, answer, failed=True)
-            return to_proto(answer)
+            return answer
         answer = engine.respond(checks, decisions)
         self.stats.record(checks, answer)
         if answer.delay > 0 and self.delay_mode == "hold":
             await asyncio.sleep(answer.delay)
             answer.request_headers = [h for h in answer.request_headers if h[0] != engine.DELAY_HEADER]
-        return to_proto(answer)
+        return answer
 
 
 class _Servicer(rls_pb2_grpc.RateLimitServiceServicer):
@@ -153,10 +171,26 @@ class _Servicer(rls_pb2_grpc.RateLimitServiceServicer):
         return await self.service.should_rate_limit(request)
 
 
+METHOD = "ShouldRateLimit"
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+
+
+def _raw_handler(service: RateLimitService) -> grpc.GenericRpcHandler:
+    """ShouldRateLimit on raw bytes: no generated message classes on the hot path (ratelimit/wire.py)."""
+    async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await service.should_rate_limit_bytes(request)
+
+    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(call)})
+
+
 async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
-                     tcp: tuple[str, int] | None = None) -> grpc.aio.Server:
+                     tcp: tuple[str, int] | None = None, codec: str = "wire") -> grpc.aio.Server:
+    """codec `wire`: the hand-written codec on a generic handler (default); `protobuf`: the generated servicer."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
+    if codec == "wire":
+        server.add_generic_rpc_handlers((_raw_handler(service),))
+    else:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
     if unix_path:
         if len(os.fsencode(unix_path)) > UNIX_PATH_MAX:
             raise RuntimeError(f"unix socket path too long for gRPC ({len(unix_path)} > {UNIX_PATH_MAX} bytes): "
@@ -171,6 +205,25 @@ async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
     await server.start()
     if unix_path:
         os.chmod(unix_path, 0o666)  # sidecars run Envoy as uid 1337
+    return server
+
+
+def start_sync_grpc(service: RateLimitService, threads: int, *, unix_path: str | None = None,
+                    tcp: tuple[str, int] | None = None) -> grpc.Server:
+    """The synchronous gRPC server with a thread pool (the benchmark compares it with grpc.aio)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(service.backend, MemoryBackend):
+        raise RuntimeError("--server sync works with the in-memory backend only")
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads),
+                         options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: service.should_rate_limit_sync(request))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+    if unix_path:
+        server.add_insecure_port(f"unix:{unix_path}")
+    if tcp:
+        server.add_insecure_port(f"{tcp[0]}:{tcp[1]}")
+    server.start()
     return server
 
 
@@ -217,6 +270,9 @@ class Settings:
     admin_tcp: tuple[str, int] | None = None
     poll_interval: float = 1.0
     delay_mode: str = "header"
+    codec: str = "wire"
+    server: str = "aio"  # aio | sync (a thread-pool gRPC server, in-memory counters only; for comparison)
+    threads: int = 8
 
 
 async def run(settings: Settings) -> None:
@@ -236,7 +292,10 @@ async def run(settings: Settings) -> None:
         admin = await serve(admin_app(service, lambda: ready), settings.admin_unix, settings.admin_tcp)
     log.info("loading limits from %s", settings.source.describe())
     service.set_table(await ratelimit_source.first_load(settings.source))
-    server = await start_grpc(service, unix_path=settings.unix_path, tcp=settings.tcp)
+    if settings.server == "sync":
+        server: Any = start_sync_grpc(service, settings.threads, unix_path=settings.unix_path, tcp=settings.tcp)
+    else:
+        server = await start_grpc(service, unix_path=settings.unix_path, tcp=settings.tcp, codec=settings.codec)
     ready = True
     where = ", ".join(x for x in (settings.unix_path and f"unix:{settings.unix_path}",
                                   settings.tcp and f"{settings.tcp[0]}:{settings.tcp[1]}") if x)
@@ -250,7 +309,9 @@ async def run(settings: Settings) -> None:
         await stop.wait()
     finally:
         watcher.cancel()
-        await server.stop(1.0)
+        stopped = server.stop(1.0)
+        if asyncio.iscoroutine(stopped):
+            await stopped
         if admin is not None:
             await admin.cleanup()
         await backend.close()
