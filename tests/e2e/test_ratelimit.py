@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mizzen.client import StateLayout, unix_request
 
@@ -75,13 +76,13 @@ def limit(m: Mesh, text: str) -> None:
     """Apply RateLimit(s), then wait until every sidecar ACKed and both services serve the global ones."""
     m.apply_text(text)
     m.wait_synced()
-    names = [ln.split("name:", 1)[1].split(",")[0].split("}")[0].strip() for ln in text.splitlines()
-             if ln.startswith("metadata:")]
-    want = {f"default/{n}/" for n in names}
+    docs = [yaml.safe_load(d) for d in text.split("\n---\n")]
+    want = {f"default/{d['metadata']['name']}/{lim['name']}" for d in docs if d["spec"].get("mode") == "global"
+            for lim in d["spec"]["limits"]}
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if all(all(any(i["id"].startswith(w) for i in rls_get(m, r, "/limits")["items"]) for w in want)
-               for r in (0, 1)) or "mode: global" not in text:
+        served = [{(i["id"], i["limit"], i["algorithm"]) for i in rls_get(m, r, "/limits")["items"]} for r in (0, 1)]
+        if all(want <= {lid for lid, _, _ in s} for s in served) and served[0] == served[1]:
             return
         time.sleep(0.3)
     raise AssertionError(f"rate-limit services do not serve {want}")
@@ -138,6 +139,18 @@ def only(r: dict, *codes: str) -> bool:
 
 def near(got: float, want: float, tol: float = TOL) -> bool:
     return want * (1 - tol) <= got <= want * (1 + tol)
+
+
+def flowing(m: Mesh, n: int = 20, timeout: float = 60) -> None:
+    """Wait until the rate-limit services answered `n` more calls: a background load has really started
+    (`mizzen exec` alone can take seconds on a busy machine)."""
+    def calls() -> float:
+        return sum(rls_get(m, r, "/stats")["service"].get("requests", 0) for r in (0, 1))
+
+    start, deadline = calls(), time.monotonic() + timeout
+    while calls() < start + n:
+        assert time.monotonic() < deadline, "the load did not start"
+        time.sleep(0.2)
 
 
 def component(m: Mesh, name: str) -> dict:
@@ -366,7 +379,7 @@ def test_failure_modes_when_the_service_or_redis_fails(mesh: Mesh) -> None:
         bg = subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(mesh.state_dir),
                                "caller-b", "--", *load_argv("/closed", 20, 7, 6, None)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)  # the load is running
+        flowing(mesh)
         os.kill(redis["pid"], signal.SIGSTOP)
         try:
             time.sleep(3)
@@ -422,7 +435,8 @@ spec:
     procs = [subprocess.Popen(argv(p), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for p in ("/hot/g", "/hot/l")]
     try:
-        time.sleep(5)
+        flowing(mesh)
+        time.sleep(3)
         limit(mesh, text % (15, "gcra", 8))
         time.sleep(5)
         limit(mesh, text % (10, "sliding_window", 20))

@@ -106,7 +106,7 @@ def main() -> None:
         t.start()
     for t in threads:
         t.join(timeout=seconds + 30)
-    n = int(seconds + 0.999)
+    n = int(min(seconds, time.monotonic() - start) + 0.999)  # a stop file may end the run early
     print(json.dumps({
         "total": sum(status.values()) + sum(errors.values()), "status": dict(status), "errors": dict(errors),
         "ok_per_second": [per_second.get(i, 0) for i in range(n)],
