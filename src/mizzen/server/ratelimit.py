@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -36,6 +37,7 @@ from ..ratelimit.table import CompiledLimit, LimitTable
 from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.ratelimit")
+PLAN_CACHE = 50000  # distinct request byte strings remembered (decoded and planned) per table
 
 _UNITS = ((1.0, rls_pb2.RateLimitResponse.RateLimit.SECOND), (60.0, rls_pb2.RateLimitResponse.RateLimit.MINUTE),
           (3600.0, rls_pb2.RateLimitResponse.RateLimit.HOUR), (86400.0, rls_pb2.RateLimitResponse.RateLimit.DAY))
@@ -112,6 +114,9 @@ class RateLimitService:
     table: LimitTable = field(default_factory=LimitTable)
     delay_mode: str = "header"
     stats: Stats = field(default_factory=Stats)
+    _plans: dict = field(default_factory=dict, repr=False)
+    _plans_of: Any = field(default=None, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def set_table(self, table: LimitTable) -> None:
         if table.version != self.table.version:
@@ -120,27 +125,41 @@ class RateLimitService:
         self.table = table
 
     async def should_rate_limit(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
-        descs = [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
-                 for d in req.descriptors]
-        return to_proto(await self.answer(req.domain, descs, req.hits_addend))
+        return to_proto(await self.answer(req.domain, _descriptors(req), req.hits_addend))
+
+    def _checks(self, request: bytes) -> list[Check]:
+        """Decode and plan, memoized per request bytes and table: Envoy sends the same bytes for the same
+        descriptors (same limit and key values), so most requests are a dict lookup here."""
+        table = self.table
+        if self._plans_of is not table:
+            self._plans, self._plans_of = {}, table
+        hit = self._plans.get(request)
+        if hit is None:  # parsed by protobuf's C runtime (upb): faster than any Python-level decoder
+            req = rls_pb2.RateLimitRequest.FromString(request)
+            hit = engine.plan(table, req.domain, _descriptors(req), req.hits_addend)
+            if len(self._plans) >= PLAN_CACHE:
+                self._plans.clear()
+            self._plans[request] = hit
+        return hit
 
     async def should_rate_limit_bytes(self, request: bytes) -> bytes:
         """The same on the wire: a serialized RateLimitRequest in, a RateLimitResponse out (ratelimit/wire.py)."""
-        domain, descs, hits = wire.decode_request(request)
-        return wire.encode_response(await self.answer(domain, descs, hits))
+        return wire.encode_response(await self._answer(self._checks(request)))
 
     def should_rate_limit_sync(self, request: bytes) -> bytes:
         """For a thread-pool server, in-memory counters only (the benchmark's `sync` variant)."""
-        domain, descs, hits = wire.decode_request(request)
-        checks = engine.plan(self.table, domain, descs, hits)
-        decisions = self.backend.counters.run(checks, self.backend.clock()) \
-            if any(c.limit is not None for c in checks) else [None] * len(checks)
-        answer = engine.respond(checks, decisions)
-        self.stats.record(checks, answer)
+        checks = self._checks(request)
+        with self._lock:  # the counters' read-modify-write must not interleave between threads
+            decisions = self.backend.counters.run(checks, self.backend.clock()) \
+                if any(c.limit is not None for c in checks) else [None] * len(checks)
+            answer = engine.respond(checks, decisions)
+            self.stats.record(checks, answer)
         return wire.encode_response(answer)
 
     async def answer(self, domain: str, descs: list, hits_addend: int) -> Answer:
-        checks = engine.plan(self.table, domain, descs, hits_addend)
+        return await self._answer(engine.plan(self.table, domain, descs, hits_addend))
+
+    async def _answer(self, checks: list[Check]) -> Answer:
         if not any(c.limit is not None for c in checks):
             answer = engine.respond(checks, [None] * len(checks))
             self.stats.record(checks, answer)
@@ -160,6 +179,11 @@ class RateLimitService:
             await asyncio.sleep(answer.delay)
             answer.request_headers = [h for h in answer.request_headers if h[0] != engine.DELAY_HEADER]
         return answer
+
+
+def _descriptors(req: rls_pb2.RateLimitRequest) -> list:
+    return [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
+            for d in req.descriptors]
 
 
 class _Servicer(rls_pb2_grpc.RateLimitServiceServicer):
