@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -143,3 +144,35 @@ def test_topology_edges_traces_and_tap_from_real_sidecars(control_plane, console
         ts.stop()
         recv.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_rate_limits_page_shows_each_limit_and_what_analyze_says(control_plane, console_factory):
+    control_plane.apply("""
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews}}
+spec: {replicas: 2, command: [x], ports: [{containerPort: 9080}]}
+---
+apiVersion: mizzen.dev/v1
+kind: RateLimit
+metadata: {name: reviews-local, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  limits: [{name: per-replica, requestsPerUnit: 10, unit: second}]
+---
+apiVersion: mizzen.dev/v1
+kind: RateLimit
+metadata: {name: nowhere, namespace: default}
+spec:
+  host: ratings
+  mode: global
+  limits: [{name: all, rate: 5, algorithm: gcra, strategy: delay, maxDelay: 1s, key: [sourceWorkload]}]
+""")
+    c = console_factory()
+    with urllib.request.urlopen(c.url + "/ratelimits", timeout=10) as r:
+        html = r.read().decode()
+    assert 'id="ratelimits"' in html and "reviews-local" in html and "nowhere" in html
+    assert "per-replica: 10/second, token_bucket" in html and "all: 5/s, gcra, delay ≤ 1s, per sourceWorkload" in html
+    assert "MZ0302" in html and "each of 2 replicas" in html
+    assert "MZ0301" in html and "no known Service" in html
+    assert 'id="nav-ratelimits"' in html

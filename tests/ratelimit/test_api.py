@@ -140,3 +140,26 @@ def test_mizzen_get_ratelimits_and_atomic_apply(tmp_path):
         assert cli("get", "rl", "api", "-n", "shop", "-o", "yaml").stdout.count("maxDelay: 500ms") == 1
     finally:
         mesh.stop()
+
+
+def test_scope_response_and_match_rules_are_field_errors():
+    got = errors("apiVersion: mizzen.dev/v1\nkind: RateLimit\nmetadata: {name: x, namespace: t}\nspec:\n"
+                 "  workloadSelector: {labels: {app: a}}\n  port: 8080\n  response: {status: 499, body: nope}\n"
+                 "  limits:\n"
+                 "  - {name: a, rate: 1, match: {sourceLabels: {app: b}, sourceNamespace: n, gateways: [g], port: 9}}\n")
+    assert got == [
+        ("spec.response.status", "status 499 is not one Envoy can answer with; use a standard 4xx/5xx code such as "
+                                 "429 or 503"),
+    ]
+    got = errors("apiVersion: mizzen.dev/v1\nkind: RateLimit\nmetadata: {name: x, namespace: t}\nspec:\n"
+                 "  workloadSelector: {labels: {app: a}}\n  port: 8080\n  response: {body: nope}\n"
+                 "  limits:\n"
+                 "  - {name: a, rate: 1, match: {sourceLabels: {app: b}, sourceNamespace: n, gateways: [g], port: 9}}\n")
+    assert [p for p, _ in got] == ["spec.limits[0].match.sourceLabels", "spec.limits[0].match.sourceNamespace",
+                                   "spec.limits[0].match.gateways", "spec.limits[0].match.port",
+                                   "spec.response.body"]
+    assert "could never match" in got[3][1] and "needs mode: global" in got[4][1]
+    got = errors(doc("  scope: service\n  limits: [{name: a, rate: 1}]\n"))
+    assert [m for _, m in got] == [
+        "scope service divides a local limit among the instances; a global limit is shared by every instance already",
+        "scope service needs workloadSelector (the instances that share the limit)"]

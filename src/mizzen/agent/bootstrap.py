@@ -31,7 +31,7 @@ def proxy_of(cfg: AgentConfig) -> Proxy:
         id=cfg.node_id, namespace=cfg.namespace, workload=cfg.workload, labels=cfg.labels, ip=cfg.ip,
         kind="sidecar", interception=cfg.interception, ports=cfg.ports, outbound_port=cfg.outbound_port,
         inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
-        service_account=cfg.service_account, locality=cfg.locality,
+        service_account=cfg.service_account, locality=cfg.locality, ratelimit_address=cfg.ratelimit_addresses,
         trust_domain=cfg.trust_domain if cfg.ca_address else "",
         bootstrap_clusters=tuple(sorted(c["name"] for c in telemetry_clusters(cfg))),
     )

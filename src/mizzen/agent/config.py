@@ -58,6 +58,9 @@ class AgentConfig:
     trust_domain: str = "cluster.local"  # the SPIFFE trust domain of the mesh (the control plane's)
     cert_ttl_seconds: int = 0  # requested workload certificate validity; 0 = the control plane's default
     sds_socket: str = ""  # the agent's SDS server for Envoy; default: <workDir>/sds.sock
+    # the global rate-limit service(s) Envoy's rate-limit filter calls ("unix:/abs/ratelimit.sock" or
+    # "host:port"; a list: one per replica); told to the control plane in the node metadata
+    ratelimit_address: str | tuple[str, ...] | None = None
     admin_socket: str = ""  # default: <workDir>/admin.sock
     control_socket: str = ""  # the agent's control API; default: <workDir>/agent.sock
     work_dir: str = ""  # default: the directory of agent.json
@@ -109,6 +112,10 @@ class AgentConfig:
     def ca_addresses(self) -> tuple[str, ...]:
         """Every control-plane replica's certificate service (none: this sidecar gets no certificate)."""
         return addresses(self.ca_address)
+
+    @property
+    def ratelimit_addresses(self) -> tuple[str, ...]:
+        return addresses(self.ratelimit_address)
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -259,6 +266,8 @@ class AgentConfig:
             bad("certTtlSeconds", "must be >= 0 (0: the control plane's default)")
         if self.sds_socket and len(self.sds_socket.encode()) > UNIX_PATH_MAX:
             bad("sdsSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
+        for a in self.ratelimit_addresses:
+            parse_address(a, "ratelimitAddress")
         if len(self.admin_socket.encode()) > UNIX_PATH_MAX:
             bad("adminSocket", f"unix socket path longer than {UNIX_PATH_MAX} bytes")
         if len(self.control_socket.encode()) > UNIX_PATH_MAX:
@@ -306,8 +315,8 @@ def parse_address(addr: str, key: str = "address") -> tuple[str, str | int]:
 
 
 # ---------------------------------------------------------------------- helpers
-_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ca_address", "withdraw_delay_seconds",
-             "parent_shutdown_seconds", "traces_address", "app_metrics_url"}
+_NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ca_address", "ratelimit_address",
+             "withdraw_delay_seconds", "parent_shutdown_seconds", "traces_address", "app_metrics_url"}
 _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
         "max_downstream_connections", "cert_ttl_seconds"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
@@ -347,7 +356,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if not isinstance(v, (list, tuple)):
                 raise ValueError
             return tuple(int(p) for p in v)
-        if name in ("xds_address", "api_address", "ca_address") and isinstance(v, (list, tuple)):
+        if name in ("xds_address", "api_address", "ca_address", "ratelimit_address") and isinstance(v, (list, tuple)):
             if not v or not all(isinstance(a, str) and a for a in v):
                 raise ValueError
             return v[0] if len(v) == 1 else tuple(v)

@@ -29,6 +29,10 @@ BURST_ALGORITHMS = ("token_bucket", "leaky_bucket", "gcra")
 KEY_NAMES = ("sourceWorkload", "sourceNamespace", "sourcePrincipal", "sourceIp", "path")
 KEY_FORMS = ("header", "query", "value")
 PRIORITY_SOURCES = ("workload", "namespace", "principal")
+# The statuses Envoy's filters can answer with (envoy.type.v3.StatusCode, 4xx and 5xx).
+REJECT_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416,
+                             417, 421, 422, 423, 424, 426, 428, 429, 431, 500, 501, 502, 503, 504, 505, 506, 507,
+                             508, 510, 511})
 
 _LIMIT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
@@ -72,6 +76,14 @@ class PriorityClasses(Spec):
 class RejectResponse(Spec):
     status: int = Field(default=429, ge=400, le=599)
     body: str | None = Field(default=None, max_length=4096)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, v: int) -> int:
+        if v not in REJECT_STATUSES:
+            raise ValueError(f"status {v} is not one Envoy can answer with; use a standard 4xx/5xx code such as "
+                             "429 or 503")
+        return v
 
 
 class Limit(Spec):
@@ -187,6 +199,9 @@ class RateLimitSpec(Spec):
     host: str | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     mode: Literal["local", "global"] = "local"
+    # local only: `instance` (each selected sidecar admits the rate) or `service` (the rate is for all the
+    # selected instances together: each enforces rate / N, re-divided when N changes; no network call)
+    scope: Literal["instance", "service"] = "instance"
     failure_mode: Literal["allow", "deny"] | None = None
     response: RejectResponse | None = None
     limits: list[Limit] = Field(min_length=1)
@@ -206,11 +221,22 @@ class RateLimitSpec(Spec):
                                "host (limit at the callers' outbound sidecars)"))
         names: dict[str, int] = {}
         for i, lim in enumerate(self.limits):
+            errors += _match_errors(self, i, lim)
             if lim.name in names:
                 errors.append((("limits", i, "name"), f"limit name {lim.name!r} is used twice "
                                                        f"(also limits[{names[lim.name]}])"))
             names.setdefault(lim.name, i)
+        if self.scope == "service":
+            if self.mode != "local":
+                errors.append((("scope",), "scope service divides a local limit among the instances; a global "
+                                           "limit is shared by every instance already"))
+            if self.workload_selector is None:
+                errors.append((("scope",), "scope service needs workloadSelector (the instances that share the "
+                                           "limit)"))
         if self.mode == "local":
+            if self.response is not None and self.response.body is not None:
+                errors.append((("response", "body"), "a response body needs mode: global (Envoy's local_ratelimit "
+                                                     "answers with its own body)"))
             if self.failure_mode is not None:
                 errors.append((("failureMode",), "failureMode applies to mode global only (a local limit makes "
                                                  "no network call that could fail)"))
@@ -228,6 +254,27 @@ class RateLimitSpec(Spec):
                     errors.append(((*at, "rate"), "rate below one per day"))
         _raise(errors)
         return self
+
+
+def _match_errors(spec: "RateLimitSpec", i: int, lim: Limit) -> list[tuple[tuple[Any, ...], str]]:
+    """What a limit's Istio match may say here: the caller's labels/namespace are known only at the caller's own
+    sidecar (a `host` target), gateways do not apply to sidecar limits, and a match port must be the target's."""
+    m, at, out = lim.match, ("limits", i, "match"), []
+    if m is None:
+        return out
+    if spec.workload_selector is not None:
+        if m.source_labels:
+            out.append(((*at, "sourceLabels"), "sourceLabels needs a host target (enforced at the callers' "
+                                               "sidecars); at the callee use key or priority source instead"))
+        if m.source_namespace:
+            out.append(((*at, "sourceNamespace"), "sourceNamespace needs a host target (enforced at the callers' "
+                                                  "sidecars); at the callee use key: [sourceNamespace] instead"))
+    if m.gateways:
+        out.append(((*at, "gateways"), "gateways do not apply: a RateLimit is enforced by sidecars"))
+    if m.port is not None and spec.port is not None and m.port != spec.port:
+        out.append(((*at, "port"), f"port {m.port} differs from spec.port {spec.port}: the limit could never "
+                                   "match"))
+    return out
 
 
 def _raise(errors: list[tuple[tuple[Any, ...], str]]) -> None:

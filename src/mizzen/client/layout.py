@@ -18,6 +18,9 @@
     console.token                    the console's access token (0600)
     prometheus/                      Prometheus file-based service discovery: sidecars.json (kept current by
                                      replica 0), controlplane[-<i>].json
+    ratelimit[-<i>].sock             the global rate-limit service replica i (gRPC), and
+    ratelimit[-<i>]-admin.sock         its admin HTTP (healthz, stats, limits)
+    redis/, redis.sock               a managed redis-server's dir and socket (`mizzen up --ratelimit-redis managed`)
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
                                      telemetry.sock (access-log stream), base-id, envoy.log, access.log, agent.log,
@@ -33,7 +36,9 @@ from dataclasses import dataclass
 
 ENVOY_UID = 1337  # Envoy runs as this uid (Istio's convention): excluded from capture, owns the pod dirs
 MAX_CONTROL_PLANES = 3
+MAX_RATELIMIT_REPLICAS = 4
 CONTROLPLANE = "controlplane"
+RATELIMIT = "ratelimit"
 
 
 def replica_name(replica: int) -> str:
@@ -229,6 +234,37 @@ class StateLayout:
         """... and of each control-plane replica's monitoring port (written by that replica)."""
         return os.path.join(self.prometheus_dir, f"{replica_name(replica)}.json")
 
+    # ------------------------------------------------------------------ rate-limit service
+    def ratelimit_name(self, replica: int = 0) -> str:
+        """ratelimit, ratelimit-1, ... (as `mizzen status` names them)."""
+        if not 0 <= replica < MAX_RATELIMIT_REPLICAS:
+            raise ValueError(f"rate-limit replica {replica} out of range 0..{MAX_RATELIMIT_REPLICAS - 1}")
+        return RATELIMIT if replica == 0 else f"{RATELIMIT}-{replica}"
+
+    def ratelimit_socket(self, replica: int = 0) -> str:
+        return self._f(f"{self.ratelimit_name(replica)}.sock")
+
+    def ratelimit_sockets(self, replicas: int) -> list[str]:
+        return [self.ratelimit_socket(i) for i in range(replicas)]
+
+    def ratelimit_admin_socket(self, replica: int = 0) -> str:
+        return self._f(f"{self.ratelimit_name(replica)}-admin.sock")
+
+    def ratelimit_log(self, replica: int = 0) -> str:
+        return os.path.join(self.logs_dir, f"{self.ratelimit_name(replica)}.log")
+
+    @property
+    def redis_dir(self) -> str:
+        return self._f("redis")
+
+    @property
+    def redis_socket(self) -> str:
+        return self._f("redis.sock")
+
+    @property
+    def redis_log(self) -> str:
+        return os.path.join(self.logs_dir, "redis.log")
+
     # ------------------------------------------------------------------ runner
     @property
     def runner_pid(self) -> str:
@@ -274,4 +310,6 @@ class StateLayout:
         out += [self.credentials_db, self.credentials_db + "-wal", self.credentials_db + "-shm"]
         for i in range(MAX_CONTROL_PLANES):
             out += [self.api_socket(i), self.xds_socket(i), self.ca_socket(i), self.controlplane_endpoints(i)]
-        return out
+        for i in range(MAX_RATELIMIT_REPLICAS):
+            out += [self.ratelimit_socket(i), self.ratelimit_admin_socket(i)]
+        return out + [self.redis_socket]

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from ..analyze.analyzers import ERROR, analyze
 from ..api import InvalidConfig, from_dict, load_text
-from . import model, views
+from . import model, ratelimits, views
 from .auth import token_middleware
 from .sources import LocalTraces, RestClient, SourceError, TapSource, Traces, Windows, no_windows
 
@@ -108,6 +108,10 @@ class Console:
             if status == 200:
                 configs[t] = data
         return _html(views.proxy_page(pid, row, configs))
+
+    async def ratelimits(self, request: web.Request) -> web.Response:
+        (items,), banner = await self._gather("/api/v1/resources")
+        return _html(ratelimits.ratelimits_page(items["items"], banner))
 
     async def config(self, request: web.Request) -> web.Response:
         (items,), banner = await self._gather("/api/v1/resources")
@@ -293,6 +297,7 @@ def make_app(rest: RestClient, *, windows: Windows = no_windows, traces: Traces 
     app.router.add_get("/proxies", c.proxies)
     app.router.add_get("/proxies/{id}", c.proxy)
     app.router.add_get("/config", c.config)
+    app.router.add_get("/ratelimits", c.ratelimits)
     app.router.add_get("/config/new", c.new)
     app.router.add_post("/config/edit", c.submit)
     app.router.add_post("/config/switches/access-log", c.access_log_switch)

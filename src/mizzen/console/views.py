@@ -9,7 +9,7 @@ from urllib.parse import quote
 import yaml
 
 NAV = (("topology", "Topology"), ("services", "Services"), ("proxies", "Proxies"), ("config", "Config"),
-       ("traces", "Traces"), ("tap", "Tap"))
+       ("ratelimits", "Rate limits"), ("traces", "Traces"), ("tap", "Tap"))
 
 
 def h(x: Any) -> str:

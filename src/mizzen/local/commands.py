@@ -56,9 +56,19 @@ def _echo_err(msg: str) -> None:
               help="SPIFFE trust domain of the workload identities (spiffe://TD/ns/NS/sa/SA)")
 @click.option("--cert-ttl", default="24h", show_default=True,
               help="validity of workload certificates (e.g. 24h, 20s); sidecars renew them at half of it")
+@click.option("--ratelimit/--no-ratelimit", default=True, show_default=True,
+              help="run the global rate-limit service (`mizzen ratelimit`, on STATE/ratelimit.sock) for "
+                   "RateLimits with mode: global")
+@click.option("--ratelimit-redis", default=None, metavar="URL|managed",
+              help="keep its counters in Redis (redis://HOST:PORT/DB), or 'managed': a redis-server the runner "
+                   "starts on STATE/redis.sock; default: in memory (one replica)")
+@click.option("--ratelimit-replicas", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="rate-limit service replicas (ratelimit.sock, ratelimit-1.sock, ...; needs --ratelimit-redis); "
+                   "every sidecar lists them all")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
        drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
-       trust_domain: str, cert_ttl: str, outbound_traffic_policy: str) -> None:
+       trust_domain: str, cert_ttl: str, outbound_traffic_policy: str, ratelimit: bool,
+       ratelimit_redis: str | None, ratelimit_replicas: int) -> None:
     """Start a mesh from MESH.yaml: control plane (with the mesh CA), a pod per workload replica with its
     sidecar (and its workload certificate), the apps."""
     from ..ca.identity import InvalidIdentity, check_trust_domain
@@ -73,7 +83,8 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
                     drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
                     app_stop_seconds=app_stop_seconds, control_planes=control_planes,
                     trust_domain=trust_domain, cert_ttl_seconds=ttl,
-                    outbound_traffic_policy=outbound_traffic_policy)
+                    outbound_traffic_policy=outbound_traffic_policy, ratelimit=ratelimit,
+                    ratelimit_replicas=ratelimit_replicas, ratelimit_redis=ratelimit_redis)
     try:
         result = runner.preflight()
     except InvalidConfig as e:

@@ -68,6 +68,8 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         ca_address=_addresses(layout.ca_sockets(options.control_planes)) if trust_domain else None,
         trust_domain=trust_domain or "cluster.local",
         telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
+        ratelimit_address=_addresses(layout.ratelimit_sockets(options.ratelimit_replicas))
+        if options.ratelimit else None,
     )
     cfg.validate()
     return cfg

@@ -177,7 +177,7 @@ def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] 
     st = read_json(layout.status_file) or {}
     # whatever the runner left: recorded processes (if still the same programs) ...
     comps = st.get("components") or []
-    for kind in ("app", "agent", "envoy", "controlplane"):
+    for kind in ("app", "agent", "envoy", "ratelimit", "controlplane", "redis"):
         for c in comps:
             if c.get("kind") != kind:
                 continue

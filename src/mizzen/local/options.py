@@ -18,3 +18,6 @@ class Options:
     trust_domain: str = "cluster.local"  # the mesh's SPIFFE trust domain (the control plane's --trust-domain)
     cert_ttl_seconds: float = 24 * 3600.0  # workload certificate validity (the control plane's --cert-ttl)
     outbound_traffic_policy: str = "ALLOW_ANY"  # the control planes' mesh-wide egress default
+    ratelimit: bool = True  # run the global rate-limit service (local/ratelimit.py)
+    ratelimit_replicas: int = 1
+    ratelimit_redis: str | None = None  # a Redis URL, "managed", or None (counters in memory)

@@ -40,6 +40,7 @@ from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
 from .options import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
 from .pods import POLL_SECONDS, Pod, RunnerError, plan_pods
+from .ratelimit import RateLimitServices, check_redis_option
 from .protocols import Progress
 from .reconcile import Reconciler
 from .supervisor import Supervisor
@@ -104,7 +105,8 @@ class Runner:
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
                  on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
                  trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
-                 outbound_traffic_policy: str = "ALLOW_ANY"):
+                 outbound_traffic_policy: str = "ALLOW_ANY", ratelimit: bool = True, ratelimit_replicas: int = 1,
+                 ratelimit_redis: str | None = None):
         if not 1 <= control_planes <= MAX_CONTROL_PLANES:
             raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
         self.mesh_file = os.path.abspath(mesh_file)
@@ -115,7 +117,9 @@ class Runner:
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
                                control_planes=control_planes, trust_domain=trust_domain,
-                               cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy)
+                               cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy,
+                               ratelimit=ratelimit, ratelimit_replicas=ratelimit_replicas,
+                               ratelimit_redis=ratelimit_redis)
         self.on_ready = on_ready
         self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
@@ -125,6 +129,7 @@ class Runner:
         self.control: ControlServer | None = None
         self.network: NetnsNetwork | LoopbackNetwork = LoopbackNetwork()
         self.launcher = ProcessLauncher(self.table, self.options)
+        self.ratelimit = RateLimitServices(self.table, ratelimit_replicas, ratelimit_redis)
         self.ops = Operations(self.table, self.launcher, self.api, self.network, self.options)
         self.supervisor = Supervisor(self.table, self.api, self.network, self._ready)
         self._prepared = False
@@ -152,6 +157,10 @@ class Runner:
             raise RunnerError(f"a mesh is already running in {self.state_dir} (runner pid {pid}); "
                               f"stop it with `mizzen down --state-dir {self.state_dir}`")
         longest = max((len(self.layout.pod(p.name).admin_socket) for p in pods), default=0)
+        if self.options.ratelimit:
+            check_redis_option(self.options.ratelimit_redis, self.options.ratelimit_replicas)
+            longest = max(longest, len(self.layout.ratelimit_admin_socket(self.options.ratelimit_replicas - 1)),
+                          len(self.layout.redis_socket))
         if max(longest, len(self.layout.xds_socket(self.options.control_planes - 1))) > UNIX_PATH_MAX:
             raise RunnerError(f"state dir path too long for unix sockets ({UNIX_PATH_MAX} bytes max): "
                               f"use a shorter --state-dir")
@@ -272,6 +281,8 @@ class Runner:
         log.info("mesh %s: state dir %s, mode %s, %d pods", t.info.meshid, self.state_dir, self.mode, len(t.pods))
         self.launcher.start_controlplanes(self._check_stop)
         self.apply()
+        if self.options.ratelimit:  # before the sidecars: a global limit of the mesh file is enforced at once
+            self.ratelimit.start(self._check_stop)
         meshview.refresh_services(t, self.api, self.network)
         self.network.create(t.services)
         for pod in t.pods:
@@ -350,6 +361,7 @@ class Runner:
         for iid in list(t.static_registered):
             meshview.deregister(t, self.api, iid)
         self.launcher.stop_sidecars(pods, 1.0 if t.run.force else self.options.drain_seconds + 15.0)
+        self.ratelimit.stop(grace)
         self.launcher.stop_controlplanes(grace)
         if self.mode == "netns":
             try:

@@ -56,6 +56,8 @@ class Supervisor:
             now = time.monotonic()
             for cp in t.cps:
                 cp.check(now)
+            for c in t.ratelimit + ([t.redis] if t.redis is not None else []):
+                c.check(now)  # the rate-limit service restarts like the control plane
             for pod in list(t.pods):
                 if not pod.stopping:
                     self._pod(pod, now)

@@ -55,6 +55,8 @@ class PodTable:
     run: RunState = field(default_factory=RunState)
     lock: threading.RLock = field(default_factory=threading.RLock)
     cps: list[Child] = field(default_factory=list)  # control-plane replicas; replica i on api[-i].sock
+    ratelimit: list[Child] = field(default_factory=list)  # rate-limit service replicas (local/ratelimit.py)
+    redis: Child | None = None  # the managed redis-server of the rate-limit service, if any
     pods: list[Pod] = field(default_factory=list)
     agents: dict[str, Child] = field(default_factory=dict)
     apps: dict[str, Child] = field(default_factory=dict)
@@ -129,11 +131,25 @@ def _controlplane(layout: StateLayout, i: int, cp: Child) -> dict[str, Any]:
             "state": cp.state(), "restarts": cp.restarts, "log": cp.log_path, "cmdline": cp.exec_argv}
 
 
+def _ratelimit(t: PodTable) -> list[dict[str, Any]]:
+    """The rate-limit service replicas and the managed Redis (local/ratelimit.py)."""
+    layout = t.info.layout
+    out = [{"name": c.name, "kind": "ratelimit", "pid": c.pid, "replica": i,
+            "address": f"unix:{layout.ratelimit_socket(i)}", "adminAddress": f"unix:{layout.ratelimit_admin_socket(i)}",
+            "state": c.state(), "restarts": c.restarts, "log": c.log_path, "cmdline": c.exec_argv}
+           for i, c in enumerate(t.ratelimit)]
+    if t.redis is not None:
+        c = t.redis
+        out.append({"name": "redis", "kind": "redis", "pid": c.pid, "address": f"unix:{layout.redis_socket}",
+                    "state": c.state(), "restarts": c.restarts, "log": c.log_path, "cmdline": c.exec_argv})
+    return out
+
+
 def status_of(t: PodTable) -> dict[str, Any]:
     """The status document (`status.json`, `GET /status`) from the table alone: no process is polled and no
     file read; the supervisor records what it observes first."""
     layout = t.info.layout
-    comps = [_controlplane(layout, i, cp) for i, cp in enumerate(t.cps)]
+    comps = [_controlplane(layout, i, cp) for i, cp in enumerate(t.cps)] + _ratelimit(t)
     pods_out = []
     all_ready = t.run.phase == "running" and t.cps_running
     for pod in t.pods:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..api.base import Resource, ResourceKey
-from . import authz
+from . import authz, ratelimits
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .security import PEER_AUTHENTICATION, applies_to_proxy
 from .snapshot import ConfigIndex, SidecarScope, Snapshot
@@ -34,10 +34,8 @@ from .types import Proxy
 
 # Kinds whose changes are seen as changed hosts (the host-keyed indexes of ConfigIndex are compared).
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
-# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates;
-# a RateLimit: read by the rate-limit service only, until its HTTP filter lands — then it moves to PROXY_KINDS
-# (workloadSelector) and to the hosts it names).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit"})
+# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates).
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:
@@ -61,6 +59,8 @@ PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     PEER_AUTHENTICATION: applies_to_proxy,
     "AuthorizationPolicy": authz.may_apply,
     "RequestAuthentication": authz.may_apply,
+    # workloadSelector: the proxies it selects; a `host` RateLimit acts through its host (see diff)
+    "RateLimit": ratelimits.selects,
     "ExtensionProvider": lambda r, proxy: True,  # any proxy's Telemetry may name it: narrowed below
 }
 
@@ -149,6 +149,8 @@ def affected(change: Change, proxy: Proxy, old: Snapshot | None, new: Snapshot) 
             value = RESOLVED_KINDS.get(r.kind)
             if value is None or value(old.config, proxy) != value(new.config, proxy):
                 return True
+    if old.endpoints is not new.endpoints and ratelimits.view_inputs(old, proxy) != ratelimits.view_inputs(new, proxy):
+        return True  # a rate-limit share or a caller identity table it uses changed with the registry
     return False
 
 
@@ -171,6 +173,9 @@ def diff(old: Snapshot | None, new: Snapshot) -> Change:
                     x, y = before.get(k), after.get(k)
                     if x is None or y is None or x.revision != y.revision:
                         resources += [r for r in (x, y) if r is not None]
+                        if kind == "RateLimit":  # a `host` RateLimit changes what the host's callers render
+                            hosts.update(h for h in (ratelimits.target_host(oc, x) if x else None,
+                                                     ratelimits.target_host(nc, y) if y else None) if h)
             elif _revs(a) != _revs(b):
                 return EVERYTHING
         for r in resources:

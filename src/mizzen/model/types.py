@@ -92,6 +92,9 @@ class Proxy:
     # static clusters the proxy's bootstrap has, that generated config may use (node metadata
     # MIZZEN_BOOTSTRAP_CLUSTERS): e.g. the agent's access-log stream, the embedded trace collector
     bootstrap_clusters: tuple[str, ...] = ()
+    # where this sidecar reaches the global rate-limit service: "unix:/abs/path" or "host:port", one per replica
+    # (node metadata RATELIMIT_ADDRESS; empty: none known)
+    ratelimit_address: tuple[str, ...] = ()
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -135,6 +138,7 @@ class Proxy:
             locality=str(m.get("LOCALITY", "")),
             trust_domain=str(m.get("TRUST_DOMAIN", "")),
             bootstrap_clusters=tuple(sorted(str(c) for c in (m.get("MIZZEN_BOOTSTRAP_CLUSTERS") or ()))),
+            ratelimit_address=_addresses(m.get("RATELIMIT_ADDRESS")),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -148,7 +152,16 @@ class Proxy:
             **({"LOCALITY": self.locality} if self.locality else {}),
             **({"TRUST_DOMAIN": self.trust_domain} if self.trust_domain else {}),
             **({"MIZZEN_BOOTSTRAP_CLUSTERS": list(self.bootstrap_clusters)} if self.bootstrap_clusters else {}),
+            **({"RATELIMIT_ADDRESS": list(self.ratelimit_address)} if self.ratelimit_address else {}),
         }
+
+
+def _addresses(v: Any) -> tuple[str, ...]:
+    """A metadata address list: a list, or one string (comma-separated allowed)."""
+    if not v:
+        return ()
+    items = v if isinstance(v, (list, tuple)) else str(v).split(",")
+    return tuple(str(a).strip() for a in items if str(a).strip())
 
 
 @dataclass(frozen=True)

@@ -34,18 +34,23 @@ def _addr(value: str | None) -> tuple[str, int] | None:
 @click.option("--delay-mode", type=click.Choice(["header", "hold"]), default="header", show_default=True,
               help="header: answer at once with x-envoy-fault-delay-request for the fault filter; hold: answer "
                    "after the delay.")
+@click.option("--codec", type=click.Choice(["wire", "protobuf"]), default="wire", show_default=True,
+              help="wire: a hand-written codec on raw bytes; protobuf: the generated classes (for comparison)")
+@click.option("--server", "server_kind", type=click.Choice(["aio", "sync"]), default="aio", show_default=True,
+              help="aio: grpc.aio; sync: grpc's thread-pool server (in-memory counters only; for comparison)")
 @click.option("--log-level", default="info", show_default=True)
 def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None,
               redis_url: str | None, redis_timeout: float, admin_socket: str | None, admin_port: str | None,
-              poll_interval: float, delay_mode: str, log_level: str) -> None:
+              poll_interval: float, delay_mode: str, codec: str, server_kind: str, log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
+    from ..client.layout import StateLayout
     from ..server.ratelimit import Settings, run
     from ..server.ratelimit_source import ApiSource, FileSource
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     source = FileSource(limits_file) if limits_file else ApiSource.of_state_dir(os.path.abspath(state_dir))
     if not unix_path and not port:
-        unix_path = os.path.join(os.path.abspath(state_dir), "ratelimit.sock")
+        unix_path = StateLayout(state_dir).ratelimit_socket()
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),
-                        poll_interval, delay_mode)
+                        poll_interval, delay_mode, codec, server_kind)
     asyncio.run(run(settings))

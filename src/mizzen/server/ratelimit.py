@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -27,7 +28,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import duration_pb2
 
-from ..ratelimit import engine
+from ..ratelimit import engine, wire
 from ..ratelimit.algorithms import Decision
 from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
@@ -36,6 +37,7 @@ from ..ratelimit.table import CompiledLimit, LimitTable
 from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.ratelimit")
+PLAN_CACHE = 50000  # distinct request byte strings remembered (decoded and planned) per table
 
 _UNITS = ((1.0, rls_pb2.RateLimitResponse.RateLimit.SECOND), (60.0, rls_pb2.RateLimitResponse.RateLimit.MINUTE),
           (3600.0, rls_pb2.RateLimitResponse.RateLimit.HOUR), (86400.0, rls_pb2.RateLimitResponse.RateLimit.DAY))
@@ -112,6 +114,9 @@ class RateLimitService:
     table: LimitTable = field(default_factory=LimitTable)
     delay_mode: str = "header"
     stats: Stats = field(default_factory=Stats)
+    _plans: dict = field(default_factory=dict, repr=False)
+    _plans_of: Any = field(default=None, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def set_table(self, table: LimitTable) -> None:
         if table.version != self.table.version:
@@ -120,13 +125,45 @@ class RateLimitService:
         self.table = table
 
     async def should_rate_limit(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
-        descs = [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
-                 for d in req.descriptors]
-        checks = engine.plan(self.table, req.domain, descs, req.hits_addend)
+        return to_proto(await self.answer(req.domain, _descriptors(req), req.hits_addend))
+
+    def _checks(self, request: bytes) -> list[Check]:
+        """Decode and plan, memoized per request bytes and table: Envoy sends the same bytes for the same
+        descriptors (same limit and key values), so most requests are a dict lookup here."""
+        table = self.table
+        if self._plans_of is not table:
+            self._plans, self._plans_of = {}, table
+        hit = self._plans.get(request)
+        if hit is None:  # parsed by protobuf's C runtime (upb): faster than any Python-level decoder
+            req = rls_pb2.RateLimitRequest.FromString(request)
+            hit = engine.plan(table, req.domain, _descriptors(req), req.hits_addend)
+            if len(self._plans) >= PLAN_CACHE:
+                self._plans.clear()
+            self._plans[request] = hit
+        return hit
+
+    async def should_rate_limit_bytes(self, request: bytes) -> bytes:
+        """The same on the wire: a serialized RateLimitRequest in, a RateLimitResponse out (ratelimit/wire.py)."""
+        return wire.encode_response(await self._answer(self._checks(request)))
+
+    def should_rate_limit_sync(self, request: bytes) -> bytes:
+        """For a thread-pool server, in-memory counters only (the benchmark's `sync` variant)."""
+        checks = self._checks(request)
+        with self._lock:  # the counters' read-modify-write must not interleave between threads
+            decisions = self.backend.counters.run(checks, self.backend.clock()) \
+                if any(c.limit is not None for c in checks) else [None] * len(checks)
+            answer = engine.respond(checks, decisions)
+            self.stats.record(checks, answer)
+        return wire.encode_response(answer)
+
+    async def answer(self, domain: str, descs: list, hits_addend: int) -> Answer:
+        return await self._answer(engine.plan(self.table, domain, descs, hits_addend))
+
+    async def _answer(self, checks: list[Check]) -> Answer:
         if not any(c.limit is not None for c in checks):
             answer = engine.respond(checks, [None] * len(checks))
             self.stats.record(checks, answer)
-            return to_proto(answer)
+            return answer
         try:
             decisions = await self.backend.run(checks)
         except Exception as e:  # BackendUnavailable, or anything unexpected: never leave Envoy without an answer
@@ -135,13 +172,18 @@ class RateLimitService:
             self.stats.service["backend_errors"] += 1
             answer = engine.fail(checks)
             self.stats.record(checks, answer, failed=True)
-            return to_proto(answer)
+            return answer
         answer = engine.respond(checks, decisions)
         self.stats.record(checks, answer)
         if answer.delay > 0 and self.delay_mode == "hold":
             await asyncio.sleep(answer.delay)
             answer.request_headers = [h for h in answer.request_headers if h[0] != engine.DELAY_HEADER]
-        return to_proto(answer)
+        return answer
+
+
+def _descriptors(req: rls_pb2.RateLimitRequest) -> list:
+    return [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
+            for d in req.descriptors]
 
 
 class _Servicer(rls_pb2_grpc.RateLimitServiceServicer):
@@ -153,10 +195,26 @@ class _Servicer(rls_pb2_grpc.RateLimitServiceServicer):
         return await self.service.should_rate_limit(request)
 
 
+METHOD = "ShouldRateLimit"
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+
+
+def _raw_handler(service: RateLimitService) -> grpc.GenericRpcHandler:
+    """ShouldRateLimit on raw bytes: no generated message classes on the hot path (ratelimit/wire.py)."""
+    async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await service.should_rate_limit_bytes(request)
+
+    return grpc.method_handlers_generic_handler(SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(call)})
+
+
 async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
-                     tcp: tuple[str, int] | None = None) -> grpc.aio.Server:
+                     tcp: tuple[str, int] | None = None, codec: str = "wire") -> grpc.aio.Server:
+    """codec `wire`: the hand-written codec on a generic handler (default); `protobuf`: the generated servicer."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
+    if codec == "wire":
+        server.add_generic_rpc_handlers((_raw_handler(service),))
+    else:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(_Servicer(service), server)
     if unix_path:
         if len(os.fsencode(unix_path)) > UNIX_PATH_MAX:
             raise RuntimeError(f"unix socket path too long for gRPC ({len(unix_path)} > {UNIX_PATH_MAX} bytes): "
@@ -171,6 +229,25 @@ async def start_grpc(service: RateLimitService, *, unix_path: str | None = None,
     await server.start()
     if unix_path:
         os.chmod(unix_path, 0o666)  # sidecars run Envoy as uid 1337
+    return server
+
+
+def start_sync_grpc(service: RateLimitService, threads: int, *, unix_path: str | None = None,
+                    tcp: tuple[str, int] | None = None) -> grpc.Server:
+    """The synchronous gRPC server with a thread pool (the benchmark compares it with grpc.aio)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(service.backend, MemoryBackend):
+        raise RuntimeError("--server sync works with the in-memory backend only")
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads),
+                         options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 10000)])
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: service.should_rate_limit_sync(request))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
+    if unix_path:
+        server.add_insecure_port(f"unix:{unix_path}")
+    if tcp:
+        server.add_insecure_port(f"{tcp[0]}:{tcp[1]}")
+    server.start()
     return server
 
 
@@ -217,6 +294,9 @@ class Settings:
     admin_tcp: tuple[str, int] | None = None
     poll_interval: float = 1.0
     delay_mode: str = "header"
+    codec: str = "wire"
+    server: str = "aio"  # aio | sync (a thread-pool gRPC server, in-memory counters only; for comparison)
+    threads: int = 8
 
 
 async def run(settings: Settings) -> None:
@@ -236,7 +316,10 @@ async def run(settings: Settings) -> None:
         admin = await serve(admin_app(service, lambda: ready), settings.admin_unix, settings.admin_tcp)
     log.info("loading limits from %s", settings.source.describe())
     service.set_table(await ratelimit_source.first_load(settings.source))
-    server = await start_grpc(service, unix_path=settings.unix_path, tcp=settings.tcp)
+    if settings.server == "sync":
+        server: Any = start_sync_grpc(service, settings.threads, unix_path=settings.unix_path, tcp=settings.tcp)
+    else:
+        server = await start_grpc(service, unix_path=settings.unix_path, tcp=settings.tcp, codec=settings.codec)
     ready = True
     where = ", ".join(x for x in (settings.unix_path and f"unix:{settings.unix_path}",
                                   settings.tcp and f"{settings.tcp[0]}:{settings.tcp[1]}") if x)
@@ -250,7 +333,9 @@ async def run(settings: Settings) -> None:
         await stop.wait()
     finally:
         watcher.cancel()
-        await server.stop(1.0)
+        stopped = server.stop(1.0)
+        if asyncio.iscoroutine(stopped):
+            await stopped
         if admin is not None:
             await admin.cleanup()
         await backend.close()

@@ -20,6 +20,7 @@ from typing import Callable
 
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 
+from ..model import ratelimits
 from ..model.dependencies import Change
 from ..model.security import DISABLE, spiffe_uri
 from ..model.services import Service, is_http
@@ -58,7 +59,7 @@ def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
             proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality, proxy.trust_domain,
-            proxy.bootstrap_clusters)
+            proxy.bootstrap_clusters, ratelimits.view_inputs(snap, proxy))
 
 
 class Renderer:

@@ -43,7 +43,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from ...api.virtual_service import HTTPRoute
 from ...model.services import Service
-from . import accesslog, cors, fault, jwt, rbac, router, stats, tap, tracing
+from . import accesslog, cors, fault, jwt, rbac, ratelimit, router, stats, tap, tracing
 from .base import Chain, Feature, ViewContext
 
 # The table, in HCM filter order (the router is terminal: last).
@@ -53,6 +53,7 @@ FEATURES: tuple[Feature, ...] = (
     fault.FEATURE,
     jwt.FEATURE,  # inbound: validates tokens; its metadata feeds the RBAC filters after it
     rbac.FEATURE,  # inbound: AUDIT, DENY, ALLOW filters (HTTP chains) / network RBAC (TCP chains)
+    ratelimit.FEATURE,  # after authorization (as Envoy Gateway orders them): denied requests spend no quota
     stats.FEATURE,  # Istio metrics: the access-log stream to the agent
     tracing.FEATURE,  # the HCM's tracer
     accesslog.FEATURE,
