@@ -1,6 +1,7 @@
 """Where everything of one mesh lives in its state dir: the one place that names a file or socket there.
 
     store.db, registry.db            the control plane's SQLite files (shared by every replica)
+    consul-kv.db                     the Consul API's KV store (SQLite backend)
     api.sock, xds.sock               control-plane replica 0 ("controlplane")
     api-<i>.sock, xds-<i>.sock       replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
     controlplane[-<i>].pid           each replica's PID (written by the replica)
@@ -113,6 +114,11 @@ class StateLayout:
     @property
     def registry_db(self) -> str:
         return self._f("registry.db")
+
+    @property
+    def consul_kv_db(self) -> str:
+        """The Consul API's KV store (SQLite backend; on etcd it lives in the cluster)."""
+        return self._f("consul-kv.db")
 
     def api_socket(self, replica: int = 0) -> str:
         return self._f(_numbered("api", replica, ".sock"))

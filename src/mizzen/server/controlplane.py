@@ -9,7 +9,15 @@ depends on (`model.dependencies`: the hosts it sees, its own services, its route
 Sidecar, Telemetry and EnvoyPatches that apply to it).
 
 Never answers xDS before the store is loaded: the initial snapshot is built from the durable store and
-registry before the ADS server reports ready, so a restarted control plane resumes with full config.
+registry before the ADS server reports ready, so a restarted control plane resumes with full config. A store
+that cannot be loaded (an etcd cluster down) leaves the control plane serving nothing but the reason
+(`storewait.py`) until it can.
+
+Backends (`backends.py`): SQLite files in the state dir (other replicas' commits polled every
+`refresh_interval`), or an etcd cluster (`Settings.store_url`): store, registry and Consul KV follow etcd
+watches, so changes from any control plane or lease expiries wake the push loop with no polling. Their
+callbacks run in the watch threads and hop onto the event loop (`call_soon_threadsafe`). With
+`Settings.consul_api`, the Consul HTTP API (consulapi/) is served over the same registry.
 """
 from __future__ import annotations
 
@@ -26,18 +34,18 @@ from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
 from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot
 from ..model.types import Proxy, ProxyResources
-from ..registry.embedded import EmbeddedRegistry
-from ..store.base import ConfigStore, HistoryCompacted
-from ..store.sqlite import SqliteStore
+from ..store.base import ConfigStore, HistoryCompacted, StoreUnavailable
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
+from .backends import Backends, open_backends
 from .core import ControlPlaneCore
 from .debounce import run_debounced
 from .patchcheck import envoy_patch_validator
 from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
 from .rest import make_app, serve
+from .storewait import open_when_available, waiting_app
 
 log = logging.getLogger("mizzen.controlplane")
 
@@ -77,8 +85,13 @@ class Settings:
     # Which control-plane replica this is (0: "controlplane" on api.sock/xds.sock, i: "controlplane-<i>" on
     # api-<i>.sock/xds-<i>.sock, as client.layout names them); the sockets above override its defaults.
     replica: int = 0
-    # Other control-plane replicas may write the same store and registry: poll for their commits.
+    # Other control-plane replicas may write the same store and registry: poll for their commits (SQLite only;
+    # an etcd store's watches deliver them).
     refresh_interval: float = 0.5
+    # None / "sqlite": the state dir's SQLite files; "etcd://host:port,...[/prefix][?ca=&cert=&key=&ttl=]": etcd
+    store_url: str | None = None
+    # serve the Consul HTTP API on this TCP address (port 0: any free port)
+    consul_api: tuple[str, int] | None = None
 
 
 class ControlPlane:
@@ -86,12 +99,17 @@ class ControlPlane:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        sd = settings.state_dir
-        sd.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(sd / "store.db")
-        self.registry = EmbeddedRegistry(sd / "registry.db")
-        self.core = ControlPlaneCore(self.store, self.registry, validators=[
-            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)])
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.backends: Backends | None = None
+        self.store_error = ""  # why the store could not be loaded (while it cannot)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._consul_runner = None
+        self.consul_address: str | None = None  # host:port the Consul API listens on
+        try:
+            self._open_backends()
+        except StoreUnavailable as e:  # start() waits for it, serving nothing meanwhile
+            self.store_error = str(e)
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None
@@ -107,6 +125,19 @@ class ControlPlane:
         self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
         self._problems: set[str] = set()  # render problems logged for the current snapshot
         self._problems_before: set[str] = set()  # ... and for the previous one (logged once, not per push)
+
+    def _open_backends(self) -> None:
+        b = open_backends(self.settings.state_dir, self.settings.store_url)
+        self.backends, self.store, self.registry = b, b.store, b.registry
+        self.core = ControlPlaneCore(self.store, self.registry, validators=[
+            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)])
+        self.store_error = ""
+
+    def health(self) -> dict[str, Any]:
+        """/healthz's `store`: backend, reachable now, revision (and why not, while it cannot be loaded)."""
+        if self.backends is None:
+            return {"backend": "etcd", "available": False, "error": self.store_error}
+        return self.backends.health()
 
     # ---- source interface used by the ADS server ------------------------------------------------
     def ready(self) -> bool:
@@ -133,21 +164,57 @@ class ControlPlane:
                  len(self.registry.list()), (time.perf_counter() - t) * 1000)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.backends is None:
+            await self._wait_for_store()
+        assert self.backends is not None
+        # subscribe first: a change landing while the initial snapshot is built only causes one more rebuild
+        self.store.subscribe(self._config_changed)
+        self.registry.subscribe(self._endpoints_changed)
         self._build_initial()
-        self.store.subscribe(lambda rev: self._mark(config=True))
-        self.registry.subscribe(lambda ver: self._mark(endpoints=True))
         self._ready = True
         xds_addrs = [f"unix:{self.xds_socket}"]
         if self.settings.xds_tcp:
             xds_addrs.append(f"{self.settings.xds_tcp[0]}:{self.settings.xds_tcp[1]}")
         await self.ads.start(xds_addrs)
         app = make_app(self.core, ready=self.ready, services=self.services, proxies=self.proxy_statuses,
-                       proxy_resources=self.ads.sent_resources)
+                       proxy_resources=self.ads.sent_resources, health=self.health)
+        if self._rest_runner is not None:  # the waiting app (storewait.py) makes way for the real one
+            await self._rest_runner.cleanup()
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
-        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
-        log.info("control plane %s ready: xds %s, api %s%s", self.replica_name, xds_addrs, self.api_socket,
-                 f" and {self.settings.api_tcp}" if self.settings.api_tcp else "")
+        if not self.backends.watch_driven:
+            self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
+        if self.settings.consul_api is not None:
+            await self._serve_consul(self.settings.consul_api)
+        log.info("control plane %s ready: store %s, xds %s, api %s%s%s", self.replica_name, self.backends.kind,
+                 xds_addrs, self.api_socket, f" and {self.settings.api_tcp}" if self.settings.api_tcp else "",
+                 f", consul API {self.consul_address}" if self.consul_address else "")
+
+    async def _wait_for_store(self) -> None:
+        """Serve only the reason on the REST address until the store loads (storewait.py)."""
+        app = waiting_app(lambda: self.store_error, lambda: {"url": self.settings.store_url})
+        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
+
+        def failed(reason: str) -> None:
+            self.store_error = reason
+
+        await open_when_available(self._open_backends, failed, lambda: self._stopping)
+        log.info("store loaded after waiting: %s", self.backends.kind if self.backends else "?")
+
+    async def _serve_consul(self, address: tuple[str, int]) -> None:
+        """The Consul HTTP API over this control plane's registry and KV (consulapi/)."""
+        from ..consulapi.server import ConsulAPI
+        from ..unixpath import serve_app
+
+        assert self.backends is not None
+        host, port = address
+        api = ConsulAPI(self.registry, self.backends.kv(), node=self.replica_name, advertise=f"{host}:{port}",
+                        default_address=host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self._consul_runner = await serve_app(api.app(), None, (host, port))
+        bound = [a for a in self._consul_runner.addresses if isinstance(a, tuple)]
+        self.consul_address = f"{host}:{bound[0][1] if bound else port}"
+        api.advertise = self.consul_address
 
     async def _refresh_loop(self) -> None:
         """Another replica's writes reach this one's subscribers (and so its proxies) within an interval."""
@@ -160,6 +227,9 @@ class ControlPlane:
                 log.exception("refreshing the store from disk failed")
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._consul_runner is not None:
+            await self._consul_runner.cleanup()
         if self._refresh_task:
             self._refresh_task.cancel()
         if self._loop_task:
@@ -171,10 +241,26 @@ class ControlPlane:
         await self.ads.stop(1.0)
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
-        self.store.close()
-        self.registry.close()
+        if self.backends is not None:
+            self.backends.close()
 
     # ---- change handling ------------------------------------------------------------------------
+    def _config_changed(self, _revision: int) -> None:
+        """A store subscriber: runs in the writer's thread or an etcd watch thread; hops onto the loop."""
+        self._soon(True, False)
+
+    def _endpoints_changed(self, _version: int) -> None:
+        self._soon(False, True)
+
+    def _soon(self, config: bool, endpoints: bool) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._mark, config, endpoints)
+        except RuntimeError:  # the loop closed in between (stopping)
+            pass
+
     def _mark(self, config: bool = False, endpoints: bool = False) -> None:
         self._dirty_config |= config
         self._dirty_endpoints |= endpoints
@@ -254,8 +340,21 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await cp.start()
     Path(cp.layout.controlplane_pid(settings.replica)).write_text(str(os.getpid()))  # one per replica
-    await stop.wait()
+    # start() may wait for the store (etcd down): a stop request meanwhile must end the wait
+    starting = asyncio.create_task(cp.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done():
+        starting.result()  # a start-up failure ends the process with its traceback
+        await stop.wait()
+    else:
+        cp._stopping = True
+        starting.cancel()
+        try:
+            await starting
+        except asyncio.CancelledError:
+            pass
+    stopping.cancel()
     log.info("stopping")
     await cp.stop()

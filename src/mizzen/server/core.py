@@ -2,8 +2,8 @@
 
 `apply_async` is the REST API's apply: parsing and the validators (the EnvoyPatch check renders config and runs
 `envoy --mode validate`) run in a worker thread, so the control plane's event loop keeps answering xDS and
-pushing meanwhile; the store is read and written on the caller's (the loop's) thread, so store subscribers
-run there as before. `apply` is the same, synchronous, for embedded use and tests.
+pushing meanwhile; the conditional store write runs in a worker thread as well (a network round trip on etcd),
+so store subscribers may run in any thread. `apply` is the same, synchronous, for embedded use and tests.
 """
 from __future__ import annotations
 
@@ -92,15 +92,15 @@ class ControlPlaneCore:
         raise AssertionError("unreachable")
 
     async def apply_async(self, files: Sequence[File], namespace: str | None = None) -> dict[str, Any]:
-        """`apply` for the event loop: parsing and validation in a worker thread, the conditional write on
-        the loop. A write that lands in between (another request, another replica) is caught by the
+        """`apply` for the event loop: parsing, validation and the conditional write in worker threads. A write that lands in between (another request, another replica) is caught by the
         conditional write, and the round is validated again."""
         resources, warnings = await asyncio.to_thread(self._parsed, files, namespace)
         for attempt in range(APPLY_ATTEMPTS):
             revision, current = self.store.revision, self.store.list()
             await asyncio.to_thread(self._check, resources, current)
-            try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings)
+            try:  # the write in a worker thread too: on etcd it is a network round trip
+                result = await asyncio.to_thread(self.store.apply, resources, if_revision=revision)
+                return self._applied(result, warnings)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise

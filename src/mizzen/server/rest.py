@@ -2,12 +2,13 @@
 
 Handlers run on the control plane's event loop, which also serves xDS, so nothing slow runs in them: apply
 awaits `ControlPlaneCore.apply_async` (parsing and validation — rendering, `envoy --mode validate` — in a
-worker thread); the other handlers are quick store/registry reads and writes, called directly. Store and
-registry writes happen on the loop thread, so their subscribers run on the loop and may use asyncio freely
-(e.g. schedule a push).
+worker thread); store and registry writes run in worker threads too (on etcd each is a network round trip),
+reads come from the backends' in-memory copies. Subscribers may therefore run in any thread (the control
+plane hops onto its loop). A store that cannot be reached answers 503 with "store unavailable: ...".
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any, Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..api import InvalidConfig, Issue
-from ..store.base import NotFound, RevisionConflict
+from ..store.base import NotFound, RevisionConflict, StoreUnavailable
 from .core import ControlPlaneCore
 from ..unixpath import serve_app
 
@@ -47,6 +48,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json(_not_found_body(e), 404)
     except RevisionConflict as e:
         return _json({"message": f"conflict: {e}"}, 409)
+    except StoreUnavailable as e:  # nothing written (or, with outcome_unknown, say so): 503 with the reason
+        log.warning("%s %s: %s", request.method, request.path, e)
+        text = str(e) + (" — the write may have been applied: re-read before retrying"
+                         if e.outcome_unknown and "re-read" not in str(e) else "")
+        return _json({"message": text, "storeUnavailable": True, "outcomeUnknown": e.outcome_unknown}, 503)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -84,21 +90,27 @@ def _files(data: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
 def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
              services: Callable[[], list[dict[str, Any]]],
              proxies: Callable[[], list[dict[str, Any]]],
-             proxy_resources: Callable[[str, str], dict[str, Any] | None]) -> web.Application:
+             proxy_resources: Callable[[str, str], dict[str, Any] | None],
+             health: Callable[[], dict[str, Any]] | None = None) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[CORE_KEY] = core
 
     async def healthz(request: web.Request) -> web.Response:
         ok = bool(ready())
-        return _json({"ready": ok}, 200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok}
+        if health is not None:
+            body["store"] = health()  # backend, reachable now, revision
+        return _json(body, 200 if ok else 503)
 
     async def apply(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
         return _json(await core.apply_async(files, ns))
 
+    # store and registry writes run in a worker thread: on etcd each is a network round trip (seconds
+    # when the cluster is unreachable), and the loop also serves xDS
     async def delete_files(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
-        return _json(core.delete_files(files, ns))
+        return _json(await asyncio.to_thread(core.delete_files, files, ns))
 
     async def list_resources(request: web.Request) -> web.Response:
         q = request.query
@@ -110,17 +122,17 @@ def make_app(core: ControlPlaneCore, *, ready: Callable[[], bool],
 
     async def delete_resource(request: web.Request) -> web.Response:
         m = request.match_info
-        return _json(core.delete(m["kind"], m["ns"], m["name"]))
+        return _json(await asyncio.to_thread(core.delete, m["kind"], m["ns"], m["name"]))
 
     async def list_services(request: web.Request) -> web.Response:
         return _json({"items": services()})
 
     async def put_instance(request: web.Request) -> web.Response:
-        changed = core.upsert_instance(await _body(request), request.match_info["id"])
+        changed = await asyncio.to_thread(core.upsert_instance, await _body(request), request.match_info["id"])
         return _json({"ok": True, "changed": changed})
 
     async def delete_instance(request: web.Request) -> web.Response:
-        return _json({"ok": True, "removed": core.remove_instance(request.match_info["id"])})
+        return _json({"ok": True, "removed": await asyncio.to_thread(core.remove_instance, request.match_info["id"])})
 
     async def list_instances(request: web.Request) -> web.Response:
         return _json({"items": core.instances()})
