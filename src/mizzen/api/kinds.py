@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service
+from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service, workloadentry
 from .base import Spec
 
 
@@ -31,6 +31,10 @@ KINDS: dict[str, KindInfo] = {
                  "sidecars", ("sidecar",)),
         KindInfo("Gateway", networking.ISTIO_NETWORKING_VERSIONS, networking.GatewaySpec,
                  "gateways", ("gw", "gateway")),
+        KindInfo("WorkloadEntry", networking.ISTIO_NETWORKING_VERSIONS, workloadentry.WorkloadEntryStandalone,
+                 "workloadentries", ("we", "workloadentry")),
+        KindInfo("WorkloadGroup", networking.ISTIO_NETWORKING_VERSIONS, workloadentry.WorkloadGroupSpec,
+                 "workloadgroups", ("wg", "workloadgroup")),
         KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),

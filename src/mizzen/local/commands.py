@@ -48,12 +48,27 @@ def _echo_err(msg: str) -> None:
 @click.option("--control-planes", type=click.IntRange(1, 3), default=1, show_default=True,
               help="control-plane replicas on the same store (api.sock/xds.sock, then api-<i>.sock/xds-<i>.sock); "
                    "every sidecar lists them all and fails over when one dies")
+@click.option("--store", "store_url", default=lambda: os.environ.get("MIZZEN_STORE"), show_default="sqlite",
+              help="where the control planes keep config and registry: sqlite (files in the state dir) or an "
+                   "existing etcd cluster, etcd://host:port[,host:port...][/prefix][?ttl=S] (`mizzen etcd up` "
+                   "starts one); `mizzen up` never erases it")
+@click.option("--etcd-ca", default=None, type=click.Path(dir_okay=False, exists=True), help="etcd members' CA (TLS)")
+@click.option("--etcd-cert", default=None, type=click.Path(dir_okay=False, exists=True), help="etcd client certificate")
+@click.option("--etcd-key", default=None, type=click.Path(dir_okay=False, exists=True), help="key of --etcd-cert")
+@click.option("--consul-api", default="auto", show_default=True, metavar="HOST:PORT|auto|off",
+              help="serve the Consul HTTP API (auto: 127.0.0.1:8500 when it is free, else a free port; "
+                   "`mizzen status -o json` shows it as consulApi)")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
-       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int) -> None:
+       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
+       store_url: str | None, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
+       consul_api: str) -> None:
     """Start a mesh from MESH.yaml: control plane, a pod per workload replica with its sidecar, the apps."""
+    from ..server.commands import resolve_store_url
+
     runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
                     drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
-                    app_stop_seconds=app_stop_seconds, control_planes=control_planes)
+                    app_stop_seconds=app_stop_seconds, control_planes=control_planes,
+                    store_url=resolve_store_url(store_url, etcd_ca, etcd_cert, etcd_key), consul_api=consul_api)
     try:
         result = runner.preflight()
     except InvalidConfig as e:
@@ -295,6 +310,8 @@ def status(output: str, state_dir: str) -> None:
     click.echo(f"mesh {st.get('meshId')} ({st.get('mode')}): {st.get('phase')}"
                f"{', ready' if st.get('ready') else ''}; runner pid {runner.get('pid')}"
                f"{'' if runner.get('alive') else ' (not running)'}; state dir {st.get('stateDir')}")
+    if st.get("store") or st.get("consulApi"):
+        click.echo(f"store {st.get('store') or 'sqlite'}; Consul API {st.get('consulApi') or 'off'}")
     if st.get("error"):
         click.echo(f"error: {st['error']}")
     rows = [[c["name"], c.get("pid"), c.get("address"),

@@ -58,6 +58,14 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str) -> 
     return cfg
 
 
+def controlplane_backend_args(options: Options, replica: int) -> list[str]:
+    """The store every replica shares (etcd URL, TLS files in its query) and the Consul API (replica 0)."""
+    out = ["--store", options.store_url] if options.store_url else []
+    if options.consul_api and replica == 0:
+        out += ["--consul-api", options.consul_api]
+    return out
+
+
 class ProcessLauncher:
     def __init__(self, table: PodTable, options: Options):
         self.table = table
@@ -70,7 +78,7 @@ class ProcessLauncher:
         n = self.options.control_planes
         for i in range(n):
             argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
-                    "--replica", str(i)]
+                    "--replica", str(i), *controlplane_backend_args(self.options, i)]
             cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
                        exec_argv=argv)
             with self.table.lock:

@@ -15,3 +15,5 @@ class Options:
     withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS
     app_stop_seconds: float = APP_STOP_SECONDS
     control_planes: int = 1
+    store_url: str | None = None  # None: SQLite in the state dir; "etcd://...": every control plane uses it
+    consul_api: str | None = None  # "HOST:PORT" the first control plane serves the Consul API on; None: off

@@ -40,6 +40,8 @@ from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
 from .options import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
 from .pods import POLL_SECONDS, Pod, RunnerError, plan_pods
+from .procs import free_ports
+from ..server.backends import display_url
 from .protocols import Progress
 from .reconcile import Reconciler
 from .supervisor import Supervisor
@@ -75,6 +77,33 @@ def resolve_mode(mode: str, *, euid: int | None = None, path: str | None = None)
                       f"To run without them, ask for it: `mizzen up --mode loopback` ({LOOPBACK_MEANS}).")
 
 
+CONSUL_DEFAULT = ("127.0.0.1", 8500)
+
+
+def resolve_consul_api(value: str | None) -> str | None:
+    """`--consul-api`: "auto" → 127.0.0.1:8500 when it is free, else a free loopback port (`mizzen status`
+    shows which); "off" → none; HOST:PORT as given."""
+    if value in (None, "", "off", "0"):
+        return None
+    if value != "auto":
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise RunnerError(f"--consul-api {value!r}: expected HOST:PORT, auto or off")
+        return f"{host or '127.0.0.1'}:{port}"
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(CONSUL_DEFAULT)
+            return f"{CONSUL_DEFAULT[0]}:{CONSUL_DEFAULT[1]}"
+        except OSError:
+            pass
+    port = free_ports(1)[0]
+    log.info("127.0.0.1:%d is taken: the Consul API goes on 127.0.0.1:%d", CONSUL_DEFAULT[1], port)
+    return f"127.0.0.1:{port}"
+
+
 def untraversable(path: str, uid: int) -> str | None:
     """The first existing ancestor of path (or path) that uid may not search, or None."""
     p = os.path.abspath(path)
@@ -102,7 +131,8 @@ class Runner:
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
-                 on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1):
+                 on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
+                 store_url: str | None = None, consul_api: str | None = "auto"):
         if not 1 <= control_planes <= MAX_CONTROL_PLANES:
             raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
         self.mesh_file = os.path.abspath(mesh_file)
@@ -112,9 +142,11 @@ class Runner:
         self.requested_mode = mode
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
-                               control_planes=control_planes)
+                               control_planes=control_planes, store_url=store_url,
+                               consul_api=resolve_consul_api(consul_api))
         self.on_ready = on_ready
-        self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode))
+        self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode,
+                                       store=display_url(store_url), consul_api=self.options.consul_api))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
         self.api = ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
         self.resources: list[Resource] = []

@@ -31,6 +31,8 @@ class MeshInfo:
     mesh_file: str
     mode: str = "auto"  # netns | loopback once resolved
     runner_pid: int = 0
+    store: str = "sqlite"  # the control planes' store as shown (backends.display_url)
+    consul_api: str | None = None  # HOST:PORT of the Consul API, if served
 
     @property
     def layout(self) -> StateLayout:
@@ -177,6 +179,6 @@ def status_of(t: PodTable) -> dict[str, Any]:
     return {
         "meshId": t.info.meshid, "stateDir": t.info.state_dir, "meshFile": t.info.mesh_file, "mode": t.info.mode,
         "phase": t.run.phase, "error": t.run.error, "ready": bool(all_ready),
-        "runner": {"pid": t.info.runner_pid},
+        "runner": {"pid": t.info.runner_pid}, "store": t.info.store, "consulApi": t.info.consul_api,
         "components": comps, "pods": pods_out,
     }

@@ -30,10 +30,12 @@ from .types import Proxy
 
 # Kinds whose changes are seen as changed hosts (the host-keyed indexes of ConfigIndex are compared).
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
-# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates;
+# Kinds no sidecar's config depends on as such (a Router: through the VirtualService/DestinationRule it generates;
 # a RateLimit: read by the rate-limit service only, until its HTTP filter lands — then it moves to PROXY_KINDS
 # (workloadSelector) and to the hosts it names).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit"})
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit",
+                           # WorkloadEntries act as endpoints (the endpoint index's instances); groups: stored
+                           "WorkloadEntry", "WorkloadGroup"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:

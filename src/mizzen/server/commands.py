@@ -18,7 +18,7 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
     return default_host, int(value)
 
 
-def _store(url: str | None, ca: str | None, cert: str | None, key: str | None) -> str | None:
+def resolve_store_url(url: str | None, ca: str | None, cert: str | None, key: str | None) -> str | None:
     """--store with the --etcd-* TLS files folded into its URL; a bad one is a usage error naming it."""
     from .backends import is_etcd, store_url_with_tls
 
@@ -69,7 +69,7 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
                         Path(api_socket).resolve() if api_socket else None, replica=replica,
-                        store_url=_store(store_url, etcd_ca, etcd_cert, etcd_key),
+                        store_url=resolve_store_url(store_url, etcd_ca, etcd_cert, etcd_key),
                         consul_api=_addr(consul_api))
     try:
         import uvloop  # type: ignore

@@ -34,6 +34,7 @@ from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
 from ..model.snapshot import ConfigIndex, EndpointIndex, Snapshot
 from ..model.types import Proxy, ProxyResources
+from ..model.workloadentries import instances_of
 from ..store.base import ConfigStore, HistoryCompacted, StoreUnavailable
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
@@ -71,6 +72,12 @@ def next_config(store: ConfigStore, old: ConfigIndex) -> ConfigIndex:
     return ConfigIndex.updated(old, {k: store.get(k) for k in keys}, revision)
 
 
+def endpoint_index(registry: Any, config: ConfigIndex) -> EndpointIndex:
+    """The registry's instances and the config's WorkloadEntries (model/workloadentries.py), as endpoints."""
+    return EndpointIndex([*registry.list(), *instances_of(config.by_kind.get("WorkloadEntry", ()))],
+                         registry.version)
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -105,6 +112,7 @@ class ControlPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._consul_runner = None
+        self._service_sync: Any = None
         self.consul_address: str | None = None  # host:port the Consul API listens on
         try:
             self._open_backends()
@@ -156,8 +164,8 @@ class ControlPlane:
     def _build_initial(self) -> None:
         t = time.perf_counter()
         self.generation = 1
-        self._snapshot = Snapshot(ConfigIndex(self.store.list(), self.store.revision),
-                                  EndpointIndex(self.registry.list(), self.registry.version), self.generation)
+        config = ConfigIndex(self.store.list(), self.store.revision)
+        self._snapshot = Snapshot(config, endpoint_index(self.registry, config), self.generation)
         self._renderer = Renderer(self._snapshot, on_problem=self._render_problem)
         log.info("loaded store revision %d (%d resources), registry version %d (%d instances) in %.1f ms",
                  self.store.revision, len(self.store.list()), self.registry.version,
@@ -185,6 +193,10 @@ class ControlPlane:
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         if not self.backends.watch_driven:
             self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
+        from ..consulapi.sync import ServiceSync  # Consul-registered services become mesh Services
+
+        self._service_sync = ServiceSync(self.store, self.registry)
+        self._service_sync.start()
         if self.settings.consul_api is not None:
             await self._serve_consul(self.settings.consul_api)
         log.info("control plane %s ready: store %s, xds %s, api %s%s%s", self.replica_name, self.backends.kind,
@@ -228,6 +240,8 @@ class ControlPlane:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._service_sync is not None:
+            await asyncio.to_thread(self._service_sync.stop)
         if self._consul_runner is not None:
             await self._consul_runner.cleanup()
         if self._refresh_task:
@@ -278,8 +292,9 @@ class ControlPlane:
         old = self._snapshot
         assert old is not None
         config = next_config(self.store, old.config) if self._dirty_config else old.config
-        endpoints = EndpointIndex(self.registry.list(), self.registry.version) \
-            if self._dirty_endpoints else old.endpoints
+        entries_changed = config.by_kind.get("WorkloadEntry") is not old.config.by_kind.get("WorkloadEntry")
+        endpoints = endpoint_index(self.registry, config) \
+            if self._dirty_endpoints or entries_changed else old.endpoints
         self._dirty_config = self._dirty_endpoints = False
         self.generation += 1
         new = Snapshot(config, endpoints, self.generation)
