@@ -23,6 +23,7 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
+from .mesh import mesh
 from .options import MizzenGroup, fail, state_dir_option
 from .proxy import register as register_proxy_commands
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
@@ -195,7 +196,7 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (mesh, "mesh")):
         cli.add_command(cmd, name=name)
     return cli
 

@@ -209,6 +209,19 @@ def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INB
     return "\n".join(lines)
 
 
+def inbound_only_rules(*, inbound_port: int = INBOUND_PORT, inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS,
+                       services: Sequence[str] = ()) -> str:
+    """The nat table of a sidecar pod half-way through a bypass switch (local/bypass.py): what it sends goes
+    straight out (service VIPs through the MIZZEN_SERVICES chain, as in a pod without a sidecar), what
+    arrives is still captured by its sidecar."""
+    chain = list(services) or [":MIZZEN_SERVICES - [0:0]"]
+    lines = ["*nat", ":MIZZEN_INBOUND - [0:0]", chain[0],
+             "-A PREROUTING -p tcp -i eth0 -j MIZZEN_INBOUND", "-A OUTPUT -p tcp -j MIZZEN_SERVICES"]
+    lines += [f"-A MIZZEN_INBOUND -p tcp --dport {port} -j RETURN" for port in inbound_excluded]
+    lines += [f"-A MIZZEN_INBOUND -p tcp -j REDIRECT --to-ports {inbound_port}", *chain[1:], "COMMIT", ""]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------- hosts file
 
 def _service_names(svc: Mapping[str, Any], pod_namespace: str) -> list[str]:
@@ -278,6 +291,8 @@ class PodNet:
     capture: bool
     hosts_path: str
     nat: str = ""  # the nat table last loaded with service-VIP rules (plainroutes.py)
+    chain: tuple[str, ...] = ()  # the service-VIP chain last loaded
+    bypass: str = "off"  # off (captured) | outbound (sends direct, inbound captured) | on (no capture): bypass.py
     outbound_port: int = OUTBOUND_PORT
     inbound_port: int = INBOUND_PORT
     envoy_uid: int = ENVOY_UID
@@ -381,13 +396,27 @@ class MeshNet:
         pn = self.pods.get(pod)
         if pn is None:
             return False
-        rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
-                              envoy_uid=pn.envoy_uid, services=chain) if pn.capture else plain_rules(chain)
+        if not pn.capture or pn.bypass == "on":
+            rules = plain_rules(chain)
+        elif pn.bypass == "outbound":
+            rules = inbound_only_rules(inbound_port=pn.inbound_port, services=chain)
+        else:
+            rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
+                                  envoy_uid=pn.envoy_uid, services=chain)
+        pn.chain = tuple(chain)
         if pn.nat == rules:
             return False
         run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
         pn.nat = rules
         return True
+
+    def set_bypass(self, pod: str, state: str) -> bool:
+        """Switch a sidecar pod's capture (local/bypass.py): off | outbound | on. True if its rules changed."""
+        pn = self.pods.get(pod)
+        if pn is None or not pn.capture:
+            return False
+        pn.bypass = state
+        return self.set_vip_rules(pod, pn.chain)
 
     def exec_argv(self, pod: str, argv: Sequence[str]) -> list[str]:
         return self.pods[pod].exec_argv(argv)

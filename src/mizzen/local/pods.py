@@ -59,6 +59,7 @@ class Pod:
     health_port: int = HEALTH_PORT
     port_map: dict[int, int] = field(default_factory=dict)  # container port -> app's real port
     register_port_map: dict[int, int] = field(default_factory=dict)  # container port -> callers' port
+    bypass: str = "off"  # capture switched off by `mizzen mesh bypass` (local/bypass.py): off | outbound | on
 
     @property
     def instance_id(self) -> str:

@@ -174,7 +174,7 @@ def status_of(t: PodTable) -> dict[str, Any]:
             "inboundPort": pod.inbound_port if pod.sidecar else None,
             "dir": pod.dir, "registered": registered, "ready": pod_ready,
             "generation": pod.generation, "terminating": pod.stopping,
-            "holdApplicationUntilProxyStarts": pod.hold,
+            "holdApplicationUntilProxyStarts": pod.hold, "bypass": pod.bypass,
         })
     return {
         "meshId": t.info.meshid, "stateDir": t.info.state_dir, "meshFile": t.info.mesh_file, "mode": t.info.mode,
