@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import core, destination_rule, networking, patch, ratelimit, router, telemetry, virtual_service, workloadentry
+from . import (core, destination_rule, hosts, networking, patch, ratelimit, router, telemetry, virtual_service,
+               workloadentry)
 from .base import Spec
 
 
@@ -42,6 +43,7 @@ KINDS: dict[str, KindInfo] = {
                  cluster_scoped=True),
         KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
         KindInfo("Router", ("mizzen.dev/v1",), router.RouterSpec, "routers", ("router", "rt")),
+        KindInfo("Host", ("mizzen.dev/v1",), hosts.HostSpec, "hosts", ("host",), cluster_scoped=True),
         KindInfo("Telemetry", telemetry.TELEMETRY_VERSIONS, telemetry.TelemetrySpec, "telemetries",
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),

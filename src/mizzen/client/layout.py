@@ -8,6 +8,7 @@
     runner.pid, runner.sock          the `mizzen up` runner's PID and control channel
     status.json                      the runner's view of every component
     logs/                            runner.log, controlplane[-<i>].log
+    hosts/<host>/, etcd/             a multi-host mesh: each host runner's state dir; the mesh's etcd members
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), base-id, envoy.log, access.log, agent.log, app.log
 
@@ -158,6 +159,29 @@ class StateLayout:
     @property
     def runner_log(self) -> str:
         return os.path.join(self.logs_dir, "runner.log")
+
+    # ------------------------------------------------------------------ a multi-host mesh (local/hosts.py)
+    @property
+    def hosts_dir(self) -> str:
+        return self._f("hosts")
+
+    def host(self, name: str) -> "StateLayout":
+        """The state dir of one host's runner: `hosts/<name>/` (its pods, status.json, runner.sock)."""
+        return StateLayout(os.path.join(self.hosts_dir, name))
+
+    def host_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.hosts_dir) if os.path.isdir(os.path.join(self.hosts_dir, n)))
+        except OSError:
+            return []
+
+    def host_log(self, name: str) -> str:
+        return os.path.join(self.logs_dir, f"host-{name}.log")
+
+    @property
+    def etcd_dir(self) -> str:
+        """The mesh's own etcd cluster (members on hosts with `etcd: true`): etcd.cluster.LocalCluster's dir."""
+        return self._f("etcd")
 
     # ------------------------------------------------------------------ pods
     @property

@@ -24,8 +24,11 @@ class NetnsNetwork:
     supports_bypass = True  # capture can be switched off and on (bypass.py)
     owner_uid: int | None = ENVOY_UID  # Envoy (uid 1337) makes its admin socket in the pod dir
 
-    def __init__(self, meshid: str):
-        self.mesh = netns.MeshNet(meshid)
+    def __init__(self, meshid: str, *, subnet: str | None = None, routed: Sequence[str] = (),
+                 outbound_excluded: Sequence[str] = ()):
+        # subnet & co: one host of a multi-host mesh (local/hosts.py): pods behind a gateway in this namespace
+        self.mesh = netns.MeshNet(meshid, subnet=subnet, routed=tuple(routed),
+                                  outbound_excluded=tuple(outbound_excluded))
 
     def create(self, services: Sequence[Mapping[str, Any]]) -> None:
         self.mesh.services = [dict(s) for s in services]

@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..api import LoadResult, Resource, load_sources
-from ..client import ENVOY_UID, MAX_CONTROL_PLANES, ApiClient, HttpError, StateLayout
+from ..client import ENVOY_UID, MAX_CONTROL_PLANES, ApiClient, ClientError, HttpError, StateLayout
 from ..manifests import read_inputs
 from ..unixpath import UNIX_PATH_MAX
 from . import meshview, netns
@@ -132,7 +132,8 @@ class Runner:
                  timeout: float = 120.0, drain_seconds: float = 2.0,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
                  on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
-                 store_url: str | None = None, consul_api: str | None = "auto"):
+                 store_url: str | None = None, consul_api: str | None = "auto",
+                 host_options: dict[str, Any] | None = None):
         if not 1 <= control_planes <= MAX_CONTROL_PLANES:
             raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
         self.mesh_file = os.path.abspath(mesh_file)
@@ -143,12 +144,14 @@ class Runner:
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
                                control_planes=control_planes, store_url=store_url,
-                               consul_api=resolve_consul_api(consul_api))
+                               consul_api=resolve_consul_api(consul_api), **(host_options or {}))
         self.on_ready = on_ready
         self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode,
-                                       store=display_url(store_url), consul_api=self.options.consul_api))
+                                       host=self.options.host, store=display_url(store_url),
+                                       consul_api=self.options.consul_api))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
-        self.api = ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
+        self.api = ApiClient(addresses=list(self.options.join_api), timeout=5.0) if self.options.joined else \
+            ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
         self.resources: list[Resource] = []
         self.mesh_text = ""
         self.control: ControlServer | None = None
@@ -173,7 +176,7 @@ class Runner:
         result = load_sources(sources)
         self.mesh_text = sources[0][1]
         self.resources = list(result.resources)
-        pods = plan_pods(self.resources, self.mesh_dir)
+        pods = plan_pods([r for r in self.resources if self._runs_here(r)], self.mesh_dir)
         self.table.pods, self.table.next_index = pods, len(pods)
         self.table.info.mode = resolve_mode(self.requested_mode)
         pid = runner_alive(self.state_dir)
@@ -181,7 +184,9 @@ class Runner:
             raise RunnerError(f"a mesh is already running in {self.state_dir} (runner pid {pid}); "
                               f"stop it with `mizzen down --state-dir {self.state_dir}`")
         longest = max((len(self.layout.pod(p.name).admin_socket) for p in pods), default=0)
-        if max(longest, len(self.layout.xds_socket(self.options.control_planes - 1))) > UNIX_PATH_MAX:
+        if not self.options.joined:
+            longest = max(longest, len(self.layout.xds_socket(self.options.control_planes - 1)))
+        if longest > UNIX_PATH_MAX:
             raise RunnerError(f"state dir path too long for unix sockets ({UNIX_PATH_MAX} bytes max): "
                               f"use a shorter --state-dir")
         if self.mode == "netns" and any(p.sidecar for p in pods):
@@ -206,7 +211,12 @@ class Runner:
 
     def _assemble(self) -> None:
         """The collaborators, once the mode is known."""
-        self.network = NetnsNetwork(self.table.info.meshid) if self.mode == "netns" else LoopbackNetwork()
+        o = self.options
+        if o.joined and self.mode != "netns":
+            raise RunnerError("a host of a multi-host mesh runs its pods in network namespaces (root)")
+        self.network = NetnsNetwork(self.table.info.meshid, subnet=o.pod_subnet, routed=o.routed,
+                                    outbound_excluded=o.outbound_excluded) if self.mode == "netns" \
+            else LoopbackNetwork()
         self.ops = Operations(self.table, self.launcher, self.api, self.network, self.options,
                               resources=self.resources, mesh_dir=self.mesh_dir)
         self.supervisor = Supervisor(self.table, self.api, self.network, self._ready)
@@ -236,7 +246,7 @@ class Runner:
             self.control = ControlServer(self, self.layout.runner_socket)
             self.control.start()
             Reconciler(self.table, self.api, lambda w, ns, n, p: self.ops.scale(w, ns, n, p, persist=False),
-                       self.op_lock, after=self.write_status).start()
+                       self.op_lock, after=self.write_status, accept=self._runs_here).start()
             self.loop()
         except Interrupted as e:
             log.info("%s", e)
@@ -294,8 +304,11 @@ class Runner:
     def start(self) -> None:
         t = self.table
         log.info("mesh %s: state dir %s, mode %s, %d pods", t.info.meshid, self.state_dir, self.mode, len(t.pods))
-        self.launcher.start_controlplanes(self._check_stop)
-        self.apply()
+        if self.options.joined:  # a host of a multi-host mesh: the control planes run elsewhere, config is there
+            self._wait_joined()
+        else:
+            self.launcher.start_controlplanes(self._check_stop)
+            self.apply()
         meshview.refresh_services(t, self.api, self.network)
         self.network.create(t.services)
         for pod in t.pods:
@@ -306,6 +319,35 @@ class Runner:
         for pod in t.pods:
             self.launcher.launch(pod)
         self.write_status()
+
+    def _runs_here(self, workload: Any) -> bool:
+        """Which Workloads (Resources or REST items) this runner runs: all, or on a host of a multi-host mesh
+        those placed on it (local/hosts.py)."""
+        if self.options.host is None:
+            return True
+        if not isinstance(workload, dict) and getattr(workload, "kind", "Workload") != "Workload":
+            return True
+        from .hosts import runs_here
+
+        return runs_here(workload, self.options.host, self.options.default_host or "")
+
+    def _wait_joined(self) -> None:
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            self._check_stop()
+            try:
+                if self.api.healthz().get("ready"):
+                    log.info("host %s joined the control plane at %s", self.options.host,
+                             ", ".join(self.options.join_api))
+                    return
+            except (ClientError, ValueError) as e:
+                reason = str(e)
+            else:
+                reason = "not ready"
+            if time.monotonic() > deadline:
+                raise RunnerError(f"the control plane at {', '.join(self.options.join_api)} did not answer in "
+                                  f"{self.options.timeout:.0f}s: {reason}")
+            time.sleep(0.3)
 
     def apply(self) -> None:
         try:

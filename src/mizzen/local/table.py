@@ -31,6 +31,7 @@ class MeshInfo:
     mesh_file: str
     mode: str = "auto"  # netns | loopback once resolved
     runner_pid: int = 0
+    host: str | None = None  # a host runner of a multi-host mesh (no control plane of its own)
     store: str = "sqlite"  # the control planes' store as shown (backends.display_url)
     consul_api: str | None = None  # HOST:PORT of the Consul API, if served
 
@@ -137,7 +138,7 @@ def status_of(t: PodTable) -> dict[str, Any]:
     layout = t.info.layout
     comps = [_controlplane(layout, i, cp) for i, cp in enumerate(t.cps)]
     pods_out = []
-    all_ready = t.run.phase == "running" and t.cps_running
+    all_ready = t.run.phase == "running" and (t.cps_running or t.info.host is not None)
     for pod in t.pods:
         agent, app = t.agents.get(pod.name), t.apps.get(pod.name)
         registered = pod.instance_id in t.registered
@@ -180,5 +181,6 @@ def status_of(t: PodTable) -> dict[str, Any]:
         "meshId": t.info.meshid, "stateDir": t.info.state_dir, "meshFile": t.info.mesh_file, "mode": t.info.mode,
         "phase": t.run.phase, "error": t.run.error, "ready": bool(all_ready),
         "runner": {"pid": t.info.runner_pid}, "store": t.info.store, "consulApi": t.info.consul_api,
+        **({"host": t.info.host} if t.info.host else {}),
         "components": comps, "pods": pods_out,
     }

@@ -35,7 +35,7 @@ HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "Destinatio
 # (workloadSelector) and to the hosts it names).
 IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router", "RateLimit",
                            # WorkloadEntries act as endpoints (the endpoint index's instances); groups: stored
-                           "WorkloadEntry", "WorkloadGroup"})
+                           "WorkloadEntry", "WorkloadGroup", "Host"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:
