@@ -96,11 +96,12 @@ class Mesh:
         return json.loads(p.stdout.strip().splitlines()[-1])
 
     def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4,
-                        stop_file: Path | None = None) -> subprocess.Popen:
+                        stop_file: Path | None = None, requests_per_connection: int = 0) -> subprocess.Popen:
         """Load for `seconds` at most; with `stop_file`, it ends soon after that file is created."""
         cmd = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(self.state_dir), pod, "--",
                "python3", str(LOAD_CLIENT), url, "--rps", str(rps), "--seconds", str(seconds),
-               "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else [])
+               "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else []) + \
+            (["--requests-per-connection", str(requests_per_connection)] if requests_per_connection else [])
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def proxy_status(self) -> list[dict]:

@@ -17,8 +17,12 @@ from .options import ServerError, fail, state_dir_option
 
 
 @click.group("mesh")
-def mesh() -> None:
+@state_dir_option
+@click.pass_context
+def mesh(ctx: click.Context, state_dir: str) -> None:
     """Mesh-wide switches."""
+    ctx.obj = {"state_dir": state_dir} if ctx.get_parameter_source("state_dir") not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else {}
 
 
 @mesh.command("bypass")
@@ -30,6 +34,12 @@ def mesh() -> None:
 @state_dir_option
 def bypass(state: str, namespace: str | None, wait: bool, timeout: float, state_dir: str) -> None:
     """Switch sidecar capture off (on: apps talk directly) or back on (off)."""
+    ctx = click.get_current_context()
+    parent = (ctx.parent.obj or {}).get("state_dir") if ctx.parent is not None and isinstance(ctx.parent.obj, dict) \
+        else None
+    if parent and ctx.get_parameter_source("state_dir") in (click.core.ParameterSource.DEFAULT,
+                                                            click.core.ParameterSource.DEFAULT_MAP):
+        state_dir = parent
     api = ApiClient(state_dir)
     try:
         docs = switch_documents(api.list_resources("Namespace"), state == "on", namespace)
