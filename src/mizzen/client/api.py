@@ -55,6 +55,7 @@ class ApiClient:
                                   lambda i: present(self.addresses[i]))
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
+        waiting: HttpError | None = None  # a replica that has not loaded its store said so
         for k, i in enumerate(order):
             left = deadline - time.monotonic()
             if left <= 0 and k > 0:
@@ -65,12 +66,18 @@ class ApiClient:
             except CONNECT_ERRORS:
                 tried.append(str(self.addresses[i]))
                 continue
+            out = decode(status, raw)
+            if Failover.not_loaded(status, out):
+                tried.append(str(self.addresses[i]))
+                waiting = HttpError(status, error_body(out), f"{method} {path}")
+                continue
             if replicas is None:
                 self.failover.answered(i)
-            out = decode(status, raw)
             if status >= 400:
                 raise HttpError(status, error_body(out), f"{method} {path}")
             return out
+        if waiting is not None:
+            raise waiting
         raise self._unavailable(tried)
 
     # ------------------------------------------------------------------ config

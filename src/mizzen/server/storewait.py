@@ -3,7 +3,8 @@
 While the backend (an etcd cluster) does not answer, the control plane binds no xDS socket (proxies keep their
 last config and their ADS streams go to another replica or retry), and its REST address answers only with the
 reason: `GET /healthz` → 503 `{"ready": false, "store": {"available": false, "error": "store unavailable: …"}}`,
-every other path → 503 `{"message": …}`. It retries every `RETRY_SECONDS` (opening runs in a worker thread, so
+every other path → 503 `{"message": …, "storeNotLoaded": true}` (clients try another replica first:
+client/failover.py). It retries every `RETRY_SECONDS` (opening runs in a worker thread, so
 the loop keeps answering) and logs the reason when it first fails and when it changes, then every minute.
 Once the store loads, this app is replaced by the real one on the same address.
 """
@@ -33,7 +34,7 @@ def waiting_app(reason: Callable[[], str], store: Callable[[], dict[str, Any]]) 
             body: dict[str, Any] = {"ready": False, "store": {**store(), "available": False, "error": why}}
         else:
             body = {"message": f"{why} (this control plane has not loaded its store yet and serves nothing "
-                               f"until it can)"}
+                               f"until it can)", "storeNotLoaded": True}
         return web.Response(status=503, text=json.dumps(body), content_type="application/json")
 
     app = web.Application()
