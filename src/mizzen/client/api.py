@@ -124,6 +124,11 @@ class ApiClient:
             except Unavailable as e:
                 tried += e.tried
                 continue
+            except HttpError as e:
+                if not Failover.not_loaded(e.status, e.body):
+                    raise
+                tried.append(str(self.addresses[i]))  # serves nothing yet: no proxy is connected to it
+                continue
             answered = True
             for it in items:
                 pid = str(it.get("id"))
