@@ -81,8 +81,12 @@ class Mesh:
         return self.cli("exec", pod, "--", *cmd, check=False, timeout=timeout)
 
     def load(self, pod: str, url: str, *, count: int = 0, rps: float = 0, seconds: float = 0,
-             headers: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 300) -> dict:
+             headers: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 300,
+             field: str | None = None) -> dict:
+        """`field`: the response header tallied in "served_by" (default x-served-by)."""
         args = ["python3", str(LOAD_CLIENT), url, "--concurrency", str(concurrency)]
+        if field:
+            args += ["--field", field]
         if count:
             args += ["--count", str(count)]
         if rps:
