@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("-H", "--header", action="append", default=[])
     ap.add_argument("--field", default="x-served-by", help="response header to tally")
     ap.add_argument("--stop-file", default="", help="stop early once this file exists (--seconds still caps)")
+    ap.add_argument("--requests-per-connection", type=int, default=0,
+                    help="close a keep-alive connection after this many requests (0: never), as pooled clients "
+                         "recycle theirs")
     a = ap.parse_args()
     count = min(a.count, 100000)
     seconds = min(a.seconds, 600.0)
@@ -59,6 +62,7 @@ def main() -> None:
 
     def worker() -> None:
         conn = None
+        used = 0
         while True:
             at = next_slot()
             if at is None:
@@ -67,8 +71,13 @@ def main() -> None:
             if delay > 0:
                 time.sleep(delay)
             try:
+                if conn is not None and a.requests_per_connection and used >= a.requests_per_connection:
+                    conn.close()
+                    conn = None
                 if conn is None:
                     conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10)
+                    used = 0
+                used += 1
                 conn.request("GET", path, headers=headers)
                 r = conn.getresponse()
                 r.read()

@@ -83,8 +83,12 @@ class Mesh:
         return self.cli("exec", pod, "--", *cmd, check=False, timeout=timeout)
 
     def load(self, pod: str, url: str, *, count: int = 0, rps: float = 0, seconds: float = 0,
-             headers: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 300) -> dict:
+             headers: dict[str, str] | None = None, concurrency: int = 4, timeout: float = 300,
+             field: str | None = None) -> dict:
+        """`field`: the response header tallied in "served_by" (default x-served-by)."""
         args = ["python3", str(LOAD_CLIENT), url, "--concurrency", str(concurrency)]
+        if field:
+            args += ["--field", field]
         if count:
             args += ["--count", str(count)]
         if rps:
@@ -98,11 +102,12 @@ class Mesh:
         return json.loads(p.stdout.strip().splitlines()[-1])
 
     def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4,
-                        stop_file: Path | None = None) -> subprocess.Popen:
+                        stop_file: Path | None = None, requests_per_connection: int = 0) -> subprocess.Popen:
         """Load for `seconds` at most; with `stop_file`, it ends soon after that file is created."""
         cmd = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(self.state_dir), pod, "--",
                "python3", str(LOAD_CLIENT), url, "--rps", str(rps), "--seconds", str(seconds),
-               "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else [])
+               "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else []) + \
+            (["--requests-per-connection", str(requests_per_connection)] if requests_per_connection else [])
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def proxy_status(self) -> list[dict]:

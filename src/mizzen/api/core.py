@@ -157,6 +157,7 @@ class WorkloadSpec(Spec):
     service_account: str | None = None
     workdir: str | None = None
     locality: str | None = None  # region/zone/subzone
+    host: str | None = None  # a multi-host mesh: the Host (mizzen.dev/v1) it runs on (api/hosts.py)
     # Istio's holdApplicationUntilProxyStarts: start the app only once its sidecar is ready (default);
     # false starts app and sidecar together
     hold_application_until_proxy_starts: bool = True

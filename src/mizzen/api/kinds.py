@@ -4,8 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import (authorization, core, destination_rule, envoy_filter, gateway, networking, patch, peer_authentication,
-               proxy_config, ratelimit, router, service_entry, sidecar, telemetry, virtual_service)
+from . import (authorization, core, destination_rule, envoy_filter, gateway, hosts, networking, patch,
+               peer_authentication, proxy_config, ratelimit, router, service_entry, sidecar, telemetry, virtual_service,
+               workloadentry)
 from .base import Spec
 
 
@@ -35,6 +36,10 @@ KINDS: dict[str, KindInfo] = {
                  "sidecars", ("sidecar",)),
         KindInfo("Gateway", networking.ISTIO_NETWORKING_VERSIONS, gateway.GatewaySpec,
                  "gateways", ("gw", "gateway"), checks=gateway.resource_checks),
+        KindInfo("WorkloadEntry", networking.ISTIO_NETWORKING_VERSIONS, workloadentry.WorkloadEntryStandalone,
+                 "workloadentries", ("we", "workloadentry")),
+        KindInfo("WorkloadGroup", networking.ISTIO_NETWORKING_VERSIONS, workloadentry.WorkloadGroupSpec,
+                 "workloadgroups", ("wg", "workloadgroup")),
         KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),
@@ -42,6 +47,7 @@ KINDS: dict[str, KindInfo] = {
                  cluster_scoped=True),
         KindInfo("Workload", ("mizzen.dev/v1",), core.WorkloadSpec, "workloads", ("wl", "workload")),
         KindInfo("Router", ("mizzen.dev/v1",), router.RouterSpec, "routers", ("router", "rt")),
+        KindInfo("Host", ("mizzen.dev/v1",), hosts.HostSpec, "hosts", ("host",), cluster_scoped=True),
         KindInfo("Telemetry", telemetry.TELEMETRY_VERSIONS, telemetry.TelemetrySpec, "telemetries",
                  ("telemetry",)),
         KindInfo("EnvoyPatch", ("mizzen.dev/v1",), patch.EnvoyPatchSpec, "envoypatches", ("envoypatch", "ep")),

@@ -1,6 +1,8 @@
 """Benchmarks of the distributed backends (part of `make bench`, never pass/fail): registration throughput and
-apply latency on SQLite vs a local 3-member etcd cluster in the same run, and the Consul API's blocking-query
-wake-up latency (registration → the blocked health query returns) on both."""
+apply latency on SQLite vs a local 3-member etcd cluster in the same run, the Consul API's blocking-query
+wake-up latency (registration → the blocked health query returns) on both, and the latency from a
+registration (the agents' REST path, or the Consul API) to its EDS update at every one of 100 proxies (real
+control-plane process, real Delta ADS streams: bench/xds_load.py) on both."""
 from __future__ import annotations
 
 import asyncio
@@ -135,6 +137,30 @@ def _wakeups(open_: Callable[[str], tuple[Any, Any]], kv: Any, rounds: int) -> l
     return out
 
 
+def eds_latency(endpoints: list[str], proxies: int = 100, services: int = 50, changes: int = 20,
+                log: Callable[[str], None] = lambda s: None) -> str:
+    """Registration → EDS update received (and ACKed) by each of `proxies` Delta streams, per backend and
+    registration path. The proxies ACK at once, so the time to the update is the time to the ACK."""
+    import uuid
+
+    from .xds_load import BenchOptions, percentile, run_bench
+
+    rows = []
+    for backend, url in (("sqlite", None), ("etcd (3 members)", "etcd://" + ",".join(endpoints) +
+                                                                 f"/bench-eds-{uuid.uuid4().hex[:6]}/")):
+        for via, label in (("rest", "agent (REST PUT)"), ("consul", "Consul API register")):
+            o = BenchOptions(proxies=proxies, services=services, changes=changes, workers=1, store_url=url,
+                             via=via, timeout=600)
+            r = asyncio.run(run_bench(o, log))
+            rows.append(f"| {backend} | {label} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
+                        f"{(sum(r.all_ms) / len(r.all_ms)) if r.all_ms else float('nan'):.1f} | {r.missing} | "
+                        f"{r.cp_cpu_changes_s:.2f} |")
+    return (f"Registration → EDS update at every proxy ({proxies} Delta ADS streams, {services} services, "
+            f"{changes} changes of one instance; one control-plane process; push debounce 100 ms):\n\n"
+            "| backend | registered through | p50 ms | p99 ms | until the last proxy, mean ms | missed | "
+            "CP CPU s (changes) |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+
+
 def run(registrations: int = 500, applies: int = 100, rounds: int = 20) -> str:
     from ..consulapi.kv import EtcdKV, SqliteKV
     from ..etcd.client import EtcdClient
@@ -160,12 +186,14 @@ def run(registrations: int = 500, applies: int = 100, rounds: int = 20) -> str:
                 if client:
                     client.close()
             wake.append(f"| {name} | {statistics.median(w):.1f} | {_pct(w, 99):.1f} | {max(w):.1f} |")
+        eds = eds_latency(endpoints)
         return ("Registrations and applies (one thread; etcd: fsync on every commit, 3 members on this machine):\n\n"
                 f"| backend | registrations/s ({registrations} new) | heartbeats/s (unchanged) | apply p50 ms | "
                 f"apply p99 ms ({applies} × 1 resource) | apply of 500 resources ms |\n|---|---|---|---|---|---|\n"
                 + "\n".join(rows) +
                 f"\n\nConsul API blocking query: registration request → blocked `GET /v1/health/service` returns "
-                f"({rounds} rounds):\n\n| backend | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n" + "\n".join(wake) + "\n")
+                f"({rounds} rounds):\n\n| backend | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n" + "\n".join(wake) + "\n\n"
+                + eds)
     finally:
         cluster.down(purge=True)
         shutil.rmtree(tmp, ignore_errors=True)

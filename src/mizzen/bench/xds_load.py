@@ -373,6 +373,9 @@ class BenchOptions:
     python: str = sys.executable
     keep_state: bool = False
     cp_log_level: str = "warning"
+    store_url: str | None = None  # the control plane's --store (None: SQLite in the temp state dir)
+    via: str = "rest"  # how the watched instance changes: "rest" (PUT /api/v1/instances, as agents do) or
+    # "consul" (PUT /v1/agent/service/register on the control plane's Consul API)
 
 
 @dataclass
@@ -530,6 +533,11 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
            "--log-level", o.cp_log_level]
     if o.debounce_ms is not None:
         cmd += ["--debounce-ms", str(o.debounce_ms)]
+    if o.store_url:
+        cmd += ["--store", o.store_url]
+    consul = f"127.0.0.1:{_free_port()}" if o.via == "consul" else None
+    if consul:
+        cmd += ["--consul-api", consul]
     logf = open(os.path.join(state, "controlplane.log"), "wb")
     cp = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     logf.close()
@@ -604,10 +612,18 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
         log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")
 
         client_cpu = 0.0
+        async def register(address: str) -> None:
+            if consul is None:
+                return await put(0, 0, address)
+            body = {"Name": WATCH_SERVICE, "ID": f"{WATCH_SERVICE}-consul", "Address": address, "Port": 8080}
+            async with http.put(f"http://{consul}/v1/agent/service/register", json=body) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"Consul registration failed: {r.status} {await r.text()}")
+
         for k in range(o.changes):
             address = f"127.1.{k // 250}.{k % 250 + 1}"
             t0 = time.monotonic()
-            await put(0, 0, address)
+            await register(address)
             for w in workers:
                 await w.send({"cmd": "expect", "address": address, "timeout": 30})
             times: list[float] = []

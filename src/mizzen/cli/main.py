@@ -23,6 +23,7 @@ from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
 from ..server.commands import controlplane
 from .logs import logs
+from .mesh import mesh
 from .options import MizzenGroup, api_client, api_options, fail, state_dir_option
 from .telemetry import dashboard, prometheus_config, stat, tap, top, traces
 from .proxy import register as register_proxy_commands
@@ -200,7 +201,8 @@ def build_cli() -> click.Group:
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
                       (ratelimit, "ratelimit"), (ca, "ca"), (token, "token"), (stat, "stat"), (top, "top"), (tap, "tap"),
-                      (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config")):
+                      (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config"),
+                      (mesh, "mesh")):
         cli.add_command(cmd, name=name)
     return cli
 

@@ -66,6 +66,7 @@ class AsyncApiClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
         last: BaseException | None = None
+        waiting: HttpError | None = None  # a replica that has not loaded its store said so
         for k, i in enumerate(order):
             left = deadline - time.monotonic()
             if left <= 0 and k > 0:
@@ -80,12 +81,18 @@ class AsyncApiClient:
                 tried.append(str(self.addresses[i]))
                 last = e
                 continue
+            out = decode(status, raw) if status >= 400 else _json_or_text(raw)
+            if Failover.not_loaded(status, out):
+                tried.append(str(self.addresses[i]))
+                waiting = HttpError(status, error_body(out), f"{method} {path}")
+                continue
             if self.failover.answered(i):
                 log.info("control plane API: now using %s", self.addresses[i])
-            out = decode(status, raw) if status >= 400 else _json_or_text(raw)
             if status >= 300:
                 raise HttpError(status, error_body(out), f"{method} {path}")
             return out
+        if waiting is not None:
+            raise waiting
         why = (str(last) or type(last).__name__) if tried else "no socket file"
         raise Unavailable(f"{method} {path}: no control plane answered at "
                           f"{', '.join(map(str, self.addresses))} ({why})", tried) from last

@@ -84,6 +84,7 @@ class ApiClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
         why = ""
+        waiting: HttpError | None = None  # a replica that has not loaded its store said so
         for k, i in enumerate(order):
             left = deadline - time.monotonic()
             if left <= 0 and k > 0:
@@ -98,9 +99,13 @@ class ApiClient:
             except CONNECT_ERRORS:
                 tried.append(str(self.addresses[i]))
                 continue
+            out = decode(status, raw)
+            if Failover.not_loaded(status, out):
+                tried.append(str(self.addresses[i]))
+                waiting = HttpError(status, error_body(out), f"{method} {path}")
+                continue
             if replicas is None:
                 self.failover.answered(i)
-            out = decode(status, raw)
             if status >= 400:
                 body = error_body(out)
                 if status == 401 and not credential:
@@ -108,6 +113,8 @@ class ApiClient:
                             + unauthenticated_hint(self.token)}
                 raise HttpError(status, body, f"{method} {path}")
             return out
+        if waiting is not None:
+            raise waiting
         raise self._unavailable(tried, why)
 
     # ------------------------------------------------------------------ config
@@ -171,6 +178,11 @@ class ApiClient:
                 items = self.request("GET", "/api/v1/proxies", replicas=[i])["items"]
             except Unavailable as e:
                 tried += e.tried
+                continue
+            except HttpError as e:
+                if not Failover.not_loaded(e.status, e.body):
+                    raise
+                tried.append(str(self.addresses[i]))  # serves nothing yet: no proxy is connected to it
                 continue
             answered = True
             for it in items:

@@ -3,7 +3,9 @@ asyncio one (agent). Pure: it only decides the order and the time each attempt g
 
 - Replicas are tried in order, starting with the one that answered last (replica 0 at first).
 - A connection failure (socket absent, refused, reset, or no answer in time) moves on to the next one.
-- An answer is final, HTTP errors included: every replica shares one store, another would say the same.
+- An answer is final, HTTP errors included: every replica shares one store, another would say the same —
+  except from a replica that has not loaded its store (a 503 marked `storeNotLoaded`, server/storewait.py):
+  it is skipped like one that does not answer, and its answer is raised only if no other replica answers.
 - One time budget per call: each attempt gets an equal share of what is left, so a hung replica cannot
   eat all of it; an address known to be absent (a unix socket file that does not exist) takes no share.
 """
@@ -37,6 +39,11 @@ class Failover(Generic[T]):
     def attempts(order: Sequence[int], present: Callable[[int], bool]) -> list[int]:
         """The attempts worth making: absent targets are skipped (they would fail at once anyway)."""
         return [i for i in order if present(i)]
+
+    @staticmethod
+    def not_loaded(status: int, body: object) -> bool:
+        """The answer of a replica that serves nothing yet (its store is not loaded): try the others."""
+        return status == 503 and isinstance(body, dict) and bool(body.get("storeNotLoaded"))
 
     @staticmethod
     def share(left: float, remaining: int) -> float:

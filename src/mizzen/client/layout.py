@@ -6,6 +6,7 @@
     api-<i>.sock, xds-<i>.sock, ...  replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
     ca/                              the mesh CA (Istio's plug-in file names; keys 0600), kept across runs
     credentials.db                   pod credentials (token hashes) the CA authenticates agents with
+    consul-kv.db                     the Consul API's KV store (SQLite backend)
     controlplane[-<i>].pid           each replica's PID (written by the replica)
     admin.token                      the mesh's admin credential (0600; the CLI's default token)
     tokens.db                        API tokens (hashes only), shared by every replica
@@ -21,6 +22,7 @@
     ratelimit[-<i>].sock             the global rate-limit service replica i (gRPC), and
     ratelimit[-<i>]-admin.sock         its admin HTTP (healthz, stats, limits)
     redis/, redis.sock               a managed redis-server's dir and socket (`mizzen up --ratelimit-redis managed`)
+    hosts/<host>/, etcd/             a multi-host mesh: each host runner's state dir; the mesh's etcd members
     pods/<pod>/                      one replica: agent.json, agent.state, envoy.yaml, admin.sock (Envoy),
                                      agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
                                      telemetry.sock (access-log stream), base-id, envoy.log, access.log, agent.log,
@@ -169,6 +171,11 @@ class StateLayout:
     def credentials_db(self) -> str:
         return self._f("credentials.db")
 
+    @property
+    def consul_kv_db(self) -> str:
+        """The Consul API's KV store (SQLite backend; on etcd it lives in the cluster)."""
+        return self._f("consul-kv.db")
+
     def api_socket(self, replica: int = 0) -> str:
         return self._f(_numbered("api", replica, ".sock"))
 
@@ -285,6 +292,29 @@ class StateLayout:
     @property
     def runner_log(self) -> str:
         return os.path.join(self.logs_dir, "runner.log")
+
+    # ------------------------------------------------------------------ a multi-host mesh (local/hosts.py)
+    @property
+    def hosts_dir(self) -> str:
+        return self._f("hosts")
+
+    def host(self, name: str) -> "StateLayout":
+        """The state dir of one host's runner: `hosts/<name>/` (its pods, status.json, runner.sock)."""
+        return StateLayout(os.path.join(self.hosts_dir, name))
+
+    def host_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.hosts_dir) if os.path.isdir(os.path.join(self.hosts_dir, n)))
+        except OSError:
+            return []
+
+    def host_log(self, name: str) -> str:
+        return os.path.join(self.logs_dir, f"host-{name}.log")
+
+    @property
+    def etcd_dir(self) -> str:
+        """The mesh's own etcd cluster (members on hosts with `etcd: true`): etcd.cluster.LocalCluster's dir."""
+        return self._f("etcd")
 
     # ------------------------------------------------------------------ pods
     @property

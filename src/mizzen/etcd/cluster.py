@@ -59,18 +59,20 @@ class Member:
     client_port: int
     peer_port: int
     pid: int = 0
+    host: str = "127.0.0.1"  # the address it listens on
+    netns: str | None = None  # a network namespace of its own (a host of a multi-host mesh: local/hosts.py)
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
 
 def _alive(pid: int, data_dir: Path) -> bool:
@@ -108,7 +110,7 @@ class LocalCluster:
 
     def _command(self, m: Member) -> list[str]:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
-        return [find_etcd(), "--name", m.name, "--data-dir", str(self.dir / m.name),
+        return (["ip", "netns", "exec", m.netns] if m.netns else []) + [find_etcd(), "--name", m.name, "--data-dir", str(self.dir / m.name),
                 "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
                 "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                 "--initial-cluster", initial, "--initial-cluster-state", "new",
@@ -118,14 +120,20 @@ class LocalCluster:
                 "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
                 "--logger", "zap", "--log-outputs", "stderr"]
 
-    def up(self, members: int = 3, *, timeout: float = 30.0) -> list[str]:
-        """Start a new cluster (or the stopped members of an existing one) and wait until it serves."""
+    def up(self, members: int = 3, *, timeout: float = 30.0,
+           placement: list[tuple[str, str, str]] | None = None) -> list[str]:
+        """Start a new cluster (or the stopped members of an existing one) and wait until it serves.
+        `placement`: one (name, network namespace, address) per member, each listening on its address's
+        standard ports (2379 client, 2380 peer) inside its namespace; default: loopback, free ports."""
         if not self.members:
             if members < 1:
                 raise ClusterError("--members must be at least 1")
             self.dir.mkdir(parents=True, exist_ok=True)
-            ports = _free_ports(2 * members)
-            self.members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(members)]
+            if placement:
+                self.members = [Member(name, 2379, 2380, host=addr, netns=ns) for name, ns, addr in placement]
+            else:
+                ports = _free_ports(2 * members)
+                self.members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(members)]
             self.token = f"mizzen-{os.getpid()}-{int(time.time())}"
         for i, m in enumerate(self.members):
             if not _alive(m.pid, self.dir):
@@ -154,6 +162,9 @@ class LocalCluster:
         idx = list(range(len(self.members))) if members is None else members
         for i in idx:
             m = self.members[i]
+            if m.netns:
+                self._wait_ready_in_netns(m, deadline, timeout)
+                continue
             c = EtcdClient([m.endpoint], timeout=1.0)
             try:
                 while True:
@@ -171,6 +182,22 @@ class LocalCluster:
                         time.sleep(0.1)
             finally:
                 c.close()
+
+    def _wait_ready_in_netns(self, m: Member, deadline: float, timeout: float) -> None:
+        """A member in a namespace of its own is asked from inside it (its /health: a leader, no alarm)."""
+        while True:
+            p = self._procs.get(m.name)
+            if p is not None and p.poll() is not None:
+                raise ClusterError(f"etcd member {m.name} exited with {p.returncode}; see "
+                                   f"{self.dir / (m.name + '.log')}")
+            out = subprocess.run(["ip", "netns", "exec", str(m.netns), "curl", "-s", "-m", "1",
+                                  f"{m.client_url}/health"], capture_output=True, text=True)
+            if '"health":"true"' in out.stdout.replace(" ", ""):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(f"etcd member {m.name} ({m.endpoint} in {m.netns}) not ready after "
+                                   f"{timeout:.0f} s: {out.stdout or out.stderr}; see {self.dir / (m.name + '.log')}")
+            time.sleep(0.2)
 
     def leader(self) -> int | None:
         """Index of the current leader, or None if no running member knows one."""

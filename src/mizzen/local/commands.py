@@ -65,26 +65,66 @@ def _echo_err(msg: str) -> None:
 @click.option("--ratelimit-replicas", type=click.IntRange(1, 4), default=1, show_default=True,
               help="rate-limit service replicas (ratelimit.sock, ratelimit-1.sock, ...; needs --ratelimit-redis); "
                    "every sidecar lists them all")
+@click.option("--store", "store_url", default=lambda: os.environ.get("MIZZEN_STORE"), show_default="sqlite",
+              help="where the control planes keep config and registry: sqlite (files in the state dir) or an "
+                   "existing etcd cluster, etcd://host:port[,host:port...][/prefix][?ttl=S] (`mizzen etcd up` "
+                   "starts one); `mizzen up` never erases it")
+@click.option("--etcd-ca", default=None, type=click.Path(dir_okay=False, exists=True), help="etcd members' CA (TLS)")
+@click.option("--etcd-cert", default=None, type=click.Path(dir_okay=False, exists=True), help="etcd client certificate")
+@click.option("--etcd-key", default=None, type=click.Path(dir_okay=False, exists=True), help="key of --etcd-cert")
+@click.option("--consul-api", default="auto", show_default=True, metavar="HOST:PORT|auto|off",
+              help="serve the Consul HTTP API (auto: 127.0.0.1:8500 when it is free, else a free port; "
+                   "`mizzen status -o json` shows it as consulApi)")
+@click.option("--host", "host", default=None, metavar="NAME",
+              help="run as host NAME of a multi-host mesh: only the Workloads placed on it (spec.host), no "
+                   "control plane of its own (with --join)")
+@click.option("--join", "join", default=None, metavar="HOST:PORT[,...]",
+              help="with --host: the control planes' REST API addresses (one per replica)")
+@click.option("--xds", "xds", default=None, metavar="HOST:PORT[,...]",
+              help="with --host: the control planes' xDS addresses the sidecars use")
+@click.option("--default-host", default=None, metavar="NAME",
+              help="with --host: the host that runs Workloads without spec.host (the control plane's)")
+@click.option("--pod-subnet", default=None, metavar="CIDR",
+              help="with --host: this host's pod addresses (a /24 of 10.244.0.0/16), behind a gateway (.1) here")
+@click.option("--route", "routes", multiple=True, metavar="CIDR",
+              help="with --host: what pods reach through that gateway (other hosts' pods, the hosts' network)")
+@click.option("--exclude-outbound", "exclude_outbound", multiple=True, metavar="CIDR",
+              help="destinations sidecars never capture (the control plane's address)")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
        drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
        trust_domain: str, cert_ttl: str, outbound_traffic_policy: str, ratelimit: bool,
-       ratelimit_redis: str | None, ratelimit_replicas: int) -> None:
+       ratelimit_redis: str | None, ratelimit_replicas: int, store_url: str | None, etcd_ca: str | None,
+       etcd_cert: str | None, etcd_key: str | None, consul_api: str, host: str | None, join: str | None,
+       xds: str | None, default_host: str | None, pod_subnet: str | None, routes: tuple[str, ...],
+       exclude_outbound: tuple[str, ...]) -> None:
     """Start a mesh from MESH.yaml: control plane (with the mesh CA), a pod per workload replica with its
-    sidecar (and its workload certificate), the apps."""
+    sidecar (and its workload certificate), the apps. A mesh file with hosts (Host documents, Workload spec.host)
+    runs each host in a namespace of its own."""
     from ..ca.identity import InvalidIdentity, check_trust_domain
-    from ..server.commands import seconds
+    from ..server.commands import resolve_store_url, seconds
 
     try:
         check_trust_domain(trust_domain)
         ttl = seconds(cert_ttl, "--cert-ttl")
     except (InvalidIdentity, ValueError) as e:
         raise click.BadParameter(str(e)) from None
-    runner = Runner(mesh_file, state_dir, mode=mode, concurrency=envoy_concurrency, timeout=timeout,
-                    drain_seconds=drain_seconds, withdraw_timeout=withdraw_timeout,
-                    app_stop_seconds=app_stop_seconds, control_planes=control_planes,
-                    trust_domain=trust_domain, cert_ttl_seconds=ttl,
-                    outbound_traffic_policy=outbound_traffic_policy, ratelimit=ratelimit,
-                    ratelimit_replicas=ratelimit_replicas, ratelimit_redis=ratelimit_redis)
+    kw = dict(mode=mode, concurrency=envoy_concurrency, timeout=timeout, drain_seconds=drain_seconds,
+              withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds, control_planes=control_planes,
+              trust_domain=trust_domain, cert_ttl_seconds=ttl, outbound_traffic_policy=outbound_traffic_policy,
+              ratelimit=ratelimit, ratelimit_replicas=ratelimit_replicas, ratelimit_redis=ratelimit_redis,
+              store_url=resolve_store_url(store_url, etcd_ca, etcd_cert, etcd_key), consul_api=consul_api)
+    if (host is None) != (join is None):
+        raise click.UsageError("--host and --join go together (a host of a multi-host mesh joins its control plane)")
+    runner: Any
+    if host is not None:
+        runner = Runner(mesh_file, state_dir, **kw, host_options=_host_options(
+            host, join or "", xds, default_host, pod_subnet, routes, exclude_outbound))
+    elif _has_hosts(mesh_file):
+        from .multihost import MultiHostRunner
+
+        runner = MultiHostRunner(mesh_file, state_dir, **kw)
+    else:
+        runner = Runner(mesh_file, state_dir, **kw)
     try:
         result = runner.preflight()
     except InvalidConfig as e:
@@ -107,7 +147,45 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
     sys.exit(_up_detached(runner, timeout))
 
 
-def _up_detached(runner: Runner, timeout: float) -> int:
+def _addresses(text: str | None, what: str) -> tuple[str, ...]:
+    out = tuple(a.strip() for a in (text or "").split(",") if a.strip())
+    for a in out:
+        host, sep, port = a.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise click.BadParameter(f"{a!r}: expected HOST:PORT", param_hint=what)
+    return out
+
+
+def _host_options(host: str, join: str, xds: str | None, default_host: str | None, pod_subnet: str | None,
+                  routes: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
+    """`mizzen up --host NAME --join ...`: one host of a multi-host mesh (local/hosts.py)."""
+    import ipaddress
+
+    for cidr in (pod_subnet, *routes, *exclude):
+        if cidr:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError as e:
+                raise click.BadParameter(str(e)) from None
+    api = _addresses(join, "--join")
+    return {"host": host, "default_host": default_host or host, "join_api": api,
+            "join_xds": _addresses(xds, "--xds") or tuple(f"{a.rpartition(':')[0]}:15010" for a in api),
+            "pod_subnet": pod_subnet, "routed": tuple(routes), "outbound_excluded": tuple(exclude)}
+
+
+def _has_hosts(mesh_file: str) -> bool:
+    """Does the mesh file place anything on hosts? (A parse error is reported by the runner's preflight.)"""
+    from ..api import load_sources
+    from ..manifests import read_inputs
+    from .hosts import plan_hosts
+
+    try:
+        return plan_hosts(load_sources(read_inputs([mesh_file])).resources) is not None
+    except (InvalidConfig, RunnerError, OSError):
+        return False
+
+
+def _up_detached(runner: Any, timeout: float) -> int:
     state_dir, layout = runner.state_dir, runner.layout
     os.makedirs(layout.logs_dir, exist_ok=True)
     log_path = layout.runner_log
@@ -335,6 +413,8 @@ def status(output: str, state_dir: str) -> None:
     click.echo(f"mesh {st.get('meshId')} ({st.get('mode')}): {st.get('phase')}"
                f"{', ready' if st.get('ready') else ''}; runner pid {runner.get('pid')}"
                f"{'' if runner.get('alive') else ' (not running)'}; state dir {st.get('stateDir')}")
+    if st.get("store") or st.get("consulApi"):
+        click.echo(f"store {st.get('store') or 'sqlite'}; Consul API {st.get('consulApi') or 'off'}")
     if st.get("error"):
         click.echo(f"error: {st['error']}")
     rows = [[c["name"], c.get("pid"), c.get("address"),

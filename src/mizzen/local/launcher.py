@@ -46,6 +46,13 @@ def _addresses(sockets: Sequence[str]) -> str | tuple[str, ...]:
     return out[0] if len(out) == 1 else out
 
 
+def _join(addresses: tuple[str, ...]) -> str | tuple[str, ...] | None:
+    """A host runner's pods reach the control planes over TCP (one address per replica)."""
+    if not addresses:
+        return None
+    return addresses[0] if len(addresses) == 1 else addresses
+
+
 def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, trust_domain: str | None = None
                  ) -> AgentConfig:
     """The pod's agent.json, as the agent will read it. `trust_domain`: the pod has a credential and gets a
@@ -58,8 +65,9 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         outbound_port=pod.outbound_port, inbound_port=pod.inbound_port,
         port_map=tuple(sorted(pod.port_map.items())),
         register_port_map=() if netns_mode else tuple(sorted(pod.register_port_map.items())),
-        xds_address=_addresses(layout.xds_sockets(options.control_planes)),
-        api_address=_addresses(layout.api_sockets(options.control_planes)),
+        xds_address=_join(options.join_xds) or _addresses(layout.xds_sockets(options.control_planes)),
+        api_address=_join(tuple(f"http://{a}" for a in options.join_api)) or
+        _addresses(layout.api_sockets(options.control_planes)),
         admin_socket=files.admin_socket, control_socket=files.agent_socket, sds_socket=files.sds_socket,
         work_dir=files.path,
         concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
@@ -73,6 +81,20 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
     )
     cfg.validate()
     return cfg
+
+
+def controlplane_backend_args(options: Options, replica: int) -> list[str]:
+    """The store every replica shares (etcd URL, TLS files in its query), the Consul API (replica 0), and on a
+    multi-host mesh the TCP addresses the hosts' sidecars reach it at (local/hosts.py's ports)."""
+    from .hosts import API_PORT, XDS_PORT
+
+    out = ["--store", options.store_url] if options.store_url else []
+    if options.consul_api and replica == 0:
+        out += ["--consul-api", options.consul_api]
+    if options.cp_address:
+        out += ["--xds-port", f"{options.cp_address}:{XDS_PORT + replica}",
+                "--api-port", f"{options.cp_address}:{API_PORT + replica}"]
+    return out
 
 
 class ProcessLauncher:
@@ -90,8 +112,10 @@ class ProcessLauncher:
             argv = [sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", self.layout.root,
                     "--replica", str(i), "--trust-domain", self.options.trust_domain,
                     "--cert-ttl", f"{self.options.cert_ttl_seconds:g}s",
-                    "--outbound-traffic-policy", self.options.outbound_traffic_policy]
-            cp = Child(replica_name(i), argv, self.layout.controlplane_log(i), env=env_without_proxies(),
+                    "--outbound-traffic-policy", self.options.outbound_traffic_policy,
+                    *controlplane_backend_args(self.options, i)]
+            run = netns.exec_argv(self.options.cp_netns, argv) if self.options.cp_netns else argv
+            cp = Child(replica_name(i), run, self.layout.controlplane_log(i), env=env_without_proxies(),
                        exec_argv=argv)
             with self.table.lock:
                 self.table.cps.append(cp)

@@ -177,23 +177,25 @@ def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] 
     st = read_json(layout.status_file) or {}
     # whatever the runner left: recorded processes (if still the same programs) ...
     comps = st.get("components") or []
-    for kind in ("app", "agent", "envoy", "ratelimit", "controlplane", "redis"):
+    for kind in ("host-runner", "app", "agent", "envoy", "ratelimit", "controlplane", "redis", "etcd"):
         for c in comps:
             if c.get("kind") != kind:
                 continue
             cpid = c.get("pid")
             argv = c.get("cmdline")
-            if kind == "envoy":
-                ok = alive(cpid) and any("envoy" in a for a in cmdline(cpid))
+            if kind in ("envoy", "etcd"):
+                ok = alive(cpid) and any(kind in a for a in cmdline(cpid))
             else:
                 ok = same_process(cpid, argv) if argv else False
             if ok:
                 signal_pid(cpid, signal.SIGKILL, group=kind == "app")
                 signal_pid(cpid, signal.SIGKILL)
                 forced.append(f"{c['name']} pid {cpid}")
-    # ... and namespaces
+    # ... and namespaces (a multi-host mesh's host runners have namespaces of their own)
     if netns.unavailable_reason() is None:
         forced += netns.cleanup_mesh(meshid)
+        for name in layout.host_names():
+            forced += netns.cleanup_mesh(netns.mesh_id(layout.host(name).root))
     try:
         rp = read_pid(state_dir)
         if rp and not alive(rp):

@@ -77,6 +77,11 @@ def pod_ns_name(meshid: str, pod: str) -> str:
     return f"mizzen-{meshid}-{pod[:40].replace('/', '-')}-{_h(pod, 8)}"
 
 
+def uplink_name(meshid: str) -> str:
+    """The host side of a multi-host runner's uplink into its bridge namespace: `u<meshid>`."""
+    return f"u{meshid}"
+
+
 def veth_name(meshid: str, pod: str) -> str:
     """Bridge-side veth name: `m<meshid>-<6 hex>`, 14 characters (interface names are ≤ 15)."""
     return f"m{meshid}-{_h(pod, 6)}"
@@ -181,9 +186,11 @@ def delete_namespace(netns: str) -> None:
 def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INBOUND_PORT,
                   envoy_uid: int = ENVOY_UID,
                   inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS,
-                  services: Sequence[str] = ()) -> str:
+                  services: Sequence[str] = (), outbound_excluded: Sequence[str] = ()) -> str:
     """The iptables-restore input (nat table) of a pod with a sidecar; `services`: the MIZZEN_SERVICES chain
-    (plainroutes.service_chain) that Envoy's own connections to the VIP range go through."""
+    (plainroutes.service_chain) that Envoy's own connections to the VIP range go through;
+    `outbound_excluded`: destinations (CIDRs) never captured — the control plane's hosts, which the agent
+    reaches over TCP on a multi-host mesh (Istio's excludeOutboundIPRanges)."""
     lines = [
         "*nat",
         ":MIZZEN_INBOUND - [0:0]",
@@ -197,6 +204,7 @@ def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INB
     lines += [
         f"-A MIZZEN_INBOUND -p tcp -j REDIRECT --to-ports {inbound_port}",
         "-A MIZZEN_OUTPUT -o lo -j RETURN",
+        *(f"-A MIZZEN_OUTPUT -d {cidr} -j RETURN" for cidr in outbound_excluded),
     ]
     if services:
         lines.append(f"-A MIZZEN_OUTPUT -m owner --uid-owner {envoy_uid} -d {VIP_NETWORK} -j MIZZEN_SERVICES")
@@ -206,6 +214,19 @@ def capture_rules(*, outbound_port: int = OUTBOUND_PORT, inbound_port: int = INB
         f"-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports {outbound_port}",
     ]
     lines += [*services[1:], "COMMIT", ""]
+    return "\n".join(lines)
+
+
+def inbound_only_rules(*, inbound_port: int = INBOUND_PORT, inbound_excluded: Iterable[int] = INBOUND_EXCLUDED_PORTS,
+                       services: Sequence[str] = ()) -> str:
+    """The nat table of a sidecar pod half-way through a bypass switch (local/bypass.py): what it sends goes
+    straight out (service VIPs through the MIZZEN_SERVICES chain, as in a pod without a sidecar), what
+    arrives is still captured by its sidecar."""
+    chain = list(services) or [":MIZZEN_SERVICES - [0:0]"]
+    lines = ["*nat", ":MIZZEN_INBOUND - [0:0]", chain[0],
+             "-A PREROUTING -p tcp -i eth0 -j MIZZEN_INBOUND", "-A OUTPUT -p tcp -j MIZZEN_SERVICES"]
+    lines += [f"-A MIZZEN_INBOUND -p tcp --dport {port} -j RETURN" for port in inbound_excluded]
+    lines += [f"-A MIZZEN_INBOUND -p tcp -j REDIRECT --to-ports {inbound_port}", *chain[1:], "COMMIT", ""]
     return "\n".join(lines)
 
 
@@ -278,9 +299,12 @@ class PodNet:
     capture: bool
     hosts_path: str
     nat: str = ""  # the nat table last loaded with service-VIP rules (plainroutes.py)
+    chain: tuple[str, ...] = ()  # the service-VIP chain last loaded
+    bypass: str = "off"  # off (captured) | outbound (sends direct, inbound captured) | on (no capture): bypass.py
     outbound_port: int = OUTBOUND_PORT
     inbound_port: int = INBOUND_PORT
     envoy_uid: int = ENVOY_UID
+    outbound_excluded: tuple[str, ...] = ()
 
     def exec_argv(self, argv: Sequence[str]) -> list[str]:
         return exec_argv(self.netns, argv)
@@ -298,6 +322,25 @@ class MeshNet:
     pods: dict[str, PodNet] = field(default_factory=dict)
     services: list[dict[str, Any]] = field(default_factory=list)
     created: bool = False
+    # One host of a multi-host mesh (local/hosts.py): its pods live in `subnet` (e.g. 10.244.3.0/24) and reach
+    # other hosts through an uplink into the runner's own namespace, which holds the gateway (.1) and routes
+    # `routed` (other hosts' pods, the hosts' network) onward; capture leaves `outbound_excluded` alone.
+    subnet: str | None = None
+    routed: tuple[str, ...] = ()
+    outbound_excluded: tuple[str, ...] = ()
+
+    @property
+    def gateway(self) -> str | None:
+        return str(ipaddress.ip_network(self.subnet).network_address + 1) if self.subnet else None
+
+    def pod_address(self, index: int) -> tuple[str, int]:
+        """(IP, prefix length) of the index-th pod."""
+        if self.subnet is None:
+            return pod_ip(index), POD_NETWORK.prefixlen
+        net = ipaddress.ip_network(self.subnet)
+        if index < 0 or index + 2 >= net.num_addresses - 1:
+            raise NetnsError(f"pod index {index} does not fit in {self.subnet}")
+        return str(net.network_address + 2 + index), net.prefixlen
 
     @classmethod
     def for_state_dir(cls, state_dir: str) -> "MeshNet":
@@ -319,6 +362,13 @@ class MeshNet:
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         run(["ip", "-n", ns, "link", "add", BRIDGE, "type", "bridge"])
         run(["ip", "-n", ns, "link", "set", BRIDGE, "up"])
+        if self.subnet:  # the uplink: the gateway lives in the runner's own namespace (the host)
+            up = uplink_name(self.meshid)
+            run(["ip", "link", "del", up], check=False)
+            run(["ip", "link", "add", up, "type", "veth", "peer", "name", "uplink", "netns", ns])
+            run(["ip", "-n", ns, "link", "set", "uplink", "master", BRIDGE, "up"])
+            run(["ip", "addr", "add", f"{self.gateway}/{ipaddress.ip_network(self.subnet).prefixlen}", "dev", up])
+            run(["ip", "link", "set", up, "up"])
 
     def add_pod(self, pod: str, index: int, *, namespace: str = "default", capture: bool = True,
                 outbound_port: int = OUTBOUND_PORT, inbound_port: int = INBOUND_PORT,
@@ -327,10 +377,10 @@ class MeshNet:
             raise NetnsError(f"pod {pod} exists")
         netns = pod_ns_name(self.meshid, pod)
         veth = veth_name(self.meshid, pod)
-        ip = pod_ip(index)
+        ip, plen = self.pod_address(index)
         hosts = os.path.join(ETC_NETNS, netns, "hosts")
         pn = PodNet(pod, namespace, netns, ip, veth, capture, hosts, outbound_port=outbound_port,
-                    inbound_port=inbound_port, envoy_uid=envoy_uid)
+                    inbound_port=inbound_port, envoy_uid=envoy_uid, outbound_excluded=self.outbound_excluded)
         # the hosts file must exist before any `ip netns exec` so that it gets bind-mounted
         write_in_place(hosts, render_hosts(self.services, pod_namespace=namespace, pod=pod, ip=ip))
         write_in_place(os.path.join(ETC_NETNS, netns, "resolv.conf"),
@@ -344,13 +394,15 @@ class MeshNet:
                  "netns", netns])
             run(["ip", "-n", self.bridge_ns, "link", "set", veth, "master", BRIDGE, "up"])
             run(["ip", "-n", netns, "link", "set", "lo", "up"])
-            run(["ip", "-n", netns, "addr", "add", f"{ip}/{POD_NETWORK.prefixlen}", "dev", "eth0"])
+            run(["ip", "-n", netns, "addr", "add", f"{ip}/{plen}", "dev", "eth0"])
             run(["ip", "-n", netns, "link", "set", "eth0", "up"])
             run(["ip", "-n", netns, "route", "add", str(VIP_NETWORK), "dev", "eth0"])
+            for cidr in self.routed:
+                run(["ip", "-n", netns, "route", "add", cidr, "via", str(self.gateway)])
             if capture:
                 run(exec_argv(netns, ["iptables-restore"]),
                     input=capture_rules(outbound_port=outbound_port, inbound_port=inbound_port,
-                                        envoy_uid=envoy_uid))
+                                        envoy_uid=envoy_uid, outbound_excluded=self.outbound_excluded))
         except NetnsError:
             self.remove_pod(pod)
             raise
@@ -381,13 +433,27 @@ class MeshNet:
         pn = self.pods.get(pod)
         if pn is None:
             return False
-        rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
-                              envoy_uid=pn.envoy_uid, services=chain) if pn.capture else plain_rules(chain)
+        if not pn.capture or pn.bypass == "on":
+            rules = plain_rules(chain)
+        elif pn.bypass == "outbound":
+            rules = inbound_only_rules(inbound_port=pn.inbound_port, services=chain)
+        else:
+            rules = capture_rules(outbound_port=pn.outbound_port, inbound_port=pn.inbound_port,
+                                  envoy_uid=pn.envoy_uid, services=chain, outbound_excluded=pn.outbound_excluded)
+        pn.chain = tuple(chain)
         if pn.nat == rules:
             return False
         run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
         pn.nat = rules
         return True
+
+    def set_bypass(self, pod: str, state: str) -> bool:
+        """Switch a sidecar pod's capture (local/bypass.py): off | outbound | on. True if its rules changed."""
+        pn = self.pods.get(pod)
+        if pn is None or not pn.capture:
+            return False
+        pn.bypass = state
+        return self.set_vip_rules(pod, pn.chain)
 
     def exec_argv(self, pod: str, argv: Sequence[str]) -> list[str]:
         return self.pods[pod].exec_argv(argv)
@@ -397,7 +463,7 @@ class MeshNet:
         for pod in list(self.pods):
             self.remove_pod(pod)
         kill_namespace(self.bridge_ns)
-        delete_namespace(self.bridge_ns)
+        delete_namespace(self.bridge_ns)  # the uplink's other end goes with it
         self.created = False
         cleanup_mesh(self.meshid)
 

@@ -21,10 +21,14 @@ log = logging.getLogger("mizzen.local")
 
 class NetnsNetwork:
     routes_vips = True  # pods get kube-proxy-style rules for service VIPs (plainroutes.py)
+    supports_bypass = True  # capture can be switched off and on (bypass.py)
     owner_uid: int | None = ENVOY_UID  # Envoy (uid 1337) makes its admin socket in the pod dir
 
-    def __init__(self, meshid: str):
-        self.mesh = netns.MeshNet(meshid)
+    def __init__(self, meshid: str, *, subnet: str | None = None, routed: Sequence[str] = (),
+                 outbound_excluded: Sequence[str] = ()):
+        # subnet & co: one host of a multi-host mesh (local/hosts.py): pods behind a gateway in this namespace
+        self.mesh = netns.MeshNet(meshid, subnet=subnet, routed=tuple(routed),
+                                  outbound_excluded=tuple(outbound_excluded))
 
     def create(self, services: Sequence[Mapping[str, Any]]) -> None:
         self.mesh.services = [dict(s) for s in services]
@@ -47,6 +51,11 @@ class NetnsNetwork:
     def set_vip_rules(self, pod: str, chain: Sequence[str]) -> bool:
         return self.mesh.set_vip_rules(pod, chain)
 
+    def set_bypass(self, pod: Pod, state: str) -> bool:
+        changed = self.mesh.set_bypass(pod.name, state)
+        pod.bypass = state
+        return changed
+
     def teardown(self) -> None:
         if self.mesh.created or self.mesh.pods:
             self.mesh.teardown()
@@ -56,6 +65,7 @@ class NetnsNetwork:
 
 class LoopbackNetwork:
     routes_vips = False
+    supports_bypass = False  # apps reach their sidecar through HTTP_PROXY, fixed when they start
     owner_uid: int | None = None
 
     def create(self, services: Sequence[Mapping[str, Any]]) -> None:
@@ -75,6 +85,9 @@ class LoopbackNetwork:
         return False
 
     def set_vip_rules(self, pod: str, chain: Sequence[str]) -> bool:
+        return False
+
+    def set_bypass(self, pod: Pod, state: str) -> bool:
         return False
 
     def teardown(self) -> None:

@@ -21,3 +21,22 @@ class Options:
     ratelimit: bool = True  # run the global rate-limit service (local/ratelimit.py)
     ratelimit_replicas: int = 1
     ratelimit_redis: str | None = None  # a Redis URL, "managed", or None (counters in memory)
+    store_url: str | None = None  # None: SQLite in the state dir; "etcd://...": every control plane uses it
+    consul_api: str | None = None  # "HOST:PORT" the first control plane serves the Consul API on; None: off
+    # One host of a multi-host mesh (local/hosts.py, `mizzen up --host NAME --join ...`): no control plane of its
+    # own; the pods of the Workloads placed on `host` (those without spec.host if it is `default_host`).
+    host: str | None = None
+    default_host: str | None = None
+    join_api: tuple[str, ...] = ()  # the control planes' REST API addresses (host:port), one per replica
+    join_xds: tuple[str, ...] = ()  # ... and their xDS addresses
+    pod_subnet: str | None = None  # this host's pods (e.g. 10.244.3.0/24), behind a gateway in its namespace
+    routed: tuple[str, ...] = ()  # what pods reach through that gateway (other hosts' pods, the hosts' network)
+    outbound_excluded: tuple[str, ...] = ()  # destinations sidecars never capture (the control plane's address)
+    # The control planes of a multi-host mesh: in the control-plane host's namespace, on its address (TCP)
+    cp_netns: str | None = None
+    cp_address: str | None = None
+
+    @property
+    def joined(self) -> bool:
+        """A host runner: it joins control planes that run elsewhere."""
+        return bool(self.join_api)

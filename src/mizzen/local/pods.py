@@ -75,6 +75,7 @@ class Pod:
     port_map: dict[int, int] = field(default_factory=dict)  # container port -> app's real port
     register_port_map: dict[int, int] = field(default_factory=dict)  # container port -> callers' port
     app_user: tuple[int, int] | None = None  # (uid, gid) the app runs as; None: the runner's own
+    bypass: str = "off"  # capture switched off by `mizzen mesh bypass` (local/bypass.py): off | outbound | on
 
     @property
     def instance_id(self) -> str:

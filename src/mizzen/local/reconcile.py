@@ -52,13 +52,15 @@ class Reconciler:
     runner's operation lock (`op_lock`: a pass never runs while an operation does)."""
 
     def __init__(self, table: PodTable, api: ControlPlaneApi, scale: Scale, op_lock: threading.Lock, *,
-                 after: Callable[[], None] = lambda: None, interval: float = RECONCILE_SECONDS):
+                 after: Callable[[], None] = lambda: None, interval: float = RECONCILE_SECONDS,
+                 accept: Callable[[dict[str, Any]], bool] = lambda item: True):
         self.table = table
         self.api = api
         self.scale = scale
         self.op_lock = op_lock
         self.after = after
         self.interval = interval
+        self.accept = accept  # which of the store's Workloads run here (a host of a multi-host mesh: its own)
         self.retry_at: dict[WorkloadKey, float] = {}
         self.thread = threading.Thread(target=self._loop, name="runner-reconcile", daemon=True)
 
@@ -83,7 +85,7 @@ class Reconciler:
         done: list[tuple[WorkloadKey, int]] = []
         try:
             try:
-                desired = desired_replicas(self.api.list_resources("Workload"))
+                desired = desired_replicas([w for w in self.api.list_resources("Workload") if self.accept(w)])
             except API_ERRORS:
                 return []
             running = self.table.running_counts()

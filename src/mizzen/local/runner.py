@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..api import LoadResult, Resource, load_sources
-from ..client import ENVOY_UID, MAX_CONTROL_PLANES, ApiClient, HttpError, StateLayout
+from ..client import ENVOY_UID, MAX_CONTROL_PLANES, ApiClient, ClientError, HttpError, StateLayout
 from ..manifests import read_inputs
 from ..unixpath import UNIX_PATH_MAX
 from . import meshview, netns
@@ -40,6 +40,8 @@ from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
 from .options import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
 from .pods import POLL_SECONDS, Pod, RunnerError, plan_pods
+from .procs import free_ports
+from ..server.backends import display_url
 from .ratelimit import RateLimitServices, check_redis_option
 from .protocols import Progress
 from .reconcile import Reconciler
@@ -76,6 +78,33 @@ def resolve_mode(mode: str, *, euid: int | None = None, path: str | None = None)
                       f"To run without them, ask for it: `mizzen up --mode loopback` ({LOOPBACK_MEANS}).")
 
 
+CONSUL_DEFAULT = ("127.0.0.1", 8500)
+
+
+def resolve_consul_api(value: str | None) -> str | None:
+    """`--consul-api`: "auto" → 127.0.0.1:8500 when it is free, else a free loopback port (`mizzen status`
+    shows which); "off" → none; HOST:PORT as given."""
+    if value in (None, "", "off", "0"):
+        return None
+    if value != "auto":
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit():
+            raise RunnerError(f"--consul-api {value!r}: expected HOST:PORT, auto or off")
+        return f"{host or '127.0.0.1'}:{port}"
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(CONSUL_DEFAULT)
+            return f"{CONSUL_DEFAULT[0]}:{CONSUL_DEFAULT[1]}"
+        except OSError:
+            pass
+    port = free_ports(1)[0]
+    log.info("127.0.0.1:%d is taken: the Consul API goes on 127.0.0.1:%d", CONSUL_DEFAULT[1], port)
+    return f"127.0.0.1:{port}"
+
+
 def untraversable(path: str, uid: int) -> str | None:
     """The first existing ancestor of path (or path) that uid may not search, or None."""
     p = os.path.abspath(path)
@@ -106,7 +135,8 @@ class Runner:
                  on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
                  trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
                  outbound_traffic_policy: str = "ALLOW_ANY", ratelimit: bool = True, ratelimit_replicas: int = 1,
-                 ratelimit_redis: str | None = None):
+                 ratelimit_redis: str | None = None, store_url: str | None = None, consul_api: str | None = "auto",
+                 host_options: dict[str, Any] | None = None):
         if not 1 <= control_planes <= MAX_CONTROL_PLANES:
             raise RunnerError(f"--control-planes must be 1 to {MAX_CONTROL_PLANES}")
         self.mesh_file = os.path.abspath(mesh_file)
@@ -119,11 +149,15 @@ class Runner:
                                control_planes=control_planes, trust_domain=trust_domain,
                                cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy,
                                ratelimit=ratelimit, ratelimit_replicas=ratelimit_replicas,
-                               ratelimit_redis=ratelimit_redis)
+                               ratelimit_redis=ratelimit_redis, store_url=store_url,
+                               consul_api=resolve_consul_api(consul_api), **(host_options or {}))
         self.on_ready = on_ready
-        self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode))
+        self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode,
+                                       host=self.options.host, store=display_url(store_url),
+                                       consul_api=self.options.consul_api))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
-        self.api = ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
+        self.api = ApiClient(addresses=list(self.options.join_api), timeout=5.0) if self.options.joined else \
+            ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
         self.resources: list[Resource] = []
         self.mesh_text = ""
         self.control: ControlServer | None = None
@@ -149,7 +183,7 @@ class Runner:
         result = load_sources(sources)
         self.mesh_text = sources[0][1]
         self.resources = list(result.resources)
-        pods = plan_pods(self.resources, self.mesh_dir)
+        pods = plan_pods([r for r in self.resources if self._runs_here(r)], self.mesh_dir)
         self.table.pods, self.table.next_index = pods, len(pods)
         self.table.info.mode = resolve_mode(self.requested_mode)
         pid = runner_alive(self.state_dir)
@@ -161,7 +195,9 @@ class Runner:
             check_redis_option(self.options.ratelimit_redis, self.options.ratelimit_replicas)
             longest = max(longest, len(self.layout.ratelimit_admin_socket(self.options.ratelimit_replicas - 1)),
                           len(self.layout.redis_socket))
-        if max(longest, len(self.layout.xds_socket(self.options.control_planes - 1))) > UNIX_PATH_MAX:
+        if not self.options.joined:
+            longest = max(longest, len(self.layout.xds_socket(self.options.control_planes - 1)))
+        if longest > UNIX_PATH_MAX:
             raise RunnerError(f"state dir path too long for unix sockets ({UNIX_PATH_MAX} bytes max): "
                               f"use a shorter --state-dir")
         if self.mode == "netns" and any(p.sidecar for p in pods):
@@ -186,7 +222,12 @@ class Runner:
 
     def _assemble(self) -> None:
         """The collaborators, once the mode is known."""
-        self.network = NetnsNetwork(self.table.info.meshid) if self.mode == "netns" else LoopbackNetwork()
+        o = self.options
+        if o.joined and self.mode != "netns":
+            raise RunnerError("a host of a multi-host mesh runs its pods in network namespaces (root)")
+        self.network = NetnsNetwork(self.table.info.meshid, subnet=o.pod_subnet, routed=o.routed,
+                                    outbound_excluded=o.outbound_excluded) if self.mode == "netns" \
+            else LoopbackNetwork()
         self.ops = Operations(self.table, self.launcher, self.api, self.network, self.options,
                               resources=self.resources, mesh_dir=self.mesh_dir)
         self.supervisor = Supervisor(self.table, self.api, self.network, self._ready)
@@ -216,7 +257,7 @@ class Runner:
             self.control = ControlServer(self, self.layout.runner_socket)
             self.control.start()
             Reconciler(self.table, self.api, lambda w, ns, n, p: self.ops.scale(w, ns, n, p, persist=False),
-                       self.op_lock, after=self.write_status).start()
+                       self.op_lock, after=self.write_status, accept=self._runs_here).start()
             self.loop()
         except Interrupted as e:
             log.info("%s", e)
@@ -279,8 +320,11 @@ class Runner:
     def start(self) -> None:
         t = self.table
         log.info("mesh %s: state dir %s, mode %s, %d pods", t.info.meshid, self.state_dir, self.mode, len(t.pods))
-        self.launcher.start_controlplanes(self._check_stop)
-        self.apply()
+        if self.options.joined:  # a host of a multi-host mesh: the control planes run elsewhere, config is there
+            self._wait_joined()
+        else:
+            self.launcher.start_controlplanes(self._check_stop)
+            self.apply()
         if self.options.ratelimit:  # before the sidecars: a global limit of the mesh file is enforced at once
             self.ratelimit.start(self._check_stop)
         meshview.refresh_services(t, self.api, self.network)
@@ -293,6 +337,35 @@ class Runner:
         for pod in t.pods:
             self.launcher.launch(pod)
         self.write_status()
+
+    def _runs_here(self, workload: Any) -> bool:
+        """Which Workloads (Resources or REST items) this runner runs: all, or on a host of a multi-host mesh
+        those placed on it (local/hosts.py)."""
+        if self.options.host is None:
+            return True
+        if not isinstance(workload, dict) and getattr(workload, "kind", "Workload") != "Workload":
+            return True
+        from .hosts import runs_here
+
+        return runs_here(workload, self.options.host, self.options.default_host or "")
+
+    def _wait_joined(self) -> None:
+        deadline = time.monotonic() + self.options.timeout
+        while True:
+            self._check_stop()
+            try:
+                if self.api.healthz().get("ready"):
+                    log.info("host %s joined the control plane at %s", self.options.host,
+                             ", ".join(self.options.join_api))
+                    return
+            except (ClientError, ValueError) as e:
+                reason = str(e)
+            else:
+                reason = "not ready"
+            if time.monotonic() > deadline:
+                raise RunnerError(f"the control plane at {', '.join(self.options.join_api)} did not answer in "
+                                  f"{self.options.timeout:.0f}s: {reason}")
+            time.sleep(0.3)
 
     def apply(self) -> None:
         try:

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Callable
 
-from . import meshview, netns
+from . import bypass, meshview, netns
 from .meshstate import envoy_pid_of, read_json, summary_lines, write_json
 from .pods import API_ERRORS, Pod
 from .procs import Child, alive
@@ -68,6 +68,7 @@ class Supervisor:
             meshview.refresh_services(t, self.api, self.network)
             meshview.refresh_instances(t, self.api)
             meshview.sync_vip_rules(t, self.api, self.network)
+            bypass.sync(t, self.api, self.network)  # `mizzen mesh bypass`: capture off/on per namespace
         with t.lock:
             st = status_of(t)
             if st["ready"] and not t.run.ready:

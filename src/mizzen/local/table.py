@@ -31,6 +31,9 @@ class MeshInfo:
     mesh_file: str
     mode: str = "auto"  # netns | loopback once resolved
     runner_pid: int = 0
+    host: str | None = None  # a host runner of a multi-host mesh (no control plane of its own)
+    store: str = "sqlite"  # the control planes' store as shown (backends.display_url)
+    consul_api: str | None = None  # HOST:PORT of the Consul API, if served
 
     @property
     def layout(self) -> StateLayout:
@@ -151,7 +154,7 @@ def status_of(t: PodTable) -> dict[str, Any]:
     layout = t.info.layout
     comps = [_controlplane(layout, i, cp) for i, cp in enumerate(t.cps)] + _ratelimit(t)
     pods_out = []
-    all_ready = t.run.phase == "running" and t.cps_running
+    all_ready = t.run.phase == "running" and (t.cps_running or t.info.host is not None)
     for pod in t.pods:
         agent, app = t.agents.get(pod.name), t.apps.get(pod.name)
         registered = pod.instance_id in t.registered
@@ -188,13 +191,14 @@ def status_of(t: PodTable) -> dict[str, Any]:
             "inboundPort": pod.inbound_port if pod.sidecar else None,
             "dir": pod.dir, "registered": registered, "ready": pod_ready,
             "generation": pod.generation, "terminating": pod.stopping,
-            "holdApplicationUntilProxyStarts": pod.hold,
+            "holdApplicationUntilProxyStarts": pod.hold, "bypass": pod.bypass,
             "runAsUser": pod.app_user[0] if pod.app_user else None,
             "runAsGroup": pod.app_user[1] if pod.app_user else None,
         })
     return {
         "meshId": t.info.meshid, "stateDir": t.info.state_dir, "meshFile": t.info.mesh_file, "mode": t.info.mode,
         "phase": t.run.phase, "error": t.run.error, "ready": bool(all_ready),
-        "runner": {"pid": t.info.runner_pid},
+        "runner": {"pid": t.info.runner_pid}, "store": t.info.store, "consulApi": t.info.consul_api,
+        **({"host": t.info.host} if t.info.host else {}),
         "components": comps, "pods": pods_out,
     }

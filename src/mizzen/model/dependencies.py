@@ -34,8 +34,10 @@ from .types import Proxy
 
 # Kinds whose changes are seen as changed hosts (the host-keyed indexes of ConfigIndex are compared).
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
-# Kinds no sidecar's config depends on (a Router: through the VirtualService/DestinationRule it generates).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router"})
+# Kinds no sidecar's config depends on as such (a Router: through the VirtualService/DestinationRule it generates;
+# WorkloadEntries act as endpoints (the endpoint index's instances); groups and Hosts are stored only).
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router",
+                           "WorkloadEntry", "WorkloadGroup", "Host"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:

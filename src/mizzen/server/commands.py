@@ -33,6 +33,22 @@ def seconds(text: str, option: str = "duration") -> float:
     return value
 
 
+def resolve_store_url(url: str | None, ca: str | None, cert: str | None, key: str | None) -> str | None:
+    """--store with the --etcd-* TLS files folded into its URL; a bad one is a usage error naming it."""
+    from .backends import is_etcd, store_url_with_tls
+
+    if not url or url == "sqlite":
+        if ca or cert or key:
+            raise click.BadParameter("--etcd-ca/--etcd-cert/--etcd-key need --store etcd://...", param_hint="--store")
+        return None
+    if not is_etcd(url):
+        raise click.BadParameter(f"{url!r}: expected sqlite or etcd://host:port[,host:port...]", param_hint="--store")
+    try:
+        return store_url_with_tls(url, ca, cert, key)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--store") from None
+
+
 @click.command("controlplane")
 @click.option("--state-dir", default=lambda: os.environ.get("MIZZEN_STATE_DIR", ".mizzen"), show_default=".mizzen",
               type=click.Path(file_okay=False), help="Where the store, registry and sockets live.")
@@ -51,6 +67,14 @@ def seconds(text: str, option: str = "duration") -> float:
 @click.option("--replica", default=0, show_default=True, type=click.IntRange(0, 2),
               help="Which replica this is: 0 serves STATE_DIR/api.sock and xds.sock, i serves api-<i>.sock and "
                    "xds-<i>.sock (named controlplane-<i>); --xds-socket/--api-socket override.")
+@click.option("--store", "store_url", default=lambda: os.environ.get("MIZZEN_STORE"), show_default="sqlite",
+              help="Config store and registry: sqlite (files in the state dir) or "
+                   "etcd://host:port[,host:port...][/prefix][?ttl=S] (shared by every control plane naming it).")
+@click.option("--etcd-ca", default=None, type=click.Path(dir_okay=False), help="CA bundle of the etcd members (TLS).")
+@click.option("--etcd-cert", default=None, type=click.Path(dir_okay=False), help="Client certificate for etcd.")
+@click.option("--etcd-key", default=None, type=click.Path(dir_okay=False), help="Key of --etcd-cert.")
+@click.option("--consul-api", default=None, metavar="HOST:PORT",
+              help="Also serve the Consul HTTP API (agent, health, catalog, KV) on this address.")
 @click.option("--debounce-ms", default=100, show_default=True, help="Quiet period before a push.")
 @click.option("--max-wait-ms", default=1000, show_default=True, help="Longest a change waits for a push.")
 @click.option("--trust-domain", default="cluster.local", show_default=True,
@@ -72,9 +96,10 @@ def seconds(text: str, option: str = "duration") -> float:
 @click.option("--log-level", default="info", show_default=True)
 def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, api_socket: str | None,
                  api_port: str | None, api_group: str | None, api_tls_names: tuple[str, ...], replica: int,
-                 debounce_ms: int, max_wait_ms: int, trust_domain: str, cert_ttl: str, max_cert_ttl: str,
-                 ca_port: str | None, outbound_traffic_policy: str, monitoring_port: str, console_port: str,
-                 otlp_port: str | None, log_level: str) -> None:
+                 store_url: str | None, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
+                 consul_api: str | None, debounce_ms: int, max_wait_ms: int, trust_domain: str, cert_ttl: str,
+                 max_cert_ttl: str, ca_port: str | None, outbound_traffic_policy: str, monitoring_port: str,
+                 console_port: str, otlp_port: str | None, log_level: str) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta), the REST API, the mesh CA, its metrics,
     the trace collector and the console."""
     from .controlplane import Settings, run
@@ -96,7 +121,9 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                         api_tls_names=api_tls_names,
                         trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
                         ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy,
-                        observability=_observability(monitoring_port, console_port, otlp_port))
+                        observability=_observability(monitoring_port, console_port, otlp_port),
+                        store_url=resolve_store_url(store_url, etcd_ca, etcd_cert, etcd_key),
+                        consul_api=_addr(consul_api))
     try:
         import uvloop  # type: ignore
 

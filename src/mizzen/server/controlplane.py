@@ -11,7 +11,15 @@ Sidecar, Telemetry, EnvoyPatches and security policies that apply to it). JWKS n
 pushed like a change of the RequestAuthentications that use them.
 
 Never answers xDS before the store is loaded: the initial snapshot is built from the durable store and
-registry before the ADS server reports ready, so a restarted control plane resumes with full config.
+registry before the ADS server reports ready, so a restarted control plane resumes with full config. A store
+that cannot be loaded (an etcd cluster down) leaves the control plane serving nothing but the reason
+(`storewait.py`) until it can.
+
+Backends (`backends.py`): SQLite files in the state dir (other replicas' commits polled every
+`refresh_interval`), or an etcd cluster (`Settings.store_url`): store, registry and Consul KV follow etcd
+watches, so changes from any control plane or lease expiries wake the push loop with no polling. Their
+callbacks run in the watch threads and hop onto the event loop (`call_soon_threadsafe`). With
+`Settings.consul_api`, the Consul HTTP API (consulapi/) is served over the same registry.
 """
 from __future__ import annotations
 
@@ -27,16 +35,15 @@ from typing import Any
 
 from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
-from ..api.virtual_service import duration_seconds
 from ..model.snapshot import ConfigIndex, EndpointIndex, MeshSettings, Snapshot
 from ..model.types import Proxy, ProxyResources, labels_tuple
-from ..registry.embedded import EmbeddedRegistry
-from ..store.base import ConfigStore, HistoryCompacted
-from ..store.sqlite import SqliteStore
+from ..model.workloadentries import instances_of
+from ..store.base import ConfigStore, HistoryCompacted, StoreUnavailable
 from ..translate import Renderer
 from ..xds.pushqueue import PushEvent, PushQueue
 from .ads import AdsServer
 from .auth_setup import ApiSecurity
+from .backends import Backends, open_backends
 from .core import ControlPlaneCore
 from .authzcheck import authz_warnings
 from .debounce import run_debounced
@@ -48,6 +55,7 @@ from .mesh_ca import MeshCa
 from .observability import Observability, ObservabilitySettings
 from .rest import make_app, serve
 from ..telemetry.cpmetrics import ControlPlaneMetrics
+from .storewait import open_when_available, waiting_app
 
 log = logging.getLogger("mizzen.controlplane")
 
@@ -84,6 +92,12 @@ def next_config(store: ConfigStore, old: ConfigIndex) -> ConfigIndex:
     return ConfigIndex.updated(old, {k: store.get(k) for k in keys}, revision)
 
 
+def endpoint_index(registry: Any, config: ConfigIndex) -> EndpointIndex:
+    """The registry's instances and the config's WorkloadEntries (model/workloadentries.py), as endpoints."""
+    return EndpointIndex([*registry.list(), *instances_of(config.by_kind.get("WorkloadEntry", ()))],
+                         registry.version)
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -98,7 +112,8 @@ class Settings:
     # Which control-plane replica this is (0: "controlplane" on api.sock/xds.sock, i: "controlplane-<i>" on
     # api-<i>.sock/xds-<i>.sock, as client.layout names them); the sockets above override its defaults.
     replica: int = 0
-    # Other control-plane replicas may write the same store and registry: poll for their commits.
+    # Other control-plane replicas may write the same store and registry: poll for their commits (SQLite only;
+    # an etcd store's watches deliver them).
     refresh_interval: float = 0.5
     # The mesh CA (server/mesh_ca.py): SPIFFE trust domain, workload certificate TTLs, where the signing
     # service listens (default STATE/ca.sock, ca-<i>.sock for replica i; TLS also on ca_tcp when given).
@@ -116,6 +131,10 @@ class Settings:
     api_tls_names: tuple[str, ...] = ()
     # monitoring port, console, trace collector (server/observability.py)
     observability: ObservabilitySettings = ObservabilitySettings()
+    # None / "sqlite": the state dir's SQLite files; "etcd://host:port,...[/prefix][?ca=&cert=&key=&ttl=]": etcd
+    store_url: str | None = None
+    # serve the Consul HTTP API on this TCP address (port 0: any free port)
+    consul_api: tuple[str, int] | None = None
 
 
 class ControlPlane:
@@ -125,18 +144,23 @@ class ControlPlane:
         self.settings = settings
         sd = settings.state_dir
         sd.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteStore(sd / "store.db")
-        self.registry = EmbeddedRegistry(sd / "registry.db")
-        self.core = ControlPlaneCore(self.store, self.registry, validators=[
-            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)],
-            advisors=[authz_warnings])
         if settings.outbound_traffic_policy not in ("ALLOW_ANY", "REGISTRY_ONLY"):
             raise ValueError(f"outbound traffic policy {settings.outbound_traffic_policy!r}: "
                              "use ALLOW_ANY or REGISTRY_ONLY")
         self.mesh = MeshSettings(outbound_traffic_policy=settings.outbound_traffic_policy)
         self.jwks = JwksFetcher(lambda: self._mark(jwks=True), cache_path=self.layout.jwks_cache)
-        self.api_security = ApiSecurity(self.store, str(sd), group=settings.api_group,
-                                        tls_names=settings.api_tls_names)
+        self.api_security: ApiSecurity | None = None  # with the store (tokens live next to the config)
+        self.backends: Backends | None = None
+        self.store_error = ""  # why the store could not be loaded (while it cannot)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self._consul_runner = None
+        self._service_sync: Any = None
+        self.consul_address: str | None = None  # host:port the Consul API listens on
+        try:
+            self._open_backends()
+        except StoreUnavailable as e:  # start() waits for it, serving nothing meanwhile
+            self.store_error = str(e)
         self.generation = 0
         self._snapshot: Snapshot | None = None
         self._renderer: Renderer | None = None
@@ -148,7 +172,7 @@ class ControlPlane:
         self._ready = False
         self.metrics = ControlPlaneMetrics()
         self.ads = AdsServer(self, metrics=self.metrics)
-        self.observability = Observability(self.layout, settings.replica, self.metrics, self.registry.list,
+        self.observability = Observability(self.layout, settings.replica, self.metrics, lambda: self.registry.list(),
                                            str(self.api_socket), settings.observability)
         self.mesh_ca = MeshCa(sd, trust_domain=settings.trust_domain,
                               workload_ttl=dt.timedelta(seconds=settings.workload_ttl_seconds),
@@ -159,6 +183,22 @@ class ControlPlane:
         self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
         self._problems: set[str] = set()  # render problems logged for the current snapshot
         self._problems_before: set[str] = set()  # ... and for the previous one (logged once, not per push)
+
+    def _open_backends(self) -> None:
+        b = open_backends(self.settings.state_dir, self.settings.store_url)
+        self.backends, self.store, self.registry = b, b.store, b.registry
+        self.core = ControlPlaneCore(self.store, self.registry, validators=[
+            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)], advisors=[authz_warnings])
+        if self.api_security is None:
+            self.api_security = ApiSecurity(self.store, str(self.settings.state_dir), group=self.settings.api_group,
+                                            tls_names=self.settings.api_tls_names)
+        self.store_error = ""
+
+    def health(self) -> dict[str, Any]:
+        """/healthz's `store`: backend, reachable now, revision (and why not, while it cannot be loaded)."""
+        if self.backends is None:
+            return {"backend": "etcd", "available": False, "error": self.store_error}
+        return self.backends.health()
 
     # ---- source interface used by the ADS server ------------------------------------------------
     def ready(self) -> bool:
@@ -179,18 +219,23 @@ class ControlPlane:
         self.generation = 1
         config = ConfigIndex(self.store.list(), self.store.revision)
         self.jwks.preload(jwks_wanted(config))  # keys fetched before a restart: no window of 401s
-        self._snapshot = Snapshot(config, EndpointIndex(self.registry.list(), self.registry.version),
-                                  self.generation, self.jwks.current, self.mesh)
+        self._snapshot = Snapshot(config, endpoint_index(self.registry, config), self.generation,
+                                  self.jwks.current, self.mesh)
         self._renderer = Renderer(self._snapshot, on_problem=self._render_problem)
         log.info("loaded store revision %d (%d resources), registry version %d (%d instances) in %.1f ms",
                  self.store.revision, len(self.store.list()), self.registry.version,
                  len(self.registry.list()), (time.perf_counter() - t) * 1000)
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.mesh_ca.start()  # a broken CA dir stops the start here, naming the file
+        if self.backends is None:
+            await self._wait_for_store()
+        assert self.backends is not None and self.api_security is not None
+        # subscribe first: a change landing while the initial snapshot is built only causes one more rebuild
+        self.store.subscribe(self._config_changed)
+        self.registry.subscribe(self._endpoints_changed)
         self._build_initial()
-        self.store.subscribe(lambda rev: self._mark(config=True))
-        self.registry.subscribe(lambda ver: self._mark(endpoints=True))
         self._ready = True
         xds_addrs = [f"unix:{self.xds_socket}"]
         if self.settings.xds_tcp:
@@ -203,33 +248,74 @@ class ControlPlane:
         self.api_security.start(self.settings.api_tcp)
         app = make_app(self.core, auth=self.api_security.auth, ready=self.ready, services=self.services,
                        proxies=self.proxy_statuses, proxy_resources=self.ads.sent_resources, egress=self.egress,
-                       credential_routes=False)
+                       credential_routes=False, health=self.health)
         app.add_routes(self.mesh_ca.routes())  # /api/v1/credentials (with SPIFFE IDs) and /api/v1/ca
         self.observability.mount(app)
+        if self._rest_runner is not None:  # the waiting app (storewait.py) makes way for the real one
+            await self._rest_runner.cleanup()
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp,
                                         **self.api_security.serve_options())
         await self.observability.start()
         self.observability.record_snapshot(self.snapshot)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
         self.jwks.want(jwks_wanted(self.snapshot.config))
+        # the store and registry are polled only when not watch-driven; the CA files and tokens always
         self._refresh_task = asyncio.create_task(self._refresh_loop(), name="store-refresh")
-        log.info("control plane %s ready: xds %s, api %s%s, certificates %s", self.replica_name, xds_addrs,
-                 self.api_socket, f" and {self.settings.api_tcp}" if self.settings.api_tcp else "",
-                 ", ".join(self.mesh_ca.addresses))
+        from ..consulapi.sync import ServiceSync  # Consul-registered services become mesh Services
+
+        self._service_sync = ServiceSync(self.store, self.registry)
+        self._service_sync.start()
+        if self.settings.consul_api is not None:
+            await self._serve_consul(self.settings.consul_api)
+        log.info("control plane %s ready: store %s, xds %s, api %s%s%s, certificates %s", self.replica_name,
+                 self.backends.kind, xds_addrs, self.api_socket,
+                 f" and {self.settings.api_tcp}" if self.settings.api_tcp else "",
+                 f", consul API {self.consul_address}" if self.consul_address else "", ", ".join(self.mesh_ca.addresses))
+
+    async def _wait_for_store(self) -> None:
+        """Serve only the reason on the REST address until the store loads (storewait.py)."""
+        app = waiting_app(lambda: self.store_error, lambda: {"url": self.settings.store_url})
+        self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp)
+
+        def failed(reason: str) -> None:
+            self.store_error = reason
+
+        await open_when_available(self._open_backends, failed, lambda: self._stopping)
+        log.info("store loaded after waiting: %s", self.backends.kind if self.backends else "?")
+
+    async def _serve_consul(self, address: tuple[str, int]) -> None:
+        """The Consul HTTP API over this control plane's registry and KV (consulapi/)."""
+        from ..consulapi.server import ConsulAPI
+        from ..unixpath import serve_app
+
+        assert self.backends is not None
+        host, port = address
+        api = ConsulAPI(self.registry, self.backends.kv(), node=self.replica_name, advertise=f"{host}:{port}",
+                        default_address=host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self._consul_runner = await serve_app(api.app(), None, (host, port))
+        bound = [a for a in self._consul_runner.addresses if isinstance(a, tuple)]
+        self.consul_address = f"{host}:{bound[0][1] if bound else port}"
+        api.advertise = self.consul_address
 
     async def _refresh_loop(self) -> None:
         """Another replica's writes reach this one's subscribers (and so its proxies) within an interval."""
         while True:
             await asyncio.sleep(self.settings.refresh_interval)
             try:
-                self.store.refresh()
-                self.registry.refresh()
+                if not self.backends.watch_driven:
+                    self.store.refresh()
+                    self.registry.refresh()
                 self.mesh_ca.reload_if_changed()
                 self.api_security.periodic()
             except Exception:  # a locked or briefly unreadable database: try again next time
                 log.exception("refreshing the store from disk failed")
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._service_sync is not None:
+            await asyncio.to_thread(self._service_sync.stop)
+        if self._consul_runner is not None:
+            await self._consul_runner.cleanup()
         if self._refresh_task:
             self._refresh_task.cancel()
         if self._loop_task:
@@ -244,11 +330,28 @@ class ControlPlane:
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
         await self.mesh_ca.stop()
-        self.store.close()
-        self.registry.close()
-        self.api_security.close()
+        if self.backends is not None:
+            self.backends.close()
+        if self.api_security is not None:
+            self.api_security.close()
 
     # ---- change handling ------------------------------------------------------------------------
+    def _config_changed(self, _revision: int) -> None:
+        """A store subscriber: runs in the writer's thread or an etcd watch thread; hops onto the loop."""
+        self._soon(True, False)
+
+    def _endpoints_changed(self, _version: int) -> None:
+        self._soon(False, True)
+
+    def _soon(self, config: bool, endpoints: bool) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._mark, config, endpoints)
+        except RuntimeError:  # the loop closed in between (stopping)
+            pass
+
     def _mark(self, config: bool = False, endpoints: bool = False, jwks: bool = False) -> None:
         self._dirty_config |= config
         self._dirty_endpoints |= endpoints
@@ -270,8 +373,9 @@ class ControlPlane:
         old = self._snapshot
         assert old is not None
         config = next_config(self.store, old.config) if self._dirty_config else old.config
-        endpoints = EndpointIndex(self.registry.list(), self.registry.version) \
-            if self._dirty_endpoints else old.endpoints
+        entries_changed = config.by_kind.get("WorkloadEntry") is not old.config.by_kind.get("WorkloadEntry")
+        endpoints = endpoint_index(self.registry, config) \
+            if self._dirty_endpoints or entries_changed else old.endpoints
         self._dirty_config = self._dirty_endpoints = self._dirty_jwks = False
         if config is not old.config:
             self.jwks.want(jwks_wanted(config))  # start fetching new jwksUris, stop those no longer named
@@ -351,8 +455,21 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await cp.start()
     Path(cp.layout.controlplane_pid(settings.replica)).write_text(str(os.getpid()))  # one per replica
-    await stop.wait()
+    # start() may wait for the store (etcd down): a stop request meanwhile must end the wait
+    starting = asyncio.create_task(cp.start(), name="start")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if starting.done():
+        starting.result()  # a start-up failure ends the process with its traceback
+        await stop.wait()
+    else:
+        cp._stopping = True
+        starting.cancel()
+        try:
+            await starting
+        except asyncio.CancelledError:
+            pass
+    stopping.cancel()
     log.info("stopping")
     await cp.stop()

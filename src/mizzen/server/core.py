@@ -2,8 +2,8 @@
 
 `apply_async` is the REST API's apply: parsing and the validators (the EnvoyPatch check renders config and runs
 `envoy --mode validate`) run in a worker thread, so the control plane's event loop keeps answering xDS and
-pushing meanwhile; the store is read and written on the caller's (the loop's) thread, so store subscribers
-run there as before. `apply` is the same, synchronous, for embedded use and tests.
+pushing meanwhile; the conditional store write runs in a worker thread as well (a network round trip on etcd),
+so store subscribers may run in any thread. `apply` is the same, synchronous, for embedded use and tests.
 
 Every use-case takes the caller (`principal`, from `server.auth`; in-process callers default to admin): a
 tenant's apply or delete is checked as a whole before anything is validated or written (one resource outside
@@ -118,8 +118,8 @@ class ControlPlaneCore:
 
     async def apply_async(self, files: Sequence[File], namespace: str | None = None, *, dry_run: bool = False,
                           skip_unknown: bool = False, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
-        """`apply` for the event loop: parsing and validation in a worker thread, the conditional write on
-        the loop. A write that lands in between (another request, another replica) is caught by the
+        """`apply` for the event loop: parsing, validation and the conditional write in worker threads. A write
+        that lands in between (another request, another replica) is caught by the
         conditional write, and the round is validated again."""
         resources, warnings, origins = await asyncio.to_thread(self._parsed, files, namespace, skip_unknown)
         check_writes(principal, resources, self.store.get)
@@ -128,8 +128,9 @@ class ControlPlaneCore:
             advice = await asyncio.to_thread(self._check, resources, current, origins)
             if dry_run:
                 return self._dry_run(resources, revision, warnings + advice)
-            try:
-                return self._applied(self.store.apply(resources, if_revision=revision), warnings + advice)
+            try:  # the write in a worker thread too: on etcd it is a network round trip
+                result = await asyncio.to_thread(self.store.apply, resources, if_revision=revision)
+                return self._applied(result, warnings + advice)
             except RevisionConflict:
                 if attempt == APPLY_ATTEMPTS - 1:
                     raise

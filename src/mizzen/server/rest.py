@@ -2,9 +2,9 @@
 
 Handlers run on the control plane's event loop, which also serves xDS, so nothing slow runs in them: apply
 awaits `ControlPlaneCore.apply_async` (parsing and validation — rendering, `envoy --mode validate` — in a
-worker thread); the other handlers are quick store/registry reads and writes, called directly. Store and
-registry writes happen on the loop thread, so their subscribers run on the loop and may use asyncio freely
-(e.g. schedule a push).
+worker thread); store and registry writes run in worker threads too (on etcd each is a network round trip),
+reads come from the backends' in-memory copies. Subscribers may therefore run in any thread (the control
+plane hops onto its loop). A store that cannot be reached answers 503 with "store unavailable: ...".
 
 Authentication (`server.auth`): every call but `GET /healthz` needs `Authorization: Bearer <token>` — an API
 token (admin or tenant) or a pod's credential; none, unknown, expired or revoked → 401. A route not listed in
@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from ..api import InvalidConfig, Issue
-from ..store.base import NotFound, RevisionConflict
+from ..store.base import NotFound, RevisionConflict, StoreUnavailable
 from .auth import (Authenticator, Forbidden, Principal, Unauthenticated, bearer, check_namespace_read, require_admin,
                    require_reader, visible)
 from .auth_rest import add_credential_routes, add_token_routes
@@ -101,6 +101,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json(_not_found_body(e), 404)
     except RevisionConflict as e:
         return _json({"message": f"conflict: {e}"}, 409)
+    except StoreUnavailable as e:  # nothing written (or, with outcome_unknown, say so): 503 with the reason
+        log.warning("%s %s: %s", request.method, request.path, e)
+        text = str(e) + (" — the write may have been applied: re-read before retrying"
+                         if e.outcome_unknown and "re-read" not in str(e) else "")
+        return _json({"message": text, "storeUnavailable": True, "outcomeUnknown": e.outcome_unknown}, 503)
     except web.HTTPException as e:
         if e.status < 400:
             raise
@@ -180,8 +185,9 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
              proxies: Callable[[], list[dict[str, Any]]],
              proxy_resources: Callable[[str, str], dict[str, Any] | None],
              egress: Callable[[str, dict[str, str]], dict[str, Any]] | None = None,
-             credential_routes: bool = True) -> web.Application:
-    """`credential_routes`: serve /api/v1/credentials from `auth.pods` (False when the mesh CA serves them)."""
+             credential_routes: bool = True, health: Callable[[], dict[str, Any]] | None = None) -> web.Application:
+    """`credential_routes`: serve /api/v1/credentials from `auth.pods` (False when the mesh CA serves them);
+    `health`: the store's health for /healthz."""
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY,
                           handler_args={"auto_decompress": False})  # see _decoded
     app[CORE_KEY] = core
@@ -189,7 +195,10 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
 
     async def healthz(request: web.Request) -> web.Response:
         ok = bool(ready())
-        return _json({"ready": ok}, 200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok}
+        if health is not None:
+            body["store"] = health()  # backend, reachable now, revision
+        return _json(body, 200 if ok else 503)
 
     async def apply(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
@@ -198,9 +207,11 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
                                             skip_unknown=_flag(request, "skipUnknown"),
                                             principal=principal(request)))
 
+    # store and registry writes run in a worker thread: on etcd each is a network round trip (seconds
+    # when the cluster is unreachable), and the loop also serves xDS
     async def delete_files(request: web.Request) -> web.Response:
         files, ns = _files(await _body(request))
-        return _json(core.delete_files(files, ns, principal=principal(request)))
+        return _json(await asyncio.to_thread(core.delete_files, files, ns, principal=principal(request)))
 
     async def list_resources(request: web.Request) -> web.Response:
         q = request.query
@@ -213,7 +224,7 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
 
     async def delete_resource(request: web.Request) -> web.Response:
         m = request.match_info
-        return _json(core.delete(m["kind"], m["ns"], m["name"], principal=principal(request)))
+        return _json(await asyncio.to_thread(core.delete, m["kind"], m["ns"], m["name"], principal=principal(request)))
 
     def _one_namespace(request: web.Request, items: list[dict[str, Any]]) -> list[Any]:
         """`?namespace=NS`: only that namespace's items — 403 when the caller may not see it."""
@@ -227,12 +238,13 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
         return _json({"items": _one_namespace(request, services())})
 
     async def put_instance(request: web.Request) -> web.Response:
-        changed = core.upsert_instance(await _body(request), request.match_info["id"], principal=principal(request))
+        changed = await asyncio.to_thread(core.upsert_instance, await _body(request), request.match_info["id"],
+                                          principal=principal(request))
         return _json({"ok": True, "changed": changed})
 
     async def delete_instance(request: web.Request) -> web.Response:
-        return _json({"ok": True, "removed": core.remove_instance(request.match_info["id"],
-                                                                  principal=principal(request))})
+        return _json({"ok": True, "removed": await asyncio.to_thread(core.remove_instance, request.match_info["id"],
+                                                                     principal=principal(request))})
 
     async def list_instances(request: web.Request) -> web.Response:
         return _json({"items": _one_namespace(request, core.instances(principal=principal(request)))})

@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any, Callable
 
 from ..api import InvalidConfig, Issue, Resource, ResourceKey, from_dict
@@ -35,6 +36,8 @@ from ..etcd.client import EtcdClient, EtcdCompacted, EtcdError, EtcdUnavailable,
 from .base import Action, ApplyResult, Change, HistoryCompacted, NotFound, RevisionConflict, StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+LOG_SIZE = 1000  # changes kept in memory for changes_since (older ones are read from etcd's history)
 
 
 def _canonical(r: Resource) -> str:
@@ -65,6 +68,10 @@ class EtcdStore:
         self._seen = 0  # etcd revision up to which the cache is current
         self._closed = False
         self.reloads = 0  # full reloads after the first load (a lost race, a compacted watch, refresh())
+        # the changes this copy applied (its own commits and the watch's events), so `changes_since` needs no
+        # etcd round trip for the recent past: every change with a revision above _log_from is in _log
+        self._log: deque[Change] = deque()
+        self._log_from = 0
         self._reload(notify=False)
         self._watch = client.watch(self._base, prefix_end(self._base), self._seen + 1, self._on_events,
                                    on_compacted=self._on_compacted, on_state=self._on_state,
@@ -128,6 +135,8 @@ class EtcdStore:
             self.reloads += 1
         self._cache, self._json, self._revision = cache, texts, revision
         self._seen = max(self._seen, seen)
+        self._log.clear()  # what changed between the old copy and this one is not known key by key
+        self._log_from = revision
         if changed and notify:
             self._notify(self._revision)
         return changed
@@ -148,6 +157,7 @@ class EtcdStore:
                 key = self._parse_key(ev.kv.key)
                 if key is None:
                     continue
+                self._logged(Change(rev, key, "delete" if ev.type == pb.EVENT_DELETE else "put"))
                 if ev.type == pb.EVENT_DELETE:
                     self._cache.pop(key, None)
                     self._json.pop(key, None)
@@ -220,8 +230,18 @@ class EtcdStore:
         items.sort(key=lambda r: _sort_key(r.key))
         return items
 
+    def _logged(self, change: Change) -> None:
+        self._log.append(change)
+        while len(self._log) > LOG_SIZE:
+            self._log_from = self._log.popleft().revision
+
     def changes_since(self, revision: int) -> builtins.list[Change]:
-        """From etcd's history (a watch from revision+1 up to the current store revision)."""
+        """From this copy's own log of changes when it reaches back that far (no etcd round trip), else from
+        etcd's history (a watch from revision+1 up to the current store revision)."""
+        with self._lock:
+            if revision >= self._log_from:
+                return sorted((c for c in self._log if c.revision > revision),
+                              key=lambda c: (c.revision, *_sort_key(c.key)))
         kv = self.client.get(self._rev_key, timeout=self.timeout)
         current = int(kv.mod_revision) if kv else 0
         if revision >= current:
@@ -359,6 +379,7 @@ class EtcdStore:
             actions: list[tuple[Resource, Action]] = []
             for r, a, text in plan:
                 if a != "unchanged":
+                    self._logged(Change(rev, r.key, "put"))
                     self._cache[r.key] = r.with_revision(rev)
                     self._json[r.key] = text
                 actions.append((self._cache[r.key], a))
@@ -380,6 +401,7 @@ class EtcdStore:
             if rev is None:
                 return self._revision
             for k in unique:
+                self._logged(Change(rev, k, "delete"))
                 self._cache.pop(k, None)
                 self._json.pop(k, None)
             self._revision = rev
