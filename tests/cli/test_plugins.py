@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mizzen.cli.main import build_cli
 
 VERBS = {"apply", "delete", "get", "proxy-status", "proxy-config", "up", "down", "exec", "status", "rollout",
-         "scale", "proxy", "agent", "controlplane", "bench", "analyze", "logs", "etcd", "ratelimit", "ca"}
+         "scale", "proxy", "agent", "controlplane", "bench", "analyze", "logs", "etcd", "ratelimit", "ca", "chaos"}
 
 
 def test_every_verb_is_registered():

@@ -16,6 +16,7 @@ from ..analyze.commands import analyze
 from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
 from ..bench.commands import bench
 from ..ca.commands import ca
+from ..chaos.commands import chaos
 from ..client import ApiClient, HttpError
 from ..etcd.commands import etcd
 from ..local.commands import down, exec_, proxy, rollout, scale, status, up
@@ -195,7 +196,7 @@ def build_cli() -> click.Group:
     for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
                       (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
                       (bench, "bench"), (analyze, "analyze"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca")):
+                      (ratelimit, "ratelimit"), (ca, "ca"), (chaos, "chaos")):
         cli.add_command(cmd, name=name)
     return cli
 
