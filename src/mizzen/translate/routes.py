@@ -21,7 +21,7 @@ from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRed
 from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot, labels_match
 from ..model.types import Proxy
-from .common import PASSTHROUGH, duration, outbound_cluster, pack, u32
+from .common import PASSTHROUGH, UNSERVED_HEADER, duration, outbound_cluster, pack, u32
 from .filters import cors, fault
 from . import delegate, policies
 
@@ -114,9 +114,10 @@ def _header_ops(target, ops, request: bool) -> None:
 
 
 # Retries when a route says nothing (see docs/translation.md, "Retries"): only what is safe for every
-# method, because the request never reached the app: no connection, refused stream (HTTP/2), or a reset
-# before the request was sent. A 5xx or a reset after sending is never retried unless asked for.
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+# method, because the request never reached the app: no connection, refused stream (HTTP/2), a reset
+# before the request was sent, or the upstream sidecar's 503 saying it could not connect to its app
+# (retriable-headers: UNSERVED_HEADER). A 5xx or a reset after sending is never retried unless asked for.
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
 DEFAULT_RETRY_ATTEMPTS = 2
 
 _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAction.FOUND,
@@ -137,6 +138,8 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
         conds.append("retriable-status-codes")
     pol = rc.RetryPolicy(retry_on=",".join(dict.fromkeys(conds)), num_retries=u32(attempts),
                          retriable_status_codes=sorted(set(codes)), host_selection_retry_max_attempts=5)
+    if "retriable-headers" in conds:
+        pol.retriable_headers.add(name=UNSERVED_HEADER, present_match=True)
     pol.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts",
                                  typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
     if r is not None and r.per_try_timeout:
@@ -294,7 +297,8 @@ class RouteBuilder:
                      route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0)))])
 
     def for_port(self, port: int, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
-        rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False})
+        rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False},
+                                            response_headers_to_remove=[UNSERVED_HEADER])
         for svc in services:
             sp = svc.port(port)
             if sp is not None and is_http(sp.protocol):
@@ -304,7 +308,8 @@ class RouteBuilder:
 
     def http_proxy(self, services: Iterable[Service]) -> route_pb2.RouteConfiguration:
         """Loopback mode: one route config for an explicit HTTP proxy, every port."""
-        rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False})
+        rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False},
+                                            response_headers_to_remove=[UNSERVED_HEADER])
         for svc in services:
             for sp in svc.ports:
                 if is_http(sp.protocol):
