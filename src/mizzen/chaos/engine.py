@@ -20,8 +20,8 @@ from typing import Any
 from ..client import StateLayout
 from ..local.meshstate import live_status, runner_alive
 from ..local.netns import mesh_id
-from ..local.procs import alive, cmdline, wait_gone
-from .actions import ChaosError, undo_all, wait_drained
+from .actions import ChaosError
+from .cleanup import stop_faults
 from .netfault import qdisc_busy
 from .procfault import kill as kill_processes
 from .records import FaultStore
@@ -204,51 +204,11 @@ class Chaos:
             missing = set(ids) - {f.id for f in faults}
             if missing:
                 raise SpecError(f"no fault {', '.join(sorted(missing))} (see `mizzen chaos list`)")
-        signalled = []
-        for f in faults:
-            if f.final:
-                continue
-            if f.keeper_pid and _is_keeper(f.keeper_pid, f.id):
-                os.kill(f.keeper_pid, signal.SIGTERM)
-                signalled.append(f)
-        deadline = time.monotonic() + timeout
-        pids = [f.keeper_pid for f in signalled if f.keeper_pid]
-        wait_gone(pids, max(0.0, deadline - time.monotonic()))
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        out = stop_faults(self.store, [f for f in faults if not f.final], reason, timeout)
         self.reap()
-        out = []
-        for f in faults:
-            rec = self.store.load(f.id) or f
-            if not rec.final:  # no keeper (dead, or killed above): undo from the record
-                actions = list((rec.undo or {}).get("actions") or [])
-                done, errors = undo_all(actions, self.meshid)
-                wait_drained(actions, 10.0)
-                rec = self.store.update(rec.id, state="stopped", ended=time.time(),
-                                        ended_by=reason if not f.keeper_pid else f"{reason} (keeper lost)",
-                                        error="; ".join(errors) or None) or rec
-            elif rec.ended_by == "stop" and reason != "stop":
-                rec = self.store.update(rec.id, ended_by=reason) or rec
-            out.append(rec)
-        return out
+        return out + [f for f in faults if f.final]
 
 
 def _pod_target(p: dict[str, Any]) -> dict[str, Any]:
     return {"name": p["name"], "pod": p["name"], "netns": p.get("netns"), "ip": p.get("ip"),
             "sidecar": bool(p.get("sidecar")), "ports": list(p.get("ports") or []), "workload": p.get("workload")}
-
-
-def _is_keeper(pid: int, fault_id: str) -> bool:
-    argv = cmdline(pid)
-    return alive(pid) and "mizzen.chaos.keeper" in argv and fault_id in argv
-
-
-def stop_all(state_dir: str, reason: str = "teardown") -> list[str]:
-    """Undo every active fault of a mesh (the runner's teardown, `mizzen down`): lines saying what was undone.
-    Cheap when there is none (one directory listing)."""
-    store = FaultStore(state_dir)
-    if not store.active():
-        return []
-    return [f"chaos fault {f.id} ({f.describe()} on {f.where()}) undone: {f.state}"
-            for f in Chaos(state_dir).stop(reason=reason, timeout=15.0)]

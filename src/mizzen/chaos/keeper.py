@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import sys
 import time
@@ -118,14 +117,25 @@ class Keeper:
             raise ChaosError(f"unknown fault kind {f.kind}")
 
     def _kill_round(self, f: Fault) -> None:
+        """One round of a (repeated) kill. The first round chooses the pods (or replica) with the fault's seed;
+        later rounds kill the same ones again — a crash loop hits one pod, not a new one each time."""
         st = live_status(self.layout.root) or {}
-        sel = Selection.from_dict(f.selection)
-        rng = random.Random(f"{f.seed}-{len(f.targets)}")
-        hits = procfault.kill(st, f.params["target"], sel, rng.randrange(1 << 30), f.params.get("signal", 9))
+        rec = self.store.load(f.id) or f
+        chosen = rec.params.get("chosen")
+        if chosen is None:
+            sel = Selection.from_dict(f.selection)
+        elif f.params["target"] == "controlplane":
+            sel = Selection(replica=chosen[0])
+        else:
+            sel = Selection(pods=tuple(chosen))
+        hits = procfault.kill(st, f.params["target"], sel, f.seed, f.params.get("signal", 9))
         with self.store.locked():
             rec = self.store.load(f.id)
             if rec is not None:
                 rec.targets = rec.targets + hits
+                if chosen is None:
+                    rec.params = dict(rec.params, chosen=sorted({h["replica"] if f.params["target"] == "controlplane"
+                                                                 else h["pod"] for h in hits}))
                 self.store.save(rec)
         for h in hits:
             log.info("killed %s pid %s", h["name"], h["pid"])

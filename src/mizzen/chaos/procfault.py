@@ -55,6 +55,7 @@ def kill(status: dict[str, Any], target: str, sel: Selection, seed: int, sig: in
     """Signal what the selection picks; returns what was hit ({name, kind, pod, pid, signal, at})."""
     procs = pick_processes(status, target, sel, seed)
     netns = {p["name"]: p.get("netns") for p in status.get("pods") or []}
+    ips = {p["name"]: p.get("ip") for p in status.get("pods") or []}
     hits = []
     for p in procs:
         if not _verified(p, netns.get(p.get("pod") or "")):
@@ -69,10 +70,28 @@ def kill(status: dict[str, Any], target: str, sel: Selection, seed: int, sig: in
         except PermissionError as e:
             raise ChaosError(f"cannot signal {p['name']} (pid {p['pid']}): {e}") from None
         hits.append({k: p.get(k) for k in ("name", "kind", "pod", "pid", "replica") if p.get(k) is not None}
-                    | {"signal": sig, "at": time.time()})
+                    | {"signal": sig, "at": time.time()} | ({"ip": ips[p["pod"]]} if p.get("pod") in ips else {}))
     if not hits:
         raise ChaosError(f"no running {target} process to kill among {', '.join(p['name'] for p in procs)}")
+    _envoy_deaths(status, hits)
     return hits
+
+
+def _envoy_deaths(status: dict[str, Any], hits: list[dict[str, Any]]) -> None:
+    """A killed agent takes its Envoy with it (PR_SET_PDEATHSIG), a little later: record when it died, which
+    is when the requests in flight through it failed (explain.py)."""
+    envoys = components(status, "envoy")
+    waiting = {h["pod"]: envoys[h["pod"]]["pid"] for h in hits
+               if h["kind"] == "agent" and h.get("pod") in envoys and alive(envoys[h["pod"]].get("pid"))}
+    deadline = time.monotonic() + 2.0
+    while waiting and time.monotonic() < deadline:
+        for pod, pid in list(waiting.items()):
+            if not alive(pid):
+                for h in hits:
+                    if h.get("pod") == pod and h["kind"] == "agent":
+                        h["envoyDiedAt"] = time.time()
+                del waiting[pod]
+        time.sleep(0.002)
 
 
 # ---------------------------------------------------------------------------------- control plane cut off
