@@ -322,4 +322,21 @@ class RouteBuilder:
         name = inbound_cluster(port)
         return route_pb2.RouteConfiguration(name=name, virtual_hosts=[rc.VirtualHost(
             name=name, domains=["*"], routes=[rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
-                                                       route=rc.RouteAction(cluster=name, timeout=duration(0)))])])
+                                                       route=rc.RouteAction(cluster=name, timeout=duration(0),
+                                                                            retry_policy=inbound_retry_policy()))])])
+
+
+# Inbound (the sidecar in front of the app): a *safe* request (GET, HEAD, OPTIONS: RFC 9110 §9.2.1) whose pooled
+# connection to the app is reset before any response — the app died, or closed an idle keep-alive connection
+# just as the request was sent on it — is sent once more on a new connection: to the app if it lives, else
+# refused (UF), which callers retry on another replica (UNSERVED_HEADER). Found by `mizzen chaos`: after an
+# app kill its sidecar kept writing requests on pooled connections to the dead app for tens of milliseconds.
+# Other methods are never retried here (the app may have read the request before it died).
+INBOUND_RETRY_METHODS = "GET|HEAD|OPTIONS"
+
+
+def inbound_retry_policy() -> rc.RetryPolicy:
+    pol = rc.RetryPolicy(retry_on="reset", num_retries=u32(1))
+    pol.retriable_request_headers.add(name=":method", string_match=string_pb2.StringMatcher(
+        safe_regex=regex_pb2.RegexMatcher(regex=INBOUND_RETRY_METHODS)))
+    return pol
