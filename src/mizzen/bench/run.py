@@ -5,6 +5,8 @@
 3. Two-hop latency through the mesh vs direct, on the same run.
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis (server/ratelimit_bench.py).
+6. The chaos soak: 30 minutes of random kills under 200 rps, control-plane and sidecar memory/fds each minute
+   (chaos/bench.py).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
+    ap.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (0: skip it)")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     with out.open("a") as f:
         f.write("\n### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
+    if a.chaos_minutes > 0:
+        from ..chaos import bench as chaos_bench
+
+        print(f"$ chaos soak ({a.chaos_minutes:g} minutes)", flush=True)
+        md = chaos_bench.markdown(chaos_bench.run(a.chaos_minutes)) if os.geteuid() == 0 else \
+            "skipped: needs root (network namespaces)\n"
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Chaos soak\n\n" + md)
     print(f"results appended to {out}")
     return 1 if failures else 0
 

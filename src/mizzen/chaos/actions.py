@@ -34,6 +34,10 @@ class ChaosError(RuntimeError):
     """A fault could not be applied or undone; the message says which command failed and why."""
 
 
+class NothingToKill(ChaosError):
+    """A kill found its pods but no running process of the kind asked for (e.g. an Envoy restarting)."""
+
+
 def check_netns(meshid: str, netns: str | None) -> str:
     """The namespace, if it is one of this mesh's (else ChaosError): faults never touch any other."""
     if not netns or not netns.startswith(prefix(meshid)):

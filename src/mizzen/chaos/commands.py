@@ -103,9 +103,23 @@ def _pod_options(f: Callable) -> Callable:
 
 
 @click.group()
-def chaos() -> None:
+@state_dir_option
+@click.pass_context
+def chaos(ctx: click.Context, state_dir: str) -> None:
     """Failure drills on a running mesh: kill processes, degrade or cut the network, hog CPU, run scenarios.
     Every fault is recorded (`mizzen chaos list`) and undone on expiry, `mizzen chaos stop` and `mizzen down`."""
+    ctx.obj = {"state_dir": state_dir} if ctx.get_parameter_source("state_dir") not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP) else {}
+
+
+def _sd(state_dir: str) -> str:
+    """A subcommand's --state-dir, else the group's (`mizzen chaos --state-dir D kill ...`)."""
+    ctx = click.get_current_context()
+    parent = ctx.parent.obj if ctx.parent is not None and isinstance(ctx.parent.obj, dict) else {}
+    if parent.get("state_dir") and ctx.get_parameter_source("state_dir") in (
+            click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
+        return str(parent["state_dir"])
+    return state_dir
 
 
 @chaos.command("kill")
@@ -121,7 +135,7 @@ def kill_cmd(target: str, pods: tuple[str, ...], workload: str | None, app: str 
              replica: int | None, sig: str, every: str | None, duration: str | None, state_dir: str) -> None:
     """SIGKILL (or SIGTERM) a pod's app, Envoy, agent, all of them (`pod`), or a control-plane replica. Without
     --pod/--workload/--app every pod matches; --count/--percent pick at random with --seed."""
-    ch = Chaos(state_dir)
+    ch = Chaos(_sd(state_dir))
 
     def go() -> Fault:
         sel = _selection(pods, workload, app, namespace, count, percent, exclude, replica)
@@ -145,7 +159,7 @@ def network_cmd(pods: tuple[str, ...], workload: str | None, app: str | None, na
                 latency: str | None, jitter: str | None, loss: str | None, bandwidth: str | None, duration: str,
                 wait: bool, state_dir: str) -> None:
     """Slow, lossy or narrow network for pods, for --duration (returns at once; the fault expires on its own)."""
-    ch = Chaos(state_dir)
+    ch = Chaos(_sd(state_dir))
 
     def go() -> Fault:
         sel = _selection(pods, workload, app, namespace, count, percent, exclude)
@@ -173,7 +187,7 @@ def partition_cmd(pods: tuple[str, ...], workload: str | None, app: str | None, 
                   peer_app: str | None, duration: str, wait: bool, state_dir: str) -> None:
     """Cut two sets of pods apart (side A: --pod/--workload/--app; side B: --peer/--peer-workload/--peer-app),
     or the control plane from every sidecar (--controlplane), for --duration."""
-    ch = Chaos(state_dir)
+    ch = Chaos(_sd(state_dir))
 
     def go() -> Fault:
         d = parse_duration(duration, "--duration")
@@ -201,7 +215,7 @@ def stress_cmd(pods: tuple[str, ...], workload: str | None, app: str | None, nam
                count: int | None, percent: str | None, exclude: tuple[str, ...], seed: int | None, output: str,
                cpus: int, duration: str, wait: bool, state_dir: str) -> None:
     """CPU hog in pods: busy loops in the pod's namespace pinned to one CPU with its app and Envoy."""
-    ch = Chaos(state_dir)
+    ch = Chaos(_sd(state_dir))
 
     def go() -> Fault:
         sel = _selection(pods, workload, app, namespace, count, percent, exclude)
@@ -216,7 +230,7 @@ def stress_cmd(pods: tuple[str, ...], workload: str | None, app: str | None, nam
 @state_dir_option
 def list_cmd(include_all: bool, output: str, state_dir: str) -> None:
     """Every fault of this mesh run: active ones first, then what happened (with seeds, to replay)."""
-    faults = Chaos(state_dir).list(include_all)
+    faults = Chaos(_sd(state_dir)).list(include_all)
     faults.sort(key=lambda f: (f.final, f.created))
     if output == "json":
         click.echo(json.dumps({"items": [f.to_dict() for f in faults]}, indent=1))
@@ -235,7 +249,7 @@ def list_cmd(include_all: bool, output: str, state_dir: str) -> None:
 def stop_cmd(ids: tuple[str, ...], state_dir: str) -> None:
     """Undo active faults now: these IDS, or every one."""
     try:
-        out = Chaos(state_dir).stop(list(ids) or None)
+        out = Chaos(_sd(state_dir)).stop(list(ids) or None)
     except (SpecError, ChaosError) as e:
         _fail(e)
     if not out:
@@ -276,7 +290,7 @@ def run_cmd(file: str, output: str, seed: int | None, state_dir: str) -> None:
         click.echo(f"scenario {scenario.name}: {len(scenario.steps)} step(s) over {scenario.load.duration:g}s of load",
                    err=True)
     try:
-        result = ScenarioRun(scenario, state_dir, echo=echo).run()
+        result = ScenarioRun(scenario, _sd(state_dir), echo=echo).run()
     except (SpecError, ChaosError) as e:
         _fail(e)
     if output == "json":

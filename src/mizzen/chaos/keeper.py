@@ -25,7 +25,7 @@ from .spec import Fault, NetworkParams, Selection
 
 log = logging.getLogger("mizzen.chaos")
 
-WATCH_SECONDS = 1.0
+WATCH_SECONDS = 0.5
 
 
 class UndoLog(list):
@@ -170,7 +170,10 @@ class Keeper:
             try:
                 if not netfault.nat_present(f.id, t["netns"]):
                     netfault.install_relay_nat(f.id, t, [])
-                    log.info("%s: relay rules put back (the runner reloaded the nat table)", t["name"])
+                    # connections opened while the rules were gone bypass the relay: send them through it
+                    n = netfault.reset_idle_connections(t["netns"], t["ip"])
+                    log.info("%s: relay rules put back (the runner reloaded the nat table); %d idle connection(s) "
+                             "reset", t["name"], n)
             except ChaosError as e:
                 log.warning("%s: cannot check the relay rules: %s", t["name"], e)
 

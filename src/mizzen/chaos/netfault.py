@@ -184,10 +184,14 @@ def reset_idle_connections(netns: str, ip: str) -> int:
     catch new connections). Their owners see a reset and reconnect — through the relay. Returns how many."""
     out = run(in_netns(netns, ["ss", "-tnH", "state", "established", "src", ip]), check=False).stdout
     idle = []
+    relay_ports = {str(RELAY_PORT_IN), str(RELAY_PORT_OUT)}
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[0] == "0" and parts[1] == "0":
-            idle.append((parts[2], parts[3]))
+            local, peer = parts[2], parts[3]
+            if local.rsplit(":", 1)[-1] in relay_ports or peer.rsplit(":", 1)[0] == ip:
+                continue  # the relay's own connections (accepted, or onward to the pod itself)
+            idle.append((local, peer))
     for i in range(0, len(idle), 40):
         expr = " or ".join(f"( src {a} and dst {b} )" for a, b in idle[i:i + 40])
         run(in_netns(netns, ["ss", "-K", "-tn", "state", "established", expr]), check=False)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..local.netns import NETNS_DIR
 from ..local.procs import alive, cmdline
-from .actions import ChaosError, check_netns, in_netns
+from .actions import ChaosError, NothingToKill, check_netns, in_netns
 from .spec import Fault, Selection
 from .targets import components, pick_processes
 
@@ -72,7 +72,7 @@ def kill(status: dict[str, Any], target: str, sel: Selection, seed: int, sig: in
         hits.append({k: p.get(k) for k in ("name", "kind", "pod", "pid", "replica") if p.get(k) is not None}
                     | {"signal": sig, "at": time.time()} | ({"ip": ips[p["pod"]]} if p.get("pod") in ips else {}))
     if not hits:
-        raise ChaosError(f"no running {target} process to kill among {', '.join(p['name'] for p in procs)}")
+        raise NothingToKill(f"no running {target} process to kill among {', '.join(p['name'] for p in procs)}")
     _envoy_deaths(status, hits)
     return hits
 

@@ -24,7 +24,7 @@ import yaml
 
 from ..client import ApiClient, ClientError, RunnerClient, StateLayout
 from ..local.procs import env_without_proxies
-from .actions import ChaosError, in_netns
+from .actions import ChaosError, NothingToKill, in_netns
 from .engine import Chaos, new_seed
 from .explain import access_entries, classify, fault_windows, kill_events
 from .scenario import Scenario, Step
@@ -104,6 +104,7 @@ class ScenarioRun:
 
     # ------------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
+        started = time.time()
         st = self.chaos.status()
         src = find_pod(st, self.s.load.source)
         applied: list[tuple[str, str]] = []
@@ -141,7 +142,12 @@ class ScenarioRun:
         finally:
             for sig, h in old.items():
                 signal.signal(sig, h)
-            for f in self.chaos.stop(self.faults, reason="scenario end" if not self.interrupted else "interrupt"):
+            # every fault of this run still active (also one whose start was interrupted before it was listed)
+            ours = set(self.faults) | {f.id for f in self.chaos.store.active()
+                                       if f.source == self.chaos.source and f.created >= started}
+            ended = self.chaos.stop(sorted(ours), reason="scenario end" if not self.interrupted else "interrupt") \
+                if ours else []  # (no ids would mean every active fault)
+            for f in ended:
                 if f.ended_by in ("scenario end", "interrupt"):
                     self.tl.add("undo", f"{f.id} stopped at the end of the run")
             if not load:
@@ -245,6 +251,9 @@ class ScenarioRun:
                     f = self.chaos.partition(a["a"], a["b"], a["duration"], seed=seed)
             else:
                 f = self.chaos.stress(a["selection"], a["cpus"], a["duration"], seed=seed)
+        except NothingToKill as e:  # e.g. that Envoy is being restarted right now: a kill with nothing to hit
+            self.tl.add("skipped", f"step {step.index} ({step.describe()}): {e}")
+            return
         except (ChaosError, SpecError) as e:
             self.tl.add("error", f"step {step.index} ({step.describe()}): {e}")
             self.error = self.error or f"step {step.index} failed: {e}"

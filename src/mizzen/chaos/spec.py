@@ -128,8 +128,6 @@ class NetworkParams:
     bandwidth: int | None = None  # bits/s, each direction
 
     def validate(self) -> None:
-        if not (self.latency or self.loss or self.bandwidth):
-            raise SpecError("network: give at least one of --latency, --loss, --bandwidth")
         if self.jitter and not self.latency:
             raise SpecError("jitter: needs a latency (the jitter varies it)")
         if self.jitter > self.latency:
@@ -139,6 +137,8 @@ class NetworkParams:
             raise SpecError("latency: at most 30s")
         if self.loss >= 1.0:
             raise SpecError("loss: 100% is a partition; use `mizzen chaos partition`")
+        if not (self.latency or self.loss or self.bandwidth):
+            raise SpecError("give at least one of latency, loss, bandwidth")
 
     def describe(self) -> str:
         parts = []

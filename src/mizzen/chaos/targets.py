@@ -110,5 +110,6 @@ def pick_processes(status: dict[str, Any], target: str, sel: Selection, seed: in
             out.append({"name": c["name"], "kind": kind, "pod": p["name"], "pid": c["pid"],
                         "cmdline": c.get("cmdline"), "group": kind == "app"})
     if not out:
-        raise SpecError(f"no running {target} process in {', '.join(p['name'] for p in pods)}")
+        from .actions import NothingToKill
+        raise NothingToKill(f"no running {target} process in {', '.join(p['name'] for p in pods)}")
     return out
