@@ -11,6 +11,8 @@
    handshake cost per new connection (bench/mtls.py).
 7. Telemetry: two-hop p50/p99 at 1000 rps with metrics and tracing (1 %) on vs off on one mesh, and the control
    plane's CPU to serve `mizzen stat` for 100 workloads (bench/telemetry.py).
+8. The chaos soak: 30 minutes of random kills under 200 rps, control-plane and sidecar memory/fds each minute
+   (chaos/bench.py).
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
     ap.add_argument("--skip-mtls", action="store_true", help="skip mesh mTLS vs bare Envoys with static mTLS")
     ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
+    ap.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (0: skip it)")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Global rate limit on a two-hop request, 1000 rps\n\n" + md + "\n")
+    if a.chaos_minutes > 0:
+        from ..chaos import bench as chaos_bench
+
+        print(f"$ chaos soak ({a.chaos_minutes:g} minutes)", flush=True)
+        md = chaos_bench.markdown(chaos_bench.run(a.chaos_minutes)) if os.geteuid() == 0 else \
+            "skipped: needs root (network namespaces)\n"
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Chaos soak\n\n" + md)
     print(f"results appended to {out}")
     return 1 if failures else 0
 

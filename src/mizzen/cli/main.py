@@ -16,6 +16,7 @@ from ..analyze.commands import analyze, validate
 from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
 from ..bench.commands import bench
 from ..ca.commands import ca
+from ..chaos.commands import chaos
 from ..client import ApiClient, HttpError
 from ..etcd.commands import etcd
 from ..local.commands import down, exec_, proxy, rollout, scale, status, up
@@ -202,7 +203,7 @@ def build_cli() -> click.Group:
                       (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
                       (ratelimit, "ratelimit"), (ca, "ca"), (token, "token"), (stat, "stat"), (top, "top"), (tap, "tap"),
                       (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config"),
-                      (mesh, "mesh")):
+                      (mesh, "mesh"), (chaos, "chaos")):
         cli.add_command(cmd, name=name)
     return cli
 

@@ -28,6 +28,7 @@
                                      telemetry.sock (access-log stream), base-id, envoy.log, access.log, agent.log,
                                      app.log, home/ (the app's $HOME), secrets/ (the pod credential and the mesh
                                      root: the agent's only)
+    chaos/                           `mizzen chaos`: <fault id>.json (one record per fault), lock; logs/chaos-<id>.log
 
 Pure: building paths touches no file.
 """
@@ -330,6 +331,21 @@ class StateLayout:
             return sorted(n for n in os.listdir(self.pods_dir) if os.path.isdir(os.path.join(self.pods_dir, n)))
         except OSError:
             return []
+
+    # ------------------------------------------------------------------ chaos (mizzen chaos)
+    @property
+    def chaos_dir(self) -> str:
+        return self._f("chaos")
+
+    def chaos_record(self, fault_id: str) -> str:
+        return os.path.join(self.chaos_dir, f"{fault_id}.json")
+
+    @property
+    def chaos_lock(self) -> str:
+        return os.path.join(self.chaos_dir, "lock")
+
+    def chaos_log(self, fault_id: str) -> str:
+        return os.path.join(self.logs_dir, f"chaos-{fault_id}.log")
 
     # ------------------------------------------------------------------ a fresh start
     def previous_run_files(self) -> list[str]:

@@ -6,6 +6,7 @@ import os
 import signal
 from typing import Any, Callable
 
+from ..chaos.cleanup import stop_all as stop_chaos_faults
 from ..client import StateLayout
 from . import netns
 from .procs import alive, cmdline, same_process, signal_pid, tail, wait_gone
@@ -175,6 +176,8 @@ def stop_mesh(state_dir: str, timeout: float = 60.0, out: Callable[[str], None] 
             wait_gone([pid], 5)
             forced.append(f"runner {pid}")
     st = read_json(layout.status_file) or {}
+    # faults of `mizzen chaos` a dead runner did not undo (a frozen control plane, a relay, rules)
+    forced += stop_chaos_faults(state_dir, reason="down")
     # whatever the runner left: recorded processes (if still the same programs) ...
     comps = st.get("components") or []
     for kind in ("host-runner", "app", "agent", "envoy", "ratelimit", "controlplane", "redis", "etcd"):

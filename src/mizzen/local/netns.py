@@ -428,8 +428,9 @@ class MeshNet:
     def set_vip_rules(self, pod: str, chain: Sequence[str]) -> bool:
         """Load a pod's nat table with the service-VIP `chain` (plainroutes.service_chain, computed once for
         all pods): for a pod without a sidecar every connection goes through it, for one with a sidecar only
-        Envoy's own to the VIP range, next to the capture rules. Atomic (one iptables-restore of the whole
-        table); nothing is run when the pod already has exactly these rules. True if changed."""
+        Envoy's own to the VIP range, next to the capture rules. Atomic: the first time one iptables-restore of
+        the whole table, from then on of the service chain alone (`--noflush`: the rest of the table, and rules
+        others added to it, stay); nothing is run when the pod already has exactly these rules. True if changed."""
         pn = self.pods.get(pod)
         if pn is None:
             return False
@@ -443,7 +444,11 @@ class MeshNet:
         pn.chain = tuple(chain)
         if pn.nat == rules:
             return False
-        run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
+        if pn.nat:  # only the service chain changed: rewrite it alone, leave the rest of the table (and
+            # whatever else is in it, e.g. a `mizzen chaos` fault's rules) untouched; still one atomic commit
+            run(exec_argv(pn.netns, ["iptables-restore", "--noflush"]), input="\n".join(["*nat", *chain, "COMMIT", ""]))
+        else:
+            run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
         pn.nat = rules
         return True
 

@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable
 
 from ..api import LoadResult, Resource, load_sources
+from ..chaos.cleanup import stop_all as stop_chaos_faults
 from ..client import ENVOY_UID, MAX_CONTROL_PLANES, ApiClient, ClientError, HttpError, StateLayout
 from ..manifests import read_inputs
 from ..unixpath import UNIX_PATH_MAX
@@ -418,6 +419,11 @@ class Runner:
         t.run.phase = "stopping"
         self._ignore_signals_for_teardown()
         self.write_status()
+        try:  # failure drills first: a frozen control plane would hang the stop, a fault's rules outlive it
+            for line in stop_chaos_faults(self.state_dir):
+                log.info("%s", line)
+        except Exception:  # noqa: BLE001 - never keep the mesh from stopping
+            log.exception("undoing chaos faults failed; `mizzen chaos stop` retries")
         grace = 1.0 if t.run.force else 5.0
         if self.control is not None:
             self.control.stop()

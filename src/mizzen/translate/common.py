@@ -11,6 +11,11 @@ INBOUND_PASSTHROUGH = "InboundPassthroughCluster"
 VIRTUAL_OUTBOUND = "virtualOutbound"
 VIRTUAL_INBOUND = "virtualInbound"
 HTTP_PROXY_ROUTE = "http_proxy"
+# Set by a sidecar's inbound side on the 503 it answers when it could not even connect to its app (response
+# flags UF/UH: the request reached no app); callers' default retry policies retry on it, on another host, and
+# their route configs strip it from what reaches the calling app (docs/translation.md, "Retries").
+UNSERVED_HEADER = "x-mizzen-unserved"
+UNSERVED_FLAGS = ("UF", "UH")
 
 
 def outbound_cluster(port: int, subset: str | None, host: str) -> str:

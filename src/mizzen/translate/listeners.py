@@ -28,6 +28,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.config.accesslog.v3 import accesslog_pb2
 
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
@@ -35,8 +36,9 @@ from ..model.security import DISABLE, STRICT
 from ..model.services import Service, is_http
 from . import filters
 from . import tls as T
-from .common import (BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, VIRTUAL_INBOUND,
-                     VIRTUAL_OUTBOUND, ads_source, inbound_cluster, outbound_cluster, pack, socket_address)
+from .common import (BLACKHOLE, HTTP_PROXY_ROUTE, INBOUND_PASSTHROUGH, PASSTHROUGH, UNSERVED_FLAGS, UNSERVED_HEADER,
+                     VIRTUAL_INBOUND, VIRTUAL_OUTBOUND, ads_source, inbound_cluster, outbound_cluster, pack,
+                     socket_address)
 from .filters import Chain, ViewContext
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -67,7 +69,19 @@ def hcm(stat_prefix: str, at: Chain, ctx: ViewContext, *, rds: str | None = None
         m.rds.route_config_name = rds
     else:
         m.route_config.CopyFrom(route_config)
+        m.local_reply_config.mappers.append(_unserved_mapper())
     return lc.Filter(name=HCM, typed_config=pack(m))
+
+
+def _unserved_mapper() -> hcm_pb2.ResponseMapper:
+    """Inbound: the 503 answered when the app could not be reached at all (refused: it died or is restarting)
+    says so in a header, which callers' default retry policies retry on another replica (routes.py)."""
+    mapper = hcm_pb2.ResponseMapper()
+    mapper.filter.response_flag_filter.CopyFrom(accesslog_pb2.ResponseFlagFilter(flags=list(UNSERVED_FLAGS)))
+    mapper.headers_to_add.append(base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=UNSERVED_HEADER, value="1"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD))
+    return mapper
 
 
 def tcp_proxy(stat_prefix: str, cluster: str, at: Chain, ctx: ViewContext, hash_source_ip: bool = False

@@ -22,7 +22,7 @@ from ..api.virtual_service import (HTTPDirectResponse, HTTPMatchRequest, HTTPRed
 from ..model.resolved import Destination
 from ..model.services import Service, is_http
 from . import filters, policies
-from .common import PASSTHROUGH, duration, inbound_cluster, outbound_cluster, pack, u32
+from .common import PASSTHROUGH, UNSERVED_HEADER, duration, inbound_cluster, outbound_cluster, pack, u32
 from .filters import Chain, ViewContext
 from .filters.fault import fraction
 
@@ -103,9 +103,10 @@ def _header_ops(target, ops, request: bool) -> None:
 
 
 # Retries when a route says nothing (see docs/translation.md, "Retries"): only what is safe for every
-# method, because the request never reached the app: no connection, refused stream (HTTP/2), or a reset
-# before the request was sent. A 5xx or a reset after sending is never retried unless asked for.
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+# method, because the request never reached the app: no connection, refused stream (HTTP/2), a reset
+# before the request was sent, or the upstream sidecar's 503 saying it could not connect to its app
+# (retriable-headers: UNSERVED_HEADER). A 5xx or a reset after sending is never retried unless asked for.
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
 DEFAULT_RETRY_ATTEMPTS = 2
 HOST_SELECTION_RETRY_MAX_ATTEMPTS = 5  # Istio's default with previous_hosts
 
@@ -131,6 +132,8 @@ def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
     pol = rc.RetryPolicy(retry_on=",".join(dict.fromkeys(conds)), num_retries=u32(attempts),
                          retriable_status_codes=sorted(set(codes)),
                          host_selection_retry_max_attempts=HOST_SELECTION_RETRY_MAX_ATTEMPTS)
+    if "retriable-headers" in conds:
+        pol.retriable_headers.add(name=UNSERVED_HEADER, present_match=True)
     pol.retry_host_predicate.add(name="envoy.retry_host_predicates.previous_hosts",
                                  typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))
     if r is not None and r.per_try_timeout:
@@ -278,7 +281,8 @@ class RouteBuilder:
                      route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0)))])
 
     def for_port(self, port: int) -> route_pb2.RouteConfiguration:
-        rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False})
+        rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False},
+                                            response_headers_to_remove=[UNSERVED_HEADER])
         for svc in self.ctx.services:
             sp = svc.port(port)
             if sp is not None and is_http(sp.protocol):
@@ -288,7 +292,8 @@ class RouteBuilder:
 
     def http_proxy(self) -> route_pb2.RouteConfiguration:
         """Loopback mode: one route config for an explicit HTTP proxy, every port."""
-        rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False})
+        rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False},
+                                            response_headers_to_remove=[UNSERVED_HEADER])
         for svc in self.ctx.services:
             for sp in svc.ports:
                 if is_http(sp.protocol):
@@ -299,7 +304,8 @@ class RouteBuilder:
         at = Chain(False, port)
         name = inbound_cluster(port)
         route = rc.Route(name="default", match=rc.RouteMatch(prefix="/"),
-                         route=rc.RouteAction(cluster=name, timeout=duration(0)))
+                         route=rc.RouteAction(cluster=name, timeout=duration(0),
+                                               retry_policy=inbound_retry_policy()))
         filters.patch_route(route, None, at, self.ctx)
         vh = rc.VirtualHost(name=name, domains=["*"], routes=[route])
         filters.patch_virtual_host(vh, None, at, self.ctx)
@@ -308,3 +314,19 @@ class RouteBuilder:
 
 def _cluster(d: Destination) -> str:
     return outbound_cluster(d.port, d.subset, d.host)
+
+
+# Inbound (the sidecar in front of the app): a *safe* request (GET, HEAD, OPTIONS: RFC 9110 §9.2.1) whose pooled
+# connection to the app is reset before any response — the app died, or closed an idle keep-alive connection
+# just as the request was sent on it — is sent once more on a new connection: to the app if it lives, else
+# refused (UF), which callers retry on another replica (UNSERVED_HEADER). Found by `mizzen chaos`: after an
+# app kill its sidecar kept writing requests on pooled connections to the dead app for tens of milliseconds.
+# Other methods are never retried here (the app may have read the request before it died).
+INBOUND_RETRY_METHODS = "GET|HEAD|OPTIONS"
+
+
+def inbound_retry_policy() -> rc.RetryPolicy:
+    pol = rc.RetryPolicy(retry_on="reset", num_retries=u32(1))
+    pol.retriable_request_headers.add(name=":method", string_match=string_pb2.StringMatcher(
+        safe_regex=regex_pb2.RegexMatcher(regex=INBOUND_RETRY_METHODS)))
+    return pol
