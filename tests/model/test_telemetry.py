@@ -87,12 +87,12 @@ def test_providers_are_found_in_the_namespace_then_the_root_and_a_missing_one_tr
 
 @pytest.mark.parametrize("spec, field", [
     ("{tracing: [{randomSamplingPercentage: 101}]}", "randomSamplingPercentage"),
-    ("{tracing: [{providers: [{name: a}, {name: b}]}]}", "providers"),
-    ("{metrics: [{overrides: [{match: {metric: REQUEST_COUNT}, disabled: true}]}]}", "metric"),
     ("{metrics: [{reportingInterval: 5 parsecs}]}", "reportingInterval"),
     ("{tracing: [{customTags: {a: {literal: {value: x}, header: {name: y}}}}]}", "customTags"),
 ])
-def test_bad_or_unsupported_telemetry_is_refused_naming_the_field(spec: str, field: str) -> None:
+def test_bad_telemetry_is_refused_naming_the_field(spec: str, field: str) -> None:
+    # valid Istio that Mizzen does not act on (several tracing providers, per-metric overrides) is accepted and
+    # reported by `mizzen analyze` (MZ0110, api/effects.py)
     with pytest.raises(InvalidConfig) as e:
         load_text(tel("t", "default", spec), file="t.yaml")
     assert field in str(e.value), str(e.value)

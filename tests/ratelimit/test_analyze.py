@@ -58,7 +58,7 @@ spec: {workloadSelector: {labels: {app: apx}}, mode: global, limits: [{name: x, 
 
 
 def test_limits_that_never_match_and_local_limits_meant_service_wide():
-    got = {(m.code, m.resource, m.path) for m in analyze(load_text(TEXT).resources)}
+    got = {(m.code, m.resource, m.path) for m in analyze(load_text(TEXT).resources) if m.code.startswith("MZ03")}
     assert got == {
         ("MZ0301", "RateLimit default/routes", "spec.limits[0].match.uri"),
         ("MZ0301", "RateLimit default/routes", "spec.limits[2].match.port"),

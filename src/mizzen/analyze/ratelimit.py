@@ -7,8 +7,8 @@
 - MZ0302 (Warning): a local limit meant to be service-wide — `mode: local` at workloads that run several
   replicas: each replica admits the whole rate (N× in all); `scope: service` divides it among them.
 
-Independent of the analyzer framework: `findings(by_kind)` yields (code, level, resource, message, hint, path)
-tuples; `analyzer_for(Message)` is the one-line registration (`ANALYZERS += (ratelimit.analyzer_for(Message),)`).
+`findings(by_kind)` yields (code, level, resource, message, hint, path) tuples; `rate_limits` registers them on
+analyze/base.py's Context.
 """
 from __future__ import annotations
 
@@ -18,18 +18,16 @@ from ..api.base import Resource
 from ..model.labels import scoped_to
 from ..model.services import is_http
 from ..model.snapshot import ConfigIndex
+from .base import Context, Message, analyzer
 
 WARNING = "Warning"
 MAX_CONDITIONAL_LOCAL = 4  # translate/filters/ratelimit_descriptors.split_routes
 Finding = tuple[str, str, str, str, str, str]
 
 
-def analyzer_for(message: Callable[..., Any]) -> Callable[[Any], Iterable[Any]]:
-    """An analyzer (over anything with `by_kind`) that yields `message(code, level, resource, text, hint, path)`."""
-    def rate_limits(idx: Any) -> Iterable[Any]:
-        return [message(*f) for f in findings(idx.by_kind)]
-
-    return rate_limits
+@analyzer
+def rate_limits(ctx: Context) -> Iterable[Message]:
+    return [Message(*f) for f in findings(ctx.by_kind)]
 
 
 def _ref(r: Resource) -> str:

@@ -50,10 +50,10 @@ from .base import Chain, Feature, ViewContext
 FEATURES: tuple[Feature, ...] = (
     tap.FEATURE,  # first: taps every request as it arrives (inert while nobody watches)
     cors.FEATURE,
-    fault.FEATURE,
     jwt.FEATURE,  # inbound: validates tokens; its metadata feeds the RBAC filters after it
     rbac.FEATURE,  # inbound: AUDIT, DENY, ALLOW filters (HTTP chains) / network RBAC (TCP chains)
-    ratelimit.FEATURE,  # after authorization (as Envoy Gateway orders them): denied requests spend no quota
+    ratelimit.FEATURE,  # after authorization (a denied request spends no quota), before fault (its delays)
+    fault.FEATURE,
     stats.FEATURE,  # Istio metrics: the access-log stream to the agent
     tracing.FEATURE,  # the HCM's tracer
     accesslog.FEATURE,
