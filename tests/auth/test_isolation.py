@@ -19,6 +19,7 @@ import pytest
 from mizzen.api import KINDS, load_text
 from mizzen.model import Instance, Proxy, Snapshot
 from mizzen.model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from mizzen.model.workloadentries import instances_of
 from mizzen.server.auth import Forbidden, Principal, check_writes
 from mizzen.server.auth_tokens import TENANT
 from mizzen.translate import Renderer
@@ -91,6 +92,10 @@ POLICY = {
     "EnvoyFilter": doc("EnvoyFilter", "cart", "{workloadSelector: {labels: {app: cart}}, configPatches: [{applyTo: "
                        "CLUSTER, match: {context: SIDECAR_OUTBOUND}, patch: {operation: MERGE, value: "
                        "{connect_timeout: 0.25s}}}]}", api="networking.istio.io/v1alpha3"),
+    "ExtensionProvider": doc("ExtensionProvider", "zipkin-shop", "{zipkin: {service: cart.shop.svc.cluster.local, "
+                             "port: 9411}}", api="mizzen.dev/v1"),
+    "WorkloadGroup": doc("WorkloadGroup", "cart-vms", "{metadata: {labels: {app: cart}}, template: {ports: "
+                         "{http: 9080}}}"),
     "ProxyConfig": doc("ProxyConfig", "cart", "{selector: {matchLabels: {app: cart}}, concurrency: 1}",
                        api="networking.istio.io/v1beta1"),
 }
@@ -107,12 +112,14 @@ OWNER = {
                                                    "MESH_INTERNAL,"
                                                    " ports: [{number: 9080, name: http, protocol: HTTP}], "
                                                    "resolution: STATIC, endpoints: [{address: 10.244.0.9}]}"),
+    "WorkloadEntry": doc("WorkloadEntry", "cart-vm-1", "{address: 10.244.0.7, labels: {app: cart}}"),
     "Service": doc("Service", "cart", "{selector: {app: cart}, ports: [{port: 9080, name: http, targetPort: 9081}]}",
                    api="v1"),
 }
 # what a tenant is refused (so it never gets as far as a proxy)
 REFUSED = {
     "Namespace": "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    "Host": "apiVersion: mizzen.dev/v1\nkind: Host\nmetadata: {name: h2}\nspec: {}\n",
     "Sidecar/root": doc("Sidecar", "default", "{egress: [{hosts: [./*]}]}", ns="istio-system"),
     "VirtualService/foreign": doc("VirtualService", "steal", "{hosts: [ledger.bank.svc.cluster.local], http: "
                                   "[{route: [{destination: {host: cart}}]}]}"),
@@ -137,7 +144,9 @@ def snapshot(extra: str = "") -> Snapshot:
     """BASE with `extra` applied as a store would: a resource of the same kind/namespace/name replaces it."""
     merged = {r.key: r for r in load_text(BASE).resources}
     merged.update({r.key: r for r in load_text(extra).resources} if extra else {})
-    return Snapshot.build(list(merged.values()), INSTANCES)
+    # WorkloadEntries are endpoints, as the control plane's endpoint index makes them (server/controlplane.py)
+    entries = instances_of(r for r in merged.values() if r.kind == "WorkloadEntry")
+    return Snapshot.build(list(merged.values()), [*INSTANCES, *entries])
 
 
 SHOP_PROXY = Proxy(id="cart-0", namespace="shop", workload="cart", labels=(("app", "cart"), ("version", "v1")),
@@ -212,7 +221,7 @@ def test_what_would_reach_other_tenants_is_refused_at_apply(case):
     with pytest.raises(Forbidden) as e:
         check_writes(TENANT_SHOP, res)
     assert len(e.value.denied) == 1
-    if _kind(case) not in ("Namespace",) and "root" not in case:
+    if _kind(case) not in ("Namespace", "Host") and "root" not in case:
         # ... and it would indeed have changed bank's proxies had it been let through
         before, after = render(snapshot()), render(snapshot(REFUSED[case]))
         assert any(before[p][t][n].payload != after[p][t].get(n, before[p][t][n]).payload or

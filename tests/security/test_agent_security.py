@@ -37,7 +37,7 @@ def test_bootstrap_has_the_sds_cluster_and_announces_the_trust_domain():
     assert b["node"]["metadata"]["TRUST_DOMAIN"] == "example.org"
     assert Proxy.from_node(b["node"]["id"], b["node"]["metadata"]) == proxy_of(cfg())
     plain = build_bootstrap(cfg(ca_address=None))  # no certificate service: no SDS, no mTLS config
-    assert [c["name"] for c in plain["static_resources"]["clusters"]] == ["xds-grpc"]
+    assert "sds-grpc" not in [c["name"] for c in plain["static_resources"]["clusters"]]
     assert "TRUST_DOMAIN" not in plain["node"]["metadata"]
 
 

@@ -128,8 +128,7 @@ def test_two_replicas_on_one_store(tmp_path: Path) -> None:
     async def main() -> None:
         a = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, refresh_interval=0.1))
         b = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, refresh_interval=0.1,
-                                  xds_socket=tmp_path / "xds-b.sock", api_socket=tmp_path / "api-b.sock",
-                                  ca_socket=tmp_path / "ca-b.sock"))
+                                  replica=1))  # its own sockets (xds-1.sock, api-1.sock, ca-1.sock); no collector
         a.core.apply([("svc.yaml", SERVICES)])
         await a.start()
         await b.start()
