@@ -1,4 +1,4 @@
-"""Explaining failed requests from the caller sidecar's access log (the real format of translate/accesslog.py),
+"""Explaining failed requests from the caller sidecar's access log (the real format of translate/filters/accesslog.py),
 and the verdict's checks (pure)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from mizzen.chaos.explain import APP_KILL, ENVOY_KILL, NETWORK, access_entries, classify, fault_windows, kill_events
 from mizzen.chaos.scenario import SteadyState
 from mizzen.chaos.verdict import checks, render, summary_rows
-from mizzen.translate.accesslog import HTTP_FORMAT
+from mizzen.translate.filters.accesslog import HTTP_FORMAT
 
 T0 = 1_800_000_000.0
 

@@ -1,7 +1,7 @@
 """Explaining a drill's failed requests. Pure (the access log's text and the fault records are passed in).
 
 The load tags every request (`x-request-id: <run>-<i>`) and, with `accessLog`, its pod's sidecar logs each one
-(translate/accesslog.py's format: start time, response code and flags, duration, upstream host). A failed
+(translate/filters/accesslog.py's format: start time, response code and flags, duration, upstream host). A failed
 request is then matched to what the faults did:
 
 - `in-flight at a killed app`: its upstream pod's app was killed while it was in flight (start ≤ kill ≤ end);

@@ -101,6 +101,7 @@ class ScenarioRun:
         self.load_proc: subprocess.Popen | None = None
         self.stop_file = ""
         self.tl = Timeline(time.time())
+        self.ips: dict[str, str] = {}  # pod address -> pod name, for every pod seen during the run
 
     # ------------------------------------------------------------------ main
     def run(self) -> dict[str, Any]:
@@ -228,7 +229,13 @@ class ScenarioRun:
     def _step_seed(self, step: Step) -> int:
         return (self.seed * 1000003 + step.index * 7919) % (1 << 31)
 
+    def _remember_pods(self) -> None:
+        for p in self._status_pods():
+            if p.get("ip"):
+                self.ips[p["ip"]] = p["name"]
+
     def _do(self, step: Step, st: dict[str, Any]) -> None:
+        self._remember_pods()
         a = step.args
         try:
             if step.action == "rollout":
@@ -342,11 +349,12 @@ class ScenarioRun:
         except OSError:
             text = ""
         entries = access_entries(text, load.get("runId", ""))
-        pod_of_ip = {p["ip"]: p["name"] for p in (self._status_pods())}
+        pod_of_ip = dict(self.ips)  # every pod seen during the run (a rollout replaces them)
+        pod_of_ip.update({p["ip"]: p["name"] for p in self._status_pods()})
         for f in faults:
             for t in f.targets:
-                if t.get("ip") and t.get("name"):
-                    pod_of_ip.setdefault(t["ip"], t["name"])
+                if t.get("ip") and (t.get("pod") or t.get("name")):
+                    pod_of_ip.setdefault(t["ip"], t.get("pod") or t["name"])
         docs = [f.to_dict() for f in faults]
         return classify(load.get("failures") or [], entries, kill_events(docs), pod_of_ip, src["name"],
                         fault_windows(docs))

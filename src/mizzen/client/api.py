@@ -247,15 +247,17 @@ class ApiClient:
         return dict(self.request("GET", f"/api/v1/traces/{_q(trace_id)}"))
 
     def stream(self, method: str, path: str, body: Any, timeout: float) -> Iterator[dict[str, Any]]:
-        """A call answered with JSON lines (e.g. tap), yielded as they come; failover on connection only."""
+        """A call answered with JSON lines (e.g. tap), yielded as they come; failover on connection only. Sends
+        what `request` sends (the token; TLS on a TCP address)."""
         data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **auth_headers(self.token)}
         order = Failover.attempts(self.failover.order(), lambda i: present(self.addresses[i]))
         tried: list[str] = []
         for i in order:
-            conn = connection(self.addresses[i], timeout)
+            conn = connection(self.addresses[i], timeout, self._tls_context(self.addresses[i]))
             try:
                 try:
-                    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                    conn.request(method, path, body=data, headers=headers)
                     resp = conn.getresponse()
                 except CONNECT_ERRORS:
                     tried.append(str(self.addresses[i]))

@@ -188,7 +188,8 @@ class ControlPlane:
         b = open_backends(self.settings.state_dir, self.settings.store_url)
         self.backends, self.store, self.registry = b, b.store, b.registry
         self.core = ControlPlaneCore(self.store, self.registry, validators=[
-            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list)], advisors=[authz_warnings])
+            router_conflicts, envoy_patch_validator(find_envoy, self.registry.list, self.settings.trust_domain)],
+            advisors=[authz_warnings])
         if self.api_security is None:
             self.api_security = ApiSecurity(self.store, str(self.settings.state_dir), group=self.settings.api_group,
                                             tls_names=self.settings.api_tls_names)

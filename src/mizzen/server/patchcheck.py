@@ -29,7 +29,8 @@ from ..translate.static import static_bootstrap
 MAX_PROXIES_PER_PATCH = 4
 
 
-def _candidates(patch: Resource, resources: list[Resource], instances: list[Instance]) -> list[Proxy]:
+def _candidates(patch: Resource, resources: list[Resource], instances: list[Instance], trust_domain: str = ""
+                ) -> list[Proxy]:
     sel = patch.spec.workload_selector.labels if patch.spec.workload_selector else {}
     mesh_wide = patch.namespace == ROOT_NAMESPACE
     out: dict[tuple, Proxy] = {}
@@ -39,16 +40,17 @@ def _candidates(patch: Resource, resources: list[Resource], instances: list[Inst
             continue
         if (mesh_wide or w.namespace == patch.namespace) and labels_match(sel, w.metadata.labels):
             p = Proxy(id=f"validate~{w.namespace}~{w.name}", namespace=w.namespace, workload=w.name,
-                      labels=labels_tuple(w.metadata.labels), ports=tuple(cp.container_port for cp in w.spec.ports))
+                      labels=labels_tuple(w.metadata.labels), ports=tuple(cp.container_port for cp in w.spec.ports),
+                      trust_domain=trust_domain)
             out.setdefault((p.namespace, p.labels, p.ports), p)
     for i in instances:
         if i.sidecar and (mesh_wide or i.namespace == patch.namespace) and labels_match(sel, i.label_dict):
             p = Proxy(id=f"validate~{i.id}", namespace=i.namespace, workload=i.workload, labels=i.labels,
-                      ports=i.ports)
+                      ports=i.ports, trust_domain=trust_domain)
             out.setdefault((p.namespace, p.labels, p.ports), p)
     if not out:
         ns = "default" if mesh_wide else patch.namespace
-        return [Proxy(id="validate~standin", namespace=ns, labels=labels_tuple(sel))]
+        return [Proxy(id="validate~standin", namespace=ns, labels=labels_tuple(sel), trust_domain=trust_domain)]
     return list(out.values())[:MAX_PROXIES_PER_PATCH]
 
 
@@ -78,8 +80,10 @@ def _issue(e: PatchError, proxy: Proxy) -> Issue:
                  r.name, e.path)
 
 
-def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[], list[Instance]]):
-    """A ControlPlaneCore validator: (applied, current) -> issues. Blocking: run it off the event loop."""
+def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[], list[Instance]],
+                          trust_domain: str = ""):
+    """A ControlPlaneCore validator: (applied, current) -> issues. Blocking: run it off the event loop.
+    `trust_domain`: the mesh's sidecars have certificates, so patches are checked against their mTLS config."""
 
     def check(applied: list[Resource], current: list[Resource]) -> list[Issue]:
         patches = [r for r in applied if r.kind in ("EnvoyPatch", "EnvoyFilter")]
@@ -94,7 +98,7 @@ def envoy_patch_validator(envoy_binary: Callable[[], str], instances: Callable[[
         applied_keys = {r.key for r in applied}
         issues: list[Issue] = []
         for patch in patches:
-            for proxy in _candidates(patch, resources, inst):
+            for proxy in _candidates(patch, resources, inst, trust_domain):
                 result = renderer.patched(proxy)
                 own = [e for e in result.errors if e.resource.key == patch.key]
                 others = [e for e in result.errors if e.resource.key not in applied_keys]
