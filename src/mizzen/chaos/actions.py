@@ -24,7 +24,8 @@ import subprocess
 import time
 from typing import Any, Sequence
 
-from ..local.netns import list_namespaces, prefix
+from ..local.netns import NetnsError, exec_argv, list_namespaces, prefix
+from ..local.netns import run as netns_run
 from ..local.procs import alive, cmdline, wait_gone
 
 log = logging.getLogger("mizzen.chaos")
@@ -48,19 +49,15 @@ def check_netns(meshid: str, netns: str | None) -> str:
 
 def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
         timeout: float = 20) -> subprocess.CompletedProcess:
+    """local/netns.py's `run`, its failures as ChaosError."""
     try:
-        p = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise ChaosError(f"{argv[0]} not found (make sysdeps installs iproute2 and iptables)") from None
-    except subprocess.TimeoutExpired:
-        raise ChaosError(f"timed out after {timeout:.0f}s: {' '.join(argv)}") from None
-    if check and p.returncode != 0:
-        raise ChaosError(f"`{' '.join(argv)}` failed ({p.returncode}): {(p.stderr or p.stdout).strip()}")
-    return p
+        return netns_run(argv, input=input, check=check, timeout=timeout)
+    except NetnsError as e:
+        raise ChaosError(str(e)) from None
 
 
 def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
-    return ["ip", "netns", "exec", netns, *argv]
+    return exec_argv(netns, argv)
 
 
 def iptables(netns: str, table: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
