@@ -27,7 +27,7 @@ spec:
   trafficPolicy: {connectionPool: {tcp: {maxConnections: -1}}}
 """
 UNKNOWN = """apiVersion: networking.istio.io/v1
-kind: WorkloadGroup
+kind: Widget
 metadata: {name: g}
 spec: {}
 ---
@@ -63,7 +63,7 @@ def test_invalid_document_names_file_document_resource_and_field(tmp_path: Path)
 def test_unknown_kinds_are_each_named_and_can_be_skipped(tmp_path: Path) -> None:
     p = run(tmp_path, good=GOOD, mixed=UNKNOWN)
     assert p.returncode == 1
-    assert "unknown kind 'WorkloadGroup'" in p.stderr and "unknown kind 'Frobnicator'" in p.stderr
+    assert "unknown kind 'Widget'" in p.stderr and "unknown kind 'Frobnicator'" in p.stderr
     p = run(tmp_path, "--skip-unknown", good=GOOD, mixed=UNKNOWN)
     assert p.returncode == 0, p.stderr
     assert p.stderr.count("Warning:") == 2 and "skipped: unknown kind 'Frobnicator'" in p.stderr

@@ -37,12 +37,16 @@ def url(cluster, prefix: str) -> str:
 def settings(state: Path, store_url: str, name: str = "a") -> Settings:
     return Settings(state, xds_tcp=("127.0.0.1", 0), debounce_quiet=0.05, debounce_max_wait=0.3,
                     xds_socket=state / f"xds-{name}.sock", api_socket=state / f"api-{name}.sock",
-                    store_url=store_url, refresh_interval=3600.0)
+                    ca_socket=state / f"ca-{name}.sock", replica=1 if name == "b" else 0,
+                    store_url=store_url, refresh_interval=0.2)  # the periodic task: CA files and tokens only
 
 
 async def rest(sock: Path, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """A REST call as the state dir's admin (every call but /healthz needs a token)."""
+    token = (sock.parent / "admin.token").read_text().strip()
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
-        async with http.request(method, f"http://cp{path}", json=body) as r:
+        async with http.request(method, f"http://cp{path}", json=body,
+                                headers={"Authorization": f"Bearer {token}"}) as r:
             return r.status, json.loads(await r.text())
 
 
@@ -55,10 +59,17 @@ def test_two_control_planes_on_one_etcd_serve_the_same_mesh(tmp_path: Path, etcd
 
     async def main() -> None:
         a, b = ControlPlane(settings(tmp_path, store, "a")), ControlPlane(settings(tmp_path, store, "b"))
+        polled: list[int] = []  # watches, no polling: the periodic task never reads the store
+        for cp in (a, b):
+            if cp.backends is not None:
+                real = cp.store.refresh
+                cp.store.refresh = lambda real=real: (polled.append(1), real())[1]
         await a.start()
         await b.start()
         try:
-            assert a._refresh_task is None and b._refresh_task is None  # watches, no polling
+            assert a.backends.watch_driven and b.backends.watch_driven
+            await asyncio.sleep(0.5)  # a few periods of the periodic task
+            assert polled == []
             status, body = await rest(tmp_path / "api-a.sock", "POST", "/api/v1/apply", apply_body(SERVICES))
             assert status == 200, body
             status, health = await rest(tmp_path / "api-b.sock", "GET", "/healthz")

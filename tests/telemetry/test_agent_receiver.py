@@ -49,7 +49,7 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
         app_metrics.router.add_get("/metrics", metrics)
         app_srv = TestServer(app_metrics)
         await app_srv.start_server()
-        t = Telemetry(ME, os.path.join(d, "als.sock"), fetch_directory=fetch, min_refresh_seconds=0.2,
+        t = Telemetry(ME, os.path.join(d, "als.sock"), fetch_directory=fetch, min_refresh_seconds=1.5,
                       refresh_seconds=60, app_metrics=http_get(str(app_srv.make_url("/metrics"))))
         await t.start()
         try:
@@ -57,7 +57,9 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
             async with grpc.aio.insecure_channel("unix:" + t.socket_path) as ch:
                 await als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(_messages(3, A_IP))
             assert t.entries == 3 and t.agg.unknown_peers == 3
-            for _ in range(50):  # the unknown caller wakes a refresh (rate-limited to min_refresh_seconds)
+            # the unknown caller wakes a refresh, rate-limited to min_refresh_seconds after the first (at start):
+            # long enough that the three entries above are all counted before it, even on a busy machine
+            for _ in range(120):
                 if len(calls) >= 2:
                     break
                 await asyncio.sleep(0.05)

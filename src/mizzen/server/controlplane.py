@@ -35,6 +35,7 @@ from typing import Any
 
 from ..model.dependencies import affected, diff
 from ..model.router import conflicts as router_conflicts
+from ..api.duration import duration_seconds
 from ..model.snapshot import ConfigIndex, EndpointIndex, MeshSettings, Snapshot
 from ..model.types import Proxy, ProxyResources, labels_tuple
 from ..model.workloadentries import instances_of
