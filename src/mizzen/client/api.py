@@ -119,10 +119,10 @@ class ApiClient:
 
     # ------------------------------------------------------------------ config
     def apply(self, files: list[tuple[str, str]], namespace: str | None = None, *, dry_run: bool = False,
-              skip_unknown: bool = False) -> dict[str, Any]:
+              skip_unknown: bool = False, timeout: float | None = None) -> dict[str, Any]:
         body = {"files": [{"name": n, "text": t} for n, t in files], "namespace": namespace}
         q = {k: "true" for k, on in (("dryRun", dry_run), ("skipUnknown", skip_unknown)) if on}
-        return dict(self.request("POST", "/api/v1/apply", body, query=q or None))
+        return dict(self.request("POST", "/api/v1/apply", body, query=q or None, timeout=timeout))
 
     def delete_files(self, files: list[tuple[str, str]], namespace: str | None = None) -> dict[str, Any]:
         body = {"files": [{"name": n, "text": t} for n, t in files], "namespace": namespace}

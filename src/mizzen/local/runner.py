@@ -370,7 +370,9 @@ class Runner:
 
     def apply(self) -> None:
         try:
-            out = self.api.apply([(self.mesh_file, self.mesh_text)])
+            # the first apply validates every resource (Envoy's own check): on a loaded machine that takes longer
+            # than the 5 s an ordinary call gets, and a timeout here would stop the whole mesh
+            out = self.api.apply([(self.mesh_file, self.mesh_text)], timeout=self.options.timeout)
         except HttpError as e:
             lines = [str(e)] + ["  " + issue_text(issue) for issue in e.body.get("errors") or []]
             raise RunnerError("the control plane rejected the mesh file: " + "\n".join(lines)) from None
