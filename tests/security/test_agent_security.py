@@ -63,3 +63,29 @@ def test_certificate_gauges_before_the_first_certificate():
     assert "mizzen_agent_cert_expiry_timestamp_seconds 0" in text
     assert 'mizzen_agent_cert_state{state="PENDING"} 1' in text and 'mizzen_agent_cert_state{state="VALID"} 0' in text
     assert "mizzen_agent_cert_renew_failures_total 0" in text
+
+
+def test_the_agent_scrape_serves_the_certificate_gauges():
+    """The gauges are part of the agent's merged scrape (:15020/stats/prometheus), parsed as Prometheus does."""
+    import asyncio
+    import os
+    import shutil
+    import tempfile
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from mizzen.agent.telemetry import Telemetry
+    from mizzen.telemetry.aggregate import SelfInfo
+    from mizzen.telemetry.peers import WorkloadInfo
+
+    sec = AgentSecurity(cfg())
+    d = tempfile.mkdtemp(prefix="mzsec-", dir="/tmp")
+    try:
+        t = Telemetry(SelfInfo(WorkloadInfo.from_labels("web", "shop", {}), {}), os.path.join(d, "als.sock"),
+                      extra_metrics=sec.metrics_text)
+        text = asyncio.run(t.prometheus_text())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"mizzen_agent_cert_expiry_timestamp_seconds", "mizzen_agent_cert_state",
+            "mizzen_agent_accesslog_streams"} <= names, names

@@ -96,7 +96,8 @@ class Agent:
         # readable by this agent only): the control plane accepts this pod's instance from it, nothing else
         self.api = AsyncApiClient(cfg.api_addresses, token=FileToken(str(secrets_dir(cfg.work_dir) / TOKEN_FILE))) \
             if cfg.api_address else None
-        self.obs = AgentTelemetry(cfg, self.api)  # metrics, golden window, top, tap (docs/observability.md)
+        # metrics (with the certificate's gauges), golden window, top, tap (docs/observability.md)
+        self.obs = AgentTelemetry(cfg, self.api, self._security_metrics)
         self.health = HealthServer(cfg.health_host, cfg.health_port, self.status, self.obs.health_routes)
         self.state = "starting"
         self.since = time.time()
@@ -116,6 +117,9 @@ class Agent:
         self._stopping = False
         self._signal_count = 0
         self.security = AgentSecurity(cfg, on_change=self._write_state) if cfg.ca_address else None
+
+    def _security_metrics(self) -> str:
+        return self.security.metrics_text() if self.security is not None else ""
 
     # ------------------------------------------------------------------ state
     def status(self) -> Readiness:

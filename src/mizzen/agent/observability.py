@@ -15,7 +15,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -47,14 +47,16 @@ def port_services(services: list[dict[str, Any]], namespace: str, labels: dict[s
 
 
 class AgentTelemetry:
-    def __init__(self, cfg: AgentConfig, api: AsyncApiClient | None) -> None:
+    def __init__(self, cfg: AgentConfig, api: AsyncApiClient | None,
+                 extra_metrics: Callable[[], str] | None = None) -> None:
         self.cfg = cfg
         self.api = api
         me = SelfInfo(WorkloadInfo.from_labels(cfg.workload, cfg.namespace, cfg.label_dict, cfg.service_account))
         self.telemetry = Telemetry(
             me, cfg.telemetry_socket, fetch_directory=self._directory if api is not None else None,
             envoy_stats=unix_get(cfg.admin_socket, "/stats/prometheus"),
-            app_metrics=http_get(cfg.app_metrics_url) if cfg.app_metrics_url else None)
+            app_metrics=http_get(cfg.app_metrics_url) if cfg.app_metrics_url else None,
+            extra_metrics=extra_metrics)
         self.tap = TapHub(cfg.admin_socket, lambda: self.telemetry.agg.directory, reporter=cfg.workload,
                           me=f"{cfg.workload}.{cfg.namespace}")
         self.started = False

@@ -60,7 +60,7 @@ class Telemetry:
     def __init__(self, me: SelfInfo, socket_path: str, *,
                  fetch_directory: Callable[[], Awaitable[Directory]] | None = None,
                  envoy_stats: Fetch | None = None, app_metrics: Fetch | None = None,
-                 tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
+                 extra_metrics: Callable[[], str] | None = None, tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
                  top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time) -> None:
         self.socket_path = socket_path
         self.tcp_address = tcp_address
@@ -70,6 +70,7 @@ class Telemetry:
         self.top = TopPaths(capacity=top_capacity)
         self.fetch_directory = fetch_directory
         self.envoy_stats = envoy_stats
+        self.extra_metrics = extra_metrics  # the agent's other gauges (e.g. its certificate's), rendered per scrape
         self.app_metrics = app_metrics
         self.refresh_seconds, self.min_refresh_seconds = refresh_seconds, min_refresh_seconds
         self.streams = 0
@@ -189,7 +190,8 @@ class Telemetry:
     async def prometheus_text(self) -> str:
         envoy_text, app_text = await asyncio.gather(self._fetch("envoy", self.envoy_stats),
                                                     self._fetch("app", self.app_metrics))
-        return exposition.merge(envoy_text, exposition.render(self.agg), self.self_metrics(), app_text)
+        extra = self.extra_metrics() if self.extra_metrics is not None else ""
+        return exposition.merge(envoy_text, exposition.render(self.agg), self.self_metrics(), extra, app_text)
 
     async def _prometheus(self, request: web.Request) -> web.Response:
         return web.Response(text=await self.prometheus_text(), headers={"Content-Type": exposition.CONTENT_TYPE})
