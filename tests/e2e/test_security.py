@@ -21,8 +21,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mizzen.api.kinds import KINDS
-
 from .mesh import Mesh, can_run_netns, running_mesh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
@@ -30,12 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, r
 APPS = Path(__file__).with_name("apps")
 REQ = APPS / "req.py"
 WEB = "http://web.shop:8080"
-# principals and namespaces are read from the caller's certificate (its URI SAN): they need mTLS between the
-# sidecars, which the CA/SDS/PeerAuthentication work brings (PeerAuthentication is its first kind)
-MTLS = "PeerAuthentication" in KINDS
-NEEDS_MTLS = pytest.mark.skipif(not MTLS, reason="needs mTLS between sidecars (CA wiring, SDS certificates, auto "
-                                                  "mTLS/PeerAuthentication from the security-mtls work), not on "
-                                                  "this branch yet: without it no caller has a principal")
 ISSUER = "https://issuer.e2e.test"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -87,7 +79,7 @@ def mesh(tmp_path_factory) -> Mesh:
 @pytest.fixture(autouse=True)
 def clean(mesh: Mesh):
     yield
-    for kind in ("authorizationpolicies", "requestauthentications", "sidecars"):
+    for kind in ("authorizationpolicies", "requestauthentications", "peerauthentications", "sidecars"):
         for it in mesh.get_json(kind, "-A").get("items", []):
             mesh.cli("delete", kind, it["metadata"]["name"], "-n", it["metadata"]["namespace"])
     mesh.wait_synced()
@@ -177,7 +169,6 @@ def test_deny_by_ip_block_per_service_and_mesh_wide(mesh: Mesh) -> None:
     assert code(req(mesh, f"{WEB}/", pod="outsider")) == "403"
 
 
-@NEEDS_MTLS
 def test_allow_by_principal(mesh: Mesh) -> None:
     r = req(mesh, f"{WEB}/whoami")
     xfcc = json.loads(r["last"]["body"])["headers"].get("x-forwarded-client-cert", "")
@@ -188,7 +179,6 @@ def test_allow_by_principal(mesh: Mesh) -> None:
     assert code(req(mesh, f"{WEB}/")) == "200"
 
 
-@NEEDS_MTLS
 def test_deny_by_namespace_mesh_wide(mesh: Mesh) -> None:
     apply(mesh, ap("blacklist-untrusted", """  action: DENY
   rules: [{from: [{source: {namespaces: ["untrusted"]}}]}]""", namespace="istio-system"))
@@ -199,8 +189,7 @@ def test_deny_by_namespace_mesh_wide(mesh: Mesh) -> None:
 
 def test_principals_do_not_match_without_mtls(mesh: Mesh) -> None:
     """Until a connection is mTLS, the caller has no principal: a principal ALLOW denies it, as in Istio."""
-    if MTLS:
-        apply(mesh, """apiVersion: security.istio.io/v1
+    apply(mesh, """apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: plain, namespace: shop}
 spec:
@@ -210,9 +199,6 @@ spec:
     apply(mesh, ap("only-client", """  selector: {matchLabels: {app: web}}
   rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/client"]}}]}]"""))
     assert until(lambda: code(req(mesh, f"{WEB}/")), "403") == "403"
-    if MTLS:
-        for it in mesh.get_json("peerauthentications", "-A").get("items", []):
-            mesh.cli("delete", "peerauthentications", it["metadata"]["name"], "-n", it["metadata"]["namespace"])
 
 
 def test_jwt_valid_invalid_missing_and_required(mesh: Mesh) -> None:
