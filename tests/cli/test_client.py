@@ -133,6 +133,21 @@ def test_a_hung_replica_takes_only_its_share_of_the_time(state):
         r1.stop()
 
 
+def test_a_control_plane_that_does_not_answer_in_time_is_not_reported_as_no_mesh(state):
+    """A busy control plane (its socket accepts, nothing answers before the timeout) is not "no mesh running":
+    the error says it did not answer in time, and is not MeshUnavailable (callers treat that as offline)."""
+    L = StateLayout(state)
+    hung = socket.socket(socket.AF_UNIX)
+    hung.bind(L.api_socket(0))
+    hung.listen(8)
+    try:
+        with pytest.raises(Unavailable, match="no answer in time") as e:
+            ApiClient(state, replicas=1, timeout=0.5).request("GET", "/healthz")
+        assert not isinstance(e.value, MeshUnavailable)
+    finally:
+        hung.close()
+
+
 def test_proxies_are_merged_across_replicas(state):
     L = StateLayout(state)
     r0, r1 = Replica(L.api_socket(0), "r0").start(), Replica(L.api_socket(1), "r1").start()

@@ -53,8 +53,8 @@ class ApiClient:
         self._proxy_replica: dict[str, int] = {}  # proxy id -> the replica it is connected to
 
     # ------------------------------------------------------------------ transport
-    def _unavailable(self, tried: list[str], why: str = "") -> Unavailable:
-        if self.state_dir is not None and not any(a.unix is None for a in self.addresses):
+    def _unavailable(self, tried: list[str], why: str = "", timed_out: bool = False) -> Unavailable:
+        if self.state_dir is not None and not timed_out and not any(a.unix is None for a in self.addresses):
             return MeshUnavailable(self.state_dir, tried)
         return Unavailable(f"control plane unreachable at {', '.join(map(str, self.addresses))}"
                            f"{f' ({why})' if why else ''}", tried)
@@ -84,6 +84,7 @@ class ApiClient:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         tried: list[str] = []
         why = ""
+        timed_out = False
         waiting: HttpError | None = None  # a replica that has not loaded its store said so
         for k, i in enumerate(order):
             left = deadline - time.monotonic()
@@ -95,6 +96,10 @@ class ApiClient:
             except ssl.SSLError as e:  # not the mesh's control plane (or no TLS there): say so
                 tried.append(str(self.addresses[i]))
                 why = f"TLS: {e.reason or e}"
+                continue
+            except TimeoutError:  # it is there but busy or stuck: not "no mesh running"
+                tried.append(str(self.addresses[i]))
+                why, timed_out = "no answer in time (busy or stuck: see its log)", True
                 continue
             except CONNECT_ERRORS:
                 tried.append(str(self.addresses[i]))
@@ -115,7 +120,7 @@ class ApiClient:
             return out
         if waiting is not None:
             raise waiting
-        raise self._unavailable(tried, why)
+        raise self._unavailable(tried, why, timed_out)
 
     # ------------------------------------------------------------------ config
     def apply(self, files: list[tuple[str, str]], namespace: str | None = None, *, dry_run: bool = False,
