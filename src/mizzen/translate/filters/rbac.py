@@ -121,6 +121,20 @@ def _source_principal(v: str) -> rbac_pb2.Principal:
     return _authenticated(string_matcher(v, SPIFFE))
 
 
+DEFAULT_TRUST_DOMAIN = "cluster.local"
+
+
+def _local_principal(td: str) -> Callable[[str], rbac_pb2.Principal]:
+    """Istio's trust-domain rule: a principal whose trust domain is `cluster.local` names the mesh's own trust
+    domain, so `cluster.local/ns/a/sa/b` matches `spiffe://<td>/ns/a/sa/b` in a mesh with another trust domain."""
+    def make(v: str) -> rbac_pb2.Principal:
+        head, sep, rest = v.partition("/")
+        if td and sep and head == DEFAULT_TRUST_DOMAIN:
+            v = f"{td}/{rest}"
+        return _source_principal(v)
+    return make
+
+
 def _source_namespace(v: str) -> rbac_pb2.Principal:
     ns = ".*".join(re.escape(p) for p in v.split("*"))
     return _authenticated(regex(f".*/ns/{ns}/.*"))
@@ -201,7 +215,7 @@ def _any_chain(make):
     return lambda v, tcp: make(v)
 
 
-def _principal_attr(key: str, policy_ns: str):
+def _principal_attr(key: str, policy_ns: str, td: str = ""):
     """A `when` key (or source field) acting on the caller → fn(value, tcp) -> Principal; None if not one."""
     if key == "source.ip":
         return _any_chain(lambda v: rbac_pb2.Principal(direct_remote_ip=cidr(v)))
@@ -210,7 +224,7 @@ def _principal_attr(key: str, policy_ns: str):
     if key == "source.namespace":
         return _any_chain(_source_namespace)
     if key == "source.principal":
-        return _any_chain(_source_principal)
+        return _any_chain(_local_principal(td))
     if key == "source.serviceAccount":
         return _any_chain(_service_account(policy_ns))
     if key == "request.auth.principal":
@@ -251,7 +265,7 @@ def _permission_attr(key: str):
 Attr = tuple[Callable, list[str], list[str]]  # (make(value, tcp), values, not values)
 
 
-def _source_attrs(s: Source, policy_ns: str) -> list[Attr]:
+def _source_attrs(s: Source, policy_ns: str, td: str = "") -> list[Attr]:
     """A source's fields in Istio's order (principals, requestPrincipals, namespaces, serviceAccounts,
     remoteIpBlocks, ipBlocks)."""
     fields = [("source.principal", s.principals, s.not_principals),
@@ -260,7 +274,7 @@ def _source_attrs(s: Source, policy_ns: str) -> list[Attr]:
               ("source.serviceAccount", s.service_accounts, s.not_service_accounts),
               ("remote.ip", s.remote_ip_blocks, s.not_remote_ip_blocks),
               ("source.ip", s.ip_blocks, s.not_ip_blocks)]
-    return [(_principal_attr(k, policy_ns), v, n) for k, v, n in fields if v or n]
+    return [(_principal_attr(k, policy_ns, td), v, n) for k, v, n in fields if v or n]
 
 
 def _operation_attrs(o: Operation) -> list[Attr]:
@@ -297,10 +311,10 @@ def _combine(attrs: list[Attr], tcp: bool, allow: bool, kind):
     return kind(and_rules=kind.Set(rules=parts))
 
 
-def _when(conditions: list[Condition], policy_ns: str) -> tuple[list[Attr], list[Attr]]:
+def _when(conditions: list[Condition], policy_ns: str, td: str = "") -> tuple[list[Attr], list[Attr]]:
     principals, permissions = [], []
     for c in conditions:
-        p = _principal_attr(c.key, policy_ns)
+        p = _principal_attr(c.key, policy_ns, td)
         if p is not None:
             principals.append((p, c.values, c.not_values))
         else:
@@ -308,12 +322,13 @@ def _when(conditions: list[Condition], policy_ns: str) -> tuple[list[Attr], list
     return principals, permissions
 
 
-def rule_policy(rule: Rule, policy_ns: str, action: str, tcp: bool) -> rbac_pb2.Policy | None:
-    """One rule as an Envoy policy; None when it is left out (an ALLOW rule with HTTP-only fields on TCP)."""
+def rule_policy(rule: Rule, policy_ns: str, action: str, tcp: bool, td: str = "") -> rbac_pb2.Policy | None:
+    """One rule as an Envoy policy; None when it is left out (an ALLOW rule with HTTP-only fields on TCP).
+    `td`: the proxy's trust domain (principals written with `cluster.local` mean it)."""
     allow = action == "ALLOW"
-    when_principals, when_permissions = _when(rule.when, policy_ns)
+    when_principals, when_permissions = _when(rule.when, policy_ns, td)
     try:
-        principals = [_combine(_source_attrs(s, policy_ns) + when_principals, tcp, allow, rbac_pb2.Principal)
+        principals = [_combine(_source_attrs(s, policy_ns, td) + when_principals, tcp, allow, rbac_pb2.Principal)
                       for s in rule.sources] or [_combine(when_principals, tcp, allow, rbac_pb2.Principal)]
         permissions = [_combine(_operation_attrs(o) + when_permissions, tcp, allow, rbac_pb2.Permission)
                        for o in rule.operations] or [_combine(when_permissions, tcp, allow, rbac_pb2.Permission)]
@@ -331,7 +346,8 @@ def policy_name(r: Resource, i: int) -> str:
     return f"ns[{r.namespace}]-policy[{r.name}]-rule[{i}]"
 
 
-def build(policies: Iterable[Resource], action: str, tcp: bool) -> tuple[rbac_pb2.RBAC | None, rbac_pb2.RBAC | None]:
+def build(policies: Iterable[Resource], action: str, tcp: bool,
+          td: str = "") -> tuple[rbac_pb2.RBAC | None, rbac_pb2.RBAC | None]:
     """(enforced rules, dry-run shadow rules) of one action's policies; None for a set no policy uses."""
     rules = rbac_pb2.RBAC(action=_ACTION[action])
     shadow = rbac_pb2.RBAC(action=_ACTION[action])
@@ -341,7 +357,7 @@ def build(policies: Iterable[Resource], action: str, tcp: bool) -> tuple[rbac_pb
         target = shadow if dry else rules
         used["shadow" if dry else "rules"] = True
         for i, rule in enumerate(r.spec.rules or ()):
-            p = rule_policy(rule, r.namespace, action, tcp)
+            p = rule_policy(rule, r.namespace, action, tcp, td)
             if p is not None:
                 target.policies[policy_name(r, i)].CopyFrom(p)
         if not r.spec.rules:
@@ -349,16 +365,16 @@ def build(policies: Iterable[Resource], action: str, tcp: bool) -> tuple[rbac_pb
     return (rules if used["rules"] else None), (shadow if used["shadow"] else None)
 
 
-def _configs(pols: AuthzPolicies, tcp: bool):
+def _configs(pols: AuthzPolicies, tcp: bool, td: str = ""):
     for action, policies in (("AUDIT", pols.audit), ("DENY", pols.deny), ("ALLOW", pols.allow)):
         if policies:
-            rules, shadow = build(policies, action, tcp)
+            rules, shadow = build(policies, action, tcp, td)
             yield action, rules, shadow
 
 
-def http_filters(pols: AuthzPolicies) -> list[hcm_pb2.HttpFilter]:
+def http_filters(pols: AuthzPolicies, td: str = "") -> list[hcm_pb2.HttpFilter]:
     out = []
-    for action, rules, shadow in _configs(pols, tcp=False):
+    for action, rules, shadow in _configs(pols, tcp=False, td=td):
         cfg = http_rbac_pb2.RBAC()
         if rules is not None:
             cfg.rules.CopyFrom(rules)
@@ -369,9 +385,9 @@ def http_filters(pols: AuthzPolicies) -> list[hcm_pb2.HttpFilter]:
     return out
 
 
-def network_filters(pols: AuthzPolicies) -> list[lc.Filter]:
+def network_filters(pols: AuthzPolicies, td: str = "") -> list[lc.Filter]:
     out = []
-    for action, rules, shadow in _configs(pols, tcp=True):
+    for action, rules, shadow in _configs(pols, tcp=True, td=td):
         cfg = net_rbac_pb2.RBAC(stat_prefix=TCP_STAT_PREFIX)
         if rules is not None:
             cfg.rules.CopyFrom(rules)
@@ -393,13 +409,13 @@ class Rbac(Feature):
         if not at.outbound:
             pols = _policies(ctx)
             if not pols.empty:
-                hcm.http_filters.extend(ctx.once(("rbac-http",), lambda: http_filters(pols)))
+                hcm.http_filters.extend(ctx.once(("rbac-http",), lambda: http_filters(pols, ctx.proxy.trust_domain)))
 
     def network_filters(self, at: Chain, ctx: ViewContext) -> Iterable[lc.Filter]:
         if at.outbound:
             return ()
         pols = _policies(ctx)
-        return () if pols.empty else ctx.once(("rbac-tcp",), lambda: network_filters(pols))
+        return () if pols.empty else ctx.once(("rbac-tcp",), lambda: network_filters(pols, ctx.proxy.trust_domain))
 
 
 FEATURE = Rbac()
