@@ -135,6 +135,22 @@ def eds(m: Mesh, pod: str, cluster: str) -> set[str]:
     return {f"{a}:{p}" for a, p in eds_endpoints({"resources": mine})}
 
 
+STRICT = """apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+def handshakes(pod: dict) -> int:
+    """TLS handshakes of the pod's sidecar towards web's cluster (its client side of mTLS)."""
+    from mizzen.client import EnvoyAdmin
+
+    stats = EnvoyAdmin(str(Path(pod["dir"]) / "admin.sock"), timeout=5).get_json(
+        "/stats?format=json&filter=" + "web.default.svc.cluster.local.ssl.handshake")["stats"]
+    return sum(int(x.get("value") or 0) for x in stats if "value" in x)
+
+
 def wait_for(cond, timeout: float = 60, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
@@ -155,12 +171,27 @@ def test_hosts_and_meshed_traffic_across_them(mesh: Mesh) -> None:
     pods = {p["name"]: p for p in st["pods"]}
     assert pods["web-a-0"]["host"] == "node-a" and pods["web-b-1"]["host"] == "node-b"
     assert pods["web-b-0"]["ip"].startswith("10.244.3.") and pods["sleep-0"]["ip"].startswith("10.244.2.")
-    # sidecars on TCP xDS to the control plane's host
+    # sidecars on TCP to the control plane's host: xDS, the REST API over TLS (checked against the mesh root the
+    # runner provisioned, with the pod's own credential), workload certificates from the CA service over TLS
     agent = json.loads((Path(pods["sleep-0"]["dir"]) / "agent.json").read_text())
-    assert agent["xdsAddress"] == "10.250.0.1:15010" and agent["apiAddress"] == "http://10.250.0.1:15080"
+    assert agent["xdsAddress"] == "10.250.0.1:15010" and agent["apiAddress"] == "https://10.250.0.1:15080"
+    assert agent["caAddress"] == "10.250.0.1:15020"
+    # each host runner has a token of its own (revoked at `down`), not the control plane's admin credential
+    names = {t.get("name") for t in json.loads(mesh.cli("token", "list", "-o", "json").stdout)}
+    assert {"host/node-a", "host/node-b"} <= names, names
     result = mesh.load("sleep-0", "http://web:8080/", count=300)
     assert result["errors"] == {} and result["status"] == {"200": 300}, result
     assert set(result["served_by"]) == {"web-a-0", "web-b-0", "web-b-1"}
+    # across hosts the sidecars talk mTLS (auto mTLS): and still with STRICT, which refuses plaintext
+    assert handshakes(pods["sleep-0"]) > 0
+    mesh.apply_text(STRICT)
+    try:
+        mesh.wait_synced(expect=4)
+        result = mesh.load("sleep-0", "http://web:8080/", count=60)
+        assert result["errors"] == {} and result["status"] == {"200": 60}, result
+        assert set(result["served_by"]) == {"web-a-0", "web-b-0", "web-b-1"}
+    finally:
+        mesh.cli("delete", "peerauthentication", "default", "-n", "istio-system", check=False)
 
 
 def test_a_consul_registered_service_outside_the_mesh_is_reached_by_name(mesh: Mesh) -> None:

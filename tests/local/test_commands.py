@@ -91,6 +91,26 @@ def test_agent_config_netns(tmp_path):
     assert AgentConfig.from_dict(d) == cfg
 
 
+def test_agent_config_of_a_joined_host_uses_tls_api_and_tcp_ca(tmp_path):
+    """A host of a multi-host mesh: its agents reach the control planes' API over TLS and the CA over TCP, one
+    address per replica; `--join` alone derives the xDS and CA addresses of each replica."""
+    from mizzen.local.commands import _host_options
+
+    opts = _host_options("node-a", "10.250.0.1:15080,10.250.0.1:15081", None, None, None, None, (), ())
+    assert opts["join_xds"] == ("10.250.0.1:15010", "10.250.0.1:15011")
+    assert opts["join_ca"] == ("10.250.0.1:15020", "10.250.0.1:15021")
+    options = Options(**opts)
+    assert options.joined and options.join_api_urls == ("https://10.250.0.1:15080", "https://10.250.0.1:15081")
+    layout = StateLayout(str(tmp_path / "s"))
+    pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]
+    pod.ip, pod.port_map = "10.244.2.5", {9080: 9080}
+    cfg = agent_config(pod, layout, options, "netns", "cluster.local")
+    assert cfg.api_address == ("https://10.250.0.1:15080", "https://10.250.0.1:15081")
+    assert cfg.ca_address == ("10.250.0.1:15020", "10.250.0.1:15021")
+    assert cfg.xds_address == ("10.250.0.1:15010", "10.250.0.1:15011")
+    assert AgentConfig.from_dict(cfg.to_dict()) == cfg
+
+
 def test_agent_config_loopback_round_trips(tmp_path):
     layout = StateLayout(str(tmp_path / "s"))
     pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]

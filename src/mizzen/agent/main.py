@@ -27,7 +27,7 @@ import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
-from ..ca.credentials import TOKEN_FILE, secrets_dir
+from ..ca.credentials import ROOT_CERT_FILE, TOKEN_FILE, secrets_dir
 from ..client.aio import AsyncApiClient, AsyncEnvoyAdmin
 from ..client.auth import FileToken
 from ..client.errors import ClientError
@@ -93,9 +93,11 @@ class Agent:
         ))
         self.admin = AsyncEnvoyAdmin(cfg.admin_socket)
         # registrations carry the pod's own credential (pods/<pod>/secrets/token, provisioned by the runner and
-        # readable by this agent only): the control plane accepts this pod's instance from it, nothing else
-        self.api = AsyncApiClient(cfg.api_addresses, token=FileToken(str(secrets_dir(cfg.work_dir) / TOKEN_FILE))) \
-            if cfg.api_address else None
+        # readable by this agent only): the control plane accepts this pod's instance from it, nothing else. Over
+        # TCP (a host of a multi-host mesh) the API is TLS: checked against the provisioned mesh root
+        secrets = secrets_dir(cfg.work_dir)
+        self.api = AsyncApiClient(cfg.api_addresses, token=FileToken(str(secrets / TOKEN_FILE)),
+                                  ca_file=str(secrets / ROOT_CERT_FILE)) if cfg.api_address else None
         # metrics (with the certificate's gauges), golden window, top, tap (docs/observability.md)
         self.obs = AgentTelemetry(cfg, self.api, self._security_metrics)
         self.health = HealthServer(cfg.health_host, cfg.health_port, self.status, self.obs.health_routes)

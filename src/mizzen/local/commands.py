@@ -79,9 +79,14 @@ def _echo_err(msg: str) -> None:
               help="run as host NAME of a multi-host mesh: only the Workloads placed on it (spec.host), no "
                    "control plane of its own (with --join)")
 @click.option("--join", "join", default=None, metavar="HOST:PORT[,...]",
-              help="with --host: the control planes' REST API addresses (one per replica)")
+              help="with --host: the control planes' REST API addresses (one per replica; TLS, checked against "
+                   "STATE_DIR/ca/root-cert.pem, with the token in STATE_DIR/admin.token)")
 @click.option("--xds", "xds", default=None, metavar="HOST:PORT[,...]",
-              help="with --host: the control planes' xDS addresses the sidecars use")
+              help="with --host: the control planes' xDS addresses the sidecars use (default: --join's hosts, "
+                   "port 15010)")
+@click.option("--ca", "ca", default=None, metavar="HOST:PORT[,...]",
+              help="with --host: the control planes' certificate services (TLS) the sidecars get workload "
+                   "certificates from (default: --join's hosts, port 15020)")
 @click.option("--default-host", default=None, metavar="NAME",
               help="with --host: the host that runs Workloads without spec.host (the control plane's)")
 @click.option("--pod-subnet", default=None, metavar="CIDR",
@@ -95,7 +100,7 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
        trust_domain: str, cert_ttl: str, outbound_traffic_policy: str, ratelimit: bool,
        ratelimit_redis: str | None, ratelimit_replicas: int, store_url: str | None, etcd_ca: str | None,
        etcd_cert: str | None, etcd_key: str | None, consul_api: str, host: str | None, join: str | None,
-       xds: str | None, default_host: str | None, pod_subnet: str | None, routes: tuple[str, ...],
+       xds: str | None, ca: str | None, default_host: str | None, pod_subnet: str | None, routes: tuple[str, ...],
        exclude_outbound: tuple[str, ...]) -> None:
     """Start a mesh from MESH.yaml: control plane (with the mesh CA), a pod per workload replica with its
     sidecar (and its workload certificate), the apps. A mesh file with hosts (Host documents, Workload spec.host)
@@ -118,7 +123,7 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
     runner: Any
     if host is not None:
         runner = Runner(mesh_file, state_dir, **kw, host_options=_host_options(
-            host, join or "", xds, default_host, pod_subnet, routes, exclude_outbound))
+            host, join or "", xds, ca, default_host, pod_subnet, routes, exclude_outbound))
     elif _has_hosts(mesh_file):
         from .multihost import MultiHostRunner
 
@@ -156,10 +161,24 @@ def _addresses(text: str | None, what: str) -> tuple[str, ...]:
     return out
 
 
-def _host_options(host: str, join: str, xds: str | None, default_host: str | None, pod_subnet: str | None,
+def _beside(api: tuple[str, ...], base: str | int) -> tuple[str, ...]:
+    """The same hosts' other port: replica i (API on API_PORT + i) serves it on base + i."""
+    from .hosts import API_PORT
+
+    out = []
+    for a in api:
+        host, _, port = a.rpartition(":")
+        i = int(port) - API_PORT
+        out.append(f"{host}:{int(base) + (i if 0 <= i < 3 else 0)}")
+    return tuple(out)
+
+
+def _host_options(host: str, join: str, xds: str | None, ca: str | None, default_host: str | None, pod_subnet: str | None,
                   routes: tuple[str, ...], exclude: tuple[str, ...]) -> dict[str, Any]:
     """`mizzen up --host NAME --join ...`: one host of a multi-host mesh (local/hosts.py)."""
     import ipaddress
+
+    from .hosts import CA_PORT, XDS_PORT
 
     for cidr in (pod_subnet, *routes, *exclude):
         if cidr:
@@ -169,7 +188,8 @@ def _host_options(host: str, join: str, xds: str | None, default_host: str | Non
                 raise click.BadParameter(str(e)) from None
     api = _addresses(join, "--join")
     return {"host": host, "default_host": default_host or host, "join_api": api,
-            "join_xds": _addresses(xds, "--xds") or tuple(f"{a.rpartition(':')[0]}:15010" for a in api),
+            "join_xds": _addresses(xds, "--xds") or _beside(api, XDS_PORT),
+            "join_ca": _addresses(ca, "--ca") or _beside(api, CA_PORT),
             "pod_subnet": pod_subnet, "routed": tuple(routes), "outbound_excluded": tuple(exclude)}
 
 

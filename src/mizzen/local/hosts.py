@@ -32,7 +32,9 @@ PODS_NETWORK = "10.244.0.0/16"  # every host's pod subnet lies in it (routed thr
 HOSTS_BRIDGE = "mzhosts0"
 IMPLICIT_CONTROL_PLANE = "controlplane"
 MAX_HOSTS = 200
-XDS_PORT, API_PORT, CONSUL_PORT = 15010, 15080, 8500  # control-plane replica i: XDS_PORT + i, API_PORT + i
+# control-plane replica i: xDS on XDS_PORT + i, the REST API (TLS) on API_PORT + i, certificate signing (TLS) on
+# CA_PORT + i; the Consul API on replica 0
+XDS_PORT, API_PORT, CA_PORT, CONSUL_PORT = 15010, 15080, 15020, 8500
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
 
 

@@ -66,14 +66,14 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         port_map=tuple(sorted(pod.port_map.items())),
         register_port_map=() if netns_mode else tuple(sorted(pod.register_port_map.items())),
         xds_address=_join(options.join_xds) or _addresses(layout.xds_sockets(options.control_planes)),
-        api_address=_join(tuple(f"http://{a}" for a in options.join_api)) or
-        _addresses(layout.api_sockets(options.control_planes)),
+        api_address=_join(options.join_api_urls) or _addresses(layout.api_sockets(options.control_planes)),
         admin_socket=files.admin_socket, control_socket=files.agent_socket, sds_socket=files.sds_socket,
         work_dir=files.path,
         concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
         envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
-        ca_address=_addresses(layout.ca_sockets(options.control_planes)) if trust_domain else None,
+        ca_address=(_join(options.join_ca) or _addresses(layout.ca_sockets(options.control_planes)))
+        if trust_domain else None,
         trust_domain=trust_domain or "cluster.local",
         telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
         ratelimit_address=_addresses(layout.ratelimit_sockets(options.ratelimit_replicas))
@@ -83,17 +83,25 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
     return cfg
 
 
+def joined_api(state_dir: str, options: Options, timeout: float) -> ApiClient:
+    """A host runner's client of the control planes it joined: TLS over TCP, checked against the mesh root in its
+    state dir (`ca/root-cert.pem`), with the token in its state dir (`admin.token`) — both put there by whoever
+    started the host (the multi-host runner, or an operator on a real machine: docs/distributed.md)."""
+    return ApiClient(state_dir, addresses=list(options.join_api_urls), timeout=timeout)
+
+
 def controlplane_backend_args(options: Options, replica: int) -> list[str]:
     """The store every replica shares (etcd URL, TLS files in its query), the Consul API (replica 0), and on a
     multi-host mesh the TCP addresses the hosts' sidecars reach it at (local/hosts.py's ports)."""
-    from .hosts import API_PORT, XDS_PORT
+    from .hosts import API_PORT, CA_PORT, XDS_PORT
 
     out = ["--store", options.store_url] if options.store_url else []
     if options.consul_api and replica == 0:
         out += ["--consul-api", options.consul_api]
     if options.cp_address:
         out += ["--xds-port", f"{options.cp_address}:{XDS_PORT + replica}",
-                "--api-port", f"{options.cp_address}:{API_PORT + replica}"]
+                "--api-port", f"{options.cp_address}:{API_PORT + replica}",
+                "--ca-port", f"{options.cp_address}:{CA_PORT + replica}"]
     return out
 
 
@@ -102,7 +110,8 @@ class ProcessLauncher:
         self.table = table
         self.options = options
         self.layout = table.info.layout
-        self.api = ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)  # admin
+        self.api = joined_api(self.layout.root, options, 10.0) if options.joined else \
+            ApiClient(self.layout.root, replicas=options.control_planes, timeout=10.0)  # admin
 
     # ------------------------------------------------------------------ control plane
     def start_controlplanes(self, check_stop: Callable[[], None]) -> None:

@@ -1,6 +1,7 @@
 """A mesh's on-disk state, read from outside the runner: status.json, the runner's PID, `mizzen down`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,17 @@ def write_json(path: str, data: Any) -> None:
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False)
         f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_private(path: str, text: str) -> None:
+    """A secret (a token): mode 0600 from its creation, replaced atomically."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
     os.replace(tmp, path)
 
 

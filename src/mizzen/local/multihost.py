@@ -34,10 +34,10 @@ from ..manifests import read_inputs
 from ..server.backends import display_url
 from . import netns
 from .control import ControlServer
-from .hosts import (API_PORT, CONSUL_PORT, HOSTS_NETWORK, PODS_NETWORK, XDS_PORT, HostPlan, HostsNetwork,
+from .hosts import (API_PORT, CA_PORT, CONSUL_PORT, HOSTS_NETWORK, PODS_NETWORK, XDS_PORT, HostPlan, HostsNetwork,
                     control_plane_host, plan_hosts)
 from .launcher import ProcessLauncher
-from .meshstate import issue_text, read_json, read_pid, runner_alive, summary_lines, write_json
+from .meshstate import issue_text, read_json, read_pid, runner_alive, summary_lines, write_json, write_private
 from .options import Options
 from .pods import OperationError, RunnerError
 from .procs import Child, env_without_proxies, wait_children
@@ -56,7 +56,10 @@ class MultiHostRunner:
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0, withdraw_timeout: float = 10.0,
                  app_stop_seconds: float = 10.0, on_ready: Callable[[dict[str, Any]], None] | None = None,
-                 control_planes: int = 1, store_url: str | None = None, consul_api: str | None = "auto"):
+                 control_planes: int = 1, store_url: str | None = None, consul_api: str | None = "auto",
+                 trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
+                 outbound_traffic_policy: str = "ALLOW_ANY", ratelimit: bool = True, ratelimit_replicas: int = 1,
+                 ratelimit_redis: str | None = None):
         self.mesh_file = os.path.abspath(mesh_file)
         self.layout = StateLayout(state_dir)
         self.state_dir = self.layout.root
@@ -64,7 +67,10 @@ class MultiHostRunner:
         self.consul_request = consul_api
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
-                               control_planes=control_planes, store_url=store_url)
+                               control_planes=control_planes, store_url=store_url, trust_domain=trust_domain,
+                               cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy,
+                               ratelimit=ratelimit, ratelimit_replicas=ratelimit_replicas,
+                               ratelimit_redis=ratelimit_redis)
         self.on_ready = on_ready
         self.table = PodTable(MeshInfo(netns.mesh_id(self.state_dir), self.state_dir, self.mesh_file, mode,
                                        store=display_url(store_url)))
@@ -76,6 +82,7 @@ class MultiHostRunner:
         self.network: HostsNetwork | None = None
         self.cluster: Any = None  # etcd.cluster.LocalCluster of the mesh's own members
         self.host_runners: dict[str, Child] = {}
+        self.host_tokens: dict[str, str] = {}  # host name -> id of the token its runner uses
         self.control: ControlServer | None = None
         self.launcher = ProcessLauncher(self.table, self.options)
         self._last_status: Any = None
@@ -218,19 +225,52 @@ class MultiHostRunner:
             raise RunnerError("the control plane rejected the mesh file: " + "\n".join(lines)) from None
         log.info("applied %d resources (revision %s)", len(out.get("applied") or []), out.get("revision"))
 
+    def _provision_host(self, h: HostPlan) -> None:
+        """What a host needs to join a secured mesh, in its state dir, as an operator would copy it to a machine:
+        an admin token of its own (`admin.token`, 0600, named `host/NAME`; revoked at teardown) and the mesh
+        root (`ca/root-cert.pem`) its runner checks the control planes' TLS certificate against."""
+        layout = self.layout.host(h.name)
+        try:
+            out = self.api.request("POST", "/api/v1/tokens", {"admin": True, "name": f"host/{h.name}",
+                                                               "namespaces": [], "readOnly": False})
+            root = str(self.api.ca_info()["rootCert"])
+        except ClientError as e:
+            raise RunnerError(f"host {h.name}: cannot get a token from the control plane: {e}") from None
+        self.host_tokens[h.name] = str(out["id"])
+        os.makedirs(os.path.dirname(layout.admin_token), mode=0o700, exist_ok=True)
+        write_private(layout.admin_token, str(out["token"]))
+        os.makedirs(os.path.join(layout.root, "ca"), exist_ok=True)
+        with open(os.path.join(layout.root, "ca", "root-cert.pem"), "w") as f:
+            f.write(root)
+
+    def _revoke_host_tokens(self) -> None:
+        for name, token_id in list(self.host_tokens.items()):
+            try:
+                self.api.request("DELETE", f"/api/v1/tokens/{token_id}", timeout=3.0)
+                del self.host_tokens[name]
+            except ClientError as e:
+                log.warning("host %s: could not revoke its token %s (%s): `mizzen token revoke %s`", name,
+                            token_id, e, token_id)
+
     def _start_host_runner(self, h: HostPlan) -> None:
         cp = control_plane_host(self.hosts)
+        self._provision_host(h)
         n, o = self.options.control_planes, self.options
         argv = [sys.executable, "-m", "mizzen.cli.main", "up", self.mesh_file,
                 "--state-dir", self.layout.host(h.name).root, "--mode", "netns", "--consul-api", "off",
                 "--host", h.name, "--default-host", cp.name,
                 "--join", ",".join(f"{cp.ip}:{API_PORT + i}" for i in range(n)),
                 "--xds", ",".join(f"{cp.ip}:{XDS_PORT + i}" for i in range(n)),
+                "--ca", ",".join(f"{cp.ip}:{CA_PORT + i}" for i in range(n)),
                 "--pod-subnet", h.subnet, "--route", PODS_NETWORK, "--route", str(HOSTS_NETWORK),
                 "--exclude-outbound", f"{cp.ip}/32",
                 "--envoy-concurrency", str(o.concurrency), "--timeout", str(o.timeout),
                 "--drain-seconds", str(o.drain_seconds), "--withdraw-timeout", str(o.withdraw_timeout),
-                "--app-stop-seconds", str(o.app_stop_seconds)]
+                "--app-stop-seconds", str(o.app_stop_seconds),
+                # the host's own rate-limit service (in-memory counters unless a shared Redis is named)
+                "--ratelimit" if o.ratelimit else "--no-ratelimit"]
+        if o.ratelimit_redis and o.ratelimit_redis != "managed":
+            argv += ["--ratelimit-redis", o.ratelimit_redis, "--ratelimit-replicas", str(o.ratelimit_replicas)]
         # nsenter, not `ip netns exec`: the latter gives the process a mount namespace of its own, and the pod
         # namespaces the host runner makes (/run/netns bind mounts) would be invisible outside it
         enter = ["nsenter", f"--net={os.path.join(netns.NETNS_DIR, h.netns(self.table.info.meshid))}", "--"]
@@ -359,6 +399,7 @@ class MultiHostRunner:
             c.stop(signal.SIGTERM)
         wait_children(runners, 5.0 if t.run.force else self.options.withdraw_timeout + self.options.drain_seconds
                       + self.options.app_stop_seconds + 30.0, group=True, force=t.run.force)
+        self._revoke_host_tokens()
         self.launcher.stop_controlplanes(1.0 if t.run.force else 5.0)
         if self.cluster is not None:
             self.cluster.down(purge=True)

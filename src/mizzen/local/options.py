@@ -29,6 +29,7 @@ class Options:
     default_host: str | None = None
     join_api: tuple[str, ...] = ()  # the control planes' REST API addresses (host:port), one per replica
     join_xds: tuple[str, ...] = ()  # ... and their xDS addresses
+    join_ca: tuple[str, ...] = ()  # ... and their certificate services' (TLS, the sidecars' workload certificates)
     pod_subnet: str | None = None  # this host's pods (e.g. 10.244.3.0/24), behind a gateway in its namespace
     routed: tuple[str, ...] = ()  # what pods reach through that gateway (other hosts' pods, the hosts' network)
     outbound_excluded: tuple[str, ...] = ()  # destinations sidecars never capture (the control plane's address)
@@ -40,3 +41,8 @@ class Options:
     def joined(self) -> bool:
         """A host runner: it joins control planes that run elsewhere."""
         return bool(self.join_api)
+
+    @property
+    def join_api_urls(self) -> tuple[str, ...]:
+        """The joined control planes' REST API: TLS only over TCP (checked against the mesh root)."""
+        return tuple(a if "://" in a else f"https://{a}" for a in self.join_api)

@@ -50,8 +50,9 @@ def check_redis_option(value: str | None, replicas: int) -> None:
 class RateLimitServices:
     """Starts, checks and stops the rate-limit replicas and the managed Redis, recorded in the PodTable."""
 
-    def __init__(self, table: PodTable, replicas: int, redis: str | None):
+    def __init__(self, table: PodTable, replicas: int, redis: str | None, join_api: tuple[str, ...] = ()):
         self.table = table
+        self.join_api = join_api  # a host runner's: the control planes' TLS API (their tokens/root in its state dir)
         self.layout: StateLayout = table.info.layout
         self.replicas = replicas
         self.redis = redis
@@ -77,6 +78,8 @@ class RateLimitServices:
                     "--socket", self.layout.ratelimit_socket(i), "--admin-socket", self.layout.ratelimit_admin_socket(i)]
             if self.redis_url:
                 argv += ["--redis", self.redis_url]
+            if self.join_api:  # a host of a multi-host mesh: the control planes' TLS API elsewhere
+                argv += ["--api", ",".join(self.join_api)]
             child = Child(self.layout.ratelimit_name(i), argv, self.layout.ratelimit_log(i),
                           env=env_without_proxies(), exec_argv=argv)
             with self.table.lock:

@@ -35,7 +35,7 @@ from ..manifests import read_inputs
 from ..unixpath import UNIX_PATH_MAX
 from . import meshview, netns
 from .control import ControlServer
-from .launcher import ProcessLauncher
+from .launcher import ProcessLauncher, joined_api
 from .meshstate import issue_text, not_ready_reasons, read_pid, runner_alive, summary_lines
 from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
@@ -157,14 +157,14 @@ class Runner:
                                        host=self.options.host, store=display_url(store_url),
                                        consul_api=self.options.consul_api))
         self.op_lock = threading.Lock()  # one operation at a time: control channel and reconciler
-        self.api = ApiClient(addresses=list(self.options.join_api), timeout=5.0) if self.options.joined else \
+        self.api = joined_api(self.state_dir, self.options, 5.0) if self.options.joined else \
             ApiClient(self.state_dir, replicas=control_planes, timeout=5.0)
         self.resources: list[Resource] = []
         self.mesh_text = ""
         self.control: ControlServer | None = None
         self.network: NetnsNetwork | LoopbackNetwork = LoopbackNetwork()
         self.launcher = ProcessLauncher(self.table, self.options)
-        self.ratelimit = RateLimitServices(self.table, ratelimit_replicas, ratelimit_redis)
+        self.ratelimit = RateLimitServices(self.table, ratelimit_replicas, ratelimit_redis, self.options.join_api_urls)
         self.ops = Operations(self.table, self.launcher, self.api, self.network, self.options)
         self.supervisor = Supervisor(self.table, self.api, self.network, self._ready)
         self._prepared = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import Any
 
 import click
 
@@ -24,6 +25,9 @@ def _addr(value: str | None) -> tuple[str, int] | None:
 @click.option("--socket", "unix_path", type=click.Path(dir_okay=False),
               help="Serve gRPC on this unix socket (default STATE_DIR/ratelimit.sock unless --port is given).")
 @click.option("--port", default=None, help="Serve gRPC on TCP [HOST:]PORT.")
+@click.option("--api", "api", default=None, metavar="HOST:PORT[,...]",
+              help="The control planes' REST API (TLS) when they run elsewhere (a host of a multi-host mesh); "
+                   "default: the state dir's API sockets.")
 @click.option("--redis", "redis_url", default=None, metavar="URL",
               help="Share counters in Redis (redis://host:port/db); default: in memory, one instance.")
 @click.option("--redis-timeout", default=0.1, show_default=True, help="Seconds per Redis call before failureMode.")
@@ -39,7 +43,7 @@ def _addr(value: str | None) -> tuple[str, int] | None:
 @click.option("--server", "server_kind", type=click.Choice(["aio", "sync"]), default="aio", show_default=True,
               help="aio: grpc.aio; sync: grpc's thread-pool server (in-memory counters only; for comparison)")
 @click.option("--log-level", default="info", show_default=True)
-def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None,
+def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None, api: str | None,
               redis_url: str | None, redis_timeout: float, admin_socket: str | None, admin_port: str | None,
               poll_interval: float, delay_mode: str, codec: str, server_kind: str, log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
@@ -48,7 +52,12 @@ def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, po
     from ..server.ratelimit_source import ApiSource, FileSource
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    source = FileSource(limits_file) if limits_file else ApiSource.of_state_dir(os.path.abspath(state_dir))
+    if limits_file:
+        source: Any = FileSource(limits_file)
+    elif api:
+        source = ApiSource.joined(os.path.abspath(state_dir), [a.strip() for a in api.split(",") if a.strip()])
+    else:
+        source = ApiSource.of_state_dir(os.path.abspath(state_dir))
     if not unix_path and not port:
         unix_path = StateLayout(state_dir).ratelimit_socket()
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),

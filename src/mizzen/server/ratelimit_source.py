@@ -62,17 +62,28 @@ class ApiSource:
     """The control plane's REST API over its unix socket(s); several sockets = replicas (mizzen.client's
     failover: in order, the one that answered last first)."""
 
-    def __init__(self, sockets: Sequence[str], timeout: float = 2.0, *, token: TokenArg = None):
+    def __init__(self, sockets: Sequence[str], timeout: float = 2.0, *, token: TokenArg = None,
+                 ca_file: str | None = None):
+        """`sockets`: unix socket paths, or addresses (`https://host:port`: TLS checked against `ca_file`)."""
         if not sockets:
             raise ValueError("ApiSource needs at least one API socket")
         self.sockets = list(sockets)
-        self.client = AsyncApiClient([f"unix:{s}" for s in self.sockets], timeout=timeout, token=token)
+        self.client = AsyncApiClient([s if ":" in s else f"unix:{s}" for s in self.sockets], timeout=timeout,
+                                     token=token, ca_file=ca_file)
         self._last: str | None = None
 
     @classmethod
     def of_state_dir(cls, state_dir: str, timeout: float = 2.0) -> "ApiSource":
         """The control plane of a state dir, authenticated with its admin credential (STATE/admin.token)."""
         return cls(api_sockets(state_dir), timeout, token=FileToken(StateLayout(state_dir).admin_token))
+
+    @classmethod
+    def joined(cls, state_dir: str, addresses: Sequence[str], timeout: float = 2.0) -> "ApiSource":
+        """Control planes elsewhere (a host of a multi-host mesh): their TLS API at `addresses`, checked against
+        STATE/ca/root-cert.pem, with STATE/admin.token."""
+        layout = StateLayout(state_dir)
+        return cls([a if "://" in a else f"https://{a}" for a in addresses], timeout,
+                   token=FileToken(layout.admin_token), ca_file=f"{layout.root}/ca/root-cert.pem")
 
     def describe(self) -> str:
         return "control plane " + ", ".join(self.sockets)
