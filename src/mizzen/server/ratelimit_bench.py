@@ -160,7 +160,11 @@ class _Proc:
     def __init__(self, cmd: list[str], port: int, log: str):
         with open(log, "ab") as f:
             self.p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(port, self.p)
+        try:
+            _wait_port(port, self.p)
+        except BaseException:  # never leave a process behind that nobody will stop
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.p.poll() is None:
