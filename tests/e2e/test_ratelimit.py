@@ -224,10 +224,13 @@ def test_global_limit_shared_by_three_callers_on_two_services_and_one_redis(mesh
         res = loads(mesh, [(c, "/shared", 30, 8) for c in ("caller-a", "caller-b", "caller-c")])
     finally:
         unlimit(mesh, "shared")
-    after = [rls_get(mesh, r, "/stats")["service"].get("requests", 0) for r in (0, 1)]
+    stats = [rls_get(mesh, r, "/stats") for r in (0, 1)]
+    after = [st["service"].get("requests", 0) for st in stats]
     total = sum(ok(r) for r in res)
     assert all(only(r, "200", "429") for r in res), res
-    assert near(total, 30 + 30 * 8), (total, res)
+    # failure_mode_allowed > 0 means Redis did not answer within --redis-timeout (an overloaded machine)
+    assert near(total, 30 + 30 * 8), (total, res, [(st["service"], st["limits"].get("default/shared/shared"))
+                                                   for st in stats])
     assert all(abs(ok(r) / total - 1 / 3) <= 0.12 for r in res), [ok(r) for r in res]
     assert all(a - b > 50 for a, b in zip(after, before)), (before, after)  # both replicas decided
 

@@ -31,6 +31,8 @@ def _addr(value: str | None) -> tuple[str, int] | None:
 @click.option("--redis", "redis_url", default=None, metavar="URL",
               help="Share counters in Redis (redis://host:port/db); default: in memory, one instance.")
 @click.option("--redis-timeout", default=0.1, show_default=True, help="Seconds per Redis call before failureMode.")
+@click.option("--redis-batch/--no-redis-batch", default=True, show_default=True,
+              help="Send the decisions of concurrent requests to Redis as one pipeline.")
 @click.option("--admin-socket", type=click.Path(dir_okay=False), default=None,
               help="Admin HTTP (healthz, stats, limits) on this unix socket.")
 @click.option("--admin-port", default=None, help="Admin HTTP on TCP [HOST:]PORT.")
@@ -44,7 +46,8 @@ def _addr(value: str | None) -> tuple[str, int] | None:
               help="aio: grpc.aio; sync: grpc's thread-pool server (in-memory counters only; for comparison)")
 @click.option("--log-level", default="info", show_default=True)
 def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None, api: str | None,
-              redis_url: str | None, redis_timeout: float, admin_socket: str | None, admin_port: str | None,
+              redis_url: str | None, redis_timeout: float, redis_batch: bool, admin_socket: str | None,
+              admin_port: str | None,
               poll_interval: float, delay_mode: str, codec: str, server_kind: str, log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
     from ..client.layout import StateLayout
@@ -61,5 +64,5 @@ def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, po
     if not unix_path and not port:
         unix_path = StateLayout(state_dir).ratelimit_socket()
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),
-                        poll_interval, delay_mode, codec, server_kind)
+                        poll_interval, delay_mode, codec, server_kind, redis_batch=redis_batch)
     asyncio.run(run(settings))

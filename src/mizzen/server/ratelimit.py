@@ -262,6 +262,9 @@ def admin_app(service: RateLimitService, ready: Callable[[], bool]) -> web.Appli
 
     async def stats(_: web.Request) -> web.Response:
         service.stats.service["backend_up"] = 1 if getattr(service.backend, "up", True) else 0
+        for k in ("batches", "batched"):  # the Redis backend's pipelines
+            if hasattr(service.backend, k):
+                service.stats.service[f"redis_{k}"] = getattr(service.backend, k)
         return web.json_response(service.stats.to_dict())
 
     async def prom(_: web.Request) -> web.Response:
@@ -297,6 +300,7 @@ class Settings:
     codec: str = "wire"
     server: str = "aio"  # aio | sync (a thread-pool gRPC server, in-memory counters only; for comparison)
     threads: int = 8
+    redis_batch: bool = True
 
 
 async def run(settings: Settings) -> None:
@@ -306,7 +310,7 @@ async def run(settings: Settings) -> None:
     if settings.redis_url:
         from .ratelimit_redis import RedisCounters
 
-        backend: Any = RedisCounters(settings.redis_url, timeout=settings.redis_timeout)
+        backend: Any = RedisCounters(settings.redis_url, timeout=settings.redis_timeout, batch=settings.redis_batch)
     else:
         backend = MemoryBackend()
     service = RateLimitService(backend, delay_mode=settings.delay_mode)

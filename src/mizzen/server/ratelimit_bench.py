@@ -48,7 +48,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -139,6 +139,19 @@ def _measure(pids: list[int], targets: list[str], limit: str, procs: int, stream
     return n / (t1 - t0), c1 - c0, lat, sum(r[1] for r in res), n
 
 
+_ADMIN: dict[int, int] = {}  # gRPC port -> admin port of each service started
+
+
+def _admin_stats(port: int) -> dict[str, Any]:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{_ADMIN[port]}/stats", timeout=5) as r:
+            return json.load(r).get("service", {})
+    except OSError:
+        return {}
+
+
 def _noop(_: int) -> None:
     import grpc  # noqa: F401  (imported once per client process, before the measurement)
 
@@ -147,7 +160,11 @@ class _Proc:
     def __init__(self, cmd: list[str], port: int, log: str):
         with open(log, "ab") as f:
             self.p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_port(port, self.p)
+        try:
+            _wait_port(port, self.p)
+        except BaseException:  # never leave a process behind that nobody will stop
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.p.poll() is None:
@@ -161,8 +178,10 @@ class _Proc:
 
 def _rls(workdir: str, redis_url: str | None, extra: tuple[str, ...] = ()) -> tuple[_Proc, int]:
     port = _free_port()
+    _ADMIN[port] = _free_port()
     cmd = [sys.executable, "-m", "mizzen.cli.main", "ratelimit", "--limits", f"{workdir}/limits.yaml",
-           "--port", f"127.0.0.1:{port}", "--log-level", "warning", *extra]
+           "--port", f"127.0.0.1:{port}", "--admin-port", f"127.0.0.1:{_ADMIN[port]}", "--log-level", "warning",
+           *extra]
     if redis_url:
         cmd += ["--redis", redis_url, "--redis-timeout", "1"]
     return _Proc(cmd, port, f"{workdir}/rls.log"), port
@@ -188,8 +207,9 @@ VARIANTS: list[tuple[str, str, int, tuple[str, ...]]] = [
     ("protobuf codec (phase 1)", "memory", 1, ("--codec", "protobuf")),
     ("wire codec, generic handler", "memory", 1, ()),
     ("wire codec, sync server, 8 threads", "memory", 1, ("--server", "sync")),
-    ("wire codec", "redis", 1, ()),
-    ("wire codec, 2 processes on one Redis", "redis", 2, ()),
+    ("wire codec, a Redis call per decision", "redis", 1, ("--no-redis-batch",)),
+    ("wire codec, Redis calls batched per loop turn", "redis", 1, ()),
+    ("wire codec, batched, 2 processes on one Redis", "redis", 2, ()),
 ]
 
 
@@ -222,7 +242,12 @@ def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print) -> d
                 pids, targets = [p.p.pid for p, _ in servers], [f"127.0.0.1:{port}" for _, port in servers]
                 log(f"  rls {name} ({backend}): {procs}×{streams} streams, {seconds:g} s")
                 rate, cpu, lat, errs, count = _measure(pids, targets, "b/bench/tb", procs, streams, seconds)
-                rows.append(Row(backend, name, procs, streams, rate, cpu, count / cpu if cpu else float("nan"),
+                label = name
+                if backend == "redis" and "--no-redis-batch" not in args:
+                    b = [_admin_stats(port) for _, port in servers]
+                    n_b = sum(x.get("redis_batches", 0) for x in b)
+                    label += f" (mean batch {sum(x.get('redis_batched', 0) for x in b) / n_b:.1f})" if n_b else ""
+                rows.append(Row(backend, label, procs, streams, rate, cpu, count / cpu if cpu else float("nan"),
                                 _pct(lat, 0.5), _pct(lat, 0.99), errs))
                 if name.startswith("wire codec, generic") :
                     rate, cpu, lat, errs, count = _measure(pids, targets, "b/bench/tb", 1, 1, seconds)

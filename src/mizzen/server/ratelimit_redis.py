@@ -5,6 +5,11 @@ Time comes from Redis (`TIME` inside the script): instances on different hosts a
 without synchronized clocks. When Redis cannot be reached the backend raises `BackendUnavailable` (the service
 answers with each limit's failureMode), logs it once with what to do, and for `retry_interval` fails fast
 instead of making every request wait for a connect timeout; then it tries again, and logs the recovery.
+
+Batching (default on, `--no-redis-batch` turns it off): while MAX_INFLIGHT pipelines are on their way, the
+decisions asked for meanwhile wait and go together as the next pipeline. Each script stays atomic on its own;
+what a pipeline saves is the client's per-call cost and a round trip per decision. When a pipeline fails on a
+connection error or timeout, the decisions queued behind it fail with it (failureMode at once).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from ..ratelimit.lua import SCRIPT
 log = logging.getLogger("mizzen.ratelimit.redis")
 
 KEY_PREFIX = "mzrl:"
+MAX_INFLIGHT = 2  # Redis pipelines on their way at once (the batching below)
 
 
 def _f(b: bytes | str) -> float:
@@ -40,7 +46,7 @@ def redis_key(state_key: str) -> str:
 
 class RedisCounters:
     def __init__(self, url: str, *, timeout: float = 0.1, retry_interval: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic, pool_size: int = 64):
+                 clock: Callable[[], float] = time.monotonic, pool_size: int = 64, batch: bool = True):
         self.url = url
         self.retry_interval = retry_interval
         self.clock = clock
@@ -51,6 +57,17 @@ class RedisCounters:
         self._retry_at = 0.0
         self.errors = 0
         self.on_state: Callable[[bool], None] | None = None
+        # batching (Nagle-like, no timer): while MAX_INFLIGHT pipelines are on their way, decisions asked for
+        # meanwhile wait and go as the next pipeline (one write, one read, one round trip for all of them). An
+        # idle service sends at once; a busy one amortizes the Redis client's per-call cost over the batch.
+        self.batch = batch
+        self._inflight = 0
+        self._pending: list[tuple[list[str], list[str], asyncio.Future]] = []
+        self._tasks: set[asyncio.Task] = set()  # pipelines on their way (a reference, so none is collected)
+        # unbatched, every decision takes a pooled connection: past pool_size the client raises "Too many
+        # connections" (a ConnectionError: the backend would count as down); callers wait for one instead
+        self._slots = asyncio.Semaphore(pool_size)
+        self.batches = self.batched = 0  # pipelines sent, decisions in them (stats: mean batch size)
 
     @property
     def up(self) -> bool:
@@ -86,10 +103,79 @@ class RedisCounters:
             self._sha = await self.client.script_load(SCRIPT)
             return await self.client.evalsha(self._sha, len(keys), *keys, *args)
 
+    def _submit(self, keys: list[str], args: list[str]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if not self._pending and self._inflight < MAX_INFLIGHT:
+            loop.call_soon(self._flush)  # after every callback ready now: their decisions join this batch
+        self._pending.append((keys, args, fut))
+        return fut
+
+    def _flush(self) -> None:
+        if self._inflight >= MAX_INFLIGHT:
+            return  # the pipeline on its way sends what waits when it is back
+        batch, self._pending = self._pending, []
+        if batch:
+            self.batches += 1
+            self.batched += len(batch)
+            self._inflight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[str], asyncio.Future]]) -> None:
+        try:
+            results = await self._pipeline([(k, a) for k, a, _ in batch])
+        except BaseException as e:  # noqa: BLE001 - every waiter gets the failure
+            if isinstance(e, (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)):
+                # Redis is unreachable or hangs: what queued behind this pipeline fails now (failureMode at
+                # once) instead of waiting for a timeout of its own
+                batch, self._pending = batch + self._pending, []
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        finally:
+            self._inflight -= 1
+            if self._pending:
+                self._flush()
+        for (_, _, fut), r in zip(batch, results):
+            if not fut.done():
+                fut.set_exception(r) if isinstance(r, Exception) else fut.set_result(r)
+
+    async def _pipeline(self, calls: list[tuple[list[str], list[str]]]) -> list:
+        if self._sha is None:
+            self._sha = await self.client.script_load(SCRIPT)
+        results: list = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):  # a second round after NOSCRIPT (Redis restarted: scripts are not persisted)
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(self._sha, len(keys), *keys, *args)
+            out = await pipe.execute(raise_on_error=False)
+            again = []
+            for i, r in zip(todo, out):
+                if isinstance(r, NoScriptError):
+                    again.append(i)
+                else:
+                    results[i] = r
+            if not again:
+                return results
+            self._sha = await self.client.script_load(SCRIPT)
+            todo = again
+        for i in todo:  # still no script after loading it: an error for those calls, not a None result
+            results[i] = NoScriptError("the rate-limit script vanished again after SCRIPT LOAD")
+        return results
+
     async def _one(self, c: Check, now: float | None) -> Decision | None:
         if c.limit is None:
             return None
-        res = await self._eval(*self._args(c, now))
+        if self.batch:
+            res = await self._submit(*self._args(c, now))
+        else:
+            async with self._slots:
+                res = await self._eval(*self._args(c, now))
         return Decision(res[0] in (b"1", "1"), c.limit.quota, int(res[1]), _f(res[2]), _f(res[3]), _f(res[4]))
 
     async def run(self, checks: Sequence[Check], now: float | None = None) -> list[Decision | None]:
