@@ -10,7 +10,7 @@ something else than they seem to. PURE. Istio's codes where istioctl has one (IS
 | MZ0202 | Warning | a DENY rule narrowed only by HTTP attributes (Istio's validation warning): denies all TCP traffic in scope |
 | MZ0203 | Warning | an ALLOW policy without rules: it allows nothing (Istio's allow-nothing) — `rules: [{}]` allows all |
 | MZ0204 | Warning | `requestPrincipals`/`request.auth.*` on workloads no RequestAuthentication applies to: never matches |
-| MZ0205 | Warning | a principal not of the form <td>/ns/<ns>/sa/<sa>, or whose service account no Workload of its namespace runs as |
+| MZ0205 | Warning | a principal not of the form <td>/ns/<ns>/sa/<sa>, or whose service account no Workload runs as |
 | MZ0206 | Warning | `targetRefs` of a kind that binds no sidecar (Gateway, ServiceEntry, ...) |
 | MZ0207 | Info | a mesh-wide DENY with an empty rule: every request in the mesh is denied |
 
