@@ -46,7 +46,8 @@ spec:
   - from:
     - source:
         namespaces: [ghost, "sh*"]
-        principals: ["cluster.local/ns/phantom/sa/x", "cluster.local/ns/shop/sa/sleep", "cluster.local/ns/shop/sa/nobody"]
+        principals: ["cluster.local/ns/phantom/sa/x", "cluster.local/ns/shop/sa/sleep", "cluster.local/ns/shop/sa/nobody",
+                     "sleep"]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -114,6 +115,8 @@ def test_security_analyzers() -> None:
         ("IST0101", "Error", "AuthorizationPolicy shop/from-ghosts", "spec.rules[0].from[0].source.namespaces[0]"),
         ("IST0101", "Error", "AuthorizationPolicy shop/from-ghosts", "spec.rules[0].from[0].source.principals[0]"),
         ("MZ0205", "Warning", "AuthorizationPolicy shop/from-ghosts", "spec.rules[0].from[0].source.principals[2]"),
+        # valid Istio (it loads), but not a workload identity: no mesh certificate matches it
+        ("MZ0205", "Warning", "AuthorizationPolicy shop/from-ghosts", "spec.rules[0].from[0].source.principals[3]"),
         ("MZ0201", "Warning", "AuthorizationPolicy shop/get-only", "spec.rules[0]"),
         ("MZ0201", "Warning", "AuthorizationPolicy shop/no-delete", "spec.rules[0]"),
         ("MZ0202", "Warning", "AuthorizationPolicy shop/no-delete", "spec.rules[0]"),

@@ -129,6 +129,50 @@ spec: {replicas: 2, command: [python3, app.py], ports: [{containerPort: 9080}], 
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {mizzen.dev/inject: "false"}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1}
+spec: {address: 10.250.0.9, ports: {http: 9080}, labels: {app: reviews, version: vm}, locality: r1/z1,
+       serviceAccount: reviews, weight: 2}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadGroup
+metadata: {name: vms}
+spec:
+  metadata: {labels: {app: reviews}}
+  template: {ports: {http: 9080}, serviceAccount: reviews}
+  probe: {periodSeconds: 5, httpGet: {path: /ready, port: 9080}}
+---
+apiVersion: mizzen.dev/v1
+kind: Host
+metadata: {name: node-a}
+spec: {etcd: true}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ef}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_OUTBOUND, cluster: {service: reviews.default.svc.cluster.local, portNumber: 9080}}
+    patch: {operation: MERGE, value: {connect_timeout: 0.5s}}
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager,
+            subFilter: {name: envoy.filters.http.router}}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.buffer
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+          max_request_bytes: 65536
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ProxyConfig
+metadata: {name: pc}
+spec: {selector: {matchLabels: {app: reviews}}, concurrency: 2, environmentVariables: {A: b}}
 """
 
 

@@ -1,8 +1,10 @@
 """Property-based test of the apply path with hostile input (hypothesis, bounded in examples and time).
 
-Mutated documents of every kind (hostile values, removed/unknown keys, type swaps, deep nesting, raw-text
-damage, batches) go through what `mizzen apply` runs: parse + validation + the control plane's validators +
-an all-or-nothing write to a real SQLite store. Properties:
+Mutated documents of every kind (the networking, security, telemetry, rate-limit and distributed kinds,
+EnvoyPatch and EnvoyFilter; hostile values, removed/unknown keys, type swaps, deep nesting, raw-text damage,
+batches) go through what `mizzen apply` runs: parse + validation + the control plane's validators (a
+Router's conflicts, and the real Envoy's check of EnvoyPatch/EnvoyFilter with the mesh's mTLS config) + an
+all-or-nothing write to a real SQLite store. Properties:
 - nothing but InvalidConfig escapes;
 - a rejected apply stores nothing (revision and contents unchanged);
 - whatever is stored renders (the translator builds every proxy's config without an exception) and survives
@@ -24,12 +26,14 @@ from mizzen.model import Instance, Proxy, Snapshot
 from mizzen.model.router import conflicts as router_conflicts
 from mizzen.registry import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
+from mizzen.server.patchcheck import envoy_patch_validator
 from mizzen.store import SqliteStore
 from mizzen.translate import Renderer
 from mizzen.translate.static import static_bootstrap
 from tests.api.fuzzkit import hostile_input, valid_input
 from tests.envoy_bin import envoy_binary
 
+TRUST_DOMAIN = "cluster.local"
 INSTANCES = [
     Instance(id="default.reviews-v1-0", namespace="default", workload="reviews-v1", address="10.244.0.2",
              ports=(9080,), labels=(("app", "reviews"), ("version", "v1"))),
@@ -43,6 +47,11 @@ PROXIES = [
     Proxy(id="p3", namespace="shop", workload="x", labels=(("app", "x"),)),
     Proxy(id="p4", namespace="default", workload="lb", interception="loopback", ports=(9080,),
           port_map=((9080, 19080),)),
+    # sidecars with certificates: mTLS chains (PeerAuthentication), jwt/rbac/ratelimit filters, patches on top
+    Proxy(id="p5", namespace="default", workload="productpage", labels=(("app", "productpage"),), ports=(9080,),
+          trust_domain=TRUST_DOMAIN),
+    Proxy(id="p6", namespace="default", workload="reviews-v1", labels=(("app", "reviews"), ("version", "v1")),
+          ports=(9080,), trust_domain=TRUST_DOMAIN),
 ]
 
 
@@ -60,7 +69,9 @@ class Harness:
     def __init__(self, tmp: Path):
         self.path = tmp / "store.db"
         self.store = SqliteStore(self.path)
-        self.core = ControlPlaneCore(self.store, EmbeddedRegistry(tmp / "registry.db"), validators=[router_conflicts])
+        registry = EmbeddedRegistry(tmp / "registry.db")
+        self.core = ControlPlaneCore(self.store, registry, validators=[
+            router_conflicts, envoy_patch_validator(envoy_binary, registry.list, TRUST_DOMAIN)])
         self.accepted = 0
         self.rejected = 0
 

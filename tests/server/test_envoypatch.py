@@ -178,3 +178,66 @@ def test_patch_removing_a_route_config_in_use_is_refused(tmp_path: Path) -> None
     (issue,) = e.value.issues
     assert issue.path == "spec.patches[0]" and "listener 'virtualOutbound' would use route config '9080'" \
         in issue.message, issue
+
+
+SECURED = """---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-get}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+"""
+EF_OK = """apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: buffer}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager,
+            subFilter: {name: envoy.filters.http.router}}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.buffer
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer,
+                       max_request_bytes: 65536}
+"""
+EF_DANGLING = """apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: drop-reviews}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_OUTBOUND, cluster: {service: reviews.default.svc.cluster.local, portNumber: 9080}}
+    patch: {operation: REMOVE}
+"""
+
+
+def test_envoy_filters_with_mtls_and_rbac_in_the_chain(tmp_path: Path) -> None:
+    """With the mesh's certificates (mTLS chains, STRICT) and an RBAC filter in the inbound chain, an
+    EnvoyFilter adding an HTTP filter before the router passes the real Envoy's check; one that removes the
+    cluster a route sends to would dangle: refused at apply, naming spec.configPatches[0], nothing stored."""
+    reg = EmbeddedRegistry(tmp_path / "r.db")
+    c = ControlPlaneCore(SqliteStore(tmp_path / "s.db"), reg,
+                         [envoy_patch_validator(envoy_binary, reg.list, "cluster.local")])
+    c.apply([("mesh.yaml", SVC + SECURED)])
+    out = c.apply([("ef.yaml", EF_OK)])
+    assert [a["kind"] for a in out["applied"]] == ["EnvoyFilter"]
+    rev = c.store.revision
+    with pytest.raises(InvalidConfig) as e:
+        c.apply([("bad.yaml", EF_DANGLING)])
+    issues = e.value.issues
+    assert {(i.kind, i.name, i.path) for i in issues} == {("EnvoyFilter", "drop-reviews", "spec.configPatches[0]")}, \
+        issues
+    assert any("would send traffic to cluster 'outbound|9080||reviews.default.svc.cluster.local'" in i.message
+               for i in issues), issues
+    assert all(i.file == "bad.yaml" for i in issues), issues  # the file, not <apply>
+    assert c.store.revision == rev and len(c.list("EnvoyFilter")) == 1

@@ -10,7 +10,7 @@ something else than they seem to. PURE. Istio's codes where istioctl has one (IS
 | MZ0202 | Warning | a DENY rule narrowed only by HTTP attributes (Istio's validation warning): denies all TCP traffic in scope |
 | MZ0203 | Warning | an ALLOW policy without rules: it allows nothing (Istio's allow-nothing) — `rules: [{}]` allows all |
 | MZ0204 | Warning | `requestPrincipals`/`request.auth.*` on workloads no RequestAuthentication applies to: never matches |
-| MZ0205 | Warning | a principal's service account that no Workload of its namespace runs as |
+| MZ0205 | Warning | a principal not of the form <td>/ns/<ns>/sa/<sa>, or whose service account no Workload runs as |
 | MZ0206 | Warning | `targetRefs` of a kind that binds no sidecar (Gateway, ServiceEntry, ...) |
 | MZ0207 | Info | a mesh-wide DENY with an empty rule: every request in the mesh is denied |
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from ..api.authorization import PRINCIPAL_FORM
 from ..api.base import Resource
 from ..model import authz
 from ..model.labels import ROOT_NAMESPACE
@@ -156,7 +157,18 @@ def request_auth_without_jwt(idx: ConfigIndex, make) -> Iterable:
 
 
 def principal_service_accounts(idx: ConfigIndex, make) -> Iterable:
-    """MZ0205: an exact principal whose service account no Workload of that namespace runs as."""
+    """MZ0205: an exact principal whose service account no Workload of that namespace runs as, or that is not a
+    workload identity at all (Istio accepts any string; it matches the URI SAN spiffe://<value>)."""
+    for p in _policies(idx):
+        for i, rule in enumerate(p.spec.rules or ()):
+            for j, src in enumerate(rule.sources):
+                for k, pr in enumerate(src.principals):
+                    if "*" not in pr and not PRINCIPAL_FORM.match(pr):
+                        yield make("MZ0205", WARNING, _ref(p),
+                                   f"principal {pr!r} is not of the form <trust domain>/ns/<namespace>/sa/<service "
+                                   "account>, so no mesh certificate matches it",
+                                   "write it as e.g. cluster.local/ns/default/sa/sleep",
+                                   f"spec.rules[{i}].from[{j}].source.principals[{k}]")
     workloads = _workloads(idx)
     if not workloads:
         return
