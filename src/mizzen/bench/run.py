@@ -1,5 +1,7 @@
 """`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
 
+0. Issue 15's control-plane goals at 1000 and 2000 proxies × 1000 services, each figure beside the same figure
+   of the bare gRPC floor measured in the same run (bench/goals.py, bench/xds_floor.py).
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run.
@@ -24,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, latency, mtls, sidecar, telemetry
+from . import distributed, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -37,9 +39,11 @@ def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--output", default="docs/benchmarks.md")
-    ap.add_argument("--sizes", default="100x100,100x1000,1000x100,1000x1000",
+    ap.add_argument("--sizes", default="100x100,100x1000,1000x100",
                     help="comma-separated PROXIESxSERVICES")
     ap.add_argument("--workers", default="2")
+    ap.add_argument("--goal-proxies", default="1000,2000", help="proxies for the goals table ('' to skip)")
+    ap.add_argument("--goal-repeat", type=int, default=2, help="runs per size of the goals table (2000: one)")
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
@@ -54,9 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     with out.open("a") as f:
         f.write(f"\n## {dt.datetime.now().isoformat(timespec='seconds')} — {platform.node()}, "
                 f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n")
-        f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n### xDS push\n\n")
+        f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n")
     failures = 0
-    for size in a.sizes.split(","):
+    if a.goal_proxies:
+        sizes = [int(x) for x in a.goal_proxies.split(",")]
+        md = goals.markdown(goals.run(sizes, repeat=a.goal_repeat))
+        print(md)
+        with out.open("a") as f:
+            f.write("### Control-plane goals (issue 15): Mizzen vs the bare gRPC floor, same run\n\n"
+                    f"`python -m mizzen.bench.goals --proxies {a.goal_proxies} --repeat {a.goal_repeat}`\n\n" + md + "\n")
+    with out.open("a") as f:
+        f.write("### xDS push\n\n")
+    for size in filter(None, a.sizes.split(",")):
         n, m = (int(x) for x in size.lower().split("x"))
         failures += _xds(n, m, out, ["--workers", a.workers, "--quiet"]) != 0
     print("$ Sidecar scoping (two real Envoys, 1000 services)", flush=True)
