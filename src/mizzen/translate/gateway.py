@@ -122,7 +122,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
                 add(ROUTE, name, _route_config(ctx, rb, name, [gs]))
                 fc.filters.append(_hcm(f"{name}", Chain(True, ps.number), ctx, name))
             else:
-                fc.filters.append(_tcp(ctx, gs, ps.number))
+                fc.filters.extend(_tcp(ctx, gs, ps.number))
             take(fc)
         else:  # PASSTHROUGH: by SNI to the `tls` routes' destinations
             for vs, _hosts in G.bound(ctx.snap.config, gs):
@@ -130,7 +130,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
                     for m in gr.matches:
                         fc = lc.FilterChain(name=f"{gr.stem}.{ps.number}")
                         _sni(fc, m.sni_hosts)
-                        fc.filters.append(_tcp_filter(ctx, gr, ps.number))
+                        fc.filters.extend(_tcp_filter(ctx, gr, ps.number))
                         take(fc)
     if plain_http:
         name = f"http.{ps.number}"
@@ -142,7 +142,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
         take(fc)
     for gs in tcp_servers:
         fc = lc.FilterChain(name=f"tcp.{ps.number}.{gs.name}")
-        fc.filters.append(_tcp(ctx, gs, ps.number))
+        fc.filters.extend(_tcp(ctx, gs, ps.number))
         take(fc)
     return chains, inspect
 
@@ -162,7 +162,7 @@ def _hcm(stat_prefix: str, at: Chain, ctx: ViewContext, rds: str) -> lc.Filter:
     return lc.Filter(name=L.HCM, typed_config=pack(m))
 
 
-def _tcp(ctx: ViewContext, gs: G.GatewayServer, port: int) -> lc.Filter:
+def _tcp(ctx: ViewContext, gs: G.GatewayServer, port: int) -> list[lc.Filter]:
     """A TCP (or terminated TLS) server: the first bound `tcp` route, else closed."""
     for vs, _hosts in G.bound(ctx.snap.config, gs):
         for gr in G.tcp_routes(vs, gs, ctx.proxy):
@@ -171,7 +171,7 @@ def _tcp(ctx: ViewContext, gs: G.GatewayServer, port: int) -> lc.Filter:
     return L.tcp_proxy(BLACKHOLE, BLACKHOLE, Chain(True, port), ctx)
 
 
-def _tcp_filter(ctx: ViewContext, gr: G.GatewayRoute, port: int) -> lc.Filter:
+def _tcp_filter(ctx: ViewContext, gr: G.GatewayRoute, port: int) -> list[lc.Filter]:
     dests = [(ctx.resolved.destination(d.destination, gr.owner.namespace, port), d.weight) for d in gr.route.route]
     names = [(outbound_cluster(d.port, d.subset, d.host), w) for d, w in dests]
     if len(names) == 1:
@@ -181,7 +181,7 @@ def _tcp_filter(ctx: ViewContext, gr: G.GatewayRoute, port: int) -> lc.Filter:
         if w:
             tp.weighted_clusters.clusters.add(name=n, weight=w)
     filters.patch_tcp_proxy(tp, Chain(True, port), ctx)
-    return lc.Filter(name=L.TCP_PROXY, typed_config=pack(tp))
+    return [*filters.network_filters(Chain(True, port), ctx), lc.Filter(name=L.TCP_PROXY, typed_config=pack(tp))]
 
 
 def _downstream_tls(gs: G.GatewayServer, ctx: ViewContext):
