@@ -20,6 +20,7 @@ from mizzen.store import SqliteStore
 
 from tests.agent.test_sds_protocol import Stream, secrets_of
 from tests.ca.harness import short_tmpdir
+from tests.authkit import admin_token, api_security
 from tests.tlscerts import ca as _ca, leaf as _leaf, pem as _pem
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,12 +44,13 @@ def test_secrets_are_served_as_envoy_asks_rotated_and_kept_when_deleted() -> Non
     async def main() -> None:
         store, registry = SqliteStore(f"{d}/store.db"), EmbeddedRegistry(f"{d}/registry.db")
         core = ControlPlaneCore(store, registry)
-        app = make_app(core, ready=lambda: True, services=lambda: [], proxies=lambda: [],
+        sec = api_security(d)
+        app = make_app(core, auth=sec.auth, ready=lambda: True, services=lambda: [], proxies=lambda: [],
                        proxy_resources=lambda pid, t: None)
         rest = await serve(app, f"{d}/api.sock", None)
         sds = SdsServer(f"{d}/sds.sock")
         await sds.start()
-        api = AsyncApiClient(f"unix:{d}/api.sock")
+        api = AsyncApiClient(f"unix:{d}/api.sock", token=admin_token(d))
         creds = GatewayCredentials(sds, api, namespace="edge", poll_seconds=0.2)
         task = asyncio.create_task(creds.run())
         try:
@@ -83,6 +85,7 @@ def test_secrets_are_served_as_envoy_asks_rotated_and_kept_when_deleted() -> Non
             await api.close()
             await sds.stop(0)
             await rest.cleanup()
+            sec.close()
             store.close()
             registry.close()
 
