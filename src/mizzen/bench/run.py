@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, goals, latency, mtls, sidecar, telemetry
+from . import distributed, gateway, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-mtls", action="store_true", help="skip mesh mTLS vs bare Envoys with static mTLS")
     ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
     ap.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (0: skip it)")
+    ap.add_argument("--skip-gateway", action="store_true", help="skip the ingress gateway vs a bare Envoy")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Two hops with mTLS: the mesh (SDS) vs two bare Envoys with static mTLS\n\n" + md + "\n")
+    if not a.skip_gateway and os.geteuid() == 0:
+        print("$ ingress gateway vs a bare Envoy with a static config (hey from the host, paced)", flush=True)
+        md = gateway.markdown(gateway.run())
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Ingress gateway vs a bare Envoy with a static config\n\n" + md + "\n")
     if not a.skip_telemetry:
         print("$ telemetry cost (python -m mizzen.bench.telemetry)", flush=True)
         failures += telemetry.main(["--output", str(out)]) != 0

@@ -59,6 +59,9 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
     workload certificate from the control plane's certificate service (None: no certificate, no mTLS)."""
     files = layout.pod(pod.name)
     netns_mode = mode == "netns"
+    # a gateway's Envoy binds its host ports in the runner's (the host's) network namespace, which takes
+    # CAP_SYS_ADMIN: it runs as root (it captures nothing, so it needs no uid of its own)
+    envoy_uid = ENVOY_UID if netns_mode and not pod.gateway else None
     cfg = AgentConfig(
         pod=pod.name, namespace=pod.namespace, workload=pod.workload, labels=labels_tuple(pod.labels), ip=pod.ip,
         ports=tuple(pod.ports), service_account=pod.service_account, locality=pod.locality, interception=mode,
@@ -70,14 +73,16 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         _addresses(layout.api_sockets(options.control_planes)),
         admin_socket=files.admin_socket, control_socket=files.agent_socket, sds_socket=files.sds_socket,
         work_dir=files.path,
-        concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
-        envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
+        concurrency=options.concurrency, envoy_uid=envoy_uid, envoy_gid=envoy_uid,
+        health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
         ca_address=_addresses(layout.ca_sockets(options.control_planes)) if trust_domain else None,
         trust_domain=trust_domain or "cluster.local",
         telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
         ratelimit_address=_addresses(layout.ratelimit_sockets(options.ratelimit_replicas))
         if options.ratelimit else None,
+        gateway=pod.gateway, host_ports=tuple(sorted(pod.host_ports.items())),
+        host_netns=f"/proc/{os.getpid()}/ns/net" if netns_mode and pod.gateway else "",
     )
     cfg.validate()
     return cfg
