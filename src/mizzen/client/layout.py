@@ -317,6 +317,10 @@ class StateLayout:
         """The mesh's own etcd cluster (members on hosts with `etcd: true`): etcd.cluster.LocalCluster's dir."""
         return self._f("etcd")
 
+    def proxyless_bootstrap(self, namespace: str, workload: str) -> str:
+        """`mizzen proxyless-bootstrap`'s default output: a proxyless gRPC client's GRPC_XDS_BOOTSTRAP file."""
+        return self._f("proxyless", f"{namespace}.{workload}.json")
+
     # ------------------------------------------------------------------ pods
     @property
     def pods_dir(self) -> str:
