@@ -81,9 +81,11 @@ class Client:
     """One proxyless client subprocess; its JSON lines are collected by a reader thread."""
 
     def __init__(self, bootstrap: Path, target: str, *, seconds: float, rps: float, headers: dict | None = None,
-                 stop_file: Path | None = None):
+                 stop_file: Path | None = None, prefix: tuple[str, ...] = ()):
+        """`prefix`: what runs the client (e.g. `mizzen exec POD --`); the bootstrap is passed with `env`."""
         env = dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap))
-        args = [sys.executable, str(CLIENT), target, "--seconds", str(seconds), "--rps", str(rps)]
+        args = [*prefix, "env", f"GRPC_XDS_BOOTSTRAP={bootstrap}", sys.executable, str(CLIENT), target,
+                "--seconds", str(seconds), "--rps", str(rps)]
         for k, v in (headers or {}).items():
             args += ["-H", f"{k}={v}"]
         if stop_file is not None:

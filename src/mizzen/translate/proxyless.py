@@ -63,7 +63,8 @@ class Gap:
     """Something the config asks for that a proxyless gRPC client will not do."""
 
     host: str  # the service FQDN whose routes or policy say it
-    where: str  # "VirtualService ns/name http[0].retries.perTryTimeout" or "DestinationRule ns/name ..."
+    resource: str  # "VirtualService ns/name" or "DestinationRule ns/name"
+    path: str  # the field, e.g. "spec.http[0].retries.perTryTimeout"
     message: str
 
 
@@ -87,10 +88,16 @@ class ProxylessBuilder:
         self._gap_keys: set[tuple[str, str, str]] = set()
 
     def _gap(self, host: str, where: str, message: str) -> None:
+        """`where`: "<Kind> <ns>/<name> <path>"."""
+        kind, ref, path = (where.split(" ", 2) + ["", ""])[:3]
         key = (host, where, message)
         if key not in self._gap_keys:
             self._gap_keys.add(key)
-            self.gaps.append(Gap(host, where, message))
+            self.gaps.append(Gap(host, f"{kind} {ref}", path, message))
+
+    def _dr(self, host: str) -> str:
+        dr = self.snap.config.destination_rules_by_host.get(host)
+        return f"DestinationRule {dr.namespace}/{dr.name}" if dr is not None else f"DestinationRule -/{host}"
 
     # -- listeners ----------------------------------------------------------------------------------
     @staticmethod
@@ -119,7 +126,7 @@ class ProxylessBuilder:
         out: list[rc.Route] = []
         for i, rr in enumerate(self.resolved.http_routes(host)):
             r = rr.route
-            where = f"VirtualService {rr.owner.namespace}/{rr.owner.name} http[{i}]"
+            where = f"VirtualService {rr.owner.namespace}/{rr.owner.name} spec.http[{i}]"
             if not r.route:
                 what = "redirect" if r.redirect is not None else "directResponse"
                 self._gap(host, f"{where}.{what}", "gRPC clients do not follow redirects or direct responses: "
@@ -203,7 +210,7 @@ class ProxylessBuilder:
             kept = [hp for hp in act.hash_policy if hp.HasField("header")]
             del act.hash_policy[:]
             act.hash_policy.extend(kept)
-            self._gap(dests[0].host, "DestinationRule trafficPolicy.loadBalancer.consistentHash",
+            self._gap(dests[0].host, f"{self._dr(dests[0].host)} spec.trafficPolicy.loadBalancer.consistentHash",
                       "gRPC clients hash on a request header only (httpHeaderName); cookies, source IP and "
                       "query parameters are ignored: requests are spread at random over the ring")
 
@@ -213,7 +220,12 @@ class ProxylessBuilder:
         c = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
         c.eds_cluster_config.eds_config.CopyFrom(ads_source())
         c.eds_cluster_config.service_name = name
-        where = f"DestinationRule for {svc.hostname}" + (f" subset {subset}" if subset else "")
+        where = f"{self._dr(svc.hostname)} " + (f"spec.subsets[name={subset}]" if subset else "spec.trafficPolicy")
+        base = self.resolved.policy(svc.hostname, None, port)
+
+        def own(field: str) -> bool:  # a subset's gap is reported where it is written, once
+            return subset is None or getattr(pol, field) != getattr(base, field)
+
         lb = pol.load_balancer
         if pol.consistent_hash is not None:
             c.lb_policy = cluster_pb2.Cluster.RING_HASH
@@ -222,25 +234,25 @@ class ProxylessBuilder:
             size = (ch.ring_hash.minimum_ring_size if ch.ring_hash else None) or ch.minimum_ring_size
             if size:
                 c.ring_hash_lb_config.minimum_ring_size.value = size
-            if ch.maglev is not None:
-                self._gap(svc.hostname, f"{where} loadBalancer.consistentHash.maglev",
+            if ch.maglev is not None and own("load_balancer"):
+                self._gap(svc.hostname, f"{where}.loadBalancer.consistentHash.maglev",
                           "gRPC clients have no Maglev: a ring hash is used")
         else:
             c.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN
-            if lb is not None and lb.simple not in (None, "UNSPECIFIED", "ROUND_ROBIN"):
-                self._gap(svc.hostname, f"{where} loadBalancer.simple",
+            if lb is not None and lb.simple not in (None, "UNSPECIFIED", "ROUND_ROBIN") and own("load_balancer"):
+                self._gap(svc.hostname, f"{where}.loadBalancer.simple",
                           f"grpcio's xDS client implements ROUND_ROBIN and RING_HASH only: {lb.simple} is "
                           "served as ROUND_ROBIN")
         cp = pol.connection_pool
         if cp is not None and cp.http is not None and cp.http.http2_max_requests:
             c.circuit_breakers.thresholds.append(circuit_breaker_pb2.CircuitBreakers.Thresholds(
                 max_requests=u32(cp.http.http2_max_requests)))
-        if pol.outlier_detection is not None:
-            self._gap(svc.hostname, f"{where} outlierDetection",
+        if pol.outlier_detection is not None and own("outlier_detection"):
+            self._gap(svc.hostname, f"{where}.outlierDetection",
                       "gRPC clients eject by success rate or failure percentage only, not by consecutive "
                       "errors: ignored")
-        if pol.tls is not None and pol.tls.mode not in (None, "DISABLE"):
-            self._gap(svc.hostname, f"{where} tls", "proxyless clients of Mizzen call in plaintext: ignored")
+        if pol.tls is not None and pol.tls.mode not in (None, "DISABLE") and own("tls"):
+            self._gap(svc.hostname, f"{where}.tls", "proxyless clients of Mizzen call in plaintext: ignored")
         return c
 
     # -- the view -----------------------------------------------------------------------------------
