@@ -63,6 +63,7 @@ def _v2_share(ws: list[dict]) -> tuple[float, int]:
     return (served.get("echo-v2-0", 0) / n if n else 0.0), n
 
 
+@pytest.mark.e2e  # kills and restarts a control plane process: with the end-to-end tests (needs no root)
 def test_split_follows_changes_and_survives_control_plane_loss(rig: Rig) -> None:
     rig.apply(split(90, 10))
     c = rig.client("xds:///echo:50051", seconds=60, rps=200)

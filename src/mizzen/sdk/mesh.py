@@ -146,7 +146,7 @@ class Mesh:
                     log.warning("%s:%d of %s ejected (outlier detection)", ep.address, ep.port, cluster)
             if not R.retryable(plan.retry, out.status, out.error, out.grpc) \
                     or attempt == plan.retry.attempts:
-                return out
+                return self._final(out)
             tried.add(key)
             if last is not None and last.value is not None:
                 close(last.value)
@@ -159,10 +159,21 @@ class Mesh:
                 backoff = min(backoff, max(0.0, deadline - self.clock()))
             self.sleep(backoff)
         if last is not None and (deadline is None or self.clock() < deadline):
-            return last
+            return self._final(last)
         if last is not None and last.value is not None:
             close(last.value)
         return self._synthetic(504, "upstream request timeout", "UT")
+
+    def _final(self, out: Outcome) -> Outcome | Synthetic:
+        """An attempt that got no response ends as Envoy ends it: 504 UT (timeout), 503 UF (connect failure),
+        503 UC (reset); a response, even an error, is the answer."""
+        if out.error is None:
+            return out
+        if out.error == "timeout":
+            return self._synthetic(504, "upstream request timeout", "UT")
+        if out.error == "connect-failure":
+            return self._synthetic(503, f"upstream connect error: {out.exc}", "UF")
+        return self._synthetic(503, f"upstream connection reset: {out.exc}", "UC")
 
     def _synthetic(self, status: int, body: str, flag: str, grpc: bool = False) -> Synthetic:
         self.stats["synthetic"] += 1
