@@ -227,7 +227,9 @@ class ProcessLauncher:
     def _app_child(self, pod: Pod) -> Child:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
-                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home,
+                    # where the mesh is: `mizzen.sdk.Mesh()` and the CLI find its control plane by it
+                    "MIZZEN_STATE_DIR": self.layout.root})
         if pod.app_user is not None:
             for k in ("USER", "LOGNAME", "MAIL"):
                 env.pop(k, None)

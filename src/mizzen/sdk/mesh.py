@@ -16,6 +16,7 @@ timeout, plan)` does one attempt and returns an `Outcome`. The caller's identity
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -32,12 +33,15 @@ log = logging.getLogger("mizzen.sdk")
 
 class Mesh:
     def __init__(self, *, state_dir: str | None = None, api_addresses: Sequence[str] | None = None,
-                 namespace: str = "default", workload: str = "", labels: Mapping[str, str] | None = None,
+                 namespace: str | None = None, workload: str = "", labels: Mapping[str, str] | None = None,
                  snapshot_file: str | None = None, interval: float = 0.5, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if state_dir is None and api_addresses is None:  # in a `mizzen up` pod: its mesh (the runner sets it)
+            state_dir = os.environ.get("MIZZEN_STATE_DIR", ".mizzen")
         api = ApiClient(state_dir, timeout=2.0) if api_addresses is None else \
             ApiClient(addresses=list(api_addresses), timeout=2.0)
         self.api = api
+        namespace = namespace or os.environ.get("POD_NAMESPACE", "default")
         self.feed = Feed(api, snapshot_file=snapshot_file, interval=interval)
         self.proxy = Proxy(id=f"sdk~{workload}.{namespace}", namespace=namespace, workload=workload,
                            labels=labels_tuple(labels), kind="sdk")
