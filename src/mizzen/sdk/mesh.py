@@ -52,6 +52,7 @@ class Mesh:
         self.limits = R.RateLimits()
         self._lock = threading.Lock()
         self._index: tuple[int, R.ServiceIndex] | None = None
+        self._clusters: dict[tuple, tuple] = {}
         self._registration: _Registration | None = None
         self.stats = {"calls": 0, "attempts": 0, "retries": 0, "synthetic": 0, "direct": 0}
 
@@ -111,15 +112,10 @@ class Mesh:
         if abort is not None:
             return self._synthetic(abort, "fault filter abort", "FI", grpc_abort)
         dest = R.choose_destination(plan, u_dest)
-        svc = snap.services.get(dest.host)
-        subsets = dict(snap.resolved.subsets(dest.host))
-        if svc is None or (dest.subset and dest.subset not in subsets):
+        target = self._cluster(snap, dest)
+        if target is None:
             return self._synthetic(503, "no healthy upstream", "NC")
-        endpoints = tuple(e for e in snap.endpoints_for(svc, dest.port, subsets.get(dest.subset, ()))
-                          if e.healthy)
-        cluster = f"outbound|{dest.port}|{dest.subset or ''}|{dest.host}"
-        keys = frozenset(R.endpoint_key(e) for e in endpoints)
-        pol = snap.resolved.policy(dest.host, dest.subset, dest.port)
+        cluster, endpoints, keys, pol = target
         deadline = start + plan.timeout if plan.timeout else None
         tried: set = set()
         last: Outcome | None = None
@@ -167,6 +163,23 @@ class Mesh:
         if last is not None and last.value is not None:
             close(last.value)
         return self._synthetic(504, "upstream request timeout", "UT")
+
+    def _cluster(self, snap, dest) -> tuple | None:
+        """(cluster name, healthy endpoints, their keys, policy) of a destination; cached per snapshot."""
+        key = (snap.generation, dest)
+        hit = self._clusters.get(key)
+        if hit is None:
+            svc = snap.services.get(dest.host)
+            subsets = dict(snap.resolved.subsets(dest.host))
+            if svc is None or (dest.subset and dest.subset not in subsets):
+                return None
+            eps = tuple(e for e in snap.endpoints_for(svc, dest.port, subsets.get(dest.subset, ())) if e.healthy)
+            hit = (f"outbound|{dest.port}|{dest.subset or ''}|{dest.host}", eps,
+                   frozenset(R.endpoint_key(e) for e in eps), snap.resolved.policy(dest.host, dest.subset, dest.port))
+            if len(self._clusters) > 1000 or any(k[0] != snap.generation for k in list(self._clusters)[:1]):
+                self._clusters.clear()
+            self._clusters[key] = hit
+        return hit
 
     def _final(self, out: Outcome) -> Outcome | Synthetic:
         """An attempt that got no response ends as Envoy ends it: 504 UT (timeout), 503 UF (connect failure),
