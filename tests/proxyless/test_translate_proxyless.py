@@ -132,3 +132,15 @@ spec: {command: [sleep, "1"], sidecar: false}
     assert len(msgs) == 6 and all("Workload default/client" in m.message for m in msgs)
     assert any(m.path == "spec.http[1].retries.perTryTimeout" and m.resource == "VirtualService default/echo"
                for m in msgs)
+
+
+def test_bootstrap_node_round_trips_to_a_proxyless_proxy() -> None:
+    from mizzen.proxyless.bootstrap import grpc_bootstrap
+
+    b = grpc_bootstrap(["/s/xds.sock", "/s/xds-1.sock"], pod="c-0", namespace="shop", workload="c",
+                       labels={"app": "c"}, locality="r1/z2")
+    assert [s["server_uri"] for s in b["xds_servers"]] == ["unix:///s/xds.sock", "unix:///s/xds-1.sock"]
+    assert b["node"]["locality"] == {"region": "r1", "zone": "z2"}
+    p = Proxy.from_node(b["node"]["id"], b["node"]["metadata"])
+    assert (p.kind, p.namespace, p.workload, p.label_dict, p.locality) == ("proxyless", "shop", "c", {"app": "c"},
+                                                                           "r1/z2")

@@ -34,7 +34,9 @@ def _digest(obj: Any) -> str:
 
 
 def build_snapshot(resources: list[dict], instances: list[dict], generation: int = 0) -> Snapshot:
-    res = [from_dict(d) for d in resources]
+    # the store revision orders resources as the control plane orders them (e.g. the oldest VirtualService of
+    # a host wins)
+    res = [from_dict(d, int((d.get("metadata") or {}).get("resourceVersion") or 0)) for d in resources]
     return Snapshot.build(res, [Instance.from_dict(i) for i in instances], generation=generation)
 
 

@@ -9,9 +9,10 @@ VirtualService, not two implementations of it.
     idx = ServiceIndex(snap, caller)                 # name forms → Service, per snapshot
     plan = plan_call(snap, caller, idx, call)        # None: not a mesh host (call it directly)
     dest = choose_destination(plan, u)               # weighted split
-    ep = pick_endpoint(policy, eps, lb, plan.hash_key, u, exclude=tried, ejected=outliers.ejected(now))
-    retryable(plan.retry, status=503, error=None)    # → retry on another endpoint ("failover")
-    outliers.record(ep_key, ok, now, policy.outlier_detection)
+    ep = pick_endpoint(policy, eps, lb, cluster, plan.hash_key, u, u2, exclude=tried,
+                       ejected=outliers.ejected(now))
+    retryable(plan.retry, 503, None)                 # → retry on another endpoint ("failover")
+    outliers.record(endpoint_key(ep), status, error, now, policy, cluster_keys)
     limiter.check(snap, plan, call, now)             # local rate limits: (allowed, status, body)
 
 Statuses used when the SDK answers itself, as Envoy does: 404 no route (`NR`), 503 no healthy upstream
