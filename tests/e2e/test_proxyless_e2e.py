@@ -6,6 +6,7 @@ and held down (runner SIGSTOPped); reconnects by itself once the runner restarts
 change. Assertions on counts and states; the time to follow a change is printed (bound generous)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -93,6 +94,10 @@ def test_proxyless_client_in_a_pod_without_sidecar(mesh: Mesh) -> None:
     mesh.apply_text(split(90, 10))
     boot = mesh.state_dir.parent / "client.bootstrap.json"
     mesh.cli("proxyless-bootstrap", "client", "-o", str(boot))
+    # the runner wrote the pod's own (its app gets GRPC_XDS_BOOTSTRAP pointing at it)
+    own = json.loads((mesh.state_dir / "pods" / "client-0" / "grpc-bootstrap.json").read_text())
+    assert "~client-0.default~" in own["node"]["id"] and own["node"]["metadata"]["PROXY_TYPE"] == "proxyless"
+    assert own["xds_servers"] == json.loads(boot.read_text())["xds_servers"]
     prefix = (sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(mesh.state_dir), "client-0", "--")
     c = Client(boot, "xds:///echo:50051", seconds=90, rps=150, prefix=prefix)
     try:

@@ -70,6 +70,11 @@ class PodDir:
         return os.path.basename(self.path)
 
     @property
+    def grpc_bootstrap(self) -> str:
+        """A proxyless pod's GRPC_XDS_BOOTSTRAP (written by the runner; docs/proxyless.md)."""
+        return self._f("grpc-bootstrap.json")
+
+    @property
     def agent_json(self) -> str:
         return self._f("agent.json")
 

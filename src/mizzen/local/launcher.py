@@ -28,6 +28,7 @@ from ..ca.credentials import provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
+from ..proxyless.bootstrap import grpc_bootstrap
 from . import netns
 from .meshstate import write_json
 from .options import Options
@@ -154,6 +155,12 @@ class ProcessLauncher:
         os.makedirs(pod.dir, exist_ok=True)
         os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
         self._app_user(pod)
+        if pod.proxyless:  # its grpcio xds:/// clients find the control plane by this file
+            write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
+                self.layout.xds_sockets(self.options.control_planes), pod=pod.name, namespace=pod.namespace,
+                workload=pod.workload, labels=pod.labels, service_account=pod.service_account or "default",
+                locality=pod.locality, ip=pod.ip))
+            os.chmod(pod.files.grpc_bootstrap, 0o644)  # the app may run as another user; no secret in it
         if pod.sidecar:
             mode = self.table.info.mode
             trust_domain = self._provision(pod)
@@ -234,6 +241,8 @@ class ProcessLauncher:
             for k in ("USER", "LOGNAME", "MAIL"):
                 env.pop(k, None)
             env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
+        if pod.proxyless:
+            env["GRPC_XDS_BOOTSTRAP"] = pod.files.grpc_bootstrap
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))

@@ -12,6 +12,7 @@ from ..api import Resource
 from ..api.core import sidecar_enabled
 from ..client import ClientError, PodDir
 from ..model.types import Instance, labels_tuple
+from ..translate.proxyless import ANNOTATION as PROXYLESS_ANNOTATION
 from . import netns
 
 OUTBOUND_PORT = netns.OUTBOUND_PORT
@@ -62,6 +63,7 @@ class Pod:
     hold: bool = True  # holdApplicationUntilProxyStarts
     run_as_user: int | None = None  # the Workload's securityContext (None: the mesh's app user)
     run_as_group: int | None = None
+    proxyless: bool = False  # annotated mizzen.dev/proxyless: its app gets GRPC_XDS_BOOTSTRAP (docs/proxyless.md)
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
     metrics: tuple[int, str] | None = None  # the app's own metrics (container port, path)
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
@@ -204,5 +206,6 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 run_as_user=spec.security_context.run_as_user if spec.security_context else None,
                 run_as_group=spec.security_context.run_as_group if spec.security_context else None,
                 metrics=(spec.metrics.port, spec.metrics.path) if spec.metrics else None,
+                proxyless=str(r.metadata.annotations.get(PROXYLESS_ANNOTATION, "")).lower() == "true",
             ))
     return pods
