@@ -196,6 +196,40 @@ def test_http_split_headers_retries_outliers_timeout_ratelimit(env: Env) -> None
         mesh.close()
 
 
+def test_async_transport_split_retries_timeout(env: Env) -> None:
+    import asyncio
+
+    mesh = env.mesh("async-web")
+
+    async def main() -> tuple[Counter, Counter, httpx.Response]:
+        served, status = Counter(), Counter()
+        async with httpx.AsyncClient(transport=mesh.httpx_async_transport(), timeout=5) as c:
+            env.backends["echo-v1-1"].failing = True
+            try:
+                sem = asyncio.Semaphore(10)  # 10 calls in flight at a time
+
+                async def one() -> httpx.Response:
+                    async with sem:
+                        return await c.get("http://echo:8080/")
+
+                rs = await asyncio.gather(*(one() for _ in range(400)))
+            finally:
+                env.backends["echo-v1-1"].failing = False
+            for r in rs:
+                status[r.status_code] += 1
+                served[r.headers.get("x-served-by")] += 1
+            slow = await c.get("http://echo:8080/slow")
+        return served, status, slow
+
+    try:
+        served, status, slow = asyncio.run(main())
+    finally:
+        mesh.close()
+    assert status == {200: 400}, status  # v1-1 failing: retried elsewhere, then ejected
+    assert 0.05 <= served["echo-v2-0"] / 400 <= 0.17, served
+    assert slow.status_code == 504 and slow.headers["x-mizzen-sdk"] == "UT"
+
+
 def test_grpc_channel_split_and_header_route(env: Env) -> None:
     mesh = env.mesh("grpc-caller")
     try:

@@ -34,6 +34,33 @@ def _error_kind(e: Exception) -> str:
     return "reset"
 
 
+def _attempt(request: httpx.Request, body: bytes, address: str, port: int, timeout: float | None,
+             plan: R.Plan) -> httpx.Request:
+    """The request of one attempt: to the endpoint's address, the route's header operations applied, the
+    attempt's timeout; the Host header keeps the name the application used."""
+    headers = httpx.Headers(request.headers)
+    for k in plan.remove_headers:
+        headers.pop(k, None)
+    for k, v in plan.set_headers:
+        headers[k] = v
+    ext = dict(request.extensions)
+    if timeout is not None:
+        ext["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+    return httpx.Request(request.method, request.url.copy_with(host=address, port=port), headers=headers,
+                         content=body, extensions=ext)
+
+
+def _answer(request: httpx.Request, out: Outcome | Synthetic) -> httpx.Response:
+    if isinstance(out, Synthetic):
+        return httpx.Response(out.status, headers={FLAG_HEADER: out.flag, "content-type": "text/plain"},
+                              content=out.body.encode(), request=request)
+    if out.error is not None:
+        assert out.exc is not None
+        raise out.exc
+    resp: httpx.Response = out.value
+    return resp
+
+
 class MeshTransport(httpx.BaseTransport):
     def __init__(self, mesh: Any, inner: httpx.BaseTransport | None = None):
         self.mesh = mesh
@@ -44,16 +71,7 @@ class MeshTransport(httpx.BaseTransport):
         body = request.read()
 
         def send(address: str, port: int, timeout: float | None, plan: R.Plan) -> Outcome:
-            headers = httpx.Headers(request.headers)
-            for k in plan.remove_headers:
-                headers.pop(k, None)
-            for k, v in plan.set_headers:
-                headers[k] = v
-            ext = dict(request.extensions)
-            if timeout is not None:
-                ext["timeout"] = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
-            req = httpx.Request(request.method, request.url.copy_with(host=address, port=port), headers=headers,
-                                content=body, extensions=ext)
+            req = _attempt(request, body, address, port, timeout, plan)
             try:
                 resp = self.inner.handle_request(req)
                 if resp.status_code >= 500:
@@ -66,17 +84,44 @@ class MeshTransport(httpx.BaseTransport):
         out = self.mesh.execute(call, send, close=lambda r: r.close())
         if out is None:
             return self.inner.handle_request(request)
-        if isinstance(out, Synthetic):
-            return httpx.Response(out.status, headers={FLAG_HEADER: out.flag, "content-type": "text/plain"},
-                                  content=out.body.encode(), request=request)
-        if out.error is not None:
-            assert out.exc is not None
-            raise out.exc
-        resp: httpx.Response = out.value
-        return resp
+        return _answer(request, out)
 
     def close(self) -> None:
         self.inner.close()
 
 
-__all__ = ["FLAG_HEADER", "MeshTransport"]
+class AsyncMeshTransport(httpx.AsyncBaseTransport):
+    """The same for `httpx.AsyncClient` (the call loop runs with asyncio waits)."""
+
+    def __init__(self, mesh: Any, inner: httpx.AsyncBaseTransport | None = None):
+        self.mesh = mesh
+        self.inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        call = _call(request)
+        body = await request.aread()
+
+        async def send(address: str, port: int, timeout: float | None, plan: R.Plan) -> Outcome:
+            req = _attempt(request, body, address, port, timeout, plan)
+            try:
+                resp = await self.inner.handle_async_request(req)
+                if resp.status_code >= 500:
+                    await resp.aread()
+                    await resp.aclose()
+                return Outcome(status=resp.status_code, value=resp)
+            except httpx.TransportError as e:
+                return Outcome(error=_error_kind(e), exc=e)
+
+        async def close(resp: httpx.Response) -> None:
+            await resp.aclose()
+
+        out = await self.mesh.execute_async(call, send, close)
+        if out is None:
+            return await self.inner.handle_async_request(request)
+        return _answer(request, out)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+__all__ = ["AsyncMeshTransport", "FLAG_HEADER", "MeshTransport"]

@@ -15,12 +15,13 @@ timeout, plan)` does one attempt and returns an `Outcome`. The caller's identity
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Generator, Mapping, Sequence
 
 from ..client import ApiClient, ClientError
 from ..model.types import Instance, Proxy, labels_tuple
@@ -92,6 +93,53 @@ class Mesh:
     def execute(self, call: R.Call, send: Callable[[str, int, float | None, R.Plan], Outcome],
                 close: Callable[[Any], None] = lambda v: None) -> Outcome | Synthetic | None:
         """Run one call by the rules; None when the host is not in the mesh (the caller sends it as is)."""
+        steps = self._steps(call)
+        try:
+            step = next(steps)
+            while True:
+                if step[0] == "send":
+                    try:
+                        out = send(*step[1:])
+                    except BaseException as e:  # the loop's bookkeeping (in-flight counts) sees it too
+                        step = steps.throw(e)
+                        continue
+                    step = steps.send(out)
+                elif step[0] == "sleep":
+                    self.sleep(step[1])
+                    step = steps.send(None)
+                else:
+                    close(step[1])
+                    step = steps.send(None)
+        except StopIteration as done:
+            return done.value
+
+    async def execute_async(self, call: R.Call, send: Callable[..., Awaitable[Outcome]],
+                            close: Callable[[Any], Awaitable[None]] | None = None) -> Outcome | Synthetic | None:
+        """`execute` for asyncio: `send` and `close` are coroutines; waits are `asyncio.sleep`."""
+        steps = self._steps(call)
+        try:
+            step = next(steps)
+            while True:
+                if step[0] == "send":
+                    try:
+                        out = await send(*step[1:])
+                    except BaseException as e:
+                        step = steps.throw(e)
+                        continue
+                    step = steps.send(out)
+                elif step[0] == "sleep":
+                    await asyncio.sleep(step[1])
+                    step = steps.send(None)
+                else:
+                    if close is not None:
+                        await close(step[1])
+                    step = steps.send(None)
+        except StopIteration as done:
+            return done.value
+
+    def _steps(self, call: R.Call) -> Generator[tuple, Any, Outcome | Synthetic | None]:
+        """The call loop as a generator (the same for threads and asyncio): yields ("send", address, port,
+        timeout, plan) and gets the Outcome back, ("sleep", seconds), ("close", response)."""
         snap = self.feed.snapshot
         plan = self.plan(call)
         self.stats["calls"] += 1
@@ -108,7 +156,7 @@ class Mesh:
             return self._synthetic(status, body, "RL")
         delay, abort, grpc_abort = R.fault_decision(plan.fault, u_delay, u_abort)
         if delay:
-            self.sleep(delay)
+            yield ("sleep", delay)
         if abort is not None:
             return self._synthetic(abort, "fault filter abort", "FI", grpc_abort)
         dest = R.choose_destination(plan, u_dest)
@@ -137,7 +185,7 @@ class Mesh:
                 per_try = left if per_try is None else min(per_try, left)
             self.stats["attempts"] += 1
             try:
-                out = send(ep.address, ep.port, per_try, plan)
+                out = yield ("send", ep.address, ep.port, per_try, plan)
             finally:
                 with self._lock:
                     self.lb.finished(key)
@@ -149,7 +197,7 @@ class Mesh:
                 return self._final(out)
             tried.add(key)
             if last is not None and last.value is not None:
-                close(last.value)
+                yield ("close", last.value)
             last = out
             self.stats["retries"] += 1
             backoff = min(plan.retry.backoff * (2 ** attempt), 10 * plan.retry.backoff)
@@ -157,11 +205,11 @@ class Mesh:
                 backoff *= self.rand.random() + 0.5  # jitter, as Envoy's fully jittered back-off
             if deadline is not None:
                 backoff = min(backoff, max(0.0, deadline - self.clock()))
-            self.sleep(backoff)
+            yield ("sleep", backoff)
         if last is not None and (deadline is None or self.clock() < deadline):
             return self._final(last)
         if last is not None and last.value is not None:
-            close(last.value)
+            yield ("close", last.value)
         return self._synthetic(504, "upstream request timeout", "UT")
 
     def _cluster(self, snap, dest) -> tuple | None:
@@ -200,6 +248,11 @@ class Mesh:
     def httpx_transport(self, inner: Any = None) -> Any:
         from .httpx_transport import MeshTransport
         return MeshTransport(self, inner)
+
+    def httpx_async_transport(self, inner: Any = None) -> Any:
+        """For `httpx.AsyncClient(transport=...)`."""
+        from .httpx_transport import AsyncMeshTransport
+        return AsyncMeshTransport(self, inner)
 
     def grpc_channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> Any:
         from .grpc_channel import MeshChannel
