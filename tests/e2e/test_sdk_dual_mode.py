@@ -88,7 +88,7 @@ def mesh(tmp_path_factory):
 def test_one_canary_split_for_sidecar_and_sdk_callers(mesh: Mesh) -> None:
     sidecar = mesh.load("sleep-0", "http://echo:8080/", count=N)
     p = mesh.exec("sdkclient-0", sys.executable, str(SDK_CLIENT), "http://echo:8080/", "--state-dir",
-                  str(mesh.state_dir), "--snapshot-file", "/tmp/mizzen-sdk-e2e-client.json", "--calls", str(N))
+                  str(mesh.state_dir), "--snapshot-file", str(mesh.state_dir / "sdkclient-snapshot.json"), "--calls", str(N))
     assert p.returncode == 0, p.stdout + p.stderr
     sdk = json.loads(p.stdout.strip().splitlines()[-1])
     # a sidecar caller of the SDK service, which calls echo through the SDK

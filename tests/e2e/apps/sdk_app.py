@@ -11,7 +11,8 @@ import httpx
 from mizzen.sdk import Mesh
 
 POD = os.environ.get("POD_NAME", "sdkweb")
-mesh = Mesh(workload="sdkweb", labels={"app": "sdkweb"}, snapshot_file=f"/tmp/mizzen-sdk-{POD}.json").start()
+SNAPSHOT = os.path.join(os.environ.get("MIZZEN_STATE_DIR", "."), "pods", POD, "sdk-snapshot.json")  # goes with the mesh
+mesh = Mesh(workload="sdkweb", labels={"app": "sdkweb"}, snapshot_file=SNAPSHOT).start()
 client = httpx.Client(transport=mesh.httpx_transport(), timeout=5)
 
 
