@@ -143,3 +143,45 @@ def test_bootstrap_names_the_workload(rig: Rig) -> None:
     assert b["node"]["metadata"]["PROXY_TYPE"] == "proxyless"
     assert b["node"]["metadata"]["LABELS"] == {"app": "client"}
     assert b["xds_servers"][0]["server_uri"] == f"unix://{rig.state / 'xds.sock'}"
+
+
+def test_xds_enabled_server_gets_its_listener_and_serves(rig: Rig) -> None:
+    import json as _json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import grpc
+
+    from mizzen.client.layout import StateLayout
+    from mizzen.proxyless.bootstrap import grpc_bootstrap
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    boot = rig.home / "server.bootstrap.json"
+    boot.write_text(_json.dumps(grpc_bootstrap([StateLayout(str(rig.state)).xds_socket()], pod="xsrv-0",
+                                               namespace="default", workload="xsrv", ports=[port])))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("xds_server.py")), str(port),
+                             "--name", "xsrv-0", "--seconds", "60"],
+                            env=dict(os.environ, GRPC_XDS_BOOTSTRAP=str(boot)), stderr=subprocess.PIPE, text=True)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.unary_unary("/mizzen.Who/Call")
+            deadline = time.monotonic() + 20
+            while True:  # an xDS server refuses until its Listener arrives (then it serves)
+                try:
+                    assert call(b"", timeout=2) == b"xsrv-0"
+                    break
+                except grpc.RpcError:
+                    assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+                    time.sleep(0.2)
+        lds = [p for p in rig.api.proxies() if p["id"].startswith("proxyless~127.0.0.1~xsrv-0.default")]
+        assert lds and lds[0]["types"]["LDS"]["subscribed"] == [
+            f"grpc/server?xds.resource.listening_address=127.0.0.1:{port}"], lds
+        assert lds[0]["types"]["LDS"]["state"] == "SYNCED", lds
+    finally:
+        proc.terminate()
+        proc.wait(10)

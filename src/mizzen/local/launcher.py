@@ -159,7 +159,7 @@ class ProcessLauncher:
             write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
                 self.layout.xds_sockets(self.options.control_planes), pod=pod.name, namespace=pod.namespace,
                 workload=pod.workload, labels=pod.labels, service_account=pod.service_account or "default",
-                locality=pod.locality, ip=pod.ip))
+                locality=pod.locality, ip=pod.ip, ports=pod.ports))
             os.chmod(pod.files.grpc_bootstrap, 0o644)  # the app may run as another user; no secret in it
         if pod.sidecar:
             mode = self.table.info.mode

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..model.types import Proxy, labels_tuple
-from ..translate.proxyless import PROXYLESS
+from ..translate.proxyless import PROXYLESS, SERVER_LISTENER_TEMPLATE
 
 
 def node_id(pod: str, namespace: str, ip: str = "127.0.0.1") -> str:
@@ -23,15 +23,17 @@ def node_id(pod: str, namespace: str, ip: str = "127.0.0.1") -> str:
 
 def grpc_bootstrap(xds_sockets: Sequence[str], *, pod: str, namespace: str, workload: str,
                    labels: Mapping[str, str] | None = None, service_account: str = "default",
-                   locality: str = "", ip: str = "127.0.0.1") -> dict[str, Any]:
+                   locality: str = "", ip: str = "127.0.0.1", ports: Sequence[int] = ()) -> dict[str, Any]:
+    """`ports`: the workload's container ports — an xDS-enabled grpcio server (`grpc.server(..., xds=True)`)
+    on one of them gets its Listener (gRFC A36) and starts serving."""
     if not xds_sockets:
         raise ValueError("a proxyless bootstrap needs at least one xDS server")
     proxy = Proxy(id=node_id(pod, namespace, ip), namespace=namespace, workload=workload,
                   labels=labels_tuple(labels), ip=ip, kind=PROXYLESS, service_account=service_account,
-                  locality=locality)
+                  locality=locality, ports=tuple(ports))
     meta = proxy.node_metadata()
     meta = {k: meta[k] for k in ("NAMESPACE", "WORKLOAD_NAME", "LABELS", "INSTANCE_IP", "PROXY_TYPE",
-                                 "SERVICE_ACCOUNT", "LOCALITY") if k in meta}
+                                 "SERVICE_ACCOUNT", "LOCALITY", "PORTS") if k in meta}
     node: dict[str, Any] = {"id": proxy.id, "cluster": workload, "metadata": meta}
     if locality:
         region, zone, sub = (locality.split("/") + ["", "", ""])[:3]
@@ -40,6 +42,7 @@ def grpc_bootstrap(xds_sockets: Sequence[str], *, pod: str, namespace: str, work
         "xds_servers": [{"server_uri": f"unix://{path}", "channel_creds": [{"type": "insecure"}],
                          "server_features": ["xds_v3"]} for path in xds_sockets],
         "node": node,
+        "server_listener_resource_name_template": SERVER_LISTENER_TEMPLATE,
     }
 
 

@@ -40,7 +40,8 @@ def proxyless_bootstrap(workload: str, namespace: str, output: str | None, pod: 
     sockets = [p for p in layout.xds_sockets() if os.path.exists(p)] or [layout.xds_socket(0)]
     boot = grpc_bootstrap(sockets, pod=pod or f"{workload}-proxyless", namespace=namespace, workload=workload,
                           labels=meta.get("labels") or {}, service_account=spec.get("serviceAccount") or "default",
-                          locality=spec.get("locality") or "")
+                          locality=spec.get("locality") or "",
+                          ports=[int(p["containerPort"]) for p in spec.get("ports") or [] if "containerPort" in p])
     text = json.dumps(boot, indent=2) + "\n"
     if output == "-":
         sys.stdout.write(text)

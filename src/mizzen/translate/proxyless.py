@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
-from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import api_listener_pb2, listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -44,7 +45,7 @@ from ..model.services import Service, is_http
 from ..model.snapshot import Snapshot
 from ..model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, Rendered
 from . import policies
-from .common import ads_source, duration, outbound_cluster, pack, u32
+from .common import ads_source, duration, outbound_cluster, pack, socket_address, u32
 from .endpoints import load_assignment
 from .filters import fault
 from .routes import domains_for, route_match
@@ -53,6 +54,9 @@ PROXYLESS = "proxyless"  # Proxy.kind (node metadata PROXY_TYPE) of a proxyless 
 ANNOTATION = "mizzen.dev/proxyless"  # on a Workload: its pods run proxyless gRPC clients (analyze checks them)
 GRPC_RETRY_ON = ("cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable")
 ROUTER = "envoy.filters.http.router"
+HCM = "envoy.filters.network.http_connection_manager"
+# gRFC A36: an xDS-enabled grpcio server asks for this Listener name with the address it listens on
+SERVER_LISTENER_TEMPLATE = "grpc/server?xds.resource.listening_address=%s"
 DEFAULT_BACKOFF = 0.025  # gRPC's own default base interval (gRFC A44)
 
 View = dict[str, dict[str, Rendered]]
@@ -108,6 +112,19 @@ class ProxylessBuilder:
             http_filters=[fault.http_filter(),
                           hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))])
         return listener_pb2.Listener(name=name, api_listener=api_listener_pb2.ApiListener(api_listener=pack(hcm)))
+
+    def server_listener(self, name: str, host: str, port: int) -> listener_pb2.Listener:
+        """gRFC A36: the Listener of an xDS-enabled grpcio server on host:port — one filter chain, an HCM with an
+        inline route config whose routes are `non_forwarding_action` (the server serves every method itself)."""
+        route = rc.Route(name="default", match=rc.RouteMatch(prefix="/"), non_forwarding_action=rc.NonForwardingAction())
+        vh = rc.VirtualHost(name=f"inbound|{port}", domains=["*"], routes=[route])
+        hcm = hcm_pb2.HttpConnectionManager(
+            stat_prefix=f"inbound_{port}",
+            route_config=route_pb2.RouteConfiguration(name=f"inbound|{port}", virtual_hosts=[vh]),
+            http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))])
+        chain = listener_components_pb2.FilterChain(filters=[listener_components_pb2.Filter(name=HCM, typed_config=pack(hcm))])
+        return listener_pb2.Listener(name=name, address=socket_address(host, port), filter_chains=[chain],
+                                     traffic_direction=base_pb2.INBOUND)
 
     # -- routes -------------------------------------------------------------------------------------
     def route_config(self, svc: Service, port: int) -> route_pb2.RouteConfiguration:
@@ -259,6 +276,11 @@ class ProxylessBuilder:
     def build(self, render: Callable[[str, str, object], Rendered]) -> View:
         out: View = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
         proxy = self.proxy
+        for port in proxy.ports:  # xDS-enabled servers of the workload, on any of its addresses
+            for host in dict.fromkeys(("0.0.0.0", "[::]", proxy.ip)):
+                addr = f"{host}:{port}"
+                name = SERVER_LISTENER_TEMPLATE % addr
+                out[LISTENER][name] = render(LISTENER, name, self.server_listener(name, host.strip("[]"), port))
         for svc in self.snap.visible_services(proxy):
             http_ports = [sp for sp in svc.ports if is_http(sp.protocol)]
             for sp in http_ports:
@@ -292,5 +314,5 @@ def _cluster(d: Destination) -> str:
     return outbound_cluster(d.port, d.subset, d.host)
 
 
-__all__ = ["ANNOTATION", "Gap", "PROXYLESS", "ProxylessBuilder", "gaps", "listener_names", "proxyless_view",
+__all__ = ["ANNOTATION", "Gap", "PROXYLESS", "SERVER_LISTENER_TEMPLATE", "ProxylessBuilder", "gaps", "listener_names", "proxyless_view",
            "route_config_name"]
