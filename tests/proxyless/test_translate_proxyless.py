@@ -144,3 +144,34 @@ def test_bootstrap_node_round_trips_to_a_proxyless_proxy() -> None:
     p = Proxy.from_node(b["node"]["id"], b["node"]["metadata"])
     assert (p.kind, p.namespace, p.workload, p.label_dict, p.locality) == ("proxyless", "shop", "c", {"app": "c"},
                                                                            "r1/z2")
+
+
+def test_analyze_plaintext_callers_to_strict_servers() -> None:
+    extra = """\
+---
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {name: echo, labels: {app: echo}}
+spec: {command: [sleep, "1"], ports: [{containerPort: 50051}]}
+---
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {name: pl, annotations: {mizzen.dev/proxyless: "true"}}
+spec: {command: [sleep, "1"], sidecar: false}
+---
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {name: sdk, annotations: {mizzen.dev/sdk: "true"}}
+spec: {command: [sleep, "1"], sidecar: false}
+"""
+    strict = """\
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: echo}
+spec: {selector: {matchLabels: {app: echo}}, mtls: {mode: STRICT}}
+"""
+    assert not [m for m in analyze(load_text(CONFIG + extra).resources) if m.code == "MZ0121"]
+    msgs = [m for m in analyze(load_text(CONFIG + extra + strict).resources) if m.code == "MZ0121"]
+    assert {m.resource for m in msgs} == {"Workload default/pl", "Workload default/sdk"}, msgs
+    assert all("echo.default.svc.cluster.local" in m.message and "50051" in m.message for m in msgs)
