@@ -23,11 +23,14 @@ from mizzen.model.types import Instance
 CLIENT = Path(__file__).with_name("xds_client.py")
 
 
-def grpc_who(name: str, port: int = 0) -> tuple[grpc.Server, int]:
-    """A gRPC server answering /mizzen.Who/Call with its name (bytes in, bytes out)."""
+def grpc_who(name: str, port: int = 0, state: dict | None = None) -> tuple[grpc.Server, int]:
+    """A gRPC server answering /mizzen.Who/Call with its name (bytes in, bytes out); UNAVAILABLE while
+    `state["failing"]` is true."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 
     def call(req: bytes, ctx) -> bytes:
+        if state is not None and state.get("failing"):
+            ctx.abort(grpc.StatusCode.UNAVAILABLE, f"{name} failing")
         return name.encode()
 
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("mizzen.Who", {

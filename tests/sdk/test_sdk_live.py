@@ -91,7 +91,8 @@ spec:
   http:
   - match: [{headers: {x-canary: {exact: "yes"}}}]
     route: [{destination: {host: who, subset: v2}}]
-  - route:
+  - retries: {attempts: 2, retryOn: unavailable}
+    route:
     - {destination: {host: who, subset: v1}, weight: 90}
     - {destination: {host: who, subset: v2}, weight: 10}
 ---
@@ -113,6 +114,7 @@ class Env:
         self.cp = ControlPlaneProc(self.state)
         self.backends: dict[str, Backend] = {}
         self.grpc: list = []
+        self.who_state: dict[str, dict] = {}
 
     def cli(self, *args: str, input: str | None = None) -> None:
         p = subprocess.run([sys.executable, "-m", "mizzen.cli.main", args[0], "--state-dir", str(self.state),
@@ -141,7 +143,8 @@ def env(tmp_path_factory):
             b = e.backends[name] = Backend(name)
             e.register(name, "echo", version, 8080, b.port)
         for name, version in (("who-v1-0", "v1"), ("who-v1-1", "v1"), ("who-v2-0", "v2")):
-            server, port = grpc_who(name)
+            e.who_state[name] = {"failing": False}
+            server, port = grpc_who(name, state=e.who_state[name])
             e.grpc.append(server)
             e.register(name, "who", version, 50051, port)
         yield e
@@ -239,6 +242,12 @@ def test_grpc_channel_split_and_header_route(env: Env) -> None:
             assert sum(got.values()) == 500 and 0.05 <= got["who-v2-0"] / 500 <= 0.16, got
             canary = Counter(call(b"", timeout=5, metadata=[("x-canary", "yes")]).decode() for _ in range(30))
             assert canary == {"who-v2-0": 30}
+            env.who_state["who-v1-0"]["failing"] = True  # UNAVAILABLE: retried on another replica (retryOn)
+            try:
+                got = Counter(call(b"", timeout=5).decode() for _ in range(200))
+            finally:
+                env.who_state["who-v1-0"]["failing"] = False
+            assert sum(got.values()) == 200 and "who-v1-0" not in got and mesh.stats["retries"] > 0, got
         with mesh.grpc_channel("127.0.0.1:1") as ch:  # not a mesh target: a plain channel, its own error
             with pytest.raises(grpc.RpcError):
                 ch.unary_unary("/mizzen.Who/Call")(b"", timeout=1)
