@@ -187,9 +187,8 @@ def test_http_split_headers_retries_outliers_timeout_ratelimit(env: Env) -> None
                 assert env.backends["echo-v1-0"].hits == hits, "an ejected endpoint still got calls"
             finally:
                 env.backends["echo-v1-0"].failing = False
-            t = time.monotonic()
-            r = c.get("http://echo:8080/slow")
-            assert r.status_code == 504 and r.headers["x-mizzen-sdk"] == "UT" and time.monotonic() - t < 0.9
+            r = c.get("http://echo:8080/slow")  # the backend answers after 1 s; the route's timeout is 300 ms
+            assert r.status_code == 504 and r.headers["x-mizzen-sdk"] == "UT"
             _, status = _get_many(c, "http://echo:8080/limited", 8)
             assert status == {200: 5, 429: 3}, status
             r = c.get("http://127.0.0.1:%d/" % env.backends["echo-v2-0"].port)  # not a mesh host: as is
