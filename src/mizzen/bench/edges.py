@@ -197,27 +197,113 @@ def sdk_markdown(r: dict, calls: int = 2000) -> str:
 
 
 def _proxyless_mesh(app_py: str) -> str:
-    return textwrap.dedent(f"""\
+    def echo(v: str) -> str:
+        return textwrap.dedent(f"""\
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: echo-{v}, labels: {{app: echo, version: {v}}}}}
+            spec: {{command: [{sys.executable}, {app_py}], ports: [{{containerPort: 50051}}]}}
+            """)
+
+    return textwrap.dedent("""\
         apiVersion: v1
         kind: Service
+        metadata: {name: echo}
+        spec: {selector: {app: echo}, ports: [{port: 50051, name: grpc}]}
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: echo}
+        spec: {host: echo, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {name: plain, labels: {app: plain}, annotations: {mizzen.dev/proxyless: "true"}}
+        spec: {sidecar: false, command: [sleep, "86400"]}
+        ---
+        apiVersion: mizzen.dev/v1
+        kind: Workload
+        metadata: {name: meshed, labels: {app: meshed}}
+        spec: {command: [sleep, "86400"]}
+        """) + echo("v1") + echo("v2") + "---\n" + _to("v1")
+
+
+def _to(subset: str) -> str:
+    return textwrap.dedent(f"""\
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
         metadata: {{name: echo}}
-        spec: {{selector: {{app: echo}}, ports: [{{port: 50051, name: grpc}}]}}
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {{name: echo, labels: {{app: echo}}}}
-        spec: {{command: [{sys.executable}, {app_py}], ports: [{{containerPort: 50051}}]}}
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {{name: plain, labels: {{app: plain}}, annotations: {{mizzen.dev/proxyless: "true"}}}}
-        spec: {{sidecar: false, command: [sleep, "86400"]}}
-        ---
-        apiVersion: mizzen.dev/v1
-        kind: Workload
-        metadata: {{name: meshed, labels: {{app: meshed}}}}
-        spec: {{command: [sleep, "86400"]}}
+        spec: {{hosts: [echo], http: [{{route: [{{destination: {{host: echo, subset: {subset}}}}}]}}]}}
         """)
+
+
+FOLLOW = r"""
+import json, sys, time, grpc
+target, seconds = sys.argv[1], min(float(sys.argv[2]), 120)
+last = None
+end = time.monotonic() + seconds
+with grpc.insecure_channel(target) as ch:
+    call = ch.unary_unary("/mizzen.Who/Call")
+    while time.monotonic() < end:
+        try:
+            by = call(b"", timeout=2).decode()
+        except grpc.RpcError as e:
+            by = "error:" + e.code().name
+        if by != last:
+            print(json.dumps({"t": time.time(), "by": by}), flush=True)
+            last = by
+        time.sleep(0.002)
+"""
+
+
+def _follow(state: Path, boot: Path, flips: int = 6) -> list[float]:
+    """Seconds from a VirtualService apply (committed) until a proxyless client's calls go to the new subset."""
+    import threading
+
+    from ..client import ApiClient
+
+    argv = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(state), "plain-0", "--", "env",
+            f"GRPC_XDS_BOOTSTRAP={boot}", sys.executable, "-c", FOLLOW, "xds:///echo:50051", str(20 + flips * 6)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen: list[dict] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                seen.append(json.loads(line))
+            except ValueError:
+                pass
+
+    threading.Thread(target=read, daemon=True).start()
+    api = ApiClient(str(state), timeout=30)
+    out: list[float] = []
+    try:
+        deadline = time.monotonic() + 20
+        while not any(x["by"].startswith("echo-v1") for x in seen):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"proxyless client never reached echo-v1: {seen[-3:]}")
+            time.sleep(0.05)
+        for i in range(flips):
+            to = "v2" if i % 2 == 0 else "v1"
+            n = len(seen)
+            api.apply([("vs.yaml", _to(to))])
+            t0 = time.time()
+            deadline = time.monotonic() + 10
+            while True:
+                hit = [x for x in seen[n:] if x["by"].startswith(f"echo-{to}")]
+                if hit:
+                    out.append(max(0.0, hit[0]["t"] - t0))
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"change to {to} not followed in 10 s")
+                time.sleep(0.01)
+            time.sleep(1.0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
 
 
 WHO_SERVER = r"""
@@ -251,7 +337,7 @@ def run_proxyless(calls: int = 2000) -> dict:
         echo_ip = None
         from ..client import ApiClient
         for inst in ApiClient(str(state)).instances():
-            if inst.get("workload") == "echo":
+            if inst.get("workload") == "echo-v1":
                 echo_ip = inst["address"]
         if echo_ip is None:
             raise RuntimeError("echo has no instance")
@@ -267,6 +353,7 @@ def run_proxyless(calls: int = 2000) -> dict:
                 raise RuntimeError(f"{name}: {p.stderr[-2000:]}")
             r = json.loads(p.stdout.strip().splitlines()[-1])
             out[name] = {**_stats(r["lat"]), "errors": r["errors"]}
+        out["follow"] = _follow(state, boot)
         return out
     finally:
         subprocess.run([sys.executable, "-m", "mizzen.cli.main", "down", "--state-dir", str(state)],
@@ -277,7 +364,7 @@ def run_proxyless(calls: int = 2000) -> dict:
 def proxyless_markdown(r: dict, calls: int = 2000) -> str:
     if "skipped" in r:
         return f"skipped: {r['skipped']}"
-    names = list(r)
+    names = [n for n in r if n != "follow"]
     base = r[names[0]]
     lines = ["| caller | calls | p50 ms | p99 ms | mean ms | p50 vs baseline | errors |", "|---|---|---|---|---|---|---|"]
     for name in names:
@@ -287,6 +374,13 @@ def proxyless_markdown(r: dict, calls: int = 2000) -> str:
     lines.append("")
     lines.append(f"{calls} sequential unary calls per caller on one channel (after 50 warm-up calls), grpcio "
                  "clients in pods, `echo` = one replica with its sidecar (inbound capture) in every case.")
+    if r.get("follow"):
+        f = sorted(r["follow"])
+        lines.append("")
+        lines.append(f"A proxyless client follows a VirtualService change (all traffic to the other subset) in "
+                     f"{', '.join(f'{x:.2f}' for x in r['follow'])} s (median {f[len(f) // 2]:.2f} s, max "
+                     f"{f[-1]:.2f} s; from the apply's commit to the first call answered by the new subset; "
+                     f"control plane debounce 0.1 s).")
     return "\n".join(lines)
 
 
