@@ -140,6 +140,8 @@ def test_bootstrap_node_round_trips_to_a_proxyless_proxy() -> None:
     b = grpc_bootstrap(["/s/xds.sock", "/s/xds-1.sock"], pod="c-0", namespace="shop", workload="c",
                        labels={"app": "c"}, locality="r1/z2")
     assert [s["server_uri"] for s in b["xds_servers"]] == ["unix:///s/xds.sock", "unix:///s/xds-1.sock"]
+    tcp = grpc_bootstrap(["10.0.0.1:15010"], pod="c-0", namespace="shop", workload="c")  # a joined host's pods
+    assert tcp["xds_servers"][0]["server_uri"] == "10.0.0.1:15010"
     assert b["node"]["locality"] == {"region": "r1", "zone": "z2"}
     p = Proxy.from_node(b["node"]["id"], b["node"]["metadata"])
     assert (p.kind, p.namespace, p.workload, p.label_dict, p.locality) == ("proxyless", "shop", "c", {"app": "c"},

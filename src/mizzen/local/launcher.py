@@ -157,7 +157,8 @@ class ProcessLauncher:
         self._app_user(pod)
         if pod.proxyless:  # its grpcio xds:/// clients find the control plane by this file
             write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
-                self.layout.xds_sockets(self.options.control_planes), pod=pod.name, namespace=pod.namespace,
+                list(self.options.join_xds) or self.layout.xds_sockets(self.options.control_planes),
+                pod=pod.name, namespace=pod.namespace,
                 workload=pod.workload, labels=pod.labels, service_account=pod.service_account or "default",
                 locality=pod.locality, ip=pod.ip, ports=pod.ports))
             os.chmod(pod.files.grpc_bootstrap, 0o644)  # the app may run as another user; no secret in it
@@ -243,6 +244,8 @@ class ProcessLauncher:
             env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
         if pod.proxyless:
             env["GRPC_XDS_BOOTSTRAP"] = pod.files.grpc_bootstrap
+        if self.options.join_api:  # a host runner: the control planes are reached over TCP
+            env["MIZZEN_API"] = ",".join(f"http://{a}" for a in self.options.join_api)
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))

@@ -39,8 +39,10 @@ def grpc_bootstrap(xds_sockets: Sequence[str], *, pod: str, namespace: str, work
         region, zone, sub = (locality.split("/") + ["", "", ""])[:3]
         node["locality"] = {k: v for k, v in (("region", region), ("zone", zone), ("sub_zone", sub)) if v}
     return {
-        "xds_servers": [{"server_uri": f"unix://{path}", "channel_creds": [{"type": "insecure"}],
-                         "server_features": ["xds_v3"]} for path in xds_sockets],
+        # a unix socket path, or host:port (a host runner's pods reach the control planes over TCP)
+        "xds_servers": [{"server_uri": f"unix://{path}" if path.startswith("/") else path,
+                         "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}
+                        for path in xds_sockets],
         "node": node,
         "server_listener_resource_name_template": SERVER_LISTENER_TEMPLATE,
     }

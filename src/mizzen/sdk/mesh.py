@@ -38,7 +38,10 @@ class Mesh:
                  snapshot_file: str | None = None, interval: float = 0.5, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         if state_dir is None and api_addresses is None:  # in a `mizzen up` pod: its mesh (the runner sets it)
-            state_dir = os.environ.get("MIZZEN_STATE_DIR", ".mizzen")
+            if os.environ.get("MIZZEN_API"):  # a host runner's pod: the control planes over TCP
+                api_addresses = os.environ["MIZZEN_API"].split(",")
+            else:
+                state_dir = os.environ.get("MIZZEN_STATE_DIR", ".mizzen")
         api = ApiClient(state_dir, timeout=2.0) if api_addresses is None else \
             ApiClient(addresses=list(api_addresses), timeout=2.0)
         self.api = api
