@@ -15,6 +15,8 @@
    plane's CPU to serve `mizzen stat` for 100 workloads (bench/telemetry.py).
 8. The chaos soak: 30 minutes of random kills under 200 rps, control-plane and sidecar memory/fds each minute
    (chaos/bench.py).
+9. The edges (bench/edges.py): mizzen.sdk's overhead per call vs plain httpx; proxyless gRPC vs a sidecar vs
+   direct calls.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, gateway, goals, latency, mtls, sidecar, telemetry
+from . import distributed, edges, gateway, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
     ap.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (0: skip it)")
     ap.add_argument("--skip-gateway", action="store_true", help="skip the ingress gateway vs a bare Envoy")
+    ap.add_argument("--skip-edges", action="store_true", help="skip the SDK overhead and proxyless gRPC latency")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Chaos soak\n\n" + md)
+    if not a.skip_edges:
+        print("$ mizzen.sdk overhead vs plain httpx; proxyless gRPC vs sidecar", flush=True)
+        md = "\n### mizzen.sdk: overhead per call vs plain httpx\n\n" + edges.sdk_markdown(edges.run_sdk()) + "\n"
+        md += "\n### Proxyless gRPC vs a sidecar vs direct\n\n" + edges.proxyless_markdown(edges.run_proxyless()) + "\n"
+        print(md)
+        with out.open("a") as f:
+            f.write(md)
     print(f"results appended to {out}")
     return 1 if failures else 0
 

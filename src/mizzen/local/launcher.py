@@ -28,6 +28,7 @@ from ..ca.credentials import provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
+from ..proxyless.bootstrap import grpc_bootstrap
 from . import netns
 from .meshstate import write_json
 from .options import Options
@@ -159,6 +160,13 @@ class ProcessLauncher:
         os.makedirs(pod.dir, exist_ok=True)
         os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
         self._app_user(pod)
+        if pod.proxyless:  # its grpcio xds:/// clients find the control plane by this file
+            write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
+                list(self.options.join_xds) or self.layout.xds_sockets(self.options.control_planes),
+                pod=pod.name, namespace=pod.namespace,
+                workload=pod.workload, labels=pod.labels, service_account=pod.service_account or "default",
+                locality=pod.locality, ip=pod.ip, ports=pod.ports))
+            os.chmod(pod.files.grpc_bootstrap, 0o644)  # the app may run as another user; no secret in it
         if pod.sidecar:
             mode = self.table.info.mode
             trust_domain = self._provision(pod)
@@ -232,11 +240,17 @@ class ProcessLauncher:
     def _app_child(self, pod: Pod) -> Child:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
-                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home,
+                    # where the mesh is: `mizzen.sdk.Mesh()` and the CLI find its control plane by it
+                    "MIZZEN_STATE_DIR": self.layout.root})
         if pod.app_user is not None:
             for k in ("USER", "LOGNAME", "MAIL"):
                 env.pop(k, None)
             env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
+        if pod.proxyless:
+            env["GRPC_XDS_BOOTSTRAP"] = pod.files.grpc_bootstrap
+        if self.options.join_api:  # a host runner: the control planes are reached over TCP
+            env["MIZZEN_API"] = ",".join(f"http://{a}" for a in self.options.join_api)
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))

@@ -14,6 +14,7 @@ from ..api import Resource
 from ..api.core import sidecar_enabled
 from ..client import ClientError, PodDir
 from ..model.types import Instance, labels_tuple
+from ..translate.proxyless import ANNOTATION as PROXYLESS_ANNOTATION
 from . import netns
 
 OUTBOUND_PORT = netns.OUTBOUND_PORT
@@ -66,6 +67,7 @@ class Pod:
     run_as_group: int | None = None
     gateway: bool = False  # Workload spec.gateway: Envoy only, no capture; its "app" is PAUSE_COMMAND
     host_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> host 127.0.0.1 port
+    proxyless: bool = False  # annotated mizzen.dev/proxyless: its app gets GRPC_XDS_BOOTSTRAP (docs/proxyless.md)
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
     metrics: tuple[int, str] | None = None  # the app's own metrics (container port, path)
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
@@ -214,6 +216,7 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 run_as_user=spec.security_context.run_as_user if spec.security_context else None,
                 run_as_group=spec.security_context.run_as_group if spec.security_context else None,
                 metrics=(spec.metrics.port, spec.metrics.path) if spec.metrics else None,
+                proxyless=str(r.metadata.annotations.get(PROXYLESS_ANNOTATION, "")).lower() == "true",
             ))
     return pods
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 import time
@@ -404,6 +405,13 @@ class AdsServer:
         else:
             proxy = Proxy.from_node(f"unknown~{peer}", {})
         old = self._conns.get(proxy.id)
+        if old is not None and old.connected and proxy.kind == "proxyless":
+            # grpcio clients may share one bootstrap file (one node id): each stream is a client of its own
+            n = 2
+            while (c := self._conns.get(f"{proxy.id}#{n}")) is not None and c.connected:
+                n += 1
+            proxy = dataclasses.replace(proxy, id=f"{proxy.id}#{n}")
+            old = None
         if old is not None and old.connected:
             log.info("proxy %s opened a new stream; the previous one is replaced", proxy.id)
             old.connected = False

@@ -36,6 +36,7 @@ from .endpoints import load_assignment
 from .envoyfilter import apply_envoy_filters, envoy_filters_for
 from .filters import ViewContext
 from .patches import Patched, apply_patches
+from .proxyless import PROXYLESS, proxyless_view
 from .routes import RouteBuilder
 
 View = dict[str, dict[str, Rendered]]
@@ -137,6 +138,8 @@ class Renderer:
         """What the proxy gets: its view with the EnvoyPatches that apply to it (those that keep it consistent)."""
         key = view_key(self.snap, proxy)
         final = self._final.get(key)
+        if final is None and proxy.kind == PROXYLESS:  # a grpcio xDS client: no Envoy, no EnvoyPatches
+            final = self._final[key] = proxyless_view(self.snap, proxy, render)
         if final is None:
             result = self.patched(proxy)
             for e in result.errors:
