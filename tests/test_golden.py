@@ -65,6 +65,8 @@ def _proxy_kwargs(d: dict) -> dict:
         kw["port_map"] = tuple(sorted(kw["port_map"].items()))
     if "bootstrap_clusters" in kw:
         kw["bootstrap_clusters"] = tuple(sorted(kw["bootstrap_clusters"]))
+    if "host_ports" in kw:
+        kw["host_ports"] = tuple(sorted(kw["host_ports"].items()))
     return kw
 
 

@@ -260,3 +260,50 @@ def test_a_patch_that_would_leave_the_view_dangling_is_skipped() -> None:
     (e,) = errs
     assert e.path == "spec.configPatches[0]" and "route config '9080'" in e.message
     assert str(e).startswith("EnvoyFilter default/ef spec.configPatches[0]: ")
+
+
+def test_gateway_context_patches_gateways_only() -> None:
+    """context GATEWAY applies to gateway proxies (docs/gateway.md), SIDECAR_* ones do not; sidecars the reverse."""
+    gw_doc = """---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"""
+    ef = """---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: timeouts, namespace: istio-system}
+spec:
+  configPatches:
+  - applyTo: CLUSTER
+    match: {context: GATEWAY, cluster: {service: reviews.default.svc.cluster.local}}
+    patch: {operation: MERGE, value: {connect_timeout: 7s}}
+  - applyTo: CLUSTER
+    match: {context: SIDECAR_OUTBOUND, cluster: {service: reviews.default.svc.cluster.local}}
+    patch: {operation: MERGE, value: {connect_timeout: 3s}}
+"""
+    gateway = Proxy(id="g", namespace="istio-system", workload="ingress", labels=(("istio", "ingressgateway"),),
+                    kind="gateway")
+    snap = Snapshot.build(load_text(MESH + gw_doc + ef).resources, INSTANCES)
+    r = Renderer(snap)
+    name = "outbound|9080||reviews.default.svc.cluster.local"
+    assert as_dict(r.resources_for(gateway)[CLUSTER][name])["connect_timeout"] == "7s"
+    assert as_dict(r.resources_for(PROXY)[CLUSTER][name])["connect_timeout"] == "3s"
+
+
+def test_gateway_route_configuration_matches_by_gateway_and_port() -> None:
+    """routeConfiguration `gateway: ns/name` and `portNumber` select a gateway's HTTPS route config."""
+    from mizzen.translate.envoyfilter import _rc_matches
+    from mizzen.api.envoy_filter import EnvoyFilterSpec
+
+    spec = EnvoyFilterSpec.model_validate({"configPatches": [{
+        "applyTo": "ROUTE_CONFIGURATION", "match": {"context": "GATEWAY", "routeConfiguration": {
+            "gateway": "istio-system/public", "portNumber": 8443}},
+        "patch": {"operation": "MERGE", "value": {}}}]})
+    rm = spec.config_patches[0].match.route_configuration
+    assert _rc_matches(rm, {"name": "https.8443.https.public.istio-system"}, False)
+    assert not _rc_matches(rm, {"name": "https.8443.https.other.istio-system"}, False)
+    assert not _rc_matches(rm, {"name": "https.9443.https.public.istio-system"}, False)

@@ -11,7 +11,8 @@ from mizzen.cli.main import build_cli
 
 VERBS = {"apply", "delete", "get", "proxy-status", "proxy-config", "up", "down", "exec", "status", "rollout",
          "scale", "proxy", "agent", "controlplane", "bench", "analyze", "validate", "logs", "etcd", "ratelimit", "ca", "token",
-         "stat", "top", "tap", "traces", "dashboard", "prometheus-config", "mesh", "chaos"}
+         "stat", "top", "tap", "traces", "dashboard", "prometheus-config", "mesh", "chaos",
+         "proxyless-bootstrap"}
 
 
 def test_every_verb_is_registered():

@@ -133,13 +133,33 @@ def test_per_proxy_kinds_reach_the_proxies_they_select(kind_doc: str, pushed: Pr
 
 def test_kinds_no_sidecar_depends_on_push_nobody_and_unknown_kinds_push_everybody(monkeypatch) -> None:
     wl = "---\napiVersion: mizzen.dev/v1\nkind: Workload\nmetadata: {name: w}\nspec: {command: [sleep, '1']}\n"
+    sec = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\n"
+    ch, _, _ = change(BASE, BASE + wl + sec)
+    assert ch.empty
+    monkeypatch.setattr(D, "IGNORED_KINDS", D.IGNORED_KINDS - {"Secret"})  # as if Secret were a new kind
+    ch, old, new = change(BASE, BASE + sec)
+    assert ch.everything and affected(ch, SHOP, old, new)
+
+
+GATEWAY = Proxy(id="gw", namespace="istio-system", labels=(("app", "gw"),), kind="gateway")
+
+
+def test_a_gateway_reaches_gateway_proxies_only() -> None:
     gw = "---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\n" \
          "spec: {selector: {app: gw}, servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]}\n"
-    ch, _, _ = change(BASE, BASE + wl + gw)
-    assert ch.empty
-    monkeypatch.setattr(D, "IGNORED_KINDS", D.IGNORED_KINDS - {"Gateway"})  # as if Gateway were a new kind
     ch, old, new = change(BASE, BASE + gw)
-    assert ch.everything and affected(ch, SHOP, old, new)
+    assert not ch.hosts and len(ch.resources) == 1
+    assert affected(ch, GATEWAY, old, new)
+    assert not affected(ch, SHOP, old, new) and not affected(ch, HELLO, old, new)
+
+
+def test_a_gateway_only_virtual_service_reaches_the_gateways() -> None:
+    vs = "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: edge}\n" \
+         "spec: {hosts: [www.example.com], gateways: [istio-system/g], http: [{route: [{destination: {host: x}}]}]}\n"
+    ch, old, new = change(BASE, BASE + vs)
+    assert ch.hosts == {"www.example.com"}
+    assert affected(ch, GATEWAY, old, new)
+    assert not affected(ch, SHOP, old, new)
 
 
 def test_endpoint_changes_reach_the_proxies_that_see_the_service() -> None:

@@ -29,11 +29,13 @@ def proxy_of(cfg: AgentConfig) -> Proxy:
     """The control plane's view of this sidecar (it rebuilds the same value with `Proxy.from_node`)."""
     return Proxy(
         id=cfg.node_id, namespace=cfg.namespace, workload=cfg.workload, labels=cfg.labels, ip=cfg.ip,
-        kind="sidecar", interception=cfg.interception, ports=cfg.ports, outbound_port=cfg.outbound_port,
+        kind="gateway" if cfg.gateway else "sidecar", interception=cfg.interception, ports=cfg.ports,
+        outbound_port=cfg.outbound_port,
         inbound_port=cfg.inbound_port, app_host=cfg.app_host, port_map=cfg.port_map,
         service_account=cfg.service_account, locality=cfg.locality, ratelimit_address=cfg.ratelimit_addresses,
         trust_domain=cfg.trust_domain if cfg.ca_address else "",
         bootstrap_clusters=tuple(sorted(c["name"] for c in telemetry_clusters(cfg))),
+        host_ports=cfg.host_ports, host_netns=cfg.host_netns,
     )
 
 
@@ -132,9 +134,11 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
             "lds_config": dict(source),
         },
         # with a certificate service: `sds-grpc`, the agent's SDS socket (secrets `default` and `ROOTCA`, which
-        # the control plane's mTLS listeners and clusters name); the telemetry sinks (access-log stream, traces)
-        "static_resources": {"clusters": [xds_cluster(cfg)] + ([sds_cluster(cfg.sds_socket)] if cfg.ca_address
-                                                               else []) + telemetry_clusters(cfg)},
+        # the control plane's mTLS listeners and clusters name) — and a gateway's credentials,
+        # `kubernetes://<Secret name>` (agent/credentials.py); the telemetry sinks (access-log stream, traces)
+        "static_resources": {"clusters": [xds_cluster(cfg)] + ([sds_cluster(cfg.sds_socket)]
+                                                               if cfg.ca_address or cfg.gateway else [])
+                             + telemetry_clusters(cfg)},
         # The connection cap. Envoy 1.40 deprecates the runtime key overload.global_downstream_max_connections
         # (it warns and still reports "no configured limit"), so the overload manager's monitor carries it.
         "overload_manager": {

@@ -88,6 +88,12 @@ class AgentConfig:
     telemetry: bool = True
     traces_address: str | None = None
     app_metrics_url: str | None = None  # e.g. http://127.0.0.1:9090/metrics
+    # a gateway (docs/gateway.md): Envoy serves the Istio Gateways that select its labels, no app, no capture;
+    # its credentials (Gateway credentialName) come from Secrets over the agent's SDS
+    gateway: bool = False
+    host_ports: tuple[tuple[int, int], ...] = ()  # Gateway server port -> port on the host's 127.0.0.1
+    host_netns: str = ""  # the host's network namespace file, where Envoy binds the host ports (netns mode)
+    credential_poll_seconds: float = 1.0  # how often a gateway's agent re-reads the Secrets it serves
 
     # ---------------------------------------------------------------- derived
     @property
@@ -96,6 +102,8 @@ class AgentConfig:
 
     @property
     def node_id(self) -> str:
+        if self.gateway:  # Istio's node type for gateways
+            return f"router~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
         return f"sidecar~{self.ip}~{self.pod}.{self.namespace}~{self.namespace}.svc.cluster.local"
 
     @property
@@ -175,7 +183,7 @@ class AgentConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("labels", "port_map", "register_port_map"):
+            if f.name in ("labels", "port_map", "register_port_map", "host_ports"):
                 v = {str(a): b for a, b in v}
             elif isinstance(v, tuple):
                 v = list(v)
@@ -240,7 +248,8 @@ class AgentConfig:
         for p in self.ports:
             if not 0 < p < 65536:
                 bad("ports", f"{p} is not a TCP port")
-        for key, pm in (("portMap", self.port_map), ("registerPortMap", self.register_port_map)):
+        for key, pm in (("portMap", self.port_map), ("registerPortMap", self.register_port_map),
+                        ("hostPorts", self.host_ports)):
             for a, b in pm:
                 if not (0 < a < 65536 and 0 < b < 65536):
                     bad(key, f"{a} -> {b} is not a TCP port mapping")
@@ -321,7 +330,7 @@ _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_ui
         "max_downstream_connections", "cert_ttl_seconds"}
 _FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
           "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
-          "app_wait_log_seconds", "app_probe_seconds"}
+          "app_wait_log_seconds", "app_probe_seconds", "credential_poll_seconds"}
 
 
 def _camel(name: str) -> str:
@@ -344,7 +353,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if isinstance(v, bool):
                 raise ValueError
             return float(v)
-        if name in ("register", "telemetry"):
+        if name in ("register", "telemetry", "gateway"):
             if not isinstance(v, bool):
                 raise ValueError
             return v
@@ -360,7 +369,7 @@ def _convert(key: str, name: str, v: Any) -> Any:
             if not v or not all(isinstance(a, str) and a for a in v):
                 raise ValueError
             return v[0] if len(v) == 1 else tuple(v)
-        if name in ("port_map", "register_port_map"):
+        if name in ("port_map", "register_port_map", "host_ports"):
             if not isinstance(v, Mapping):
                 raise ValueError
             return tuple(sorted((int(a), int(b)) for a, b in v.items()))

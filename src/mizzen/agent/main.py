@@ -35,10 +35,12 @@ from ..envoybin import find_envoy
 from ..unixpath import SocketInUse, serve_app
 from .bootstrap import render_bootstrap
 from .config import AgentConfig
+from .credentials import GatewayCredentials
 from .envoy import EnvoyOptions, EnvoyProcess
 from .health import HealthServer, Readiness, envoy_readiness
 from .observability import AgentTelemetry
 from .registration import app_listening, instance_of, wait_for_ports
+from .sds import SdsServer
 from .security import AgentSecurity
 
 log = logging.getLogger("mizzen.agent")
@@ -119,6 +121,20 @@ class Agent:
         self._stopping = False
         self._signal_count = 0
         self.security = AgentSecurity(cfg, on_change=self._write_state) if cfg.ca_address else None
+        # a gateway's credentials (Secrets named by its Gateways' credentialName) over the same SDS server
+        self._own_sds: SdsServer | None = None
+        self.credentials: GatewayCredentials | None = None
+        if cfg.gateway:
+            sds = self.security.sds if self.security is not None else None
+            if sds is None:
+                owner = (cfg.envoy_uid, cfg.envoy_gid if cfg.envoy_gid is not None else cfg.envoy_uid) \
+                    if cfg.envoy_uid is not None else None
+                sds = self._own_sds = SdsServer(cfg.sds_socket, owner=owner)
+            if self.api is not None:
+                self.credentials = GatewayCredentials(sds, self.api, namespace=cfg.namespace,
+                                                      poll_seconds=cfg.credential_poll_seconds)
+            else:
+                log.warning("gateway without apiAddress: its Gateway credentials (Secrets) cannot be read")
 
     def _security_metrics(self) -> str:
         return self.security.metrics_text() if self.security is not None else ""
@@ -153,6 +169,8 @@ class Agent:
         }
         if self.security is not None:
             doc.update(self.security.status())
+        if self.credentials is not None:
+            doc["credentials"] = self.credentials.status()
         try:
             atomic_write(self.cfg.state_path, json.dumps(doc) + "\n")
             self._written = key
@@ -330,6 +348,8 @@ class Agent:
                      self.cfg.xds_protocol, self.cfg.admin_socket)
             if self.security is not None and not await self._first_certificate():
                 raise _Stopped()
+            if self._own_sds is not None:
+                await self._own_sds.start()
             await self.envoy.start(0)
             self._write_state()
             tasks = [
@@ -339,6 +359,8 @@ class Agent:
             ]
             if self.security is not None:
                 tasks.append(asyncio.create_task(self._guard(self._watch_cert), name="cert-state"))
+            if self.credentials is not None:
+                tasks.append(asyncio.create_task(self._guard(self.credentials.run), name="credentials"))
             await self._stop.wait()
             await self._drain(tasks)
         except _Stopped:
@@ -373,7 +395,8 @@ class Agent:
                 log.debug("control close failed", exc_info=True)
             self._control = None  # its cleanup removed the socket file (if still ours)
         for c in (self.health.stop(), self.obs.stop(), self.admin.close(), self.api.close() if self.api else None,
-                  self.security.stop() if self.security else None):
+                  self.security.stop() if self.security else None,
+                  self._own_sds.stop() if self._own_sds else None):
             if c is not None:
                 try:
                     await c

@@ -10,6 +10,8 @@ Serves `envoy.service.secret.v3.SecretDiscoveryService`: StreamSecrets (state of
 `api_type: GRPC`) and DeltaSecrets (`DELTA_GRPC`), with Istio's secret names:
   `default`  tls_certificate: the chain (leaf + intermediates) and the private key
   `ROOTCA`   validation_context: trusted_ca = the mesh root(s)
+and, for a gateway, its credentials (`set_credentials`, from `agent.credentials`): `kubernetes://<Secret>`
+(tls_certificate) and `kubernetes://<Secret>-cacert` (validation_context), as Istio names them.
 A new certificate is pushed to every open stream at once; Envoy swaps it in for new handshakes, keeping its
 listeners, clusters and open connections (no restart, no drain).
 
@@ -25,7 +27,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -200,6 +202,8 @@ class SdsServer:
         self.owner = owner
         self.mode = mode
         self.secrets: dict[str, tuple[str, any_pb2.Any]] = {}
+        self.credentials: dict[str, tuple[str, any_pb2.Any]] = {}  # a gateway's, by SDS name
+        self.on_subscribe: Callable[[], None] | None = None  # told when any stream's names change
         self._streams: dict[asyncio.Queue, _StreamState] = {}
         self._server: grpc.aio.Server | None = None
         self.pushes = 0
@@ -211,11 +215,28 @@ class SdsServer:
         for q in self._streams:
             q.put_nowait(_CHANGED)
 
+    def set_credentials(self, credentials: dict[str, tuple[str, any_pb2.Any]]) -> None:
+        """A gateway's credentials ({name: (version, Any(Secret))}); changed ones go to every stream that
+        asked for them (Envoy swaps them in for new handshakes, open connections stay)."""
+        if credentials == self.credentials:
+            return
+        self.credentials = dict(credentials)
+        self.pushes += 1
+        for q in self._streams:
+            q.put_nowait(_CHANGED)
+
+    def subscribed(self) -> set[str]:
+        """Every secret name some stream asked for."""
+        return {n for s in self._streams.values() for n in s.names}
+
+    def _all(self) -> dict[str, tuple[str, any_pb2.Any]]:
+        return {**self.credentials, **self.secrets} if self.credentials else self.secrets
+
     def status(self) -> dict[str, Any]:
         """Open streams and, per secret, the current version and whether every subscribed stream ACKed it."""
         streams = [s.status() for s in self._streams.values()]
         secrets = {}
-        for name, (version, _a) in sorted(self.secrets.items()):
+        for name, (version, _a) in sorted(self._all().items()):
             subs = [s for s in self._streams.values() if name in s.names]
             secrets[name] = {"version": version, "subscribers": len(subs),
                              "acked": bool(subs) and all(s.acked.get(name) == version for s in subs)}
@@ -288,7 +309,10 @@ class SdsServer:
                 item = await queue.get()
                 if item is _END:
                     return
-                out = state.respond(self.secrets) if item is _CHANGED else state.on_request(item, self.secrets)
+                before = set(state.names)
+                out = state.respond(self._all()) if item is _CHANGED else state.on_request(item, self._all())
+                if state.names != before and self.on_subscribe is not None:
+                    self.on_subscribe()
                 for resp in out:
                     yield resp
         finally:

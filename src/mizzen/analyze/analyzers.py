@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..api.base import Resource
-from . import checks, mtls, ratelimit, security, virtualservice  # noqa: F401  (they register their analyzers)
+from . import checks, gateway, mtls, proxyless, ratelimit, security, virtualservice  # noqa: F401  (they register their analyzers)
 from .base import ANALYZERS, ERROR, INFO, WARNING, Context, Message, Workload, sort_messages
 
 __all__ = ["ANALYZERS", "ERROR", "INFO", "WARNING", "Message", "Workload", "analyze"]

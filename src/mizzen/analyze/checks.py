@@ -219,6 +219,8 @@ def gateway_ports(ctx: Context) -> Iterable[Message]:
             yield Message("IST0101", ERROR, ref(gw), f"Referenced selector not found: {selector_string(sel)!r}",
                           "fix the selector or run the gateway workload", "spec.selector")
             continue
+        if all(p.kind == "Workload" for p in pods):
+            continue  # Mizzen's gateway pods are reached at their pod IP and host ports: no Service (docs/gateway.md)
         ports: set[int] = set()
         for svc in ctx.kind("Service"):
             if svc.spec.selector and any(p.namespace == svc.namespace and selects(svc.spec.selector, p.label_dict)

@@ -188,7 +188,8 @@ class Resource:
         """The canonical YAML/JSON form (camelCase, defaults omitted)."""
         meta = self.metadata.model_dump(by_alias=True, exclude_defaults=True, exclude_none=True)
         meta["namespace"] = self.metadata.namespace
-        out: dict[str, Any] = {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
+        kind = "Gateway" if self.kind == "KubeGateway" else self.kind  # the Gateway API's (api/gateway_api.py)
+        out: dict[str, Any] = {"apiVersion": self.api_version, "kind": kind, "metadata": meta}
         spec = self.spec.model_dump(by_alias=True, exclude_none=True, exclude_defaults=True, mode="json")
         out["spec"] = spec
         return out

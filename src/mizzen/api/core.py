@@ -6,7 +6,7 @@ from typing import Any, Literal, Mapping
 
 import re
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .base import Spec
 from .fields import At, Port, check_labels, is_dns1123_label, is_ip, show
@@ -146,11 +146,20 @@ class WorkloadMetrics(Spec):
         if not v.startswith("/"):
             raise ValueError(f"path must start with '/': {v!r}")
         return v
+class HostPort(Spec):
+    """A gateway's listener port published on the host's 127.0.0.1 (`port`: the Gateway server's port)."""
+
+    port: Port
+    host_port: Port
 
 
 class WorkloadSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=64)
-    command: list[str] = Field(min_length=1)
+    command: list[str] = Field(default_factory=list)  # required, except for a gateway (no app)
+    # an ingress/egress gateway: an Envoy managed by the agent, no app, no interception; its labels are what
+    # Gateway.spec.selector selects (docs/gateway.md)
+    gateway: bool = False
+    host_ports: list[HostPort] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     ports: list[ContainerPort] = Field(default_factory=list)
     sidecar: bool | None = None  # None: as the namespace says (see sidecar_enabled), by default yes
@@ -178,3 +187,41 @@ class WorkloadSpec(Spec):
         if any("\0" in a for a in v):
             raise ValueError("a command argument may not contain NUL")
         return v
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _command_reported_with_the_rest(cls, data: Any, handler: Any) -> "WorkloadSpec":
+        """A missing `command` (only a gateway may have none) is reported together with the other fields'
+        errors, as a required field is, not only once they are fixed."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            if isinstance(data, Mapping) and not data.get("gateway") and not data.get("command") and \
+                    not any(err["loc"][:1] == ("command",) for err in e.errors()):
+                errors = [{k: v for k, v in err.items() if k in ("type", "loc", "input", "ctx")} for err in e.errors()]
+                errors.append({"type": "missing", "loc": ("command",), "input": data})
+                raise ValidationError.from_exception_data(e.title, errors) from None
+            raise
+
+    @model_validator(mode="after")
+    def _gateway(self) -> "WorkloadSpec":
+        if self.gateway:
+            if self.command:
+                raise At("command", "a gateway runs no command (its agent runs Envoy); remove command")
+            if self.sidecar is False:
+                raise At("sidecar", "a gateway is its Envoy: sidecar: false cannot go with gateway: true")
+            if self.ports:
+                raise At("ports", "a gateway's ports are its Gateway servers' ports; remove ports")
+            seen: set[int] = set()
+            for i, hp in enumerate(self.host_ports):
+                if hp.host_port in seen:
+                    raise At(f"hostPorts[{i}].hostPort", f"host port {hp.host_port} is used twice")
+                seen.add(hp.host_port)
+            if self.host_ports and self.replicas > 1:
+                raise At("replicas", "a gateway with hostPorts runs one replica (a host port is bound once)")
+        else:
+            if not self.command:
+                raise At("command", "field required (only a gateway: true workload has no command)")
+            if self.host_ports:
+                raise At("hostPorts", "only a gateway: true workload publishes host ports")
+        return self

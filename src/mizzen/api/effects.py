@@ -30,8 +30,10 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("workloadSelector", "a DestinationRule applies to every client of its host"),
     ],
     "VirtualService": [
-        ("tls", "TLS (SNI) routes are not translated: TLS traffic goes to the service's cluster"),
-        ("tcp", "TCP routes are not translated: TCP traffic goes to the service's cluster"),
+        ("tls", "TLS (SNI) routes act on gateways only (TLS PASSTHROUGH servers); a sidecar sends TLS traffic to "
+                "the service's cluster"),
+        ("tcp", "TCP routes act on gateways only (TCP and terminated TLS servers); a sidecar sends TCP traffic to "
+                "the service's cluster"),
         ("http[].retries.retryRemoteLocalities", "one locality per mesh"),
         ("http[].retries.retryIgnorePreviousHosts=false", "retries always go to another host"),
         ("http[].match[].statPrefix", "no per-match statistics"),
@@ -48,7 +50,11 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("egress[].bind", "egress listeners are not split by port; hosts apply to every port"),
         ("egress[].captureMode", "capture is set up per pod by the runner"),
     ],
-    "Gateway": [("servers", "Mizzen runs no gateways yet: Gateways are stored and analyzed")],
+    "Gateway": [  # served by gateway pods (docs/gateway.md), but for these
+        ("servers[].bind", "a gateway listens on every address of its pod (and its host ports on 127.0.0.1)"),
+        ("servers[].defaultEndpoint", "not translated yet"),
+        ("servers[].tls.mode=AUTO_PASSTHROUGH", "one network per mesh: no east-west gateway"),
+    ],
     "Telemetry": [
         ("tracing[].useRequestIdForTraceSampling", "sampling follows randomSamplingPercentage only"),
         ("tracing[].enableIstioTags", "Istio's tags are always added"),
@@ -70,7 +76,6 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
     "EnvoyFilter": [
         ("configPatches[].applyTo=EXTENSION_CONFIG", "no extension config discovery (ECDS)"),
         ("configPatches[].applyTo=BOOTSTRAP", "the agent writes each proxy's bootstrap"),
-        ("configPatches[].match.context=GATEWAY", "Mizzen runs no gateways yet"),
         ("configPatches[].match.context=WAYPOINT", "Mizzen runs no waypoints"),
         ("targetRefs", "use workloadSelector"),
     ],

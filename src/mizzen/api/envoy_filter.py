@@ -1,8 +1,8 @@
 """Istio EnvoyFilter (networking.istio.io/v1alpha3), accepted unchanged, with Istio's validation rules
 (pkg/config/validation/envoyfilter and the CRD's). Mizzen applies it through the same machinery as its own
 EnvoyPatch (translate/envoyfilter.py), and the control plane checks the patched config with the real Envoy
-before accepting it. WAYPOINT and GATEWAY contexts have no proxy to act on in Mizzen; EXTENSION_CONFIG and
-BOOTSTRAP patches are accepted but have no effect (Mizzen has no ECDS and writes bootstraps itself): apply
+before accepting it. The WAYPOINT context has no proxy to act on in Mizzen (GATEWAY acts on gateway pods);
+EXTENSION_CONFIG and BOOTSTRAP patches are accepted but have no effect (Mizzen has no ECDS and writes bootstraps itself): apply
 warns and `mizzen analyze` reports them, as it does for operations that do nothing on their object."""
 from __future__ import annotations
 

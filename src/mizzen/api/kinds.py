@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import (authorization, core, destination_rule, envoy_filter, gateway, hosts, networking, patch,
-               peer_authentication, proxy_config, ratelimit, router, service_entry, sidecar, telemetry, virtual_service,
-               workloadentry)
+from . import (authorization, core, destination_rule, envoy_filter, gateway, gateway_api, hosts, networking, patch,
+               peer_authentication, proxy_config, ratelimit, router, secret, service_entry, sidecar, telemetry,
+               virtual_service, workloadentry)
 from .base import Spec
 
 
@@ -21,6 +21,9 @@ class KindInfo:
     cluster_scoped: bool = False  # metadata.namespace is the resource's own name (e.g. Namespace)
     # checks that need metadata as well as the spec: Resource -> [(path below spec, message)]
     checks: Callable[[Any], list[tuple[str, str]]] | None = None
+    # Kubernetes fields that sit beside metadata instead of under spec (a v1 Secret's type/data/stringData):
+    # read from either place into the spec; stored and served under spec
+    top_level_fields: tuple[str, ...] = ()
 
 
 KINDS: dict[str, KindInfo] = {
@@ -41,6 +44,15 @@ KINDS: dict[str, KindInfo] = {
         KindInfo("WorkloadGroup", networking.ISTIO_NETWORKING_VERSIONS, workloadentry.WorkloadGroupSpec,
                  "workloadgroups", ("wg", "workloadgroup")),
         KindInfo("Service", ("v1",), core.ServiceSpec, "services", ("svc", "service")),
+        # Kubernetes Gateway API (docs/gateway.md); its Gateway under an internal name (see api/gateway_api.py)
+        KindInfo(gateway_api.KUBE_GATEWAY, gateway_api.VERSIONS, gateway_api.KubeGatewaySpec, "kubegateways",
+                 ("kgw", "kubegateway")),
+        KindInfo("HTTPRoute", gateway_api.VERSIONS, gateway_api.HTTPRouteSpec, "httproutes", ("httproute",)),
+        KindInfo("GRPCRoute", gateway_api.VERSIONS, gateway_api.GRPCRouteSpec, "grpcroutes", ("grpcroute",)),
+        KindInfo("ReferenceGrant", gateway_api.GRANT_VERSIONS, gateway_api.ReferenceGrantSpec, "referencegrants",
+                 ("referencegrant", "refgrant")),
+        KindInfo("Secret", ("v1",), secret.SecretSpec, "secrets", ("secret",),
+                 top_level_fields=secret.TOP_LEVEL_FIELDS),
         KindInfo("ServiceAccount", ("v1",), core.ServiceAccountSpec, "serviceaccounts",
                  ("sa", "serviceaccount"), spec_at_top_level=True),
         KindInfo("Namespace", ("v1",), core.NamespaceSpec, "namespaces", ("ns", "namespace"),

@@ -10,6 +10,7 @@ import pydantic
 
 from .base import _LENIENT, DEFAULT_NAMESPACE, Issue, InvalidConfig, Metadata, Resource
 from .fields import show, split_at
+from .gateway_api import GROUP as GATEWAY_API_GROUP, KUBE_GATEWAY
 from .kinds import KINDS, SKIPPED_KINDS
 from .yamlload import YamlError, load_documents
 
@@ -78,6 +79,8 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     if not isinstance(api_version, str) or not isinstance(kind, str):
         return None, [Issue("apiVersion and kind are required", file, index, None, ns, name)], []
     api_version, kind = _ident(api_version), _ident(kind)
+    if kind == "Gateway" and isinstance(api_version, str) and api_version.startswith(GATEWAY_API_GROUP + "/"):
+        kind = KUBE_GATEWAY  # the Gateway API's Gateway, not Istio's (api/gateway_api.py)
     base = Issue("", file, index, kind, ns, name)
     if (api_version, kind) in SKIPPED_KINDS:
         return None, [], [Issue(f"skipped: {SKIPPED_KINDS[(api_version, kind)]}", file, index, kind, ns, name)]
@@ -95,6 +98,7 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     allowed_top = {"apiVersion", "kind", "metadata", "spec", "status"}
     if info.spec_at_top_level:
         allowed_top |= {"secrets", "imagePullSecrets", "automountServiceAccountToken"}
+    allowed_top |= set(info.top_level_fields)
     for k in doc:
         if k not in allowed_top:
             errors.append(Issue("unknown field", file, index, kind, ns, name, _ident(k)))
@@ -113,6 +117,8 @@ def parse_document(doc: Any, *, file: str = "<input>", index: int | None = None,
     spec_in = {} if info.spec_at_top_level else doc.get("spec", {})
     if spec_in is None:
         spec_in = {}
+    if info.top_level_fields and isinstance(spec_in, dict):
+        spec_in = {**spec_in, **{k: doc[k] for k in info.top_level_fields if k in doc}}
     try:
         spec = info.spec_model.model_validate(spec_in)
     except pydantic.ValidationError as e:

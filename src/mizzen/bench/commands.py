@@ -28,14 +28,19 @@ def bench() -> None:
 @click.option("--keep-state", is_flag=True, help="Keep the temp state dir (control-plane log) for inspection.")
 @click.option("--cp-log-level", default="warning", show_default=True, help="Control-plane log level (log in the state dir).")
 @click.option("--quiet", "-q", is_flag=True, help="Only print the result row.")
+@click.option("--floor", is_flag=True,
+              help="Then run the same load against a bare gRPC server writing the same bytes (the baseline).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
+              help="Sample the control plane with py-spy: DIR/sync.txt and DIR/changes.txt, top entries printed.")
 def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
-        output: str | None, keep_state: bool, cp_log_level: str, quiet: bool) -> None:
+        output: str | None, keep_state: bool, cp_log_level: str, quiet: bool, profile_dir: str | None,
+        floor: bool) -> None:
     """EDS push latency and control-plane cost with N ADS streams and M services."""
     from .xds_load import TABLE_HEADER, BenchOptions, run_bench
 
     opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
                         timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
-                        cp_log_level=cp_log_level)
+                        cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor)
 
     def log(msg: str) -> None:
         if not quiet:
@@ -48,6 +53,15 @@ def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, deb
     except RuntimeError as e:
         raise click.ClickException(str(e))
     row = res.row()
+    if res.floor is not None:
+        row += "\n" + res.floor.row(" (floor)")
+    if res.profiles:
+        from .profile import top_entries
+
+        for phase, path in res.profiles.items():
+            click.echo(f"\ncontrol-plane profile, {phase} ({path}):\n"
+                       + top_entries(path, 15, skip=("asyncio/", "click/", "runpy", "cli/main.py", "cli/options.py",
+                                                     "server/commands.py")) + "\n")
     click.echo(TABLE_HEADER)
     click.echo(row)
     if res.connected not in (proxies, -1):

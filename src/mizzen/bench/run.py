@@ -1,5 +1,7 @@
 """`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
 
+0. Issue 15's control-plane goals at 1000 and 2000 proxies × 1000 services, each figure beside the same figure
+   of the bare gRPC floor measured in the same run (bench/goals.py, bench/xds_floor.py).
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run.
@@ -13,6 +15,8 @@
    plane's CPU to serve `mizzen stat` for 100 workloads (bench/telemetry.py).
 8. The chaos soak: 30 minutes of random kills under 200 rps, control-plane and sidecar memory/fds each minute
    (chaos/bench.py).
+9. The edges (bench/edges.py): mizzen.sdk's overhead per call vs plain httpx; proxyless gRPC vs a sidecar vs
+   direct calls.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, latency, mtls, sidecar, telemetry
+from . import distributed, edges, gateway, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -37,15 +41,19 @@ def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--output", default="docs/benchmarks.md")
-    ap.add_argument("--sizes", default="100x100,100x1000,1000x100,1000x1000",
+    ap.add_argument("--sizes", default="100x100,100x1000,1000x100",
                     help="comma-separated PROXIESxSERVICES")
     ap.add_argument("--workers", default="2")
+    ap.add_argument("--goal-proxies", default="1000,2000", help="proxies for the goals table ('' to skip)")
+    ap.add_argument("--goal-repeat", type=int, default=2, help="runs per size of the goals table (2000: one)")
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
     ap.add_argument("--skip-mtls", action="store_true", help="skip mesh mTLS vs bare Envoys with static mTLS")
     ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
     ap.add_argument("--chaos-minutes", type=float, default=30.0, help="length of the chaos soak (0: skip it)")
+    ap.add_argument("--skip-gateway", action="store_true", help="skip the ingress gateway vs a bare Envoy")
+    ap.add_argument("--skip-edges", action="store_true", help="skip the SDK overhead and proxyless gRPC latency")
     a = ap.parse_args(argv)
     out = Path(a.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     with out.open("a") as f:
         f.write(f"\n## {dt.datetime.now().isoformat(timespec='seconds')} — {platform.node()}, "
                 f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n")
-        f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n### xDS push\n\n")
+        f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n")
     failures = 0
-    for size in a.sizes.split(","):
+    if a.goal_proxies:
+        sizes = [int(x) for x in a.goal_proxies.split(",")]
+        md = goals.markdown(goals.run(sizes, repeat=a.goal_repeat))
+        print(md)
+        with out.open("a") as f:
+            f.write("### Control-plane goals (issue 15): Mizzen vs the bare gRPC floor, same run\n\n"
+                    f"`python -m mizzen.bench.goals --proxies {a.goal_proxies} --repeat {a.goal_repeat}`\n\n" + md + "\n")
+    with out.open("a") as f:
+        f.write("### xDS push\n\n")
+    for size in filter(None, a.sizes.split(",")):
         n, m = (int(x) for x in size.lower().split("x"))
         failures += _xds(n, m, out, ["--workers", a.workers, "--quiet"]) != 0
     print("$ Sidecar scoping (two real Envoys, 1000 services)", flush=True)
@@ -94,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Two hops with mTLS: the mesh (SDS) vs two bare Envoys with static mTLS\n\n" + md + "\n")
+    if not a.skip_gateway and os.geteuid() == 0:
+        print("$ ingress gateway vs a bare Envoy with a static config (hey from the host, paced)", flush=True)
+        md = gateway.markdown(gateway.run())
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Ingress gateway vs a bare Envoy with a static config\n\n" + md + "\n")
     if not a.skip_telemetry:
         print("$ telemetry cost (python -m mizzen.bench.telemetry)", flush=True)
         failures += telemetry.main(["--output", str(out)]) != 0
@@ -114,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         with out.open("a") as f:
             f.write("\n### Chaos soak\n\n" + md)
+    if not a.skip_edges:
+        print("$ mizzen.sdk overhead vs plain httpx; proxyless gRPC vs sidecar", flush=True)
+        md = "\n### mizzen.sdk: overhead per call vs plain httpx\n\n" + edges.sdk_markdown(edges.run_sdk()) + "\n"
+        md += "\n### Proxyless gRPC vs a sidecar vs direct\n\n" + edges.proxyless_markdown(edges.run_proxyless()) + "\n"
+        print(md)
+        with out.open("a") as f:
+            f.write(md)
     print(f"results appended to {out}")
     return 1 if failures else 0
 

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -99,14 +99,22 @@ LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 
 
+def _ip(index: int) -> str:
+    return f"10.{1 + index // 65536}.{(index // 256) % 256}.{index % 256}"
+
+
+def node_id(index: int) -> str:
+    return f"sidecar~{_ip(index)}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
+
+
 class LoadStream:
     """One simulated Envoy: subscribes like Envoy, ACKs everything, records when addresses appear."""
 
     def __init__(self, w: "Worker", index: int) -> None:
         self.w = w
         self.index = index
-        ip = f"10.{1 + index // 65536}.{(index // 256) % 256}.{index % 256}"
-        self.node_id = f"sidecar~{ip}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
+        ip = _ip(index)
+        self.node_id = node_id(index)
         from mizzen.model.types import Proxy
 
         self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload="bench", labels=(("app", "bench"),),
@@ -157,7 +165,7 @@ class LoadStream:
         resp_cls = w.pb.DeltaDiscoveryResponse if w.delta else w.pb.DiscoveryResponse
         stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
                                      request_serializer=req_cls.SerializeToString,
-                                     response_deserializer=resp_cls.FromString)
+                                     response_deserializer=w.summary)
         while True:
             self._reset()
             self.call = stub()
@@ -175,24 +183,17 @@ class LoadStream:
                 print(f"stream {self.index}: {why}; reconnecting", file=sys.stderr)
             await asyncio.sleep(0.5 + random.random() * 0.5)
 
-    async def _on_response(self, resp) -> None:
+    async def _on_response(self, resp: "_Summary") -> None:
         w, t = self.w, resp.type_url
         now = time.monotonic()
         self.got.add(t)
-        if w.delta:
-            items = [(r.name, r.resource.value) for r in resp.resources]
-            removed = list(resp.removed_resources)
-        else:
-            items = [(w.name_of(t, a.value), a.value) for a in resp.resources]
-            removed = None  # SotW: CDS/LDS carry the full set
-        P = w.parsers
+        removed = resp.removed
         if t == CDS:
             if removed is None:
                 self.clusters = {}
             for n in removed or ():
                 self.clusters.pop(n, None)
-            for n, v in items:
-                self.clusters[n] = P.eds_name(v)
+            self.clusters.update(resp.clusters)
             want = {e for e in self.clusters.values() if e}
             await self._resubscribe(EDS, self.eds_names, want)
             self.eds_names = want
@@ -202,26 +203,21 @@ class LoadStream:
                 self.listeners = {}
             for n in removed or ():
                 self.listeners.pop(n, None)
-            for n, v in items:
-                self.listeners[n] = P.rds_names(v)
+            self.listeners.update(resp.listeners)
             want = set().union(*self.listeners.values()) if self.listeners else set()
             await self._resubscribe(RDS, self.rds_names, want)
             self.rds_names = want
             self.have_rds &= want
         elif t == EDS:
-            for n, v in items:
-                self.have_eds.add(n)
-                if n == w.watch_name or (w.watch_name is None and n.endswith(w.watch_suffix)):
-                    w.watch_name = n
-                    for a in P.addresses(v):
-                        if a not in self.seen:
-                            self.seen.add(a)
-                            w.saw(a, now)
+            self.have_eds.update(resp.names)
+            for a in resp.watched:
+                if a not in self.seen:
+                    self.seen.add(a)
+                    w.saw(a, now)
             for n in removed or ():
                 self.have_eds.discard(n)
         elif t == RDS:
-            for n, _ in items:
-                self.have_rds.add(n)
+            self.have_rds.update(resp.names)
         # ACK
         if w.delta:
             await self.call.write(self._req(t, nonce=resp.nonce))
@@ -244,6 +240,36 @@ class LoadStream:
             await self.call.write(self._req(t, new, nonce=nonce, version=version))
 
 
+class _Summary:
+    """What a stream needs from one response, computed once per distinct response bytes in a worker process
+    (servers that share responses send the same bytes to every stream: the load client then parses them
+    once, so its CPU goes to the protocol, not to protobuf parsing of identical messages)."""
+
+    __slots__ = ("type_url", "nonce", "version_info", "names", "removed", "clusters", "listeners", "watched")
+
+    def __init__(self, w: "Worker", data: bytes) -> None:
+        resp = (w.pb.DeltaDiscoveryResponse if w.delta else w.pb.DiscoveryResponse).FromString(data)
+        t = self.type_url = resp.type_url
+        self.nonce = resp.nonce
+        self.version_info = "" if w.delta else resp.version_info
+        if w.delta:
+            items = [(r.name, r.resource.value) for r in resp.resources]
+            self.removed: list[str] | None = list(resp.removed_resources)
+        else:
+            items = [(w.name_of(t, a.value), a.value) for a in resp.resources]
+            self.removed = None  # SotW: CDS/LDS carry the full set
+        P = w.parsers
+        self.names = [n for n, _ in items]
+        self.clusters = {n: P.eds_name(v) for n, v in items} if t == CDS else {}
+        self.listeners = {n: P.rds_names(v) for n, v in items} if t == LDS else {}
+        self.watched: frozenset[str] = frozenset()
+        if t == EDS:
+            for n, v in items:
+                if n == w.watch_name or (w.watch_name is None and n.endswith(w.watch_suffix)):
+                    w.watch_name = n
+                    self.watched = P.addresses(v)
+
+
 class Worker:
     def __init__(self, xds: str, delta: bool, start: int, count: int) -> None:
         from envoy.service.discovery.v3 import discovery_pb2
@@ -261,6 +287,16 @@ class Worker:
         self.seen_times: dict[str, list[float]] = {}
         self.seen_events: dict[str, asyncio.Event] = {}
         self._names: dict[bytes, str] = {}
+        self._summaries: dict[bytes, _Summary] = {}
+
+    def summary(self, data: bytes) -> _Summary:
+        """The response deserializer: one parse per distinct response (bounded cache)."""
+        s = self._summaries.get(data)
+        if s is None:
+            if len(self._summaries) > 64:
+                self._summaries.clear()
+            s = self._summaries[data] = _Summary(self, data)
+        return s
 
     def name_of(self, type_url: str, value: bytes) -> str:
         n = self._names.get(value)
@@ -376,6 +412,8 @@ class BenchOptions:
     store_url: str | None = None  # the control plane's --store (None: SQLite in the temp state dir)
     via: str = "rest"  # how the watched instance changes: "rest" (PUT /api/v1/instances, as agents do) or
     # "consul" (PUT /v1/agent/service/register on the control plane's Consul API)
+    profile_dir: str | None = None  # py-spy the control plane: DIR/sync.txt, DIR/changes.txt (bench/profile.py)
+    floor: bool = False  # then the same load against a bare gRPC server writing the same bytes (bench/xds_floor.py)
 
 
 @dataclass
@@ -394,13 +432,16 @@ class BenchResult:
     reconnects: int = 0  # streams that broke and were reopened (like Envoy would)
     pids: list[int] = field(default_factory=list)  # every process started (all reaped at the end)
     state_dir: str = ""  # the temp state dir (removed at the end unless keep_state)
+    profiles: dict[str, str] = field(default_factory=dict)  # phase -> py-spy collapsed stacks
+    floor: "BenchResult | None" = None  # the same load against the bare gRPC floor, right after
 
     def pct(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
 
-    def row(self) -> str:
+    def row(self, label: str = "") -> str:
         o = self.options
-        return (f"| {'delta' if o.delta else 'sotw'} | {o.proxies} | {o.services} | {o.workers} | "
+        mode = ('delta' if o.delta else 'sotw') + label
+        return (f"| {mode} | {o.proxies} | {o.services} | {o.workers} | "
                 f"{self.initial_sync_s:.2f} | {self.pct(50):.1f} | {self.pct(99):.1f} | "
                 f"{(sum(self.all_ms) / len(self.all_ms)) if self.all_ms else float('nan'):.1f} | {self.missing} | "
                 f"{self.reconnects} | "
@@ -467,6 +508,17 @@ def _addr(n: int) -> str:
     return f"127.0.{n // 250}.{n % 250 + 1}"
 
 
+def _profile(o: BenchOptions, pid: int, phase: str, log):
+    if not o.profile_dir:
+        return None
+    from .profile import Sampler
+
+    s = Sampler.start(pid, os.path.join(o.profile_dir, f"{phase}.txt"))
+    if s is None:
+        log("py-spy is not installed (pip install py-spy): no profile")
+    return s
+
+
 class _WorkerProc:
     def __init__(self, proc: asyncio.subprocess.Process, count: int) -> None:
         self.proc = proc
@@ -491,6 +543,7 @@ class _Ctx:
     def __init__(self, state: str) -> None:
         self.state = state
         self.cp: subprocess.Popen | None = None
+        self.floor: asyncio.subprocess.Process | None = None
         self.workers: list[_WorkerProc] = []
 
 
@@ -502,28 +555,86 @@ async def run_bench(o: BenchOptions, log=lambda s: None) -> BenchResult:
     res.state_dir = ctx.state
     try:
         await asyncio.wait_for(_run(o, res, ctx, log), o.timeout)
-    finally:
-        for w in ctx.workers:
-            if w.proc.returncode is None:
-                try:
-                    await w.send({"cmd": "stop"})
-                    await asyncio.wait_for(w.proc.wait(), 5)
-                except (Exception, asyncio.TimeoutError):
-                    w.proc.kill()
-                    await w.proc.wait()
-        cp = ctx.cp
-        if cp is not None and cp.poll() is None:
-            cp.send_signal(signal.SIGTERM)
+        await _stop(ctx)
+        path = os.path.join(ctx.state, "floor-resources.json")
+        if o.floor and os.path.exists(path):
+            fctx = _Ctx(ctx.state)
+            res.floor = BenchResult(o)
             try:
-                cp.wait(10)
-            except subprocess.TimeoutExpired:
-                cp.kill()
-                cp.wait()
+                await asyncio.wait_for(_run_floor(o, res.floor, fctx, path, log), o.timeout)
+            finally:
+                await _stop(fctx)
+                res.pids += res.floor.pids
+    finally:
+        await _stop(ctx)
         if o.keep_state:
             log(f"state dir kept: {ctx.state}")
         else:
             shutil.rmtree(ctx.state, ignore_errors=True)
     return res
+
+
+async def _stop(ctx: "_Ctx") -> None:
+    """Stop the workers and the server of one run (idempotent)."""
+    for w in ctx.workers:
+        if w.proc.returncode is None:
+            try:
+                await w.send({"cmd": "stop"})
+                await asyncio.wait_for(w.proc.wait(), 5)
+            except (Exception, asyncio.TimeoutError):
+                w.proc.kill()
+                await w.proc.wait()
+    cp = ctx.cp
+    if cp is not None and cp.poll() is None:
+        cp.send_signal(signal.SIGTERM)
+        try:
+            cp.wait(10)
+        except subprocess.TimeoutExpired:
+            cp.kill()
+            cp.wait()
+    fl = ctx.floor
+    if fl is not None and fl.returncode is None:
+        fl.kill()
+        await fl.wait()
+
+
+async def _save_resources(http, api: str, path: str) -> None:
+    """What the control plane sent proxy 0, per type, as JSON (the floor serves the same resources)."""
+    import urllib.parse
+
+    types = {"CDS": CDS, "EDS": EDS, "LDS": LDS, "RDS": RDS}
+    out: dict[str, list] = {}
+    for short, url in types.items():
+        async with http.get(f"{api}/api/v1/proxies/{urllib.parse.quote(node_id(0), safe='')}/resources",
+                            params={"type": short}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"GET resources of proxy 0 failed: {r.status} {await r.text()}")
+            out[url] = [{"name": x["name"], "resource": x["resource"]} for x in (await r.json())["resources"]
+                        if "resource" in x]
+    with open(path, "w") as f:
+        json.dump(out, f)
+
+
+async def _run_floor(o: BenchOptions, res: BenchResult, ctx: "_Ctx", path: str, log) -> None:
+    port = _free_port()
+    suffix = f"|{WATCH_SERVICE}.{NAMESPACE}.svc.cluster.local"
+    p = await asyncio.create_subprocess_exec(
+        o.python, "-m", "mizzen.bench.xds_floor", str(port), "delta" if o.delta else "sotw", path, suffix,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True,
+        limit=64 * 1024 * 1024)
+    ctx.floor = p
+    res.pids.append(p.pid)
+    fw = _WorkerProc(p, 0)
+    ev = await fw.next_event(60)
+    assert ev["event"] == "ready", ev
+    log(f"floor server pid {p.pid} ready")
+
+    async def change(k: int, address: str) -> None:
+        await fw.send({"cmd": "change", "address": address})
+        await fw.next_event(30)
+
+    await _drive(replace(o, profile_dir=None), res, ctx, f"127.0.0.1:{port}", p.pid, change, None, log, net="127.2")
+    res.connected = o.proxies
 
 
 async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
@@ -580,39 +691,9 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
         await asyncio.gather(*(put(i, j, _addr(2 * i + j)) for i in range(o.services) for j in range(2)))
         log(f"registered {2 * o.services} instances")
         await asyncio.sleep(0.3)  # let the registry change settle into a snapshot before proxies connect
-        cpu0 = proc_cpu_seconds(cp.pid)
+        sampler = _profile(o, cp.pid, "sync", log)
 
-        # workers
-        n_w = max(1, min(o.workers, o.proxies))
-        per = [o.proxies // n_w + (1 if k < o.proxies % n_w else 0) for k in range(n_w)]
-        start = 0
-        for cnt in per:
-            p = await asyncio.create_subprocess_exec(
-                o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
-                str(start), str(cnt), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                start_new_session=True, limit=64 * 1024 * 1024)
-            workers.append(_WorkerProc(p, cnt))
-            res.pids.append(p.pid)
-            start += cnt
-        starts, ends = [], []
-        for w in workers:
-            ev = await w.next_event(60)
-            starts.append(ev["t"])
-        for w in workers:
-            while (ev := await w.next_event(o.timeout))["event"] == "progress":
-                log(f"worker: {ev['synced']}/{ev['streams']} streams synced, {ev['responses']} responses, "
-                    f"{ev['reconnects']} reconnects, {ev['silent']} streams without any response {ev['states']}")
-            assert ev["event"] == "synced", ev
-            ends.append(max(ev["times"]))
-            res.reconnects += ev["reconnects"]
-            res.client_cpu_s += ev["cpu"]
-        res.initial_sync_s = max(ends) - min(starts)
-        cpu1 = proc_cpu_seconds(cp.pid)
-        res.cp_cpu_sync_s = cpu1 - cpu0
-        log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")
-
-        client_cpu = 0.0
-        async def register(address: str) -> None:
+        async def change(k: int, address: str) -> None:
             if consul is None:
                 return await put(0, 0, address)
             body = {"Name": WATCH_SERVICE, "ID": f"{WATCH_SERVICE}-consul", "Address": address, "Port": 8080}
@@ -620,40 +701,87 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
                 if r.status != 200:
                     raise RuntimeError(f"Consul registration failed: {r.status} {await r.text()}")
 
-        for k in range(o.changes):
-            address = f"127.1.{k // 250}.{k % 250 + 1}"
-            t0 = time.monotonic()
-            await register(address)
-            for w in workers:
-                await w.send({"cmd": "expect", "address": address, "timeout": 30})
-            times: list[float] = []
-            client_cpu = 0.0
-            reconnects = 0
-            for w in workers:
-                ev = await w.next_event(60)
-                assert ev["event"] == "seen", ev
-                times += ev["times"]
-                res.missing += ev["missing"]
-                client_cpu += ev["cpu"]
-                reconnects += ev["reconnects"]
-            lat = [(t - t0) * 1000 for t in times]
-            res.latencies_ms += lat
-            if lat:
-                res.all_ms.append(max(lat))
-            log(f"change {k + 1}/{o.changes}: p50 {percentile(lat, 50):.1f} ms, all {max(lat) if lat else float('nan'):.1f} ms")
-        res.client_cpu_s = client_cpu
-        if o.changes:
-            res.reconnects = reconnects
-        cpu2 = proc_cpu_seconds(cp.pid)
-        res.cp_cpu_changes_s = cpu2 - cpu1
-        res.cp_cpu_total_s = cpu2
-        res.cp_peak_rss_mb = proc_peak_rss_mb(cp.pid)
+        await _drive(o, res, ctx, xds, cp.pid, change, sampler, log)
+        if o.floor:
+            await _save_resources(http, api, os.path.join(state, "floor-resources.json"))
         try:
             async with http.get(f"{api}/api/v1/proxies") as r:
                 items = (await r.json()).get("items", [])
                 res.connected = sum(1 for p in items if p.get("connected"))
         except (aiohttp.ClientError, ValueError):
             res.connected = -1
+
+
+async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_pid: int, change, sampler,
+                 log, net: str = "127.1") -> None:
+    """Start the load workers against `xds`, time the initial sync, then `o.changes` times: `change(k, address)`
+    and the time until every stream has the new address; CPU and peak RSS of `server_pid`."""
+    workers = ctx.workers
+    cpu0 = proc_cpu_seconds(server_pid)
+    # workers
+    n_w = max(1, min(o.workers, o.proxies))
+    per = [o.proxies // n_w + (1 if k < o.proxies % n_w else 0) for k in range(n_w)]
+    start = 0
+    for cnt in per:
+        p = await asyncio.create_subprocess_exec(
+            o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
+            str(start), str(cnt), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            start_new_session=True, limit=64 * 1024 * 1024)
+        workers.append(_WorkerProc(p, cnt))
+        res.pids.append(p.pid)
+        start += cnt
+    starts, ends = [], []
+    for w in workers:
+        ev = await w.next_event(60)
+        starts.append(ev["t"])
+    for w in workers:
+        while (ev := await w.next_event(o.timeout))["event"] == "progress":
+            log(f"worker: {ev['synced']}/{ev['streams']} streams synced, {ev['responses']} responses, "
+                f"{ev['reconnects']} reconnects, {ev['silent']} streams without any response {ev['states']}")
+        assert ev["event"] == "synced", ev
+        ends.append(max(ev["times"]))
+        res.reconnects += ev["reconnects"]
+        res.client_cpu_s += ev["cpu"]
+    res.initial_sync_s = max(ends) - min(starts)
+    cpu1 = proc_cpu_seconds(server_pid)
+    res.cp_cpu_sync_s = cpu1 - cpu0
+    log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")
+    if sampler is not None:
+        res.profiles["sync"] = sampler.stop()
+    sampler = _profile(o, server_pid, "changes", log)
+    cpu1 = proc_cpu_seconds(server_pid)
+
+    client_cpu = 0.0
+    for k in range(o.changes):
+        address = f"{net}.{k // 250}.{k % 250 + 1}"
+        t0 = time.monotonic()
+        await change(k, address)
+        for w in workers:
+            await w.send({"cmd": "expect", "address": address, "timeout": 30})
+        times: list[float] = []
+        client_cpu = 0.0
+        reconnects = 0
+        for w in workers:
+            ev = await w.next_event(60)
+            assert ev["event"] == "seen", ev
+            times += ev["times"]
+            res.missing += ev["missing"]
+            client_cpu += ev["cpu"]
+            reconnects += ev["reconnects"]
+        lat = [(t - t0) * 1000 for t in times]
+        res.latencies_ms += lat
+        if lat:
+            res.all_ms.append(max(lat))
+        log(f"change {k + 1}/{o.changes}: p50 {percentile(lat, 50):.1f} ms, all {max(lat) if lat else float('nan'):.1f} ms")
+    res.client_cpu_s = client_cpu
+    if o.changes:
+        res.reconnects = reconnects
+    cpu2 = proc_cpu_seconds(server_pid)
+    res.cp_cpu_changes_s = cpu2 - cpu1
+    if sampler is not None:
+        res.profiles["changes"] = sampler.stop()
+    res.cp_cpu_total_s = cpu2
+    res.cp_peak_rss_mb = proc_peak_rss_mb(server_pid)
 
 
 if __name__ == "__main__":  # worker processes: python -m mizzen.bench.xds_load worker XDS MODE START COUNT

@@ -22,6 +22,7 @@ from ..etcd.commands import etcd
 from ..local.commands import down, exec_, proxy, rollout, scale, status, up
 from ..manifests import read_inputs
 from ..ratelimit.commands import ratelimit
+from ..proxyless.commands import proxyless_bootstrap
 from ..server.commands import controlplane
 from .logs import logs
 from .mesh import mesh
@@ -203,7 +204,7 @@ def build_cli() -> click.Group:
                       (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
                       (ratelimit, "ratelimit"), (ca, "ca"), (token, "token"), (stat, "stat"), (top, "top"), (tap, "tap"),
                       (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config"),
-                      (mesh, "mesh"), (chaos, "chaos")):
+                      (mesh, "mesh"), (chaos, "chaos"), (proxyless_bootstrap, "proxyless-bootstrap")):
         cli.add_command(cmd, name=name)
     return cli
 

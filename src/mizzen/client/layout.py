@@ -70,6 +70,11 @@ class PodDir:
         return os.path.basename(self.path)
 
     @property
+    def grpc_bootstrap(self) -> str:
+        """A proxyless pod's GRPC_XDS_BOOTSTRAP (written by the runner; docs/proxyless.md)."""
+        return self._f("grpc-bootstrap.json")
+
+    @property
     def agent_json(self) -> str:
         return self._f("agent.json")
 
@@ -316,6 +321,10 @@ class StateLayout:
     def etcd_dir(self) -> str:
         """The mesh's own etcd cluster (members on hosts with `etcd: true`): etcd.cluster.LocalCluster's dir."""
         return self._f("etcd")
+
+    def proxyless_bootstrap(self, namespace: str, workload: str) -> str:
+        """`mizzen proxyless-bootstrap`'s default output: a proxyless gRPC client's GRPC_XDS_BOOTSTRAP file."""
+        return self._f("proxyless", f"{namespace}.{workload}.json")
 
     # ------------------------------------------------------------------ pods
     @property

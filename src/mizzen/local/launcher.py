@@ -28,6 +28,7 @@ from ..ca.credentials import provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
+from ..proxyless.bootstrap import grpc_bootstrap
 from . import netns
 from .meshstate import write_json
 from .options import Options
@@ -59,6 +60,9 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
     workload certificate from the control plane's certificate service (None: no certificate, no mTLS)."""
     files = layout.pod(pod.name)
     netns_mode = mode == "netns"
+    # a gateway's Envoy binds its host ports in the runner's (the host's) network namespace, which takes
+    # CAP_SYS_ADMIN: it runs as root (it captures nothing, so it needs no uid of its own)
+    envoy_uid = ENVOY_UID if netns_mode and not pod.gateway else None
     cfg = AgentConfig(
         pod=pod.name, namespace=pod.namespace, workload=pod.workload, labels=labels_tuple(pod.labels), ip=pod.ip,
         ports=tuple(pod.ports), service_account=pod.service_account, locality=pod.locality, interception=mode,
@@ -69,8 +73,8 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         api_address=_join(options.join_api_urls) or _addresses(layout.api_sockets(options.control_planes)),
         admin_socket=files.admin_socket, control_socket=files.agent_socket, sds_socket=files.sds_socket,
         work_dir=files.path,
-        concurrency=options.concurrency, envoy_uid=ENVOY_UID if netns_mode else None,
-        envoy_gid=ENVOY_UID if netns_mode else None, health_host="0.0.0.0" if netns_mode else "127.0.0.1",
+        concurrency=options.concurrency, envoy_uid=envoy_uid, envoy_gid=envoy_uid,
+        health_host="0.0.0.0" if netns_mode else "127.0.0.1",
         health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
         ca_address=(_join(options.join_ca) or _addresses(layout.ca_sockets(options.control_planes)))
         if trust_domain else None,
@@ -78,6 +82,8 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         telemetry=True, traces_address=f"unix:{layout.traces_socket}", app_metrics_url=pod.app_metrics_url(),
         ratelimit_address=_addresses(layout.ratelimit_sockets(options.ratelimit_replicas))
         if options.ratelimit else None,
+        gateway=pod.gateway, host_ports=tuple(sorted(pod.host_ports.items())),
+        host_netns=f"/proc/{os.getpid()}/ns/net" if netns_mode and pod.gateway else "",
     )
     cfg.validate()
     return cfg
@@ -163,6 +169,13 @@ class ProcessLauncher:
         os.makedirs(pod.dir, exist_ok=True)
         os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
         self._app_user(pod)
+        if pod.proxyless:  # its grpcio xds:/// clients find the control plane by this file
+            write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
+                list(self.options.join_xds) or self.layout.xds_sockets(self.options.control_planes),
+                pod=pod.name, namespace=pod.namespace,
+                workload=pod.workload, labels=pod.labels, service_account=pod.service_account or "default",
+                locality=pod.locality, ip=pod.ip, ports=pod.ports))
+            os.chmod(pod.files.grpc_bootstrap, 0o644)  # the app may run as another user; no secret in it
         if pod.sidecar:
             mode = self.table.info.mode
             trust_domain = self._provision(pod)
@@ -236,11 +249,17 @@ class ProcessLauncher:
     def _app_child(self, pod: Pod) -> Child:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
-                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home})
+                    "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home,
+                    # where the mesh is: `mizzen.sdk.Mesh()` and the CLI find its control plane by it
+                    "MIZZEN_STATE_DIR": self.layout.root})
         if pod.app_user is not None:
             for k in ("USER", "LOGNAME", "MAIL"):
                 env.pop(k, None)
             env["PATH"] = path_for(pod.app_user, env.get("PATH")) or ""
+        if pod.proxyless:
+            env["GRPC_XDS_BOOTSTRAP"] = pod.files.grpc_bootstrap
+        if self.options.join_api:  # a host runner: the control planes are reached over TCP
+            env["MIZZEN_API"] = ",".join(f"http://{a}" for a in self.options.join_api)
         env.update(pod.env)
         if pod.ports:
             env["PORT"] = str(pod.port_map.get(pod.ports[0], pod.ports[0]))

@@ -35,7 +35,8 @@ class NetnsNetwork:
         self.mesh.create()
 
     def add_pod(self, pod: Pod, vip_chain: Sequence[str]) -> None:
-        pn = self.mesh.add_pod(pod.name, pod.index, namespace=pod.namespace, capture=pod.sidecar)
+        pn = self.mesh.add_pod(pod.name, pod.index, namespace=pod.namespace,
+                               capture=pod.sidecar and not pod.gateway)  # a gateway captures nothing
         pod.ip, pod.netns = pn.ip, pn.netns
         pod.port_map = {p: p for p in pod.ports}
         # the service VIPs lead somewhere: for a sidecar-less pod's connections, or Envoy's passthrough ones

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -12,6 +14,7 @@ from ..api import Resource
 from ..api.core import sidecar_enabled
 from ..client import ClientError, PodDir
 from ..model.types import Instance, labels_tuple
+from ..translate.proxyless import ANNOTATION as PROXYLESS_ANNOTATION
 from . import netns
 
 OUTBOUND_PORT = netns.OUTBOUND_PORT
@@ -62,6 +65,9 @@ class Pod:
     hold: bool = True  # holdApplicationUntilProxyStarts
     run_as_user: int | None = None  # the Workload's securityContext (None: the mesh's app user)
     run_as_group: int | None = None
+    gateway: bool = False  # Workload spec.gateway: Envoy only, no capture; its "app" is PAUSE_COMMAND
+    host_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> host 127.0.0.1 port
+    proxyless: bool = False  # annotated mizzen.dev/proxyless: its app gets GRPC_XDS_BOOTSTRAP (docs/proxyless.md)
     generation: int = 0  # 0: made by `up`; n: made by the n-th rollout/scale of the runner
     metrics: tuple[int, str] | None = None  # the app's own metrics (container port, path)
     stopping: bool = False  # an orderly stop owns its processes (the supervisor leaves them alone)
@@ -177,6 +183,11 @@ def as_user(user: tuple[int, int] | None, argv: Sequence[str]) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *argv]
 
 
+# A gateway pod runs no app; like Kubernetes' pause container, this process holds the pod's place so a gateway
+# has the same lifecycle as every pod (start when the sidecar is ready, stop, rollout, scale).
+PAUSE_COMMAND = [sys.executable, "-c", "import signal; signal.pause()"]
+
+
 def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
     """The pods of the Workloads among `resources` (Namespaces among them decide sidecar injection)."""
     pods: list[Pod] = []
@@ -199,10 +210,31 @@ def plan_pods(resources: Sequence[Resource], mesh_dir: str) -> list[Pod]:
                 name=name, workload=r.name, namespace=r.namespace, labels=dict(r.metadata.labels),
                 ports=[p.container_port for p in spec.ports], sidecar=sidecar_enabled(spec, ns_labels.get(r.namespace)),
                 service_account=spec.service_account or "default", locality=spec.locality or "",
-                command=list(spec.command), env=dict(spec.env), cwd=cwd, index=len(pods),
-                hold=spec.hold_application_until_proxy_starts,
+                command=list(spec.command) or list(PAUSE_COMMAND), env=dict(spec.env), cwd=cwd, index=len(pods),
+                hold=spec.hold_application_until_proxy_starts, gateway=spec.gateway,
+                host_ports={hp.port: hp.host_port for hp in spec.host_ports},
                 run_as_user=spec.security_context.run_as_user if spec.security_context else None,
                 run_as_group=spec.security_context.run_as_group if spec.security_context else None,
                 metrics=(spec.metrics.port, spec.metrics.path) if spec.metrics else None,
+                proxyless=str(r.metadata.annotations.get(PROXYLESS_ANNOTATION, "")).lower() == "true",
             ))
     return pods
+
+
+def check_host_ports(pods: Sequence[Pod]) -> None:
+    """Before anything starts: every gateway host port is used by one pod and is free on 127.0.0.1 (else the
+    gateway's Envoy could not bind it, and would refuse every listener update of its xDS push)."""
+    seen: dict[int, str] = {}
+    for p in pods:
+        for port, host_port in sorted(p.host_ports.items()):
+            if host_port in seen:
+                raise RunnerError(f"host port {host_port} is published by both {seen[host_port]} and "
+                                  f"{p.namespace}/{p.workload} (spec.hostPorts); give each its own")
+            seen[host_port] = f"{p.namespace}/{p.workload}"
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", host_port))
+                except OSError as e:
+                    raise RunnerError(f"gateway {p.namespace}/{p.workload}: host port {host_port} (for port {port}) "
+                                      f"cannot be bound on 127.0.0.1: {e.strerror}; free it or choose another "
+                                      f"hostPort") from None

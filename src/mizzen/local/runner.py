@@ -40,7 +40,7 @@ from .meshstate import issue_text, not_ready_reasons, read_pid, runner_alive, su
 from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
 from .options import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
-from .pods import POLL_SECONDS, Pod, RunnerError, plan_pods
+from .pods import POLL_SECONDS, Pod, RunnerError, check_host_ports, plan_pods
 from .procs import free_ports
 from ..server.backends import display_url
 from .ratelimit import RateLimitServices, check_redis_option
@@ -205,6 +205,7 @@ class Runner:
             self._let_envoy_reach_state_dir()
         if len(pods) > 250 * 256:
             raise RunnerError("too many pods")
+        check_host_ports(pods)
         self._assemble()
         return result
 

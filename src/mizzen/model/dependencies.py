@@ -27,6 +27,7 @@ from typing import Callable
 
 from ..api.base import Resource, ResourceKey
 from . import authz, ratelimits
+from . import gateway as gw
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .security import PEER_AUTHENTICATION, applies_to_proxy
 from .snapshot import ConfigIndex, SidecarScope, Snapshot
@@ -36,8 +37,11 @@ from .types import Proxy
 HOST_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule"})
 # Kinds no sidecar's config depends on as such (a Router: through the VirtualService/DestinationRule it generates;
 # WorkloadEntries act as endpoints (the endpoint index's instances); groups and Hosts are stored only).
-IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Gateway", "Router",
-                           "WorkloadEntry", "WorkloadGroup", "Host"})
+# A Secret: read by gateway agents (credentialName, over SDS), never part of a rendered view.
+# Gateway API kinds: through the Istio Gateways and VirtualServices they generate (model/gateway_api.py).
+IGNORED_KINDS = frozenset({"Workload", "Namespace", "ServiceAccount", "Router",
+                           "WorkloadEntry", "WorkloadGroup", "Host", "Secret",
+                           "KubeGateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"})
 
 
 def _selector(r: Resource) -> dict[str, str] | None:
@@ -59,6 +63,8 @@ PROXY_KINDS: dict[str, Callable[[Resource, Proxy], bool]] = {
     # its inbound listener; and, through `diff`, the hosts of its namespace (callers' auto mTLS: endpoint
     # modes in EDS, the namespace's mode on clusters)
     PEER_AUTHENTICATION: applies_to_proxy,
+    # gateway proxies (model/gateway.py); they also take every non-empty change (see `affected`)
+    "Gateway": lambda r, proxy: proxy.kind == "gateway",
     "AuthorizationPolicy": authz.may_apply,
     "RequestAuthentication": authz.may_apply,
     # workloadSelector: the proxies it selects; a `host` RateLimit acts through its host (see diff)
@@ -133,6 +139,8 @@ def affected(change: Change, proxy: Proxy, old: Snapshot | None, new: Snapshot) 
     """Must `proxy` be pushed for `change` (from `old` to `new`)?"""
     if change.everything or old is None:
         return True
+    if proxy.kind == "gateway" and not change.empty:  # few, and they route to any host: always pushed
+        return True
     if change.hosts:
         if change.hosts & dependencies(new.config, proxy).hosts:
             return True
@@ -191,6 +199,13 @@ def diff(old: Snapshot | None, new: Snapshot) -> Change:
                                  (oc.destination_rules_by_host, nc.destination_rules_by_host)):
             if table_o is not table_n:
                 hosts.update(h for h in table_o.keys() | table_n.keys() if _revs(table_o.get(h)) != _revs(table_n.get(h)))
+        vo, vn = oc.by_kind.get("VirtualService", ()), nc.by_kind.get("VirtualService", ())
+        if vo is not vn:  # gateway-only VirtualServices are in no host table: their hosts reach the gateways
+            before, after = {r.key: r for r in vo}, {r.key: r for r in vn}
+            for k in before.keys() | after.keys():
+                x, y = before.get(k), after.get(k)
+                if x is None or y is None or x.revision != y.revision:
+                    hosts.update(h for r in (x, y) if r is not None and gw.is_gateway_bound(r) for h in r.spec.hosts)
     if old.jwks is not new.jwks:
         changed = [u for u in old.jwks.keys() | new.jwks.keys() if old.jwks.get(u) != new.jwks.get(u)]
         if changed:

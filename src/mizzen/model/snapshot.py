@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 
 from ..api.base import Resource, ResourceKey
 from .authz import Jwks
+from . import gateway_api
 from .labels import ROOT_NAMESPACE, labels_match
 from .resolved import Resolved
 from .router import expand_all
@@ -105,9 +106,20 @@ class ConfigIndex:
         routers = bool(raw.get("Router") or (prev is not None and prev._raw.get("Router")))
         if not full and routers and changed & set(_EXPANDED):
             changed |= {"VirtualService", "DestinationRule"}  # a Router generates both
+        # Gateway API resources stand for the Istio Gateways and VirtualServices they become (model/gateway_api.py)
+        gwapi = any(raw.get(k) or (prev is not None and prev._raw.get(k)) for k in gateway_api.INPUT_KINDS)
+        if not full and gwapi and changed & set(gateway_api.INPUT_KINDS + ("Namespace",)):
+            changed |= {"Gateway", "VirtualService"}
         by_kind: dict[str, tuple[Resource, ...]] = {}
         expanded: dict[str, list[Resource]] | None = None
+        generated: dict[str, list[Resource]] = {}
+        if any(raw.get(k) for k in gateway_api.INPUT_KINDS) and (full or changed & {"Gateway", "VirtualService"}):
+            kinds_in = {k: list(raw.get(k, {}).values()) for k in gateway_api.INPUT_KINDS + ("Namespace",)}
+            newest = max((r.revision for lst in kinds_in.values() for r in lst), default=revision)
+            generated = gateway_api.convert(kinds_in, newest)
         kinds = set(raw) - {"Router"}  # a Router stands for the VirtualService + DestinationRule it generates
+        if gwapi:
+            kinds |= {"Gateway", "VirtualService"}
         if raw.get("Router"):
             kinds |= {"VirtualService", "DestinationRule"}
             if full or changed & set(_EXPANDED):
@@ -120,6 +132,7 @@ class ConfigIndex:
                 continue
             items = expanded.get(kind, []) if expanded is not None and kind in _EXPANDED \
                 else list(raw.get(kind, {}).values())
+            items += generated.get(kind, [])
             by_kind[kind] = tuple(sorted(items, key=lambda r: (r.revision, r.namespace, r.name)))
         self.by_kind: dict[str, tuple[Resource, ...]] = {k: v for k, v in by_kind.items() if v}
         self.namespaces = frozenset(r.namespace for lst in self.by_kind.values() for r in lst)

@@ -95,6 +95,11 @@ class Proxy:
     # where this sidecar reaches the global rate-limit service: "unix:/abs/path" or "host:port", one per replica
     # (node metadata RATELIMIT_ADDRESS; empty: none known)
     ratelimit_address: tuple[str, ...] = ()
+    # a gateway (kind "gateway"): Gateway server port -> port on the host's 127.0.0.1 (node metadata
+    # HOST_PORTS), and the host's network namespace file its Envoy binds those in (HOST_NETNS; "" = the
+    # proxy's own namespace, loopback mode)
+    host_ports: tuple[tuple[int, int], ...] = ()
+    host_netns: str = ""
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -139,6 +144,8 @@ class Proxy:
             trust_domain=str(m.get("TRUST_DOMAIN", "")),
             bootstrap_clusters=tuple(sorted(str(c) for c in (m.get("MIZZEN_BOOTSTRAP_CLUSTERS") or ()))),
             ratelimit_address=_addresses(m.get("RATELIMIT_ADDRESS")),
+            host_ports=tuple(sorted((_int(a, 0), _int(b, 0)) for a, b in (m.get("HOST_PORTS") or {}).items())),
+            host_netns=str(m.get("HOST_NETNS", "")),
         )
 
     def node_metadata(self) -> dict[str, Any]:
@@ -153,6 +160,8 @@ class Proxy:
             **({"TRUST_DOMAIN": self.trust_domain} if self.trust_domain else {}),
             **({"MIZZEN_BOOTSTRAP_CLUSTERS": list(self.bootstrap_clusters)} if self.bootstrap_clusters else {}),
             **({"RATELIMIT_ADDRESS": list(self.ratelimit_address)} if self.ratelimit_address else {}),
+            **({"HOST_PORTS": {str(a): str(b) for a, b in self.host_ports}} if self.host_ports else {}),
+            **({"HOST_NETNS": self.host_netns} if self.host_netns else {}),
         }
 
 

@@ -16,10 +16,19 @@ asyncio queue, so the sans-I/O state machine is never entered concurrently.  No 
 
 Debouncing is the caller's (the control plane runs `xds.PushQueue`): `notify` pushes at once. Repeated
 notifies for one proxy before its push runs collapse into one push.
+
+A push to many proxies is re-targeted in slices of at most `slice_seconds` of event-loop time: between
+slices the loop writes what the previous slice produced, so the first proxy hears of a change after one
+slice, not after all of them.  Proxies with the same view share their responses (`xds.shared`): one
+serialization and one nonce for all of them, the same bytes handed to every stream.
+
+With `manage_gc`, automatic full garbage collections are moved out of pushes (`ads_heap.IdleCollector`).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import logging
 import os
 import time
@@ -37,6 +46,7 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 
 from ..model.types import SHORT_TYPE, Proxy, ProxyResources, Rendered
 from ..xds.stream import Response, new_stream
+from .ads_heap import IdleCollector
 
 log = logging.getLogger("mizzen.xds")
 
@@ -123,9 +133,17 @@ class Metrics(Protocol):
 class AdsServer:
     def __init__(self, source: Source, *, forget_after: float = 600.0,
                  on_send: Callable[[str, Response], None] | None = None, ready_poll: float = 0.05,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, slice_seconds: float = 0.005, manage_gc: bool = False) -> None:
         self.source = source
         self.metrics = metrics
+        self.slice_seconds = slice_seconds
+        self.manage_gc = manage_gc
+        self.last_activity = 0.0  # time.monotonic() of the last push or request (for idle-time GC)
+        # conn -> [(predicate, changed_at)] of the notifies since it was queued (predicate None: push regardless),
+        # oldest conn first
+        self._todo: collections.OrderedDict = collections.OrderedDict()
+        self._draining = False
+        self._gc: IdleCollector | None = None
         self.forget_after = forget_after
         self.on_send = on_send  # observer (tests, debug): called with (proxy id, Response) before each write
         self.ready_poll = ready_poll
@@ -176,6 +194,8 @@ class AdsServer:
                 bound.append(f"{addr.rsplit(':', 1)[0]}:{port}")
         await server.start()
         self._loop = asyncio.get_running_loop()
+        if self.manage_gc:
+            self._gc = IdleCollector(lambda: self.last_activity).start()
         for path in self._unix_paths:
             os.chmod(path, 0o666)  # Envoy runs as uid 1337
         self._server = server
@@ -184,6 +204,10 @@ class AdsServer:
         return bound
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self._gc is not None:
+            self._gc.stop()
+            self._gc = None
+        self._todo.clear()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
@@ -217,12 +241,54 @@ class AdsServer:
         self._push(affected, changed_at)
 
     def _push(self, affected: Callable[[Proxy], bool] | None, changed_at: float | None = None) -> None:
-        n = 0
+        """Queue every connected proxy for a re-target (the predicates are asked when its turn comes; notifies
+        before that collapse into one re-target)."""
+        self.last_activity = time.monotonic()
+        todo = self._todo
         for c in self._conns.values():
-            if c.connected and (affected is None or affected(c.proxy)):
-                c.wake(self._loop, self._retarget, changed_at)
-                n += 1
-        log.debug("push to %d proxies (generation %s)", n, getattr(self.source, "generation", "?"))
+            if c.connected:
+                todo.setdefault(c, []).append((affected, changed_at))
+        log.debug("push: %d proxies to check (generation %s)", len(todo), getattr(self.source, "generation", "?"))
+        if not self._draining and todo and self._loop is not None:
+            self._draining = True
+            self._loop.call_soon(self._drain)
+
+    @staticmethod
+    def _wanted(c: "_Conn", preds: list) -> tuple[bool, float | None]:
+        """Is the proxy affected by any queued notify, and the earliest change behind those that affect it."""
+        hit, first = False, None
+        for p, changed_at in preds:
+            try:
+                ok = p is None or p(c.proxy)
+            except Exception:  # a bug in push scoping: push (a needless push is harmless, a missed one is not)
+                log.exception("deciding whether to push %s failed; pushing it", c.proxy.id)
+                ok = True
+            if ok:
+                hit = True
+                if changed_at is not None and (first is None or changed_at < first):
+                    first = changed_at
+        return hit, first
+
+    def _drain(self) -> None:
+        """Re-target queued proxies for at most `slice_seconds`, then let the loop write what they produced
+        (their writers were woken) before the next slice."""
+        end = time.perf_counter() + self.slice_seconds
+        todo = self._todo
+        while todo:
+            c, preds = todo.popitem(last=False)
+            if c.connected:
+                hit, changed_at = self._wanted(c, preds)
+                if hit:
+                    if changed_at is not None and (c.next_change is None or changed_at < c.next_change):
+                        c.next_change = changed_at
+                    c._push(self._retarget)
+            if time.perf_counter() >= end:
+                break
+        self.last_activity = time.monotonic()
+        if todo and self._loop is not None:
+            self._loop.call_soon(self._drain)
+        else:
+            self._draining = False
 
     # -- gRPC handlers ---------------------------------------------------------------------------------
     async def _sotw(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -241,6 +307,7 @@ class AdsServer:
         conn: _Conn | None = None
         try:
             async for req in requests:
+                self.last_activity = time.monotonic()
                 if conn is None:
                     while not self.source.ready():  # never answer before the store is loaded
                         await asyncio.sleep(self.ready_poll)
@@ -338,6 +405,13 @@ class AdsServer:
         else:
             proxy = Proxy.from_node(f"unknown~{peer}", {})
         old = self._conns.get(proxy.id)
+        if old is not None and old.connected and proxy.kind == "proxyless":
+            # grpcio clients may share one bootstrap file (one node id): each stream is a client of its own
+            n = 2
+            while (c := self._conns.get(f"{proxy.id}#{n}")) is not None and c.connected:
+                n += 1
+            proxy = dataclasses.replace(proxy, id=f"{proxy.id}#{n}")
+            old = None
         if old is not None and old.connected:
             log.info("proxy %s opened a new stream; the previous one is replaced", proxy.id)
             old.connected = False

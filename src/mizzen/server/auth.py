@@ -10,7 +10,8 @@ Callers (`Principal`), authenticated from `Authorization: Bearer <token>` by `Au
 - **pod** — a pod's own credential (`mzp_…`, provisioned by the runner in the pod dir, readable by that pod's
   agent only; `ca.credentials`): registers and withdraws that pod's instance, and nothing it is not bound to
   (id, namespace, workload, service account must all match); reads services and instances (what its Envoy
-  gets over xDS anyway).
+  gets over xDS anyway); a gateway pod (its Workload stored with `gateway: true`) also reads the Secrets of its
+  namespace, its Gateways' credentials (`ControlPlaneCore.get`, docs/gateway.md).
 
 Refusals: no/unknown/expired/revoked token → `Unauthenticated` (HTTP 401); authenticated but not allowed →
 `Forbidden` (HTTP 403) with the reason and, for an apply or delete, every resource refused — nothing is

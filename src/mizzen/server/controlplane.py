@@ -172,7 +172,7 @@ class ControlPlane:
         self._wake = asyncio.Event()
         self._ready = False
         self.metrics = ControlPlaneMetrics()
-        self.ads = AdsServer(self, metrics=self.metrics)
+        self.ads = AdsServer(self, metrics=self.metrics, manage_gc=True)
         self.observability = Observability(self.layout, settings.replica, self.metrics, lambda: self.registry.list(),
                                            str(self.api_socket), settings.observability)
         self.mesh_ca = MeshCa(sd, trust_domain=settings.trust_domain,

@@ -227,12 +227,21 @@ class ControlPlaneCore:
         return [resource_dict(r) for r in items if principal.sees(r.namespace)]
 
     def get(self, kind: str, namespace: str, name: str, *, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
-        check_namespace_read(principal, namespace)
         key = ResourceKey(kind_name(kind), namespace, name)
+        if not self._gateway_reads_secret(principal, key):
+            check_namespace_read(principal, namespace)
         r = self.store.get(key)
         if r is None:
             raise NotFound([key])
         return resource_dict(r)
+
+    def _gateway_reads_secret(self, p: Principal, key: ResourceKey) -> bool:
+        """A gateway pod's agent may read the Secrets of its own namespace: its Gateways' credentialName, served
+        to its Envoy over SDS (docs/gateway.md). Only a pod whose Workload is stored with `gateway: true`."""
+        if p.pod is None or p.admin or key.kind != "Secret" or key.namespace != p.pod.namespace:
+            return False
+        wl = self.store.get(ResourceKey("Workload", p.pod.namespace, p.pod.workload))
+        return wl is not None and bool(getattr(wl.spec, "gateway", False))
 
     @property
     def revision(self) -> int:

@@ -132,10 +132,16 @@ def merge(base: dict, patch: dict, replace_lists: bool = False) -> dict:
 
 # ------------------------------------------------------------------ matching
 
-def _context_ok(patch: EnvoyConfigObjectPatch, inbound: bool | None) -> bool:
+def _context_ok(patch: EnvoyConfigObjectPatch, inbound: bool | None, gateway: bool = False) -> bool:
+    """Does a patch's `match.context` apply: GATEWAY (and ANY) on gateway proxies (docs/gateway.md),
+    SIDECAR_INBOUND/OUTBOUND (and ANY) on sidecars; WAYPOINT never (Mizzen runs no waypoints)."""
     ctx = patch.match.context if patch.match else "ANY"
-    if ctx in ("GATEWAY", "WAYPOINT"):
-        return False  # Mizzen runs sidecars only
+    if ctx == "WAYPOINT":
+        return False
+    if gateway:
+        return ctx in ("GATEWAY", "ANY")
+    if ctx == "GATEWAY":
+        return False
     if ctx == "ANY" or inbound is None:
         return ctx == "ANY"
     return ctx == ("SIDECAR_INBOUND" if inbound else "SIDECAR_OUTBOUND")
@@ -241,9 +247,10 @@ def _list_op(items: list[dict], op: str, value: dict | None, target: str | None,
 # ------------------------------------------------------------------ one patch
 
 class _Applier:
-    def __init__(self, view: dict[str, dict[str, Rendered]], render: Render):
+    def __init__(self, view: dict[str, dict[str, Rendered]], render: Render, gateway: bool = False):
         self.view = view
         self.render = render
+        self.gateway = gateway
         self.dicts: dict[tuple[str, str], dict] = {}  # decoded resources, re-rendered at the end
         self.removed: set[tuple[str, str]] = set()
         self.modified: set[tuple[str, str]] = set()
@@ -300,13 +307,14 @@ class _Applier:
     def _clusters(self, p, op, value) -> None:
         cm = p.match.cluster if p.match else None
         if op == "ADD":
-            if not p.match or p.match.context not in ("GATEWAY", "WAYPOINT"):
+            ctx = p.match.context if p.match else "ANY"
+            if ctx in (("GATEWAY", "ANY") if self.gateway else ("ANY", "SIDECAR_INBOUND", "SIDECAR_OUTBOUND")):
                 self.put(CLUSTER, value.get("name", ""), value)
             return
         for name, c in self.table(CLUSTER):
             parts = name.split("|")
             inbound = parts[0] == "inbound" if len(parts) == 4 else None
-            if not _context_ok(p, inbound):
+            if not _context_ok(p, inbound, self.gateway):
                 continue
             if cm is not None:
                 if cm.name and cm.name != name:
@@ -349,7 +357,7 @@ class _Applier:
             self.put(ROUTE, value.get("name", ""), value)
             return
         for inbound, rc, setter in list(self._route_configs(p)):
-            if not _context_ok(p, inbound) or not _rc_matches(rm, rc, inbound):
+            if not _context_ok(p, inbound, self.gateway) or not _rc_matches(rm, rc, inbound):
                 continue
             rc = copy.deepcopy(rc)
             if p.apply_to == "ROUTE_CONFIGURATION":
@@ -398,7 +406,7 @@ class _Applier:
             self.put(LISTENER, value.get("name", ""), value)
             return
         for name, lst in self.table(LISTENER):
-            if not _context_ok(p, _listener_inbound(lst)) or not _listener_matches(lm, lst):
+            if not _context_ok(p, _listener_inbound(lst), self.gateway) or not _listener_matches(lm, lst):
                 continue
             lst = copy.deepcopy(lst)
             if at == "LISTENER":
@@ -479,12 +487,15 @@ def _rc_matches(rm, rc: dict, inbound: bool) -> bool:
     name = rc.get("name", "")
     if rm.name and rm.name != name:
         return False
+    gateway_rc = name.startswith(("http.", "https."))  # a gateway's: http.<port>, https.<port>.<port name>.<gw>.<ns>
     if rm.port_number:
-        port = name.split("|")[1] if inbound and name.count("|") == 3 else name
+        port = name.split("|")[1] if inbound and name.count("|") == 3 else name.split(".")[1] if gateway_rc else name
         if port != str(rm.port_number):
             return False
-    if rm.gateway:
-        return False  # Mizzen runs no gateways
+    if rm.gateway:  # `<namespace>/<name>` of the Gateway an HTTPS server's route config was made for
+        ns, _, gw = rm.gateway.partition("/")
+        if not (name.startswith("https.") and name.endswith(f".{gw}.{ns}")):
+            return False
     vhosts = rc.get("virtual_hosts", [])
     if rm.vhost is not None and rm.vhost.name and not any(_vh_matches(rm.vhost, vh) for vh in vhosts):
         return False
@@ -503,16 +514,17 @@ def _vh_matches(vm, vh: dict) -> bool:
 
 # ------------------------------------------------------------------ entry point
 
-def apply_envoy_filters(view: dict[str, dict[str, Rendered]], filters: list[Resource], render: Render
-                        ) -> tuple[dict[str, dict[str, Rendered]], list[EnvoyFilterError]]:
-    """A new view with the EnvoyFilters applied, and the errors (a failing patch is skipped)."""
+def apply_envoy_filters(view: dict[str, dict[str, Rendered]], filters: list[Resource], render: Render,
+                        gateway: bool = False) -> tuple[dict[str, dict[str, Rendered]], list[EnvoyFilterError]]:
+    """A new view with the EnvoyFilters applied, and the errors (a failing patch is skipped). `gateway`: the
+    view is a gateway proxy's (patches with context GATEWAY apply, SIDECAR_* ones do not)."""
     errors: list[EnvoyFilterError] = []
     current, dangles = view, dangling(view)
     for res in filters:
         for i, p in enumerate(res.spec.config_patches):
             if p.patch is None or (p.match is not None and p.match.context == "WAYPOINT"):
                 continue
-            applier = _Applier(current, render)
+            applier = _Applier(current, render, gateway)
             try:
                 applier.apply(p)
                 cand = applier.result()

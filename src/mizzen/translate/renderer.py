@@ -28,6 +28,7 @@ from ..model.snapshot import Snapshot
 from ..model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, Proxy, Rendered
 from . import clusters as C
 from . import filters
+from . import gateway as GW
 from . import listeners as L
 from .common import HTTP_PROXY_ROUTE
 from .consistency import dangling, warming
@@ -35,6 +36,7 @@ from .endpoints import load_assignment
 from .envoyfilter import apply_envoy_filters, envoy_filters_for
 from .filters import ViewContext
 from .patches import Patched, apply_patches
+from .proxyless import PROXYLESS, proxyless_view
 from .routes import RouteBuilder
 
 View = dict[str, dict[str, Rendered]]
@@ -59,7 +61,7 @@ def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
             proxy.outbound_port, proxy.inbound_port, proxy.app_host, proxy.kind, proxy.locality, proxy.trust_domain,
-            proxy.bootstrap_clusters, ratelimits.view_inputs(snap, proxy))
+            proxy.bootstrap_clusters, ratelimits.view_inputs(snap, proxy), proxy.host_ports, proxy.host_netns)
 
 
 class Renderer:
@@ -136,6 +138,8 @@ class Renderer:
         """What the proxy gets: its view with the EnvoyPatches that apply to it (those that keep it consistent)."""
         key = view_key(self.snap, proxy)
         final = self._final.get(key)
+        if final is None and proxy.kind == PROXYLESS:  # a grpcio xDS client: no Envoy, no EnvoyPatches
+            final = self._final[key] = proxyless_view(self.snap, proxy, render)
         if final is None:
             result = self.patched(proxy)
             for e in result.errors:
@@ -162,7 +166,7 @@ class Renderer:
         result = apply_patches(base, patches, render) if patches else Patched(base)
         filters = envoy_filters_for(self.snap, proxy)  # Istio's EnvoyFilters, after Mizzen's EnvoyPatches
         if filters:
-            view, errors = apply_envoy_filters(result.view, filters, render)
+            view, errors = apply_envoy_filters(result.view, filters, render, gateway=proxy.kind == "gateway")
             result = Patched(view, result.errors + tuple(errors))
         return result
 
@@ -190,11 +194,22 @@ class Renderer:
                 out[CLUSTER].setdefault(name, r)  # inbound, passthrough and feature clusters
             return out
         ctx = ViewContext(self.snap, proxy, services)
+        if proxy.kind == "gateway":  # Istio Gateways instead of capture listeners (translate/gateway.py)
+            ctx.gateway_routes = GW.gateway_routes(ctx)
         self._static_clusters(ctx, out[CLUSTER])
         rb = RouteBuilder(ctx)
 
         def add(t: str, n: str, m) -> None:
             out[t][n] = render(t, n, m)
+
+        if proxy.kind == "gateway":
+            try:
+                GW.render(ctx, add)
+            except Exception as e:  # a gateway that cannot be rendered keeps its clusters, gets no listeners
+                self._failed(proxy, "gateway listeners", e)
+                out[LISTENER].clear()
+                out[ROUTE].clear()
+            return out
 
         protocols = {p: self.snap.inbound_protocol(proxy, p) for p in proxy.ports}
         if proxy.interception == "loopback":

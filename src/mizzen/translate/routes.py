@@ -234,24 +234,30 @@ class RouteBuilder:
             matches = self.resolved.matches_for(r, port, self.proxy)
             if not matches:
                 continue
-            # destinations resolve in the namespace of the VirtualService that wrote them (a delegate's own)
-            action = self._action(r, rr.owner.namespace, port) if r.route else None
-            for j, m in enumerate(matches):
-                route = rc.Route(name=r.name or f"{rr.stem}.{j}", match=route_match(m))
-                if action is not None:
-                    route.route.CopyFrom(action)
-                elif r.redirect is not None:
-                    route.redirect.CopyFrom(redirect_action(r.redirect, port))
-                else:
-                    route.direct_response.CopyFrom(direct_response(r.direct_response))
-                if len(r.route) == 1 and r.route[0].headers:  # one destination: its headers act on the route
-                    _header_ops(route, r.route[0].headers.request, True)
-                    _header_ops(route, r.route[0].headers.response, False)
-                if r.headers:
-                    _header_ops(route, r.headers.request, True)
-                    _header_ops(route, r.headers.response, False)
-                filters.patch_route(route, r, at, self.ctx)
-                out.append(route)
+            out += self.routes_of(r, rr.owner.namespace, rr.stem, matches, port, at)
+        return out
+
+    def routes_of(self, r: HTTPRoute, namespace: str, stem: str, matches, port: int, at: Chain) -> list[rc.Route]:
+        """One Envoy route per match of VirtualService route `r` (written in `namespace`, whose destinations
+        resolve there — a delegate's own)."""
+        out: list[rc.Route] = []
+        action = self._action(r, namespace, port) if r.route else None
+        for j, m in enumerate(matches):
+            route = rc.Route(name=r.name or f"{stem}.{j}", match=route_match(m))
+            if action is not None:
+                route.route.CopyFrom(action)
+            elif r.redirect is not None:
+                route.redirect.CopyFrom(redirect_action(r.redirect, port))
+            else:
+                route.direct_response.CopyFrom(direct_response(r.direct_response))
+            if len(r.route) == 1 and r.route[0].headers:  # one destination: its headers act on the route
+                _header_ops(route, r.route[0].headers.request, True)
+                _header_ops(route, r.route[0].headers.response, False)
+            if r.headers:
+                _header_ops(route, r.headers.request, True)
+                _header_ops(route, r.headers.response, False)
+            filters.patch_route(route, r, at, self.ctx)
+            out.append(route)
         return out
 
     def virtual_host(self, svc: Service, port: int, with_bare: bool) -> rc.VirtualHost:

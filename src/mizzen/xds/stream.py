@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from mizzen.model.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_TYPE, ProxyResources, Rendered
-from mizzen.xds import wire
+from mizzen.xds import shared, wire
+from mizzen.xds.shared import Own, is_shared
 
 __all__ = [
     "Response", "SotwStream", "DeltaStream", "new_stream", "version_of", "WILDCARD_TYPES",
@@ -65,6 +66,8 @@ _EMPTY: Mapping[str, Rendered] = {}
 
 def version_of(view: Mapping[str, Rendered]) -> str:
     """A stable version for a set of resources: hash of the sorted (name, version) pairs."""
+    if is_shared(view):
+        return shared.version(view)
     text = "".join([f"{name}\x00{view[name].version}\n" for name in sorted(view)])
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
@@ -100,17 +103,18 @@ class _TypeState:
     __slots__ = (
         "type_url", "subscribed", "wildcard", "names", "have", "ever_sent", "force", "reported_version",
         "last_nonce", "inflight", "inflight_version", "sent_version", "acked_version", "error", "nacks",
-        "sent_at", "acked_at", "gen", "memo",
+        "sent_at", "acked_at", "gen", "memo", "sub_gen", "pick_memo", "part_memo", "covered",
     )
 
     def __init__(self, type_url: str) -> None:
         self.type_url = type_url
         self.subscribed = False
         self.wildcard = False
-        self.names: set[str] = set()
+        self.names: frozenset[str] = frozenset()  # interned: streams subscribed alike hold one set
         # What the client has (as far as we know): SotW = the last set sent; Delta = sent + initial versions
         # (entries seeded from initial_resource_versions are placeholders with an empty payload).
-        self.have: dict[str, Rendered] = {}
+        # Shared (never mutated: a target map, or one from `xds.shared`) unless it is an `Own`.
+        self.have: Mapping[str, Rendered] = _EMPTY
         self.ever_sent = False
         self.force = False  # resend even if unchanged (client restarted the type on this stream)
         self.reported_version = ""  # SotW: version_info of the first request of a new stream
@@ -125,29 +129,78 @@ class _TypeState:
         self.acked_at: float | None = None
         self.gen = 0  # bumped on every change of have/subscription, for the "nothing to send" memo
         self.memo: dict[str, tuple[Any, int]] = {}  # view mode -> (target mapping, gen) found clean
+        self.sub_gen = 0  # bumped on every change of the subscription (wildcard, names)
+        self.pick_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
+        self.part_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
+        self.covered: tuple[Any, int] | None = None  # (a shared map all of whose names are subscribed, sub_gen)
 
     def interested(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
-    def pick(self, src: Mapping[str, Rendered]) -> dict[str, Rendered]:
-        if self.wildcard or src.keys() <= self.names:  # set operations run in C: keep the hot path there
-            return dict(src)
-        return {n: src[n] for n in src.keys() & self.names}
+    def own_have(self) -> Own:
+        """`have`, made private first if it is shared (copy on write)."""
+        if is_shared(self.have):
+            self.have = Own(self.have)
+        return self.have  # type: ignore[return-value]
 
-    def interested_part(self, d: Mapping[str, Rendered]) -> dict[str, Rendered]:
-        if self.wildcard or d.keys() <= self.names:
-            return dict(d)
-        return {n: d[n] for n in d.keys() & self.names}
+    def covers(self, m: Mapping[str, Rendered]) -> bool:
+        """Is every name of `m` subscribed?  For a shared map, only the names it adds to the last map found
+        covered are looked at (a new target differs from the previous one in a few names)."""
+        if self.wildcard:
+            return True
+        c = self.covered
+        if c is not None and c[1] == self.sub_gen and is_shared(m):
+            if c[0] is m:
+                return True
+            ok = shared.added_keys(c[0], m) <= self.names
+        else:
+            ok = m.keys() <= self.names
+        if ok and is_shared(m):
+            self.covered = (m, self.sub_gen)
+        return ok
+
+    def pick(self, src: Mapping[str, Rendered]) -> Mapping[str, Rendered]:
+        """The part of `src` this type is subscribed to: `src` itself (shared) when that is all of it."""
+        if self.wildcard:
+            return src
+        m = self.pick_memo
+        if m is not None and m[0] is src and m[1] == self.sub_gen:
+            return m[2]
+        if self.covers(src):
+            if is_shared(src):
+                self.pick_memo = (src, self.sub_gen, src)
+            return src
+        return Own({n: src[n] for n in src.keys() & self.names})  # fresh: it may become `have` and be mutated
+
+    def interested_part(self, d: Mapping[str, Rendered]) -> Mapping[str, Rendered]:
+        if self.wildcard:
+            return d
+        m = self.part_memo
+        if m is not None and m[0] is d and m[1] == self.sub_gen:
+            return m[2]
+        if self.covers(d):
+            if is_shared(d):
+                self.part_memo = (d, self.sub_gen, d)
+            return d
+        return Own({n: d[n] for n in d.keys() & self.names})  # fresh: it may become `have` and be mutated
 
 
 def _changed(view: Mapping[str, Rendered], have: Mapping[str, Rendered]) -> list[Rendered]:
     """Entries of `view` that `have` lacks or has at another version (identity first: shared objects)."""
+    if view is have:
+        return []
+    if is_shared(view) and is_shared(have):
+        return list(shared.delta(view, have)[0])
     get = have.get
     return [r for r in [r for n, r in view.items() if get(n) is not r]
             if (h := get(r.name)) is None or h.version != r.version]
 
 
 def _same(a: Mapping[str, Rendered], b: Mapping[str, Rendered]) -> bool:
+    if a is b:
+        return True
+    if is_shared(a) and is_shared(b):
+        return shared.same(a, b)
     return len(a) == len(b) and a.keys() == b.keys() and not _changed(a, b)
 
 
@@ -236,14 +289,19 @@ class _Stream:
         ep = self.types.get(ENDPOINT)
         if ep is None or not ep.subscribed:
             return
-        updated = [n for n, r in after.items() if n in before and before[n].version != r.version]
+        if is_shared(before) and is_shared(after):
+            updated = shared.updated_names(before, after)
+        else:
+            updated = tuple(n for n, r in after.items() if n in before and before[n].version != r.version)
         if not updated:
             return
         if self.mode == "sotw":
             ep.force = True
+        elif is_shared(ep.have):
+            ep.have = shared.without(ep.have, updated)
         else:
             for n in updated:
-                ep.have.pop(n, None)
+                ep.have.pop(n, None)  # type: ignore[attr-defined]
         ep.gen += 1
 
     def _next_nonce(self) -> str:
@@ -258,12 +316,16 @@ class _Stream:
             return _HAVE if p == CLUSTERS else _TARGET
         return _TARGET
 
-    def _view(self, st: _TypeState, mode: str) -> dict[str, Rendered]:
+    def _view(self, st: _TypeState, mode: str) -> Mapping[str, Rendered]:
+        """What the client should have of this type in `mode` (a shared map whenever its parts are)."""
         if mode == _HAVE:
             return st.interested_part(st.have)
         picked = st.pick((self.target or _EMPTY).get(st.type_url) or _EMPTY)
         if mode == _KEEP and st.have:
-            view = st.interested_part(st.have)
+            part = st.interested_part(st.have)
+            if is_shared(part) and is_shared(picked):
+                return shared.merge(part, picked)
+            view = Own(part)
             view.update(picked)
             return view
         return picked
@@ -313,7 +375,14 @@ class _Stream:
     def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
         raise NotImplementedError
 
-    def _record_send(self, st: _TypeState, view: dict[str, Rendered], version: str, nonce: str, now: float) -> None:
+    def _shared_response(self, st: _TypeState, key: tuple, keep: tuple, build) -> Response | None:
+        """The memoized Response for `key` (built once with a shared nonce), or None when this stream sent that
+        very nonce last (then it must build its own)."""
+        r = shared.memoized(key, keep, build)
+        return None if r.nonce == st.last_nonce else r
+
+    def _record_send(self, st: _TypeState, view: Mapping[str, Rendered], version: str, nonce: str,
+                     now: float) -> None:
         if st.type_url == CLUSTER:
             self._refresh_endpoints_of_updated_clusters(st.have, view)
         st.have = view
@@ -349,8 +418,9 @@ class SotwStream(_Stream):
         wildcard = "*" in names or (not names and req.type_url in WILDCARD_TYPES)
         names.discard("*")
         if wildcard != st.wildcard or names != st.names:
-            st.wildcard, st.names = wildcard, names
+            st.wildcard, st.names = wildcard, shared.intern_names(names)
             st.gen += 1
+            st.sub_gen += 1
         if nonce:
             self._on_ack(st, nonce, req.error_detail.message if req.HasField("error_detail") else None, now)
         if not st.subscribed:
@@ -379,11 +449,20 @@ class SotwStream(_Stream):
             if not initial:
                 return None
         version = version_of(view)
-        nonce = self._next_nonce()
+        r = None
+        if is_shared(view):  # same type and version: the same bytes for every stream (one shared nonce)
+            r = self._shared_response(st, ("sotw", st.type_url, version), (),
+                                      lambda: self._sotw_response(st.type_url, version, view, shared.next_nonce()))
+        if r is None:
+            r = self._sotw_response(st.type_url, version, view, self._next_nonce())
+        self._record_send(st, view, version, r.nonce, now)
+        return r
+
+    @staticmethod
+    def _sotw_response(type_url: str, version: str, view: Mapping[str, Rendered], nonce: str) -> Response:
         names = tuple(sorted(view))
-        data = wire.sotw_response(st.type_url, version, (view[n] for n in names), nonce)
-        self._record_send(st, view, version, nonce, now)
-        return Response(st.type_url, nonce, version, names, (), data, False)
+        data = wire.sotw_response(type_url, version, (view[n] for n in names), nonce)
+        return Response(type_url, nonce, version, names, (), data, False)
 
 
 class DeltaStream(_Stream):
@@ -400,27 +479,40 @@ class DeltaStream(_Stream):
         subscribe = list(req.resource_names_subscribe)
         if first and not subscribe and req.type_url in WILDCARD_TYPES:
             st.wildcard = changed = True  # legacy wildcard: the first request names nothing
-        for n in subscribe:
-            if n == "*":
+        if subscribe:  # set operations: a first EDS request of an Envoy names every cluster
+            sub = set(subscribe)
+            if "*" in sub:
+                sub.discard("*")
                 changed |= not st.wildcard
                 st.wildcard = True
-            elif n not in st.names:
-                st.names.add(n)
+            new = sub - st.names
+            if new:
+                st.names = shared.intern_names(st.names | new)
                 changed = True
-        for n in req.resource_names_unsubscribe:
-            if n == "*":
+        unsub = req.resource_names_unsubscribe
+        if unsub:
+            drop = set(unsub)
+            if "*" in drop:
+                drop.discard("*")
                 changed |= st.wildcard
                 st.wildcard = False
-            elif n in st.names:
-                st.names.discard(n)
+            drop &= st.names
+            if drop:
+                st.names = shared.intern_names(st.names - drop)
                 changed = True
         if changed:
-            for n in [n for n in st.have if not st.interested(n)]:
-                del st.have[n]  # the client forgets what it unsubscribed from
+            st.sub_gen += 1
+            gone = [] if st.wildcard else list(st.have.keys() - st.names)
+            if gone:
+                have = st.own_have()
+                for n in gone:
+                    del have[n]  # the client forgets what it unsubscribed from
         if first:
-            for n, v in req.initial_resource_versions.items():
-                if st.interested(n):
-                    st.have[n] = Rendered(req.type_url, n, v, b"")
+            seeded = [(n, v) for n, v in req.initial_resource_versions.items() if st.interested(n)]
+            if seeded:
+                have = st.own_have()
+                for n, v in seeded:
+                    have[n] = Rendered(req.type_url, n, v, b"")
             changed = True
         if changed:
             st.gen += 1
@@ -434,6 +526,8 @@ class DeltaStream(_Stream):
     def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
         view = self._view(st, mode)
         have = st.have
+        if is_shared(view) and is_shared(have):
+            return self._send_shared(st, mode, view, have, now)
         updates = _changed(view, have)
         removed = list(have.keys() - view.keys())
         if not updates and not removed:
@@ -442,6 +536,8 @@ class DeltaStream(_Stream):
                 if not st.ever_sent and have:
                     st.ever_sent = True  # seeded by initial_resource_versions and already current
                     st.sent_version = st.acked_version = version_of(view)
+                elif is_shared(view):
+                    st.have = view  # the same content: hold the shared map again, not a private copy
                 return None
         updates.sort(key=lambda r: r.name)
         removed.sort()
@@ -450,6 +546,32 @@ class DeltaStream(_Stream):
         data = wire.delta_response(st.type_url, version, updates, removed, nonce)
         self._record_send(st, view, version, nonce, now)
         return Response(st.type_url, nonce, version, tuple(r.name for r in updates), tuple(removed), data, True)
+
+    def _send_shared(self, st: _TypeState, mode: str, view: Mapping[str, Rendered], have: Mapping[str, Rendered],
+                     now: float) -> Response | None:
+        """`_send_if_needed` when both maps are shared: the delta, version and response bytes are computed once
+        for every stream going from `have` to `view`."""
+        updates, removed = shared.delta(view, have)
+        if not updates and not removed:
+            initial = not st.ever_sent and not have and st.wildcard and mode != _HAVE
+            if not initial:
+                if not st.ever_sent and have:
+                    st.ever_sent = True
+                    st.sent_version = st.acked_version = version_of(view)
+                return None
+        version = version_of(view)
+        t = st.type_url
+
+        def build(nonce: str) -> Response:
+            data = wire.delta_response(t, version, updates, removed, nonce)
+            return Response(t, nonce, version, tuple(r.name for r in updates), removed, data, True)
+
+        r = self._shared_response(st, ("delta", t, id(view), id(have)), (view, have),
+                                  lambda: build(shared.next_nonce()))
+        if r is None:
+            r = build(self._next_nonce())
+        self._record_send(st, view, version, r.nonce, now)
+        return r
 
 
 def new_stream(mode: str) -> _Stream:

@@ -35,6 +35,9 @@ class ViewContext:
     proxy: Proxy
     services: tuple[Service, ...]  # visible services, by hostname
     memo: dict = field(default_factory=dict)
+    # a gateway's view: the http routes of the VirtualServices bound to it (translate/gateway.py), which
+    # are no visible host's routes but decide its features as well
+    gateway_routes: tuple[HTTPRoute, ...] = ()
 
     @property
     def resolved(self) -> Resolved:
@@ -48,7 +51,7 @@ class ViewContext:
 
     def any_route(self, key: str, pred: Callable[[HTTPRoute], bool]) -> bool:
         """Does any http route of a visible host (delegation merged) satisfy `pred`? Cached under `key`."""
-        return self.once(("any_route", key), lambda: any(
+        return self.once(("any_route", key), lambda: any(pred(r) for r in self.gateway_routes) or any(
             pred(rr.route) for s in self.services for rr in self.resolved.http_routes(s.hostname)))
 
 

@@ -1,0 +1,466 @@
+"""The ingress gateway end to end (issue 13 §1): real Envoy as a gateway pod, real TLS, real clients.
+
+One mesh for the module: `echo` (2 replicas) and `api` (1 replica) answering with the pod that served,
+`tlsapp` serving HTTPS itself (for passthrough), and the gateway Workload `ingress` (`gateway: true`, host
+ports on 127.0.0.1). A Gateway `public` has an HTTP server (redirecting to HTTPS), an HTTPS server whose
+certificate comes from a `kubernetes.io/tls` Secret over SDS, and a TLS PASSTHROUGH server. Clients are curl
+(verifying the certificate against the test CA) and Python's ssl module, from the host.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from tests.tlscerts import ca as _ca, leaf as _leaf, pem as _pem
+
+from .mesh import SLEEP_COMMAND, Mesh, can_run_netns, running_mesh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
+
+APPS = Path(__file__).parent / "apps"
+ECHO = APPS / "echo_app.py"
+TLS_APP = APPS / "tls_app.py"
+POLICY_APP = APPS / "policy_app.py"  # gRPC /mizzen.Who/Call answers the pod's name
+
+
+def secret_yaml(name: str, cert: bytes, key: bytes, ca: bytes | None = None) -> str:
+    ind = lambda b: textwrap.indent(b.decode(), "    ")  # noqa: E731
+    return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n" \
+           f"  tls.crt: |\n{ind(cert)}  tls.key: |\n{ind(key)}" + (f"  ca.crt: |\n{ind(ca)}" if ca else "")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------ the mesh
+class Env:
+    def __init__(self, base: Path):
+        self.base = base
+        self.ca = _ca("gateway test CA")
+        self.ca_file = base / "ca.pem"
+        self.ca_file.write_bytes(_pem(self.ca[0]))
+        self.cert, self.key, self.serial = _leaf(self.ca, ["web.example.test", "api.example.test"])
+        self.mtls_cert, self.mtls_key, _ = _leaf(self.ca, ["mtls.example.test"])
+        client_cert, client_key, _ = _leaf(self.ca, ["client.example.test"])
+        (base / "client.crt").write_bytes(client_cert)
+        (base / "client.key").write_bytes(client_key)
+        self.backend_ca = _ca("backend CA")
+        self.backend_ca_file = base / "backend-ca.pem"
+        self.backend_ca_file.write_bytes(_pem(self.backend_ca[0]))
+        bc, bk, _ = _leaf(self.backend_ca, ["pass.example.test"])
+        (base / "backend.crt").write_bytes(bc)
+        (base / "backend.key").write_bytes(bk)
+        self.https, self.http, self.passthrough = _free_port(), _free_port(), _free_port()
+        self.k8s = _free_port()
+
+    def mesh_text(self) -> str:
+        wl = lambda name, app, n, port, env="": textwrap.dedent(f"""\
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: {name}, labels: {{app: {name}}}}}
+            spec:
+              replicas: {n}
+              command: [{sys.executable}, {app}]
+              ports: [{{containerPort: {port}}}]
+            """) + env  # noqa: E731
+        svc = lambda name, port, pname: textwrap.dedent(f"""\
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: {name}}}
+            spec: {{selector: {{app: {name}}}, ports: [{{port: {port}, name: {pname}}}]}}
+            """)  # noqa: E731
+        tls_env = f"  env: {{TLS_CERT: {self.base / 'backend.crt'}, TLS_KEY: {self.base / 'backend.key'}}}\n"
+        return (svc("echo", 8080, "http") + svc("api", 8080, "http") + svc("tlsapp", 8443, "tls")
+                + wl("echo", ECHO, 2, 8080) + wl("api", ECHO, 1, 8080) + wl("tlsapp", TLS_APP, 1, 8443, tls_env)
+                + textwrap.dedent(f"""\
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: ingress, labels: {{istio: ingressgateway}}}}
+            spec:
+              gateway: true
+              hostPorts: [{{port: 8443, hostPort: {self.https}}}, {{port: 8080, hostPort: {self.http}}},
+                          {{port: 9443, hostPort: {self.passthrough}}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: Gateway
+            metadata: {{name: public}}
+            spec:
+              selector: {{istio: ingressgateway}}
+              servers:
+              - port: {{number: 8080, name: http, protocol: HTTP}}
+                hosts: [web.example.test]
+                tls: {{httpsRedirect: true}}
+              - port: {{number: 8443, name: https, protocol: HTTPS}}
+                hosts: [web.example.test, api.example.test]
+                tls: {{mode: SIMPLE, credentialName: web-cert}}
+              - port: {{number: 8443, name: https-mtls, protocol: HTTPS}}
+                hosts: [mtls.example.test]
+                tls: {{mode: MUTUAL, credentialName: mtls-cert}}   # clients need a certificate of the test CA
+              - port: {{number: 9443, name: tls, protocol: TLS}}
+                hosts: [pass.example.test]
+                tls: {{mode: PASSTHROUGH}}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {{name: web}}
+            spec:
+              hosts: [web.example.test]
+              gateways: [public]
+              http:
+              - match: [{{uri: {{prefix: /api/}}}}]
+                route: [{{destination: {{host: api}}}}]
+              - route: [{{destination: {{host: echo}}}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {{name: api}}
+            spec:
+              hosts: [api.example.test, mtls.example.test]
+              gateways: [default/public]          # the ns/name form (the mesh's routes to api: the GAMMA route)
+              http:
+              - route: [{{destination: {{host: api}}}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {{name: pass}}
+            spec:
+              hosts: [pass.example.test]
+              gateways: [public]
+              tls:
+              - match: [{{sniHosts: [pass.example.test]}}]
+                route: [{{destination: {{host: tlsapp, port: {{number: 8443}}}}}}]
+            ---
+            """) + secret_yaml("web-cert", self.cert, self.key)
+                + "---\n" + secret_yaml("mtls-cert", self.mtls_cert, self.mtls_key, ca=_pem(self.ca[0]))
+                + self.gateway_api_text())
+
+    def gateway_api_text(self) -> str:
+        """Kubernetes Gateway API: a Gateway served by the `edge` gateway pod, an HTTPRoute with the core
+        filters and weights, and a GAMMA route for the `api` Service inside the mesh."""
+        return textwrap.dedent(f"""\
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: who-a}}
+            spec: {{selector: {{app: who-a}}, ports: [{{port: 50051, name: grpc}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: who-a, labels: {{app: who-a}}}}
+            spec: {{command: [{sys.executable}, {POLICY_APP}], ports: [{{containerPort: 8080}}, {{containerPort: 50051}}]}}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: who-b}}
+            spec: {{selector: {{app: who-b}}, ports: [{{port: 50051, name: grpc}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: who-b, labels: {{app: who-b}}}}
+            spec: {{command: [{sys.executable}, {POLICY_APP}], ports: [{{containerPort: 8080}}, {{containerPort: 50051}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: edge, labels: {{gateway.networking.k8s.io/gateway-name: edge}}}}
+            spec: {{gateway: true, hostPorts: [{{port: 8080, hostPort: {self.k8s}}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: sleep, labels: {{app: sleep}}}}
+            spec: {{command: {SLEEP_COMMAND}}}
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: Gateway
+            metadata: {{name: edge}}
+            spec:
+              gatewayClassName: mizzen
+              listeners: [{{name: http, port: 8080, protocol: HTTP, hostname: "*.k8s.test"}}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {{name: shop}}
+            spec:
+              parentRefs: [{{name: edge}}]
+              hostnames: [shop.k8s.test]
+              rules:
+              - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+                filters:
+                - {{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-gw, value: k8s}}]}}}}
+                - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}}}}
+                backendRefs: [{{name: api, port: 8080}}]
+              - matches: [{{path: {{type: Exact, value: /old}}}}]
+                filters: [{{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}}}}}]
+              - matches: [{{path: {{type: PathPrefix, value: /split}}}}]
+                backendRefs: [{{name: echo, port: 8080, weight: 1}}, {{name: api, port: 8080, weight: 1}}]
+              - backendRefs: [{{name: echo, port: 8080}}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: GRPCRoute
+            metadata: {{name: who}}
+            spec:
+              parentRefs: [{{name: edge}}]
+              hostnames: [grpc.k8s.test]
+              rules:
+              - matches: [{{method: {{service: mizzen.Who, method: Call}}, headers: [{{name: x-pick, value: b}}]}}]
+                backendRefs: [{{name: who-b, port: 50051}}]
+              - matches: [{{method: {{service: mizzen.Who}}}}]
+                backendRefs: [{{name: who-a, port: 50051}}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {{name: api-mesh}}
+            spec:
+              parentRefs: [{{group: "", kind: Service, name: api, port: 8080}}]
+              rules:
+              - matches: [{{headers: [{{name: end-user, value: jason}}]}}]
+                backendRefs: [{{name: echo, port: 8080}}]
+              - backendRefs: [{{name: api, port: 8080}}]
+            """)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> Env:
+    return Env(tmp_path_factory.mktemp("gateway"))
+
+
+@pytest.fixture(scope="module")
+def mesh(env: Env, tmp_path_factory):
+    with running_mesh(tmp_path_factory.mktemp("gateway-mesh"), text=env.mesh_text()) as m:
+        yield m
+
+
+def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "10", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def https_get(env: Env, host: str, path: str = "/") -> tuple[int, dict, str]:
+    """curl over HTTPS to the gateway's host port, verifying the certificate for `host` against the test CA."""
+    p = curl("--resolve", f"{host}:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), "-D", "-",
+             f"https://{host}:{env.https}{path}")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split("\n")
+    end = next(i for i, ln in enumerate(lines) if not ln.strip())
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:end])}
+    return status, headers, "\n".join(lines[end + 1:])
+
+
+def wait_until(fn, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return
+        except (AssertionError, OSError, subprocess.SubprocessError) as e:
+            last = e
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_https_with_a_verified_certificate_routes_by_host_and_path(mesh: Mesh, env: Env) -> None:
+    wait_until(lambda: https_get(env, "web.example.test")[0] == 200, what="the gateway's HTTPS server")
+    first = https_get(env, "web.example.test", "/")
+    assert "x-served-by" in first[1], first
+    served = {https_get(env, "web.example.test", "/")[1]["x-served-by"] for _ in range(12)}
+    assert served and all(s.startswith("echo-") for s in served), served
+    assert len(served) == 2, f"both echo replicas serve through the gateway: {served}"
+    status, headers, body = https_get(env, "web.example.test", "/api/items")
+    assert status == 200 and headers["x-served-by"] == "api-0"
+    assert json.loads(body)["path"] == "/api/items"
+    status, headers, _ = https_get(env, "api.example.test", "/anything")
+    assert status == 200 and headers["x-served-by"] == "api-0"
+    # the backend sees the request through mesh mTLS from the gateway (auto mTLS): its identity in XFCC
+    xfcc = json.loads(https_get(env, "api.example.test", "/")[2])["headers"].get("x-forwarded-client-cert", "")
+    assert "spiffe://cluster.local/ns/default/sa/default" in xfcc, xfcc
+    # a host no VirtualService serves on the gateway: 404 from Envoy
+    p = curl("--resolve", f"other.example.test:{env.https}:127.0.0.1", "-k", "-o", "/dev/null", "-w", "%{http_code}",
+             f"https://other.example.test:{env.https}/")
+    assert p.stdout in ("404", "000"), p.stdout
+    # a client that does not trust the test CA refuses the gateway's certificate
+    p = curl("--resolve", f"web.example.test:{env.https}:127.0.0.1", f"https://web.example.test:{env.https}/")
+    assert p.returncode != 0 and "certificate" in p.stderr.lower(), p.stderr
+
+
+def test_http_redirects_to_https(mesh: Mesh, env: Env) -> None:
+    p = curl("--resolve", f"web.example.test:{env.http}:127.0.0.1", "-o", "/dev/null", "-w",
+             "%{http_code} %{redirect_url}", f"http://web.example.test:{env.http}/x")
+    code, _, location = p.stdout.partition(" ")
+    assert code == "301" and location.startswith("https://web.example.test"), p.stdout
+
+
+def test_tls_passthrough_reaches_the_backend_with_its_own_certificate(mesh: Mesh, env: Env) -> None:
+    def get():
+        p = curl("--resolve", f"pass.example.test:{env.passthrough}:127.0.0.1", "--cacert",
+                 str(env.backend_ca_file), f"https://pass.example.test:{env.passthrough}/p")
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    wait_until(lambda: get()["tls"], what="TLS passthrough")
+    doc = get()
+    assert doc["pod"] == "tlsapp-0" and doc["path"] == "/p"
+
+
+def _serial_seen(env: Env) -> int:
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    with socket.create_connection(("127.0.0.1", env.https), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="web.example.test") as s:
+            return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+
+
+def test_credential_rotation_keeps_open_connections(mesh: Mesh, env: Env) -> None:
+    wait_until(lambda: https_get(env, "web.example.test")[0] == 200, what="the gateway's HTTPS server")
+    assert _serial_seen(env) == env.serial
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    conn = http.client.HTTPSConnection("127.0.0.1", env.https, context=ctx, timeout=10)
+    conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", env.https), timeout=10),
+                                server_hostname="web.example.test")
+    conn.request("GET", "/", headers={"Host": "web.example.test"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    cert, key, serial = _leaf(env.ca, ["web.example.test", "api.example.test"])
+    mesh.apply_text(secret_yaml("web-cert", cert, key))
+    wait_until(lambda: _serial_seen(env) == serial, timeout=30, what="the rotated certificate")
+    for _ in range(3):  # the connection opened before the rotation still serves
+        conn.request("GET", "/", headers={"Host": "web.example.test"})
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200
+    conn.close()
+    env.serial = serial
+
+
+def test_a_backend_rollout_through_the_gateway_returns_no_errors(mesh: Mesh, env: Env) -> None:
+    """Load from outside through the gateway (keep-alive HTTPS, 4 clients, ~100 rps) while `echo` restarts."""
+    wait_until(lambda: https_get(env, "web.example.test")[0] == 200, what="the gateway's HTTPS server")
+    stop = threading.Event()
+    results: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def client() -> None:
+        ctx = ssl.create_default_context(cafile=str(env.ca_file))
+        conn = None
+        deadline = time.monotonic() + 120  # bounded even if the rollout hangs
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = http.client.HTTPSConnection("127.0.0.1", env.https, context=ctx, timeout=10)
+                    conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", env.https), timeout=10),
+                                                server_hostname="web.example.test")
+                conn.request("GET", "/", headers={"Host": "web.example.test"})
+                r = conn.getresponse()
+                r.read()
+                key = str(r.status)
+                if r.getheader("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                key = type(e).__name__
+                conn = None
+            with lock:
+                results[key] = results.get(key, 0) + 1
+            time.sleep(0.04)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        mesh.cli("rollout", "restart", "echo", timeout=180)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    total = sum(results.values())
+    assert total > 200, results
+    assert results.get("200") == total, f"non-200 answers or errors during the rollout: {results}"
+
+
+# ------------------------------------------------------------------------------------------ Gateway API
+def k8s_get(env: Env, path: str, host: str = "shop.k8s.test") -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection("127.0.0.1", env.k8s, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_gateway_api_httproute_core_features(mesh: Mesh, env: Env) -> None:
+    wait_until(lambda: k8s_get(env, "/")[0] == 200, what="the Gateway API gateway")
+    status, headers, body = k8s_get(env, "/api/items?q=1")
+    doc = json.loads(body)
+    assert status == 200 and headers["x-served-by"] == "api-0", (status, headers)
+    assert doc["path"] == "/v2/items?q=1" and doc["headers"]["x-gw"] == "k8s", doc  # URLRewrite, header filter
+    assert json.loads(k8s_get(env, "/apis")[2])["pod"].startswith("echo-")  # /api is a segment: not /apis
+    status, headers, _ = k8s_get(env, "/old")
+    assert status == 302 and headers["location"].endswith("/new"), (status, headers)
+    seen = {k8s_get(env, "/split")[1]["x-served-by"].split("-")[0] for _ in range(30)}
+    assert seen == {"echo", "api"}, seen  # weighted backendRefs 1:1
+    assert k8s_get(env, "/", host="other.k8s.test")[0] == 404  # a hostname no route attaches to
+
+
+def test_gamma_route_for_a_service_applies_inside_the_mesh(mesh: Mesh, env: Env) -> None:
+    def served(*headers: str) -> str:
+        args = ["curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-D", "-", "http://api:8080/"]
+        for h in headers:
+            args[1:1] = ["-H", h]
+        p = mesh.exec("sleep-0", *args, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return next(ln.split(":", 1)[1].strip() for ln in p.stdout.splitlines()
+                    if ln.lower().startswith("x-served-by:"))
+
+    wait_until(lambda: served("end-user: jason").startswith("echo-"), what="the GAMMA route")
+    assert served() == "api-0"
+
+
+def test_gateway_api_grpcroute_by_method_and_header(mesh: Mesh, env: Env) -> None:
+    import grpc
+
+    def call(*metadata: tuple[str, str]) -> str:
+        with grpc.insecure_channel(f"127.0.0.1:{env.k8s}", options=[("grpc.default_authority", "grpc.k8s.test")]) as ch:
+            return ch.unary_unary("/mizzen.Who/Call")(b"", timeout=5, metadata=metadata or None).decode()
+
+    def ready() -> bool:
+        try:
+            return call() == "who-a-0"
+        except grpc.RpcError:
+            return False
+
+    wait_until(ready, what="the GRPCRoute")
+    assert {call() for _ in range(5)} == {"who-a-0"}
+    assert call(("x-pick", "b")) == "who-b-0"
+
+
+def test_mutual_tls_server_requires_a_client_certificate(mesh: Mesh, env: Env) -> None:
+    def get(*extra: str) -> subprocess.CompletedProcess:
+        return curl("--resolve", f"mtls.example.test:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), *extra,
+                    "-o", "/dev/null", "-w", "%{http_code}", f"https://mtls.example.test:{env.https}/")
+
+    with_cert = ("--cert", str(env.base / "client.crt"), "--key", str(env.base / "client.key"))
+    wait_until(lambda: get(*with_cert).stdout == "200", what="the MUTUAL server")
+    p = get()
+    assert p.returncode != 0 or p.stdout != "200", (p.stdout, p.stderr)  # no client certificate: refused
