@@ -96,6 +96,17 @@ POLICY = {
                              "port: 9411}}", api="mizzen.dev/v1"),
     "WorkloadGroup": doc("WorkloadGroup", "cart-vms", "{metadata: {labels: {app: cart}}, template: {ports: "
                          "{http: 9080}}}"),
+    # Gateway API (api/gateway_api.py): a gateway of shop's and routes attached to it; ReferenceGrant; a Secret
+    "KubeGateway": doc("Gateway", "shop-gw", "{gatewayClassName: mizzen, listeners: [{name: http, port: 80, "
+                       "protocol: HTTP}]}", api="gateway.networking.k8s.io/v1"),
+    "HTTPRoute": doc("HTTPRoute", "cart", "{parentRefs: [{name: shop-gw}], rules: [{backendRefs: [{name: cart, "
+                     "port: 9080}]}]}", api="gateway.networking.k8s.io/v1"),
+    "GRPCRoute": doc("GRPCRoute", "cart", "{parentRefs: [{name: shop-gw}], rules: [{backendRefs: [{name: cart, "
+                     "port: 9080}]}]}", api="gateway.networking.k8s.io/v1"),
+    "ReferenceGrant": doc("ReferenceGrant", "cart", "{from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, "
+                          "namespace: shop}], to: [{group: '', kind: Service}]}", api="gateway.networking.k8s.io/v1beta1"),
+    "Secret": "apiVersion: v1\nkind: Secret\nmetadata: {name: cart-cert, namespace: shop}\ntype: Opaque\n"
+              "data: {a: YQ==}\n",
     "ProxyConfig": doc("ProxyConfig", "cart", "{selector: {matchLabels: {app: cart}}, concurrency: 1}",
                        api="networking.istio.io/v1beta1"),
 }
