@@ -311,6 +311,11 @@ def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:
     browser.get(url)  # sets the session cookie and drops the token from the address
     WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#topology-graph canvas")))
     assert "token" not in browser.current_url
+    # the console reads the REST API, which asks every caller for a token: no page shows an error banner
+    for page in ("topology", "services", "proxies", "config"):
+        browser.get(f"{base}/{page}")
+        banners = [b.text for b in browser.find_elements(By.CSS_SELECTOR, ".banner.error")]
+        assert not banners, (page, banners)
 
     stop = mesh.state_dir.parent / "stop-load-console"
     load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=600, stop_file=stop)
