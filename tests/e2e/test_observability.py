@@ -106,7 +106,7 @@ def test_stat_top_and_tap_on_live_traffic(mesh: Mesh) -> None:
     mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")
     mesh.wait_synced()
     stop = mesh.state_dir.parent / "stop-load"
-    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=180, stop_file=stop)
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=600, stop_file=stop)
     try:
         def stat_rows():
             rows = cli_json(mesh, "stat")
@@ -134,7 +134,7 @@ def test_stat_top_and_tap_on_live_traffic(mesh: Mesh) -> None:
 
         out = mesh.cli("tap", "productpage-v1", "--path", "/reviews", "--max", "3", "--seconds", "30", "-o", "json")
         rows = [json.loads(line) for line in out.stdout.splitlines()]
-        assert len(rows) == 3, out.stdout + out.stderr
+        assert len(rows) == 3, out.stdout + out.stderr + f" (background load still running: {load.poll() is None})"
         for r in rows:
             assert r["method"] == "GET" and r["path"].startswith("/reviews") and r["status"] == 200, r
             assert r["source"] == "productpage-v1.default" and r["destination"].startswith("reviews-v3"), r
@@ -311,9 +311,14 @@ def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:
     browser.get(url)  # sets the session cookie and drops the token from the address
     WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#topology-graph canvas")))
     assert "token" not in browser.current_url
+    # the console reads the REST API, which asks every caller for a token: no page shows an error banner
+    for page in ("topology", "services", "proxies", "config"):
+        browser.get(f"{base}/{page}")
+        banners = [b.text for b in browser.find_elements(By.CSS_SELECTOR, ".banner.error")]
+        assert not banners, (page, banners)
 
     stop = mesh.state_dir.parent / "stop-load-console"
-    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=180, stop_file=stop)
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=600, stop_file=stop)
     try:
         seen: list = []
 

@@ -148,3 +148,18 @@ def test_directory_shared_loopback_address_resolves_by_port_only():
     assert parse_cluster(f"outbound|9080|v2|{REVIEWS}") == ("outbound", 9080, "v2", REVIEWS)
     assert parse_cluster("PassthroughCluster") is None
     assert DIR.workload_at(B_IP).version == "v1"
+
+
+def test_destination_side_names_its_own_principal_only_for_a_request_that_came_over_mutual_tls():
+    me = principal_of("default", "bookinfo-reviews")
+    reviews = SelfInfo(REVIEWS_V1.workload, REVIEWS_V1.port_services, principal=me)
+    agg = Aggregator(reviews, DIR)
+    san = principal_of("default", "bookinfo-productpage")
+    agg.add_request(from_http_entry(http_entry(downstream=A_IP, upstream="127.0.0.4:9080", cluster="inbound|9080||",
+                                               san=san), INBOUND), NOW)
+    agg.add_request(from_http_entry(http_entry(downstream=A_IP, upstream="127.0.0.4:9080", cluster="inbound|9080||"),
+                                    INBOUND), NOW)
+    by_policy = {l["connection_security_policy"]: l for l in labels(agg)}
+    assert (by_policy["mutual_tls"]["source_principal"], by_policy["mutual_tls"]["destination_principal"]) == (san, me)
+    # plain text: our certificate was not presented, nothing is proven on either side
+    assert by_policy["none"]["source_principal"] == by_policy["none"]["destination_principal"] == "unknown"

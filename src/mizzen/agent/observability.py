@@ -22,7 +22,7 @@ from aiohttp import web
 from ..client.aio import AsyncApiClient
 from ..model.labels import labels_match
 from ..telemetry.aggregate import SelfInfo
-from ..telemetry.peers import Directory, WorkloadInfo
+from ..telemetry.peers import Directory, WorkloadInfo, principal_of
 from ..telemetry.tap import TapError
 from .config import AgentConfig
 from .tap import TapBusy, TapHub
@@ -51,7 +51,8 @@ class AgentTelemetry:
                  extra_metrics: Callable[[], str] | None = None) -> None:
         self.cfg = cfg
         self.api = api
-        me = SelfInfo(WorkloadInfo.from_labels(cfg.workload, cfg.namespace, cfg.label_dict, cfg.service_account))
+        me = SelfInfo(WorkloadInfo.from_labels(cfg.workload, cfg.namespace, cfg.label_dict, cfg.service_account),
+                      principal=principal_of(cfg.namespace, cfg.service_account, cfg.trust_domain))
         self.telemetry = Telemetry(
             me, cfg.telemetry_socket, fetch_directory=self._directory if api is not None else None,
             envoy_stats=unix_get(cfg.admin_socket, "/stats/prometheus"),

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from ..client.aio import AsyncAgentControl, AsyncApiClient
+from ..client.auth import FileToken
 from ..client.errors import ClientError
 from ..client.layout import StateLayout, replica_name
 from ..telemetry.cpmetrics import ControlPlaneMetrics
@@ -161,7 +162,10 @@ class Observability:
                         yield row
             return rows()
 
-        app = make_app(ClientRest(AsyncApiClient(f"unix:{self.api_socket}", timeout=30.0)), windows=windows,
+        # the REST API asks every caller for a token: the console reads as the mesh's admin (STATE/admin.token,
+        # written by the API security before anything answers); its own visitors need the console token
+        rest = AsyncApiClient(f"unix:{self.api_socket}", timeout=30.0, token=FileToken(self.layout.admin_token))
+        app = make_app(ClientRest(rest), windows=windows,
                        traces=LocalTraces(self.store), tap=tap, token=token)
         runner, port = await _serve_tcp(app, "127.0.0.1", self.settings.console_port or 0, "console")
         self._runners.append(runner)

@@ -27,6 +27,7 @@ class SelfInfo:
     workload: WorkloadInfo
     port_services: Mapping[int, str] = field(default_factory=dict)
     mtls: bool = False  # principals are known only when a peer certificate proves them
+    principal: str = ""  # this sidecar's own SPIFFE identity (its workload certificate), "" if it has none
 
 
 def _bucket(bounds: tuple[float, ...], value: float) -> int:
@@ -102,7 +103,9 @@ def peers_of(rec: RequestRecord | TcpRecord, me: SelfInfo, directory: Directory,
     if not service and parsed:
         service = me.port_services.get(parsed[1], "")
     src_p = rec.peer_principal or UNKNOWN
-    return _peer_labels("destination", src, src_p, w, w.principal if me.mtls else UNKNOWN, service)
+    # a request that came over mutual TLS was answered with our own certificate: our identity is proven
+    dst_p = me.principal if rec.peer_principal and me.principal else (w.principal if me.mtls else UNKNOWN)
+    return _peer_labels("destination", src, src_p, w, dst_p, service)
 
 
 def http_labels(rec: RequestRecord, me: SelfInfo, directory: Directory) -> tuple[str, ...]:
