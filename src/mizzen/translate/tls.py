@@ -128,7 +128,9 @@ def upstream_from_files(tls: ClientTLSSettings, protocol: str) -> base_pb2.Trans
         ctx.sni = tls.sni
     else:  # as Istio: the request's host is the SNI, and the server must present it
         ctx.auto_host_sni = True
-        ctx.auto_sni_san_validation = not tls.subject_alt_names and not tls.insecure_skip_verify
+        # Envoy refuses SAN-from-SNI validation without a trusted CA file (the system roots do not count)
+        ctx.auto_sni_san_validation = bool(tls.ca_certificates) and not tls.subject_alt_names and \
+            not tls.insecure_skip_verify
     return socket(ctx)
 
 
