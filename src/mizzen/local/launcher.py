@@ -220,16 +220,6 @@ class ProcessLauncher:
         provision_pod(pod.dir, token, str(ca["rootCert"]).encode(), uid=os.getuid(), gid=os.getgid())  # the agent's uid
         return str(ca["trustDomain"])
 
-    def revoke(self, pod: Pod) -> None:
-        """A stopped pod's credential stops working (best effort: a fresh `up` starts with none anyway)."""
-        if not pod.sidecar:
-            return
-        try:
-            self.api.revoke_credential(pod.instance_id)
-        except ClientError as e:
-            log.warning("%s: could not revoke its credential (%s); it stays valid until the next `mizzen up`",
-                        pod.name, e)
-
     def launch(self, pod: Pod) -> None:
         """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready (the
         supervisor starts it then)."""
