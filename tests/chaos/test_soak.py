@@ -22,7 +22,7 @@ from tests.e2e.mesh import ROOT, Mesh, can_run_netns, running_mesh
 
 from .helpers import chaos_processes
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
 SECONDS = float(os.environ.get("MIZZEN_SOAK_SECONDS", "150"))
 RPS = 200

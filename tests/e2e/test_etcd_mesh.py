@@ -31,7 +31,7 @@ from tests.etcd.fixtures import needs_etcd, start_cluster, stop_cluster
 
 from .mesh import ROOT, SLEEP_COMMAND, Mesh, can_run_netns, running_mesh
 
-pytestmark = [pytest.mark.e2e, needs_etcd,
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_etcd,
               pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
 APP = ROOT / "tests" / "e2e" / "apps" / "policy_app.py"

@@ -27,7 +27,7 @@ from tests.etcd.fixtures import needs_etcd
 
 from .mesh import ROOT, SLEEP_COMMAND, Mesh, can_run_netns, running_mesh
 
-pytestmark = [pytest.mark.e2e, needs_etcd,
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_etcd,
               pytest.mark.skipif(can_run_netns() is not None, reason=str(can_run_netns()))]
 
 APPS = ROOT / "tests" / "e2e" / "apps"
