@@ -42,7 +42,7 @@ from .options import Options
 from .pods import OperationError, RunnerError
 from .procs import Child, env_without_proxies, wait_children
 from .protocols import Progress
-from .runner import Interrupted, resolve_mode
+from .runner import Interrupted, install_stop_signals, resolve_mode
 from .table import MeshInfo, PodTable, status_of
 
 log = logging.getLogger("mizzen.local")
@@ -157,14 +157,7 @@ class MultiHostRunner:
         return code
 
     def _install_signals(self) -> None:
-        def on_stop(signum: int, frame: Any) -> None:
-            if self.table.run.stop_requested:
-                self.table.run.force = True
-            self.table.run.stop_requested = True
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_stop)
-        signal.signal(signal.SIGHUP, on_stop if sys.stdin is not None and sys.stdin.isatty() else signal.SIG_IGN)
+        install_stop_signals(self.table.run)
 
     def _check_stop(self) -> None:
         if self.table.run.stop_requested:

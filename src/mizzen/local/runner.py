@@ -127,6 +127,19 @@ def untraversable(path: str, uid: int) -> str | None:
     return None
 
 
+def install_stop_signals(run: Any) -> None:
+    """SIGTERM/SIGINT (and SIGHUP from a terminal) ask the runner to stop; a second one forces it. Without a
+    terminal SIGHUP is ignored (a detached runner outlives its shell)."""
+    def on_stop(signum: int, frame: Any) -> None:
+        if run.stop_requested:
+            run.force = True
+        run.stop_requested = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, on_stop if sys.stdin is not None and sys.stdin.isatty() else signal.SIG_IGN)
+
+
 class Runner:
     """Implements `control.ControlTarget` for the control channel."""
 
@@ -281,17 +294,7 @@ class Runner:
         return code
 
     def _install_signals(self) -> None:
-        def on_stop(signum: int, frame: Any) -> None:
-            if self.table.run.stop_requested:
-                self.table.run.force = True
-            self.table.run.stop_requested = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        if sys.stdin is not None and sys.stdin.isatty():
-            signal.signal(signal.SIGHUP, on_stop)
-        else:
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        install_stop_signals(self.table.run)
 
     def _prepare_state_dir(self) -> None:
         os.makedirs(self.layout.logs_dir, exist_ok=True)
