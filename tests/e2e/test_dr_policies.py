@@ -176,7 +176,7 @@ def test_connection_pool_limits_overflow_with_503(mesh: Mesh) -> None:
 
 
 def test_grpc_calls_on_one_channel_spread_over_replicas(mesh: Mesh) -> None:
-    p = mesh.exec("sleep", "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(GRPC_CLIENT), "hello:50051", "150")
+    p = mesh.exec("sleep", sys.executable, str(GRPC_CLIENT), "hello:50051", "150")
     assert p.returncode == 0, p
     import json
 
@@ -189,7 +189,7 @@ def _grpc_calls(mesh: Mesh, n: int) -> dict:
     """n unary calls on one grpcio channel from `sleep` through its sidecar: {served_by, errors}."""
     import json
 
-    p = mesh.exec("sleep", "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(GRPC_CLIENT), "hello:50051", str(n))
+    p = mesh.exec("sleep", sys.executable, str(GRPC_CLIENT), "hello:50051", str(n))
     assert p.returncode == 0, p
     return json.loads(p.stdout.strip().splitlines()[-1])
 

@@ -32,8 +32,9 @@ CALLER = "sleep-0"
 
 # One grpcio channel shared by a few threads; unary calls at --rps for --seconds; every failure counted by code.
 GRPC_LOAD = '''
-import argparse, json, threading, time
+import argparse, json, os, threading, time
 from collections import Counter
+os.environ.setdefault("GRPC_DNS_RESOLVER", "native")  # the pod's /etc/hosts
 import grpc
 
 ap = argparse.ArgumentParser()
@@ -154,7 +155,7 @@ def test_grpc_one_channel_gets_goaway_and_no_failed_call(mesh: Mesh) -> None:
     script = mesh.state_dir.parent / "grpc_load.py"
     load = subprocess.Popen(
         [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(mesh.state_dir), CALLER, "--",
-         "env", "GRPC_DNS_RESOLVER=native", sys.executable, str(script), "hello:50051", "--rps", str(rps),
+         sys.executable, str(script), "hello:50051", "--rps", str(rps),
          "--seconds", str(seconds), "--concurrency", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     r, _ = rollout(mesh, load)

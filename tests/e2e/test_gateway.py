@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -236,8 +238,18 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> Env:
-    return Env(tmp_path_factory.mktemp("gateway"))
+def env() -> Env:
+    # not under pytest's /tmp/pytest-of-<user> (0700): tlsapp's app runs as its pod's own uid and reads
+    # backend.crt/backend.key from here
+    base = Path(tempfile.mkdtemp(prefix="mizzen-e2e-gateway-"))
+    base.chmod(0o755)
+    try:
+        e = Env(base)
+        for f in base.iterdir():
+            f.chmod(0o644)  # throwaway test keys
+        yield e
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def mesh(tmp_path_factory) -> Mesh:
 
 def curl(mesh: Mesh, pod: str, *extra: str, url: str = "http://echo:8080/hello") -> tuple[int, str, str]:
     """(curl's exit code, HTTP code or 000, body) of one request from `pod`."""
-    p = mesh.exec(pod, "curl", "-sS", "-m", "5", "-o", "/dev/stdout", "-w", "\n%{http_code}", *extra, url, timeout=30)
+    p = mesh.exec(pod, "curl", "-sS", "-m", "5", "-w", "\n%{http_code}", *extra, url, timeout=30)
     body, _, code = p.stdout.rpartition("\n")
     return p.returncode, code.strip(), body
 

@@ -276,6 +276,15 @@ def test_pod_with_sidecar_vip_rules_apply_to_envoys_own_connections_only(mesh):
     nat = subprocess.run(m.exec_argv(["iptables", "-t", "nat", "-S"]), capture_output=True, text=True).stdout
     assert "-A MIZZEN_OUTPUT -p tcp -j REDIRECT --to-ports 15001" in nat and "-A MIZZEN_SERVICES" in nat, nat
 
+    # bypass on: the capture rules go (the VIP rules now apply to the app too), off: back; the service chain
+    # alone is rewritten only while the capture state stays the same (this once lost the bypass switch)
+    assert mesh.set_bypass("m-0", "on")
+    assert _client(m, "http://10.96.0.5:80/").stdout.strip() == "A -"
+    assert mesh.set_vip_rules("m-0", service_chain({("10.96.0.5", 80): [(a.ip, 9080)], ("10.96.0.8", 80): [(a.ip, 9080)]}))
+    assert _client(m, "http://10.96.0.5:80/").stdout.strip() == "A -"
+    assert mesh.set_bypass("m-0", "off")
+    assert _client(m, "http://10.96.0.5:80/").stdout.strip() == "M-outbound 10.96.0.5:80"
+
 
 def test_free_ports_are_distinct_and_below_the_ephemeral_range():
     """Loopback-mode ports must not come from the range the kernel uses for outgoing connections' source

@@ -85,9 +85,11 @@ class Client:
 
     def __init__(self, bootstrap: Path, target: str, *, seconds: float, rps: float, headers: dict | None = None,
                  stop_file: Path | None = None, prefix: tuple[str, ...] = ()):
-        """`prefix`: what runs the client (e.g. `mizzen exec POD --`); the bootstrap is passed with `env`."""
+        """`prefix`: what runs the client (e.g. `mizzen exec POD --`); the bootstrap is passed with --bootstrap."""
         env = dict(os.environ, GRPC_XDS_BOOTSTRAP=str(bootstrap))
-        args = [*prefix, "env", f"GRPC_XDS_BOOTSTRAP={bootstrap}", sys.executable, str(CLIENT), target,
+        # --bootstrap, not `env GRPC_XDS_BOOTSTRAP=.. python`: in a pod, `env` could not re-exec an interpreter
+        # that lives below a root-only directory (a pyenv under /root)
+        args = [*prefix, sys.executable, str(CLIENT), target, "--bootstrap", str(bootstrap),
                 "--seconds", str(seconds), "--rps", str(rps)]
         for k, v in (headers or {}).items():
             args += ["-H", f"{k}={v}"]

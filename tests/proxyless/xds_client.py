@@ -22,7 +22,10 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=0.25)
     ap.add_argument("--stop-file", default="")
     ap.add_argument("-H", dest="headers", action="append", default=[])
+    ap.add_argument("--bootstrap", default="", help="GRPC_XDS_BOOTSTRAP (else from the environment)")
     a = ap.parse_args()
+    if a.bootstrap:
+        os.environ["GRPC_XDS_BOOTSTRAP"] = a.bootstrap  # read when the first xds: channel is made
     seconds, rps = min(a.seconds, 120.0), min(a.rps, 500.0)
     md = tuple(tuple(h.split("=", 1)) for h in a.headers)
     with grpc.insecure_channel(a.target) as ch:

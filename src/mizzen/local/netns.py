@@ -299,6 +299,7 @@ class PodNet:
     capture: bool
     hosts_path: str
     nat: str = ""  # the nat table last loaded with service-VIP rules (plainroutes.py)
+    nat_mode: str = ""  # the capture state (bypass value) that table was fully loaded for
     chain: tuple[str, ...] = ()  # the service-VIP chain last loaded
     bypass: str = "off"  # off (captured) | outbound (sends direct, inbound captured) | on (no capture): bypass.py
     outbound_port: int = OUTBOUND_PORT
@@ -444,12 +445,13 @@ class MeshNet:
         pn.chain = tuple(chain)
         if pn.nat == rules:
             return False
-        if pn.nat:  # only the service chain changed: rewrite it alone, leave the rest of the table (and
-            # whatever else is in it, e.g. a `mizzen chaos` fault's rules) untouched; still one atomic commit
+        mode = pn.bypass if pn.capture else "plain"
+        if pn.nat and pn.nat_mode == mode:  # only the service chain changed: rewrite it alone, leave the rest of
+            # the table (and whatever else is in it, e.g. a `mizzen chaos` fault's rules) untouched; one atomic commit
             run(exec_argv(pn.netns, ["iptables-restore", "--noflush"]), input="\n".join(["*nat", *chain, "COMMIT", ""]))
-        else:
+        else:  # first load, or the capture rules change (a bypass switch): the whole table, atomically
             run(exec_argv(pn.netns, ["iptables-restore"]), input=rules)
-        pn.nat = rules
+        pn.nat, pn.nat_mode = rules, mode
         return True
 
     def set_bypass(self, pod: str, state: str) -> bool:

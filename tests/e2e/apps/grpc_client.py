@@ -3,10 +3,14 @@ Bounded: at most 2000 calls, each with a 5 s deadline."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 
-import grpc
+# the pod's /etc/hosts names the services; set here, not with `env X=Y python`: a pod's app user may exec
+# the interpreter directly but not always re-exec it through a root-only directory (a pyenv under /root)
+os.environ.setdefault("GRPC_DNS_RESOLVER", "native")
+import grpc  # noqa: E402
 
 
 def main() -> None:
