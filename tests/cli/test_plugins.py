@@ -16,10 +16,29 @@ VERBS = {"apply", "delete", "get", "proxy-status", "proxy-config", "up", "down",
 
 
 def test_every_verb_is_registered():
+    import click
+
     group = build_cli()
-    assert set(group.commands) == VERBS
+    ctx = click.Context(group)
+    assert set(group.list_commands(ctx)) == VERBS
+    for v in VERBS:  # each one's module imports, and the command is the one named so
+        cmd = group.get_command(ctx, v)
+        assert isinstance(cmd, click.Command) and v in (cmd.name, v), v
     r = CliRunner().invoke(group, ["--help"])
     assert r.exit_code == 0 and all(v in r.stdout for v in VERBS)
+
+
+def test_a_verb_imports_only_its_own_module():
+    """`mizzen exec` / `get` / `status` run many times a minute from scripts: they must not import every kind's
+    schema, the translator, the control plane or aiohttp (that cost ~2.5 s of CPU per call)."""
+    code = ("import sys; from mizzen.cli.main import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in sys.modules if m in ('mizzen.api.kinds', 'mizzen.translate.renderer', "
+            "'mizzen.local.runner', 'mizzen.server.controlplane', 'aiohttp', 'grpc'))\n"
+            "print('HEAVY', heavy)")
+    for verb in (["exec", "--help"], ["status", "--help"], ["get", "--help"]):
+        p = subprocess.run([sys.executable, "-c", code, *verb], capture_output=True, text=True, timeout=60)
+        assert "HEAVY []" in p.stdout, (verb, p.stdout[-500:], p.stderr[-2000:])
 
 
 def test_a_broken_command_module_is_a_crash_with_a_traceback(tmp_path):

@@ -1,8 +1,8 @@
 """The `mizzen` command line: a thin front end (click + rich) over `mizzen.client`.
 
-Every command is registered explicitly in `build_cli()`: the config verbs here, the others from the
-`*/commands.py` modules of the packages that implement them. A command module that does not import is a
-crash with a traceback, never a silently missing verb.
+Every command is named explicitly: the config verbs here, the others in COMMANDS (the `*/commands.py`
+modules of the packages that implement them), imported only when used. A command module that does not import
+is a crash with a traceback, never a silently missing verb.
 """
 from __future__ import annotations
 
@@ -11,25 +11,9 @@ from typing import Any
 
 import click
 
-from ..agent.commands import agent
-from ..analyze.commands import analyze, validate
-from ..api import DEFAULT_NAMESPACE, KINDS, resolve_kind
-from ..bench.commands import bench
-from ..ca.commands import ca
-from ..chaos.commands import chaos
+from ..api import DEFAULT_NAMESPACE
 from ..client import ApiClient, HttpError
-from ..etcd.commands import etcd
-from ..local.commands import down, exec_, proxy, rollout, scale, status, up
-from ..manifests import read_inputs
-from ..ratelimit.commands import ratelimit
-from ..proxyless.commands import proxyless_bootstrap
-from ..server.commands import controlplane
-from .logs import logs
-from .mesh import mesh
 from .options import MizzenGroup, api_client, api_options, fail, state_dir_option
-from .telemetry import dashboard, prometheus_config, stat, tap, top, traces
-from .proxy import register as register_proxy_commands
-from .token import token
 from .render import dump, dump_documents, kind_cells, kind_columns, kind_ref, print_table
 
 INSTANCE_NAMES = ("instances", "instance", "inst")
@@ -37,6 +21,8 @@ SERVICE_NAMES = ("services", "service", "svc")
 
 
 def _kind(name: str) -> str:
+    from ..api import KINDS, resolve_kind
+
     try:
         return resolve_kind(name).kind
     except KeyError:
@@ -55,6 +41,8 @@ def _kind(name: str) -> str:
 @api_options
 def apply(files: tuple[str, ...], namespace: str | None, dry_run: bool, skip_unknown: bool, state_dir: str) -> None:
     """Create or update resources from manifests, all-or-nothing."""
+    from ..manifests import read_inputs
+
     out = api_client(state_dir).apply(read_inputs(files), namespace, dry_run=dry_run, skip_unknown=skip_unknown)
     for w in out.get("warnings", []):
         click.echo(f"Warning: {w}", err=True)
@@ -69,6 +57,8 @@ def apply(files: tuple[str, ...], namespace: str | None, dry_run: bool, skip_unk
 @api_options
 def delete(args: tuple[str, ...], files: tuple[str, ...], namespace: str | None, state_dir: str) -> None:
     """Delete resources named in manifests (-f), or KIND NAME [NAME...]. All-or-nothing with -f."""
+    from ..manifests import read_inputs
+
     api = api_client(state_dir)
     if files:
         if args:
@@ -191,21 +181,49 @@ def get(kind: str, names: tuple[str, ...], namespace: str | None, all_namespaces
 
 # ------------------------------------------------------------------ the group
 
+# Every other verb, as "module:attribute": its module is imported only when that verb runs (or --help lists
+# them), so `mizzen exec` does not pay for the control plane's, the analyzers' and the benchmarks' imports.
+COMMANDS: dict[str, str] = {
+    "up": "mizzen.local.commands:up", "down": "mizzen.local.commands:down", "exec": "mizzen.local.commands:exec_",
+    "status": "mizzen.local.commands:status", "rollout": "mizzen.local.commands:rollout",
+    "scale": "mizzen.local.commands:scale", "proxy": "mizzen.local.commands:proxy",
+    "proxy-status": "mizzen.cli.proxy:proxy_status", "proxy-config": "mizzen.cli.proxy:proxy_config",
+    "agent": "mizzen.agent.commands:agent", "controlplane": "mizzen.server.commands:controlplane",
+    "bench": "mizzen.bench.commands:bench", "analyze": "mizzen.analyze.commands:analyze",
+    "validate": "mizzen.analyze.commands:validate", "logs": "mizzen.cli.logs:logs", "etcd": "mizzen.etcd.commands:etcd",
+    "ratelimit": "mizzen.ratelimit.commands:ratelimit", "ca": "mizzen.ca.commands:ca", "token": "mizzen.cli.token:token",
+    "stat": "mizzen.cli.telemetry:stat", "top": "mizzen.cli.telemetry:top", "tap": "mizzen.cli.telemetry:tap",
+    "traces": "mizzen.cli.telemetry:traces", "dashboard": "mizzen.cli.telemetry:dashboard",
+    "prometheus-config": "mizzen.cli.telemetry:prometheus_config", "mesh": "mizzen.cli.mesh:mesh",
+    "chaos": "mizzen.chaos.commands:chaos", "proxyless-bootstrap": "mizzen.proxyless.commands:proxyless_bootstrap",
+}
+
+
+class LazyGroup(MizzenGroup):
+    """Commands in COMMANDS are imported on first use. A module that does not import is still a crash with a
+    traceback (tests/unit/test_cli_commands.py loads every one), never a silently missing verb."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in COMMANDS:
+            import importlib
+
+            module, attr = COMMANDS[name].split(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, name=name)
+        return cmd
+
+
 def build_cli() -> click.Group:
-    @click.group(cls=MizzenGroup, context_settings={"help_option_names": ["-h", "--help"]})
+    @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
     def cli() -> None:
         """Mizzen: a service mesh with a Python control plane and Envoy sidecars."""
 
     for cmd in (apply, delete, get):
         cli.add_command(cmd)
-    register_proxy_commands(cli.add_command)
-    for cmd, name in ((up, "up"), (down, "down"), (exec_, "exec"), (status, "status"), (rollout, "rollout"),
-                      (scale, "scale"), (proxy, "proxy"), (agent, "agent"), (controlplane, "controlplane"),
-                      (bench, "bench"), (analyze, "analyze"), (validate, "validate"), (logs, "logs"), (etcd, "etcd"),
-                      (ratelimit, "ratelimit"), (ca, "ca"), (token, "token"), (stat, "stat"), (top, "top"), (tap, "tap"),
-                      (traces, "traces"), (dashboard, "dashboard"), (prometheus_config, "prometheus-config"),
-                      (mesh, "mesh"), (chaos, "chaos"), (proxyless_bootstrap, "proxyless-bootstrap")):
-        cli.add_command(cmd, name=name)
     return cli
 
 

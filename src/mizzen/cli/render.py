@@ -10,7 +10,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ..api import KINDS, Issue
+from ..api import Issue
 
 
 def console() -> Console:
@@ -56,6 +56,8 @@ def dump_documents(docs: list[dict[str, Any]], fmt: str, *, single: bool) -> Non
 
 def kind_ref(kind: str) -> str:
     """kubectl's resource reference: virtualservice.networking.istio.io, service, workload.mizzen.dev."""
+    from ..api import KINDS  # every kind's schema: imported when a table needs one
+
     info = KINDS.get(kind)
     version = info.api_versions[0] if info else "v1"
     group = version.rsplit("/", 1)[0] if "/" in version else ""

@@ -11,13 +11,27 @@
 """
 from __future__ import annotations
 
-from .address import Address
-from .api import ApiClient
-from .control import AgentControl, RunnerClient
-from .envoy import EnvoyAdmin
-from .errors import ClientError, HttpError, MeshUnavailable, Unavailable
-from .http import unix_request
-from .layout import ENVOY_UID, MAX_CONTROL_PLANES, PodDir, StateLayout, replica_name
+
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    'Address': '.address',
+    'ApiClient': '.api',
+    'AgentControl': '.control',
+    'RunnerClient': '.control',
+    'EnvoyAdmin': '.envoy',
+    'ClientError': '.errors',
+    'HttpError': '.errors',
+    'MeshUnavailable': '.errors',
+    'Unavailable': '.errors',
+    'unix_request': '.http',
+    'ENVOY_UID': '.layout',
+    'MAX_CONTROL_PLANES': '.layout',
+    'PodDir': '.layout',
+    'StateLayout': '.layout',
+    'replica_name': '.layout',
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["Address", "AgentControl", "ApiClient", "ClientError", "ENVOY_UID", "EnvoyAdmin", "HttpError",
            "MAX_CONTROL_PLANES", "MeshUnavailable", "PodDir", "RunnerClient", "StateLayout", "Unavailable",

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,9 +16,11 @@ from ..cli.render import input_issue_line, print_table
 from ..client import ApiClient, HttpError, RunnerClient, StateLayout, Unavailable
 from . import netns
 from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
-from .pods import as_user, path_for
+from .users import as_user, path_for
+
+if TYPE_CHECKING:
+    from .runner import Runner
 from .procs import alive, env_without_proxies, tail
-from .runner import Runner, RunnerError, setup_logging
 
 RESTARTS_BEFORE_FAILING = 3
 
@@ -107,6 +109,7 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
     runs each host in a namespace of its own."""
     from ..ca.identity import InvalidIdentity, check_trust_domain
     from ..server.commands import resolve_store_url, seconds
+    from .runner import Runner, RunnerError, setup_logging
 
     try:
         check_trust_domain(trust_domain)
@@ -198,6 +201,7 @@ def _has_hosts(mesh_file: str) -> bool:
     from ..api import load_sources
     from ..manifests import read_inputs
     from .hosts import plan_hosts
+    from .runner import RunnerError
 
     try:
         return plan_hosts(load_sources(read_inputs([mesh_file])).resources) is not None
@@ -237,6 +241,8 @@ def _up_detached(runner: Any, timeout: float) -> int:
 
 
 def _daemon_main(runner: Runner, w: int, log_path: str) -> None:
+    from .runner import setup_logging
+
     code = 1
     try:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

@@ -5,6 +5,8 @@ module per output (`listeners`, `routes`, `clusters`, `endpoints`), DestinationR
 `policies`, HTTP features behind one interface in `filters/`, EnvoyPatches in `patches`, and the consistency
 check every rendered view passes in `consistency`. `Renderer` puts them together and shares what it can.
 """
-from .renderer import Renderer, render, view_key
+from ..lazy import lazy_exports
+
+__getattr__ = lazy_exports(__name__, {"Renderer": ".renderer", "render": ".renderer", "view_key": ".renderer"})
 
 __all__ = ["Renderer", "render", "view_key"]
