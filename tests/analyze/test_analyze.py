@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mizzen.analyze import analyze
-from mizzen.analyze.inputs import read_for_analysis
+from mizzen.analyze.inputs import read_for_analysis, registered_workloads
 from tests.samples import ISTIO_BOOKINFO as SHARED, OWN_BOOKINFO, OWN_NETWORKING, needs_istio_samples
 
 HERE = Path(__file__).parent
@@ -199,6 +199,29 @@ def test_bookinfo_with_own_routing_files_is_clean() -> None:
     resources, workloads, msgs = read_for_analysis(texts)
     found = [m for m in [*msgs, *analyze(resources, workloads)] if m.level != "Info"]
     assert {(m.code, m.resource) for m in found} <= {("IST0173", "DestinationRule default/ratings")}, found
+
+
+def test_registered_instances_are_pods_that_subsets_select() -> None:
+    """A live mesh's registry instances (VMs, `PUT /api/v1/instances`) run pods: a subset that selects only
+    them is not IST0173 (the console and `mizzen analyze` with a mesh pass them in)."""
+    text = SVC + """
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"""
+    resources, workloads, _ = read_for_analysis([("in.yaml", textwrap.dedent(text))])
+    instances = [{"id": "default.reviews-v1-0", "namespace": "default", "workload": "reviews-v1",
+                  "labels": {"app": "reviews", "version": "v1"}},
+                 {"id": "default.reviews-v1-1", "namespace": "default", "workload": "reviews-v1",
+                  "labels": {"app": "reviews", "version": "v1"}}]
+    running = registered_workloads(instances)
+    assert [(w.namespace, w.name) for w in running] == [("default", "reviews-v1")]  # one per workload and labels
+    found = {(m.code, m.path) for m in analyze(resources, [*workloads, *running]) if m.code == "IST0173"}
+    assert found == {("IST0173", "spec.subsets[1].labels")}  # v1 runs, v2 does not
 
 
 @needs_istio_samples

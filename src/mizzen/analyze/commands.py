@@ -21,7 +21,7 @@ from ..manifests import read_inputs
 from ..model.router import conflicts
 from .analyzers import analyze as run_analyzers
 from .base import LEVELS, sort_messages
-from .inputs import read_for_analysis
+from .inputs import read_for_analysis, registered_workloads
 
 EXIT_FOUND_ISSUES = 79  # istioctl's ExitAnalyzerFoundIssues
 LEVEL_NAMES = {"error": "Error", "warning": "Warning", "info": "Info"}
@@ -43,6 +43,7 @@ def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str,
             output_threshold: str, state_dir: str) -> None:
     """Report config that is valid but will not do what its author meant (Istio-style codes, fix hints)."""
     resources = {}
+    running = []
     if use_mesh:
         try:
             api = api_client(state_dir)
@@ -50,9 +51,11 @@ def analyze(files: tuple[str, ...], namespace: str, use_mesh: bool, output: str,
                 for d in api.list_resources(kind):
                     r = from_dict(d)
                     resources[r.key] = r
+            running = registered_workloads(api.instances())  # the registry's instances run pods too
         except MeshUnavailable:
             pass
     read, workloads, messages = read_for_analysis(read_inputs(files), namespace)
+    workloads = [*workloads, *running]
     resources.update({r.key: r for r in read})
     messages = sort_messages([*messages, *run_analyzers(resources.values(), workloads)])
     shown = [m for m in messages if LEVELS[m.level] <= LEVELS[LEVEL_NAMES[output_threshold.lower()]]]

@@ -143,3 +143,17 @@ def read_for_analysis(sources: Iterable[tuple[str, str]], namespace: str = DEFAU
                 if res is not None:
                     resources[res.key] = res
     return list(resources.values()), workloads, messages
+
+
+def registered_workloads(instances: Iterable[dict[str, Any]]) -> list[Workload]:
+    """What runs in a live mesh besides its Workload resources: the registry's instances (`GET
+    /api/v1/instances` items: namespace, workload, labels), one Workload per workload and label set, so
+    selectors (a DestinationRule's subsets, a Gateway's selector) are checked against the pods that run."""
+    seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], Workload] = {}
+    for i in instances:
+        labels = i.get("labels") if isinstance(i.get("labels"), dict) else {}
+        ns = str(i.get("namespace") or DEFAULT_NAMESPACE)
+        name = str(i.get("workload") or i.get("id") or "")
+        key = (ns, name, tuple(sorted((str(k), str(v)) for k, v in labels.items())))
+        seen.setdefault(key, Workload("Workload", ns, name, key[2]))
+    return list(seen.values())

@@ -21,6 +21,7 @@ import yaml
 from aiohttp import web
 
 from ..analyze.analyzers import ERROR, analyze
+from ..analyze.inputs import registered_workloads
 from ..api import InvalidConfig, from_dict, load_text
 from . import model, ratelimits, views
 from .auth import token_middleware
@@ -204,9 +205,11 @@ class Console:
             return render(400, issues=[i.to_dict() for i in e.issues])
         if not loaded.resources:
             return render(400, error="nothing to apply: the editor holds no resource")
-        # analyze together with the mesh's config (the edited documents win), as `mizzen analyze` does
+        # analyze together with the mesh's config (the edited documents win), as `mizzen analyze` does, and with
+        # what runs: the registry's instances are pods too (a subset selecting only them selects pods)
         try:
             current = (await self.rest.get("/api/v1/resources"))["items"]
+            running = registered_workloads((await self.rest.get("/api/v1/instances"))["items"])
         except SourceError as e:
             return render(502, error=str(e))
         merged = {}
@@ -218,7 +221,7 @@ class Console:
                 continue
         for r in loaded.resources:
             merged[r.key] = r
-        messages = [m.to_dict() for m in analyze(merged.values())]
+        messages = [m.to_dict() for m in analyze(merged.values(), running)]
         if action == "check":
             return render(analysis=messages, result="Valid." + ("" if messages else " No analysis findings."))
         if action == "apply" and any(m.get("level") == ERROR for m in messages):
