@@ -33,7 +33,7 @@ def _messages(n: int, downstream: str):
         yield m
 
 
-def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
+def test_stream_holds_a_new_peer_until_the_refresh_and_serves_the_merged_scrape():
     async def run() -> None:
         d = tempfile.mkdtemp(prefix="mzals-", dir="/tmp")
         calls = []
@@ -56,9 +56,10 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
             await asyncio.sleep(0.1)
             async with grpc.aio.insecure_channel("unix:" + t.socket_path) as ch:
                 await als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(_messages(3, A_IP))
-            assert t.entries == 3 and t.agg.unknown_peers == 3
-            # the unknown caller wakes a refresh, rate-limited to min_refresh_seconds after the first (at start):
-            # long enough that the three entries above are all counted before it, even on a busy machine
+            # the caller is new: its records wait for the refresh they wake (rate-limited to min_refresh_seconds
+            # after the first, at start), not counted as from an unknown workload
+            assert t.entries == 3 and t.held_records == 3 and t.agg.unknown_peers == 0
+            assert sum(r["requests"] for r in t.agg.window.snapshot(t.clock())["rows"]) == 0
             for _ in range(120):
                 if len(calls) >= 2:
                     break
@@ -66,6 +67,7 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
             assert len(calls) == 2
             async with grpc.aio.insecure_channel("unix:" + t.socket_path) as ch:
                 await als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(_messages(2, A_IP))
+            assert t.held_records == 3  # known now: counted at once
 
             web_app = web.Application()
             web_app.add_routes(t.routes())
@@ -73,9 +75,10 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
                 text = await (await client.get("/stats/prometheus")).text()
                 fams = {f.name: f for f in text_string_to_metric_families(text)}
                 by_src = {s.labels["source_workload"]: s.value for s in fams["istio_requests"].samples}
-                assert by_src == {"unknown": 3, "productpage-v1": 2}
+                assert by_src == {"productpage-v1": 5}
                 assert fams["app_jobs"].samples[0].value == 7  # the app's own metrics are merged in
                 assert fams["mizzen_agent_accesslog_entries"].samples[0].value == 5
+                assert fams["mizzen_agent_telemetry_held_records"].samples[0].value == 3
                 win = await (await client.get("/telemetry/window")).json()
                 assert win["workload"] == "reviews-v1" and sum(r["requests"] for r in win["rows"]) == 5
                 top = await (await client.get("/telemetry/top?n=2")).json()
@@ -84,6 +87,49 @@ def test_stream_counts_refreshes_unknown_peers_and_serves_the_merged_scrape():
         finally:
             await t.stop()
             await app_srv.close()
+            shutil.rmtree(d, ignore_errors=True)
+
+    asyncio.run(run())
+
+
+def test_a_caller_outside_the_mesh_is_held_once_and_a_failing_refresh_holds_no_longer_than_the_bound():
+    async def run() -> None:
+        d = tempfile.mkdtemp(prefix="mzals-", dir="/tmp")
+        outsider = "192.0.2.7"  # never registered
+        fail = []
+
+        async def fetch() -> Directory:
+            if fail:
+                raise ConnectionRefusedError("control plane away")
+            return Directory(INSTANCES, SERVICES)
+        t = Telemetry(ME, os.path.join(d, "als.sock"), fetch_directory=fetch, min_refresh_seconds=0.2,
+                      refresh_seconds=60, max_hold_seconds=1.0)
+        await t.start()
+        try:
+            async def send(n: int, ip: str) -> None:
+                async with grpc.aio.insecure_channel("unix:" + t.socket_path) as ch:
+                    await als_pb2_grpc.AccessLogServiceStub(ch).StreamAccessLogs(_messages(n, ip))
+
+            async def until(cond) -> None:
+                for _ in range(200):
+                    if cond():
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError("not met within 10 s")
+            await asyncio.sleep(0.1)
+            await send(2, outsider)
+            assert t.held_records == 2
+            await until(lambda: t.agg.unknown_peers == 2)  # the refresh did not name it: counted as unknown
+            await send(3, outsider)
+            assert t.held_records == 2 and t.agg.unknown_peers == 5  # settled: not held again
+            # the control plane is away: a new address is held, then counted (as unknown) after max_hold_seconds
+            fail.append(1)
+            await send(1, "192.0.2.8")
+            assert t.held_records == 3 and t.agg.unknown_peers == 5
+            await until(lambda: t.agg.unknown_peers == 6)
+            assert not t._held
+        finally:
+            await t.stop()
             shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())

@@ -6,6 +6,13 @@ Mounted by the agent's main loop (phase 2): `Telemetry.start()` next to the heal
 to the :15020 app. Everything it learns about peers comes from `fetch_directory` (the control plane's
 instances and services), refreshed periodically and soon after an unknown peer address shows up.
 
+A peer that registered after the last refresh (pods start together: a caller's first requests often come
+before its callee's agent has heard of it) must not be counted as `unknown`: Istio learns its peers in-band,
+so its series never show a known workload as unknown. Records of a peer address the directory does not know
+are therefore held (bounded in count and time) until the refresh they wake, then counted with its answer;
+an address that refresh still does not name (a caller outside the mesh) is counted as unknown from then on
+without being held again.
+
 HTTP (JSON unless said otherwise):
     GET /stats/prometheus     text: Envoy's /stats/prometheus + istio_* + mizzen_agent_* + the app's metrics
     GET /telemetry/window     the golden-metrics window (aggregate.Window.snapshot)
@@ -28,7 +35,7 @@ from ..telemetry import exposition
 from ..telemetry.aggregate import Aggregator, SelfInfo
 from ..telemetry.istio import UNKNOWN
 from ..telemetry.peers import Directory
-from ..telemetry.records import INBOUND, direction_of, from_http_entry, from_tcp_entry
+from ..telemetry.records import INBOUND, RequestRecord, TcpRecord, direction_of, from_http_entry, from_tcp_entry
 from ..telemetry.tap import MAX_EVENTS, MAX_SECONDS, TapError, TapStream, event_of
 from ..telemetry.top import TopPaths
 
@@ -61,7 +68,8 @@ class Telemetry:
                  fetch_directory: Callable[[], Awaitable[Directory]] | None = None,
                  envoy_stats: Fetch | None = None, app_metrics: Fetch | None = None,
                  extra_metrics: Callable[[], str] | None = None, tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
-                 top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time) -> None:
+                 top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time,
+                 max_held: int = 10000, max_hold_seconds: float = 10.0) -> None:
         self.socket_path = socket_path
         self.tcp_address = tcp_address
         self.clock = clock
@@ -79,6 +87,11 @@ class Telemetry:
         self.directory_refreshes = 0
         self._last_refresh = float("-inf")
         self._unknown_seen = 0
+        # records of not-yet-known peers, waiting for a refresh: (record, now), in arrival order
+        self._held: list[tuple[RequestRecord | TcpRecord, float]] = []
+        self._settled: set[str] = set()  # peer addresses a refresh did not name: counted at once from then on
+        self.max_held, self.max_hold_seconds = max_held, max_hold_seconds
+        self.held_records = 0  # records that waited for a refresh (since start)
         self._server: grpc.aio.Server | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -91,25 +104,72 @@ class Telemetry:
             for e in msg.http_logs.log_entry:
                 self.entries += 1
                 try:
-                    rec = from_http_entry(e, direction)
-                    key = self.agg.add_request(rec, now)
+                    rec: RequestRecord | TcpRecord = from_http_entry(e, direction)
+                    if not self._hold(rec, now):
+                        self._count(rec, now)
                 except Exception:  # one odd entry must not end the stream
                     self.bad_entries += 1
                     log.exception("cannot read an access-log entry")
-                    continue
-                peer = key[1] if direction == INBOUND else key[12]
-                self.top.add_record(rec, peer, now)
         elif msg.HasField("tcp_logs"):
             for e in msg.tcp_logs.log_entry:
                 self.entries += 1
                 try:
-                    self.agg.add_tcp(from_tcp_entry(e, direction))
+                    rec = from_tcp_entry(e, direction)
+                    if not self._hold(rec, now):
+                        self._count(rec, now)
                 except Exception:
                     self.bad_entries += 1
                     log.exception("cannot read a TCP access-log entry")
         if self.agg.unknown_peers != self._unknown_seen:
             self._unknown_seen = self.agg.unknown_peers
             self._wake.set()
+
+    def _count(self, rec: RequestRecord | TcpRecord, now: float) -> None:
+        if isinstance(rec, TcpRecord):
+            self.agg.add_tcp(rec)
+            return
+        key = self.agg.add_request(rec, now)
+        self.top.add_record(rec, key[1] if rec.direction == INBOUND else key[12], now)
+
+    def _hold(self, rec: RequestRecord | TcpRecord, now: float) -> bool:
+        """Keep a record of a peer the directory does not know (yet) for the refresh it wakes; False: count it
+        now (a known peer, no directory source, an address a refresh already failed to name, or the hold full).
+        Records of the same connection or peer stay in order: once one is held, the next ones are too."""
+        if self.fetch_directory is None:
+            return False
+        addr = self.agg.unknown_peer_address(rec)
+        if not addr or addr in self._settled or len(self._held) >= self.max_held:
+            return False
+        self._held.append((rec, now))
+        self.held_records += 1
+        self._wake.set()
+        return True
+
+    def _release(self, refreshed: bool) -> None:
+        """Count held records: all of them after a refresh (with its directory; the addresses it still does not
+        name are settled as unknown), only those held longer than max_hold_seconds when the refresh failed."""
+        if not self._held:
+            return
+        if refreshed:
+            ready, self._held = self._held, []
+            if len(self._settled) > 4096:  # bounded: a settled address is at worst held once more
+                self._settled.clear()
+            for rec, _ in ready:
+                addr = self.agg.unknown_peer_address(rec)
+                if addr:
+                    self._settled.add(addr)
+        else:
+            oldest = self.clock() - self.max_hold_seconds
+            ready = [h for h in self._held if h[1] <= oldest]
+            self._held = [h for h in self._held if h[1] > oldest]
+        for rec, at in ready:
+            try:
+                self._count(rec, at)
+            except Exception:
+                self.bad_entries += 1
+                log.exception("cannot count a held access-log entry")
+        if self._held:
+            self._wake.set()  # try again (rate-limited by min_refresh_seconds)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -136,6 +196,9 @@ class Telemetry:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for rec, at in self._held:  # nothing received is lost: counted with the directory there is
+            self._count(rec, at)
+        self._held = []
         if self._server is not None:
             await self._server.stop(0.5)
             self._server = None
@@ -148,9 +211,11 @@ class Telemetry:
         except Exception as e:  # the control plane may be away: keep the last directory and say so
             log.warning("cannot refresh the peer directory (metrics keep the last one; peers new since then "
                         "show as unknown until the control plane answers): %s", e)
+            self._release(refreshed=False)
             return False
         self.agg.set_directory(d)
         self.directory_refreshes += 1
+        self._release(refreshed=True)
         return True
 
     async def _refresh_loop(self) -> None:
@@ -174,6 +239,8 @@ class Telemetry:
             ("telemetry_series", "Istio series held.", self.agg.series_count),
             ("telemetry_dropped_records", "Records not stored because of the series cap.", self.agg.dropped_records),
             ("telemetry_unknown_peers", "Records whose peer address was not in the directory.", self.agg.unknown_peers),
+            ("telemetry_held_records", "Records that waited for a directory refresh (their peer was new).",
+             self.held_records),
             ("telemetry_directory_refreshes", "Peer directory refreshes.", self.directory_refreshes),
         ])
 

@@ -206,6 +206,15 @@ class Aggregator:
         self.directory = directory
         self._labels.clear()
 
+    def unknown_peer_address(self, rec: RequestRecord | TcpRecord) -> str:
+        """The peer address of a record (the caller's IP inbound, the picked upstream `ip:port` outbound) when
+        the directory does not know it, else "" (known, or no address: e.g. no upstream was picked)."""
+        if rec.direction == OUTBOUND:
+            host, port = split_host(rec.upstream_host)
+            return rec.upstream_host if host and self.directory.workload_at(host, port).workload == UNKNOWN else ""
+        ip = rec.downstream_ip
+        return ip if ip and self.directory.workload_at(ip).workload == UNKNOWN else ""
+
     def _series(self, table: dict, key: tuple[str, ...], make) -> object | None:
         s = table.get(key)
         if s is None:
