@@ -113,15 +113,24 @@ def test_analysis_blocks_a_dangling_subset_and_a_good_edit_applies(control_plane
     control_plane.apply(text.replace("apiVersion", "apiVersion", 1))
 
 
+def _switch_to(browser, label: str) -> None:
+    """Click the default namespace's access-log switch and wait for the page the POST redirects to. The old
+    button goes stale while the browser navigates: wait for that first (reading the text of a button that is
+    being unloaded raises StaleElementReferenceException, which a plain wait does not ignore)."""
+    old = wait(browser).until(EC.element_to_be_clickable((By.ID, "access-log-default")))
+    old.click()
+    wait(browser, 30).until(EC.staleness_of(old))
+    wait(browser, 30).until(lambda d: label in d.find_element(By.ID, "access-log-default").text)
+
+
 def test_access_log_switch_applies_a_telemetry_resource(control_plane, console_factory, browser):
     c = console_factory()
     browser.get(c.url + "/config")
-    wait(browser).until(EC.element_to_be_clickable((By.ID, "access-log-default"))).click()
-    wait(browser).until(lambda d: "Turn off" in d.find_element(By.ID, "access-log-default").text)
+    assert "Turn on" in wait(browser).until(EC.presence_of_element_located((By.ID, "access-log-default"))).text
+    _switch_to(browser, "Turn off")
     tel = control_plane.get("/api/v1/resources/Telemetry/default/mizzen-access-log")
     assert tel["spec"]["accessLogging"][0].get("disabled", False) is False
-    browser.find_element(By.ID, "access-log-default").click()
-    wait(browser).until(lambda d: "Turn on" in d.find_element(By.ID, "access-log-default").text)
+    _switch_to(browser, "Turn on")
     tel = control_plane.get("/api/v1/resources/Telemetry/default/mizzen-access-log")
     assert tel["spec"]["accessLogging"][0]["disabled"] is True
 
