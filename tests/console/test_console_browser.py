@@ -63,6 +63,14 @@ def _type(browser, editor, text: str) -> None:
     browser.execute_script("arguments[0].value = arguments[1];", editor, text)
 
 
+def _submit(browser, button: str) -> None:
+    """Click an editor button and wait until the page it posted to replaced this one: an element looked up
+    before that could still be the previous answer's (e.g. its #issues table)."""
+    form = browser.find_element(By.ID, "editor-form")
+    browser.find_element(By.ID, button).click()
+    wait(browser, 30).until(EC.staleness_of(form))
+
+
 def test_invalid_virtual_service_shows_the_field_error_and_changes_nothing(control_plane, console_factory, browser,
                                                                            tmp_path):
     c = console_factory()
@@ -72,7 +80,7 @@ def test_invalid_virtual_service_shows_the_field_error_and_changes_nothing(contr
     assert "weight: 90" in text
     # a negative weight (Istio refuses it; weights need not sum to 100: Istio takes them as relative)
     _type(browser, editor, text.replace("weight: 90", "weight: -5"))
-    browser.find_element(By.ID, "apply").click()
+    _submit(browser, "apply")
     issues = wait(browser).until(EC.presence_of_element_located((By.ID, "issues")))
     assert "spec.http[0].route[0].weight" in issues.text and "greater than or equal to 0" in issues.text
     assert "nothing was applied" in browser.find_element(By.TAG_NAME, "main").text
@@ -83,7 +91,7 @@ def test_invalid_virtual_service_shows_the_field_error_and_changes_nothing(contr
     # an unknown field, also refused with its path
     editor = browser.find_element(By.ID, "editor")
     _type(browser, editor, text.replace("  hosts:", "  hostz: [x]\n  hosts:"))
-    browser.find_element(By.ID, "check").click()
+    _submit(browser, "check")
     issues = wait(browser).until(EC.presence_of_element_located((By.ID, "issues")))
     assert "hostz" in issues.text
     assert control_plane.get("/api/v1/resources/VirtualService/default/reviews") == before
@@ -95,7 +103,7 @@ def test_analysis_blocks_a_dangling_subset_and_a_good_edit_applies(control_plane
     text = editor.get_attribute("value")
     rev0 = control_plane.get("/api/v1/resources/VirtualService/default/reviews")
     _type(browser, editor, text.replace("subset: v2", "subset: v9"))
-    browser.find_element(By.ID, "apply").click()
+    _submit(browser, "apply")
     ana = wait(browser).until(EC.presence_of_element_located((By.ID, "analysis")))
     assert "IST0101" in ana.text and "v9" in ana.text
     assert control_plane.get("/api/v1/resources/VirtualService/default/reviews") == rev0
@@ -103,7 +111,7 @@ def test_analysis_blocks_a_dangling_subset_and_a_good_edit_applies(control_plane
 
     editor = browser.find_element(By.ID, "editor")
     _type(browser, editor, text.replace("weight: 90", "weight: 50").replace("weight: 10", "weight: 50"))
-    browser.find_element(By.ID, "apply").click()
+    _submit(browser, "apply")
     res = wait(browser).until(EC.presence_of_element_located((By.ID, "apply-result")))
     assert "Applied at revision" in res.text and "VirtualService default/reviews" in res.text
     vs = control_plane.get("/api/v1/resources/VirtualService/default/reviews")
@@ -157,7 +165,9 @@ def test_router_weights_form_applies_and_refuses_a_bad_sum(control_plane, consol
             box = wait(browser).until(EC.presence_of_element_located((By.ID, f"router-shop-web-0-{v}")))
             box.clear()
             box.send_keys(w)
-        browser.find_element(By.CSS_SELECTOR, "#router-shop-web button").click()
+        form = browser.find_element(By.ID, "router-shop-web")
+        form.find_element(By.TAG_NAME, "button").click()
+        wait(browser, 30).until(EC.staleness_of(form))  # the old page's #resources must not answer the wait below
 
     set_weights("60", "50")
     issues = wait(browser).until(EC.presence_of_element_located((By.ID, "issues")))
