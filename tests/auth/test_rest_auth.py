@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,6 +19,8 @@ from mizzen.model.types import Instance
 from mizzen.server.auth_tokens import ADMIN, TENANT, TokenRecord, issue
 from tests.authkit import admin_token
 from tests.cli.conftest import Mesh
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 SHOP = """
 apiVersion: v1
@@ -268,3 +275,97 @@ def test_routes_not_scoped_are_admin_only_and_unknown_ones_404(env):
     assert "namespace bank" in str(refused(403, tenant.services, "bank"))
     assert "namespace bank" in str(refused(403, tenant.instances, "bank"))
     assert [i["id"] for i in tenant.instances("shop")] == ["shop.cart-0"]
+
+
+# ------------------------------------------------------------------------------------------------ a pod's app
+APP_VIEW = "\n---\n".join([
+    VS_OWN,
+    doc("Workload", "cart", "shop", "{command: [sh]}", api="mizzen.dev/v1"),
+    "apiVersion: v1\nkind: Secret\nmetadata: {name: cart-cert, namespace: shop}\ntype: Opaque\ndata: {a: YQ==}\n",
+    doc("VirtualService", "ledger", "bank", "{hosts: [ledger], http: [{route: [{destination: {host: ledger}}]}]}"),
+    doc("DestinationRule", "ledger", "bank", "{host: ledger, exportTo: [.]}"),
+    doc("Sidecar", "default", "bank", "{egress: [{hosts: [./*]}]}"),
+    doc("AuthorizationPolicy", "ledger", "bank", "{selector: {matchLabels: {app: ledger}}, action: DENY, rules: "
+                                                 "[{from: [{source: {namespaces: [shop]}}]}]}", api="security.istio.io/v1"),
+    doc("Sidecar", "default", "istio-system", "{egress: [{hosts: [./*]}]}"),
+])
+
+
+def app_client(env: Env, token: Any) -> ApiClient:
+    return ApiClient(addresses=[f"unix:{env.mesh.state_dir / 'pod-api.sock'}"], token=token, timeout=10)
+
+
+def test_a_pods_app_reads_what_routes_its_calls_and_changes_nothing(env):
+    """An app credential (read-only, bound to pod shop.web-0) on the apps' socket: the routing kinds of its
+    namespace, of the root namespace and those other namespaces export to it — not their Secrets, Workloads,
+    policy or what they keep to themselves (exportTo: [.]); no writes, no registration; revoked with the pod."""
+    env.admin.apply([("more.yaml", APP_VIEW)])
+    token = env.mesh.security.pods.issue_app(PodIdentity("shop.web-0", "shop", "default", "web"))
+    app = app_client(env, token)
+    me = app.request("GET", "/api/v1/whoami")
+    assert (me["role"], me["pod"], me["namespace"], me["readOnly"]) == ("app", "shop.web-0", "shop", True)
+    seen = {(r["kind"], r["metadata"]["namespace"], r["metadata"]["name"]) for r in app.list_resources()}
+    assert seen == {("Service", "shop", "cart"), ("DestinationRule", "shop", "cart"), ("VirtualService", "shop", "cart"),
+                    ("Service", "bank", "ledger"), ("VirtualService", "bank", "ledger"),
+                    ("Sidecar", "istio-system", "default")}
+    assert [r["metadata"]["name"] for r in app.list_resources("VirtualService", "bank")] == ["ledger"]
+    assert app.get_resource("VirtualService", "bank", "ledger")["spec"]["hosts"] == ["ledger"]
+    for kind, ns, name in (("Workload", "shop", "cart"), ("Secret", "shop", "cart-cert"),
+                           ("DestinationRule", "bank", "ledger"), ("Sidecar", "bank", "default"),
+                           ("AuthorizationPolicy", "bank", "ledger")):
+        assert "is not config that routes the calls" in str(refused(403, app.get_resource, kind, ns, name)), kind
+    assert {i["id"] for i in app.instances()} == {"shop.cart-0", "bank.ledger-0"}  # as its Envoy would get them
+    refused(403, app.apply, [("vs.yaml", VS_OWN)])
+    refused(403, app.delete_resource, "VirtualService", "shop", "cart")
+    refused(403, app.put_instance, inst("shop", "web-0", "web"))  # the runner (or an agent) registers pods
+    refused(403, app.request, "GET", "/api/v1/tokens")
+    env.admin.revoke_credential("shop.web-0")  # the pod went
+    refused(401, app.list_resources)
+
+
+def test_the_apps_socket_takes_app_credentials_only_and_any_uid_reaches_it(env):
+    sock = env.mesh.state_dir / "pod-api.sock"
+    assert sock.stat().st_mode & 0o777 == 0o666 and (env.mesh.state_dir / "api.sock").stat().st_mode & 0o777 == 0o660
+    for token in (admin_token(env.mesh.state_dir), env.token("shop", read_only=True),
+                  env.pod_token("shop", "cart-0", "cart")):
+        assert "serves pods' apps" in str(refused(403, app_client(env, token).list_resources))
+    refused(401, app_client(env, None).list_resources)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as an app's uid")
+def test_an_apps_uid_reaches_the_apps_socket_not_the_api_socket():
+    base = Path(tempfile.mkdtemp(prefix="mzapps-", dir="/tmp"))  # not under pytest's 0700 tmp dir
+    os.chmod(base, 0o755)
+    m = Mesh(base / "mesh").start()
+    try:
+        os.chmod(m.state_dir, 0o755)
+        code = ("import sys\nfrom mizzen.client import unix_request\n"
+                "for p in sys.argv[1:]:\n"
+                "    try:\n        print(unix_request(p, 'GET', '/api/v1/resources', timeout=5)[0])\n"
+                "    except OSError as e:\n        print(type(e).__name__)\n")
+        out = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sys.executable,
+                              "-c", code, str(m.state_dir / "pod-api.sock"), str(m.state_dir / "api.sock")],
+                             capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": SRC})
+        # it connects to the apps' socket (and, without its credential, is told to authenticate), not to api.sock
+        assert out.stdout.split() == ["401", "PermissionError"], out.stdout + out.stderr
+    finally:
+        m.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_sdk_in_a_pod_reads_the_mesh_with_its_apps_credential(env, tmp_path):
+    """`mizzen.sdk.Mesh` with $MIZZEN_TOKEN_FILE (as the runner sets it in a pod) dials the apps' socket of
+    the state dir with that credential, and gets the view it routes by."""
+    from mizzen.sdk import Mesh as SdkMesh
+
+    env.admin.apply([("more.yaml", APP_VIEW)])
+    token_file = tmp_path / "token"
+    token_file.write_text(env.mesh.security.pods.issue_app(PodIdentity("shop.web-0", "shop", "default", "web")))
+    sdk = SdkMesh(state_dir=str(env.mesh.state_dir), namespace="shop", workload="web", token_file=str(token_file))
+    try:
+        sdk.start(wait=5)
+        assert sdk.feed.status()["connected"] and sdk.feed.source == "control-plane", sdk.feed.status()
+        assert {"cart.shop.svc.cluster.local", "ledger.bank.svc.cluster.local"} <= set(sdk.feed.snapshot.services)
+        assert sdk.feed.snapshot.config.virtual_service_for("cart.shop.svc.cluster.local") is not None
+    finally:
+        sdk.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mizzen.ca.credentials import (ROOT_CERT_FILE, TOKEN_FILE, CredentialFileError, CredentialStore, provision_pod,
-                                   read_pod_credential, secrets_dir)
+from mizzen.ca.credentials import (ROOT_CERT_FILE, TOKEN_FILE, CredentialFileError, CredentialStore, provision_app,
+                                   provision_pod, read_pod_credential, secrets_dir)
 from mizzen.ca.identity import InvalidIdentity, PodIdentity
 
 
@@ -38,6 +38,22 @@ def test_issue_verify_revoke(store: CredentialStore, tmp_path: Path) -> None:
     assert store.revoke("shop.cart-0") and store.verify(t3) is None
     assert not store.revoke("shop.cart-0")
     assert [p.pod for p in store.pods()] == ["shop.web-0"]
+
+
+def test_an_apps_credential_is_its_own(store: CredentialStore) -> None:
+    """The app's token (mza_) is verified by verify_app only — the CA's `verify` (agent tokens) refuses it, and an
+    agent's token is no app token; issuing one leaves the other working; revoking the pod ends both."""
+    cart = PodIdentity("shop.cart-0", "shop", "cart", "cart")
+    agent, app = store.issue(cart), store.issue_app(cart)
+    assert app.startswith("mza_") and store.verify_app(app) == cart and store.verify(agent) == cart
+    assert store.verify(app) is None and store.verify_app(agent) is None
+    app2 = store.issue_app(cart)  # a new app token replaces the app's, not the agent's
+    assert store.verify_app(app) is None and store.verify_app(app2) == cart and store.verify(agent) == cart
+    assert [p.pod for p in store.pods()] == ["shop.cart-0"]  # the pods with an agent credential
+    assert store.revoke("shop.cart-0")
+    assert store.verify(agent) is None and store.verify_app(app2) is None
+    sdk_only = store.issue_app(PodIdentity("shop.web-0", "shop", "web"))  # a sidecar-less pod: an app token only
+    assert store.revoke("shop.web-0") and store.verify_app(sdk_only) is None
 
 
 def test_tokens_are_stored_as_hashes_only(store: CredentialStore, tmp_path: Path) -> None:
@@ -77,6 +93,10 @@ def test_provisioned_files(tmp_path: Path) -> None:
     assert read_pod_credential(pod)[0] == "mzp_new"
     with pytest.raises(CredentialFileError, match="cannot read the pod credential"):
         read_pod_credential(tmp_path / "pods" / "missing")
+    app = provision_app(pod, "mza_secret", uid=os.getuid(), gid=os.getgid())
+    assert app == pod / "app-secrets" / TOKEN_FILE and app.read_text() == "mza_secret"
+    assert stat.S_IMODE(app.stat().st_mode) == 0o400 and stat.S_IMODE(app.parent.stat().st_mode) == 0o700
+    assert provision_app(pod, "mza_new", uid=os.getuid(), gid=os.getgid()).read_text() == "mza_new"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another uid")
@@ -99,5 +119,26 @@ def test_another_uid_cannot_read_the_token() -> None:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["read", paths[0], "denied", paths[1], "denied", paths[2]]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run processes as other uids")
+def test_only_the_apps_uid_reads_its_credential() -> None:
+    base = Path(tempfile.mkdtemp(prefix="mzcred-", dir="/tmp"))
+    try:
+        pod = base / "a-0"
+        pod.mkdir()
+        os.chmod(base, 0o755)
+        os.chmod(pod, 0o711)  # as the runner makes it
+        token = provision_app(pod, "mza_secret", uid=65534, gid=65534)
+        code = ("import sys\ntry:\n    print(open(sys.argv[1]).read())\nexcept PermissionError:\n    print('denied')\n")
+        seen = {}
+        for uid in (65534, 65533):  # the app's uid, another pod's app
+            out = subprocess.run(["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
+                                  sys.executable, "-c", code, str(token)], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            seen[uid] = out.stdout.strip()
+        assert seen == {65534: "mza_secret", 65533: "denied"}
     finally:
         shutil.rmtree(base, ignore_errors=True)

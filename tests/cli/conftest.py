@@ -17,14 +17,15 @@ from mizzen.client import unix_request
 from mizzen.cli.main import build_cli
 from mizzen.registry import EmbeddedRegistry
 from mizzen.server.core import ControlPlaneCore
-from mizzen.server.rest import make_app, serve
+from mizzen.server.rest import make_app, serve, serve_apps
 from mizzen.store import SqliteStore
 from tests.authkit import api_security
 from tests.envoy_bin import envoy_binary
 
 
 class Mesh:
-    """The control plane's REST side, serving `<state_dir>/api.sock` from its own event-loop thread.
+    """The control plane's REST side, serving `<state_dir>/api.sock` (and the apps' `pod-api.sock`) from its own
+    event-loop thread.
     `proxies` and `sent` stand in for the ADS server's view (the lead's code)."""
 
     def __init__(self, state_dir: Path):
@@ -48,6 +49,7 @@ class Mesh:
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.run_until_complete(self._apps_runner.cleanup())
         self.store.close()
         self.registry.close()
         self.security.close()
@@ -61,6 +63,10 @@ class Mesh:
         app = make_app(self.core, auth=self.security.auth, ready=lambda: True, services=lambda: self.services,
                        proxies=lambda: self.proxies, proxy_resources=lambda p, t: self.sent.get((p, t)))
         self._runner = await serve(app, str(self.state_dir / "api.sock"), None)
+        apps = make_app(self.core, auth=self.security.auth, ready=lambda: True, services=lambda: self.services,
+                        proxies=lambda: self.proxies, proxy_resources=lambda p, t: self.sent.get((p, t)),
+                        apps_only=True)  # the pods' apps' socket, as the control plane serves it
+        self._apps_runner = await serve_apps(apps, str(self.state_dir / "pod-api.sock"))
 
     def start(self) -> Mesh:
         self.state_dir.mkdir(parents=True, exist_ok=True)

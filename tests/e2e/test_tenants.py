@@ -60,7 +60,7 @@ VS_STEAL = VS_SHOP.replace("name: cart,", "name: steal,").replace("hosts: [cart]
 
 # run inside a pod as the app's user: what can it reach? (one line per probe: "<name> ok|denied|<error>")
 PROBE = textwrap.dedent("""\
-    import os, socket, sys, urllib.request
+    import json, os, socket, sys, urllib.request
     state, me, other = sys.argv[1], sys.argv[2], sys.argv[3]
     def attempt(name, fn):
         try:
@@ -92,6 +92,13 @@ PROBE = textwrap.dedent("""\
     attempt("other-agent", connect(os.path.join(state, "pods", other, "agent.sock")))
     attempt("home", lambda: open(os.path.join(os.environ["HOME"], "scratch"), "w").write("x"))
     attempt("call-ledger", lambda: urllib.request.urlopen("http://ledger.bank:8080/", timeout=10).read())
+    attempt("own-app-credential", read(os.environ["MIZZEN_TOKEN_FILE"]))  # `mizzen exec` sets it, as for the app
+    attempt("pod-api-sock", connect(os.path.join(state, "pod-api.sock")))
+    from mizzen.client import unix_request
+    token = open(os.environ["MIZZEN_TOKEN_FILE"]).read().strip()
+    status, body = unix_request(os.path.join(state, "pod-api.sock"), "GET", "/api/v1/whoami",
+                                headers={"Authorization": "Bearer " + token}, timeout=10)
+    print("whoami", status, json.loads(body).get("role"), json.loads(body).get("pod"))
     """)
 
 
@@ -185,7 +192,9 @@ def test_apps_run_as_an_unprivileged_user_and_reach_nothing_of_the_mesh(mesh):
     assert got.pop("uid") == f"{uid} {uid} []"
     assert got == {"ca-key": "denied", "admin-token": "denied", "tokens-db": "denied", "own-credential": "denied",
                    "other-credential": "denied", "list-state-dir": "denied", "api-sock": "denied",
-                   "other-envoy-admin": "denied", "other-agent": "denied", "home": "ok", "call-ledger": "ok"}, got
+                   "other-envoy-admin": "denied", "other-agent": "denied", "home": "ok", "call-ledger": "ok",
+                   # its app's own read-only credential, on the apps' socket (what mizzen.sdk uses)
+                   "own-app-credential": "ok", "pod-api-sock": "ok", "whoami": "200 app shop.cart-0"}, got
     # `--root` is the operator's way in (e.g. iptables); then the same file is readable
     r = mesh.cli("exec", "cart-0", "--root", "--", "cat", str(mesh.state_dir / "admin.token"))
     assert r.stdout.strip().startswith("mzt_")

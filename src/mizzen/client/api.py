@@ -163,10 +163,12 @@ class ApiClient:
     def delete_instance(self, id: str) -> dict[str, Any]:
         return dict(self.request("DELETE", f"/api/v1/instances/{_q(id)}"))
 
-    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str) -> str:
+    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str, *,
+                          app: bool = False) -> str:
         """A new credential for the pod with instance id `pod` (`<namespace>.<name>`); an earlier one stops
         working. Admin only: the runner calls this when it makes a pod."""
-        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload}
+        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload,
+                **({"app": True} if app else {})}
         return str(self.request("POST", "/api/v1/credentials", body)["token"])
 
     def revoke_credential(self, pod: str) -> bool:
@@ -215,9 +217,11 @@ class ApiClient:
         """{"trustDomain", "rootCert" (PEM), ...}: what a pod must trust and which identities it gets."""
         return dict(self.request("GET", "/api/v1/ca"))
 
-    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str) -> str:
+    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str, *,
+                          app: bool = False) -> str:
         """A new token for pod `<namespace>.<pod>` (any earlier one stops working)."""
-        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload}
+        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload,
+                **({"app": True} if app else {})}
         return str(self.request("POST", "/api/v1/credentials", body)["token"])
 
     def revoke_credential(self, pod: str) -> bool:

@@ -3,6 +3,7 @@
     store.db, registry.db            the control plane's SQLite files (shared by every replica)
     jwks-cache.json                  JWKS fetched from RequestAuthentication jwksUris (last good keys)
     api.sock, xds.sock, ca.sock      control-plane replica 0 ("controlplane"); ca.sock: certificate signing (TLS)
+    pod-api.sock                     replica 0's REST API for pods' apps (0666; app credentials only, read-only)
     api-<i>.sock, xds-<i>.sock, ...  replica i ("controlplane-<i>"), i < MAX_CONTROL_PLANES
     ca/                              the mesh CA (Istio's plug-in file names; keys 0600), kept across runs
     credentials.db                   pod credentials (token hashes) the CA authenticates agents with
@@ -27,7 +28,8 @@
                                      agent.sock (agent control), sds.sock (the agent's SDS, for Envoy only),
                                      telemetry.sock (access-log stream), base-id, envoy.log, access.log, agent.log,
                                      app.log, home/ (the app's $HOME), secrets/ (the pod credential and the mesh
-                                     root: the agent's only)
+                                     root: the agent's only), app-secrets/token (the app's read-only credential:
+                                     the app's uid only; $MIZZEN_TOKEN_FILE in the pod)
     chaos/                           `mizzen chaos`: <fault id>.json (one record per fault), lock; logs/chaos-<id>.log
 
 Pure: building paths touches no file.
@@ -105,6 +107,15 @@ class PodDir:
     @property
     def secrets_dir(self) -> str:
         return self._f("secrets")
+
+    @property
+    def app_secrets_dir(self) -> str:
+        """The app's own read-only API credential (`app-secrets/token`), readable by the app's uid only."""
+        return self._f("app-secrets")
+
+    @property
+    def app_token(self) -> str:
+        return os.path.join(self.app_secrets_dir, "token")
 
     @property
     def telemetry_socket(self) -> str:
@@ -204,6 +215,13 @@ class StateLayout:
 
     def api_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
         return [self.api_socket(i) for i in range(replicas)]
+
+    def pod_api_socket(self, replica: int = 0) -> str:
+        """The REST API as pods' apps reach it (any uid connects; only app credentials are accepted)."""
+        return self._f(_numbered("pod-api", replica, ".sock"))
+
+    def pod_api_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
+        return [self.pod_api_socket(i) for i in range(replicas)]
 
     def xds_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
         return [self.xds_socket(i) for i in range(replicas)]
@@ -364,7 +382,8 @@ class StateLayout:
                self.traces_socket, self.otlp_socket]
         out += [self.credentials_db, self.credentials_db + "-wal", self.credentials_db + "-shm"]
         for i in range(MAX_CONTROL_PLANES):
-            out += [self.api_socket(i), self.xds_socket(i), self.ca_socket(i), self.controlplane_endpoints(i)]
+            out += [self.api_socket(i), self.pod_api_socket(i), self.xds_socket(i), self.ca_socket(i),
+                    self.controlplane_endpoints(i)]
         for i in range(MAX_RATELIMIT_REPLICAS):
             out += [self.ratelimit_socket(i), self.ratelimit_admin_socket(i)]
         return out + [self.redis_socket]

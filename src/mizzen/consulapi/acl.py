@@ -65,8 +65,9 @@ class ConsulAcl:
             caller = self.authenticate(token)
         except Exception as e:  # Unauthenticated: Consul's answer for a token it does not know
             raise PermissionDenied(f"ACL not found ({e})") from None
-        if caller.role == "pod":
-            raise PermissionDenied("Permission denied: a pod credential is not a Consul ACL token")
+        if caller.role in ("pod", "app"):  # server.auth's POD and APP: scoped to the REST API's reads
+            raise PermissionDenied(f"Permission denied: a pod{'s app' if caller.role == 'app' else ''} credential "
+                                   f"is not a Consul ACL token")
         return caller
 
 

@@ -13,7 +13,7 @@ import click
 from ..api import InvalidConfig
 from ..cli.options import state_dir_option
 from ..cli.render import input_issue_line, print_table
-from ..client import ApiClient, HttpError, RunnerClient, StateLayout, Unavailable
+from ..client import ApiClient, HttpError, PodDir, RunnerClient, StateLayout, Unavailable
 from . import netns
 from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
 from .users import as_user, path_for
@@ -393,12 +393,18 @@ def find_pod(st: dict[str, Any], target: str, namespace: str | None = None) -> d
 @state_dir_option
 def exec_(target: str, command: tuple[str, ...], namespace: str | None, as_root: bool, state_dir: str) -> None:
     """Run CMD inside a pod's network namespace (its sidecar captures the traffic), as the pod's app user (the
-    uid its app runs as; --root to stay root). Exit code passes through."""
+    uid its app runs as; --root to stay root), with the pod's POD_NAME, POD_NAMESPACE, POD_IP, MIZZEN_STATE_DIR
+    and MIZZEN_TOKEN_FILE (its app's credential, for mizzen.sdk). Exit code passes through."""
     st = live_status(state_dir)
     if st is None or st.get("phase") in ("stopped", "dead", "failed"):
         raise click.ClickException(f"no mesh running in {state_dir} (start one with `mizzen up`)")
     pod = find_pod(st, target, namespace)
     env = env_without_proxies()
+    # what the pod's app is given (launcher._app_child): its names, its mesh, its own read-only API credential
+    env.update({"POD_NAME": pod["name"], "POD_NAMESPACE": str(pod.get("namespace") or "default"),
+                "POD_IP": str(pod.get("ip") or ""), "MIZZEN_STATE_DIR": StateLayout(state_dir).root,
+                "MIZZEN_TOKEN_FILE": (PodDir(pod["dir"]) if pod.get("dir") else
+                                      StateLayout(state_dir).pod(pod["name"])).app_token})
     argv = list(command)
     if not as_root and pod.get("runAsUser") is not None and os.geteuid() == 0:
         user = (int(pod["runAsUser"]), int(pod.get("runAsGroup") or pod["runAsUser"]))

@@ -9,7 +9,10 @@ Security: a pod with a sidecar gets its own credential (issued by the control pl
 readable by its agent only — the agent registers the pod's instance with it; revoked when the pod goes).
 As root, an app runs as its user (`Pod.app_user`: the Workload's securityContext or the mesh's app user) with
 its own $HOME (`pods/<pod>/home`, 0700), so it can read neither the CA's keys, the admin credential nor any
-pod's credential, and cannot connect to the API socket.
+pod's credential, and cannot connect to the API socket. Every pod's app gets a credential of its own instead
+(`pods/<pod>/app-secrets/token`, readable by that app's uid only; `$MIZZEN_TOKEN_FILE`): read-only, scoped to
+the config that routes its calls (server/auth.py), accepted on the pods' socket `pod-api.sock` only — what
+`mizzen.sdk` in the pod reads the mesh with. It is revoked with the pod.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from ..agent.config import AgentConfig, AgentConfigError, load_config
-from ..ca.credentials import provision_pod
+from ..ca.credentials import provision_app, provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
 from ..model.types import labels_tuple
@@ -169,6 +172,7 @@ class ProcessLauncher:
         os.makedirs(pod.dir, exist_ok=True)
         os.chmod(pod.dir, 0o711)  # not listable by apps (theirs or others')
         self._app_user(pod)
+        self._provision_app(pod)
         if pod.proxyless:  # its grpcio xds:/// clients find the control plane by this file
             write_json(pod.files.grpc_bootstrap, grpc_bootstrap(
                 list(self.options.join_xds) or self.layout.xds_sockets(self.options.control_planes),
@@ -220,6 +224,17 @@ class ProcessLauncher:
         provision_pod(pod.dir, token, str(ca["rootCert"]).encode(), uid=os.getuid(), gid=os.getgid())  # the agent's uid
         return str(ca["trustDomain"])
 
+    def _provision_app(self, pod: Pod) -> None:
+        """The app's read-only credential (`pods/<pod>/app-secrets/token`, owned by the app's uid, 0400): what
+        `mizzen.sdk` in the pod authenticates with on the pods' socket (a new pod replaces an earlier one)."""
+        try:
+            token = self.api.create_credential(pod.instance_id, pod.namespace, pod.service_account or "default",
+                                               pod.workload, app=True)
+        except ClientError as e:
+            raise RunnerError(f"{pod.name}: cannot get its app credential from the control plane: {e}") from None
+        uid, gid = pod.app_user if pod.app_user is not None else (os.getuid(), os.getgid())
+        provision_app(pod.dir, token, uid=uid, gid=gid)
+
     def launch(self, pod: Pod) -> None:
         """Start a pod's agent, then its app — at once unless the app is held until the sidecar is ready (the
         supervisor starts it then)."""
@@ -240,8 +255,9 @@ class ProcessLauncher:
         env = env_without_proxies()
         env.update({"POD_NAME": pod.name, "POD_NAMESPACE": pod.namespace, "POD_IP": pod.ip,
                     "SERVICE_ACCOUNT": pod.service_account, "PYTHONUNBUFFERED": "1", "HOME": pod.files.home,
-                    # where the mesh is: `mizzen.sdk.Mesh()` and the CLI find its control plane by it
-                    "MIZZEN_STATE_DIR": self.layout.root})
+                    # where the mesh is: `mizzen.sdk.Mesh()` and the CLI find its control plane by it, and
+                    # the app's own read-only credential (mizzen.sdk authenticates with it on pod-api.sock)
+                    "MIZZEN_STATE_DIR": self.layout.root, "MIZZEN_TOKEN_FILE": pod.files.app_token})
         if pod.app_user is not None:
             for k in ("USER", "LOGNAME", "MAIL"):
                 env.pop(k, None)
@@ -305,9 +321,8 @@ class ProcessLauncher:
                 signal_pid(epid, signal.SIGKILL)
 
     def revoke(self, pod: Pod) -> None:
-        """A stopped pod's credential stops working (best effort: a pod made later under its name replaces it)."""
-        if not pod.sidecar:
-            return
+        """A stopped pod's credentials (its agent's and its app's) stop working (best effort: a pod made later
+        under its name replaces them)."""
         try:
             self.api.revoke_credential(pod.instance_id)
         except ClientError as e:

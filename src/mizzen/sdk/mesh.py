@@ -7,6 +7,9 @@
     channel = mesh.grpc_channel("echo:50051")                    # ... and for gRPC
     mesh.close()
 
+In a `mizzen up` pod the SDK authenticates with the pod app's own read-only credential ($MIZZEN_TOKEN_FILE)
+on the pods' socket (`pod-api.sock`); see `_api_client`.
+
 `execute(call, send)` runs one call: plan (VirtualService), local rate limit, fault, weighted destination,
 endpoint choice (DestinationRule load balancer, outlier ejection, previous hosts on retries), attempts with
 the per-try timeout inside the route's timeout, retries with exponential back-off — `send(address, port,
@@ -23,7 +26,8 @@ import threading
 import time
 from typing import Any, Awaitable, Callable, Generator, Mapping, Sequence
 
-from ..client import ApiClient, ClientError
+from ..client import ApiClient, ClientError, StateLayout
+from ..client.auth import FileToken
 from ..model.types import Instance, Proxy, labels_tuple
 from . import rules as R
 from .feed import Feed
@@ -36,15 +40,9 @@ class Mesh:
     def __init__(self, *, state_dir: str | None = None, api_addresses: Sequence[str] | None = None,
                  namespace: str | None = None, workload: str = "", labels: Mapping[str, str] | None = None,
                  snapshot_file: str | None = None, interval: float = 0.5, seed: int | None = None,
+                 token_file: str | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        if state_dir is None and api_addresses is None:  # in a `mizzen up` pod: its mesh (the runner sets it)
-            if os.environ.get("MIZZEN_API"):  # a host runner's pod: the control planes over TCP
-                api_addresses = os.environ["MIZZEN_API"].split(",")
-            else:
-                state_dir = os.environ.get("MIZZEN_STATE_DIR", ".mizzen")
-        api = ApiClient(state_dir, timeout=2.0) if api_addresses is None else \
-            ApiClient(addresses=list(api_addresses), timeout=2.0)
-        self.api = api
+        self.api = api = _api_client(state_dir, api_addresses, token_file or os.environ.get("MIZZEN_TOKEN_FILE"))
         namespace = namespace or os.environ.get("POD_NAMESPACE", "default")
         self.feed = Feed(api, snapshot_file=snapshot_file, interval=interval)
         self.proxy = Proxy(id=f"sdk~{workload}.{namespace}", namespace=namespace, workload=workload,
@@ -260,6 +258,25 @@ class Mesh:
     def grpc_channel(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> Any:
         from .grpc_channel import MeshChannel
         return MeshChannel(self, target, options)
+
+
+def _api_client(state_dir: str | None, api_addresses: Sequence[str] | None, token_file: str | None) -> ApiClient:
+    """The control plane's REST API as this process reaches it. In a `mizzen up` pod (the runner sets
+    $MIZZEN_STATE_DIR, $MIZZEN_TOKEN_FILE; a host runner's pod also $MIZZEN_API): the pod app's own read-only
+    credential, on the pods' socket(s) of the state dir (`pod-api.sock`: the app's uid cannot reach `api.sock`).
+    Elsewhere (an operator's process, no token file): the state dir's api.sock with its admin credential."""
+    if state_dir is None and api_addresses is None:  # in a `mizzen up` pod: its mesh (the runner sets it)
+        if os.environ.get("MIZZEN_API"):  # a host runner's pod: the control planes over TCP
+            api_addresses = os.environ["MIZZEN_API"].split(",")
+        else:
+            state_dir = os.environ.get("MIZZEN_STATE_DIR", ".mizzen")
+    if not token_file:
+        return ApiClient(state_dir, timeout=2.0) if api_addresses is None else \
+            ApiClient(addresses=list(api_addresses), timeout=2.0)
+    if api_addresses is None:
+        assert state_dir is not None
+        api_addresses = [f"unix:{p}" for p in StateLayout(state_dir).pod_api_sockets()]
+    return ApiClient(state_dir, addresses=list(api_addresses), timeout=2.0, token=FileToken(token_file))
 
 
 class _Registration:

@@ -12,6 +12,12 @@ Callers (`Principal`), authenticated from `Authorization: Bearer <token>` by `Au
   (id, namespace, workload, service account must all match); reads services and instances (what its Envoy
   gets over xDS anyway); a gateway pod (its Workload stored with `gateway: true`) also reads the Secrets of its
   namespace, its Gateways' credentials (`ControlPlaneCore.get`, docs/gateway.md).
+- **app** — a pod's *app* credential (`mza_…`, provisioned by the runner in `pods/<pod>/app-secrets/`, readable
+  by that app's uid only; what `mizzen.sdk` in the pod authenticates with): read-only. It reads services and
+  instances (as a pod does), and of the stored config what its calls are routed by (`readable`): the routing
+  kinds (`APP_KINDS`) of its own namespace and of the root namespace, and those of other namespaces exported to
+  it (exportTo; none means every namespace, Istio's default) — never Secrets, Workloads or another namespace's
+  policy. It is accepted on the pods' socket (`pod-api.sock`), which accepts nothing else (rest.py).
 
 Refusals: no/unknown/expired/revoked token → `Unauthenticated` (HTTP 401); authenticated but not allowed →
 `Forbidden` (HTTP 403) with the reason and, for an apply or delete, every resource refused — nothing is
@@ -28,9 +34,16 @@ from ..ca.credentials import TOKEN_PREFIX as POD_TOKEN_PREFIX
 from ..ca.identity import PodIdentity
 from ..model.labels import ROOT_NAMESPACE
 from .auth_exports import foreign_host_problems
+from ..ca.credentials import APP_TOKEN_PREFIX
+from ..model.visibility import export_to_of, exported_to
 from .auth_tokens import ADMIN, TENANT, TokenRecord, TokenStore, plausible, token_sha256
 
 POD = "pod"
+APP = "app"
+# the kinds an app credential reads (what `mizzen.sdk` builds its view from); a Sidecar only of its own or the
+# root namespace (it applies to no other namespace's workloads)
+APP_KINDS = frozenset({"Service", "ServiceEntry", "VirtualService", "DestinationRule", "Router", "HTTPRoute",
+                       "GRPCRoute", "RateLimit", "Sidecar"})
 HINT = "pass --token TOKEN or set $MIZZEN_TOKEN (the admin credential is STATE/admin.token)"
 
 
@@ -64,17 +77,21 @@ class Principal:
             return f"admin token {self.id}"
         if self.role == POD:
             return f"the credential of pod {self.id}"
+        if self.role == APP:
+            return f"the app credential of pod {self.id} (read-only)"
         ro = ", read-only" if self.read_only else ""
         return f"token {self.id} (namespaces {', '.join(sorted(self.namespaces))}{ro})"
 
     def sees(self, namespace: str | None) -> bool:
         """May read what lives in `namespace` (services, instances, proxies, resources)."""
-        return self.role == ADMIN or (self.role == TENANT and namespace in self.namespaces)
+        return self.role == ADMIN or (self.role in (TENANT, APP) and namespace in self.namespaces)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"role": self.role, "id": self.id, "name": self.name}
         if self.role == TENANT:
             d.update(namespaces=sorted(self.namespaces), readOnly=self.read_only)
+        if self.role == APP:
+            d.update(readOnly=True)
         if self.pod is not None:
             d.update(pod=self.pod.pod, namespace=self.pod.namespace, workload=self.pod.workload,
                      serviceAccount=self.pod.service_account)
@@ -90,6 +107,8 @@ ADMIN_PRINCIPAL = Principal(ADMIN, "embedded")  # in-process callers of ControlP
 
 class PodVerifier(Protocol):
     def verify(self, token: str) -> PodIdentity | None: ...
+
+    def verify_app(self, token: str) -> PodIdentity | None: ...
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -117,6 +136,12 @@ class Authenticator:
             if ident is None:
                 raise Unauthenticated("unknown or revoked pod credential")
             return Principal(POD, ident.pod, frozenset({ident.namespace}), pod=ident, name=ident.workload)
+        if token.startswith(APP_TOKEN_PREFIX) and self.pods is not None:
+            ident = self.pods.verify_app(token)
+            if ident is None:
+                raise Unauthenticated("unknown or revoked app credential")
+            return Principal(APP, ident.pod, frozenset({ident.namespace}), read_only=True, pod=ident,
+                             name=ident.workload)
         rec = self.tokens.lookup(token_sha256(token)) if plausible(token) else None
         if rec is None:
             raise Unauthenticated("invalid or revoked token")
@@ -146,10 +171,31 @@ def require_reader(p: Principal, what: str = "reading config") -> None:
 
 
 def check_namespace_read(p: Principal, namespace: str | None) -> None:
-    """A read of one namespace (None: all, which the caller filters)."""
+    """A read of one namespace (None: all, which the caller filters; an app's reads are filtered by
+    `readable`, in any namespace)."""
     require_reader(p)
-    if namespace is not None and not p.sees(namespace):
+    if namespace is not None and p.role != APP and not p.sees(namespace):
         raise Forbidden(f"namespace {namespace} is not one of the namespaces of {p.describe()}")
+
+
+def readable(p: Principal, r: Resource) -> bool:
+    """May `p` read the stored resource `r`: an admin anything, a tenant its namespaces', an app what its calls
+    are routed by (see the module docstring)."""
+    if p.role != APP:
+        return p.sees(r.namespace)
+    if r.kind not in APP_KINDS:
+        return False
+    if r.namespace in p.namespaces or r.namespace == ROOT_NAMESPACE:
+        return True
+    return r.kind != "Sidecar" and exported_to(export_to_of(r), r.namespace, next(iter(p.namespaces), ""))
+
+
+def why_unreadable(p: Principal, r: Resource) -> str:
+    if p.role == APP:
+        return (f"{r.kind} {r.namespace}/{r.name} is not config that routes the calls of {p.describe()} (it "
+                f"reads {', '.join(sorted(APP_KINDS))} of its namespace, of {ROOT_NAMESPACE}, and those exported "
+                f"to its namespace)")
+    return f"namespace {r.namespace} is not one of the namespaces of {p.describe()}"
 
 
 def key_problem(p: Principal, key: ResourceKey) -> str | None:
@@ -232,11 +278,11 @@ def check_instance(p: Principal, instance_id: str, body: Mapping[str, Any] | Non
 
 def visible(p: Principal, items: Iterable[Mapping[str, Any]], key: str = "namespace") -> list[Mapping[str, Any]]:
     """The items of `items` (dicts with a namespace) that `p` may see."""
-    if p.admin or p.role == POD:
+    if p.admin or p.role in (POD, APP):  # services and instances: what a pod's Envoy gets over xDS anyway
         return list(items)
     return [it for it in items if p.sees(str(it.get(key) or ""))]
 
 
-__all__ = ["ADMIN", "ADMIN_PRINCIPAL", "Authenticator", "Forbidden", "POD", "Principal", "TENANT",
+__all__ = ["ADMIN", "ADMIN_PRINCIPAL", "APP", "APP_KINDS", "Authenticator", "Forbidden", "POD", "Principal", "TENANT",
            "Unauthenticated", "bearer", "check_instance", "check_namespace_read", "check_writes", "key_problem",
-           "require_admin", "require_reader", "require_writer", "visible"]
+           "readable", "require_admin", "require_reader", "require_writer", "visible", "why_unreadable"]

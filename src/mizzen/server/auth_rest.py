@@ -6,7 +6,8 @@
 - `GET /api/v1/tokens` → `{"items":[record]}` (never a token or its hash)
 - `DELETE /api/v1/tokens/{id}` → `{"revoked": id}`; 404 unknown; 403 for the state dir's admin credential or the
   caller's own token
-- `POST /api/v1/credentials` `{"pod":"<ns>.<pod>","namespace","serviceAccount","workload"}` → `{"token"}`: a pod
+- `POST /api/v1/credentials` `{"pod":"<ns>.<pod>","namespace","serviceAccount","workload"[,"app":true]}` → `{"token"}`
+  (`app`: the pod's app's read-only credential, not its agent's): a pod
   credential (the runner, when it makes a pod; docs/security.md §7b); `GET /api/v1/credentials` →
   `{"items":[{"pod","namespace","serviceAccount","workload"}]}` (never a token); `DELETE
   /api/v1/credentials/{pod}` → `{"revoked": bool}` (the pod was deleted)
@@ -134,7 +135,10 @@ def add_credential_routes(app: web.Application, pods: Any) -> None:
             raise _bad(str(e), "") from None
         if not ident.pod.startswith(ident.namespace + "."):
             raise _bad(f"pod must be '<namespace>.<pod>' (an instance id) for namespace {ident.namespace}", "pod")
-        return _json({"token": pods.issue(ident)}, 201)
+        app = data.get("app", False)
+        if not isinstance(app, bool):
+            raise _bad("app must be true (the pod's app's read-only credential) or false (its agent's)", "app")
+        return _json({"token": pods.issue_app(ident) if app else pods.issue(ident)}, 201)
 
     async def list_credentials(request: web.Request) -> web.Response:
         return _json({"items": [{"pod": i.pod, "namespace": i.namespace, "serviceAccount": i.service_account,

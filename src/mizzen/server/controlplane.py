@@ -54,7 +54,7 @@ from ..envoybin import find_envoy
 from ..client.layout import StateLayout, replica_name
 from .mesh_ca import MeshCa
 from .observability import Observability, ObservabilitySettings
-from .rest import make_app, serve
+from .rest import make_app, serve, serve_apps
 from ..telemetry.cpmetrics import ControlPlaneMetrics
 from .storewait import open_when_available, waiting_app
 
@@ -179,6 +179,7 @@ class ControlPlane:
                               workload_ttl=dt.timedelta(seconds=settings.workload_ttl_seconds),
                               max_workload_ttl=dt.timedelta(seconds=settings.max_workload_ttl_seconds))
         self._rest_runner = None
+        self._apps_runner = None  # the pods' apps' socket (rest.serve_apps)
         self._loop_task: asyncio.Task | None = None
         self._refresh_task: asyncio.Task | None = None
         self.push_stats = {"pushes": 0, "last_build_ms": 0.0}
@@ -257,6 +258,11 @@ class ControlPlane:
             await self._rest_runner.cleanup()
         self._rest_runner = await serve(app, str(self.api_socket), self.settings.api_tcp,
                                         **self.api_security.serve_options())
+        # pods' apps (mizzen.sdk) read their routing config here, with their app credential (server.auth APP)
+        self._apps_runner = await serve_apps(
+            make_app(self.core, auth=self.api_security.auth, ready=self.ready, services=self.services,
+                     proxies=self.proxy_statuses, proxy_resources=self.ads.sent_resources, credential_routes=False,
+                     health=self.health, apps_only=True), str(self.apps_socket))
         await self.observability.start()
         self.observability.record_snapshot(self.snapshot)
         self._loop_task = asyncio.create_task(run_debounced(self._queue, self._wake, self._flush), name="push-loop")
@@ -331,6 +337,8 @@ class ControlPlane:
         await self.observability.stop()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
+        if self._apps_runner is not None:
+            await self._apps_runner.cleanup()
         await self.mesh_ca.stop()
         if self.backends is not None:
             self.backends.close()
@@ -423,6 +431,13 @@ class ControlPlane:
     @property
     def api_socket(self) -> Path:
         return self.settings.api_socket or Path(self.layout.api_socket(self.settings.replica))
+
+    @property
+    def apps_socket(self) -> Path:
+        """The pods' apps' socket: `pod-api[-<i>].sock`, or `pod-<name>` next to an --api-socket given."""
+        if self.settings.api_socket:
+            return self.settings.api_socket.with_name(f"pod-{self.settings.api_socket.name}")
+        return Path(self.layout.pod_api_socket(self.settings.replica))
 
     def proxy_statuses(self) -> list[dict[str, Any]]:
         """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`)."""

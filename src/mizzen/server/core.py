@@ -25,7 +25,8 @@ from ..api.yamlload import YamlError, load_documents
 from ..model.types import Instance
 from ..registry.base import Registry
 from ..store.base import ConfigStore, NotFound, RevisionConflict
-from .auth import ADMIN_PRINCIPAL, Principal, check_instance, check_namespace_read, check_writes, visible
+from .auth import (ADMIN_PRINCIPAL, POD, Forbidden, Principal, check_instance, check_namespace_read, check_writes,
+                   readable, visible, why_unreadable)
 
 # (resources being applied, every resource currently stored) -> problems; any problem rejects the apply
 APPLY_ATTEMPTS = 5  # validate-and-write rounds when other replicas keep committing in between
@@ -221,24 +222,28 @@ class ControlPlaneCore:
 
     def list(self, kind: str | None = None, namespace: str | None = None, *,
              principal: Principal = ADMIN_PRINCIPAL) -> builtins.list[dict[str, Any]]:
-        """Stored resources (of a kind, in a namespace); a tenant sees those of its namespaces only."""
+        """Stored resources (of a kind, in a namespace); a tenant sees those of its namespaces only, a pod's app
+        what routes its calls (`auth.readable`)."""
         check_namespace_read(principal, namespace or None)
         items = self.store.list(kind_name(kind) if kind else None, namespace or None)
-        return [resource_dict(r) for r in items if principal.sees(r.namespace)]
+        return [resource_dict(r) for r in items if readable(principal, r)]
 
     def get(self, kind: str, namespace: str, name: str, *, principal: Principal = ADMIN_PRINCIPAL) -> dict[str, Any]:
         key = ResourceKey(kind_name(kind), namespace, name)
-        if not self._gateway_reads_secret(principal, key):
+        gateway_secret = self._gateway_reads_secret(principal, key)
+        if not gateway_secret:
             check_namespace_read(principal, namespace)
         r = self.store.get(key)
         if r is None:
             raise NotFound([key])
+        if not gateway_secret and not readable(principal, r):
+            raise Forbidden(why_unreadable(principal, r))
         return resource_dict(r)
 
     def _gateway_reads_secret(self, p: Principal, key: ResourceKey) -> bool:
         """A gateway pod's agent may read the Secrets of its own namespace: its Gateways' credentialName, served
         to its Envoy over SDS (docs/gateway.md). Only a pod whose Workload is stored with `gateway: true`."""
-        if p.pod is None or p.admin or key.kind != "Secret" or key.namespace != p.pod.namespace:
+        if p.pod is None or p.role != POD or key.kind != "Secret" or key.namespace != p.pod.namespace:
             return False
         wl = self.store.get(ResourceKey("Workload", p.pod.namespace, p.pod.workload))
         return wl is not None and bool(getattr(wl.spec, "gateway", False))

@@ -13,6 +13,7 @@ agent's token works with every replica.
 
 REST (JSON; the runner calls these through `mizzen.client`, so a remote control plane works too):
     POST   /api/v1/credentials         {"pod": "<ns>.<pod>", "namespace", "serviceAccount", "workload"} -> {"token"}
+                                       (with "app": true, the pod's app's read-only credential)
     DELETE /api/v1/credentials/{pod}   revoke (the pod was deleted): {"revoked": bool}
     GET    /api/v1/credentials         identities that hold a credential (never a token)
     GET    /api/v1/ca                  {"trustDomain", "rootCert" (PEM), the CA chain's subjects and expiry}
@@ -190,9 +191,14 @@ class MeshCa:
                                     workload=str(body.get("workload") or ""))
             except InvalidIdentity as e:
                 return web.json_response({"message": f"invalid pod identity: {e}"}, status=400)
+            app = body.get("app", False)
+            if not isinstance(app, bool):
+                return web.json_response({"message": "app must be true (the pod's app's read-only credential) or "
+                                                     "false (its agent's)"}, status=400)
             assert self.credentials is not None
-            token = self.credentials.issue(ident)
-            log.info("issued a credential for pod %s (%s)", ident.pod, ident.spiffe_id(self.trust_domain))
+            token = self.credentials.issue_app(ident) if app else self.credentials.issue(ident)
+            log.info("issued %s credential for pod %s (%s)", "an app" if app else "a", ident.pod,
+                     ident.spiffe_id(self.trust_domain))
             return web.json_response({"token": token, "spiffeId": ident.spiffe_id(self.trust_domain).uri})
 
         async def revoke(request: web.Request) -> web.Response:

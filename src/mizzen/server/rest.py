@@ -11,6 +11,11 @@ token (admin or tenant) or a pod's credential; none, unknown, expired or revoked
 `SCOPED_ROUTES` is for admins only (so an endpoint added later is closed to tenants until its handler scopes
 what it returns); the handlers of the listed ones pass the caller to the core, which refuses (403, with the
 reason) or filters by the caller's namespaces. Token management: `auth_rest.py`.
+
+Pods' apps (`mizzen.sdk`) reach the API on a socket of their own (`make_app(apps_only=True)`, served by
+`serve_apps` on `pod-api.sock`, mode 0666: an app runs as a uid outside the API group): it accepts a pod's app
+credential only (`server.auth` APP: read-only, scoped to what routes the pod's calls), so an admin or tenant
+token that leaked into a pod is worth nothing there, and `api.sock` stays closed to apps.
 """
 from __future__ import annotations
 
@@ -24,8 +29,8 @@ from aiohttp import web
 
 from ..api import InvalidConfig, Issue
 from ..store.base import NotFound, RevisionConflict, StoreUnavailable
-from .auth import (Authenticator, Forbidden, Principal, Unauthenticated, bearer, check_namespace_read, require_admin,
-                   require_reader, visible)
+from .auth import (APP, Authenticator, Forbidden, Principal, Unauthenticated, bearer, check_namespace_read,
+                   require_admin, require_reader, visible)
 from .auth_rest import add_credential_routes, add_token_routes
 from .core import ControlPlaneCore
 from ..unixpath import serve_app
@@ -37,6 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CORE_KEY: web.AppKey[ControlPlaneCore] = web.AppKey("core", ControlPlaneCore)
 AUTH_KEY: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+APPS_ONLY: web.AppKey[bool] = web.AppKey("apps_only", bool)
 
 PUBLIC_ROUTES = {("GET", "/healthz")}
 # routes whose handlers scope what they do to the caller (a tenant's namespaces, a pod's own instance); every
@@ -76,6 +82,9 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
         return await handler(request)
     p = request.app[AUTH_KEY].authenticate(bearer(request.headers.get("Authorization")))
     request[PRINCIPAL] = p
+    if request.app[APPS_ONLY] and p.role != APP:
+        raise Forbidden(f"this socket serves pods' apps (their app credential, STATE/pods/<pod>/app-secrets/token) "
+                        f"only; {p.describe()} is not one: use the API socket (api.sock)")
     if route not in SCOPED_ROUTES and request.match_info.route.resource is not None:  # (no such route: 404)
         require_admin(p, f"{route[0]} {route[1]}")
     return await handler(request)
@@ -185,13 +194,15 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
              proxies: Callable[[], list[dict[str, Any]]],
              proxy_resources: Callable[[str, str], dict[str, Any] | None],
              egress: Callable[[str, dict[str, str]], dict[str, Any]] | None = None,
-             credential_routes: bool = True, health: Callable[[], dict[str, Any]] | None = None) -> web.Application:
+             credential_routes: bool = True, health: Callable[[], dict[str, Any]] | None = None,
+             apps_only: bool = False) -> web.Application:
     """`credential_routes`: serve /api/v1/credentials from `auth.pods` (False when the mesh CA serves them);
-    `health`: the store's health for /healthz."""
+    `health`: the store's health for /healthz; `apps_only`: the pods' socket (accepts app credentials only)."""
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY,
                           handler_args={"auto_decompress": False})  # see _decoded
     app[CORE_KEY] = core
     app[AUTH_KEY] = auth
+    app[APPS_ONLY] = apps_only
 
     async def healthz(request: web.Request) -> web.Response:
         ok = bool(ready())
@@ -305,8 +316,8 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
     app.router.add_delete("/api/v1/instances/{id}", delete_instance)
     app.router.add_get("/api/v1/proxies", list_proxies)
     app.router.add_get("/api/v1/proxies/{id}/resources", get_proxy_resources)
-    add_token_routes(app, auth, principal)
-    if credential_routes and hasattr(auth.pods, "issue"):
+    add_token_routes(app, auth, principal)  # (on the apps' socket: whoami; the rest is admin-only)
+    if credential_routes and not apps_only and hasattr(auth.pods, "issue"):
         add_credential_routes(app, auth.pods)
     return app
 
@@ -322,3 +333,9 @@ async def serve(app: web.Application, unix_path: str | None = None, tcp: tuple[s
     should get `ssl_context` (the control plane gives it one from the mesh CA: a bearer token never crosses
     the network in plaintext)."""
     return await serve_app(app, unix_path, tcp, mode=0o660, group=group, ssl_context=ssl_context)
+
+
+async def serve_apps(app: web.Application, unix_path: str) -> web.AppRunner:
+    """Start the pods' socket (`make_app(apps_only=True)`): mode 0666 — any uid connects (apps run as their
+    own), and only a pod's app credential is accepted."""
+    return await serve_app(app, unix_path, None, mode=0o666)
