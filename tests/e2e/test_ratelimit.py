@@ -14,6 +14,7 @@ failure status) came back.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -100,33 +101,54 @@ def rls_get(m: Mesh, replica: int, path: str) -> dict:
     return json.loads(body)
 
 
-def load_argv(path: str, rps: float, seconds: float, concurrency: int, headers: dict[str, str] | None) -> list[str]:
+def load_argv(path: str, rps: float, seconds: float, concurrency: int, headers: dict[str, str] | None,
+              extra: tuple[str, ...] = ()) -> list[str]:
     args = ["python3", str(LOAD), API + path, "--rps", str(rps), "--seconds", str(seconds),
-            "--concurrency", str(concurrency)]
+            "--concurrency", str(concurrency), *extra]
     for k, v in (headers or {}).items():
         args += ["-H", f"{k}: {v}"]
     return args
 
 
 def load(m: Mesh, caller: str, path: str, rps: float, seconds: float, concurrency: int = 6,
-         headers: dict[str, str] | None = None) -> dict:
-    p = m.exec(caller, *load_argv(path, rps, seconds, concurrency, headers), timeout=seconds + 90)
+         headers: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> dict:
+    p = m.exec(caller, *load_argv(path, rps, seconds, concurrency, headers, extra), timeout=seconds + 90)
     assert p.returncode == 0, p.stdout + p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def loads(m: Mesh, jobs: list[tuple[str, str, float, float]], concurrency: int = 6) -> list[dict]:
-    """Several callers at once: (caller, path, rps, seconds) each, in background `mizzen exec`s."""
-    procs = [subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(m.state_dir),
-                               caller, "--", *load_argv(path, rps, secs, concurrency, None)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for caller, path, rps, secs in jobs]
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=240)
-        assert p.returncode == 0, stdout + stderr
-        out.append(json.loads(stdout.strip().splitlines()[-1]))
-    return out
+def loads(m: Mesh, jobs: list[tuple[str, str, float, float]], concurrency: int = 6, *, poisson: bool = False
+          ) -> list[dict]:
+    """Several callers at once: (caller, path, rps, seconds) each, in background `mizzen exec`s that start
+    sending together (a go file, created once every client said `ready`: `mizzen exec` alone can take
+    seconds on a busy machine, and a caller that starts early has the limit to itself). `poisson`: each
+    caller's requests are a Poisson process of its own seed, not an even schedule (see the global test)."""
+    go = m.state_dir.parent / f"rl-go-{time.monotonic_ns()}"  # the mesh's private dir, searchable by pod uids
+    procs = []
+    for i, (caller, path, rps, secs) in enumerate(jobs):
+        extra = ("--go-file", str(go)) + (("--arrivals", "poisson", "--seed", str(i + 1)) if poisson else ())
+        procs.append(subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir",
+                                       str(m.state_dir), caller, "--",
+                                       *load_argv(path, rps, secs, concurrency, None, extra)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            line = p.stdout.readline()  # "ready", or "" when the client failed before its start
+            assert line.strip() == "ready", line + p.stdout.read() + p.stderr.read()
+        go.touch()
+        out = []
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=240)
+            assert p.returncode == 0, stdout + stderr
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
+        return out
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        go.unlink(missing_ok=True)
 
 
 def ok(r: dict) -> int:
@@ -217,22 +239,29 @@ spec:
 
 def test_global_limit_shared_by_three_callers_on_two_services_and_one_redis(mesh: Mesh) -> None:
     """One global 30 r/s limit at api (both replicas' sidecars ask the rate-limit service), three callers
-    sending 30 r/s each: 30 r/s in all, split fairly; the two service replicas answer together from Redis."""
+    sending 30 r/s each: 30 r/s in all, split fairly; the two service replicas answer together from Redis.
+
+    Every request of every caller is decided by the service (its calls grow by exactly the requests sent), so
+    no caller's path escapes the limit. The callers send Poisson arrivals (independent seeds), as independent
+    clients do: the limit is the default token bucket, which hands each refilled token to the first request
+    after it, and three clients on an even schedule of exactly the refill period lock their phases to it —
+    the one just behind the refill takes nearly every token (seen: 17, 194, 81 of 292)."""
     limit(mesh, GLOBAL_30)
     before = [rls_get(mesh, r, "/stats")["service"].get("requests", 0) for r in (0, 1)]
     try:
-        res = loads(mesh, [(c, "/shared", 30, 8) for c in ("caller-a", "caller-b", "caller-c")])
+        res = loads(mesh, [(c, "/shared", 30, 8) for c in ("caller-a", "caller-b", "caller-c")], poisson=True)
     finally:
         unlimit(mesh, "shared")
     stats = [rls_get(mesh, r, "/stats") for r in (0, 1)]
     after = [st["service"].get("requests", 0) for st in stats]
     total = sum(ok(r) for r in res)
-    assert all(only(r, "200", "429") for r in res), res
+    assert all(only(r, "200", "429") and r["total"] == r["planned"] == 240 for r in res), res
+    assert sum(after) - sum(before) == sum(r["total"] for r in res), (before, after)  # each request was decided
+    assert all(a - b > 50 for a, b in zip(after, before)), (before, after)  # by both replicas
     # failure_mode_allowed > 0 means Redis did not answer within --redis-timeout (an overloaded machine)
     assert near(total, 30 + 30 * 8), (total, res, [(st["service"], st["limits"].get("default/shared/shared"))
                                                    for st in stats])
     assert all(abs(ok(r) / total - 1 / 3) <= 0.12 for r in res), [ok(r) for r in res]
-    assert all(a - b > 50 for a, b in zip(after, before)), (before, after)  # both replicas decided
 
 
 ALGORITHMS = """apiVersion: mizzen.dev/v1
@@ -251,20 +280,31 @@ spec:
 
 def test_each_algorithm_end_to_end(mesh: Mesh) -> None:
     """A burst of 12 requests at once against 5 r/s: every algorithm admits its quota of 5 and rejects the rest
-    at once; the leaky-bucket queue instead admits 1 + 5 spread 200 ms apart (up to its 1 s bound)."""
+    at once; the leaky-bucket queue instead admits 1 + 5 spread 200 ms apart (up to its 1 s bound).
+
+    Exact about what the algorithms guarantee, not about the machine's speed: the client reports the window
+    W in which the service decided all 12 (normally well under 200 ms, when the counts are exactly 5 and 6);
+    over W a limit refilled at 5/s can admit at most floor(5·W) more."""
     limit(mesh, ALGORITHMS)
     try:
-        got = {n: load(mesh, "caller-b", f"/algo/{n}", 400, 0.03, concurrency=12)
+        got = {n: load(mesh, "caller-b", f"/algo/{n}", 400, 0.03, concurrency=12, extra=("--count", "12"))
                for n in ("fixed", "sliding", "log", "token", "meter", "gcra", "queue")}
     finally:
         unlimit(mesh, "algos")
     for n, r in got.items():
         assert only(r, "200", "429") and r["total"] == 12, (n, r)
-    for n in ("sliding", "log", "token", "meter", "gcra"):
-        assert ok(got[n]) == 5 and got[n]["latency_ok_ms"]["max"] < 300, (n, got[n])
-    assert 5 <= ok(got["fixed"]) <= 10, got["fixed"]  # a window boundary inside the burst admits up to 2×
+
+    def more(r: dict) -> int:  # what a 5/s refill can add within the decision window
+        return math.floor(5 * r["decision_window_s"] + 1e-6)
+
+    for n in ("sliding", "log", "token", "meter", "gcra"):  # rejected at once: nothing delayed
+        assert 5 <= ok(got[n]) <= 5 + more(got[n]) and got[n]["delayed"] == 0, (n, got[n])
+    assert 5 <= ok(got["fixed"]) <= 10 and got["fixed"]["delayed"] == 0, got["fixed"]  # a window boundary: ≤ 2×
     queue = got["queue"]
-    assert ok(queue) == 6 and queue["latency_ok_ms"]["max"] >= 800, queue  # shaped: 0, 200, ... 1000 ms
+    assert 6 <= ok(queue) <= 6 + more(queue) and queue["status"].get("429", 0) > 0, queue
+    # shaped, not burst: the request admitted last before the first rejection was told to wait > 800 ms (its
+    # slot was within 1 s of the next one's arrival, 200 ms before it), and Envoy held it that long
+    assert queue["max_delay_ms"] >= 800 and queue["latency_ok_ms"]["max"] >= queue["max_delay_ms"] - 0.1, queue
 
 
 def test_delay_strategy_shapes_instead_of_failing(mesh: Mesh) -> None:
