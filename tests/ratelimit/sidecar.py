@@ -47,7 +47,8 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 
 
 class GeneratedSidecar:
-    def __init__(self, workdir: str, limits_yaml: str, rls_port: int | None = None, workload: str = "hello"):
+    def __init__(self, workdir: str, limits_yaml: str, rls_port: int | tuple[int, ...] | None = None,
+                 workload: str = "hello"):
         self.workdir = workdir
         self.app_port, self.outbound_port, self.inbound_port, self.admin_port = (free_port() for _ in range(4))
         resources = [r.with_revision(i + 1) for i, r in enumerate(load_text(SERVICE + "---\n" + limits_yaml).resources)]
@@ -57,7 +58,8 @@ class GeneratedSidecar:
                            labels=(("app", "hello"),), interception="loopback", ports=(8080,),
                            port_map=((8080, self.app_port),), outbound_port=self.outbound_port,
                            inbound_port=self.inbound_port,
-                           ratelimit_address=(f"127.0.0.1:{rls_port}",) if rls_port else ())
+                           ratelimit_address=tuple(f"127.0.0.1:{p}" for p in (
+                               rls_port if isinstance(rls_port, tuple) else (rls_port,) if rls_port else ())))
         self.view = Renderer(Snapshot.build(resources, [inst])).resources_for(self.proxy)
         self.procs: list[subprocess.Popen] = []
 

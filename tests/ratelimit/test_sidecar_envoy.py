@@ -173,3 +173,21 @@ def test_failure_modes_when_the_service_is_unreachable(workdir):
     assert opened == [200] * 3 and closed == [503] * 3
     assert sum(v for k, v in stats.items() if k.endswith(".error")) >= 6, stats
     assert sum(v for k, v in stats.items() if k.endswith("failure_mode_allowed")) >= 3, stats
+
+
+def test_a_dead_service_replica_is_skipped_not_failed_open(workdir):
+    """Two replicas of the service, one dead (nothing listens on its address, as while the runner restarts
+    it): Envoy asks the live one again at once (a refused connection: the dead one never counted it), so the
+    limit holds exactly — no request passes by failureMode allow for having been sent to the dead replica."""
+    rls = _rls(workdir, GLOBAL)
+    sc = GeneratedSidecar(workdir, GLOBAL, (free_port(), rls.port)).start()
+    try:
+        got = [sc.get(sc.outbound_url + "/limited", {"Host": "hello:8080"})[0] for _ in range(8)]
+        stats = sc.stats("cluster.outbound|8080||hello.default.svc.cluster.local.ratelimit")
+        cluster = {k: v for k, v in sc.stats("cluster.mizzen_ratelimit.").items() if v}
+    finally:
+        sc.stop()
+        rls.stop()
+    assert got == [200, 200, 200] + [429] * 5, (got, stats)  # 3 per minute, every request decided
+    assert not any(v for k, v in stats.items() if k.endswith((".error", "failure_mode_allowed"))), (stats, cluster)
+    assert cluster.get("cluster.mizzen_ratelimit.upstream_rq_retry", 0) >= 1, cluster  # some went to the dead one

@@ -17,7 +17,8 @@ HCM filters this feature adds, in this order (only those a chain needs):
 3. `mizzen.ratelimit.strip` (a delay limit applies): `header_mutation` removing client-sent `x-envoy-fault-*`
    headers, so only the rate-limit service can ask the fault filter below for a delay.
 4. `mizzen.ratelimit.global[.<failureMode>.<status>]`: Envoy's `ratelimit` filter, domain `mizzen`, to the
-   `mizzen_ratelimit` cluster with a short timeout; one instance per (failureMode, status) because Envoy has
+   `mizzen_ratelimit` cluster with a short timeout and a retry on another replica of what the service never
+   saw (a refused connection or stream); one instance per (failureMode, status) because Envoy has
    one `failure_mode_deny` and one `rate_limited_status` per filter. Virtual hosts carry the descriptors
    (`RateLimitPerRoute.rate_limits`). Envoy's own x-ratelimit headers stay off: the service sets them.
 5. `mizzen.ratelimit.delay` (a delay limit applies): the fault filter with `header_delay` at 100%: it waits what
@@ -34,7 +35,7 @@ from typing import Iterable
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import address_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, backoff_pb2, base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_cfg
 from envoy.config.ratelimit.v3 import rls_pb2 as rls_cfg
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -44,6 +45,7 @@ from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2 as grl_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo_pb2
 from envoy.type.v3 import http_status_pb2, percent_pb2
 
@@ -65,6 +67,7 @@ SOURCE = "mizzen.ratelimit.source."
 CLUSTER = "mizzen_ratelimit"
 RLS_TIMEOUT_S = 0.25  # a decision normally takes ~1 ms; longer means the service is in trouble: failureMode
 RLS_CONNECT_TIMEOUT_S = 0.25
+RLS_RETRY_BACKOFF_S = 0.002  # a refused connection is known at once: ask the next replica right away
 DELAY_GUARD_MIN = 1000  # max_active_faults floor (a memory guard: the queue bound is the service's maxDelay)
 FAULT_HEADERS = ("x-envoy-fault-delay-request", "x-envoy-fault-delay-request-percentage",
                  "x-envoy-fault-abort-request", "x-envoy-fault-abort-grpc-request",
@@ -152,7 +155,21 @@ def _strip_filter() -> hcm_pb2.HttpFilter:
     return hcm_pb2.HttpFilter(name=STRIP, typed_config=pack(hm_pb2.HeaderMutation(mutations=muts)))
 
 
-def _global_filter(name: str, a: AppliedLimit) -> hcm_pb2.HttpFilter:
+def _retry_policy(replicas: int) -> base_pb2.RetryPolicy:
+    """A decision the service never saw (connection refused: a replica down or restarting; a refused stream)
+    is asked of another replica at once, instead of falling to failureMode. Nothing that may have been counted
+    is retried (a timeout or a reset could count one request twice)."""
+    return base_pb2.RetryPolicy(
+        retry_on="connect-failure,refused-stream", num_retries={"value": max(1, replicas - 1)},
+        retry_back_off=backoff_pb2.BackoffStrategy(base_interval=duration(RLS_RETRY_BACKOFF_S),
+                                                   max_interval=duration(4 * RLS_RETRY_BACKOFF_S)),
+        retry_host_predicate=[base_pb2.RetryPolicy.RetryHostPredicate(
+            name="envoy.retry_host_predicates.previous_hosts",
+            typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))],
+        host_selection_retry_max_attempts=3)
+
+
+def _global_filter(name: str, a: AppliedLimit, replicas: int) -> hcm_pb2.HttpFilter:
     deny = (a.spec.failure_mode or "allow") == "deny"
     cfg = grl_pb2.RateLimit(
         domain=DOMAIN, timeout=duration(RLS_TIMEOUT_S), failure_mode_deny=deny,
@@ -160,7 +177,7 @@ def _global_filter(name: str, a: AppliedLimit) -> hcm_pb2.HttpFilter:
         rate_limit_service=rls_cfg.RateLimitServiceConfig(
             transport_api_version=config_source_pb2.V3,
             grpc_service=grpc_service_pb2.GrpcService(envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(
-                cluster_name=CLUSTER))))
+                cluster_name=CLUSTER), retry_policy=_retry_policy(replicas))))
     if _status(a) != 429:
         cfg.rate_limited_status.code = _status(a)
     if deny:  # the service cannot be asked: not a rate limit, the limiter is unavailable
@@ -210,7 +227,7 @@ class RateLimitFeature(Feature):
         for a in glob:
             groups.setdefault(global_filter_name(a), a)
         for name in sorted(groups):
-            hcm.http_filters.append(_global_filter(name, groups[name]))
+            hcm.http_filters.append(_global_filter(name, groups[name], len(ctx.proxy.ratelimit_address)))
         if delay:
             hcm.http_filters.append(_delay_filter(delay))
 
