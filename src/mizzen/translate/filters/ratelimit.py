@@ -158,11 +158,13 @@ def _strip_filter() -> hcm_pb2.HttpFilter:
 def _retry_policy(replicas: int) -> base_pb2.RetryPolicy:
     """A decision the service never saw (connection refused: a replica down or restarting; a refused stream)
     is asked of another replica at once, instead of falling to failureMode. Nothing that may have been counted
-    is retried (a timeout or a reset could count one request twice)."""
+    is retried (a timeout or a reset could count one request twice). Envoy makes the back-off's max_interval
+    the per-try timeout of a gRPC service's retries (Http::Utility::convertCoreToRouteRetryPolicy): it is the
+    whole call's timeout, or a slow answer would be cut short and fall to failureMode."""
     return base_pb2.RetryPolicy(
         retry_on="connect-failure,refused-stream", num_retries={"value": max(1, replicas - 1)},
         retry_back_off=backoff_pb2.BackoffStrategy(base_interval=duration(RLS_RETRY_BACKOFF_S),
-                                                   max_interval=duration(4 * RLS_RETRY_BACKOFF_S)),
+                                                   max_interval=duration(RLS_TIMEOUT_S)),
         retry_host_predicate=[base_pb2.RetryPolicy.RetryHostPredicate(
             name="envoy.retry_host_predicates.previous_hosts",
             typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()))],
