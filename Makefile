@@ -44,7 +44,7 @@ demo: install sysdeps
 # `make test-slow`, to keep `make test` within its time budget on a 2-core machine.
 test: install sysdeps
 	$(PYTEST) -q -m "not e2e" -p no:cacheprovider
-	$(PYTEST) -q -m "e2e and not slow" -o cache_dir=.pytest_cache/e2e || { \
+	$(PYTEST) -q -m "e2e and not slow" -o cache_dir=.pytest_cache/e2e --durations=25 || { \
 	  echo "E2E RETRY: the tests above failed; running only them once more"; \
 	  $(PYTEST) -q -m "e2e and not slow" -o cache_dir=.pytest_cache/e2e --last-failed --last-failed-no-failures none; }
 
