@@ -3,6 +3,7 @@ hot restart of Envoy under keep-alive load, and the app's health reflected in th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -165,6 +166,51 @@ async def _app_health() -> None:
         agent.close()
         if app is not None:
             await app.cleanup()
+        await api.stop()
+        await ads.stop()
+        rmtree(d)
+
+
+def test_hot_restart_tries_once_more_when_the_new_envoy_crashes():
+    asyncio.run(_hot_restart_crash())
+
+
+async def _hot_restart_crash() -> None:
+    """The new epoch's process dies of SIGSEGV before it serves (a wrapper kills itself on its first run, then
+    execs the real Envoy): the old process keeps serving throughout, the agent logs Envoy's crash and starts
+    the same epoch once more, and the hot restart succeeds. A binary that crashes every time fails the hot
+    restart with the signal in the error, and the old process still serves."""
+    from mizzen.envoybin import find_envoy
+    d, listener_port, app_port, ads, api, cfg = await _setup(drainSeconds=1, parentShutdownSeconds=3)
+    app = await start_app(app_port)
+    agent = AgentProc(cfg)
+    once, always = os.path.join(d, "crash-once.sh"), os.path.join(d, "crash-always.sh")
+    mark = os.path.join(d, "crashed")
+    with open(once, "w") as f:
+        f.write(f"#!/bin/sh\nif [ ! -e {mark} ]; then : > {mark}; kill -SEGV $$; fi\nexec {find_envoy()} \"$@\"\n")
+    with open(always, "w") as f:
+        f.write("#!/bin/sh\nkill -SEGV $$\n")
+    for p in (once, always):
+        os.chmod(p, 0o755)
+    try:
+        agent.start()
+        st = await agent.wait_state(lambda s: s["state"] == "ready" and s.get("registered"), what="ready")
+        old_pid = st["envoyPid"]
+        status, body = await _control(cfg, "POST", "/hot-restart", {"envoy": always, "timeout": 20})
+        assert status != 200 and "(-11)" in json.dumps(body), body
+        assert pid_alive(old_pid) and await http_get(listener_port, "/") == (200, "hello")
+        assert agent.state()["epoch"] == 0
+        assert agent.log().count("starting epoch 1 once more") == 1, agent.log()
+
+        status, body = await _control(cfg, "POST", "/hot-restart", {"envoy": once, "timeout": 30})
+        assert status == 200 and body["epoch"] == 1 and body["envoyPid"] != old_pid, body
+        assert os.path.exists(mark)
+        assert agent.log().count("starting epoch 1 once more") == 2
+        await _eventually(lambda: not pid_alive(old_pid), 20, "the parent Envoy exits after its drain")
+        assert await http_get(listener_port, "/") == (200, "hello")
+    finally:
+        agent.close()
+        await app.cleanup()
         await api.stop()
         await ads.stop()
         rmtree(d)
