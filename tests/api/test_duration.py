@@ -114,3 +114,30 @@ def test_translation_uses_the_parsed_value() -> None:
     out = Renderer(snap).resources_for(Proxy(id="p", namespace="default"))
     c = cluster_pb2.Cluster.FromString(out[CLUSTER]["outbound|80||hello.default.svc.cluster.local"].payload)
     assert c.connect_timeout.seconds == 90
+
+
+def test_the_cli_chaos_and_consul_parsers_are_the_one_parser_plus_their_number_forms() -> None:
+    """`mizzen chaos`, the Consul API and the CA TTL options read Go syntax through api.duration (so `1m30s`
+    works everywhere), each adding only its own number form: seconds (chaos, Consul), days (TTLs)."""
+    from mizzen.chaos.spec import SpecError, parse_duration as chaos
+    from mizzen.consulapi.agent import BadRequest
+    from mizzen.consulapi.agent import parse_duration as _consul
+    from mizzen.server.commands import seconds
+
+    def consul(v, what="ttl"):
+        return _consul(v, what)
+
+    for parse in (chaos, consul, seconds):
+        assert parse("1m30s") == 90.0
+        assert parse("1.5s") == 1.5
+    assert chaos(20) == chaos("20") == 20.0 and chaos("250ms") == 0.25
+    assert consul(15) == 15.0 and consul(2_000_000_000) == 2.0  # Consul JSON nanoseconds
+    assert seconds("90d") == 90 * 86400 and seconds("3600") == 3600.0
+    with pytest.raises(SpecError, match="--duration"):
+        chaos("10 parsecs", "--duration")
+    with pytest.raises(SpecError, match="negative"):
+        chaos("-5s")
+    with pytest.raises(BadRequest, match="TTL"):
+        consul("1x", "check c TTL")
+    with pytest.raises(ValueError, match="--cert-ttl"):
+        seconds("soon", "--cert-ttl")

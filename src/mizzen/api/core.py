@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .base import Spec
 from .fields import At, Port, check_labels, is_dns1123_label, is_ip, show
+from .uids import ENVOY_UID  # the sidecar's uid (excluded from traffic capture): never an app's
 
 
 _IANA_SVC_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?")
@@ -116,7 +117,6 @@ class ContainerPort(Spec):
     protocol: str = "TCP"
 
 
-ENVOY_UID = 1337  # the sidecar's uid (excluded from traffic capture): never an app's
 
 
 class SecurityContext(Spec):

@@ -11,14 +11,15 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..api.duration import duration_seconds
+
 KINDS = ("kill", "network", "partition", "stress")
 KILL_TARGETS = ("app", "envoy", "agent", "controlplane", "pod")
 STATES = ("applying", "active", "done", "expired", "stopped", "failed")
 FINAL_STATES = ("done", "expired", "stopped", "failed")
 SIGNALS = {"KILL": 9, "TERM": 15, "SIGKILL": 9, "SIGTERM": 15, "9": 9, "15": 15}
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?\s*$", re.I)
 _RATE_UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
 
@@ -28,17 +29,24 @@ class SpecError(ValueError):
 
 
 def parse_duration(value: Any, what: str = "duration") -> float:
-    """"100ms", "20s", "1.5m", "2h", 20 (seconds) → seconds (float, ≥ 0)."""
+    """"100ms", "20s", "1m30s", "2h" (Go/Istio syntax: the one parser, `api.duration`), or a plain number
+    of seconds (20, "20") → seconds (float, ≥ 0)."""
     if isinstance(value, bool):
         raise SpecError(f"{what}: expected a duration like 100ms, 20s or 2m, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value < 0:
+    text = value.strip() if isinstance(value, str) else value
+    if isinstance(text, str) and _NUMBER.fullmatch(text):
+        text = float(text)
+    if isinstance(text, (int, float)):
+        if text < 0:
             raise SpecError(f"{what}: must not be negative, got {value}")
-        return float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise SpecError(f"{what}: expected a duration like 100ms, 20s or 2m, got {value!r}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+        return float(text)
+    try:
+        secs = duration_seconds(text)
+    except ValueError:
+        raise SpecError(f"{what}: expected a duration like 100ms, 20s or 2m, got {value!r}") from None
+    if secs < 0:
+        raise SpecError(f"{what}: must not be negative, got {value!r}")
+    return secs
 
 
 def parse_percent(value: Any, what: str = "percentage") -> float:

@@ -39,7 +39,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-ENVOY_UID = 1337  # Envoy runs as this uid (Istio's convention): excluded from capture, owns the pod dirs
+from ..api.uids import ENVOY_UID  # Envoy runs as this uid: excluded from capture, owns the pod dirs
+
 MAX_CONTROL_PLANES = 3
 MAX_RATELIMIT_REPLICAS = 4
 CONTROLPLANE = "controlplane"

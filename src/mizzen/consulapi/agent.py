@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..api.duration import duration_seconds
 from ..model.types import Instance, labels_tuple
 from ..registry.base import Registry
 
@@ -36,8 +36,6 @@ SERVICE_LABEL = "consul.mizzen.dev/service"
 CHECKS_LABEL = "consul.mizzen.dev/checks"
 SOURCE = "consul-api"
 STATUSES = ("passing", "warning", "critical")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class BadRequest(ValueError):
@@ -45,21 +43,18 @@ class BadRequest(ValueError):
 
 
 def parse_duration(v: Any, what: str) -> float | None:
-    """Go duration ("10s", "1m30s", "500ms") or a number of seconds."""
+    """Go duration ("10s", "1m30s", "500ms": the one parser, `api.duration`) or a number of seconds."""
     if v in (None, "", 0):
         return None
     if isinstance(v, (int, float)):
         return float(v) / 1e9 if v > 1e6 else float(v)  # Consul's JSON may carry nanoseconds
-    s = str(v).strip()
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or not s:
-        raise BadRequest(f"{what}: {v!r} is not a duration (e.g. 10s, 1m, 500ms)")
-    return total
+    try:
+        secs = duration_seconds(str(v).strip())
+    except ValueError:
+        raise BadRequest(f"{what}: {v!r} is not a duration (e.g. 10s, 1m, 500ms)") from None
+    if secs < 0:
+        raise BadRequest(f"{what}: {v!r} must not be negative")
+    return secs
 
 
 def fields(d: Any, what: str) -> dict[str, Any]:

@@ -18,14 +18,19 @@ def _addr(value: str | None, default_host: str = "127.0.0.1") -> tuple[str, int]
     return default_host, int(value)
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def seconds(text: str, option: str = "duration") -> float:
-    """'20s', '30m', '24h', '90d' or a number of seconds -> seconds (> 0)."""
-    t = str(text).strip().lower()
+    """A Go/Istio duration ('20s', '30m', '1h30m': the one parser, `api.duration`), a number of days ('90d',
+    for certificate lifetimes) or a plain number of seconds -> seconds (> 0)."""
+    from ..api.duration import duration_seconds
+
+    t = str(text).strip()
     try:
-        value = float(t[:-1]) * _UNITS[t[-1]] if t and t[-1] in _UNITS else float(t)
+        if t.endswith("d") and t[:-1].replace(".", "", 1).isdigit():
+            value = float(t[:-1]) * 86400
+        elif t.replace(".", "", 1).isdigit():
+            value = float(t)
+        else:
+            value = duration_seconds(t)
     except ValueError:
         raise ValueError(f"{option}: {text!r} is not a duration (e.g. 20s, 30m, 24h, 90d)") from None
     if value <= 0:

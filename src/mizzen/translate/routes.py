@@ -118,8 +118,9 @@ _REDIRECT_CODES = {301: rc.RedirectAction.MOVED_PERMANENTLY, 302: rc.RedirectAct
 def retry_policy(r: HTTPRetry | None) -> rc.RetryPolicy | None:
     """Istio `retries` → Envoy RetryPolicy; None (no retries) for `attempts: 0` or no attempts, as Istio.
 
-    Every retry policy carries the `previous_hosts` predicate (this is the one place it is added): a retry
-    goes to a host not tried yet when there is one ("failover")."""
+    Every route's retry policy carries the `previous_hosts` predicate (this is the one place a route's gets
+    it; the rate-limit service's gRPC retry policy, another message type, has its own in filters/ratelimit):
+    a retry goes to a host not tried yet when there is one ("failover")."""
     if r is None:
         conds, codes, attempts = DEFAULT_RETRY_ON.split(","), [], DEFAULT_RETRY_ATTEMPTS
     else:
