@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Callable
 
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from ..client.aio import AsyncEnvoyAdmin
 from ..client.errors import ClientError
+from ..unixpath import serve_app
 
 log = logging.getLogger("mizzen.agent")
 
@@ -71,16 +71,9 @@ class HealthServer:
         return web.Response(text="alive\n")
 
     async def start(self) -> int:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        port = self.port
-        server = getattr(site, "_server", None)
-        for sock in getattr(server, "sockets", None) or ():
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                port = sock.getsockname()[1]
-                break
+        self._runner = await serve_app(self.app(), tcp=(self.host, self.port))
+        bound = [a for a in self._runner.addresses if isinstance(a, tuple)]
+        port = int(bound[0][1]) if bound else self.port
         self.bound_port = port
         log.info("health endpoint on http://%s:%d/healthz/ready", self.host, port)
         return port

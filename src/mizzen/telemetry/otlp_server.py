@@ -23,6 +23,7 @@ import grpc
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from ..unixpath import serve_app
 from .traces import TraceStore, spans_from_otlp, spans_from_zipkin
 
 log = logging.getLogger("mizzen.telemetry.traces")
@@ -106,10 +107,8 @@ async def _main(a: argparse.Namespace) -> None:
     if a.http:
         app = web.Application(client_max_size=MAX_ZIPKIN_BODY)
         app.add_routes(rx.routes())
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
         host, port = a.http.rsplit(":", 1)
-        await web.TCPSite(runner, host, int(port)).start()
+        runner = await serve_app(app, tcp=(host, int(port)))
     print("ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
