@@ -16,6 +16,14 @@ from typing import Iterator
 import pytest
 
 
+def _die_with_the_test() -> None:
+    """preexec_fn: SIGKILL this child when the test process dies (PR_SET_PDEATHSIG), so a killed pytest leaves
+    no redis-server or rate-limit service behind (their own sessions would otherwise outlive it)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +65,8 @@ class RedisServer:
         log = open(os.path.join(self.workdir, "redis.log"), "ab")
         self.proc = subprocess.Popen(
             [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.workdir, "--protected-mode", "yes"], stdout=log, stderr=subprocess.STDOUT)
+             "--dir", self.workdir, "--protected-mode", "yes"], stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_the_test)  # noqa: PLW1509
         log.close()
         wait_port(self.port, proc=self.proc)
 
@@ -100,7 +109,8 @@ class RlsProcess:
         if self.backend:
             cmd += ["--redis", self.backend]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_the_test)  # noqa: PLW1509
         log.close()
         wait_port(self.port, 30, self.proc)
 
