@@ -51,7 +51,7 @@ def tables(ci: ConfigIndex) -> dict:
         "vs": {h: revs(v) for h, v in ci.virtual_services_by_host.items()},
         "delegates": {k: (v.key, v.revision) for k, v in ci.delegate_virtual_services.items()},
         "delegates_by_host": {h: revs(v) for h, v in ci.delegates_by_host.items()},
-        "dr": {h: (v.key, v.revision) for h, v in ci.destination_rules_by_host.items()},
+        "dr": {h: revs(v) for h, v in ci.destination_rules_by_host.items()},
         "sidecars": revs(ci.sidecars),
     }
 
@@ -88,4 +88,4 @@ def test_untouched_tables_are_shared() -> None:
     assert new.services is old.services and new.virtual_services_by_host is old.virtual_services_by_host
     assert new.by_kind["Sidecar"] is old.by_kind["Sidecar"]
     assert new.destination_rules_by_host is not old.destination_rules_by_host
-    assert old.destination_rules_by_host["a.default.svc.cluster.local"].revision == 4  # old stays as it was
+    assert old.destination_rules_by_host["a.default.svc.cluster.local"][0].revision == 4  # old stays as it was

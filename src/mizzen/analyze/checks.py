@@ -382,6 +382,10 @@ def deprecated_fields(ctx: Context) -> Iterable[Message]:
                 yield Message("IST0002", WARNING, ref(vs), "Deprecated: HTTPRoute.fault.delay.percent is deprecated; "
                               "use HTTPRoute.fault.delay.percentage", "use percentage: {value: N}",
                               f"spec.http[{i}].fault.delay.percent")
+            if r.websocket_upgrade is not None:
+                yield Message("IST0002", WARNING, ref(vs), "Deprecated: HTTPRoute.websocketUpgrade is removed from "
+                              "Istio's API and has no effect: websocket upgrades are always allowed",
+                              "remove websocketUpgrade", f"spec.http[{i}].websocketUpgrade")
     for sc in ctx.kind("Sidecar"):
         if sc.spec.outbound_traffic_policy and sc.spec.outbound_traffic_policy.egress_proxy:
             yield Message("IST0002", WARNING, ref(sc), "Deprecated: OutboundTrafficPolicy.EgressProxy ignored",

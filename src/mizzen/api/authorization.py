@@ -26,7 +26,7 @@ DRY_RUN_ANNOTATION = "istio.io/dry-run"
 # `when` keys (Istio's attribute list). Keys with a bracketed name: request.headers[X], request.auth.claims[a][b],
 # experimental.envoy.filters.<filter>[key].
 EXACT_KEYS = frozenset({
-    "source.ip", "remote.ip", "source.namespace", "source.principal", "source.serviceAccount",
+    "source.ip", "remote.ip", "source.namespace", "source.principal", "source.serviceAccount", "source.trustDomain",
     "request.auth.principal", "request.auth.audiences", "request.auth.presenter",
     "destination.ip", "destination.port", "connection.sni",
 })
@@ -154,7 +154,8 @@ def check_condition_key(key: str, values: list[str]) -> None:
             _wildcard_ends_only(values, key)
     elif key.startswith("request.headers"):
         names = bracket_names(key, "request.headers")
-        if len(names) != 1 or not _TOKEN.match(names[0]):
+        # a header name, or an HTTP/2 pseudo-header (`:method`, `:authority`, `:path`), which Envoy matches too
+        if len(names) != 1 or not _TOKEN.match(names[0].removeprefix(":")):
             raise ValueError(f"bad key {key!r}: request.headers[<header name>]")
         _nonempty(values, key)
     elif key.startswith("request.auth.claims"):
@@ -167,7 +168,7 @@ def check_condition_key(key: str, values: list[str]) -> None:
         _nonempty(values, key)
     else:
         raise ValueError(f"unknown attribute {key!r} (see Istio's authorization conditions: request.headers[...], "
-                         "source.ip, remote.ip, source.namespace, source.principal, source.serviceAccount, "
+                         "source.ip, remote.ip, source.namespace, source.principal, source.serviceAccount, source.trustDomain, "
                          "request.auth.principal/audiences/presenter/claims[...], destination.ip, destination.port, "
                          "connection.sni, experimental.envoy.filters.*)")
 
@@ -186,11 +187,39 @@ class WorkloadSelector(Spec):
         return v
 
 
+_GROUP = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # a DNS subdomain
+_KIND = re.compile(r"[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?")
+
+
 class PolicyTargetReference(Spec):
-    group: str = ""
-    kind: str
-    name: str = Field(min_length=1)
+    """Istio's CRD rules: group a DNS subdomain (or empty), kind a Kubernetes kind name, no namespace."""
+
+    group: str = Field(default="", max_length=253)
+    kind: str = Field(min_length=1, max_length=63)
+    name: str = Field(min_length=1, max_length=253)
     namespace: str | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        if v and not _GROUP.fullmatch(v):
+            raise ValueError(f"invalid group {v!r}: a DNS subdomain (lower case letters, digits, '-' and '.')")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if not _KIND.fullmatch(v):
+            raise ValueError(f"invalid kind {v!r}: letters, digits and '-', starting with a letter")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("cross namespace referencing is not currently supported: leave namespace out "
+                             "(the policy's own namespace)")
+        return v
 
 
 class Source(Spec):
@@ -206,6 +235,15 @@ class Source(Spec):
     not_ip_blocks: list[str] = Field(default_factory=list)
     remote_ip_blocks: list[str] = Field(default_factory=list)
     not_remote_ip_blocks: list[str] = Field(default_factory=list)
+    # the trust domain of the caller's SPIFFE identity (`spiffe://<td>/...`): a name, `*` (any), or a name
+    # with one `*` standing for any characters of the trust domain (translate/filters/rbac.py)
+    trust_domains: list[str] = Field(default_factory=list)
+    not_trust_domains: list[str] = Field(default_factory=list)
+
+    @field_validator("trust_domains", "not_trust_domains")
+    @classmethod
+    def _trust_domains(cls, v: list[str], info) -> list[str]:
+        return _nonempty(v, _camel(info.field_name))
 
     @field_validator("principals", "not_principals")
     @classmethod
@@ -347,7 +385,7 @@ def _one_of_selector(selector, target_ref, target_refs) -> None:
 class AuthorizationPolicySpec(Spec):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
-    target_refs: list[PolicyTargetReference] = Field(default_factory=list)
+    target_refs: list[PolicyTargetReference] = Field(default_factory=list, max_length=16)
     rules: list[Rule] | None = None
     action: Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"] = "ALLOW"
     provider: ExtensionProvider | None = None
@@ -451,6 +489,12 @@ class JWTRule(Spec):
     output_claim_to_headers: list[ClaimToHeader] = Field(default_factory=list)
     forward_original_token: bool = False
     timeout: str | None = None
+    # claims whose string value is a space-separated list (besides `scope` and `permission`, always split):
+    # `request.auth.claims[<name>]` then matches one of its words (translate/filters/jwt.py)
+    space_delimited_claims: list[str] = Field(default_factory=list, max_length=64)
+    # OPTIONAL | REQUIRED: accepted; Istio's sidecars do not act on it either (a token is required by an
+    # AuthorizationPolicy `requestPrincipals: ["*"]`); `mizzen analyze` reports it (MZ0110)
+    presence: Literal["OPTIONAL", "REQUIRED"] | None = None
 
     @field_validator("audiences")
     @classmethod
@@ -459,7 +503,7 @@ class JWTRule(Spec):
             raise ValueError("audience must be non-empty string")
         return v
 
-    @field_validator("from_params", "from_cookies")
+    @field_validator("from_params", "from_cookies", "space_delimited_claims")
     @classmethod
     def _locations(cls, v: list[str], info) -> list[str]:
         return _nonempty(v, _camel(info.field_name))
@@ -504,7 +548,7 @@ class JWTRule(Spec):
 class RequestAuthenticationSpec(Spec):
     selector: WorkloadSelector | None = None
     target_ref: PolicyTargetReference | None = None
-    target_refs: list[PolicyTargetReference] = Field(default_factory=list)
+    target_refs: list[PolicyTargetReference] = Field(default_factory=list, max_length=16)
     jwt_rules: list[JWTRule] = Field(default_factory=list)
 
     @model_validator(mode="after")

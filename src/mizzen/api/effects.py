@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from .workloadentry import address_kind
+
 _TP = ["trafficPolicy", "trafficPolicy.portLevelSettings[]", "subsets[].trafficPolicy",
        "subsets[].trafficPolicy.portLevelSettings[]"]
 _NO_MTLS = "endpoint identities come from the mesh CA (a ServiceEntry endpoint has no Mizzen certificate)"
@@ -27,7 +29,8 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("subsets[].trafficPolicy.tunnel", "no tunnelling (CONNECT/POST) of upstream traffic"),
         ("trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
         ("subsets[].trafficPolicy.proxyProtocol", "no PROXY protocol to upstreams"),
-        ("workloadSelector", "a DestinationRule applies to every client of its host"),
+        ("workloadSelector", "a DestinationRule applies to every client in its namespace (with a workloadSelector "
+                             "it is private to its namespace, as in Istio)"),
     ],
     "VirtualService": [
         ("tls", "TLS (SNI) routes act on gateways only (TLS PASSTHROUGH servers); a sidecar sends TLS traffic to "
@@ -37,6 +40,10 @@ NO_EFFECT: dict[str, list[tuple[str, str]]] = {
         ("http[].retries.retryRemoteLocalities", "one locality per mesh"),
         ("http[].retries.retryIgnorePreviousHosts=false", "retries always go to another host"),
         ("http[].match[].statPrefix", "no per-match statistics"),
+    ],
+    "RequestAuthentication": [
+        ("jwtRules[].presence", "a token is optional at authentication, as in Istio's sidecars: require one with "
+                                "an AuthorizationPolicy (requestPrincipals: [\"*\"])"),
     ],
     "ServiceEntry": [
         ("endpoints[].network", "one network per mesh"),
@@ -107,14 +114,34 @@ def _walk(node: Any, parts: list[str], path: str) -> Iterator[str]:
         yield from _walk(child, rest, here)
 
 
+def _workload_entry(spec: dict) -> Iterator[tuple[str, str]]:
+    """A WorkloadEntry that is no endpoint (model/workloadentries.py): a host name, or only a network."""
+    kind = address_kind(str(spec.get("address") or ""))
+    if kind == "fqdn":
+        yield "address", ("a host name is not resolved for a WorkloadEntry: it is no endpoint (use its IP "
+                          "address, or a ServiceEntry with resolution DNS)")
+    elif not kind and spec.get("network"):
+        yield "network", "one network per mesh: a WorkloadEntry without an address (behind another network's " \
+                         "gateway) is no endpoint"
+    elif spec.get("network"):
+        yield "network", "one network per mesh"
+
+
+# kind -> fn(spec as a dict) -> (path below spec, reason): rules a path pattern cannot say
+NO_EFFECT_RULES = {"WorkloadEntry": _workload_entry}
+
+
 def no_effect(resource: Any) -> list[tuple[str, str]]:
     """(field path, reason) for every set field of `resource` that Mizzen does not act on."""
     table = NO_EFFECT.get(resource.kind)
-    if not table:
+    rule = NO_EFFECT_RULES.get(resource.kind)
+    if not table and rule is None:
         return []
     spec = resource.to_dict().get("spec") or {}
     out = []
-    for pattern, why in table:
+    for pattern, why in table or ():
         for p in _walk(spec, pattern.split("."), ""):
             out.append((f"spec.{p}", why))
+    if rule is not None:
+        out += [(f"spec.{p}", why) for p, why in rule(spec)]
     return out

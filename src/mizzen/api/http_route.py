@@ -568,6 +568,9 @@ class HTTPRoute(Spec):
     mirror_percent: int | None = Field(default=None, ge=0, le=100)
     cors_policy: CorsPolicy | None = None
     headers: Headers | None = None
+    # removed from Istio's API (older configs still carry it): Mizzen's HTTP listeners always upgrade
+    # websockets, so it is accepted and `mizzen analyze` reports it (IST0002)
+    websocket_upgrade: bool | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> "HTTPRoute":

@@ -52,6 +52,8 @@ class PeerAuthenticationSpec(Spec):
             if not 0 < port < 65536:
                 raise ValueError(f"port {port} is not a TCP port (1-65535)")
             out[port] = m
+        if not out:  # set but empty (Istio's CRD: at least one property)
+            raise ValueError("portLevelMtls must have at least one port (leave it out for none)")
         return out
 
     @model_validator(mode="after")

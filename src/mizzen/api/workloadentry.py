@@ -5,6 +5,10 @@
 A WorkloadEntry is an endpoint like a registered instance: a v1 Service (or a ServiceEntry's
 workloadSelector) whose selector matches its labels in its namespace routes to it (model/workloadentries.py).
 Mizzen sends it plain traffic unless it is labelled `security.istio.io/tlsMode: istio` (it has a sidecar).
+Its `address` is an IP address, a unix domain socket (`unix:///path` or abstract `unix://@name`: an Envoy
+pipe endpoint, without ports, as Istio), or — accepted as Istio accepts it — a host name, or nothing with a
+`network` set (a workload behind another network's gateway). Mizzen's endpoints are addresses and it has one
+network, so the last two are stored but are no endpoints; `mizzen analyze` reports them (MZ0110).
 A WorkloadGroup is validated and stored: auto-registration of VMs against it (istiod creates their
 WorkloadEntries) is not done — write the WorkloadEntries, or register the VM's instances through the REST or
 Consul API.
@@ -12,20 +16,43 @@ Consul API.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+import re
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
+from .fields import check_fqdn, show
+
+
+UNIX_PREFIX = "unix://"
+_PORT_NAME = re.compile(r"[a-zA-Z0-9](?:[-a-zA-Z0-9]*[a-zA-Z0-9])?")  # Istio's CRD rule (a DNS-1123-like label)
+_PROBE_HEADER = re.compile(r"[-_A-Za-z0-9]+")
 
 
 def _check_ports(v: dict[str, int]) -> dict[str, int]:
     for name, port in v.items():
         if not name:
             raise ValueError("ports: a port needs a name")
+        if len(name) >= 63 or not _PORT_NAME.fullmatch(name):
+            raise ValueError(f"ports: port name {name!r} must be valid: letters, digits and '-', starting and "
+                             "ending with a letter or digit, shorter than 63 characters")
         if not isinstance(port, int) or not 1 <= port <= 65535:
             raise ValueError(f"ports.{name}: {port!r} is not a port number (1-65535)")
     return v
+
+
+def address_kind(address: str) -> str:
+    """'' (none), 'ip', 'unix' or 'fqdn' — what a valid WorkloadEntry address is."""
+    if not address:
+        return ""
+    if address.startswith(UNIX_PREFIX):
+        return "unix"
+    try:
+        ipaddress.ip_address(address)
+        return "ip"
+    except ValueError:
+        return "fqdn"
 
 
 class WorkloadEntrySpec(Spec):
@@ -42,22 +69,38 @@ class WorkloadEntrySpec(Spec):
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        if v.startswith("unix://"):
-            raise ValueError(f"address {v!r}: unix domain socket endpoints are not supported")
-        if v:
+        if len(v) > 256:
+            raise ValueError("address may not be longer than 256 characters")
+        kind = address_kind(v)
+        if kind == "unix":
+            path = v[len(UNIX_PREFIX):]
+            if not path.startswith(("/", "@")):
+                raise ValueError(f"address {v!r}: UDS must be an absolute path or abstract socket "
+                                 "(unix:///path or unix://@name)")
+            if v.endswith("/") or path == "@":
+                raise ValueError(f"address {v!r}: UDS may not be a dir")
+            if "\0" in path:
+                raise ValueError(f"address {v!r}: a socket path may not contain NUL")
+        elif kind == "fqdn":
             try:
-                ipaddress.ip_address(v)
+                check_fqdn(v)
             except ValueError:
-                raise ValueError(f"address {v!r} must be an IP address (host names are not resolved for "
-                                 f"WorkloadEntries)") from None
+                raise ValueError(f"endpoint address {show(v)} is not a valid FQDN or an IP address") from None
         return v
+
+    @model_validator(mode="after")
+    def _unix_ports(self) -> "WorkloadEntrySpec":
+        if self.address.startswith(UNIX_PREFIX) and self.ports:
+            raise ValueError(f"UDS may not include ports: unix endpoint {self.address} must not include ports")
+        return self
 
 
 class WorkloadEntryStandalone(WorkloadEntrySpec):
     @model_validator(mode="after")
     def _needs_address(self) -> "WorkloadEntryStandalone":
-        if not self.address:
-            raise ValueError("address: a WorkloadEntry needs the IP address its workload is reached at")
+        if not self.address and not self.network:
+            raise ValueError("Address is required: set address (or network, for a workload behind another "
+                             "network's gateway)")
         return self
 
 
@@ -66,12 +109,24 @@ class GroupMetadata(Spec):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class HTTPHeader(Spec):
+    name: str = ""
+    value: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _PROBE_HEADER.fullmatch(v):
+            raise ValueError(f"invalid header name {show(v)}: letters, digits, '-' and '_'")
+        return v
+
+
 class HTTPGet(Spec):
     path: str = "/"
     port: int = Field(ge=1, le=65535)
     host: str | None = None
-    scheme: str | None = None
-    http_headers: list[dict[str, str]] = Field(default_factory=list)
+    scheme: Literal["HTTP", "HTTPS", ""] | None = None
+    http_headers: list[HTTPHeader] = Field(default_factory=list)
 
 
 class TCPSocket(Spec):

@@ -122,7 +122,7 @@ def dependencies(config: ConfigIndex, proxy: Proxy) -> Dependencies:
     def compute() -> Dependencies:
         scope = config.sidecar_scope(proxy)
         visible = frozenset(s.hostname for s in config.visible_services(proxy))
-        routed = frozenset(h for v in visible for h in config.resolved.route_destinations(v))
+        routed = frozenset(h for v in visible for h in config.resolved_for(proxy.namespace).route_destinations(v))
         configs = {r.key for kind in PROXY_KINDS if kind != "ExtensionProvider"
                    for r in config.by_kind.get(kind, ()) if PROXY_KINDS[kind](r, proxy)}
         configs.update(k for k in config.resolved.telemetry_for(proxy).sources if k.kind == "ExtensionProvider")

@@ -28,6 +28,7 @@ from ..api.virtual_service import HTTPMatchRequest, HTTPRoute
 from . import delegate
 from .labels import labels_match
 from .types import Proxy
+from .visibility import export_to_of, exported_to
 
 MESH = "mesh"
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB")
@@ -150,19 +151,24 @@ def served_hosts(gs: GatewayServer, vs: Resource) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def bound(config: Any, gs: GatewayServer) -> tuple[tuple[Resource, tuple[str, ...]], ...]:
-    """The VirtualServices bound to the server's Gateway that serve some of its hosts, oldest first."""
+def bound(config: Any, gs: GatewayServer, namespace: str | None = None
+          ) -> tuple[tuple[Resource, tuple[str, ...]], ...]:
+    """The VirtualServices bound to the server's Gateway that serve some of its hosts, oldest first; with
+    `namespace` (the gateway proxy's), only those exported to it (exportTo, as Istio's
+    VirtualServicesForGateway)."""
     def compute():
         out = []
         for vs in config.by_kind.get("VirtualService", ()):
             if not vs.spec.hosts or gs.ref not in gateway_refs(vs):
+                continue
+            if namespace is not None and not exported_to(export_to_of(vs), vs.namespace, namespace):
                 continue
             hosts = served_hosts(gs, vs)
             if hosts:
                 out.append((vs, hosts))
         return tuple(out)
 
-    return config.memoized(("gateway_bound", gs.ref, gs.index, gs.gateway.revision), compute)
+    return config.memoized(("gateway_bound", gs.ref, gs.index, gs.gateway.revision, namespace), compute)
 
 
 def _match_applies(m: Any, vs: Resource, gs: GatewayServer, proxy: Proxy) -> bool:

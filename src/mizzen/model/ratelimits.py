@@ -170,6 +170,8 @@ def identities(snap: Any, kind: str) -> tuple[tuple[str, str], ...]:
     if key not in memo:
         seen: dict[str, set[str]] = {}
         for i in snap.endpoints.instances:
+            if i.address.startswith("unix://"):
+                continue  # a WorkloadEntry on a unix socket: no source address to know it by
             value = {"workload": i.workload, "namespace": i.namespace,
                      "principal": principal(i.namespace, i.service_account)}[kind]
             seen.setdefault(i.address, set()).add(value)

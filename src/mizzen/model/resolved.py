@@ -2,6 +2,7 @@
 
 One `Resolved` per `ConfigIndex` (`config.resolved`, or `snapshot.resolved`), memoizing its answers:
 
+    r.for_namespace(ns)                   # the same answers as proxies of `ns` see them (exportTo)
     r.http_routes(host)                   # the host's VirtualService http routes, delegation merged
     r.matches_for(route, port, proxy)     # the matches of one route that apply to this proxy
     r.destination(dest, namespace, port)  # a route destination as (host FQDN, subset, port)
@@ -40,11 +41,13 @@ class Config(Protocol):
 
     services: Mapping[str, Service]
     by_kind: Mapping[str, tuple[Resource, ...]]
-    destination_rules_by_host: Mapping[str, Resource]
+    destination_rules_by_host: Mapping[str, tuple[Resource, ...]]
 
     def resolve(self, host: str, namespace: str) -> str: ...
 
-    def virtual_service_for(self, host: str) -> Resource | None: ...
+    def virtual_service_for(self, host: str, namespace: str | None = None) -> Resource | None: ...
+
+    def destination_rule_for(self, host: str, namespace: str | None = None) -> Resource | None: ...
 
     def delegate_for(self, root: Resource, ref) -> Resource | None: ...
 
@@ -68,25 +71,47 @@ class ResolvedRoute:
 
 
 class Resolved:
-    """Answers for one ConfigIndex (immutable, so answers are memoized)."""
+    """Answers for one ConfigIndex (immutable, so answers are memoized). `namespace`: the proxies' namespace
+    whose view this is (which VirtualService and DestinationRule of a host they use, by exportTo); None: the
+    oldest one of each host. The views of all namespaces share one memo, keyed by the resource chosen."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, namespace: str | None = None, base: "Resolved | None" = None):
         self.config = config
-        self._routes: dict[str, tuple[ResolvedRoute, ...]] = {}
-        self._policies: dict[tuple[str, str | None, int], Policy] = {}
-        self._route_hosts: dict[str, frozenset[str]] = {}
-        self._per_proxy: dict[tuple, object] = {}
-        self._telemetry: dict[tuple, TelemetryConfig] = {}
+        self.namespace = namespace
+        if base is None:
+            self._routes: dict[tuple, tuple[ResolvedRoute, ...]] = {}
+            self._policies: dict[tuple, Policy] = {}
+            self._route_hosts: dict[tuple, frozenset[str]] = {}
+            self._per_proxy: dict[tuple, object] = {}
+            self._telemetry: dict[tuple, TelemetryConfig] = {}
+            self._views: dict[str, Resolved] = {}
+        else:
+            self._routes, self._policies, self._route_hosts = base._routes, base._policies, base._route_hosts
+            self._per_proxy, self._telemetry, self._views = base._per_proxy, base._telemetry, base._views
+
+    def for_namespace(self, namespace: str) -> "Resolved":
+        """These answers as proxies of `namespace` see them."""
+        hit = self._views.get(namespace)
+        if hit is None:
+            hit = self._views[namespace] = Resolved(self.config, namespace, self)
+        return hit
 
     # -- VirtualService -------------------------------------------------------------------------
+    def virtual_service(self, host: str) -> Resource | None:
+        """The VirtualService of `host` this view uses (exportTo; the oldest of a group, as Istio for sidecars)."""
+        return self.config.virtual_service_for(host, self.namespace)
+
     def http_routes(self, host: str) -> tuple[ResolvedRoute, ...]:
-        """The http routes of the VirtualService for `host` (the oldest one, as Istio does for sidecars),
-        each delegating route replaced by its delegate's routes merged with it (`model/delegate.py`)."""
-        hit = self._routes.get(host)
+        """The http routes of the VirtualService for `host` (`virtual_service`), each delegating route
+        replaced by its delegate's routes merged with it (`model/delegate.py`)."""
+        vs = self.virtual_service(host)
+        if vs is None:
+            return ()
+        key = (host, vs.key)
+        hit = self._routes.get(key)
         if hit is None:
-            vs = self.config.virtual_service_for(host)
-            hit = () if vs is None else tuple(ResolvedRoute(o, s, r) for o, s, r in delegate.expand(self.config, vs))
-            self._routes[host] = hit
+            hit = tuple(ResolvedRoute(o, s, r) for o, s, r in delegate.expand(self.config, vs))
+            self._routes[key] = hit
         return hit
 
     @staticmethod
@@ -114,7 +139,9 @@ class Resolved:
     def route_destinations(self, host: str) -> frozenset[str]:
         """Every host the routes of `host` (and their mirrors) send to: their clusters' names and route
         hash policies depend on those hosts' ports and DestinationRules."""
-        hit = self._route_hosts.get(host)
+        vs = self.virtual_service(host)
+        key = (host, vs.key if vs is not None else None)
+        hit = self._route_hosts.get(key)
         if hit is None:
             out: set[str] = set()
             for rr in self.http_routes(host):
@@ -123,19 +150,24 @@ class Resolved:
                 if r.mirror is not None:
                     dests.append(r.mirror)
                 out.update(self.config.resolve(d.host, ns) for d in dests)
-            hit = self._route_hosts[host] = frozenset(out)
+            hit = self._route_hosts[key] = frozenset(out)
         return hit
 
     # -- DestinationRule ------------------------------------------------------------------------
+    def destination_rule(self, host: str) -> Resource | None:
+        """The DestinationRule of `host` this view uses (exportTo and Istio's lookup order)."""
+        return self.config.destination_rule_for(host, self.namespace)
+
     def policy(self, host: str, subset: str | None, port: int) -> Policy:
-        key = (host, subset or None, port)
+        dr = self.destination_rule(host)
+        key = (dr.key if dr is not None else None, host, subset or None, port)
         hit = self._policies.get(key)
         if hit is None:
-            hit = self._policies[key] = effective(self.config.destination_rules_by_host.get(host), subset, port)
+            hit = self._policies[key] = effective(dr, subset, port)
         return hit
 
     def subsets(self, host: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
-        dr = self.config.destination_rules_by_host.get(host)
+        dr = self.destination_rule(host)
         return tuple((s.name, tuple(sorted(s.labels.items()))) for s in dr.spec.subsets) if dr else ()
 
     # -- per proxy ------------------------------------------------------------------------------

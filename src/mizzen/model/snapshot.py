@@ -21,7 +21,7 @@ from .router import expand_all
 from .security import NO_TLS, TLS_MODE_LABEL, endpoint_tls_mode
 from .services import Service, is_http, resolve_host, services_from_resources
 from .types import Instance, Proxy
-from .visibility import exported_to
+from .visibility import destination_rule_seen, exported_to, virtual_services_seen
 
 __all__ = ["ROOT_NAMESPACE", "labels_match", "Endpoint", "SidecarScope", "ConfigIndex", "EndpointIndex",
            "Snapshot"]
@@ -161,7 +161,7 @@ class ConfigIndex:
             self.delegate_virtual_services = prev.delegate_virtual_services
             self.delegates_by_host = prev.delegates_by_host
         if stale("DestinationRule"):
-            self.destination_rules_by_host: dict[str, Resource] = self._dr_by_host()
+            self.destination_rules_by_host: dict[str, tuple[Resource, ...]] = self._dr_by_host()
         else:
             self.destination_rules_by_host = prev.destination_rules_by_host
         self.sidecars: tuple[Resource, ...] = self.by_kind.get("Sidecar", ())
@@ -190,8 +190,14 @@ class ConfigIndex:
 
     @cached_property
     def resolved(self) -> Resolved:
-        """Istio's semantics over this index (routes with delegation merged, policies, per-proxy kinds)."""
+        """Istio's semantics over this index (routes with delegation merged, policies, per-proxy kinds), not
+        bound to a namespace: the oldest VirtualService and DestinationRule of a host, whatever their exportTo
+        (what `mizzen analyze` and the SDK ask). Rendering asks `resolved_for(proxy namespace)`."""
         return Resolved(self)
+
+    def resolved_for(self, namespace: str) -> Resolved:
+        """The answers as proxies of `namespace` see them (exportTo of VirtualServices and DestinationRules)."""
+        return self.resolved.for_namespace(namespace)
 
     def resolve(self, host: str, namespace: str) -> str:
         return resolve_host(host, namespace, self.namespaces)
@@ -221,11 +227,24 @@ class ConfigIndex:
                 out[h] = tuple({(d.namespace, d.name): d for d in found}.values())
         return out
 
-    def _dr_by_host(self) -> dict[str, Resource]:
-        out: dict[str, Resource] = {}
+    def _dr_by_host(self) -> dict[str, tuple[Resource, ...]]:
+        """Every DestinationRule of each host, oldest first (which one a proxy uses: `destination_rule_for`)."""
+        out: dict[str, list[Resource]] = {}
         for dr in self.by_kind.get("DestinationRule", ()):
-            out.setdefault(self.resolve(dr.spec.host, dr.namespace), dr)  # oldest wins, as in Istio
-        return out
+            out.setdefault(self.resolve(dr.spec.host, dr.namespace), []).append(dr)
+        return {h: tuple(v) for h, v in out.items()}
+
+    def destination_rule_for(self, host: str, namespace: str | None = None) -> Resource | None:
+        """The DestinationRule proxies of `namespace` use for `host` (exportTo and Istio's lookup order,
+        `model/visibility.py`); `namespace` None: the oldest one (not bound to a viewer)."""
+        drs = self.destination_rules_by_host.get(host)
+        if not drs:
+            return None
+        if namespace is None:
+            return drs[0]
+        svc = self.services.get(host)
+        return self.memoized(("dr_for", host, namespace), lambda: destination_rule_seen(
+            drs, svc.namespace if svc is not None else None, namespace))
 
     def _ports(self) -> dict[int, tuple[Service, ...]]:
         out: dict[int, list[Service]] = {}
@@ -234,9 +253,16 @@ class ConfigIndex:
                 out.setdefault(p.port, []).append(s)
         return {k: tuple(v) for k, v in out.items()}
 
-    def virtual_service_for(self, host: str) -> Resource | None:
+    def virtual_service_for(self, host: str, namespace: str | None = None) -> Resource | None:
+        """The VirtualService proxies of `namespace` use for `host` (exportTo, Istio's order of preference:
+        `model/visibility.py`); `namespace` None: the oldest one (not bound to a viewer)."""
         lst = self.virtual_services_by_host.get(host)
-        return lst[0] if lst else None
+        if not lst:
+            return None
+        if namespace is None:
+            return lst[0]
+        seen = self.memoized(("vs_for", host, namespace), lambda: virtual_services_seen(lst, namespace))
+        return seen[0] if seen else None
 
     def sidecar_scope(self, proxy: Proxy) -> SidecarScope:
         labels = proxy.label_dict

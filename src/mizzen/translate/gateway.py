@@ -64,7 +64,7 @@ def gateway_routes(ctx: ViewContext) -> tuple:
     out = []
     for ps in G.ports(config, proxy):
         for gs in ps.servers:
-            for vs, _hosts in G.bound(config, gs):
+            for vs, _hosts in G.bound(config, gs, proxy.namespace):
                 out += [gr.route for gr in G.http_routes(config, vs, gs, proxy)]
     return tuple(out)
 
@@ -125,7 +125,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
                 fc.filters.extend(_tcp(ctx, gs, ps.number))
             take(fc)
         else:  # PASSTHROUGH: by SNI to the `tls` routes' destinations
-            for vs, _hosts in G.bound(ctx.snap.config, gs):
+            for vs, _hosts in G.bound(ctx.snap.config, gs, ctx.proxy.namespace):
                 for gr in G.tls_routes(vs, gs, ctx.proxy):
                     for m in gr.matches:
                         fc = lc.FilterChain(name=f"{gr.stem}.{ps.number}")
@@ -164,7 +164,7 @@ def _hcm(stat_prefix: str, at: Chain, ctx: ViewContext, rds: str) -> lc.Filter:
 
 def _tcp(ctx: ViewContext, gs: G.GatewayServer, port: int) -> list[lc.Filter]:
     """A TCP (or terminated TLS) server: the first bound `tcp` route, else closed."""
-    for vs, _hosts in G.bound(ctx.snap.config, gs):
+    for vs, _hosts in G.bound(ctx.snap.config, gs, ctx.proxy.namespace):
         for gr in G.tcp_routes(vs, gs, ctx.proxy):
             if gr.route.route:
                 return _tcp_filter(ctx, gr, port)
@@ -241,7 +241,7 @@ def _route_config(ctx: ViewContext, rb: RouteBuilder, name: str, servers: list[G
     for gs in servers:
         at = Chain(True, gs.port)
         https_redirect = gs.protocol in G.HTTP_PROTOCOLS and gs.server.tls is not None and gs.server.tls.https_redirect
-        for vs, hosts in G.bound(config, gs):
+        for vs, hosts in G.bound(config, gs, proxy.namespace):
             routes = []
             for gr in G.http_routes(config, vs, gs, proxy):
                 r = gr.route

@@ -87,7 +87,7 @@ class ProxylessBuilder:
     def __init__(self, snap: Snapshot, proxy: Proxy):
         self.snap = snap
         self.proxy = proxy
-        self.resolved = snap.resolved
+        self.resolved = snap.config.resolved_for(proxy.namespace)
         self.gaps: list[Gap] = []
         self._gap_keys: set[tuple[str, str, str]] = set()
 
@@ -100,7 +100,7 @@ class ProxylessBuilder:
             self.gaps.append(Gap(host, f"{kind} {ref}", path, message))
 
     def _dr(self, host: str) -> str:
-        dr = self.snap.config.destination_rules_by_host.get(host)
+        dr = self.resolved.destination_rule(host)
         return f"DestinationRule {dr.namespace}/{dr.name}" if dr is not None else f"DestinationRule -/{host}"
 
     # -- listeners ----------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class ProxylessBuilder:
     def route_config(self, svc: Service, port: int) -> route_pb2.RouteConfiguration:
         name = route_config_name(svc, port)
         vh = rc.VirtualHost(name=name, domains=["*"])
-        if self.snap.config.virtual_service_for(svc.hostname) is not None:
+        if self.resolved.virtual_service(svc.hostname) is not None:
             vh.routes.extend(self._routes(svc.hostname, port))
         else:
             dst = Destination(svc.hostname, None, port)

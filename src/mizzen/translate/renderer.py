@@ -71,9 +71,10 @@ class Renderer:
                  on_problem: Callable[[Proxy, str], None] | None = None):
         self.snap = snap
         self.on_problem = on_problem
-        # per (host, caller's trust domain): callers with a mesh certificate get auto-mTLS clusters and
-        # endpoints with tlsMode metadata; callers without one ("") plaintext ones
-        self._hosts: dict[tuple[str, str], HostResources] = {}
+        # per (host, caller's trust domain, DestinationRule the caller uses): callers with a mesh certificate
+        # get auto-mTLS clusters and endpoints with tlsMode metadata; callers without one ("") plaintext ones;
+        # callers of namespaces that see another DestinationRule (exportTo) other policies
+        self._hosts: dict[tuple, HostResources] = {}
         self._views: dict[tuple, View] = {}
         self._final: dict[tuple, View] = {}  # with EnvoyPatches applied
         self._prev_views: dict[tuple, View] = {}
@@ -86,11 +87,14 @@ class Renderer:
         self.render_errors: list[tuple[str, str]] = []  # (what, why): left out of a view, see _failed
 
     # -- per host -------------------------------------------------------------------------------
-    def host(self, svc: Service, trust_domain: str = "") -> HostResources:
-        key = (svc.hostname, trust_domain)
+    def host(self, svc: Service, trust_domain: str = "", namespace: str | None = None) -> HostResources:
+        """The clusters and endpoints of `svc` for callers of `namespace` (None: not bound to a namespace)."""
+        resolved = self.snap.resolved if namespace is None else self.snap.config.resolved_for(namespace)
+        dr = resolved.destination_rule(svc.hostname)
+        key = (svc.hostname, trust_domain, dr.key if dr is not None else None)
         hr = self._hosts.get(key)
         if hr is None:
-            hr = self._render_host(svc, trust_domain)
+            hr = self._render_host(svc, trust_domain, resolved)
             self._hosts[key] = hr
             self.stats["hosts_rendered"] += 1
         return hr
@@ -102,8 +106,7 @@ class Renderer:
         return C.MeshTls(tuple(dict.fromkeys(sans + svc.subject_alt_names)),
                          self.snap.resolved.service_mtls_mode(svc) != DISABLE)
 
-    def _render_host(self, svc: Service, trust_domain: str) -> HostResources:
-        resolved = self.snap.resolved
+    def _render_host(self, svc: Service, trust_domain: str, resolved) -> HostResources:
         mesh = self._mesh_tls(svc, trust_domain)
         mtls = mesh is not None and mesh.auto
         cl: list[Rendered] = []
@@ -179,7 +182,7 @@ class Renderer:
         out: View = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}}
         for svc in services:
             try:
-                hr = self.host(svc, proxy.trust_domain)
+                hr = self.host(svc, proxy.trust_domain, proxy.namespace)
             except Exception as e:  # one service that cannot be rendered must not take the others down
                 self._failed(proxy, f"service {svc.hostname}", e)
                 continue

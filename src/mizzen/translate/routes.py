@@ -265,7 +265,7 @@ class RouteBuilder:
         at = Chain(True, port)
         vh = rc.VirtualHost(name=f"{svc.hostname}:{port}",
                             domains=domains_for(svc, port, self.proxy.namespace, with_bare))
-        if self.ctx.snap.config.virtual_service_for(svc.hostname) is not None:
+        if self.resolved.virtual_service(svc.hostname) is not None:
             vh.routes.extend(self.routes_for(svc.hostname, port, at))
         else:
             dst = Destination(svc.hostname, None, port)

@@ -41,7 +41,9 @@ class ViewContext:
 
     @property
     def resolved(self) -> Resolved:
-        return self.snap.resolved
+        """Istio's semantics as this proxy sees them (its namespace: exportTo of VirtualServices and
+        DestinationRules)."""
+        return self.snap.config.resolved_for(self.proxy.namespace)
 
     def once(self, key: Any, compute: Callable[[], Any]) -> Any:
         """A per-view answer computed once (hooks run once per chain, virtual host or route)."""

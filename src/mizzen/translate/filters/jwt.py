@@ -7,8 +7,8 @@ Pure: keys fetched from a `jwksUri` come in the snapshot (`Snapshot.jwks`, fetch
   `access_token` parameter — when none is given), `outputPayloadToHeader` (`forward_payload_header`),
   `outputClaimToHeaders`, `forwardOriginalToken` (`forward`; by default the token is removed before the app);
 - every provider writes the verified payload to dynamic metadata (`payload`), which the RBAC filters read for
-  `requestPrincipals` and `request.auth.*` (translate/filters/rbac.py); `scope` and `permission` are split
-  on spaces into lists, as Istio does;
+  `requestPrincipals` and `request.auth.*` (translate/filters/rbac.py); `scope`, `permission` and the
+  rule's `spaceDelimitedClaims` are split on spaces into lists, as Istio does;
 - the requirement is Istio's: a request without a token passes (`allow_missing`), one with a token must have
   a valid one for some provider, else Envoy answers **401**. With several providers: any one provider, or all
   of (provider_i or missing) — so two providers reading the same header still work. Whether a token is
@@ -58,7 +58,8 @@ def keys_for(rule: JWTRule, fetched: Mapping[str, Jwks]) -> str:
 def provider(rule: JWTRule, fetched: Mapping[str, Jwks]) -> jwt_pb2.JwtProvider:
     p = jwt_pb2.JwtProvider(issuer=rule.issuer, audiences=rule.audiences, forward=rule.forward_original_token,
                             payload_in_metadata=JWT_PAYLOAD)
-    p.normalize_payload_in_metadata.space_delimited_claims.extend(SPACE_DELIMITED_CLAIMS)
+    p.normalize_payload_in_metadata.space_delimited_claims.extend(
+        dict.fromkeys((*SPACE_DELIMITED_CLAIMS, *rule.space_delimited_claims)))
     p.local_jwks.CopyFrom(base_pb2.DataSource(inline_string=keys_for(rule, fetched)))
     for h in rule.from_headers:
         p.from_headers.add(name=h.name, value_prefix=h.prefix)

@@ -135,6 +135,20 @@ def _local_principal(td: str) -> Callable[[str], rbac_pb2.Principal]:
     return make
 
 
+def _trust_domain(v: str) -> rbac_pb2.Principal:
+    """The trust domain of the caller's SPIFFE identity: `*` = any SPIFFE identity, a name = identities
+    `spiffe://<name>/...`, one `*` inside = any characters of the trust domain there (Istio's rule). Mizzen's
+    mesh has one trust domain and no aliases: the value is matched as written (`cluster.local` is not
+    rewritten to the mesh's trust domain, unlike a principal — Istio expands only the mesh's own trust
+    domain and its aliases)."""
+    if v == "*":
+        return _authenticated(string_pb2.StringMatcher(prefix=SPIFFE))
+    if "*" not in v:
+        return _authenticated(string_pb2.StringMatcher(prefix=f"{SPIFFE}{v}/"))
+    head, _, tail = v.partition("*")
+    return _authenticated(regex(f"{re.escape(SPIFFE)}{re.escape(head)}[^/]*{re.escape(tail)}/.*"))
+
+
 def _source_namespace(v: str) -> rbac_pb2.Principal:
     ns = ".*".join(re.escape(p) for p in v.split("*"))
     return _authenticated(regex(f".*/ns/{ns}/.*"))
@@ -225,6 +239,8 @@ def _principal_attr(key: str, policy_ns: str, td: str = ""):
         return _any_chain(_source_namespace)
     if key == "source.principal":
         return _any_chain(_local_principal(td))
+    if key == "source.trustDomain":
+        return _any_chain(_trust_domain)
     if key == "source.serviceAccount":
         return _any_chain(_service_account(policy_ns))
     if key == "request.auth.principal":
@@ -266,9 +282,10 @@ Attr = tuple[Callable, list[str], list[str]]  # (make(value, tcp), values, not v
 
 
 def _source_attrs(s: Source, policy_ns: str, td: str = "") -> list[Attr]:
-    """A source's fields in Istio's order (principals, requestPrincipals, namespaces, serviceAccounts,
-    remoteIpBlocks, ipBlocks)."""
-    fields = [("source.principal", s.principals, s.not_principals),
+    """A source's fields in Istio's order (trustDomains, principals, requestPrincipals, namespaces,
+    serviceAccounts, remoteIpBlocks, ipBlocks)."""
+    fields = [("source.trustDomain", s.trust_domains, s.not_trust_domains),
+              ("source.principal", s.principals, s.not_principals),
               ("request.auth.principal", s.request_principals, s.not_request_principals),
               ("source.namespace", s.namespaces, s.not_namespaces),
               ("source.serviceAccount", s.service_accounts, s.not_service_accounts),
