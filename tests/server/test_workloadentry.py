@@ -44,12 +44,12 @@ spec:
 
 def test_validation_names_the_field():
     with pytest.raises(InvalidConfig) as e:
-        load_text(ENTRY.replace("10.250.0.9", "vm.example.com").replace("http: 9090", "http: 0"))
+        load_text(ENTRY.replace("10.250.0.9", "vm_1.example.com").replace("http: 9090", "http: 0"))
     text = "\n".join(str(i) for i in e.value.issues)
     assert "WorkloadEntry default/vm-1 field spec.address" in text and "spec.ports" in text
     with pytest.raises(InvalidConfig, match="template.address"):
         load_text(MESH.replace("template: {", "template: {address: 10.0.0.1, "))
-    with pytest.raises(InvalidConfig, match="needs the IP address"):
+    with pytest.raises(InvalidConfig, match="Address is required"):
         load_text(ENTRY.replace("  address: 10.250.0.9\n", ""))
 
 

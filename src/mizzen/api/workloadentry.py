@@ -82,6 +82,8 @@ class WorkloadEntrySpec(Spec):
             if "\0" in path:
                 raise ValueError(f"address {v!r}: a socket path may not contain NUL")
         elif kind == "fqdn":
+            if v.rsplit(".", 1)[-1].isdigit():  # `999.1.1.1`: no IP, and a host name's last label is no number
+                raise ValueError(f"endpoint address {show(v)} is not a valid IP address")
             try:
                 check_fqdn(v)
             except ValueError:
