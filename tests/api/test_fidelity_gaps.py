@@ -118,6 +118,8 @@ INVALID = {
     "unix socket on a directory": ("WorkloadEntry", "address: unix:///run/", "spec.address", "may not be a dir"),
     "unix socket with ports": ("WorkloadEntry", "address: unix:///run/a.sock\nports: {http: 80}", "spec",
                                "may not include ports"),
+    # Envoy refuses a pipe path longer than the kernel's sun_path (107 bytes and a NUL)
+    "unix socket path too long": ("WorkloadEntry", "address: unix:///" + "a" * 107, "spec.address", "107 bytes"),
     "bad host name": ("WorkloadEntry", "address: vm_1..example", "spec.address", "FQDN"),
     "dotted number that is no IP": ("WorkloadEntry", "address: 999.1.1.1", "spec.address", "IP address"),
     "bad port name": ("WorkloadEntry", 'address: 1.1.1.1\nports: {"@": 80}', "spec.ports", "port name"),

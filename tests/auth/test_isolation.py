@@ -8,7 +8,9 @@
   only in how they reach `*.shop.svc.cluster.local`: those hosts' clusters, endpoints and virtual hosts; every
   other resource and virtual host is byte-identical.
 - Rules on another tenant's or an external host are refused at apply for a tenant token (`auth_exports`), and so
-  are cluster-scoped kinds and the root namespace (test_rest_auth.py); they are checked here to be refused.
+  are cluster-scoped kinds and the root namespace (test_rest_auth.py); they are checked here to be refused —
+  unless a VirtualService or DestinationRule is exported only to the tenant's namespaces, which the model
+  honours: then it changes the tenant's own proxies and leaves bank's byte-identical.
 """
 from __future__ import annotations
 
@@ -70,6 +72,17 @@ def doc(kind: str, name: str, spec: str, api: str = "networking.istio.io/v1", ns
 
 # resources a shop tenant may apply that must leave bank's proxies byte-identical
 POLICY = {
+    # rules on another tenant's host, exported only to the tenant's own namespace (exportTo: the model uses
+    # them for shop's proxies only) — with and without a workloadSelector (which makes a DestinationRule
+    # private anyway)
+    "VirtualService/scoped-foreign": doc("VirtualService", "ledger-mine", "{hosts: [ledger.bank.svc.cluster.local],"
+                                         " exportTo: ['.'], http: [{route: [{destination: {host: cart}}]}]}"),
+    "DestinationRule/scoped-foreign": doc("DestinationRule", "cart-client", "{host: ui.bank.svc.cluster.local, "
+                                          "workloadSelector: {matchLabels: {app: cart}}, trafficPolicy: "
+                                          "{connectionPool: {tcp: {maxConnections: 1}}}, exportTo: ['.']}"),
+    "DestinationRule/scoped-foreign-all": doc("DestinationRule", "ui-mine", "{host: ui.bank.svc.cluster.local, "
+                                              "trafficPolicy: {connectionPool: {tcp: {maxConnections: 2}}}, "
+                                              "exportTo: [shop]}"),
     "Sidecar": doc("Sidecar", "default", "{egress: [{hosts: [./*]}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}"),
     "Telemetry": doc("Telemetry", "logs", "{accessLogging: [{providers: [{name: envoy}]}]}",
                      api="telemetry.istio.io/v1"),
@@ -136,10 +149,9 @@ REFUSED = {
                                   "[{route: [{destination: {host: cart}}]}]}"),
     "DestinationRule/foreign": doc("DestinationRule", "steal", "{host: ui.bank.svc.cluster.local, "
                                    "trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}}"),
-    # the model does not honour exportTo/workloadSelector of a DestinationRule yet: scoped or not, refused
-    "DestinationRule/scoped-foreign": doc("DestinationRule", "cart-client", "{host: ui.bank.svc.cluster.local, "
-                                          "workloadSelector: {matchLabels: {app: cart}}, trafficPolicy: "
-                                          "{connectionPool: {tcp: {maxConnections: 1}}}, exportTo: ['.']}"),
+    # exportTo beyond the tenant's namespaces (here: another tenant's) reaches that tenant's proxies
+    "VirtualService/exported-foreign": doc("VirtualService", "steal2", "{hosts: [ledger.bank.svc.cluster.local], "
+                                           "exportTo: [bank], http: [{route: [{destination: {host: cart}}]}]}"),
     # squatting a name in another tenant's namespace (or an external name others use)
     "ServiceEntry/foreign": doc("ServiceEntry", "steal", "{hosts: [payments.bank.svc.cluster.local], ports: "
                                 "[{number: 9080, name: http, protocol: HTTP}], resolution: STATIC, endpoints: "
@@ -163,7 +175,8 @@ def snapshot(extra: str = "") -> Snapshot:
 SHOP_PROXY = Proxy(id="cart-0", namespace="shop", workload="cart", labels=(("app", "cart"), ("version", "v1")),
                    ports=(9080,), ip="10.244.0.2")
 # policy kinds that do act on proxies today: the test checks they change the shop's own proxy (not vacuous)
-ACTS_ON_SHOP = {"Sidecar", "Telemetry", "EnvoyPatch", "PeerAuthentication", "AuthorizationPolicy", "EnvoyFilter"}
+ACTS_ON_SHOP = {"Sidecar", "Telemetry", "EnvoyPatch", "PeerAuthentication", "AuthorizationPolicy", "EnvoyFilter",
+                "VirtualService/scoped-foreign", "DestinationRule/scoped-foreign", "DestinationRule/scoped-foreign-all"}
 
 
 def render(snap: Snapshot, proxies: list[Proxy] = BANK_PROXIES) -> dict[str, dict[str, dict[str, Any]]]:
@@ -232,8 +245,10 @@ def test_what_would_reach_other_tenants_is_refused_at_apply(case):
     with pytest.raises(Forbidden) as e:
         check_writes(TENANT_SHOP, res)
     assert len(e.value.denied) == 1
-    if _kind(case) not in ("Namespace", "Host") and "root" not in case:
-        # ... and it would indeed have changed bank's proxies had it been let through
+    # ... and it would indeed have changed bank's proxies had it been let through — but for a DestinationRule:
+    # bank's proxies look one up in bank, then in the host's namespace (bank), then in the root namespace
+    # (Istio's order, model/visibility.py), never in shop; refusing it unless scoped is the conservative rule
+    if _kind(case) not in ("Namespace", "Host", "DestinationRule") and "root" not in case:
         before, after = render(snapshot()), render(snapshot(REFUSED[case]))
         assert any(before[p][t][n].payload != after[p][t].get(n, before[p][t][n]).payload or
                    before[p][t].keys() != after[p][t].keys()

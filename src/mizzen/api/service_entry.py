@@ -15,12 +15,15 @@ from .networking import (HTTP_PROTOCOLS, TLS_PROTOCOLS, WorkloadSelector, check_
                          parse_protocol)
 
 UNIX_PREFIX = "unix://"
+MAX_UNIX_PATH = 107  # sockaddr_un.sun_path (108) less its NUL; abstract names (`@`) alike
 
 
 def check_unix_address(path: str) -> None:
     """Istio's ValidateUnixAddress: an absolute path to a file, or an abstract socket (`@name`)."""
     if not path:
         raise ValueError("unix address must not be empty")
+    if len(path.encode()) > MAX_UNIX_PATH:  # the kernel's sun_path; Envoy refuses a longer one
+        raise ValueError(f"unix socket path {show(path)} is longer than {MAX_UNIX_PATH} bytes")
     if path.startswith("@"):
         return
     if not path.startswith("/") or path.endswith("/") or "\0" in path:

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Spec
 from .fields import check_fqdn, show
+from .service_entry import check_unix_address
 
 
 UNIX_PREFIX = "unix://"
@@ -79,8 +80,7 @@ class WorkloadEntrySpec(Spec):
                                  "(unix:///path or unix://@name)")
             if v.endswith("/") or path == "@":
                 raise ValueError(f"address {v!r}: UDS may not be a dir")
-            if "\0" in path:
-                raise ValueError(f"address {v!r}: a socket path may not contain NUL")
+            check_unix_address(path)  # NUL, the kernel's length limit
         elif kind == "fqdn":
             if v.rsplit(".", 1)[-1].isdigit():  # `999.1.1.1`: no IP, and a host name's last label is no number
                 raise ValueError(f"endpoint address {show(v)} is not a valid IP address")

@@ -219,12 +219,13 @@ class Mesh:
         hit = self._clusters.get(key)
         if hit is None:
             svc = snap.services.get(dest.host)
-            subsets = dict(snap.resolved.subsets(dest.host))
+            resolved = snap.config.resolved_for(self.proxy.namespace)  # exportTo: this caller's rules
+            subsets = dict(resolved.subsets(dest.host))
             if svc is None or (dest.subset and dest.subset not in subsets):
                 return None
             eps = tuple(e for e in snap.endpoints_for(svc, dest.port, subsets.get(dest.subset, ())) if e.healthy)
             hit = (f"outbound|{dest.port}|{dest.subset or ''}|{dest.host}", eps,
-                   frozenset(R.endpoint_key(e) for e in eps), snap.resolved.policy(dest.host, dest.subset, dest.port))
+                   frozenset(R.endpoint_key(e) for e in eps), resolved.policy(dest.host, dest.subset, dest.port))
             if len(self._clusters) > 1000 or any(k[0] != snap.generation for k in list(self._clusters)[:1]):
                 self._clusters.clear()
             self._clusters[key] = hit

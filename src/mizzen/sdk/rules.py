@@ -185,8 +185,8 @@ def plan_call(snap: Snapshot, caller: Proxy, services: ServiceIndex, call: Call)
     sp = svc.port(call.port)
     if sp is None or not is_http(sp.protocol):
         return None
-    resolved = snap.resolved
-    if snap.config.virtual_service_for(svc.hostname) is None:
+    resolved = snap.config.resolved_for(caller.namespace)  # the VirtualService/DestinationRule it sees (exportTo)
+    if resolved.virtual_service(svc.hostname) is None:
         dst = Destination(svc.hostname, None, call.port)
         return Plan(svc, call.port, "default", ((dst, 100),),
                     hash_key=_hash_key(resolved.policy(svc.hostname, None, call.port), call))

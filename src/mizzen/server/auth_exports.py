@@ -11,9 +11,10 @@ routing config (`EXPORT_TO_HONOURED`). Anything else is refused at apply, with t
 A tenant's own service's routing, exported mesh-wide (the default), is the service owner's right in Istio and
 stays allowed: it changes other namespaces' proxies only in how they reach that service.
 
-This is a small, separate function on purpose: when the model honours `exportTo` for VirtualService and
-DestinationRule (Service/ServiceEntry visibility is being built in `model/` on another branch), add those
-kinds to `EXPORT_TO_HONOURED` and a tenant may then also scope such a resource with `exportTo: ["."]`. PURE.
+The model honours `exportTo` of VirtualService and DestinationRule when it picks a proxy's routing config
+(`model/visibility.py`), so a tenant may scope such a resource on a foreign host to its own namespaces
+(`exportTo: ["."]`): only its own proxies use it. A ServiceEntry stays refused on a foreign host whatever its
+exportTo: its host name is one entry of the mesh's service table, which it would replace for everyone. PURE.
 """
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ from typing import Any, Collection
 from ..api import Resource
 from ..api.base import CLUSTER_DOMAIN
 
-# kinds whose exportTo decides which proxies use them (none yet on this branch: the model ignores exportTo
-# for routing; see the module docstring)
-EXPORT_TO_HONOURED: frozenset[str] = frozenset()
+# kinds whose exportTo decides which proxies use them (model/visibility.py; see the module docstring)
+EXPORT_TO_HONOURED: frozenset[str] = frozenset({"VirtualService", "DestinationRule"})
 _EVERYWHERE = ("*", "*.svc", "*." + CLUSTER_DOMAIN, "*.cluster.local", "*.local")
 
 
