@@ -137,6 +137,36 @@ spec: {address: 10.250.0.9, ports: {http: 9080}, labels: {app: reviews, version:
        serviceAccount: reviews, weight: 2}
 ---
 apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-sock}
+spec: {address: "unix:///run/vm.sock", labels: {app: reviews, version: sock}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-named}
+spec: {address: vm-2.example.com, network: east, labels: {app: reviews}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: td}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {trustDomains: [cluster.local, "corp-*"], notTrustDomains: ["a*b"]}}]
+    when: [{key: "request.headers[:method]", values: [GET]}, {key: source.trustDomain, values: ["*"]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+  - issuer: a
+    jwks: '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'
+    spaceDelimitedClaims: [roles]
+    presence: OPTIONAL
+---
+apiVersion: networking.istio.io/v1
 kind: WorkloadGroup
 metadata: {name: vms}
 spec:
