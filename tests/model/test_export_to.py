@@ -174,3 +174,31 @@ def test_push_scoping_follows_the_virtual_service_a_proxy_uses() -> None:
     s2 = snap(base, dr("mine", "web", "RANDOM"))
     ch = diff(s, s2)
     assert HOST in ch.hosts and affected(ch, web, s, s2)
+
+
+def test_a_gateway_binds_only_the_virtual_services_exported_to_its_namespace() -> None:
+    from mizzen.model import ConfigIndex
+    from mizzen.model import gateway as G
+
+    text = """apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: edge}
+spec:
+  selector: {istio: ingress}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*/*.example.com"]}]
+""" + "".join(f"""---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{name}.example.com]
+  gateways: [edge/public]{exp}
+  http: [{{route: [{{destination: {{host: cart}}}}]}}]
+""" for name, exp in [("open", ""), ("edge", "\n  exportTo: [edge]"), ("mine", '\n  exportTo: ["."]')])
+    cfg = ConfigIndex([r.with_revision(i + 1) for i, r in enumerate(load_text(text).resources)])
+    gw = Proxy(id="gw", namespace="edge", kind="gateway", labels=(("istio", "ingress"),))
+    (ps,) = G.ports(cfg, gw)
+    names = lambda ns: [vs.name for vs, _ in G.bound(cfg, ps.servers[0], ns)]  # noqa: E731
+    assert names("edge") == ["open", "edge"]
+    assert names("istio-system") == ["open"]
+    assert names(None) == ["open", "edge", "mine"]  # not bound to a proxy: every one (analyze)
