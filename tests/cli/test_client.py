@@ -241,3 +241,76 @@ def test_the_rate_limit_service_reads_its_limits_through_the_client(mesh, tmp_pa
     table = asyncio.run(load(source))
     assert table is not None and len(table) == 1
     assert asyncio.run(load(source)) is None  # unchanged since the last load
+
+
+def _fill_accept_queue(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A listening unix socket whose accept queue is full: the next connect() fails at once with EAGAIN."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(0)
+    pending = []
+    while True:
+        c = socket.socket(socket.AF_UNIX)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            return srv, pending
+        pending.append(c)
+
+
+def test_a_swamped_control_plane_is_retried_until_it_accepts_and_never_called_no_mesh(state):
+    """A full accept queue (EAGAIN on connect, seen as a 'no mesh running' at `mizzen up` on a loaded machine)
+    is a live, busy server: the client tries again within its timeout; if the queue never drains the error
+    says so and is not MeshUnavailable."""
+    L = StateLayout(state)
+    srv, pending = _fill_accept_queue(L.api_socket(0))
+    try:
+        with pytest.raises(Unavailable, match="connection queue is full") as e:
+            ApiClient(state, replicas=1, timeout=0.6).request("GET", "/healthz")
+        assert not isinstance(e.value, MeshUnavailable)
+
+        def drain_then_answer() -> None:  # the server catches up after 0.5 s and answers every connection
+            time.sleep(0.5)
+            for c in pending:
+                c.close()
+            srv.settimeout(5)
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if data:
+                        body = b'{"ready": true}'
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                                     + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+                        return
+
+        t = threading.Thread(target=drain_then_answer, daemon=True)
+        t.start()
+        assert ApiClient(state, replicas=1, timeout=5.0).request("GET", "/healthz") == {"ready": True}
+        t.join(5)
+    finally:
+        for c in pending:
+            c.close()
+        srv.close()
+
+
+def test_a_stale_socket_is_no_mesh_running_at_once(state):
+    """A socket file nobody listens on (a SIGKILLed control plane): "no mesh running", without waiting."""
+    L = StateLayout(state)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(L.api_socket(0))
+    s.close()
+    t0 = time.monotonic()
+    with pytest.raises(MeshUnavailable):
+        ApiClient(state, replicas=1, timeout=5.0).request("GET", "/healthz")
+    assert time.monotonic() - t0 < 4.0  # not the whole timeout: a hang guard, refused connections end at once

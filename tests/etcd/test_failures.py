@@ -128,11 +128,14 @@ def test_whole_cluster_down_fails_fast_keeps_readers_and_resumes_watches(cluster
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable, match="store unavailable") as e:
             a.apply([vs("three"), vs("one", subset="v9")])
-        assert time.monotonic() - t0 < 3.0 and not e.value.outcome_unknown
+        # fast = two rounds of refused connections (well under a second when etcd's ports are closed), at most
+        # the call's 5 s deadline when a channel still waits on a dead connection (seen on a loaded machine):
+        # a bound, not a timing goal
+        assert time.monotonic() - t0 < 8.0 and not e.value.outcome_unknown
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable):
             reg.upsert(Instance(id="default.y-0", namespace="default", workload="y", address="10.0.0.2"))
-        assert time.monotonic() - t0 < 3.0
+        assert time.monotonic() - t0 < 8.0
         assert [(r.name, r.revision) for r in a.list()] == before and a.revision == r1
         assert [i.id for i in reg.list()] == ["default.x-0"]
         deadline = time.monotonic() + 10

@@ -54,8 +54,9 @@ class ApiClient:
 
     # ------------------------------------------------------------------ transport
     def _unavailable(self, tried: list[str], why: str = "", timed_out: bool = False) -> Unavailable:
-        if self.state_dir is not None and not timed_out and not any(a.unix is None for a in self.addresses):
-            return MeshUnavailable(self.state_dir, tried)
+        if self.state_dir is not None and not timed_out and not why and not any(a.unix is None
+                                                                                for a in self.addresses):
+            return MeshUnavailable(self.state_dir, tried)  # no socket, or a stale one: nothing runs there
         return Unavailable(f"control plane unreachable at {', '.join(map(str, self.addresses))}"
                            f"{f' ({why})' if why else ''}", tried)
 
@@ -86,41 +87,54 @@ class ApiClient:
         why = ""
         timed_out = False
         waiting: HttpError | None = None  # a replica that has not loaded its store said so
-        for k, i in enumerate(order):
-            left = deadline - time.monotonic()
-            if left <= 0 and k > 0:
-                break
-            try:
-                status, raw = request(self.addresses[i], method, url, data, headers,
-                                      Failover.share(left, len(order) - k), self._tls_context(self.addresses[i]))
-            except ssl.SSLError as e:  # not the mesh's control plane (or no TLS there): say so
-                tried.append(str(self.addresses[i]))
-                why = f"TLS: {e.reason or e}"
-                continue
-            except TimeoutError:  # it is there but busy or stuck: not "no mesh running"
-                tried.append(str(self.addresses[i]))
-                why, timed_out = "no answer in time (busy or stuck: see its log)", True
-                continue
-            except CONNECT_ERRORS:
-                tried.append(str(self.addresses[i]))
-                continue
-            out = decode(status, raw)
-            if Failover.not_loaded(status, out):
-                tried.append(str(self.addresses[i]))
-                waiting = HttpError(status, error_body(out), f"{method} {path}")
-                continue
-            if replicas is None:
-                self.failover.answered(i)
-            if status >= 400:
-                body = error_body(out)
-                if status == 401 and not credential:
-                    body = {**body, "message": str(body.get("message") or "unauthorized")
-                            + unauthenticated_hint(self.token)}
-                raise HttpError(status, body, f"{method} {path}")
-            return out
+        busy = True
+        while busy:  # another round only while a live server's accept queue was full (EAGAIN)
+            busy = False
+            for k, i in enumerate(order):
+                left = deadline - time.monotonic()
+                if left <= 0 and k > 0:
+                    break
+                try:
+                    status, raw = request(self.addresses[i], method, url, data, headers,
+                                          Failover.share(left, len(order) - k), self._tls_context(self.addresses[i]))
+                except ssl.SSLError as e:  # not the mesh's control plane (or no TLS there): say so
+                    tried.append(str(self.addresses[i]))
+                    why = f"TLS: {e.reason or e}"
+                    continue
+                except TimeoutError:  # it is there but busy or stuck: not "no mesh running"
+                    tried.append(str(self.addresses[i]))
+                    why, timed_out = "no answer in time (busy or stuck: see its log)", True
+                    continue
+                except BlockingIOError:  # a unix socket's accept queue is full: the server lives, it is swamped
+                    tried.append(str(self.addresses[i]))
+                    why, busy = "its connection queue is full (busy: see its log)", True
+                    continue
+                except CONNECT_ERRORS as e:
+                    tried.append(str(self.addresses[i]))
+                    if not isinstance(e, (ConnectionRefusedError, FileNotFoundError)):  # not "nobody there"
+                        why = f"{type(e).__name__}: {e}"
+                    continue
+                out = decode(status, raw)
+                if Failover.not_loaded(status, out):
+                    tried.append(str(self.addresses[i]))
+                    waiting = HttpError(status, error_body(out), f"{method} {path}")
+                    continue
+                if replicas is None:
+                    self.failover.answered(i)
+                if status >= 400:
+                    body = error_body(out)
+                    if status == 401 and not credential:
+                        body = {**body, "message": str(body.get("message") or "unauthorized")
+                                + unauthenticated_hint(self.token)}
+                    raise HttpError(status, body, f"{method} {path}")
+                return out
+            if busy and deadline - time.monotonic() > 0.2:
+                time.sleep(0.2)
+            else:
+                busy = False
         if waiting is not None:
             raise waiting
-        raise self._unavailable(tried, why, timed_out)
+        raise self._unavailable(list(dict.fromkeys(tried)), why, timed_out)
 
     # ------------------------------------------------------------------ config
     def apply(self, files: list[tuple[str, str]], namespace: str | None = None, *, dry_run: bool = False,
