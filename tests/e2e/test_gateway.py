@@ -155,6 +155,11 @@ class Env:
               gateways: [default/public]          # the ns/name form (the mesh's routes to api: the GAMMA route)
               http:
               - route: [{{destination: {{host: api}}}}]
+                corsPolicy:
+                  allowOrigins: [{{exact: "https://app.example.test"}}]
+                  allowMethods: [GET, POST]
+                  allowHeaders: [x-custom]
+                  maxAge: 1h
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
@@ -201,6 +206,16 @@ class Env:
             kind: Workload
             metadata: {{name: edge, labels: {{gateway.networking.k8s.io/gateway-name: edge}}}}
             spec: {{gateway: true, hostPorts: [{{port: 8080, hostPort: {self.k8s}}}, {{port: 8443, hostPort: {self.k8s_tls}}}]}}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: far, namespace: far}}
+            spec: {{selector: {{app: far}}, ports: [{{port: 8080, name: http}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: far, namespace: far, labels: {{app: far}}}}
+            spec: {{command: [{sys.executable}, {ECHO}], ports: [{{containerPort: 8080}}]}}
             ---
             apiVersion: mizzen.dev/v1
             kind: Workload
@@ -255,6 +270,14 @@ class Env:
                 filters: [{{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}}}}}]
               - matches: [{{path: {{type: PathPrefix, value: /split}}}}]
                 backendRefs: [{{name: echo, port: 8080, weight: 1}}, {{name: api, port: 8080, weight: 1}}]
+              - matches: [{{path: {{type: PathPrefix, value: /hdr}}, method: GET, headers: [{{name: x-v, value: "2"}}],
+                           queryParams: [{{name: q, value: "1"}}]}}]
+                filters:
+                - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-resp, value: k8s}}]}}}}
+                - {{type: RequestMirror, requestMirror: {{backendRef: {{name: slow, port: 8080}}}}}}
+                backendRefs: [{{name: api, port: 8080}}]
+              - matches: [{{path: {{type: PathPrefix, value: /far}}}}]
+                backendRefs: [{{name: far, namespace: far, port: 8080}}]     # needs a ReferenceGrant in `far`
               - backendRefs: [{{name: echo, port: 8080}}]
             ---
             apiVersion: gateway.networking.k8s.io/v1
@@ -456,10 +479,11 @@ def test_a_backend_rollout_through_the_gateway_returns_no_errors(mesh: Mesh, env
 
 
 # ------------------------------------------------------------------------------------------ Gateway API
-def k8s_get(env: Env, path: str, host: str = "shop.k8s.test") -> tuple[int, dict[str, str], str]:
+def k8s_get(env: Env, path: str, host: str = "shop.k8s.test", method: str = "GET",
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
     conn = http.client.HTTPConnection("127.0.0.1", env.k8s, timeout=10)
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
     finally:
@@ -478,6 +502,48 @@ def test_gateway_api_httproute_core_features(mesh: Mesh, env: Env) -> None:
     seen = {k8s_get(env, "/split")[1]["x-served-by"].split("-")[0] for _ in range(30)}
     assert seen == {"echo", "api"}, seen  # weighted backendRefs 1:1
     assert k8s_get(env, "/", host="other.k8s.test")[0] == 404  # a hostname no route attaches to
+
+
+def test_gateway_api_matches_response_headers_mirror_and_cross_namespace_backends(mesh: Mesh, env: Env) -> None:
+    """Method + header + query matches, ResponseHeaderModifier, RequestMirror (the mirror's backend counts the
+    copies); a backendRef to another namespace answers 500 until a ReferenceGrant there allows it."""
+    wait_until(lambda: k8s_get(env, "/")[0] == 200, what="the Gateway API gateway")
+    status, headers, _ = k8s_get(env, "/hdr?q=1", headers={"x-v": "2"})
+    assert status == 200 and headers["x-served-by"] == "api-0" and headers.get("x-resp") == "k8s", (status, headers)
+    for path, hdrs in (("/hdr?q=1", {}), ("/hdr?q=2", {"x-v": "2"})):  # a condition missing: the catch-all rule
+        status, headers, _ = k8s_get(env, path, headers=hdrs)
+        assert headers["x-served-by"].startswith("echo-") and "x-resp" not in headers, (path, headers)
+    # another method: not this rule either (the catch-all's app answers DELETE with 501, without the header)
+    status, headers, _ = k8s_get(env, "/hdr?q=1", method="DELETE", headers={"x-v": "2"})
+    assert status == 501 and "x-resp" not in headers, (status, headers)
+    wait_until(lambda: _slow_app(mesh, "/stats")["count"].get("GET /hdr", 0) >= 1, what="the mirrored request")
+    assert k8s_get(env, "/far")[0] == 500  # no ReferenceGrant in namespace `far`
+    mesh.apply_text(textwrap.dedent("""\
+        apiVersion: gateway.networking.k8s.io/v1beta1
+        kind: ReferenceGrant
+        metadata: {name: from-default, namespace: far}
+        spec:
+          from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+          to: [{group: "", kind: Service, name: far}]
+        """))
+    wait_until(lambda: k8s_get(env, "/far")[1].get("x-served-by") == "far-0", what="the granted backendRef")
+
+
+def test_cors_through_the_gateway(mesh: Mesh, env: Env) -> None:
+    """The gateway answers a CORS preflight of an allowed origin itself and marks simple requests; another
+    origin gets no allow header."""
+    wait_until(lambda: https_get(env, "api.example.test")[0] == 200, what="the gateway's HTTPS server")
+    pre = ("Origin: https://app.example.test", "Access-Control-Request-Method: POST")
+    p = curl("--resolve", f"api.example.test:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), "-X", "OPTIONS",
+             *[a for h in pre for a in ("-H", h)], "-D", "-", "-o", "/dev/null", f"https://api.example.test:{env.https}/")
+    head = p.stdout.lower()
+    assert p.returncode == 0 and "access-control-allow-origin: https://app.example.test" in head, p.stdout
+    assert "access-control-allow-methods: get,post" in head and "access-control-max-age: 3600" in head, p.stdout
+    assert "x-served-by" not in head, "the preflight was answered by the gateway, not the backend"
+    _, headers, _ = https_get(env, "api.example.test", "/", "Origin: https://app.example.test")
+    assert headers.get("access-control-allow-origin") == "https://app.example.test", headers
+    _, headers, _ = https_get(env, "api.example.test", "/", "Origin: https://evil.example.test")
+    assert "access-control-allow-origin" not in headers, headers
 
 
 def test_gamma_route_for_a_service_applies_inside_the_mesh(mesh: Mesh, env: Env) -> None:
