@@ -59,6 +59,9 @@ class Env:
         self.ca_file.write_bytes(_pem(self.ca[0]))
         self.cert, self.key, self.serial = _leaf(self.ca, ["web.example.test", "api.example.test"])
         self.mtls_cert, self.mtls_key, _ = _leaf(self.ca, ["mtls.example.test"])
+        files_cert, files_key, self.files_serial = _leaf(self.ca, ["files.example.test"])  # read by Envoy from files
+        (base / "files.crt").write_bytes(files_cert)
+        (base / "files.key").write_bytes(files_key)
         client_cert, client_key, _ = _leaf(self.ca, ["client.example.test"])
         (base / "client.crt").write_bytes(client_cert)
         (base / "client.key").write_bytes(client_key)
@@ -122,6 +125,9 @@ class Env:
               - port: {{number: 8443, name: https-mtls, protocol: HTTPS}}
                 hosts: [mtls.example.test]
                 tls: {{mode: MUTUAL, credentialName: mtls-cert}}   # clients need a certificate of the test CA
+              - port: {{number: 8443, name: https-files, protocol: HTTPS}}
+                hosts: [files.example.test]
+                tls: {{mode: SIMPLE, serverCertificate: {self.base / 'files.crt'}, privateKey: {self.base / 'files.key'}}}
               - port: {{number: 9443, name: tls, protocol: TLS}}
                 hosts: [pass.example.test]
                 tls: {{mode: PASSTHROUGH}}
@@ -151,7 +157,7 @@ class Env:
             kind: VirtualService
             metadata: {{name: api}}
             spec:
-              hosts: [api.example.test, mtls.example.test]
+              hosts: [api.example.test, mtls.example.test, files.example.test]
               gateways: [default/public]          # the ns/name form (the mesh's routes to api: the GAMMA route)
               http:
               - route: [{{destination: {{host: api}}}}]
@@ -406,6 +412,16 @@ def _serial_seen(env: Env) -> int:
     with socket.create_connection(("127.0.0.1", env.https), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname="web.example.test") as s:
             return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+
+
+def test_a_server_certificate_from_files(mesh: Mesh, env: Env) -> None:
+    """A Gateway server whose certificate and key are files (serverCertificate/privateKey) instead of a Secret."""
+    wait_until(lambda: https_get(env, "files.example.test")[0] == 200, what="the HTTPS server with file credentials")
+    assert https_get(env, "files.example.test")[1]["x-served-by"] == "api-0"
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    with socket.create_connection(("127.0.0.1", env.https), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="files.example.test") as s:
+            assert x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number == env.files_serial
 
 
 def test_credential_rotation_keeps_open_connections(mesh: Mesh, env: Env) -> None:
