@@ -72,7 +72,16 @@ spec:
   rules: [{backendRefs: [{name: s, namespace: bank, port: 80}]}]
 """
     text_all = "\n".join(m.message for m in analyze(load_text(text).resources) if m.code == "MZ0112")
-    assert "certificateRef in another namespace" in text_all
+    assert "the Secret other/c is in another namespace and no ReferenceGrant there" in text_all
     assert "not attached to Gateway infra/edge" in text_all  # Same namespace only by default
     assert "no Gateway team/nope" in text_all
     assert "no ReferenceGrant" in text_all
+
+
+def test_a_credential_of_another_namespace_is_looked_up_there() -> None:
+    """`kubernetes-gateway://<ns>/<name>` (what a Gateway API certificateRef granted by a ReferenceGrant
+    becomes) names the Secret's namespace."""
+    text = GW.replace("credentialName: a-cert", "credentialName: kubernetes-gateway://certs/c")
+    assert messages(text + secret("b-cert", "edge") + secret("b-cert-cacert", "edge")) == [
+        "IST0101 Referenced credentialName not found: 'kubernetes-gateway://certs/c'"]
+    assert messages(text + secret("b-cert", "edge") + secret("b-cert-cacert", "edge") + secret("c", "certs")) == []

@@ -178,3 +178,33 @@ def test_apply_answers_with_the_tcp_warnings(tmp_path: Path) -> None:
     out = core.apply([("w.yaml", MESH.replace("{containerPort: 9000}", "{containerPort: 9001}"))])
     assert any("TCP port 9001" in w for w in out["warnings"]), out["warnings"]
     assert authz_warnings([], []) == []
+
+
+def test_policies_selecting_a_gateway_are_checked_against_its_server_ports() -> None:
+    """The policies selecting a gateway workload act on its Gateway servers' chains: an HTTP-only rule there
+    is reported for a TLS passthrough port (TCP chains), not for its HTTPS port."""
+    gw = """
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {name: ingress, namespace: edge, labels: {istio: ingressgateway}}
+spec: {gateway: true}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - {port: {number: 8443, name: https, protocol: HTTPS}, hosts: [a.example.com], tls: {mode: SIMPLE, credentialName: c}}
+  - {port: {number: 9443, name: tls, protocol: TLS}, hosts: [b.example.com], tls: {mode: PASSTHROUGH}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: edge-paths, namespace: edge}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  rules: [{to: [{operation: {paths: [/public/*]}}]}]
+"""
+    found = [m for m in analyze(load_text(gw).resources) if m.code == "MZ0201"]
+    assert [m.resource for m in found] == ["AuthorizationPolicy edge/edge-paths"], found
+    assert "TCP port 9443 of workload edge/ingress" in found[0].message

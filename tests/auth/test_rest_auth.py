@@ -369,3 +369,26 @@ def test_the_sdk_in_a_pod_reads_the_mesh_with_its_apps_credential(env, tmp_path)
         assert sdk.feed.snapshot.config.virtual_service_for("cart.shop.svc.cluster.local") is not None
     finally:
         sdk.close()
+
+
+def test_a_gateway_pod_reads_its_namespaces_secrets_and_granted_ones_of_others(env):
+    """A gateway pod's agent reads the Secrets its Envoy needs: those of its namespace, and a Secret of another
+    namespace only when a ReferenceGrant there lets Gateways of its namespace use that Secret (a Gateway API
+    certificateRef across namespaces). A pod that is not a gateway reads no Secret."""
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: {}}}\ntype: Opaque\ndata: {{a: YQ==}}\n"
+    env.admin.apply([("gw.yaml", "apiVersion: mizzen.dev/v1\nkind: Workload\nmetadata: {name: edge, namespace: shop}\n"
+                                 "spec: {gateway: true}\n"),
+                     ("s.yaml", "---\n".join(secret.format(n, ns) for n, ns in (
+                         ("own", "shop"), ("granted", "bank"), ("other", "bank"))))])
+    gw = env.client(env.pod_token("shop", "edge-0", "edge"))
+    assert gw.get_resource("Secret", "shop", "own")["spec"]["data"] == {"a": "YQ=="}
+    refused(403, gw.get_resource, "Secret", "bank", "granted")  # no ReferenceGrant yet
+    env.admin.apply([("g.yaml", "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\n"
+                                "metadata: {name: certs, namespace: bank}\nspec:\n"
+                                "  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: shop}]\n"
+                                "  to: [{group: '', kind: Secret, name: granted}]\n")])
+    assert gw.get_resource("Secret", "bank", "granted")["spec"]["data"] == {"a": "YQ=="}
+    refused(403, gw.get_resource, "Secret", "bank", "other")  # the grant names one Secret
+    sidecar = env.client(env.pod_token("shop", "cart-0", "cart"))
+    refused(403, sidecar.get_resource, "Secret", "shop", "own")
+    refused(403, sidecar.get_resource, "Secret", "bank", "granted")

@@ -34,11 +34,13 @@ APPS = Path(__file__).parent / "apps"
 ECHO = APPS / "echo_app.py"
 TLS_APP = APPS / "tls_app.py"
 POLICY_APP = APPS / "policy_app.py"  # gRPC /mizzen.Who/Call answers the pod's name
+VS_APP = APPS / "vsapp.py"  # /sleep/<ms>, /flaky (503, 200, 503 ...), /stats, /reset
 
 
-def secret_yaml(name: str, cert: bytes, key: bytes, ca: bytes | None = None) -> str:
+def secret_yaml(name: str, cert: bytes, key: bytes, ca: bytes | None = None, namespace: str = "default") -> str:
     ind = lambda b: textwrap.indent(b.decode(), "    ")  # noqa: E731
-    return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n" \
+    return f"apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {namespace}}}\n" \
+           f"type: kubernetes.io/tls\nstringData:\n" \
            f"  tls.crt: |\n{ind(cert)}  tls.key: |\n{ind(key)}" + (f"  ca.crt: |\n{ind(ca)}" if ca else "")
 
 
@@ -57,6 +59,9 @@ class Env:
         self.ca_file.write_bytes(_pem(self.ca[0]))
         self.cert, self.key, self.serial = _leaf(self.ca, ["web.example.test", "api.example.test"])
         self.mtls_cert, self.mtls_key, _ = _leaf(self.ca, ["mtls.example.test"])
+        files_cert, files_key, self.files_serial = _leaf(self.ca, ["files.example.test"])  # read by Envoy from files
+        (base / "files.crt").write_bytes(files_cert)
+        (base / "files.key").write_bytes(files_key)
         client_cert, client_key, _ = _leaf(self.ca, ["client.example.test"])
         (base / "client.crt").write_bytes(client_cert)
         (base / "client.key").write_bytes(client_key)
@@ -67,7 +72,10 @@ class Env:
         (base / "backend.crt").write_bytes(bc)
         (base / "backend.key").write_bytes(bk)
         self.https, self.http, self.passthrough = _free_port(), _free_port(), _free_port()
-        self.k8s = _free_port()
+        self.k8s, self.k8s_tls = _free_port(), _free_port()
+        # Gateway API certificateRefs to Secrets of namespace `certs`: one granted by a ReferenceGrant, one not
+        self.k8s_cert, self.k8s_key, self.k8s_serial = _leaf(self.ca, ["secure.k8s.test"])
+        self.k8s_cert2, self.k8s_key2, self.k8s_serial2 = _leaf(self.ca, ["nogrant.k8s.test"])
 
     def mesh_text(self) -> str:
         wl = lambda name, app, n, port, env="": textwrap.dedent(f"""\
@@ -89,7 +97,9 @@ class Env:
             """)  # noqa: E731
         tls_env = f"  env: {{TLS_CERT: {self.base / 'backend.crt'}, TLS_KEY: {self.base / 'backend.key'}}}\n"
         return (svc("echo", 8080, "http") + svc("api", 8080, "http") + svc("tlsapp", 8443, "tls")
+                + svc("slow", 8080, "http")
                 + wl("echo", ECHO, 2, 8080) + wl("api", ECHO, 1, 8080) + wl("tlsapp", TLS_APP, 1, 8443, tls_env)
+                + wl("slow", VS_APP, 1, 8080, "  env: {APP_NAME: slow}\n")
                 + textwrap.dedent(f"""\
             ---
             apiVersion: mizzen.dev/v1
@@ -115,6 +125,9 @@ class Env:
               - port: {{number: 8443, name: https-mtls, protocol: HTTPS}}
                 hosts: [mtls.example.test]
                 tls: {{mode: MUTUAL, credentialName: mtls-cert}}   # clients need a certificate of the test CA
+              - port: {{number: 8443, name: https-files, protocol: HTTPS}}
+                hosts: [files.example.test]
+                tls: {{mode: SIMPLE, serverCertificate: {self.base / 'files.crt'}, privateKey: {self.base / 'files.key'}}}
               - port: {{number: 9443, name: tls, protocol: TLS}}
                 hosts: [pass.example.test]
                 tls: {{mode: PASSTHROUGH}}
@@ -128,16 +141,31 @@ class Env:
               http:
               - match: [{{uri: {{prefix: /api/}}}}]
                 route: [{{destination: {{host: api}}}}]
+              - match: [{{uri: {{prefix: /sleep/}}}}]
+                route: [{{destination: {{host: slow}}}}]
+                timeout: 1s
+              - match: [{{uri: {{prefix: /flaky/}}}}]
+                route: [{{destination: {{host: slow}}}}]
+                retries: {{attempts: 2, retryOn: 5xx}}
+              - match: [{{uri: {{prefix: /noretry/}}}}]
+                rewrite: {{uri: /flaky/}}
+                route: [{{destination: {{host: slow}}}}]
+                retries: {{attempts: 0}}
               - route: [{{destination: {{host: echo}}}}]
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
             metadata: {{name: api}}
             spec:
-              hosts: [api.example.test, mtls.example.test]
+              hosts: [api.example.test, mtls.example.test, files.example.test]
               gateways: [default/public]          # the ns/name form (the mesh's routes to api: the GAMMA route)
               http:
               - route: [{{destination: {{host: api}}}}]
+                corsPolicy:
+                  allowOrigins: [{{exact: "https://app.example.test"}}]
+                  allowMethods: [GET, POST]
+                  allowHeaders: [x-custom]
+                  maxAge: 1h
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
@@ -151,6 +179,8 @@ class Env:
             ---
             """) + secret_yaml("web-cert", self.cert, self.key)
                 + "---\n" + secret_yaml("mtls-cert", self.mtls_cert, self.mtls_key, ca=_pem(self.ca[0]))
+                + "---\n" + secret_yaml("k8s-cert", self.k8s_cert, self.k8s_key, namespace="certs")
+                + "---\n" + secret_yaml("k8s-cert2", self.k8s_cert2, self.k8s_key2, namespace="certs")
                 + self.gateway_api_text())
 
     def gateway_api_text(self) -> str:
@@ -181,7 +211,17 @@ class Env:
             apiVersion: mizzen.dev/v1
             kind: Workload
             metadata: {{name: edge, labels: {{gateway.networking.k8s.io/gateway-name: edge}}}}
-            spec: {{gateway: true, hostPorts: [{{port: 8080, hostPort: {self.k8s}}}]}}
+            spec: {{gateway: true, hostPorts: [{{port: 8080, hostPort: {self.k8s}}}, {{port: 8443, hostPort: {self.k8s_tls}}}]}}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {{name: far, namespace: far}}
+            spec: {{selector: {{app: far}}, ports: [{{port: 8080, name: http}}]}}
+            ---
+            apiVersion: mizzen.dev/v1
+            kind: Workload
+            metadata: {{name: far, namespace: far, labels: {{app: far}}}}
+            spec: {{command: [{sys.executable}, {ECHO}], ports: [{{containerPort: 8080}}]}}
             ---
             apiVersion: mizzen.dev/v1
             kind: Workload
@@ -193,7 +233,32 @@ class Env:
             metadata: {{name: edge}}
             spec:
               gatewayClassName: mizzen
-              listeners: [{{name: http, port: 8080, protocol: HTTP, hostname: "*.k8s.test"}}]
+              listeners:
+              - {{name: http, port: 8080, protocol: HTTP, hostname: "*.k8s.test"}}
+              - name: https
+                port: 8443
+                protocol: HTTPS
+                hostname: secure.k8s.test
+                tls: {{certificateRefs: [{{name: k8s-cert, namespace: certs}}]}}     # granted below
+              - name: https-nogrant
+                port: 8443
+                protocol: HTTPS
+                hostname: nogrant.k8s.test
+                tls: {{certificateRefs: [{{name: k8s-cert2, namespace: certs}}]}}    # no grant (yet)
+            ---
+            apiVersion: gateway.networking.k8s.io/v1beta1
+            kind: ReferenceGrant
+            metadata: {{name: edge-certs, namespace: certs}}
+            spec:
+              from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}}]
+              to: [{{group: "", kind: Secret, name: k8s-cert}}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {{name: secure}}
+            spec:
+              parentRefs: [{{name: edge, sectionName: https}}, {{name: edge, sectionName: https-nogrant}}]
+              rules: [{{backendRefs: [{{name: echo, port: 8080}}]}}]
             ---
             apiVersion: gateway.networking.k8s.io/v1
             kind: HTTPRoute
@@ -211,6 +276,14 @@ class Env:
                 filters: [{{type: RequestRedirect, requestRedirect: {{path: {{type: ReplaceFullPath, replaceFullPath: /new}}}}}}]
               - matches: [{{path: {{type: PathPrefix, value: /split}}}}]
                 backendRefs: [{{name: echo, port: 8080, weight: 1}}, {{name: api, port: 8080, weight: 1}}]
+              - matches: [{{path: {{type: PathPrefix, value: /hdr}}, method: GET, headers: [{{name: x-v, value: "2"}}],
+                           queryParams: [{{name: q, value: "1"}}]}}]
+                filters:
+                - {{type: ResponseHeaderModifier, responseHeaderModifier: {{set: [{{name: x-resp, value: k8s}}]}}}}
+                - {{type: RequestMirror, requestMirror: {{backendRef: {{name: slow, port: 8080}}}}}}
+                backendRefs: [{{name: api, port: 8080}}]
+              - matches: [{{path: {{type: PathPrefix, value: /far}}}}]
+                backendRefs: [{{name: far, namespace: far, port: 8080}}]     # needs a ReferenceGrant in `far`
               - backendRefs: [{{name: echo, port: 8080}}]
             ---
             apiVersion: gateway.networking.k8s.io/v1
@@ -263,9 +336,10 @@ def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def https_get(env: Env, host: str, path: str = "/") -> tuple[int, dict, str]:
+def https_get(env: Env, host: str, path: str = "/", *headers: str) -> tuple[int, dict, str]:
     """curl over HTTPS to the gateway's host port, verifying the certificate for `host` against the test CA."""
-    p = curl("--resolve", f"{host}:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), "-D", "-",
+    extra = [a for h in headers for a in ("-H", h)]
+    p = curl("--resolve", f"{host}:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), "-D", "-", *extra,
              f"https://{host}:{env.https}{path}")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split("\n")
@@ -340,6 +414,16 @@ def _serial_seen(env: Env) -> int:
             return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
 
 
+def test_a_server_certificate_from_files(mesh: Mesh, env: Env) -> None:
+    """A Gateway server whose certificate and key are files (serverCertificate/privateKey) instead of a Secret."""
+    wait_until(lambda: https_get(env, "files.example.test")[0] == 200, what="the HTTPS server with file credentials")
+    assert https_get(env, "files.example.test")[1]["x-served-by"] == "api-0"
+    ctx = ssl.create_default_context(cafile=str(env.ca_file))
+    with socket.create_connection(("127.0.0.1", env.https), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="files.example.test") as s:
+            assert x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number == env.files_serial
+
+
 def test_credential_rotation_keeps_open_connections(mesh: Mesh, env: Env) -> None:
     wait_until(lambda: https_get(env, "web.example.test")[0] == 200, what="the gateway's HTTPS server")
     assert _serial_seen(env) == env.serial
@@ -411,10 +495,11 @@ def test_a_backend_rollout_through_the_gateway_returns_no_errors(mesh: Mesh, env
 
 
 # ------------------------------------------------------------------------------------------ Gateway API
-def k8s_get(env: Env, path: str, host: str = "shop.k8s.test") -> tuple[int, dict[str, str], str]:
+def k8s_get(env: Env, path: str, host: str = "shop.k8s.test", method: str = "GET",
+            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
     conn = http.client.HTTPConnection("127.0.0.1", env.k8s, timeout=10)
     try:
-        conn.request("GET", path, headers={"Host": host})
+        conn.request(method, path, headers={"Host": host, **(headers or {})})
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
     finally:
@@ -433,6 +518,48 @@ def test_gateway_api_httproute_core_features(mesh: Mesh, env: Env) -> None:
     seen = {k8s_get(env, "/split")[1]["x-served-by"].split("-")[0] for _ in range(30)}
     assert seen == {"echo", "api"}, seen  # weighted backendRefs 1:1
     assert k8s_get(env, "/", host="other.k8s.test")[0] == 404  # a hostname no route attaches to
+
+
+def test_gateway_api_matches_response_headers_mirror_and_cross_namespace_backends(mesh: Mesh, env: Env) -> None:
+    """Method + header + query matches, ResponseHeaderModifier, RequestMirror (the mirror's backend counts the
+    copies); a backendRef to another namespace answers 500 until a ReferenceGrant there allows it."""
+    wait_until(lambda: k8s_get(env, "/")[0] == 200, what="the Gateway API gateway")
+    status, headers, _ = k8s_get(env, "/hdr?q=1", headers={"x-v": "2"})
+    assert status == 200 and headers["x-served-by"] == "api-0" and headers.get("x-resp") == "k8s", (status, headers)
+    for path, hdrs in (("/hdr?q=1", {}), ("/hdr?q=2", {"x-v": "2"})):  # a condition missing: the catch-all rule
+        status, headers, _ = k8s_get(env, path, headers=hdrs)
+        assert headers["x-served-by"].startswith("echo-") and "x-resp" not in headers, (path, headers)
+    # another method: not this rule either (the catch-all's app answers DELETE with 501, without the header)
+    status, headers, _ = k8s_get(env, "/hdr?q=1", method="DELETE", headers={"x-v": "2"})
+    assert status == 501 and "x-resp" not in headers, (status, headers)
+    wait_until(lambda: _slow_app(mesh, "/stats")["count"].get("GET /hdr", 0) >= 1, what="the mirrored request")
+    assert k8s_get(env, "/far")[0] == 500  # no ReferenceGrant in namespace `far`
+    mesh.apply_text(textwrap.dedent("""\
+        apiVersion: gateway.networking.k8s.io/v1beta1
+        kind: ReferenceGrant
+        metadata: {name: from-default, namespace: far}
+        spec:
+          from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+          to: [{group: "", kind: Service, name: far}]
+        """))
+    wait_until(lambda: k8s_get(env, "/far")[1].get("x-served-by") == "far-0", what="the granted backendRef")
+
+
+def test_cors_through_the_gateway(mesh: Mesh, env: Env) -> None:
+    """The gateway answers a CORS preflight of an allowed origin itself and marks simple requests; another
+    origin gets no allow header."""
+    wait_until(lambda: https_get(env, "api.example.test")[0] == 200, what="the gateway's HTTPS server")
+    pre = ("Origin: https://app.example.test", "Access-Control-Request-Method: POST")
+    p = curl("--resolve", f"api.example.test:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), "-X", "OPTIONS",
+             *[a for h in pre for a in ("-H", h)], "-D", "-", "-o", "/dev/null", f"https://api.example.test:{env.https}/")
+    head = p.stdout.lower()
+    assert p.returncode == 0 and "access-control-allow-origin: https://app.example.test" in head, p.stdout
+    assert "access-control-allow-methods: get,post" in head and "access-control-max-age: 3600" in head, p.stdout
+    assert "x-served-by" not in head, "the preflight was answered by the gateway, not the backend"
+    _, headers, _ = https_get(env, "api.example.test", "/", "Origin: https://app.example.test")
+    assert headers.get("access-control-allow-origin") == "https://app.example.test", headers
+    _, headers, _ = https_get(env, "api.example.test", "/", "Origin: https://evil.example.test")
+    assert "access-control-allow-origin" not in headers, headers
 
 
 def test_gamma_route_for_a_service_applies_inside_the_mesh(mesh: Mesh, env: Env) -> None:
@@ -476,3 +603,156 @@ def test_mutual_tls_server_requires_a_client_certificate(mesh: Mesh, env: Env) -
     wait_until(lambda: get(*with_cert).stdout == "200", what="the MUTUAL server")
     p = get()
     assert p.returncode != 0 or p.stdout != "200", (p.stdout, p.stderr)  # no client certificate: refused
+
+
+# ------------------------------------------------------------------------------------------ API-gateway policies
+def _status(env: Env, path: str, *headers: str, host: str = "web.example.test") -> int:
+    args = [a for h in headers for a in ("-H", h)]
+    p = curl("--resolve", f"{host}:{env.https}:127.0.0.1", "--cacert", str(env.ca_file), *args, "-o", "/dev/null",
+             "-w", "%{http_code}", f"https://{host}:{env.https}{path}")
+    assert p.returncode == 0, p.stderr
+    return int(p.stdout)
+
+
+def _slow_app(mesh: Mesh, path: str) -> dict:
+    """Ask the `slow` app directly (from the sleep pod, through its sidecar): its /stats and /reset."""
+    p = mesh.exec("sleep-0", "curl", "-sS", "--max-time", "5", f"http://slow:8080{path}", timeout=30)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_per_route_timeout_and_retries_through_the_gateway(mesh: Mesh, env: Env) -> None:
+    """The gateway-bound VirtualService's `timeout` (1s on /sleep/) and `retries` (2 on 5xx on /flaky/, none on
+    /noretry/, rewritten to the same flaky endpoint) act at the gateway."""
+    wait_until(lambda: _status(env, "/sleep/10") == 200, what="the slow app through the gateway")
+    t0 = time.monotonic()
+    assert _status(env, "/sleep/3000") == 504  # Envoy's upstream request timeout
+    assert time.monotonic() - t0 < 2.5
+    _slow_app(mesh, "/reset")
+    assert [_status(env, "/flaky/x") for _ in range(4)] == [200] * 4  # each 503 is retried
+    assert _slow_app(mesh, "/stats")["count"].get("GET /flaky") == 8, "every request needed its retry"
+    _slow_app(mesh, "/reset")
+    assert [_status(env, "/noretry/x") for _ in range(4)] == [503, 200, 503, 200]  # no retries on this route
+    assert _slow_app(mesh, "/stats")["count"].get("GET /flaky") == 4
+
+
+def test_jwt_and_authorization_policy_at_the_gateway(mesh: Mesh, env: Env) -> None:
+    """A RequestAuthentication and an AuthorizationPolicy selecting the gateway workload are enforced at the
+    gateway (Istio's ingress pattern): a valid token passes (its claim forwarded as a header, the token removed),
+    an invalid one gets 401, none gets 403 on /secure/ and passes elsewhere."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key, other = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="gw", alg="RS256", use="sig")
+    issuer = "https://issuer.example.test"
+
+    def token(k, sub: str = "alice", exp: int = 3600) -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": issuer, "sub": sub, "iat": now, "exp": now + exp}, k, algorithm="RS256",
+                          headers={"kid": "gw"})
+
+    policies = textwrap.dedent(f"""\
+        apiVersion: security.istio.io/v1
+        kind: RequestAuthentication
+        metadata: {{name: edge-jwt}}
+        spec:
+          selector: {{matchLabels: {{istio: ingressgateway}}}}
+          jwtRules:
+          - issuer: {issuer}
+            jwks: '{json.dumps({"keys": [jwk]})}'
+            outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]
+        ---
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {{name: edge-require-jwt}}
+        spec:
+          selector: {{matchLabels: {{istio: ingressgateway}}}}
+          action: ALLOW
+          rules:
+          - from: [{{source: {{requestPrincipals: ["{issuer}/*"]}}}}]
+            to: [{{operation: {{paths: [/secure/*]}}}}]
+          - to: [{{operation: {{notPaths: [/secure/*]}}}}]
+        """)
+    bearer = lambda t: f"Authorization: Bearer {t}"  # noqa: E731
+    mesh.apply_text(policies)
+    try:
+        wait_until(lambda: _status(env, "/secure/x") == 403 and _status(env, "/x", bearer(token(other))) == 401,
+                   what="the gateway's JWT and authorization policies")
+        assert _status(env, "/secure/x", bearer(token(other))) == 401  # signed by another key
+        assert _status(env, "/secure/x", bearer(token(key, exp=-120))) == 401  # expired
+        assert _status(env, "/secure/x") == 403  # no token: the policy requires a request principal
+        assert _status(env, "/public") == 200  # elsewhere a token is not required
+        status, headers, body = https_get(env, "web.example.test", "/secure/x", bearer(token(key)))
+        assert status == 200 and headers["x-served-by"].startswith("echo-"), (status, headers)
+        seen = json.loads(body)["headers"]
+        assert seen.get("x-jwt-sub") == "alice" and "authorization" not in seen, seen
+    finally:
+        mesh.cli("delete", "requestauthentications", "edge-jwt", check=False)
+        mesh.cli("delete", "authorizationpolicies", "edge-require-jwt", check=False)
+    wait_until(lambda: _status(env, "/secure/x") == 200, what="the policies removed from the gateway")
+
+
+def test_rate_limit_at_the_gateway(mesh: Mesh, env: Env) -> None:
+    """A RateLimit selecting the gateway workload (its server port 8443, one path, a bucket per x-bucket header)
+    answers 429 at the gateway once a bucket is spent; other buckets and other paths are untouched."""
+    mesh.apply_text(textwrap.dedent("""\
+        apiVersion: mizzen.dev/v1
+        kind: RateLimit
+        metadata: {name: edge-limit}
+        spec:
+          workloadSelector: {labels: {istio: ingressgateway}}
+          port: 8443
+          limits:
+          - name: per-bucket
+            match: {uri: {prefix: /limited/}}
+            key: [{header: x-bucket}]
+            requestsPerUnit: 3
+            unit: minute
+        """))
+    probes = iter(range(1000))
+
+    def limited() -> bool:  # a fresh bucket: its 4th request is refused once the limit is in force
+        b = f"x-bucket: probe-{next(probes)}"
+        return [_status(env, "/limited/x", b) for _ in range(4)][-1] == 429
+
+    try:
+        wait_until(limited, what="the gateway's rate limit")
+        got = [_status(env, "/limited/x", "x-bucket: test") for _ in range(5)]
+        assert got == [200, 200, 200, 429, 429], got
+        status, headers, _ = https_get(env, "web.example.test", "/limited/x", "x-bucket: test")
+        assert status == 429 and int(headers["retry-after"]) >= 1, (status, headers)
+        assert _status(env, "/limited/x", "x-bucket: another") == 200  # a bucket of its own
+        assert [_status(env, "/unlimited", "x-bucket: test") for _ in range(5)] == [200] * 5  # not this path
+    finally:
+        mesh.cli("delete", "ratelimits", "edge-limit", check=False)
+
+
+def test_gateway_api_certificate_refs_across_namespaces_need_a_reference_grant(mesh: Mesh, env: Env) -> None:
+    """A Gateway listener's certificateRef to a Secret of another namespace: served (the certificate verified by
+    the client) when a ReferenceGrant there allows it; not served without one, until a grant is applied."""
+    def get(host: str) -> subprocess.CompletedProcess:
+        return curl("--resolve", f"{host}:{env.k8s_tls}:127.0.0.1", "--cacert", str(env.ca_file), "-o", "/dev/null",
+                    "-w", "%{http_code}", f"https://{host}:{env.k8s_tls}/")
+
+    def serial(host: str) -> int:
+        ctx = ssl.create_default_context(cafile=str(env.ca_file))
+        with socket.create_connection(("127.0.0.1", env.k8s_tls), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as s:
+                return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+
+    wait_until(lambda: get("secure.k8s.test").stdout == "200", what="the granted certificateRef")
+    assert serial("secure.k8s.test") == env.k8s_serial
+    p = get("nogrant.k8s.test")
+    assert p.returncode != 0 and p.stdout != "200", (p.stdout, p.stderr)  # no listener: no handshake
+    mesh.apply_text(textwrap.dedent("""\
+        apiVersion: gateway.networking.k8s.io/v1beta1
+        kind: ReferenceGrant
+        metadata: {name: edge-certs-2, namespace: certs}
+        spec:
+          from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: default}]
+          to: [{group: "", kind: Secret, name: k8s-cert2}]
+        """))
+    wait_until(lambda: get("nogrant.k8s.test").stdout == "200", what="the certificateRef granted afterwards")
+    assert serial("nogrant.k8s.test") == env.k8s_serial2

@@ -169,3 +169,50 @@ def test_a_rewrite_rule_without_valid_backends_answers_500_and_never_breaks_the_
 """
     vs = vss(GW + route("team", "w", body))["infra/edge-k8s-all-w-all-example-com"]
     assert all(r.direct_response.status == 500 and r.rewrite is None for r in vs.spec.http)
+
+
+def test_certificate_refs_across_namespaces_need_a_reference_grant() -> None:
+    gw = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: mizzen
+  listeners:
+  - {name: own, port: 443, protocol: HTTPS, hostname: own.example.com, tls: {certificateRefs: [{name: c}]}}
+  - {name: granted, port: 443, protocol: HTTPS, hostname: g.example.com,
+     tls: {certificateRefs: [{name: c, namespace: certs}]}}
+  - {name: refused, port: 443, protocol: HTTPS, hostname: r.example.com,
+     tls: {certificateRefs: [{name: other, namespace: certs}]}}
+  - {name: wrong-from, port: 443, protocol: HTTPS, hostname: w.example.com,
+     tls: {certificateRefs: [{name: c, namespace: vault}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: certs}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret, name: c}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: vault}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]   # routes, not Gateways
+  to: [{group: "", kind: Secret}]
+"""
+    from mizzen.model.gateway_api import INPUT_KINDS, convert, parse_credential
+    from mizzen.translate.gateway import credential_secret
+
+    idx = ConfigIndex(load_text(gw).resources)
+    creds = {g.name: g.spec.servers[0].tls.credential_name for g in idx.by_kind["Gateway"]}
+    assert creds == {"edge-k8s-own": "c", "edge-k8s-granted": "kubernetes-gateway://certs/c"}
+    assert parse_credential(creds["edge-k8s-granted"]) == ("certs", "c") and parse_credential("c") == (None, "c")
+    assert credential_secret("c") == "kubernetes://c"
+    assert credential_secret(creds["edge-k8s-granted"]) == "kubernetes-gateway://certs/c"  # Istio's SDS name
+    problems: list = []
+    resources = load_text(gw).resources
+    convert({k: [r for r in resources if r.kind == k] for k in INPUT_KINDS}, 1, problems)
+    said = {path: why for _r, path, why in problems}
+    assert set(said) == {"spec.listeners[2].tls.certificateRefs[0]", "spec.listeners[3].tls.certificateRefs[0]"}
+    assert "no ReferenceGrant" in said["spec.listeners[2].tls.certificateRefs[0]"]

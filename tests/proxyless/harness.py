@@ -25,10 +25,12 @@ CLIENT = Path(__file__).with_name("xds_client.py")
 
 def grpc_who(name: str, port: int = 0, state: dict | None = None) -> tuple[grpc.Server, int]:
     """A gRPC server answering /mizzen.Who/Call with its name (bytes in, bytes out); UNAVAILABLE while
-    `state["failing"]` is true."""
+    `state["failing"]` is true; after `state["delay"]` seconds when set."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 
     def call(req: bytes, ctx) -> bytes:
+        if state is not None and state.get("delay"):
+            time.sleep(state["delay"])
         if state is not None and state.get("failing"):
             ctx.abort(grpc.StatusCode.UNAVAILABLE, f"{name} failing")
         return name.encode()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from .harness import Rig, totals
+from .harness import Rig, grpc_who, totals
 
 BASE = """\
 apiVersion: v1
@@ -135,6 +135,67 @@ spec:
         (served, errors)
     served, errors = totals(alice.windows)
     assert len(served) == 1 and sum(served.values()) > 100 and not errors, (served, errors)  # one v1 replica
+
+
+def test_retries_and_timeouts_are_applied_by_the_client(rig: Rig) -> None:
+    """gRFC A44 retries and A31 timeouts, live: `flaky` has a replica that always answers UNAVAILABLE — calls on
+    the route with `retries` (attempts 3, retryOn unavailable) all succeed (retried on the healthy one), calls on
+    the route with `attempts: 0` fail about half the time; `slow` answers after 1 s — the route's 300 ms
+    `timeout` ends its calls with DEADLINE_EXCEEDED, a route without one is served."""
+    for name, app, state in (("flaky-0", "flaky", {"failing": True}), ("flaky-1", "flaky", None),
+                             ("slow-0", "slow", {"delay": 1.0})):
+        server, port = grpc_who(name, state=state)
+        rig.servers[name] = (server, port)
+        rig.register(name, {"app": app}, port)
+    rig.apply("""\
+apiVersion: v1
+kind: Service
+metadata: {name: flaky}
+spec: {selector: {app: flaky}, ports: [{port: 50051, name: grpc}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: slow}
+spec: {selector: {app: slow}, ports: [{port: 50051, name: grpc}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: flaky}
+spec:
+  hosts: [flaky]
+  http:
+  - match: [{headers: {x-retry: {exact: "yes"}}}]
+    route: [{destination: {host: flaky}}]
+    retries: {attempts: 3, retryOn: unavailable}
+  - route: [{destination: {host: flaky}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: slow}
+spec:
+  hosts: [slow]
+  http:
+  - match: [{headers: {x-patient: {exact: "yes"}}}]
+    route: [{destination: {host: slow}}]
+  - route: [{destination: {host: slow}}]
+    timeout: 300ms
+""")
+    time.sleep(0.5)
+    retried = rig.client("xds:///flaky:50051", seconds=3, rps=50, headers={"x-retry": "yes"})
+    bare = rig.client("xds:///flaky:50051", seconds=3, rps=50)
+    hurried = rig.client("xds:///slow:50051", seconds=2, rps=5)
+    patient = rig.client("xds:///slow:50051", seconds=2, rps=5, headers={"x-patient": "yes"})
+    for c in (retried, bare, hurried, patient):
+        c.proc.wait(60)
+    served, errors = totals(retried.windows)
+    assert set(served) == {"flaky-1"} and sum(served.values()) > 50 and not errors, (served, errors)
+    served, errors = totals(bare.windows)
+    assert set(served) == {"flaky-1"} and any(k.startswith("UNAVAILABLE") for k in errors), (served, errors)
+    served, errors = totals(hurried.windows)
+    assert not served and errors and all(k.startswith("DEADLINE_EXCEEDED") for k in errors), (served, errors)
+    served, errors = totals(patient.windows)
+    assert set(served) == {"slow-0"} and not errors, (served, errors)
 
 
 def test_bootstrap_names_the_workload(rig: Rig) -> None:

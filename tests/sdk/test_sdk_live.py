@@ -254,6 +254,37 @@ def test_grpc_channel_split_and_header_route(env: Env) -> None:
         mesh.close()
 
 
+def test_consistent_hash_by_header(env: Env) -> None:
+    """A DestinationRule's consistentHash on a header, live: every call of one user goes to one replica, and the
+    users are spread over the replicas."""
+    env.cli("apply", "-f", "-", input="""\
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec: {selector: {app: echo}, ports: [{port: 8080, name: http}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: sticky}
+spec:
+  host: sticky
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+""")
+    mesh = env.mesh()
+    try:
+        with httpx.Client(transport=mesh.httpx_transport(), timeout=5) as c:
+            by_user = {}
+            for i in range(12):
+                served, status = _get_many(c, "http://sticky:8080/", 10, {"x-user": f"user-{i}"})
+                assert status == {200: 10} and len(served) == 1, (i, served, status)
+                by_user[i] = next(iter(served))
+            assert len(set(by_user.values())) >= 2, by_user  # 12 users do not all hash to one of 3 replicas
+            _, status = _get_many(c, "http://sticky:8080/", 30)  # no header, no hash: any replica (as Envoy)
+            assert status == {200: 30}, status
+    finally:
+        mesh.close()
+
+
 def test_registration_with_health(env: Env) -> None:
     app = Backend("sdkapp-0")
     healthy = {"ok": True}

@@ -7,6 +7,8 @@
 The gateway's listeners (translate/gateway.py) name `kubernetes://<credentialName>` for a server certificate
 and `kubernetes://<credentialName>-cacert` for a MUTUAL server's client CA, as Istio does. Envoy asks the
 agent's SDS for those names; this reads the `v1 Secret` `<credentialName>` of the gateway's own namespace
+(or, for `kubernetes-gateway://<ns>/<name>` — a Gateway API certificateRef that a ReferenceGrant allows — the
+Secret `<name>` of `<ns>`)
 (`tls.crt`, `tls.key`; `ca.crt` for the CA, else the Secret `<credentialName>-cacert`'s `ca.crt`) from the
 control plane's REST API, and serves it. It re-reads the Secrets every `poll_seconds` (and at once when Envoy
 asks for a new name): a changed Secret is pushed to Envoy, which uses the new certificate for new handshakes
@@ -26,12 +28,24 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from google.protobuf import any_pb2
 
 from ..client import ClientError, HttpError
+from ..model.gateway_api import CROSS_NAMESPACE_CREDENTIAL
 from .sds import SdsServer
 
 log = logging.getLogger("mizzen.agent.credentials")
 
 PREFIX = "kubernetes://"
+PREFIXES = (PREFIX, CROSS_NAMESPACE_CREDENTIAL)
 CA_SUFFIX = "-cacert"
+
+
+def secret_ref(sds_name: str, own_namespace: str) -> tuple[str, str]:
+    """(namespace, credential name) an SDS name asks for: `kubernetes://<name>` in the gateway's namespace,
+    `kubernetes-gateway://<ns>/<name>` in `<ns>` (a Gateway API certificateRef a ReferenceGrant allows; the
+    control plane refuses the read without one)."""
+    if sds_name.startswith(CROSS_NAMESPACE_CREDENTIAL):
+        ns, _, name = sds_name[len(CROSS_NAMESPACE_CREDENTIAL):].partition("/")
+        return ns, name
+    return own_namespace, sds_name[len(PREFIX):]
 
 
 def _values(resource: dict[str, Any]) -> dict[str, bytes]:
@@ -85,9 +99,9 @@ class GatewayCredentials:
                 pass
             self._wake.clear()
 
-    async def _secret(self, name: str) -> dict[str, bytes] | None:
+    async def _secret(self, namespace: str, name: str) -> dict[str, bytes] | None:
         try:
-            return _values(await self.api.request("GET", f"/api/v1/resources/Secret/{self.namespace}/{name}"))
+            return _values(await self.api.request("GET", f"/api/v1/resources/Secret/{namespace}/{name}"))
         except HttpError as e:
             if e.status == 404:
                 return None
@@ -95,39 +109,39 @@ class GatewayCredentials:
 
     async def refresh(self) -> None:
         """Read every Secret a subscribed name needs and hand the credentials to the SDS server."""
-        wanted = sorted(n for n in self.sds.subscribed() if n.startswith(PREFIX))
+        wanted = sorted(n for n in self.sds.subscribed() if n.startswith(PREFIXES))
         out = {n: v for n, v in self.sds.credentials.items() if n in wanted}  # last good ones stay
-        cache: dict[str, dict[str, bytes] | None] = {}
+        cache: dict[tuple[str, str], dict[str, bytes] | None] = {}
         for n in wanted:
-            base = n[len(PREFIX):]
+            ns, base = secret_ref(n, self.namespace)
             is_ca = base.endswith(CA_SUFFIX)
             secret_name = base[:-len(CA_SUFFIX)] if is_ca else base
             try:
-                if secret_name not in cache:
-                    cache[secret_name] = await self._secret(secret_name)
-                values = cache[secret_name]
+                if (ns, secret_name) not in cache:
+                    cache[(ns, secret_name)] = await self._secret(ns, secret_name)
+                values = cache[(ns, secret_name)]
                 if is_ca:
                     ca = (values or {}).get("ca.crt")
                     if ca is None:  # Istio's other form: a Secret of its own named <name>-cacert
-                        if base not in cache:
-                            cache[base] = await self._secret(base)
-                        ca = (cache[base] or {}).get("ca.crt")
+                        if (ns, base) not in cache:
+                            cache[(ns, base)] = await self._secret(ns, base)
+                        ca = (cache[(ns, base)] or {}).get("ca.crt")
                     if ca is None:
-                        raise LookupError(f"no ca.crt in Secret {self.namespace}/{secret_name} nor in "
-                                          f"{self.namespace}/{base}")
+                        raise LookupError(f"no ca.crt in Secret {ns}/{secret_name} nor in {ns}/{base}")
                     out[n] = ca_secret(n, ca)
                 else:
                     if values is None:
-                        raise LookupError(f"no Secret {self.namespace}/{secret_name}")
+                        raise LookupError(f"no Secret {ns}/{secret_name}")
                     out[n] = certificate_secret(n, values)
                 if self.errors.pop(n, None) is not None:
                     log.info("credential %s available again", n)
             except (ClientError, LookupError, ValueError) as e:
                 msg = str(e)
                 if self.errors.get(n) != msg:
-                    log.warning("gateway credential %s: %s; %s (apply the Secret in namespace %s)", n, msg,
-                                "keeping the last one" if n in out else "its servers fail TLS handshakes",
-                                self.namespace)
+                    log.warning("gateway credential %s: %s; %s (apply the Secret in namespace %s%s)", n, msg,
+                                "keeping the last one" if n in out else "its servers fail TLS handshakes", ns,
+                                "" if ns == self.namespace else f", and a ReferenceGrant there from Gateway of "
+                                f"namespace {self.namespace} to that Secret")
                 self.errors[n] = msg
         if out != self.sds.credentials:
             changed = sorted(k for k in out if self.sds.credentials.get(k) != out[k])

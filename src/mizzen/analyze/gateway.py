@@ -2,13 +2,15 @@
 
 - IST0101 ReferencedResourceNotFound (Error): a Gateway server's `credentialName` (or `credentialNames`) names
   a Secret that does not exist in the namespace of a gateway workload the Gateway selects (Istio's rule: the
-  credential is read in the gateway's own namespace); or, for MUTUAL / OPTIONAL_MUTUAL, neither that Secret's
+  credential is read in the gateway's own namespace; `kubernetes-gateway://<ns>/<name>`, a Gateway API
+  certificateRef a ReferenceGrant allows, in `<ns>`); or, for MUTUAL / OPTIONAL_MUTUAL, neither that Secret's
   `ca.crt` nor a Secret `<name>-cacert` exists. Istio's wording. Its HTTPS servers would fail every handshake.
 """
 from __future__ import annotations
 
 from typing import Iterable
 
+from ..model.gateway_api import parse_credential
 from .base import ERROR, WARNING, Context, Message, analyzer, ref, selects
 
 
@@ -23,17 +25,19 @@ def gateway_credentials(ctx: Context) -> Iterable[Message]:
             if t is None:
                 continue
             names = list(t.credential_names or ([t.credential_name] if t.credential_name else []))
-            for ns in namespaces:
-                for name in names:
+            for wl_ns in namespaces:
+                for credential in names:
+                    own, name = parse_credential(credential)  # a granted Secret of another namespace names it
+                    ns = own or wl_ns
                     sec = secrets.get((ns, name))
                     if sec is None:
-                        yield Message("IST0101", ERROR, ref(gw), f"Referenced credentialName not found: {name!r}",
-                                      f"apply a kubernetes.io/tls Secret {name!r} in namespace {ns!r}, where the "
-                                      "gateway runs", f"spec.servers[{i}].tls")
+                        yield Message("IST0101", ERROR, ref(gw), f"Referenced credentialName not found: {credential!r}",
+                                      f"apply a kubernetes.io/tls Secret {name!r} in namespace {ns!r}"
+                                      + (", where the gateway runs" if own is None else ""), f"spec.servers[{i}].tls")
                     elif t.mode in ("MUTUAL", "OPTIONAL_MUTUAL") and "ca.crt" not in sec.spec.values() and \
                             (ns, f"{name}-cacert") not in secrets:
                         yield Message("IST0101", ERROR, ref(gw), f"Referenced credentialName not found: "
-                                      f"{name + '-cacert'!r}", f"add ca.crt to Secret {name!r} (or a Secret "
+                                      f"{credential + '-cacert'!r}", f"add ca.crt to Secret {name!r} (or a Secret "
                                       f"{name}-cacert) in namespace {ns!r}: MUTUAL needs the client CA",
                                       f"spec.servers[{i}].tls")
 

@@ -17,11 +17,12 @@ RequestAuthentications apply the same way; their jwtRules are merged in that ord
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Protocol
 
 from ..api.authorization import DRY_RUN_ANNOTATION, Rule
 from ..api.base import CLUSTER_DOMAIN, Resource
+from . import gateway as G
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .services import Service, is_http
 from .types import Proxy, labels_tuple
@@ -193,16 +194,23 @@ def workload_proxies(config: Config) -> list[tuple[str, Proxy]]:
     for w in config.by_kind.get("Workload", ()):
         if w.spec.sidecar is False:
             continue
-        out.append((w.name, Proxy(id=f"{w.namespace}/{w.name}", namespace=w.namespace, workload=w.name,
-                                  labels=labels_tuple(w.metadata.labels),
-                                  ports=tuple(p.container_port for p in w.spec.ports),
-                                  service_account=w.spec.service_account or "default")))
+        proxy = Proxy(id=f"{w.namespace}/{w.name}", namespace=w.namespace, workload=w.name,
+                      labels=labels_tuple(w.metadata.labels), ports=tuple(p.container_port for p in w.spec.ports),
+                      service_account=w.spec.service_account or "default",
+                      kind="gateway" if getattr(w.spec, "gateway", False) else "sidecar")
+        if proxy.kind == "gateway":  # its policies act on its Gateway servers' ports
+            proxy = replace(proxy, ports=tuple(ps.number for ps in G.ports(config, proxy)))
+        out.append((w.name, proxy))
     return out
 
 
 def inbound_protocol(config: Config, proxy: Proxy, port: int) -> str:
     """HTTP if a service selecting the proxy exposes the container port as HTTP, else TCP (as the inbound
-    listener decides; `Snapshot.inbound_protocol`)."""
+    listener decides; `Snapshot.inbound_protocol`). A gateway's port: TCP when a server there does not speak
+    HTTP (TCP, TLS passthrough or terminated TLS)."""
+    if proxy.kind == "gateway":
+        servers = [gs for ps in G.ports(config, proxy) if ps.number == port for gs in ps.servers]
+        return "HTTP" if servers and all(gs.serves_http for gs in servers) else "TCP"
     labels = proxy.label_dict
     for s in config.services.values():
         if s.namespace == proxy.namespace and s.selector and labels_match(s.selector, labels):

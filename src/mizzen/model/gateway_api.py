@@ -7,8 +7,10 @@ As Istio does (pilot/pkg/config/kube/gateway), documented Gateway API semantics 
 - a `Gateway` (kind KubeGateway here) is served by the gateway pods labelled
   `gateway.networking.k8s.io/gateway-name: <name>`; each listener becomes one Istio Gateway
   `<gateway>-k8s-<listener>` (port, protocol, hostname; TLS Terminate → SIMPLE with the certificateRef's Secret
-  as credentialName; Passthrough → PASSTHROUGH). A certificateRef in another namespace is not served (the
-  gateway's agent reads Secrets of its own namespace), nor is the listener.
+  as credentialName; Passthrough → PASSTHROUGH). A certificateRef to a Secret of another namespace needs a
+  `ReferenceGrant` there (from Gateway in the Gateway's namespace to Secret, by name or all): it becomes the
+  credentialName `kubernetes-gateway://<ns>/<name>` (Istio's form), which the gateway's agent may read
+  (server/core.py asks `secret_granted` too); without a grant the listener is not served.
 - an `HTTPRoute` attaches to the listeners its parentRefs name (sectionName, port) that allow it
   (`allowedRoutes.namespaces` Same / All / Selector over Namespace labels, `kinds`), for the intersection of
   its hostnames with the listener's. Per (listener, hostname) one VirtualService holds the matching rules of
@@ -41,6 +43,8 @@ from .labels import labels_match
 
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 INPUT_KINDS = (KUBE_GATEWAY, "HTTPRoute", "GRPCRoute", "ReferenceGrant")
+KUBE_GATEWAY_KIND = "Gateway"  # the kind a ReferenceGrant's `from` names (KubeGateway is Mizzen's internal name)
+CROSS_NAMESPACE_CREDENTIAL = "kubernetes-gateway://"
 ISTIO = "networking.istio.io/v1"
 
 
@@ -83,11 +87,17 @@ def convert(by_kind: Mapping[str, Iterable[Resource]], revision: int,
                     server["tls"] = {"mode": "PASSTHROUGH"}
                 else:
                     ref = lst.tls.certificate_refs[0]
-                    if (ref.namespace or gw.namespace) != gw.namespace:  # the agent reads its own namespace's
-                        problem(gw, f"spec.listeners[{li}].tls.certificateRefs[0]", "a certificateRef in another "
-                                "namespace is not served: put the Secret in the Gateway's namespace")
+                    ref_ns = ref.namespace or gw.namespace
+                    if ref_ns == gw.namespace:
+                        credential = ref.name
+                    elif secret_granted(grants, gw.namespace, ref_ns, ref.name):
+                        credential = cross_namespace_credential(ref_ns, ref.name)
+                    else:
+                        problem(gw, f"spec.listeners[{li}].tls.certificateRefs[0]", f"the Secret {ref_ns}/{ref.name} "
+                                f"is in another namespace and no ReferenceGrant there allows Gateways of namespace "
+                                f"{gw.namespace} to use it: the listener is not served")
                         continue
-                    server["tls"] = {"mode": "SIMPLE", "credentialName": ref.name}
+                    server["tls"] = {"mode": "SIMPLE", "credentialName": credential}
             name = gateway_name(gw.name, lst.name)
             spec = _valid(GatewaySpec, {"selector": {GATEWAY_NAME_LABEL: gw.name}, "servers": [server]})
             if spec is None:
@@ -191,15 +201,37 @@ def _hosts(listener: str | None, route_hosts: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _granted(grants: list[Resource], kind: str, from_ns: str, to_ns: str, name: str) -> bool:
+def _granted(grants: Iterable[Resource], kind: str, from_ns: str, to_ns: str, name: str,
+             to_kind: str = "Service") -> bool:
+    """Does a ReferenceGrant in `to_ns` let a `kind` (of the Gateway API group) of `from_ns` refer to the core
+    `to_kind` object `name` there (a `to` entry naming it, or all of that kind)?"""
     for g in grants:
         if g.namespace != to_ns:
             continue
         if not any(f.group == GROUP and f.kind == kind and f.namespace == from_ns for f in g.spec.from_):
             continue
-        if any(t.group == "" and t.kind == "Service" and t.name in (None, name) for t in g.spec.to):
+        if any(t.group == "" and t.kind == to_kind and t.name in (None, name) for t in g.spec.to):
             return True
     return False
+
+
+def secret_granted(grants: Iterable[Resource], gateway_ns: str, secret_ns: str, name: str) -> bool:
+    """May Gateways of `gateway_ns` use the Secret `secret_ns/name` (its own namespace, or a ReferenceGrant)?"""
+    return secret_ns == gateway_ns or _granted(grants, KUBE_GATEWAY_KIND, gateway_ns, secret_ns, name, "Secret")
+
+
+def cross_namespace_credential(namespace: str, name: str) -> str:
+    """The credentialName of a Secret of another namespace, granted to a Gateway: Istio's form."""
+    return f"{CROSS_NAMESPACE_CREDENTIAL}{namespace}/{name}"
+
+
+def parse_credential(name: str) -> tuple[str | None, str]:
+    """(namespace, Secret name) of a credentialName: `kubernetes-gateway://<ns>/<name>` names its namespace;
+    a plain name (None) is a Secret of the gateway workload's own namespace."""
+    if name.startswith(CROSS_NAMESPACE_CREDENTIAL):
+        ns, _, secret = name[len(CROSS_NAMESPACE_CREDENTIAL):].partition("/")
+        return ns, secret
+    return None, name
 
 
 def _backend(route: Resource, b: Any, grants: list[Resource]) -> dict | None:

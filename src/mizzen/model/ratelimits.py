@@ -5,7 +5,8 @@
     view_inputs(snap, proxy)            # what else besides the view key a proxy's rate-limit config reads
 
 A RateLimit targets either workloads (`workloadSelector`, enforced at their inbound sidecars: the callee side;
-in the root namespace mesh-wide, as other selector-scoped kinds) or a `host` (enforced at the outbound sidecar
+in the root namespace mesh-wide, as other selector-scoped kinds; a selected gateway workload enforces them on
+its Gateway servers' HTTP chains, `port` being the server port) or a `host` (enforced at the outbound sidecar
 of every proxy that can see it: the callers' side), optionally narrowed by a service `port`. Per limit, a
 match `port` must fit and, at a caller, `sourceLabels`/`sourceNamespace` must fit the caller (known here);
 the rest of the match (uri, method, headers, query) is checked per request by Envoy.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..api.base import Resource
+from . import gateway as G
 from .labels import ROOT_NAMESPACE, labels_match, scoped_to
 from .types import Proxy
 
@@ -187,10 +189,21 @@ def _memo(endpoints: Any) -> dict:
     return memo
 
 
+def gateway_ports(config: Any, proxy: Proxy) -> tuple[int, ...]:
+    """A gateway proxy's Gateway server ports (where its own workload's limits apply); () for a sidecar."""
+    return tuple(ps.number for ps in G.ports(config, proxy))
+
+
+def callee_ports(config: Any, proxy: Proxy) -> tuple[int, ...]:
+    """The ports where the limits selecting this proxy's workload apply: its container ports (inbound chains)
+    and, for a gateway, its Gateway server ports."""
+    return tuple(dict.fromkeys((*proxy.ports, *gateway_ports(config, proxy))))
+
+
 def inbound_sources(config: Any, proxy: Proxy) -> frozenset[str]:
     """The caller identities this proxy's inbound limits need (over all its ports)."""
-    return config.memoized(("rl_inbound_sources", proxy.namespace, proxy.labels), lambda: frozenset(
-        s for p in proxy.ports for a in inbound(config, proxy, p) for s in a.sources()))
+    return config.memoized(("rl_inbound_sources", proxy.namespace, proxy.labels, proxy.kind), lambda: frozenset(
+        s for p in callee_ports(config, proxy) for a in inbound(config, proxy, p) for s in a.sources()))
 
 
 def view_inputs(snap: Any, proxy: Proxy) -> tuple:
@@ -201,7 +214,7 @@ def view_inputs(snap: Any, proxy: Proxy) -> tuple:
     rls = relevant(snap.config, proxy)
     if not rls:
         return ()
-    shares = tuple((a.id, share(snap, a)) for p in proxy.ports for a in inbound(snap.config, proxy, p)
-                   if a.service_scoped)
+    shares = tuple((a.id, share(snap, a)) for p in callee_ports(snap.config, proxy)
+                   for a in inbound(snap.config, proxy, p) if a.service_scoped)
     ids = tuple((kind, identities(snap, kind)) for kind in sorted(inbound_sources(snap.config, proxy)))
     return (proxy.workload, proxy.service_account, proxy.ratelimit_address, shares, ids)

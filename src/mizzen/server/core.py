@@ -22,6 +22,7 @@ from ..api import DEFAULT_NAMESPACE, KINDS, InvalidConfig, Issue, Resource, Reso
 from ..api.kinds import SKIPPED_KINDS
 from ..api.load import LoadResult, unwrap_list
 from ..api.yamlload import YamlError, load_documents
+from ..model.gateway_api import secret_granted
 from ..model.types import Instance
 from ..registry.base import Registry
 from ..store.base import ConfigStore, NotFound, RevisionConflict
@@ -242,8 +243,13 @@ class ControlPlaneCore:
 
     def _gateway_reads_secret(self, p: Principal, key: ResourceKey) -> bool:
         """A gateway pod's agent may read the Secrets of its own namespace: its Gateways' credentialName, served
-        to its Envoy over SDS (docs/gateway.md). Only a pod whose Workload is stored with `gateway: true`."""
-        if p.pod is None or p.role != POD or key.kind != "Secret" or key.namespace != p.pod.namespace:
+        to its Envoy over SDS (docs/gateway.md); and a Secret of another namespace whose ReferenceGrant lets
+        Gateways of the pod's namespace use it (a Gateway API certificateRef). Only a pod whose Workload is
+        stored with `gateway: true`."""
+        if p.pod is None or p.role != POD or key.kind != "Secret":
+            return False
+        if key.namespace != p.pod.namespace and not secret_granted(
+                self.store.list("ReferenceGrant", key.namespace), p.pod.namespace, key.namespace, key.name):
             return False
         wl = self.store.get(ResourceKey("Workload", p.pod.namespace, p.pod.workload))
         return wl is not None and bool(getattr(wl.spec, "gateway", False))

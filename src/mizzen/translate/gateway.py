@@ -10,8 +10,8 @@ Istio's semantics are asked of `model/gateway.py`; this module only shapes Envoy
   `tls.httpsRedirect` answers its hosts with a redirect to https (`require_tls: ALL`).
 - HTTPS servers (and TLS servers that terminate) get one chain each, matched by SNI (the server's hosts; none
   for `*`), with a `DownstreamTlsContext` whose certificate comes from the agent's SDS: `credentialName` →
-  secret `kubernetes://<credentialName>` (the agent reads the Secret of that name in the gateway's namespace)
-  and, for MUTUAL / OPTIONAL_MUTUAL, the client CA `kubernetes://<credentialName>-cacert` (the same Secret's
+  secret `kubernetes://<credentialName>` (the agent reads the Secret of that name in the gateway's namespace;
+  `kubernetes-gateway://<ns>/<name>`, a Gateway API certificateRef granted by a ReferenceGrant, as it is) and, for MUTUAL / OPTIONAL_MUTUAL, the client CA `kubernetes://<credentialName>-cacert` (the same Secret's
   `ca.crt`), as Istio names them; `serverCertificate`/`privateKey`/`caCertificates` files are read by Envoy
   in the gateway pod; ISTIO_MUTUAL uses the mesh certificate. HTTPS route config:
   `https.<port>.<port name>.<gateway>.<namespace>`.
@@ -20,7 +20,9 @@ Istio's semantics are asked of `model/gateway.py`; this module only shapes Envoy
 - gateway HCMs strip any port from the Host header before matching (a client reaching a host port sends
   `Host: name:18443`) and are the edge: `use_remote_address`, so the client's address is the XFF hop.
 HTTP features come from the same table as sidecars' (`filters/`): the gateway's chains are outbound chains,
-where VirtualService features act.
+where VirtualService features act, marked `gateway` (`Chain.callee`): the RequestAuthentications,
+AuthorizationPolicies and workloadSelector RateLimits that select the gateway workload are enforced there too,
+as Istio's gateways enforce them (the network RBAC filter before the tcp_proxy of TCP/TLS chains).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from ..model import gateway as G
+from ..model.gateway_api import CROSS_NAMESPACE_CREDENTIAL
 from ..model.types import LISTENER, ROUTE
 from . import filters
 from . import listeners as L
@@ -55,7 +58,9 @@ Add = Callable[[str, str, object], None]
 
 
 def credential_secret(name: str) -> str:
-    return CREDENTIAL_PREFIX + name
+    """The SDS secret name of a credentialName: `kubernetes://<name>` (a Secret of the gateway's namespace), or a
+    granted Secret of another namespace as it is written (`kubernetes-gateway://<ns>/<name>`, Istio's form)."""
+    return name if name.startswith(CROSS_NAMESPACE_CREDENTIAL) else CREDENTIAL_PREFIX + name
 
 
 def gateway_routes(ctx: ViewContext) -> tuple:
@@ -120,7 +125,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
             if gs.protocol == "HTTPS":
                 name = f"https.{ps.number}.{gs.name}"
                 add(ROUTE, name, _route_config(ctx, rb, name, [gs]))
-                fc.filters.append(_hcm(f"{name}", Chain(True, ps.number), ctx, name))
+                fc.filters.append(_hcm(f"{name}", Chain(True, ps.number, gateway=True), ctx, name))
             else:
                 fc.filters.extend(_tcp(ctx, gs, ps.number))
             take(fc)
@@ -138,7 +143,7 @@ def _port_chains(ctx: ViewContext, rb: RouteBuilder, ps: G.PortServers, add: Add
         fc = lc.FilterChain(name=name)
         if inspect:
             fc.filter_chain_match.transport_protocol = "raw_buffer"
-        fc.filters.append(_hcm(f"{name}", Chain(True, ps.number), ctx, name))
+        fc.filters.append(_hcm(f"{name}", Chain(True, ps.number, gateway=True), ctx, name))
         take(fc)
     for gs in tcp_servers:
         fc = lc.FilterChain(name=f"tcp.{ps.number}.{gs.name}")
@@ -168,20 +173,21 @@ def _tcp(ctx: ViewContext, gs: G.GatewayServer, port: int) -> list[lc.Filter]:
         for gr in G.tcp_routes(vs, gs, ctx.proxy):
             if gr.route.route:
                 return _tcp_filter(ctx, gr, port)
-    return L.tcp_proxy(BLACKHOLE, BLACKHOLE, Chain(True, port), ctx)
+    return L.tcp_proxy(BLACKHOLE, BLACKHOLE, Chain(True, port, gateway=True), ctx)
 
 
 def _tcp_filter(ctx: ViewContext, gr: G.GatewayRoute, port: int) -> list[lc.Filter]:
     dests = [(ctx.resolved.destination(d.destination, gr.owner.namespace, port), d.weight) for d in gr.route.route]
     names = [(outbound_cluster(d.port, d.subset, d.host), w) for d, w in dests]
     if len(names) == 1:
-        return L.tcp_proxy(names[0][0], names[0][0], Chain(True, port), ctx)
+        return L.tcp_proxy(names[0][0], names[0][0], Chain(True, port, gateway=True), ctx)
     tp = tcp_proxy_pb2.TcpProxy(stat_prefix=gr.stem)
     for n, w in names:
         if w:
             tp.weighted_clusters.clusters.add(name=n, weight=w)
-    filters.patch_tcp_proxy(tp, Chain(True, port), ctx)
-    return [*filters.network_filters(Chain(True, port), ctx), lc.Filter(name=L.TCP_PROXY, typed_config=pack(tp))]
+    at = Chain(True, port, gateway=True)
+    filters.patch_tcp_proxy(tp, at, ctx)
+    return [*filters.network_filters(at, ctx), lc.Filter(name=L.TCP_PROXY, typed_config=pack(tp))]
 
 
 def _downstream_tls(gs: G.GatewayServer, ctx: ViewContext):
@@ -239,7 +245,7 @@ def _route_config(ctx: ViewContext, rb: RouteBuilder, name: str, servers: list[G
     vhosts: dict[str, rc.VirtualHost] = {}
     redirect: set[str] = set()
     for gs in servers:
-        at = Chain(True, gs.port)
+        at = Chain(True, gs.port, gateway=True)
         https_redirect = gs.protocol in G.HTTP_PROTOCOLS and gs.server.tls is not None and gs.server.tls.https_redirect
         for vs, hosts in G.bound(config, gs, proxy.namespace):
             routes = []
@@ -263,7 +269,7 @@ def _route_config(ctx: ViewContext, rb: RouteBuilder, name: str, servers: list[G
         vh = vhosts[h]
         if h in redirect:
             vh.require_tls = rc.VirtualHost.ALL
-        filters.patch_virtual_host(vh, None, Chain(True, servers[0].port), ctx)
+        filters.patch_virtual_host(vh, None, Chain(True, servers[0].port, gateway=True), ctx)
         rcfg.virtual_hosts.append(vh)
     return rcfg
 

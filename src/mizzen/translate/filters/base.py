@@ -21,10 +21,21 @@ from ...model.types import Proxy
 class Chain:
     """Where a hook is called: an outbound chain (the caller's side; VirtualService features act here, as
     in Istio) or an inbound one (the callee's side), and its destination port (None: loopback mode's
-    outbound HTTP proxy, which serves every port)."""
+    outbound HTTP proxy, which serves every port). A gateway's chains are outbound with `gateway` set; their
+    port is the Gateway server port."""
 
     outbound: bool
     port: int | None = None
+    # a gateway's chain: outbound for VirtualService features (the gateway calls the backends), and also
+    # where the policies selecting the gateway's own workload are enforced (RequestAuthentication,
+    # AuthorizationPolicy, workloadSelector RateLimits), as Istio's gateways do: the gateway is the callee of
+    # the mesh's outside clients
+    gateway: bool = False
+
+    @property
+    def callee(self) -> bool:
+        """Do the policies of the proxy's own workload apply at this chain (an inbound or a gateway chain)?"""
+        return not self.outbound or self.gateway
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""RequestAuthentication → `envoy.filters.http.jwt_authn` on the callee's side (inbound), as Istio builds it.
+"""RequestAuthentication → `envoy.filters.http.jwt_authn` on the callee's side (inbound, and a gateway's chains
+when the RequestAuthentication selects the gateway workload), as Istio builds it.
 Pure: keys fetched from a `jwksUri` come in the snapshot (`Snapshot.jwks`, fetched by the control plane).
 
 - one provider per jwtRule of the RequestAuthentications that apply to the proxy (`origins-<i>`, in order):
@@ -106,7 +107,7 @@ class Jwt(Feature):
     name = NAME
 
     def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
-        if at.outbound:
+        if not at.callee:
             return
         cfg = ctx.once("jwt-config", lambda: authentication(rules_for(ctx), ctx.snap.jwks))
         if cfg is not None:

@@ -1,7 +1,8 @@
 """Rate limits (`mizzen.dev/v1 RateLimit`) → Envoy's rate-limit filters. Pure.
 
 Where (model/ratelimits.py): a `workloadSelector` RateLimit at the selected proxies' inbound chains (the
-callee protects itself); a `host` RateLimit at the outbound virtual host of that host in every proxy that sees
+callee protects itself) — for a gateway workload, at its Gateway servers' HTTP chains (`Chain.gateway`; the
+RateLimit's `port` and a match `port` are the server port), as for a callee; a `host` RateLimit at the outbound virtual host of that host in every proxy that sees
 it (the callers protect a dependency). A chain with no limit gets none of the filters below: a proxy no
 RateLimit touches keeps byte-identical listeners and routes.
 
@@ -104,7 +105,7 @@ def chain_limits(at: Chain, ctx: ViewContext) -> tuple[AppliedLimit, ...]:
     def compute() -> tuple[AppliedLimit, ...]:
         if not M.relevant(ctx.snap.config, ctx.proxy):
             return ()
-        if not at.outbound:
+        if at.callee:  # an inbound chain, or a gateway's: the limits selecting the proxy's own workload
             return vh_limits(at, None, ctx)
         out: list[AppliedLimit] = []
         for svc in ctx.services:
@@ -120,7 +121,8 @@ def _any_global(ctx: ViewContext) -> bool:
     def compute() -> bool:
         if not M.relevant(ctx.snap.config, ctx.proxy):
             return False
-        chains = [Chain(False, p) for p in ctx.proxy.ports] + [Chain(True, None)]
+        chains = [Chain(False, p) for p in ctx.proxy.ports] + [Chain(True, None)] + [
+            Chain(True, p, gateway=True) for p in M.gateway_ports(ctx.snap.config, ctx.proxy)]
         return any(a.mode == "global" for at in chains for a in chain_limits(at, ctx))
 
     return ctx.once("rl_any_global", compute)
@@ -213,7 +215,7 @@ class RateLimitFeature(Feature):
         limits = chain_limits(at, ctx)
         if not limits:
             return
-        if not at.outbound:
+        if at.callee:
             for kind in sorted({k for a in limits for k in a.sources()}):
                 hcm.http_filters.append(_identity_filter(kind, ctx))
         local = [a for a in limits if a.mode == "local"]
@@ -237,7 +239,7 @@ class RateLimitFeature(Feature):
         limits = vh_limits(at, svc, ctx) if M.relevant(ctx.snap.config, ctx.proxy) else ()
         if not limits:
             return
-        outbound = at.outbound
+        outbound = not at.callee  # descriptors: the caller's own identity, or the peer's looked up
         groups: dict[str, list[AppliedLimit]] = {}
         for a in limits:
             if a.mode == "global":

@@ -1,4 +1,5 @@
-"""AuthorizationPolicy → Envoy RBAC, on the callee's side (inbound), with Istio's translation. Pure.
+"""AuthorizationPolicy → Envoy RBAC, on the callee's side (inbound; and a gateway's chains, for the policies
+selecting the gateway workload: the gateway is the callee of outside clients), with Istio's translation. Pure.
 
 Which policies apply and in what order is `model/authz.py` (`Resolved.authorization_for`). Here, as Istio's
 `pilot/pkg/security/authz` builds it:
@@ -423,13 +424,13 @@ class Rbac(Feature):
     name = NAME
 
     def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
-        if not at.outbound:
+        if at.callee:
             pols = _policies(ctx)
             if not pols.empty:
                 hcm.http_filters.extend(ctx.once(("rbac-http",), lambda: http_filters(pols, ctx.proxy.trust_domain)))
 
     def network_filters(self, at: Chain, ctx: ViewContext) -> Iterable[lc.Filter]:
-        if at.outbound:
+        if not at.callee:
             return ()
         pols = _policies(ctx)
         return () if pols.empty else ctx.once(("rbac-tcp",), lambda: network_filters(pols, ctx.proxy.trust_domain))
