@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from envoy.data.accesslog.v3 import accesslog_pb2
 
+from mizzen.telemetry.envoy import UPSTREAM_LOCAL_TAG, UPSTREAM_PEER_TAG
+
 from tests.telemetry.rig import A_IP, B_IP, INSTANCES, REVIEWS, SERVICES  # noqa: F401 (re-exported)
 
 
@@ -10,7 +12,10 @@ def http_entry(*, downstream: str = "127.0.0.1", upstream: str = f"{B_IP}:9080",
                cluster: str = f"outbound|9080|v1|{REVIEWS}", authority: str = "reviews:9080", path: str = "/",
                code: int | None = 200, duration_ms: float = 12.0, grpc: str = "", flags: tuple[str, ...] = (),
                method: int = 1, req_bytes: tuple[int, int] = (100, 0), resp_bytes: tuple[int, int] = (80, 500),
-               content_type: str = "", san: str = "", start: float = 1_700_000_000.0) -> accesslog_pb2.HTTPAccessLogEntry:
+               content_type: str = "", san: str = "", local_san: str = "", upstream_sans: tuple[str, str] | None = None,
+               start: float = 1_700_000_000.0) -> accesslog_pb2.HTTPAccessLogEntry:
+    """`san`/`local_san`: the downstream connection's peer/local certificate URI SANs (inbound mTLS);
+    `upstream_sans`: the (peer, local) values of the outbound custom tags, as Envoy's formatter renders them."""
     e = accesslog_pb2.HTTPAccessLogEntry()
     c = e.common_properties
     c.downstream_remote_address.socket_address.address = downstream
@@ -26,6 +31,10 @@ def http_entry(*, downstream: str = "127.0.0.1", upstream: str = f"{B_IP}:9080",
         setattr(c.response_flags, f, True)
     if san:
         c.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=san)
+    if local_san:
+        c.tls_properties.local_certificate_properties.subject_alt_name.add(uri=local_san)
+    if upstream_sans is not None:
+        c.custom_tags[UPSTREAM_PEER_TAG], c.custom_tags[UPSTREAM_LOCAL_TAG] = upstream_sans
     e.request.authority = authority
     e.request.path = path
     e.request.request_method = method

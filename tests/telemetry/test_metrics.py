@@ -163,3 +163,34 @@ def test_destination_side_names_its_own_principal_only_for_a_request_that_came_o
     assert (by_policy["mutual_tls"]["source_principal"], by_policy["mutual_tls"]["destination_principal"]) == (san, me)
     # plain text: our certificate was not presented, nothing is proven on either side
     assert by_policy["none"]["source_principal"] == by_policy["none"]["destination_principal"] == "unknown"
+
+
+def test_source_side_names_both_principals_from_the_certificates_of_a_mutual_tls_upstream():
+    """Istio's semantics for reporter=source: source_principal is the caller's own identity (the client
+    certificate it presented), destination_principal the server certificate's SAN; Envoy gives both through
+    the outbound entry's custom tags (%UPSTREAM_LOCAL_URI_SAN% / %UPSTREAM_PEER_URI_SAN%)."""
+    agg = Aggregator(PRODUCTPAGE, DIR)
+    pp, rv = principal_of("default", "bookinfo-productpage"), principal_of("default", "bookinfo-reviews")
+    agg.add_request(from_http_entry(http_entry(upstream_sans=(rv, pp)), OUTBOUND), NOW)
+    agg.add_request(from_http_entry(http_entry(upstream_sans=("-", "-"), code=503), OUTBOUND), NOW)  # plain text
+    # a certificate with a DNS SAN first and several SANs: the SPIFFE one is the identity
+    agg.add_request(from_http_entry(http_entry(upstream_sans=(f"reviews.example,{rv}", pp), code=404), OUTBOUND), NOW)
+    by_code = {l["response_code"]: l for l in labels(agg)}
+    assert (by_code["200"]["source_principal"], by_code["200"]["destination_principal"]) == (pp, rv)
+    assert by_code["404"]["destination_principal"] == rv
+    assert by_code["503"]["source_principal"] == by_code["503"]["destination_principal"] == "unknown"
+    assert {l["connection_security_policy"] for l in by_code.values()} == {"unknown"}  # as Istio, on this side
+    # a server certificate without a SPIFFE SAN (e.g. DestinationRule SIMPLE TLS to an outside host): no identity
+    agg2 = Aggregator(PRODUCTPAGE, DIR)
+    agg2.add_request(from_http_entry(http_entry(upstream_sans=("api.example.com", pp)), OUTBOUND), NOW)
+    [l] = labels(agg2)
+    assert l["source_principal"] == l["destination_principal"] == "unknown"
+
+
+def test_destination_side_takes_its_principal_from_the_certificate_it_presented():
+    agg = Aggregator(REVIEWS_V1, DIR)  # SelfInfo without a principal: the certificate alone says it
+    pp, rv = principal_of("default", "bookinfo-productpage"), principal_of("default", "bookinfo-reviews")
+    agg.add_request(from_http_entry(http_entry(downstream=A_IP, cluster="inbound|9080||", san=pp, local_san=rv),
+                                    INBOUND), NOW)
+    [l] = labels(agg)
+    assert (l["source_principal"], l["destination_principal"], l["connection_security_policy"]) == (pp, rv, "mutual_tls")

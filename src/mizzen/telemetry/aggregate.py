@@ -26,7 +26,6 @@ class SelfInfo:
 
     workload: WorkloadInfo
     port_services: Mapping[int, str] = field(default_factory=dict)
-    mtls: bool = False  # principals are known only when a peer certificate proves them
     principal: str = ""  # this sidecar's own SPIFFE identity (its workload certificate), "" if it has none
 
 
@@ -94,9 +93,9 @@ def peers_of(rec: RequestRecord | TcpRecord, me: SelfInfo, directory: Directory,
         host, port = split_host(rec.upstream_host)
         dst = directory.workload_at(host, port) if host else WorkloadInfo()
         service = _outbound_service(rec.upstream_cluster, authority, directory, w.namespace)
-        src_p = w.principal if me.mtls else UNKNOWN
-        dst_p = dst.principal if me.mtls else UNKNOWN
-        return _peer_labels("source", w, src_p, dst, dst_p, service)
+        # principals only from the certificates of a mutual-TLS hop (as Istio): the server's, and ours
+        src_p = (rec.local_principal or me.principal or UNKNOWN) if rec.peer_principal else UNKNOWN
+        return _peer_labels("source", w, src_p, dst, rec.peer_principal or UNKNOWN, service)
     src = directory.workload_at(rec.downstream_ip)
     parsed = parse_cluster(rec.upstream_cluster)
     service = directory.service_for_authority(authority, w.namespace) if authority else ""
@@ -104,7 +103,7 @@ def peers_of(rec: RequestRecord | TcpRecord, me: SelfInfo, directory: Directory,
         service = me.port_services.get(parsed[1], "")
     src_p = rec.peer_principal or UNKNOWN
     # a request that came over mutual TLS was answered with our own certificate: our identity is proven
-    dst_p = me.principal if rec.peer_principal and me.principal else (w.principal if me.mtls else UNKNOWN)
+    dst_p = (rec.local_principal or me.principal or UNKNOWN) if rec.peer_principal else UNKNOWN
     return _peer_labels("destination", src, src_p, w, dst_p, service)
 
 
@@ -229,7 +228,7 @@ class Aggregator:
         self.records += 1
         # requests of one edge share their labels: compute them once per distinct input (bounded cache)
         ck = (rec.direction, rec.downstream_ip, rec.upstream_host, rec.upstream_cluster, rec.authority, rec.protocol,
-              rec.response_code, rec.grpc_status, rec.response_flags, rec.peer_principal)
+              rec.response_code, rec.grpc_status, rec.response_flags, rec.peer_principal, rec.local_principal)
         key = self._labels.get(ck)
         if key is None:
             if len(self._labels) >= 4096:

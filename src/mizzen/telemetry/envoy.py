@@ -27,14 +27,28 @@ def als_log_name(direction: str, kind: str = "http") -> str:
     return f"{ALS_PREFIX}{direction}.{kind}"
 
 
+# The upstream connection's certificates' URI SANs, as custom tags of each outbound entry: the entry's
+# `tls_properties` describe the downstream connection only (on the outbound side, the app's plaintext one), so
+# the caller's sidecar learns the callee's identity (the server certificate it verified under mTLS) and its
+# own (the client certificate it presented) through Envoy's formatter (`%UPSTREAM_PEER_URI_SAN%`,
+# `%UPSTREAM_LOCAL_URI_SAN%`: comma-joined SANs; "-" when the upstream connection had no TLS), as Istio's
+# stats plugin does from the same connection properties.
+UPSTREAM_PEER_TAG = "mizzen.upstream_peer_uri_san"
+UPSTREAM_LOCAL_TAG = "mizzen.upstream_local_uri_san"
+
+
 def _common(direction: str, kind: str, cluster: str, flush_interval: str, buffer_bytes: int) -> dict[str, Any]:
-    return {
+    common: dict[str, Any] = {
         "log_name": als_log_name(direction, kind),
         "transport_api_version": "V3",
         "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
         "buffer_flush_interval": flush_interval,
         "buffer_size_bytes": buffer_bytes,
     }
+    if direction == "outbound":
+        common["custom_tags"] = [{"tag": UPSTREAM_PEER_TAG, "value": "%UPSTREAM_PEER_URI_SAN%"},
+                                 {"tag": UPSTREAM_LOCAL_TAG, "value": "%UPSTREAM_LOCAL_URI_SAN%"}]
+    return common
 
 
 def http_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_interval: str = "1s",

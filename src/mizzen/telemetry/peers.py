@@ -21,7 +21,6 @@ class WorkloadInfo:
     namespace: str = UNKNOWN
     app: str = UNKNOWN
     version: str = UNKNOWN
-    principal: str = UNKNOWN  # spiffe://cluster.local/ns/<ns>/sa/<sa> once mTLS proves it, else unknown
     service_account: str = ""
 
     @classmethod

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
+from .envoy import UPSTREAM_LOCAL_TAG, UPSTREAM_PEER_TAG
 from .istio import RESPONSE_FLAG_CODES
 
 OUTBOUND, INBOUND = "outbound", "inbound"
@@ -40,7 +41,10 @@ class RequestRecord(NamedTuple):  # a NamedTuple: built once per request, cheape
     request_bytes: int
     response_bytes: int
     start: float  # epoch seconds
-    peer_principal: str = ""  # from the peer certificate's URI SAN (mTLS), else ""
+    # the peer's SPIFFE identity from its certificate's URI SAN when the hop was mutual TLS, else "": the caller's
+    # client certificate (inbound), the callee's server certificate (outbound)
+    peer_principal: str = ""
+    local_principal: str = ""  # this sidecar's identity from the certificate it presented on that hop, else ""
     route_name: str = ""
 
 
@@ -56,6 +60,7 @@ class TcpRecord(NamedTuple):
     response_flags: str
     start: float
     peer_principal: str = ""
+    local_principal: str = ""
 
 
 def direction_of(log_name: str) -> str:
@@ -87,14 +92,25 @@ def _ms(d) -> float:
     return d.seconds * 1000.0 + d.nanos / 1e6
 
 
-def _principal(common: accesslog_pb2.AccessLogCommon) -> str:
-    sans = common.tls_properties.peer_certificate_properties.subject_alt_name
-    if not sans:
-        return ""
-    for san in sans:
-        if san.uri:
-            return san.uri
-    return ""
+def _spiffe(sans: str) -> str:
+    return next((s.strip() for s in sans.split(",") if s.strip().startswith("spiffe://")), "")
+
+
+def _uri(sans) -> str:
+    return next((san.uri for san in sans if san.uri), "")
+
+
+def _principals(common: accesslog_pb2.AccessLogCommon, direction: str) -> tuple[str, str]:
+    """(peer, local) identities of the hop that crossed the mesh, from its certificates' URI SANs ("" without
+    mutual TLS): inbound, the downstream connection's TLS properties (the caller's client certificate and the
+    server certificate this sidecar presented); outbound, the upstream connection's, which Envoy reports only
+    through the formatter (custom tags `envoy.UPSTREAM_PEER_TAG` / `UPSTREAM_LOCAL_TAG`)."""
+    if direction == OUTBOUND:
+        peer = _spiffe(common.custom_tags.get(UPSTREAM_PEER_TAG, ""))
+        return peer, (_spiffe(common.custom_tags.get(UPSTREAM_LOCAL_TAG, "")) if peer else "")
+    tls = common.tls_properties
+    peer = _uri(tls.peer_certificate_properties.subject_alt_name)
+    return peer, (_uri(tls.local_certificate_properties.subject_alt_name) if peer else "")
 
 
 def from_http_entry(entry: accesslog_pb2.HTTPAccessLogEntry, direction: str) -> RequestRecord:
@@ -105,6 +121,7 @@ def from_http_entry(entry: accesslog_pb2.HTTPAccessLogEntry, direction: str) -> 
     duration = c.duration if c.HasField("duration") else c.time_to_last_downstream_tx_byte
     path = rq.original_path or rq.path
     path = path.split("?", 1)[0][:MAX_PATH]
+    peer, local = _principals(c, direction)
     return RequestRecord(
         direction=direction,
         downstream_ip=_ip(c.downstream_remote_address),
@@ -121,13 +138,15 @@ def from_http_entry(entry: accesslog_pb2.HTTPAccessLogEntry, direction: str) -> 
         request_bytes=rq.request_headers_bytes + rq.request_body_bytes,
         response_bytes=rs.response_headers_bytes + rs.response_body_bytes,
         start=c.start_time.seconds + c.start_time.nanos / 1e9,
-        peer_principal=_principal(c),
+        peer_principal=peer,
+        local_principal=local,
         route_name=c.route_name,
     )
 
 
 def from_tcp_entry(entry: accesslog_pb2.TCPAccessLogEntry, direction: str) -> TcpRecord:
     c = entry.common_properties
+    peer, local = _principals(c, direction)
     event = _TCP_TYPES.get(c.access_log_type)
     if event is None:
         event = TCP_PERIODIC if c.intermediate_log_entry else TCP_END
@@ -136,5 +155,5 @@ def from_tcp_entry(entry: accesslog_pb2.TCPAccessLogEntry, direction: str) -> Tc
         downstream_ip=_ip(c.downstream_remote_address), upstream_host=_host(c.upstream_remote_address),
         upstream_cluster=c.upstream_cluster, received_bytes=entry.connection_properties.received_bytes,
         sent_bytes=entry.connection_properties.sent_bytes, response_flags=response_flags(c.response_flags),
-        start=c.start_time.seconds + c.start_time.nanos / 1e9, peer_principal=_principal(c),
+        start=c.start_time.seconds + c.start_time.nanos / 1e9, peer_principal=peer, local_principal=local,
     )
