@@ -118,6 +118,58 @@ def test_first_requests_after_up_carry_workloads_and_both_reporters_name_the_spi
     assert {s.labels["connection_security_policy"] for s in seen["productpage-v1-0"]
             if s.labels["reporter"] == "destination"} == {"mutual_tls"}
     assert {s.labels["connection_security_policy"] for s in seen["sleep-0"]} == {"unknown"}
+    # the pod's own scrape port (:15020, as Istio), where a Prometheus inside the mesh's network reaches it: one
+    # exposition with Envoy's stats, Istio's series and the agent's own metrics
+    p = mesh.exec("productpage-v1", "curl", "-s", "--max-time", "10", "http://127.0.0.1:15020/stats/prometheus")
+    families = {f.name for f in text_string_to_metric_families(p.stdout)}
+    assert {"istio_requests", "istio_request_duration_milliseconds", "istio_request_bytes", "istio_response_bytes",
+            "envoy_cluster_upstream_rq"} <= families, sorted(families)[:50]
+    assert any(f.startswith("mizzen_agent_accesslog") for f in families), sorted(families)
+
+
+RATINGS_TCP = """apiVersion: v1
+kind: Service
+metadata: {name: ratings-tcp}
+spec:
+  ports: [{port: 9000, name: tcp-ratings, targetPort: 9080}]
+  selector: {app: ratings}
+"""
+
+
+def test_tcp_metrics_on_live_connections(mesh: Mesh) -> None:
+    """A `tcp-` port: the caller's sidecar proxies bytes (tcp_proxy), and reports Istio's TCP families from the
+    tcp_grpc stream — connections opened and closed, bytes each way — with the peers and their identities."""
+    mesh.apply_text(RATINGS_TCP)
+    try:
+        mesh.wait_synced()
+        n = 4
+        for _ in range(n):  # curl opens one connection per run and closes it at the end
+            p = mesh.exec("sleep", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://ratings-tcp:9000/ratings/0")
+            assert p.stdout.strip() == "200", p.stdout + p.stderr
+        host = "ratings-tcp.default.svc.cluster.local"
+        got: dict = {}
+
+        def tcp_series():
+            got.clear()
+            for f in text_string_to_metric_families(scrape(mesh, "sleep-0")):
+                for s in f.samples:
+                    if s.name.startswith("istio_tcp_") and s.labels["destination_service"] == host:
+                        got.setdefault(s.name, []).append(s)
+            closed = sum(s.value for s in got.get("istio_tcp_connections_closed_total", ()))
+            return closed >= n
+        until(tcp_series, 20, 1.0, what=f"{n} TCP connections closed in sleep's scrape")
+        total = {name: sum(s.value for s in samples) for name, samples in got.items()}
+        assert total["istio_tcp_connections_opened_total"] == total["istio_tcp_connections_closed_total"] == n, total
+        assert total["istio_tcp_sent_bytes_total"] > 0 and total["istio_tcp_received_bytes_total"] > 0, total
+        for samples in got.values():
+            for s in samples:
+                lb = s.labels
+                assert (lb["reporter"], lb["request_protocol"], lb["source_workload"], lb["destination_workload"]) == (
+                    "source", "tcp", "sleep", "ratings-v1"), lb
+                assert (lb["source_principal"], lb["destination_principal"]) == (
+                    SPIFFE + "sleep", SPIFFE + "bookinfo-ratings"), lb
+    finally:
+        mesh.cli("delete", "service", "ratings-tcp")
 
 
 # ---------------------------------------------------------------------------------------------- tracing
