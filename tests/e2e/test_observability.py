@@ -380,6 +380,71 @@ def test_a_thousand_distinct_paths_keep_the_series_count_flat(mesh: Mesh) -> Non
         assert "/reviews/999" not in text and "q=p" not in text  # no path ever becomes a label
 
 
+# ---------------------------------------------------------------------------------------------- control plane
+
+def cp_metrics(mesh: Mesh, where: str = "monitoring") -> dict[tuple[str, tuple], float]:
+    """The control plane's own metrics: from its monitoring port, or from `/metrics` on the API socket."""
+    if where == "monitoring":
+        with urllib.request.urlopen(f"http://{endpoints(mesh)['monitoring']}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    else:
+        from mizzen.client import unix_request
+        token = (mesh.state_dir / "admin.token").read_text().strip()
+        status, raw = unix_request(str(mesh.state_dir / "api.sock"), "GET", "/metrics",
+                                   headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert status == 200, raw[:300]
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    return {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for f in text_string_to_metric_families(text) for smp in f.samples}
+
+
+def test_control_plane_metrics_record_applies_rejections_pushes_and_nacks(mesh: Mesh) -> None:
+    """What the control plane records where things happen, read as Prometheus would (monitoring port and the
+    API socket's /metrics): proxies, registry and store, applies and rejections by kind, pushes and ACK
+    latency per type, a NACK with its type, REST latency by route pattern (never a raw path)."""
+    before = cp_metrics(mesh)
+    both = cp_metrics(mesh, "api")
+    names = {n for n, _ in before}
+    assert names == {n for n, _ in both}  # one registry, two doors
+    assert sum(v for (n, lb), v in before.items() if n == "mizzen_xds_connected_proxies"
+               and ("kind", "sidecar") in lb) == 7
+    assert before[("mizzen_registry_instances", (("healthy", "true"),))] == 7
+    assert before[("mizzen_registry_services", ())] == 4  # details, ratings, reviews, productpage
+    assert before[("mizzen_store_revision", ())] > 0
+    assert "mizzen_push_debounce_merges_total" in names
+
+    def val(m: dict, name: str, **labels: str) -> float:
+        return m.get((name, tuple(sorted(labels.items()))), 0.0)
+    bad = mesh.apply_text(TRACE_ALL.replace("randomSamplingPercentage: 100", "randomSamplingPercentage: 250"),
+                          check=False)
+    assert bad.returncode != 0, bad.stdout
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-all-v1.yaml")
+    mesh.wait_synced()
+    after = cp_metrics(mesh)
+    assert val(after, "mizzen_config_rejections_total", kind="Telemetry") == \
+        val(before, "mizzen_config_rejections_total", kind="Telemetry") + 1
+    assert val(after, "mizzen_config_applies_total", result="rejected") > val(before, "mizzen_config_applies_total",
+                                                                            result="rejected")
+    assert val(after, "mizzen_config_applies_total", result="applied") > val(before, "mizzen_config_applies_total",
+                                                                           result="applied")
+    assert after[("mizzen_store_revision", ())] > before[("mizzen_store_revision", ())]
+    # the route change reached every sidecar and was ACKed: RDS pushes with a change -> ACK latency observed
+    assert val(after, "mizzen_xds_push_latency_seconds_count", type="RDS") > \
+        val(before, "mizzen_xds_push_latency_seconds_count", type="RDS")
+    assert val(after, "mizzen_xds_pushes_total", type="RDS") > val(before, "mizzen_xds_pushes_total", type="RDS")
+    routes = {dict(lb).get("route") for (n, lb) in after if n == "mizzen_api_request_duration_seconds_count"}
+    assert "/api/v1/apply" in routes and not any("reviews" in (r or "") for r in routes), routes
+
+    # a listener the sidecar cannot bind: Envoy NACKs it, counted by type
+    mesh.apply_text(SQUAT)
+    try:
+        until(lambda: val(cp_metrics(mesh), "mizzen_xds_nacks_total", type="LDS")
+              > val(before, "mizzen_xds_nacks_total", type="LDS"), 60, 1.0, what="an LDS NACK counted")
+    finally:
+        mesh.cli("delete", "envoypatch", "squat-9080")
+    mesh.wait_synced()
+
+
 # ---------------------------------------------------------------------------------------------- the console
 
 from selenium.webdriver.common.by import By  # noqa: E402
