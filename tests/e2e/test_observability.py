@@ -271,6 +271,48 @@ def test_stat_top_and_tap_on_live_traffic(mesh: Mesh) -> None:
     assert tapped() == before
 
 
+def agent_tap(mesh: Mesh, pod: str, timeout: float = 60, **body) -> tuple[int, list[dict]]:
+    """POST /tap on the pod's agent socket (what the control plane's fan-out calls): (status, JSON lines)."""
+    from mizzen.client import unix_request
+    status, raw = unix_request(StateLayout(str(mesh.state_dir)).pod(pod).agent_socket, "POST", "/tap",
+                               json.dumps(body).encode(), {"Content-Type": "application/json"}, timeout=timeout)
+    return status, [json.loads(ln) for ln in raw.decode().splitlines() if ln.strip()]
+
+
+def test_tap_watchers_share_one_session_and_every_watch_is_bounded(mesh: Mesh) -> None:
+    """Envoy allows one admin tap session per config id: the agent fans one session out to its watchers, each
+    with its own filter and bounds (rows, seconds, bytes), at most 8 at once."""
+    from concurrent.futures import ThreadPoolExecutor
+    stop = mesh.state_dir.parent / "stop-load-tap"
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=20, seconds=300, stop_file=stop)
+    try:
+        with ThreadPoolExecutor(4) as pool:  # two watchers at once, different filters, one sidecar
+            rv = pool.submit(agent_tap, mesh, "productpage-v1-0", path="/reviews", max=4, seconds=30)
+            dt = pool.submit(agent_tap, mesh, "productpage-v1-0", path="/details", max=4, seconds=30)
+            (s1, reviews), (s2, details) = rv.result(), dt.result()
+        assert s1 == s2 == 200
+        assert [r["path"][:8] for r in reviews[:-1]] == ["/reviews"] * 4 and reviews[-1]["reason"] == "count"
+        assert [r["path"][:8] for r in details[:-1]] == ["/details"] * 4 and details[-1]["reason"] == "count"
+        # bytes: rows stop before the watch has delivered more than it allows (1 KiB: a few rows)
+        status, rows = agent_tap(mesh, "productpage-v1-0", max=1000, seconds=30, bytes=1024)
+        assert status == 200 and rows[-1]["reason"] == "bytes" and 1 <= rows[-1]["rows"] < 10, rows[-1]
+        assert sum(len(json.dumps(r)) for r in rows[:-1]) <= 1024
+        # time: a filter nothing matches ends by the clock
+        t0 = time.monotonic()
+        status, rows = agent_tap(mesh, "productpage-v1-0", path="/nothing-here", max=5, seconds=2)
+        assert status == 200 and rows == [{"event": "end", "reason": "time", "rows": 0, "dropped": 0}], rows
+        assert time.monotonic() - t0 < 10
+        # at most 8 watchers: a ninth is refused at once (429), the others run out their time
+        with ThreadPoolExecutor(9) as pool:
+            futs = [pool.submit(agent_tap, mesh, "productpage-v1-0", path="/nothing-here", seconds=6)
+                    for _ in range(9)]
+            statuses = sorted(f.result()[0] for f in futs)
+        assert statuses == [200] * 8 + [429], statuses
+    finally:
+        stop.touch()
+        load.wait(120)
+
+
 # ---------------------------------------------------------------------------------------------- Prometheus
 
 @pytest.fixture(scope="module")
@@ -354,6 +396,33 @@ def test_prometheus_sees_the_applied_split(mesh: Mesh, prometheus: str) -> None:
     # the control plane's own metrics are there too
     assert query(prometheus, 'mizzen_xds_connected_proxies{job="mizzen-controlplane"}')
     assert query(prometheus, "sum(mizzen_xds_push_latency_seconds_count) > 0")
+
+
+def test_prometheus_targets_follow_sidecars_that_come_and_go(mesh: Mesh, prometheus: str) -> None:
+    """The control plane keeps the file-based service discovery current: a Workload applied after `up` is
+    scraped once its sidecar runs, and dropped when it is deleted."""
+    from tests.e2e.mesh import SLEEP_COMMAND
+
+    def targets() -> dict[str, str]:
+        with urllib.request.urlopen(prometheus + "/api/v1/targets", timeout=10) as r:
+            active = json.loads(r.read())["data"]["activeTargets"]
+        return {t["labels"].get("instance"): t["health"] for t in active if t["labels"]["job"] == "mizzen-sidecars"}
+    mesh.apply_text(f"""apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {{name: sleep2, labels: {{app: sleep2}}}}
+spec:
+  command: {SLEEP_COMMAND}
+""")
+    try:
+        # a pod started after `up` is named <workload>-<hash>
+        up = until(lambda: (t := targets()) and [h for i, h in t.items() if i.startswith("sleep2-")] == ["up"] and t,
+                   90, 1.0, what="the new sidecar scraped by Prometheus")
+        assert len(up) == 8, up
+    finally:
+        mesh.cli("delete", "workload", "sleep2", timeout=180)
+    gone = until(lambda: (t := targets()) and not any(i.startswith("sleep2-") for i in t) and t, 90, 1.0,
+                 what="the deleted sidecar dropped")
+    assert len(gone) == 7 and set(gone.values()) == {"up"}, gone
 
 
 # ---------------------------------------------------------------------------------------------- cardinality
