@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -626,3 +627,86 @@ def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:
     assert "spec.http[0].route[0].weight" in issues.text and "greater than or equal to 0" in issues.text, issues.text
     shot(browser, tmp_path, "editor-invalid")
     assert mesh.api_get("/api/v1/resources/VirtualService/default/reviews") == before
+
+
+# ---------------------------------------------------------------------------------------------- an external collector
+
+PROVIDERS = {
+    "opentelemetry": "opentelemetry: {service: otel-collector.default.svc.cluster.local, port: 4317}",
+    "zipkin": "zipkin: {service: otel-collector.default.svc.cluster.local, port: 9411}",
+}
+
+
+def collector_mesh_text(kind: str) -> str:
+    """A collector as a workload of the mesh (the project's receiver: OTLP/gRPC on 4317, Zipkin v2 on 9411; any
+    OpenTelemetry Collector, Jaeger or Tempo takes its place the same way), the provider that names it, and
+    a Telemetry that sends productpage's spans there: the other workloads keep the embedded collector."""
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: otel-collector}}
+spec:
+  selector: {{app: otel-collector}}
+  ports: [{{port: 4317, name: grpc-otlp}}, {{port: 9411, name: http-zipkin}}]
+---
+apiVersion: mizzen.dev/v1
+kind: Workload
+metadata: {{name: otel-collector, labels: {{app: otel-collector}}}}
+spec:
+  command: [{sys.executable}, -m, mizzen.telemetry.otlp_server, --grpc, "0.0.0.0:4317", --http, "0.0.0.0:9411"]
+  ports: [{{containerPort: 4317}}, {{containerPort: 9411}}]
+---
+apiVersion: mizzen.dev/v1
+kind: ExtensionProvider
+metadata: {{name: external, namespace: default}}
+spec:
+  {PROVIDERS[kind]}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {{name: productpage-to-external, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: productpage}}}}
+  tracing: [{{providers: [{{name: external}}], randomSamplingPercentage: 100}}]
+"""
+
+
+@pytest.mark.parametrize("kind", sorted(PROVIDERS))
+def test_a_workloads_spans_go_to_an_external_collector_named_at_runtime(mesh: Mesh, kind: str) -> None:
+    mesh.apply_text(TRACE_ALL)  # the mesh default: every request traced, to the embedded collector
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")
+    mesh.apply_text(collector_mesh_text(kind))
+    try:
+        until(lambda: "otel-collector" in json.dumps(mesh.proxy_status()), 120, 1.0, what="the collector's sidecar")
+        mesh.wait_synced()
+
+        def collected() -> list[dict]:
+            p = mesh.exec("otel-collector", "curl", "-s", "--max-time", "5", "http://127.0.0.1:9411/api/v1/traces")
+            try:
+                items = json.loads(p.stdout or "{}").get("items", [])
+            except ValueError:
+                return []
+            return [t for t in items if any(sv.startswith("productpage") for sv in t.get("services", ()))]
+
+        def request_and_collect():
+            p = mesh.exec("sleep", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                          "http://productpage:9080/productpage")
+            assert p.stdout.strip() == "200", p.stdout + p.stderr
+            return collected()
+        external = until(request_and_collect, 60, 2.0, what=f"productpage's spans at the external {kind} collector")
+        # productpage's spans went there instead of to the embedded collector; its callers and callees still
+        # report to the embedded one (one tracer per sidecar: the workload's Telemetry switched only its own)
+        ids = {t["traceId"] for t in external}
+        embedded = cli_json(mesh, "traces", "--service", "reviews-v3", "--limit", "200")
+        joined = [t for t in embedded if t["traceId"] in ids]
+        assert joined, (ids, [t["traceId"] for t in embedded][:10])
+        for t in joined:
+            assert "productpage-v1" not in t["services"] and "reviews-v3" in t["services"], t
+        # (Envoy's OpenTelemetry tracer names the service as configured, <workload>.<namespace>; the Zipkin
+        # tracer after the node's cluster, the workload)
+        name = "productpage-v1.default" if kind == "opentelemetry" else "productpage-v1"
+        assert all(set(t["services"]) == {name} for t in external), external
+    finally:
+        mesh.cli("delete", "telemetry", "productpage-to-external", check=False)
+        mesh.cli("delete", "extensionprovider", "external", check=False)
+        mesh.cli("delete", "workload", "otel-collector", check=False, timeout=180)
+        mesh.cli("delete", "service", "otel-collector", check=False)

@@ -115,14 +115,17 @@ def _tags(custom_tags: Mapping[str, str] | None) -> list[dict[str, Any]]:
 
 
 def otel_tracing(service_name: str, sampling_percent: float, *, cluster: str = TRACES_CLUSTER,
-                 custom_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 custom_tags: Mapping[str, str] | None = None, authority: str = "") -> dict[str, Any]:
     """HCM `tracing` with Envoy's OpenTelemetry tracer: reads and writes W3C `traceparent`/`tracestate`,
     exports spans over OTLP/gRPC to `cluster`. Envoy 1.40's OpenTelemetry tracer has no B3 (see
-    `zipkin_tracing`). `random_sampling` applies to requests that arrive without a sampling decision."""
+    `zipkin_tracing`). `random_sampling` applies to requests that arrive without a sampling decision.
+    `authority`: the export's `:authority` — Envoy's default is the cluster name, which a mesh cluster's `|`
+    makes an invalid header for the collector's own sidecar (a protocol error: no span arrives)."""
+    grpc: dict[str, Any] = {"cluster_name": cluster, **({"authority": authority} if authority else {})}
     return {
         "provider": {"name": "envoy.tracers.opentelemetry", "typed_config": {
             "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-            "grpc_service": {"envoy_grpc": {"cluster_name": cluster}, "timeout": "1s"},
+            "grpc_service": {"envoy_grpc": grpc, "timeout": "1s"},
             "service_name": service_name,
         }},
         "random_sampling": {"value": sampling_percent},
@@ -132,15 +135,18 @@ def otel_tracing(service_name: str, sampling_percent: float, *, cluster: str = T
 
 
 def zipkin_tracing(sampling_percent: float, *, cluster: str = TRACES_CLUSTER,
-                   endpoint: str = "/api/v2/spans", custom_tags: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   endpoint: str = "/api/v2/spans", custom_tags: Mapping[str, str] | None = None,
+                   hostname: str = "") -> dict[str, Any]:
     """HCM `tracing` with Envoy's Zipkin tracer: extracts B3 (then W3C `traceparent` when no B3 is present)
     and injects both B3 and `traceparent`; spans as Zipkin v2 JSON. Client and server spans get their own
-    ids (`shared_span_context: false`), as OpenTelemetry does."""
+    ids (`shared_span_context: false`), as OpenTelemetry does. `hostname`: the POST's Host (Envoy's default
+    is the cluster name; see `otel_tracing`)."""
     return {
         "provider": {"name": "envoy.tracers.zipkin", "typed_config": {
             "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
             "collector_cluster": cluster,
             "collector_endpoint": endpoint,
+            **({"collector_hostname": hostname} if hostname else {}),
             "collector_endpoint_version": "HTTP_JSON",
             "trace_id_128bit": True,
             "shared_span_context": False,

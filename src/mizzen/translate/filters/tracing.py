@@ -49,13 +49,15 @@ def tracing_config(t: Tracing, ctx: ViewContext) -> dict | None:
     elif p.kind in ("zipkin", "opentelemetry"):
         if not any(s.hostname == p.host and any(sp.port == p.port for sp in s.ports) for s in ctx.services):
             return None
-        cluster = outbound_cluster(p.port, None, p.host)
+        # the collector's service as Host/:authority (as Istio): the default, the cluster name, is not a valid
+        # authority ('|'), and the collector's own sidecar would refuse every export
+        cluster, authority = outbound_cluster(p.port, None, p.host), f"{p.host}:{p.port}"
         if p.kind == "zipkin":
-            out = tel.zipkin_tracing(t.sampling, cluster=cluster, endpoint=p.path)
+            out = tel.zipkin_tracing(t.sampling, cluster=cluster, endpoint=p.path, hostname=authority)
             out["provider"]["typed_config"]["trace_context_option"] = p.context
         else:
             out = tel.otel_tracing(f"{ctx.proxy.workload or 'unknown'}.{ctx.proxy.namespace}", t.sampling,
-                                   cluster=cluster)
+                                   cluster=cluster, authority=authority)
     else:
         return None
     tags = _custom_tags(t)
