@@ -544,6 +544,30 @@ spec:
 """
 
 
+def test_dashboard_prints_the_url_and_opens_a_browser_only_with_a_display(mesh: Mesh, tmp_path: Path) -> None:
+    """The contract of `mizzen dashboard [--no-browser]`: the URL on stdout, and a browser (whatever $BROWSER
+    names, as Python's webbrowser does; here a script that records the URL it was given) only when there is a
+    display and --no-browser was not given."""
+    marker = tmp_path / "opened"
+    browser_cmd = tmp_path / "browser.sh"
+    browser_cmd.write_text(f'#!/bin/sh\necho "$1" >> {marker}\n')
+    browser_cmd.chmod(0o755)
+    base_env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    base_env["BROWSER"] = f"{browser_cmd} %s"
+
+    def dashboard(*args: str, display: bool) -> str:
+        env = dict(base_env, **({"DISPLAY": ":99"} if display else {}))
+        p = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "dashboard", "--state-dir", str(mesh.state_dir),
+                            *args], capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip()
+    url = dashboard(display=False)
+    assert "/topology?token=" in url and not marker.exists()  # no display: the URL only
+    assert dashboard("--no-browser", display=True) == url and not marker.exists()
+    assert dashboard(display=True) == url
+    assert marker.read_text().split() == [url]  # the browser was given the URL, once
+
+
 def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:  # noqa: F811
     mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-90-10.yaml")
     mesh.wait_synced()
