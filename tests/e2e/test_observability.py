@@ -653,6 +653,62 @@ def test_console_on_a_running_mesh(mesh: Mesh, browser, tmp_path: Path) -> None:
     assert mesh.api_get("/api/v1/resources/VirtualService/default/reviews") == before
 
 
+RATINGS_ABORT = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - fault: {abort: {percentage: {value: 100}, httpStatus: 503}}
+    route: [{destination: {host: ratings, subset: v1}}]
+"""
+
+
+def test_console_draws_failing_calls_red_and_a_click_on_a_node_shows_its_details(mesh: Mesh, browser,  # noqa: F811
+                                                                                 tmp_path: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")  # v3 calls ratings
+    mesh.apply_text(RATINGS_ABORT)
+    try:
+        mesh.wait_synced()
+        mesh.load("sleep", "http://productpage:9080/productpage", count=30)
+        url = mesh.cli("dashboard", "--no-browser").stdout.strip()
+        base = url.split("/topology")[0]
+        browser.get(url)
+        edge_id = "w:default/reviews-v3->s:ratings.default.svc.cluster.local"
+        seen: list = []
+
+        def red(_):
+            browser.get(base + "/topology")
+            WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#topology-graph canvas")))
+            got = browser.execute_script(
+                "var e = window.mizzenGraph.getElementById(arguments[0]);"
+                "return e.length ? [e.data('health'), e.data('success_rate'), e.style('line-color')] : null;", edge_id)
+            seen[:] = [got]
+            return got and got[0] == "fail"
+        try:
+            WebDriverWait(browser, 60, 2).until(red)
+        except Exception:
+            raise AssertionError(f"no red edge reviews-v3 -> ratings: {seen}") from None
+        health, rate, color = seen[0]
+        assert rate == 0.0 and color in ("rgb(211,59,59)", "#d33b3b"), seen  # every call aborted: red
+        shot(browser, tmp_path, "topology-failing")
+        # a real click on the productpage node (cytoscape draws on a canvas: click where it drew the node)
+        canvas = browser.find_element(By.ID, "topology-graph")
+        x, y = browser.execute_script(
+            "var p = window.mizzenGraph.getElementById('w:default/productpage-v1').renderedPosition();"
+            "return [p.x, p.y];")
+        ActionChains(browser).move_to_element_with_offset(canvas, int(x - canvas.size["width"] / 2),
+                                                          int(y - canvas.size["height"] / 2)).click().perform()
+        details = WebDriverWait(browser, 10).until(
+            lambda b: (t := b.find_element(By.ID, "node-details").text) and "productpage-v1" in t and t)
+        assert "Workload productpage-v1" in details and "instances: 1 (1 healthy)" in details, details
+        assert "s:reviews.default.svc.cluster.local" in details, details  # its edges, with their golden metrics
+        shot(browser, tmp_path, "node-details")
+    finally:
+        mesh.cli("delete", "virtualservice", "ratings")
+
+
 # ---------------------------------------------------------------------------------------------- an external collector
 
 PROVIDERS = {
