@@ -664,17 +664,43 @@ spec:
 """
 
 
-def test_console_draws_failing_calls_red_and_a_click_on_a_node_shows_its_details(mesh: Mesh, browser,  # noqa: F811
-                                                                                 tmp_path: Path) -> None:
+def test_console_shows_the_three_sidecar_trace_red_failing_calls_and_node_details(mesh: Mesh, browser,  # noqa: F811
+                                                                                  tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
+    mesh.apply_text(TRACE_ALL)
     mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")  # v3 calls ratings
+    mesh.wait_synced()
+    url = mesh.cli("dashboard", "--no-browser").stdout.strip()
+    base = url.split("/topology")[0]
+    browser.get(url)
+    # the trace of one request through productpage -> reviews -> ratings, as a waterfall in the console
+    mesh.load("sleep", "http://productpage:9080/productpage", count=3)
+
+    def found():
+        for t in cli_json(mesh, "traces", "--service", "ratings-v1"):
+            if {"productpage-v1", "reviews-v3", "ratings-v1"} <= set(t["services"]):
+                return t
+        return None
+    trace_id = until(found, 30, what="a trace through productpage, reviews and ratings")["traceId"]
+    browser.get(f"{base}/traces?service=ratings-v1")
+    # (the embedded console once read a store the collector never filled: "No traces yet." forever)
+    try:
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#traces tbody tr"))
+    except Exception:
+        raise AssertionError(f"the console lists no trace: {browser.find_element(By.TAG_NAME, 'main').text}") from None
+    browser.find_element(By.CSS_SELECTOR, f"#traces a[href='/traces/{trace_id}']").click()
+    fall = WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "waterfall")))
+    rows = fall.find_elements(By.CLASS_NAME, "span-row")
+    ids = {r.get_attribute("data-span-id") for r in rows}
+    assert all(r.get_attribute("data-parent-id") in ids for r in rows[1:]), "every span but the root has its parent"
+    text = fall.text
+    assert all(sv in text for sv in ("productpage-v1", "reviews-v3", "ratings-v1")), text
+    shot(browser, tmp_path, "trace-three-sidecars")
+
     mesh.apply_text(RATINGS_ABORT)
     try:
         mesh.wait_synced()
         mesh.load("sleep", "http://productpage:9080/productpage", count=30)
-        url = mesh.cli("dashboard", "--no-browser").stdout.strip()
-        base = url.split("/topology")[0]
-        browser.get(url)
         edge_id = "w:default/reviews-v3->s:ratings.default.svc.cluster.local"
         seen: list = []
 
@@ -691,7 +717,8 @@ def test_console_draws_failing_calls_red_and_a_click_on_a_node_shows_its_details
         except Exception:
             raise AssertionError(f"no red edge reviews-v3 -> ratings: {seen}") from None
         health, rate, color = seen[0]
-        assert rate == 0.0 and color in ("rgb(211,59,59)", "#d33b3b"), seen  # every call aborted: red
+        # every call since the abort fails (the window still holds the three traced ones): below 95 %, red
+        assert rate < 0.95 and color in ("rgb(211,59,59)", "#d33b3b"), seen
         shot(browser, tmp_path, "topology-failing")
         # a real click on the productpage node (cytoscape draws on a canvas: click where it drew the node)
         canvas = browser.find_element(By.ID, "topology-graph")

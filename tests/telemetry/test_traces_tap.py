@@ -101,3 +101,12 @@ def test_tap_event_names_peers_and_latency():
     assert (ev["method"], ev["path"], ev["status"], ev["source"]) == ("GET", "/reviews/1", 200, "productpage-v1.default")
     assert ev["destination"] == "127.0.0.4:9080" and ev["latencyMs"] == pytest.approx(12.5)
     assert event_of({"socket_buffered_trace": {}}) is None
+
+
+def test_a_receiver_fills_the_store_it_was_given_even_an_empty_one():
+    """The control plane hands one TraceStore to its receiver and to its console: an empty store is falsy (it
+    has a length), so `store or TraceStore()` gave the receiver a store of its own and the console showed no
+    trace ever."""
+    from mizzen.telemetry.otlp_server import TraceReceiver
+    store = TraceStore()
+    assert TraceReceiver(store).store is store

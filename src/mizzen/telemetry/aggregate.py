@@ -189,7 +189,7 @@ class Aggregator:
     def __init__(self, me: SelfInfo, directory: Directory | None = None, *, max_series: int = 5000,
                  max_connections: int = 65536, window: Window | None = None) -> None:
         self.me = me
-        self.directory = directory or Directory()
+        self.directory = directory if directory is not None else Directory()
         self.max_series = max_series
         self.http: dict[tuple[str, ...], HttpSeries] = {}
         self.tcp: dict[tuple[str, ...], TcpSeries] = {}

@@ -41,7 +41,9 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
 
 class TraceReceiver:
     def __init__(self, store: TraceStore | None = None) -> None:
-        self.store = store or TraceStore()
+        # `is None`, not `or`: an empty TraceStore is falsy (it has a length), and the store passed in is shared
+        # (the control plane's console reads the one its receiver fills)
+        self.store = store if store is not None else TraceStore()
         self._server: grpc.aio.Server | None = None
         self.grpc_port: int | None = None
 
