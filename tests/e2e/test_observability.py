@@ -664,8 +664,11 @@ spec:
 """
 
 
-def test_console_shows_the_three_sidecar_trace_red_failing_calls_and_node_details(mesh: Mesh, browser,  # noqa: F811
-                                                                                  tmp_path: Path) -> None:
+def test_console_live_trace_failing_calls_node_details_and_tap(mesh: Mesh, browser,  # noqa: F811
+                                                                tmp_path: Path) -> None:
+    """The mesh's own console (the one `mizzen up` serves, reading the control plane's trace store and fanning
+    out to the agents): the productpage -> reviews -> ratings trace as a waterfall, a failing edge drawn red, a
+    click on a node, and the Tap page."""
     from selenium.webdriver.common.action_chains import ActionChains
     mesh.apply_text(TRACE_ALL)
     mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-reviews-v3.yaml")  # v3 calls ratings
@@ -734,6 +737,27 @@ def test_console_shows_the_three_sidecar_trace_red_failing_calls_and_node_detail
         shot(browser, tmp_path, "node-details")
     finally:
         mesh.cli("delete", "virtualservice", "ratings")
+
+    # the Tap page: the live requests of a workload, through the control plane's fan-out to its agents
+    from selenium.webdriver.support.ui import Select
+    stop = mesh.state_dir.parent / "stop-load-console-tap"
+    load = mesh.load_background("sleep", "http://productpage:9080/productpage", rps=10, seconds=120, stop_file=stop)
+    try:
+        browser.get(base + "/tap")
+        WebDriverWait(browser, 20).until(EC.presence_of_element_located((By.ID, "tap-path"))).send_keys("/reviews")
+        Select(browser.find_element(By.ID, "tap-workload")).select_by_value("default/productpage-v1")
+        mx = browser.find_element(By.ID, "tap-max")
+        mx.clear()
+        mx.send_keys("3")
+        browser.find_element(By.ID, "tap-start").click()
+        WebDriverWait(browser, 30).until(lambda d: "Done" in d.find_element(By.ID, "tap-status").text)
+        events = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#tap-events tr.tap-event")]
+        assert len(events) == 3 and all("/reviews/" in e and "GET" in e and "200" in e for e in events), events
+        assert all("productpage-v1.default" in e for e in events), events  # the source, named
+        shot(browser, tmp_path, "tap")
+    finally:
+        stop.touch()
+        load.wait(120)
 
 
 # ---------------------------------------------------------------------------------------------- an external collector
