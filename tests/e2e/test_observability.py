@@ -492,7 +492,15 @@ def test_control_plane_metrics_record_applies_rejections_pushes_and_nacks(mesh: 
     bad = mesh.apply_text(TRACE_ALL.replace("randomSamplingPercentage: 100", "randomSamplingPercentage: 250"),
                           check=False)
     assert bad.returncode != 0, bad.stdout
-    mesh.apply(NET / "destination-rule-all.yaml", NET / "virtual-service-all-v1.yaml")
+    # a route change every sidecar gets, whatever earlier tests left (a timeout no test uses elsewhere)
+    mesh.apply(NET / "destination-rule-all.yaml")
+    mesh.apply_text(f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http: [{{timeout: {100 + int(time.time()) % 800}s, route: [{{destination: {{host: reviews, subset: v1}}}}]}}]
+""")
     mesh.wait_synced()
     after = cp_metrics(mesh)
     assert val(after, "mizzen_config_rejections_total", kind="Telemetry") == \
@@ -683,12 +691,15 @@ def test_console_live_trace_failing_calls_node_details_and_tap(mesh: Mesh, brows
     # the trace of one request through productpage -> reviews -> ratings, as a waterfall in the console
     mesh.load("sleep", "http://productpage:9080/productpage", count=3)
 
-    def found():
+    def found():  # a complete trace: each sidecar ships its spans on its own schedule
         for t in cli_json(mesh, "traces", "--service", "ratings-v1"):
             if {"productpage-v1", "reviews-v3", "ratings-v1"} <= set(t["services"]):
-                return t
+                spans = cli_json(mesh, "traces", t["traceId"])["spans"]
+                ids = {sp["spanId"] for sp in spans}
+                if sum(1 for sp in spans if sp["parentId"] not in ids) == 1:
+                    return t
         return None
-    trace_id = until(found, 30, what="a trace through productpage, reviews and ratings")["traceId"]
+    trace_id = until(found, 40, 1.0, what="a complete trace through productpage, reviews and ratings")["traceId"]
     browser.get(f"{base}/traces?service=ratings-v1")
     # (the embedded console once read a store the collector never filled: "No traces yet." forever)
     try:
