@@ -41,11 +41,14 @@ def test_failures_are_explained_by_kills_in_flight_or_left_unexplained():
            + line("r-2", T0 + 1.2, 503, "-", 2, "10.244.0.3:9080")      # sent after it: should have been retried
            + line("r-3", T0 + 5.02, 503, "UC", 30, "10.244.0.4:9080")   # in flight when the agent's Envoy died
            + line("r-4", T0 + 5.06, 503, "UC", 1, "10.244.0.4:9080")    # raced the Envoy's death on a pooled conn
-           + line("r-5", T0 + 7.0, 503, "UC", 1, "10.244.0.4:9080"))    # nothing happened then
-    failures = [{"id": f"r-{i}", "t": T0, "ms": 1, "status": 503, "error": None} for i in range(1, 6)]
+           + line("r-5", T0 + 7.0, 503, "UC", 1, "10.244.0.4:9080")     # nothing happened then
+           # the same race when the caller's sidecar is slow to read the reset (a loaded machine): 0.3 s after
+           + line("r-6", T0 + 5.34, 503, "UC", 1, "10.244.0.4:9080")
+           + line("r-7", T0 + 5.64, 503, "UC", 1, "10.244.0.4:9080"))   # 0.6 s after: past RACE, unexplained
+    failures = [{"id": f"r-{i}", "t": T0, "ms": 1, "status": 503, "error": None} for i in range(1, 8)]
     out = classify(failures, access_entries(log, "r"), kills, {"10.244.0.3": "web-1", "10.244.0.4": "web-2"}, "sleep-0")
-    assert out["categories"] == {APP_KILL: 1, ENVOY_KILL: 2}
-    assert [u["id"] for u in out["unexplained"]] == ["r-2", "r-5"]
+    assert out["categories"] == {APP_KILL: 1, ENVOY_KILL: 3}
+    assert [u["id"] for u in out["unexplained"]] == ["r-2", "r-5", "r-7"]
     assert out["unexplained"][0]["upstreamPod"] == "web-1"
 
 

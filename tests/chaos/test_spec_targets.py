@@ -95,3 +95,11 @@ def test_processes_of_a_kill():
     assert cps == {"controlplane", "controlplane-1"}  # one replica, at random
     assert pick_processes(STATUS, "controlplane", Selection(replica=1), 0)[0]["pid"] == 101
     assert not any(p["kind"] == "controlplane" for p in pick_processes(STATUS, "agent", Selection(), 0))
+
+
+def test_a_kill_is_drawn_among_pods_where_that_process_runs():
+    """A rollout's new replica whose app has not started yet (or a restarting Envoy) is never drawn: the soak
+    on a loaded machine drew such a pod for both of its app kills and skipped them."""
+    for seed in range(20):
+        envoys = pick_processes(STATUS, "envoy", Selection(workload="web", count=1), seed)
+        assert [p["name"] for p in envoys] == ["web-0/envoy"]  # web-1's Envoy has no pid

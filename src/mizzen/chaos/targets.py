@@ -99,10 +99,18 @@ def pick_processes(status: dict[str, Any], target: str, sel: Selection, seed: in
         return [{"name": c["name"], "kind": "controlplane", "pid": c["pid"], "cmdline": c.get("cmdline"),
                  "group": False, "replica": c.get("replica")} for c in chosen]
     kinds = {"app": ("app",), "envoy": ("envoy",), "agent": ("agent",), "pod": ("app", "agent")}[target]
-    pods = pick_pods(status, sel, seed, need_sidecar=target in ("envoy", "agent"))
+    comps_of = {kind: components(status, kind) for kind in kinds}
+    pods = candidate_pods(status, sel, need_sidecar=target in ("envoy", "agent"))
+    if pods:
+        # chosen among the pods where that process runs now: a replica a rollout is still starting (its app not
+        # up yet) or an Envoy being restarted is not a target a drill can hit -- drawing it would skip the kill
+        live = [p for p in pods if any((comps_of[k].get(p["name"]) or {}).get("pid") for k in kinds)]
+        pods = choose(live, sel, seed) if live else pods
+    else:
+        pods = pick_pods(status, sel, seed, need_sidecar=target in ("envoy", "agent"))  # its clear error
     out = []
     for kind in kinds:
-        comps = components(status, kind)
+        comps = comps_of[kind]
         for p in pods:
             c = comps.get(p["name"])
             if c is None or not c.get("pid"):
