@@ -103,12 +103,21 @@ class Mesh:
 
     def load_background(self, pod: str, url: str, *, rps: float, seconds: float, concurrency: int = 4,
                         stop_file: Path | None = None, requests_per_connection: int = 0) -> subprocess.Popen:
-        """Load for `seconds` at most; with `stop_file`, it ends soon after that file is created."""
+        """Load for `seconds` at most; with `stop_file`, it ends soon after that file is created. The load runs as
+        the pod's app user, so the file must be where that user can look (`stop_path()`, not pytest's 0700
+        tmp_path: there the load never saw the file and ran to its `seconds` cap)."""
+        if stop_file is not None:
+            blocked = [str(d) for d in Path(stop_file).resolve().parents if os.stat(d).st_mode & 0o001 == 0]
+            assert not blocked, f"stop file {stop_file}: the app user cannot search {blocked[0]}: use stop_path()"
         cmd = [sys.executable, "-m", "mizzen.cli.main", "exec", "--state-dir", str(self.state_dir), pod, "--",
                "python3", str(LOAD_CLIENT), url, "--rps", str(rps), "--seconds", str(seconds),
                "--concurrency", str(concurrency)] + (["--stop-file", str(stop_file)] if stop_file else []) + \
             (["--requests-per-connection", str(requests_per_connection)] if requests_per_connection else [])
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop_path(self, name: str) -> Path:
+        """A stop file for `load_background` that the pods' app users can see (next to the state dir)."""
+        return self.state_dir.parent / name
 
     def proxy_status(self) -> list[dict]:
         return json.loads(self.cli("proxy-status", "-o", "json").stdout)["items"]

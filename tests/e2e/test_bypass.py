@@ -63,7 +63,7 @@ def test_bypass_on_and_off_under_load(tmp_path: Path) -> None:
         def snapshot() -> tuple[int, int]:
             return counter(caller, OUT), sum(counter(s, IN) for s in callees)
 
-        stop = tmp_path / "stop"
+        stop = m.stop_path("bypass.stop")
         load = m.load_background("sleep-0", "http://web:8080/", rps=200, seconds=120, stop_file=stop,
                                  requests_per_connection=20)
         try:

@@ -106,7 +106,7 @@ def test_members_killed_under_load_lose_no_acknowledged_write(tmp_path: Path) ->
     try:
         with running_mesh(tmp_path, text=MESH, extra=("--store", url, "--control-planes", "2",
                                                       "--consul-api", "off"), expect=3) as m:
-            stop = tmp_path / "stop"
+            stop = m.stop_path("etcd-load.stop")
             load = m.load_background("sleep-0", "http://web:8080/", rps=200, seconds=300, stop_file=stop)
             wait_load_running(m)
             api = ApiClient(str(m.state_dir), replicas=2, timeout=20)
@@ -216,7 +216,7 @@ def test_whole_cluster_down_30s_under_load(tmp_path: Path) -> None:
         with running_mesh(tmp_path, text=MESH, extra=("--store", url, "--control-planes", "2",
                                                       "--consul-api", "off"), expect=3) as m:
             before = {c["name"]: c for c in m.status()["components"]}
-            stop = tmp_path / "stop"
+            stop = m.stop_path("etcd-load.stop")
             load = m.load_background("sleep-0", "http://web:8080/", rps=200, seconds=300, stop_file=stop)
             wait_load_running(m)
             down_at = time.monotonic()
@@ -225,7 +225,9 @@ def test_whole_cluster_down_30s_under_load(tmp_path: Path) -> None:
             t0 = time.monotonic()
             p = m.apply_text(change(1), check=False)
             assert p.returncode == 1 and "store unavailable" in p.stderr, p.stderr
-            assert time.monotonic() - t0 < 10
+            # fast = no waiting on a store that is gone (a CLI start plus refused rounds); a hang guard, not a
+            # timing goal: 17 s on a machine at load average 25
+            assert time.monotonic() - t0 < 60
             # the proxies are still served (and report so)
             assert len([x for x in m.proxy_status() if x.get("connected")]) == 3
             # a control plane killed now is restarted by the runner, and serves nothing but the reason

@@ -227,7 +227,7 @@ def test_a_caller_outside_the_mesh_discovers_meshed_services_through_consul(mesh
 def test_moving_a_service_into_the_mesh_one_instance_at_a_time_under_load(mesh: Mesh, tmp_path: Path) -> None:
     legacy_a = legacy(mesh, "node-a", "pay", "pay-legacy-a", 9090)
     legacy_b = legacy(mesh, "node-b", "pay", "pay-legacy-b", 9090)
-    stop_file = tmp_path / "stop"
+    stop_file = mesh.stop_path("move-in.stop")
     loads: list[subprocess.Popen] = []
     try:
         cluster = "outbound|9090||pay.default.svc.cluster.local"

@@ -305,7 +305,7 @@ def test_tap_watchers_share_one_session_and_every_watch_is_bounded(mesh: Mesh) -
         t0 = time.monotonic()
         status, rows = agent_tap(mesh, "productpage-v1-0", path="/nothing-here", max=5, seconds=2)
         assert status == 200 and rows == [{"event": "end", "reason": "time", "rows": 0, "dropped": 0}], rows
-        assert time.monotonic() - t0 < 10
+        assert time.monotonic() - t0 < 30  # a hang guard (the reason above says the clock ended it)
         # at most 8 watchers: a ninth is refused at once (429), the others run out their time
         with ThreadPoolExecutor(9) as pool:
             futs = [pool.submit(agent_tap, mesh, "productpage-v1-0", path="/nothing-here", seconds=6)
