@@ -65,6 +65,8 @@ def test_xds_cluster_and_admin():
     ep = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert ep == {"socket_address": {"address": "127.0.0.1", "port_value": 15010}}
     assert yaml.safe_load(render_bootstrap(AgentConfig.from_dict(LOOPBACK))) == loop
+    # a cluster's traffic stats are created when it first carries a request (issue 15: memory of a full view)
+    assert netns["deferred_stat_options"] == {"enable_deferred_creation_stats": True}
 
 
 def test_xds_cluster_lists_every_control_plane_replica(tmp_path):

@@ -151,6 +151,12 @@ def build_bootstrap(cfg: AgentConfig) -> dict[str, Any]:
                 },
             }],
         },
+        # A cluster's traffic stats (upstream_rq_*, upstream_cx_*: ~60 of its ~110) are created when the cluster
+        # first carries a request, not when it is added: every stat still exists, is exported and counts from
+        # zero once used, but the clusters a proxy never calls (most of a full, un-scoped view) do not pay for
+        # them. Measured (bench/sidecar.py, 1000 services, no Sidecar): Envoy private memory 102 -> 72 MB,
+        # stats 114k -> 51k. As Istio's sidecars (ENABLE_DEFERRED_STATS_CREATION, on by default).
+        "deferred_stat_options": {"enable_deferred_creation_stats": True},
         "layered_runtime": {"layers": [
             # as Istio's bootstrap: RE2 programs up to 32768 (Envoy's default error level, 100, NACKs regexes as
             # plain as `^/api/v[0-9]+/users/[a-z0-9-]{1,64}$`; api/fields.py validates against the same limit)
