@@ -1,7 +1,7 @@
 """`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
 
-0. Issue 15's control-plane goals at 1000 and 2000 proxies × 1000 services, each figure beside the same figure
-   of the bare gRPC floor measured in the same run (bench/goals.py, bench/xds_floor.py).
+0. Issue 15's goals at 1000 and 2000 proxies × 1000 services, each figure beside a baseline measured in the
+   same run (bench/goals.py: the bare gRPC floor, bench/xds_floor.py; bare Envoys for memory, bench/sidecar.py).
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run.
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     if a.goal_proxies:
         sizes = [int(x) for x in a.goal_proxies.split(",")]
-        md = goals.markdown(goals.run(sizes, repeat=a.goal_repeat))
+        goal_results = goals.run(sizes, repeat=a.goal_repeat)
+        md = goals.markdown(goal_results)
         print(md)
         with out.open("a") as f:
             f.write("### Control-plane goals (issue 15): Mizzen vs the bare gRPC floor, same run\n\n"
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         n, m = (int(x) for x in size.lower().split("x"))
         failures += _xds(n, m, out, ["--workers", a.workers, "--quiet"]) != 0
     print("$ Sidecar scoping (two real Envoys, 1000 services)", flush=True)
-    md = sidecar.markdown(1000, sidecar.run(services=1000))
+    md = sidecar.markdown(1000, goal_results.sidecar if a.goal_proxies else sidecar.run(services=1000))
     print(md)
     with out.open("a") as f:
         f.write("\n### Config and Envoy memory per proxy, with and without a Sidecar\n\n" + md + "\n")

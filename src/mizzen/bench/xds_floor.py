@@ -35,7 +35,7 @@ def _emit(obj: dict) -> None:
 class Floor:
     def __init__(self, delta: bool, resources: dict[str, list[dict[str, Any]]]) -> None:
         import mizzen.server.ads  # noqa: F401  (registers every Envoy type the JSON may name)
-        import mizzen.translate  # noqa: F401
+        import mizzen.translate.renderer  # noqa: F401 - registers every extension's descriptor (the package is lazy)
         from envoy.config.cluster.v3 import cluster_pb2
         from envoy.config.endpoint.v3 import endpoint_pb2
         from envoy.config.listener.v3 import listener_pb2

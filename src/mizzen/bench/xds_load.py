@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
-import resource
+import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,8 +32,11 @@ from typing import Any
 
 import aiohttp
 
+from . import xds_extra
+from .xds_common import (NAMESPACE, _addr, _free_port, _raise_nofile, instance_dict, percentile,  # noqa: F401
+                         proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, services_yaml)
+
 WATCH_SERVICE = "svc-0"
-NAMESPACE = "default"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class _Parsers:
         return r
 
 
+MARKER = re.compile(rb"mzbench-[0-9]+")  # a route change's marker (a header value set by a VirtualService)
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
@@ -117,7 +119,8 @@ class LoadStream:
         self.node_id = node_id(index)
         from mizzen.model.types import Proxy
 
-        self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload="bench", labels=(("app", "bench"),),
+        app = "bench-scoped" if w.scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
+        self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload=app, labels=(("app", app),),
                               ip=ip, interception="netns").node_metadata()
         self.clusters: dict[str, str | None] = {}  # cluster name -> eds name
         self.listeners: dict[str, frozenset[str]] = {}
@@ -218,6 +221,10 @@ class LoadStream:
                 self.have_eds.discard(n)
         elif t == RDS:
             self.have_rds.update(resp.names)
+            for a in resp.watched:  # route markers (xds_extra.route_change)
+                if a not in self.seen:
+                    self.seen.add(a)
+                    w.saw(a, now)
         # ACK
         if w.delta:
             await self.call.write(self._req(t, nonce=resp.nonce))
@@ -268,13 +275,16 @@ class _Summary:
                 if n == w.watch_name or (w.watch_name is None and n.endswith(w.watch_suffix)):
                     w.watch_name = n
                     self.watched = P.addresses(v)
+        elif t == RDS:
+            self.watched = frozenset(m.decode() for _, v in items for m in MARKER.findall(v))
 
 
 class Worker:
-    def __init__(self, xds: str, delta: bool, start: int, count: int) -> None:
+    def __init__(self, xds: str, delta: bool, start: int, count: int, scoped: bool = False) -> None:
         from envoy.service.discovery.v3 import discovery_pb2
 
         self.pb = discovery_pb2
+        self.scoped = scoped
         self.xds = xds
         self.delta = delta
         self.parsers = _Parsers()
@@ -331,7 +341,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+        # reconnect back-off as the sidecar bootstrap's ADS retry policy (agent/bootstrap.py: 0.5 s, at most 5 s)
+        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1),
+                ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
+                ("grpc.max_reconnect_backoff_ms", 5000)]
         channels = [grpc.aio.insecure_channel(self.xds, options=opts) for _ in self.streams]
         t_start = time.monotonic()
         cpu0 = time.process_time()
@@ -385,7 +398,7 @@ def _emit(obj: dict) -> None:
 def worker_entry(argv: list[str]) -> None:
     xds, mode, start, count = argv[0], argv[1], int(argv[2]), int(argv[3])
     _raise_nofile()
-    w = Worker(xds, mode == "delta", start, count)
+    w = Worker(xds, mode == "delta", start, count, scoped=argv[4:5] == ["scoped"])
     try:
         import uvloop  # type: ignore
 
@@ -414,6 +427,9 @@ class BenchOptions:
     # "consul" (PUT /v1/agent/service/register on the control plane's Consul API)
     profile_dir: str | None = None  # py-spy the control plane: DIR/sync.txt, DIR/changes.txt (bench/profile.py)
     floor: bool = False  # then the same load against a bare gRPC server writing the same bytes (bench/xds_floor.py)
+    scoped: bool = False  # half the proxies (odd indexes) selected by a Sidecar allowing a few hosts (xds_extra)
+    route_changes: int = 0  # then K VirtualService changes of svc-0's routes: time until every proxy has each
+    restart: bool = False  # then restart the control plane: time until every proxy has a change made at ready
 
 
 @dataclass
@@ -434,6 +450,12 @@ class BenchResult:
     state_dir: str = ""  # the temp state dir (removed at the end unless keep_state)
     profiles: dict[str, str] = field(default_factory=dict)  # phase -> py-spy collapsed stacks
     floor: "BenchResult | None" = None  # the same load against the bare gRPC floor, right after
+    cp_rss_before_mb: float = 0.0  # the control plane's RSS with the mesh loaded, before any proxy connected
+    route_latencies_ms: list[float] = field(default_factory=list)  # every proxy, every route change
+    route_missing: int = 0
+    restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
+    restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
+    restart_missing: int = 0
 
     def pct(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -452,60 +474,6 @@ class BenchResult:
 TABLE_HEADER = ("| mode | proxies | services | client procs | initial sync s | EDS p50 ms | EDS p99 ms | "
                 "EDS all ms (mean) | missed | reconnects | CP CPU s (sync) | CP CPU s (changes) | CP peak RSS MB | "
                 "client CPU s (total) |\n" + "|---" * 14 + "|")
-
-
-def percentile(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
-    return s[k]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def proc_peak_rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def services_yaml(m: int) -> str:
-    docs = [
-        f"apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\n  namespace: {NAMESPACE}\n"
-        f"spec:\n  selector:\n    app: svc-{i}\n  ports:\n  - name: http\n    port: 8080\n"
-        for i in range(m)
-    ]
-    return "---\n".join(docs)
-
-
-def instance_dict(i: int, j: int, address: str) -> dict[str, Any]:
-    from mizzen.model.types import Instance
-
-    return Instance(id=f"{NAMESPACE}.svc-{i}-{j}", namespace=NAMESPACE, workload=f"svc-{i}", address=address,
-                    ports=(8080,), labels=(("app", f"svc-{i}"),), source="static").to_dict()
-
-
-def _addr(n: int) -> str:
-    return f"127.0.{n // 250}.{n % 250 + 1}"
 
 
 def _profile(o: BenchOptions, pid: int, phase: str, log):
@@ -675,7 +643,8 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
         with open(os.path.join(state, "admin.token")) as f:
             http.headers["Authorization"] = f"Bearer {f.read().strip()}"
         log(f"control plane pid {cp.pid} ready; applying {o.services} services")
-        async with http.post(f"{api}/api/v1/apply", json={"files": [{"name": "bench.yaml", "text": services_yaml(o.services)}],
+        text = services_yaml(o.services) + ("---\n" + xds_extra.SIDECAR if o.scoped else "")
+        async with http.post(f"{api}/api/v1/apply", json={"files": [{"name": "bench.yaml", "text": text}],
                                                            "namespace": NAMESPACE}) as r:
             if r.status != 200:
                 raise RuntimeError(f"apply failed: {r.status} {await r.text()}")
@@ -704,6 +673,10 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
         await _drive(o, res, ctx, xds, cp.pid, change, sampler, log)
         if o.floor:
             await _save_resources(http, api, os.path.join(state, "floor-resources.json"))
+        if o.route_changes:
+            await xds_extra.route_changes(o, res, ctx, http, api, log)
+        if o.restart:
+            await xds_extra.restart(o, res, ctx, http, api, cmd, put, log)
         try:
             async with http.get(f"{api}/api/v1/proxies") as r:
                 items = (await r.json()).get("items", [])
@@ -718,6 +691,7 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
     and the time until every stream has the new address; CPU and peak RSS of `server_pid`."""
     workers = ctx.workers
     cpu0 = proc_cpu_seconds(server_pid)
+    res.cp_rss_before_mb = proc_rss_mb(server_pid)
     # workers
     n_w = max(1, min(o.workers, o.proxies))
     per = [o.proxies // n_w + (1 if k < o.proxies % n_w else 0) for k in range(n_w)]
@@ -725,7 +699,7 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
     for cnt in per:
         p = await asyncio.create_subprocess_exec(
             o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
-            str(start), str(cnt), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            str(start), str(cnt), *(["scoped"] if o.scoped else []), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=64 * 1024 * 1024)
         workers.append(_WorkerProc(p, cnt))
         res.pids.append(p.pid)

@@ -1,0 +1,112 @@
+"""The xDS load test's extra scenarios (issue 15): Sidecar-scoped proxies, a change of one service's routes,
+and a control-plane restart with every proxy reconnecting. Driven from `xds_load._run` after its EDS changes.
+
+- scoped (`BenchOptions.scoped`): half the load streams (odd indexes) carry `app=bench-scoped`, which `SIDECAR`
+  selects: their view is `ALLOWED` services (svc-0 among them, so they still see the watched EDS changes);
+- route changes (`route_changes`): K applies of a VirtualService on svc-0 setting a request header whose value
+  is a marker (`mzbench-<k>`); each stream reports when an RDS response carrying the marker arrived;
+- restart (`restart`): SIGTERM the control plane, start it again on the same state dir and xDS port; the
+  instance svc-0-0 gets a new address as soon as it is ready; the time until every stream has it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import aiohttp
+
+from .xds_common import NAMESPACE
+
+ALLOWED = 5
+SIDECAR = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: bench-scoped\n"
+           f"  namespace: {NAMESPACE}\nspec:\n  workloadSelector:\n    labels:\n      app: bench-scoped\n"
+           "  egress:\n  - hosts:\n" + "".join(f"    - ./svc-{i}.{NAMESPACE}.svc.cluster.local\n"
+                                               for i in range(ALLOWED)))
+
+
+def route_yaml(marker: str) -> str:
+    """A VirtualService on svc-0 whose only visible effect on the wire is the marker (a header value)."""
+    host = f"svc-0.{NAMESPACE}.svc.cluster.local"
+    return (f"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc-0-bench\n"
+            f"  namespace: {NAMESPACE}\nspec:\n  hosts: [{host}]\n  http:\n"
+            f"  - headers: {{request: {{set: {{x-mizzen-bench: {marker}}}}}}}\n"
+            f"    route: [{{destination: {{host: {host}}}}}]\n")
+
+
+async def _await_seen(workers, token: str, t0: float, timeout: float) -> tuple[list[float], int]:
+    """Ask every load worker for the times its streams first saw `token`: (latencies ms from t0, missing)."""
+    for w in workers:
+        await w.send({"cmd": "expect", "address": token, "timeout": timeout})
+    lat: list[float] = []
+    missing = 0
+    for w in workers:
+        ev = await w.next_event(timeout + 30)
+        assert ev["event"] == "seen", ev
+        lat += [(t - t0) * 1000 for t in ev["times"]]
+        missing += ev["missing"]
+    return lat, missing
+
+
+async def apply(http: aiohttp.ClientSession, api: str, text: str) -> None:
+    async with http.post(f"{api}/api/v1/apply", json={"files": [{"name": "bench-extra.yaml", "text": text}],
+                                                       "namespace": NAMESPACE}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"apply failed: {r.status} {await r.text()}")
+
+
+async def route_changes(o, res, ctx, http: aiohttp.ClientSession, api: str, log) -> None:
+    for k in range(o.route_changes):
+        marker = f"mzbench-{k}"
+        t0 = time.monotonic()
+        await apply(http, api, route_yaml(marker))
+        lat, missing = await _await_seen(ctx.workers, marker, t0, 30)
+        res.route_latencies_ms += lat
+        res.route_missing += missing
+        log(f"route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
+            f"{missing} missing")
+
+
+async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str, state: str,
+                     timeout: float) -> None:
+    """The control plane answers /healthz ready; then the session carries its (new) admin token."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cp.poll() is not None:
+            raise RuntimeError(f"control plane exited with {cp.returncode}; see its log in {state}")
+        try:
+            async with http.get(f"{api}/healthz") as r:
+                if r.status == 200 and (await r.json()).get("ready"):
+                    break
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"control plane not ready after {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+    with open(os.path.join(state, "admin.token")) as f:
+        http.headers["Authorization"] = f"Bearer {f.read().strip()}"
+
+
+async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[str], put, log) -> None:
+    t_kill = time.monotonic()
+    ctx.cp.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(ctx.cp.wait, 30)
+    except subprocess.TimeoutExpired:
+        ctx.cp.kill()
+        await asyncio.to_thread(ctx.cp.wait)
+    with open(os.path.join(ctx.state, "controlplane.log"), "ab") as logf:
+        cp = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    ctx.cp = cp
+    res.pids.append(cp.pid)
+    await wait_ready(cp, http, api, ctx.state, 120)
+    t_ready = time.monotonic()
+    res.restart_ready_s = t_ready - t_kill
+    address = "127.3.0.1"
+    await put(0, 0, address)
+    lat, res.restart_missing = await _await_seen(ctx.workers, address, t_ready, 120)
+    res.restart_push_s = max(lat) / 1000 if lat else float("nan")
+    log(f"restart: ready after {res.restart_ready_s:.2f} s; every proxy had the next change "
+        f"{res.restart_push_s:.2f} s later ({res.restart_missing} missing)")
