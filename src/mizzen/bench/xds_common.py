@@ -69,4 +69,5 @@ def instance_dict(i: int, j: int, address: str) -> dict[str, Any]:
 
 
 def _addr(n: int) -> str:
-    return f"127.0.{n // 250}.{n % 250 + 1}"
+    """The n-th instance address: 127.0.0.1, ... 127.0.0.250, 127.0.1.1, ... (loopback; nothing connects)."""
+    return f"127.{n // 62500}.{n // 250 % 250}.{n % 250 + 1}"

@@ -5,6 +5,9 @@ and a control-plane restart with every proxy reconnecting. Driven from `xds_load
   selects: their view is `ALLOWED` services (svc-0 among them, so they still see the watched EDS changes);
 - route changes (`route_changes`): K applies of a VirtualService on svc-0 setting a request header whose value
   is a marker (`mzbench-<k>`); each stream reports when an RDS response carrying the marker arrived;
+- churn (`churn_rate` for `churn_seconds`): registration changes of random instances at that rate, paced;
+  once a second one of them is an instance of the watched svc-0 (in turn), timed until every stream has it;
+  failed writes counted;
 - restart (`restart`): SIGTERM the control plane, start it again on the same state dir and xDS port; the
   instance svc-0-0 gets a new address as soon as it is ready; the time until every stream has it.
 """
@@ -12,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import time
 
 import aiohttp
 
-from .xds_common import NAMESPACE
+from .xds_common import NAMESPACE, percentile
 
 ALLOWED = 5
 SIDECAR = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: bench-scoped\n"
@@ -110,3 +114,51 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     res.restart_push_s = max(lat) / 1000 if lat else float("nan")
     log(f"restart: ready after {res.restart_ready_s:.2f} s; every proxy had the next change "
         f"{res.restart_push_s:.2f} s later ({res.restart_missing} missing)")
+
+
+async def churn(o, res, ctx, put, log) -> None:
+    """`o.churn_rate` instance changes per second for `o.churn_seconds`; once a second a timed one (of svc-0)."""
+    rng = random.Random(15)
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def measure() -> None:  # one at a time: a worker answers its expects in order on one pipe
+        while (item := await queue.get()) is not None:
+            lat, missing = await _await_seen(ctx.workers, item[0], item[1], 30)
+            res.churn_latencies_ms += lat
+            res.churn_missing += missing
+            if missing:
+                log(f"churn: {missing} streams never got {item[0]} (changed at +{item[1] - t_start:.2f} s)")
+
+    async def one(i: int, j: int, address: str) -> None:
+        try:
+            await put(i, j, address)
+        except Exception as e:  # noqa: BLE001 - counted: a registration the control plane did not take
+            res.churn_failed += 1
+            if res.churn_failed <= 3:
+                log(f"churn: PUT failed: {e}")
+
+    meter = asyncio.create_task(measure())
+    tasks: list[asyncio.Task] = []
+    t_start = time.monotonic()
+    k = 0
+    while (now := time.monotonic()) < t_start + o.churn_seconds:
+        if k % o.churn_rate == 0:
+            # rotate over svc-0's instances: each timed address then stays o.instances seconds, longer than the
+            # debounce's max wait (1 s), so a later timed change never supersedes it before it is pushed
+            n = k // o.churn_rate
+            address = f"127.4.{n // 250 % 250}.{n % 250 + 1}"
+            t0 = time.monotonic()
+            await one(0, n % o.instances, address)
+            queue.put_nowait((address, t0))
+        else:
+            i, j = 1 + rng.randrange(max(1, o.services - 1)), rng.randrange(o.instances)
+            tasks.append(asyncio.create_task(one(i, j, f"127.5.{k // 250 % 250}.{k % 250 + 1}")))
+        k += 1
+        await asyncio.sleep(max(0.0, t_start + k / o.churn_rate - time.monotonic()))
+    await asyncio.gather(*tasks)
+    res.churn_sent = k
+    res.churn_elapsed_s = time.monotonic() - t_start
+    queue.put_nowait(None)
+    await meter
+    log(f"churn: {k} changes in {res.churn_elapsed_s:.1f} s, {res.churn_failed} failed; timed changes p99 "
+        f"{percentile(res.churn_latencies_ms, 99):.0f} ms, {res.churn_missing} missing")

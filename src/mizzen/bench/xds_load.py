@@ -343,7 +343,7 @@ class Worker:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         # reconnect back-off as the sidecar bootstrap's ADS retry policy (agent/bootstrap.py: 0.5 s, at most 5 s)
         opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1),
-                ("grpc.initial_reconnect_backoff_ms", 500), ("grpc.min_reconnect_backoff_ms", 500),
+                ("grpc.initial_reconnect_backoff_ms", 500),
                 ("grpc.max_reconnect_backoff_ms", 5000)]
         channels = [grpc.aio.insecure_channel(self.xds, options=opts) for _ in self.streams]
         t_start = time.monotonic()
@@ -430,6 +430,9 @@ class BenchOptions:
     scoped: bool = False  # half the proxies (odd indexes) selected by a Sidecar allowing a few hosts (xds_extra)
     route_changes: int = 0  # then K VirtualService changes of svc-0's routes: time until every proxy has each
     restart: bool = False  # then restart the control plane: time until every proxy has a change made at ready
+    instances: int = 2  # per service
+    churn_rate: int = 0  # then instance changes per second (paced) for churn_seconds (xds_extra.churn)
+    churn_seconds: float = 60.0
 
 
 @dataclass
@@ -456,6 +459,11 @@ class BenchResult:
     restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
     restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
     restart_missing: int = 0
+    churn_sent: int = 0
+    churn_failed: int = 0
+    churn_elapsed_s: float = 0.0
+    churn_latencies_ms: list[float] = field(default_factory=list)  # the timed changes (one a second)
+    churn_missing: int = 0
 
     def pct(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -657,8 +665,9 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
                     if r.status != 200:
                         raise RuntimeError(f"PUT instance failed: {r.status} {await r.text()}")
 
-        await asyncio.gather(*(put(i, j, _addr(2 * i + j)) for i in range(o.services) for j in range(2)))
-        log(f"registered {2 * o.services} instances")
+        await asyncio.gather(*(put(i, j, _addr(o.instances * i + j)) for i in range(o.services)
+                               for j in range(o.instances)))
+        log(f"registered {o.instances * o.services} instances")
         await asyncio.sleep(0.3)  # let the registry change settle into a snapshot before proxies connect
         sampler = _profile(o, cp.pid, "sync", log)
 
@@ -675,6 +684,8 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
             await _save_resources(http, api, os.path.join(state, "floor-resources.json"))
         if o.route_changes:
             await xds_extra.route_changes(o, res, ctx, http, api, log)
+        if o.churn_rate:
+            await xds_extra.churn(o, res, ctx, put, log)
         if o.restart:
             await xds_extra.restart(o, res, ctx, http, api, cmd, put, log)
         try:
