@@ -43,3 +43,22 @@ def test_bench_cli_appends_markdown(tmp_path):
                                    "--output", str(out), "--timeout", "60"])
     assert r.exit_code == 0, r.output
     assert out.read_text().count("| mode |") == 2 and "| delta | 2 | 1 | 1 |" in out.read_text()
+
+
+def test_bench_xds_scenarios_scoped_routes_churn_restart():
+    """The extra scenarios of issue 15 on a tiny mesh: every stream (half of them scoped by a Sidecar that still
+    allows svc-0) gets every route change, every timed churn change and the change after a restart."""
+    import asyncio
+
+    from mizzen.bench.xds_load import BenchOptions, run_bench
+
+    o = BenchOptions(proxies=6, services=6, instances=3, changes=1, workers=2, scoped=True, route_changes=2,
+                     churn_rate=10, churn_seconds=2, restart=True, timeout=180)
+    res = asyncio.run(run_bench(o))
+    assert res.missing == 0 and len(res.latencies_ms) == 6
+    assert res.route_missing == 0 and len(res.route_latencies_ms) == 6 * 2
+    assert res.churn_sent >= 15 and res.churn_failed == 0
+    assert res.churn_missing == 0 and len(res.churn_latencies_ms) == 6 * 2  # one timed change a second
+    assert res.restart_missing == 0 and res.restart_ready_s > 0 and res.restart_push_s > 0
+    assert 0 < res.cp_rss_before_mb <= res.cp_peak_rss_mb
+    assert len(res.pids) == 4 and not any(_alive(p) for p in res.pids)  # 2 control planes + 2 workers reaped

@@ -15,29 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 from dataclasses import dataclass, field
 
+from .table import Row, table
 from .xds_load import BenchOptions, BenchResult, percentile, run_bench
 
 DEBOUNCE_MS = 100  # the control plane's default quiet period, included in its push figures (not the floor's)
 RESTART_STALL_S = 5.0  # "a few seconds"
-
-
-@dataclass
-class Row:
-    goal: str
-    target: str
-    figure: list[float]
-    baseline: list[float]
-    fmt: str = ".2f"
-    limit: float | None = None  # met when the median figure is <= limit
-    note: str = ""  # the baseline's name
-
-    def met(self) -> str:
-        if self.limit is None or not self.figure:
-            return "-"
-        return "yes" if statistics.median(self.figure) <= self.limit else "no"
 
 
 @dataclass
@@ -159,25 +143,6 @@ def rows(res: Results) -> list[Row]:
     if res.scale is not None:
         out += res.scale.rows()
     return out
-
-
-def _spread(xs: list[float], fmt: str) -> str:
-    xs = [x for x in xs if x == x]
-    if not xs:
-        return "-"
-    if len(xs) == 1:
-        return format(xs[0], fmt)
-    return f"{format(statistics.median(xs), fmt)} ({format(min(xs), fmt)}–{format(max(xs), fmt)})"
-
-
-def table(rs: list[Row]) -> str:
-    lines = ["| goal | target | Mizzen | baseline (same run) | baseline | ratio Mizzen/baseline | met |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rs:
-        ratios = [x / y for x, y in zip(r.figure, r.baseline) if y and x == x and y == y]
-        lines.append(f"| {r.goal} | {r.target} | {_spread(r.figure, r.fmt)} | {_spread(r.baseline, r.fmt)} | "
-                     f"{r.note or '-'} | {_spread(ratios, '.2f')} | {r.met()} |")
-    return "\n".join(lines)
 
 
 def markdown(res: Results) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from .table import Row, table
 from .xds_load import BenchOptions, BenchResult, percentile, run_bench
 
 
@@ -24,8 +25,6 @@ class ScaleResult:
     wall_s: float = 0.0
 
     def rows(self):
-        from .goals import Row
-
         size = f"{self.services} services, {self.endpoints} endpoints, {self.proxies} proxies (half scoped)"
         r = self.result
         if r is None:
@@ -69,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--timeout", type=float, default=1500)
     a = ap.parse_args(argv)
-    from .goals import table
-
     r = run(a.services, a.endpoints, a.proxies, a.rate, a.seconds, a.timeout,
             log=lambda s: print(time.strftime("%H:%M:%S"), s, flush=True))
     print(table(r.rows()))

@@ -141,7 +141,7 @@ async def churn(o, res, ctx, put, log) -> None:
     tasks: list[asyncio.Task] = []
     t_start = time.monotonic()
     k = 0
-    while (now := time.monotonic()) < t_start + o.churn_seconds:
+    while time.monotonic() < t_start + o.churn_seconds:
         if k % o.churn_rate == 0:
             # rotate over svc-0's instances: each timed address then stays o.instances seconds, longer than the
             # debounce's max wait (1 s), so a later timed change never supersedes it before it is pushed
