@@ -177,3 +177,26 @@ def test_endpoint_changes_reach_the_proxies_that_see_the_service() -> None:
                                "metadata: {name: s, namespace: shop}\nspec: {egress: [{hosts: [\"./*\"]}]}\n"),
                          old.endpoints)
     assert not affected(ch, scoped, only_shop, only_shop.with_endpoints(new.endpoints, 3))
+
+
+def test_selector_index_finds_exactly_the_services_a_brute_force_match_finds():
+    """diff() looks up the services selecting a changed instance through an index (O(its labels), not
+    O(services)); it must find the same services as matching every selector."""
+    import random
+
+    from mizzen.model.labels import labels_match
+    from mizzen.model.services import Service
+
+    rng = random.Random(7)
+    keys, values = ["app", "version", "tier"], ["a", "b", "c"]
+    services = []
+    for i in range(300):
+        sel = tuple(sorted({(k, rng.choice(values)) for k in rng.sample(keys, rng.randrange(0, 3))}))
+        services.append(Service(hostname=f"s{i}.{'ns1' if i % 3 else 'ns2'}.svc.cluster.local", name=f"s{i}",
+                                namespace="ns1" if i % 3 else "ns2", ports=(), selector=sel))
+    index = D.selector_index(services)
+    for _ in range(500):
+        ns = rng.choice(["ns1", "ns2", "ns3"])
+        labels = {k: rng.choice(values) for k in rng.sample(keys, rng.randrange(0, 4))}
+        want = {s.hostname for s in services if s.namespace == ns and s.selector and labels_match(s.selector, labels)}
+        assert D.services_selecting(index, ns, labels) == want, (ns, labels)

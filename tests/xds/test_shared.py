@@ -124,3 +124,27 @@ def test_partial_subscription_updated_cluster_gets_its_endpoints_again():
     t4[CLUSTER]["c1"] = cluster("c1", timeout_ms=4000)
     out = s.set_target(t4, 4.0)
     assert [(r.type_url, r.resources) for r in out] == [(CLUSTER, ("c1",)), (ENDPOINT, ("c1",))]
+
+
+def test_reconnect_with_current_initial_versions_holds_the_shared_view():
+    """A Delta stream that comes back (e.g. after a control-plane restart) with initial_resource_versions equal
+    to the current view gets nothing resent, and then holds the shared maps: its later pushes take the shared
+    path (the same response object as a stream that never left), not a per-stream comparison of every resource."""
+    t = t1()
+    a = DeltaStream()
+    sync_delta(a, t)
+    held = {typ: {n: r.version for n, r in t[typ].items()} for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    b = DeltaStream()
+    out = list(b.on_request(delta_req(CLUSTER, node_id="n", initial=held[CLUSTER]), 0.0))
+    out += b.on_request(delta_req(LISTENER, initial=held[LISTENER]), 0.0)
+    out += b.set_target(t, 0.0)
+    out += b.on_request(delta_req(ENDPOINT, sorted(t[ENDPOINT]), initial=held[ENDPOINT]), 0.0)
+    out += b.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0)
+    assert out == []  # nothing resent
+    for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+        assert b.types[typ].have is t[typ], typ  # the shared view, not a private copy of placeholders
+    t2 = dict(t)
+    t2[ENDPOINT] = dict(t[ENDPOINT])
+    t2[ENDPOINT]["c3"] = endpoints("c3", [("127.0.0.9", 9000)])
+    ra, rb = a.set_target(t2, 1.0), b.set_target(t2, 1.0)
+    assert [r.type_url for r in rb] == [ENDPOINT] and rb[0] is ra[0]

@@ -71,3 +71,14 @@ def instance_dict(i: int, j: int, address: str) -> dict[str, Any]:
 def _addr(n: int) -> str:
     """The n-th instance address: 127.0.0.1, ... 127.0.0.250, 127.0.1.1, ... (loopback; nothing connects)."""
     return f"127.{n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def _profile(o, pid: int, phase: str, log):
+    if not o.profile_dir:
+        return None
+    from .profile import Sampler
+
+    s = Sampler.start(pid, os.path.join(o.profile_dir, f"{phase}.txt"))
+    if s is None:
+        log("py-spy is not installed (pip install py-spy): no profile")
+    return s

@@ -22,7 +22,7 @@ import time
 
 import aiohttp
 
-from .xds_common import NAMESPACE, percentile
+from .xds_common import NAMESPACE, _profile, percentile
 
 ALLOWED = 5
 SIDECAR = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: bench-scoped\n"
@@ -62,6 +62,7 @@ async def apply(http: aiohttp.ClientSession, api: str, text: str) -> None:
 
 
 async def route_changes(o, res, ctx, http: aiohttp.ClientSession, api: str, log) -> None:
+    sampler = _profile(o, ctx.cp.pid, "routes", log)  # with --profile DIR: DIR/routes.txt
     for k in range(o.route_changes):
         marker = f"mzbench-{k}"
         t0 = time.monotonic()
@@ -71,6 +72,8 @@ async def route_changes(o, res, ctx, http: aiohttp.ClientSession, api: str, log)
         res.route_missing += missing
         log(f"route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
             f"{missing} missing")
+    if sampler is not None:
+        res.profiles["routes"] = sampler.stop()
 
 
 async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str, state: str,
@@ -107,11 +110,14 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     res.pids.append(cp.pid)
     await wait_ready(cp, http, api, ctx.state, 120)
     t_ready = time.monotonic()
+    sampler = _profile(o, cp.pid, "restart", log)  # with --profile DIR: DIR/restart.txt, ready -> all have it
     res.restart_ready_s = t_ready - t_kill
     address = "127.3.0.1"
     await put(0, 0, address)
     lat, res.restart_missing = await _await_seen(ctx.workers, address, t_ready, 120)
     res.restart_push_s = max(lat) / 1000 if lat else float("nan")
+    if sampler is not None:
+        res.profiles["restart"] = sampler.stop()
     log(f"restart: ready after {res.restart_ready_s:.2f} s; every proxy had the next change "
         f"{res.restart_push_s:.2f} s later ({res.restart_missing} missing)")
 

@@ -34,7 +34,7 @@ import aiohttp
 
 from . import xds_extra
 from .xds_common import (NAMESPACE, _addr, _free_port, _raise_nofile, instance_dict, percentile,  # noqa: F401
-                         proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, services_yaml)
+                         _profile, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, services_yaml)
 
 WATCH_SERVICE = "svc-0"
 
@@ -136,11 +136,12 @@ class LoadStream:
         self.call: Any = None
 
     def _req(self, type_url: str, names=None, sub=(), unsub=(), nonce: str = "", version: str = "",
-             first: bool = False):
+             first: bool = False, initial: dict[str, str] | None = None):
         d = self.w.pb
         if self.w.delta:
             r = d.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=list(sub),
-                                        resource_names_unsubscribe=list(unsub), response_nonce=nonce)
+                                        resource_names_unsubscribe=list(unsub), response_nonce=nonce,
+                                        initial_resource_versions=initial or {})
         else:
             r = d.DiscoveryRequest(type_url=type_url, resource_names=sorted(names or ()), response_nonce=nonce,
                                    version_info=version)
@@ -151,7 +152,8 @@ class LoadStream:
         return r
 
     def _reset(self) -> None:
-        """A new stream knows nothing (like Envoy's SotW; Delta would send initial versions: not modelled)."""
+        """A new SotW stream knows nothing (Delta keeps its config and sends initial versions: `_resume`)."""
+        self.versions: dict[str, dict[str, str]] = {}  # Delta: type -> name -> version held
         self.clusters, self.listeners = {}, {}
         self.eds_names, self.rds_names = set(), set()
         self.have_eds, self.have_rds = set(), set()
@@ -169,12 +171,18 @@ class LoadStream:
         stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
                                      request_serializer=req_cls.SerializeToString,
                                      response_deserializer=w.summary)
+        resume = False
         while True:
-            self._reset()
+            if not (resume and w.delta):
+                self._reset()
             self.call = stub()
             try:
-                await self.call.write(self._req(CDS, first=True))
-                await self.call.write(self._req(LDS))
+                if resume and w.delta:
+                    await self._resume()
+                else:
+                    await self.call.write(self._req(CDS, first=True))
+                    await self.call.write(self._req(LDS))
+                resume = True
                 async for resp in self.call:
                     self.responses += 1
                     await self._on_response(resp)
@@ -186,11 +194,27 @@ class LoadStream:
                 print(f"stream {self.index}: {why}; reconnecting", file=sys.stderr)
             await asyncio.sleep(0.5 + random.random() * 0.5)
 
+    async def _resume(self) -> None:
+        """Like Envoy on a new Delta ADS stream: keep the config, subscribe again to everything it holds, with
+        `initial_resource_versions`, so the server sends only what changed."""
+        v = self.versions
+        await self.call.write(self._req(CDS, first=True, initial=v.get(CDS)))
+        await self.call.write(self._req(LDS, initial=v.get(LDS)))
+        for t, names in ((EDS, self.eds_names), (RDS, self.rds_names)):
+            if names:
+                held = {n: x for n, x in v.get(t, {}).items() if n in names}
+                await self.call.write(self._req(t, sub=sorted(names), initial=held))
+
     async def _on_response(self, resp: "_Summary") -> None:
         w, t = self.w, resp.type_url
         now = time.monotonic()
         self.got.add(t)
         removed = resp.removed
+        if w.delta:
+            held = self.versions.setdefault(t, {})
+            held.update(resp.versions)
+            for n in removed or ():
+                held.pop(n, None)
         if t == CDS:
             if removed is None:
                 self.clusters = {}
@@ -252,7 +276,8 @@ class _Summary:
     (servers that share responses send the same bytes to every stream: the load client then parses them
     once, so its CPU goes to the protocol, not to protobuf parsing of identical messages)."""
 
-    __slots__ = ("type_url", "nonce", "version_info", "names", "removed", "clusters", "listeners", "watched")
+    __slots__ = ("type_url", "nonce", "version_info", "names", "removed", "clusters", "listeners", "watched",
+                 "versions")
 
     def __init__(self, w: "Worker", data: bytes) -> None:
         resp = (w.pb.DeltaDiscoveryResponse if w.delta else w.pb.DiscoveryResponse).FromString(data)
@@ -262,9 +287,11 @@ class _Summary:
         if w.delta:
             items = [(r.name, r.resource.value) for r in resp.resources]
             self.removed: list[str] | None = list(resp.removed_resources)
+            self.versions = {r.name: r.version for r in resp.resources}
         else:
             items = [(w.name_of(t, a.value), a.value) for a in resp.resources]
             self.removed = None  # SotW: CDS/LDS carry the full set
+            self.versions = {}
         P = w.parsers
         self.names = [n for n, _ in items]
         self.clusters = {n: P.eds_name(v) for n, v in items} if t == CDS else {}
@@ -482,17 +509,6 @@ class BenchResult:
 TABLE_HEADER = ("| mode | proxies | services | client procs | initial sync s | EDS p50 ms | EDS p99 ms | "
                 "EDS all ms (mean) | missed | reconnects | CP CPU s (sync) | CP CPU s (changes) | CP peak RSS MB | "
                 "client CPU s (total) |\n" + "|---" * 14 + "|")
-
-
-def _profile(o: BenchOptions, pid: int, phase: str, log):
-    if not o.profile_dir:
-        return None
-    from .profile import Sampler
-
-    s = Sampler.start(pid, os.path.join(o.profile_dir, f"{phase}.txt"))
-    if s is None:
-        log("py-spy is not installed (pip install py-spy): no profile")
-    return s
 
 
 class _WorkerProc:
