@@ -103,3 +103,16 @@ def test_a_kill_is_drawn_among_pods_where_that_process_runs():
     for seed in range(20):
         envoys = pick_processes(STATUS, "envoy", Selection(workload="web", count=1), seed)
         assert [p["name"] for p in envoys] == ["web-0/envoy"]  # web-1's Envoy has no pid
+
+
+def test_a_control_plane_kill_while_the_replica_restarts_is_skipped_not_an_error():
+    """The 30-minute soak kills replica 1 only; when the runner is still restarting it from the previous kill the
+    step has nothing to hit (NothingToKill: skipped), which is not a broken scenario (SpecError: it failed)."""
+    from mizzen.chaos.actions import NothingToKill
+
+    restarting = {**STATUS, "components": [dict(c, pid=None, state="restarting") if c["name"] == "controlplane-1"
+                                           else c for c in STATUS["components"]]}
+    with pytest.raises(NothingToKill):
+        pick_processes(restarting, "controlplane", Selection(replica=1), 0)
+    with pytest.raises(SpecError, match="no control-plane replica 7"):
+        pick_processes(STATUS, "controlplane", Selection(replica=7), 0)

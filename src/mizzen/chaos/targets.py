@@ -91,9 +91,12 @@ def pick_processes(status: dict[str, Any], target: str, sel: Selection, seed: in
             cps = [c for c in cps if c.get("replica") == sel.replica]
             if not cps:
                 raise SpecError(f"no control-plane replica {sel.replica}")
-        cps = [c for c in cps if c.get("pid") and c.get("state") == "running"]
         if not cps:
-            raise SpecError("no running control-plane replica")
+            raise SpecError("no control-plane replica")
+        cps = [c for c in cps if c.get("pid") and c.get("state") == "running"]
+        if not cps:  # being restarted by the runner (e.g. after the previous kill): nothing to hit right now
+            from .actions import NothingToKill
+            raise NothingToKill("no running control-plane replica (each is being restarted)")
         chosen = choose(cps, sel if (sel.count or sel.percent) else Selection(count=1), seed) \
             if sel.replica is None else cps
         return [{"name": c["name"], "kind": "controlplane", "pid": c["pid"], "cmdline": c.get("cmdline"),
