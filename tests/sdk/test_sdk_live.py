@@ -354,6 +354,7 @@ def test_control_plane_down_30s_under_load(env: Env) -> None:
     while not mesh.feed.connected:
         assert time.monotonic() < deadline, "the SDK did not reconnect"
         time.sleep(0.1)
+    assert mesh.feed.mode == "watch", mesh.feed.status()  # followed by the REST watch before and after
     stop.set()
     t.join(30)
     mesh.close()

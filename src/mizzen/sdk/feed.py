@@ -67,6 +67,8 @@ class Feed:
         self.version: str | None = None  # the control plane's version of the view we have (watch)
         self._watch_ok = watch  # False: polling, until `_probe_at` (monotonic)
         self._probe_at = 0.0
+        self._watching = False  # a watch that may wait is in flight
+        self._fallbacks: set[int] = set()  # the HTTP statuses that made the feed poll (logged once each)
         self._digest = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,7 +97,7 @@ class Feed:
         answers (at most `wait` seconds later) and applies nothing more."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(1.0 if self._watch_ok else 5.0)
+            self._thread.join(0.0 if self._watching else 5.0)
 
     def on_change(self, fn) -> None:
         self._listeners.append(fn)
@@ -131,24 +133,29 @@ class Feed:
         """One watch: True if the control plane answered, False if it could not be reached, None if it has no
         watch for us (then poll)."""
         self.fetches += 1
+        self._watching = version is not None
         try:
             out = self.api.watch(version, self.wait)
         except HttpError as e:
             if e.status not in (404, 405, 429):
                 self._failed(e)
                 return False
-            if e.status == 429:
-                log.info("the control plane has too many watches waiting (%s): polling every %.1fs for %ds",
-                         e, self.interval, BUSY_RETRY)
-            else:
-                log.info("the control plane has no watch (an older version: %s): polling every %.1fs",
-                         e, self.interval)
+            if e.status not in self._fallbacks:  # said once per reason
+                self._fallbacks.add(e.status)
+                if e.status == 429:
+                    log.info("the control plane has too many watches waiting (%s): polling every %.1fs, trying "
+                             "the watch again every %ds", e, self.interval, BUSY_RETRY)
+                else:
+                    log.info("the control plane has no watch (an older version: %s): polling every %.1fs",
+                             e, self.interval)
             self._watch_ok = False
             self._probe_at = time.monotonic() + (BUSY_RETRY if e.status == 429 else REPROBE)
             return None
         except ClientError as e:
             self._failed(e)
             return False
+        finally:
+            self._watching = False
         self._reached()
         if out.get("changed") and not self._stop.is_set():
             self.version = str(out.get("version") or "") or None
