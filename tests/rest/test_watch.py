@@ -167,6 +167,11 @@ def test_waiting_watches_are_bounded_and_a_shutdown_answers_them(tmp_path):
             assert st == 429 and body["maxWatchers"] == 1 and headers["Retry-After"] == "5", body
             st, now = await api.watch(api.admin)  # a read without a version never waits: always served
             assert st == 200 and now["version"] == first["version"]
+            # a caller that goes away frees its place (the server looks every second)
+            pending.cancel()
+            await api.until(lambda: api.watches.waiting == 0, "the server lets the gone caller's watch go")
+            pending = asyncio.ensure_future(api.watch(api.admin, first["version"]))
+            await api.until(lambda: api.watches.waiting == 1, "another watch takes the place")
             # the API shuts down (the control plane stops): the waiting watch answers, nothing new
             await runner.cleanup()
             st, body = await pending

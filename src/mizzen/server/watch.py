@@ -16,8 +16,10 @@ Consul's blocking queries (consulapi/server.py) are the model: `version` plays `
 and the registry's change notifications set (from whatever thread commits), and it re-reads the revisions every
 second as well (a replica in another process). The view is rebuilt and digested in a worker thread, and only when
 the store revision or the registry version moved since the request last looked: nothing slow on the loop, which
-also serves xDS. At most `max_watchers` requests wait at a time per socket; one more is answered 429 with
-Retry-After (the SDK polls meanwhile). Shutting the API down answers every waiting request at once.
+also serves xDS. Callers of one scope (role and namespaces) share
+that build. At most `max_watchers` requests wait at a time per socket; one more is answered 429 with
+Retry-After (the SDK polls meanwhile); a caller that disconnects frees its place within RECHECK seconds.
+Shutting the API down answers every waiting request at once.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ PATH = "/api/v1/watch"
 DEFAULT_WAIT = 30.0
 MAX_WAIT = 300.0
 MAX_WATCHERS = 256
+MAX_SCOPES = 1024  # views kept for sharing (one per role and namespaces)
 RECHECK = 1.0  # seconds between looks at the revisions while waiting (changes made by another process)
 WATCHES: web.AppKey["Watches"] = web.AppKey("watches")
 
@@ -84,6 +87,7 @@ class Watches:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._unsubscribe: list[Callable[[], None]] = []
+        self._views: dict[tuple[str, frozenset[str]], tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def add_to(self, app: web.Application) -> None:
         app[WATCHES] = self
@@ -123,12 +127,23 @@ class Watches:
 
     # ------------------------------------------------------------------ the route
     def _view(self, p: Principal) -> dict[str, Any]:
-        """The caller's view and its version (in a worker thread: it reads and digests the whole view)."""
-        revision, registry_version = self._marks()
+        """The caller's view and its version (in a worker thread: it reads and digests the whole view). Callers
+        of one scope share it: what `core.list` and `core.instances` give a caller depends on its role and
+        namespaces only (auth.readable, auth.visible), so many SDK processes of one namespace cost one build
+        per change."""
+        marks = self._marks()
+        scope = (p.role, p.namespaces)
+        hit = self._views.get(scope)
+        if hit is not None and hit[0] == marks:
+            return hit[1]
         resources = self.core.list(principal=p)
         instances = self.core.instances(principal=p)
-        return {"version": view_version(resources, instances), "revision": revision,
-                "registryVersion": registry_version, "resources": resources, "instances": instances}
+        view = {"version": view_version(resources, instances), "revision": marks[0],
+                "registryVersion": marks[1], "resources": resources, "instances": instances}
+        if len(self._views) >= MAX_SCOPES:
+            self._views.clear()
+        self._views[scope] = (marks, view)
+        return view
 
     async def handle(self, request: web.Request) -> web.Response:
         p = self.principal(request)
@@ -152,8 +167,8 @@ class Watches:
             looked_at = (view["revision"], view["registryVersion"])
             while not self.closing:
                 left = deadline - loop.time()
-                if left <= 0:
-                    break
+                if left <= 0 or request.transport is None or request.transport.is_closing():
+                    break  # (a caller that went away frees its place)
                 ev = self._changed
                 if self._marks() == looked_at and ev is not None:
                     try:  # woken by a commit in this process; every RECHECK s also look (another process)
