@@ -365,6 +365,7 @@ def test_the_sdk_in_a_pod_reads_the_mesh_with_its_apps_credential(env, tmp_path)
     try:
         sdk.start(wait=5)
         assert sdk.feed.status()["connected"] and sdk.feed.source == "control-plane", sdk.feed.status()
+        assert sdk.feed.mode == "watch" and sdk.feed.version, sdk.feed.status()  # the watch serves apps too
         assert {"cart.shop.svc.cluster.local", "ledger.bank.svc.cluster.local"} <= set(sdk.feed.snapshot.services)
         assert sdk.feed.snapshot.config.virtual_service_for("cart.shop.svc.cluster.local") is not None
     finally:

@@ -1,10 +1,11 @@
 """The ingress gateway end to end (issue 13 §1): real Envoy as a gateway pod, real TLS, real clients.
 
 One mesh for the module: `echo` (2 replicas) and `api` (1 replica) answering with the pod that served,
-`tlsapp` serving HTTPS itself (for passthrough), and the gateway Workload `ingress` (`gateway: true`, host
-ports on 127.0.0.1). A Gateway `public` has an HTTP server (redirecting to HTTPS), an HTTPS server whose
-certificate comes from a `kubernetes.io/tls` Secret over SDS, and a TLS PASSTHROUGH server. Clients are curl
-(verifying the certificate against the test CA) and Python's ssl module, from the host.
+`tlsapp` serving HTTPS itself (for passthrough), `tcpapp` (2 replicas, plain TCP), and the gateway Workload
+`ingress` (`gateway: true`, host ports on 127.0.0.1). A Gateway `public` has an HTTP server (redirecting to
+HTTPS), an HTTPS server whose certificate comes from a `kubernetes.io/tls` Secret over SDS, a TLS PASSTHROUGH
+server, a TCP server and a GRPC server (HTTP/2 to gRPC backends). Clients are curl (verifying the certificate
+against the test CA), Python's ssl and socket modules and grpcio, from the host.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ ECHO = APPS / "echo_app.py"
 TLS_APP = APPS / "tls_app.py"
 POLICY_APP = APPS / "policy_app.py"  # gRPC /mizzen.Who/Call answers the pod's name
 VS_APP = APPS / "vsapp.py"  # /sleep/<ms>, /flaky (503, 200, 503 ...), /stats, /reset
+TCP_APP = APPS / "tcp_app.py"  # TCP: `<pod>\n`, then each line back as `<pod>: <line>`
 
 
 def secret_yaml(name: str, cert: bytes, key: bytes, ca: bytes | None = None, namespace: str = "default") -> str:
@@ -73,6 +75,7 @@ class Env:
         (base / "backend.key").write_bytes(bk)
         self.https, self.http, self.passthrough = _free_port(), _free_port(), _free_port()
         self.k8s, self.k8s_tls = _free_port(), _free_port()
+        self.tcp, self.grpc = _free_port(), _free_port()  # the Istio Gateway's TCP and GRPC servers
         # Gateway API certificateRefs to Secrets of namespace `certs`: one granted by a ReferenceGrant, one not
         self.k8s_cert, self.k8s_key, self.k8s_serial = _leaf(self.ca, ["secure.k8s.test"])
         self.k8s_cert2, self.k8s_key2, self.k8s_serial2 = _leaf(self.ca, ["nogrant.k8s.test"])
@@ -97,7 +100,8 @@ class Env:
             """)  # noqa: E731
         tls_env = f"  env: {{TLS_CERT: {self.base / 'backend.crt'}, TLS_KEY: {self.base / 'backend.key'}}}\n"
         return (svc("echo", 8080, "http") + svc("api", 8080, "http") + svc("tlsapp", 8443, "tls")
-                + svc("slow", 8080, "http")
+                + svc("slow", 8080, "http") + svc("tcpapp", 9000, "tcp")
+                + wl("tcpapp", TCP_APP, 2, 9000)
                 + wl("echo", ECHO, 2, 8080) + wl("api", ECHO, 1, 8080) + wl("tlsapp", TLS_APP, 1, 8443, tls_env)
                 + wl("slow", VS_APP, 1, 8080, "  env: {APP_NAME: slow}\n")
                 + textwrap.dedent(f"""\
@@ -108,7 +112,8 @@ class Env:
             spec:
               gateway: true
               hostPorts: [{{port: 8443, hostPort: {self.https}}}, {{port: 8080, hostPort: {self.http}}},
-                          {{port: 9443, hostPort: {self.passthrough}}}]
+                          {{port: 9443, hostPort: {self.passthrough}}}, {{port: 7000, hostPort: {self.tcp}}},
+                          {{port: 9090, hostPort: {self.grpc}}}]
             ---
             apiVersion: networking.istio.io/v1
             kind: Gateway
@@ -131,6 +136,10 @@ class Env:
               - port: {{number: 9443, name: tls, protocol: TLS}}
                 hosts: [pass.example.test]
                 tls: {{mode: PASSTHROUGH}}
+              - port: {{number: 7000, name: tcp, protocol: TCP}}
+                hosts: ["*"]
+              - port: {{number: 9090, name: grpc, protocol: GRPC}}
+                hosts: [grpc.example.test]
             ---
             apiVersion: networking.istio.io/v1
             kind: VirtualService
@@ -176,6 +185,27 @@ class Env:
               tls:
               - match: [{{sniHosts: [pass.example.test]}}]
                 route: [{{destination: {{host: tlsapp, port: {{number: 8443}}}}}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {{name: tcp-in}}
+            spec:
+              hosts: [tcp.example.test]           # within the TCP server's "*" (a plain TCP client sends no name)
+              gateways: [public]
+              tcp:
+              - match: [{{port: 7000}}]
+                route: [{{destination: {{host: tcpapp, port: {{number: 9000}}}}}}]
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: VirtualService
+            metadata: {{name: grpc-in}}
+            spec:
+              hosts: [grpc.example.test]
+              gateways: [public]
+              http:
+              - match: [{{headers: {{x-pick: {{exact: b}}}}}}]
+                route: [{{destination: {{host: who-b, port: {{number: 50051}}}}}}]
+              - route: [{{destination: {{host: who-a, port: {{number: 50051}}}}}}]
             ---
             """) + secret_yaml("web-cert", self.cert, self.key)
                 + "---\n" + secret_yaml("mtls-cert", self.mtls_cert, self.mtls_key, ca=_pem(self.ca[0]))
@@ -405,6 +435,53 @@ def test_tls_passthrough_reaches_the_backend_with_its_own_certificate(mesh: Mesh
     wait_until(lambda: get()["tls"], what="TLS passthrough")
     doc = get()
     assert doc["pod"] == "tlsapp-0" and doc["path"] == "/p"
+
+
+def _tcp_exchange(env: Env, lines: list[str]) -> list[str]:
+    """One connection to the Gateway's TCP server: what the backend says first, then each line's echo."""
+    with socket.create_connection(("127.0.0.1", env.tcp), timeout=10) as s:
+        f = s.makefile("rwb")
+        out = [f.readline().decode().strip()]
+        for line in lines:
+            f.write(line.encode() + b"\n")
+            f.flush()
+            out.append(f.readline().decode().strip())
+        return out
+
+
+def test_a_tcp_server_carries_connections_to_the_backends(mesh: Mesh, env: Env) -> None:
+    def ready() -> bool:
+        try:
+            return _tcp_exchange(env, ["ping"])[0].startswith("tcpapp-")
+        except OSError:
+            return False
+
+    wait_until(ready, what="the Gateway's TCP server")
+    pods = set()
+    for i in range(20):  # bounded: 20 connections, 3 lines each, both ways
+        first, *echoes = _tcp_exchange(env, [f"line {i}.{k}" for k in range(3)])
+        assert first in ("tcpapp-0", "tcpapp-1"), first
+        assert echoes == [f"{first}: line {i}.{k}" for k in range(3)], echoes  # one backend per connection
+        pods.add(first)
+    assert pods == {"tcpapp-0", "tcpapp-1"}  # connections spread over the replicas
+
+
+def test_a_grpc_server_routes_calls_by_header(mesh: Mesh, env: Env) -> None:
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{env.grpc}", options=[("grpc.default_authority", "grpc.example.test")]) as ch:
+        call = ch.unary_unary("/mizzen.Who/Call")
+
+        def ready() -> bool:
+            try:
+                return call(b"", timeout=5).decode() == "who-a-0"
+            except grpc.RpcError:
+                return False
+
+        wait_until(ready, what="the Gateway's GRPC server")
+        # HTTP/2 end to end: many calls on the one connection, each routed by its own headers
+        got = [call(b"", timeout=5, metadata=(("x-pick", "b"),) if i % 2 else None).decode() for i in range(10)]
+        assert got == ["who-a-0", "who-b-0"] * 5, got
 
 
 def _serial_seen(env: Env) -> int:

@@ -1,5 +1,5 @@
 """Real HTTP servers on loopback for the SDK tests: each answers `<name>\n` (and `x-served-by`), or 503 while
-`failing` is set; `/slow` sleeps 1 s first. Started in threads, stopped by `stop()`."""
+`failing` is set; `/slow` sleeps 1 s first, and every request sleeps `delay` seconds. Started in threads, stopped by `stop()`."""
 from __future__ import annotations
 
 import threading
@@ -16,6 +16,7 @@ class Backend:
     def __init__(self, name: str):
         self.name = name
         self.failing = False
+        self.delay = 0.0
         self.hits = 0
         self.headers_seen: list[dict] = []
         backend = self
@@ -32,6 +33,8 @@ class Backend:
                 backend.headers_seen = (backend.headers_seen + [dict(self.headers)])[-20:]
                 if self.path.startswith("/slow"):
                     time.sleep(1.0)
+                if backend.delay:
+                    time.sleep(backend.delay)
                 code, body = (503, f"{backend.name} failing\n") if backend.failing else (200, f"{backend.name}\n")
                 data = body.encode()
                 self.send_response(code)

@@ -285,6 +285,57 @@ spec:
         mesh.close()
 
 
+def test_least_request_keeps_calls_off_a_slow_replica(env: Env) -> None:
+    """A DestinationRule's LEAST_REQUEST, live: with 8 concurrent callers and one replica of three answering in
+    0.3 s, power of two choices on the SDK's in-flight counts sends it about 1/9 of the calls (both draws on it:
+    sampled with replacement, as Envoy does), where round robin would send it 1/3."""
+    backends = {name: Backend(name) for name in ("lr-fast-0", "lr-fast-1", "lr-slow-0")}
+    backends["lr-slow-0"].delay = 0.3
+    for name, b in backends.items():
+        env.register(name, "lr", "v1", 8080, b.port)
+    env.cli("apply", "-f", "-", input="""\
+apiVersion: v1
+kind: Service
+metadata: {name: lr}
+spec: {selector: {app: lr}, ports: [{port: 8080, name: http}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: lr}
+spec:
+  host: lr
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+""")
+    mesh = env.mesh()
+    served: Counter = Counter()
+    lock = threading.Lock()
+
+    def caller() -> None:  # bounded: 30 calls
+        with httpx.Client(transport=mesh.httpx_transport(), timeout=10) as c:
+            for _ in range(30):
+                r = c.get("http://lr:8080/")
+                with lock:
+                    served[(r.status_code, r.headers.get("x-served-by"))] += 1
+
+    try:
+        threads = [threading.Thread(target=caller) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert sum(served.values()) == 240 and {s for s, _ in served} == {200}, served
+        slow = served[(200, "lr-slow-0")]
+        assert served[(200, "lr-fast-0")] > 0 and served[(200, "lr-fast-1")] > 0, served
+        assert slow < 0.22 * 240, served  # expected ≈ 11 %; round robin: 33 %
+    finally:
+        mesh.close()
+        from mizzen.client import ApiClient
+        api = ApiClient(str(env.state), timeout=10)
+        for name, b in backends.items():
+            api.delete_instance(f"default.{name}")
+            b.stop()
+
+
 def test_registration_with_health(env: Env) -> None:
     app = Backend("sdkapp-0")
     healthy = {"ok": True}
@@ -354,6 +405,7 @@ def test_control_plane_down_30s_under_load(env: Env) -> None:
     while not mesh.feed.connected:
         assert time.monotonic() < deadline, "the SDK did not reconnect"
         time.sleep(0.1)
+    assert mesh.feed.mode == "watch", mesh.feed.status()  # followed by the REST watch before and after
     stop.set()
     t.join(30)
     mesh.close()

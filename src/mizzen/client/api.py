@@ -73,8 +73,10 @@ class ApiClient:
         return self._tls
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None, *,
-                replicas: Sequence[int] | None = None, timeout: float | None = None) -> Any:
-        """One call, with failover across `replicas` (default: every one, the last that answered first)."""
+                replicas: Sequence[int] | None = None, timeout: float | None = None, attempt_floor: float = 0.0) -> Any:
+        """One call, with failover across `replicas` (default: every one, the last that answered first).
+        `attempt_floor`: the least time one attempt gets (within the call's timeout) — for a long-poll, whose
+        server answers late by design, an equal share of the budget per replica would be too short."""
         url = path + ("?" + urlencode(query) if query else "")
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
@@ -95,8 +97,9 @@ class ApiClient:
                 if left <= 0 and k > 0:
                     break
                 try:
-                    status, raw = request(self.addresses[i], method, url, data, headers,
-                                          Failover.share(left, len(order) - k), self._tls_context(self.addresses[i]))
+                    attempt = max(Failover.share(left, len(order) - k), min(attempt_floor, left))
+                    status, raw = request(self.addresses[i], method, url, data, headers, attempt,
+                                          self._tls_context(self.addresses[i]))
                 except ssl.SSLError as e:  # not the mesh's control plane (or no TLS there): say so
                     tried.append(str(self.addresses[i]))
                     why = f"TLS: {e.reason or e}"
@@ -150,6 +153,18 @@ class ApiClient:
     def list_resources(self, kind: str | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
         q = {k: v for k, v in (("kind", kind), ("namespace", namespace)) if v}
         return list(self.request("GET", "/api/v1/resources", query=q)["items"])
+
+    def watch(self, version: str | None = None, wait: float = 30.0) -> dict[str, Any]:
+        """The caller's view of the mesh (the config it may read and the instances) as a long-poll
+        (`GET /api/v1/watch`, server/watch.py): at once without `version`, else when the view differs from
+        `version` or after `wait` seconds (then `changed` is false and there are no items). A control plane
+        without the route answers HttpError 404; one with too many watches waiting, 429."""
+        if version is None:  # answered at once: the client's usual timeout
+            return dict(self.request("GET", "/api/v1/watch"))
+        q = {"version": version, "wait": f"{wait:g}"}
+        margin = min(10.0, max(2.0, self.timeout))  # the server answers after `wait` at the latest
+        return dict(self.request("GET", "/api/v1/watch", query=q, timeout=wait + 2 * margin,
+                                 attempt_floor=wait + margin))
 
     def get_resource(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/v1/resources/{_q(kind)}/{_q(namespace)}/{_q(name)}"))

@@ -1,15 +1,19 @@
-"""The SDK's view of the mesh, fed by the control plane's REST API and kept through its outages.
+"""The SDK's view of the mesh, fed by the control plane's REST API watch and kept through its outages.
 
-    feed = Feed(ApiClient(state_dir, timeout=2), snapshot_file="/var/lib/app/mesh.json", interval=0.5)
-    feed.start()          # the snapshot file first (if any), then the control plane; a thread keeps polling
+    feed = Feed(ApiClient(state_dir, timeout=2), snapshot_file="/var/lib/app/mesh.json")
+    feed.start()          # the snapshot file first (if any), then the control plane; a thread keeps watching
     snap = feed.snapshot  # the last good view: from the control plane, else the file, else empty
 
-Every `interval` the feed reads the config (`GET /api/v1/resources`) and the instances (`GET
-/api/v1/instances`); when either changed it builds a new `model.Snapshot` (the control plane's own model:
-the SDK applies exactly the rules sidecars get) and writes both, atomically, to the snapshot file. When the
-control plane cannot be reached the feed keeps the last view and says so once in the log (and once when it is
-back); a process started during an outage starts from the snapshot file. Nothing here is ever half-applied:
-a view that does not parse is logged and the previous one is kept.
+The feed reads the caller's view — the config it may read and the registry's instances — with `GET
+/api/v1/watch` (server/watch.py), a long-poll: it sends the version it has and the control plane answers as
+soon as that view changes (or after `wait` seconds, with nothing new). Each new view builds a new
+`model.Snapshot` (the control plane's own model: the SDK applies exactly the rules sidecars get) and is written,
+atomically, to the snapshot file. A control plane without the watch (an older one: 404) or with too many
+watches waiting (429) is polled instead — `GET /api/v1/resources` + `GET /api/v1/instances` every `interval` —
+and the watch is tried again every REPROBE seconds and after each outage. When the control plane cannot be
+reached the feed keeps the last view, says so once in the log (and once when it is back), and retries every
+`interval`; a process started during an outage starts from the snapshot file. Nothing here is ever
+half-applied: a view that does not parse is logged and the previous one is kept.
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ import time
 from typing import Any
 
 from ..api.load import from_dict
-from ..client import ApiClient, ClientError
+from ..client import ApiClient, ClientError, HttpError
 from ..model.snapshot import Snapshot
 from ..model.types import Instance
 
 log = logging.getLogger("mizzen.sdk")
+
+REPROBE = 60.0  # seconds between tries of the watch on a control plane that had none
+BUSY_RETRY = 5.0  # ... and on one that had too many watches waiting
 
 
 def _digest(obj: Any) -> str:
@@ -41,10 +48,15 @@ def build_snapshot(resources: list[dict], instances: list[dict], generation: int
 
 
 class Feed:
-    def __init__(self, api: ApiClient, *, snapshot_file: str | None = None, interval: float = 0.5):
+    def __init__(self, api: ApiClient, *, snapshot_file: str | None = None, interval: float = 0.5,
+                 watch: bool = True, wait: float = 30.0):
+        """`interval`: the retry period while the control plane is unreachable, and the polling period without
+        a watch; `watch`: use the REST API's watch (False: always poll); `wait`: how long one watch may wait."""
         self.api = api
         self.snapshot_file = snapshot_file
         self.interval = interval
+        self.watch = watch
+        self.wait = wait
         self.snapshot: Snapshot = Snapshot.build((), ())
         self.source = "empty"  # empty | file | control-plane
         self.generation = 0
@@ -52,56 +64,132 @@ class Feed:
         self.last_ok: float | None = None  # monotonic
         self.fetches = 0
         self.failures = 0
+        self.version: str | None = None  # the control plane's version of the view we have (watch)
+        self._watch_ok = watch  # False: polling, until `_probe_at` (monotonic)
+        self._probe_at = 0.0
+        self._watching = False  # a watch that may wait is in flight
+        self._fallbacks: set[int] = set()  # the HTTP statuses that made the feed poll (logged once each)
         self._digest = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._listeners: list = []
         self.changed = threading.Condition()
 
+    @property
+    def mode(self) -> str:
+        return "watch" if self._watch_ok else "poll"
+
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, wait: float = 5.0) -> "Feed":
-        """Load the snapshot file, then try the control plane for up to `wait` seconds; poll in a thread."""
+        """Load the snapshot file, then try the control plane for up to `wait` seconds; a thread keeps the view
+        up to date."""
         if self.snapshot_file and os.path.exists(self.snapshot_file):
             self._load_file()
         deadline = time.monotonic() + wait
-        while not self.poll() and time.monotonic() < deadline and self.source == "empty":
+        while not self.refresh() and time.monotonic() < deadline and self.source == "empty":
             time.sleep(0.2)
         self._thread = threading.Thread(target=self._run, name="mizzen-sdk-feed", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop following the control plane. A watch in flight is not waited for: the thread ends when it
+        answers (at most `wait` seconds later) and applies nothing more."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(0.0 if self._watching else 5.0)
 
     def on_change(self, fn) -> None:
         self._listeners.append(fn)
 
-    # -- polling ---------------------------------------------------------------------------------------
+    # -- reading the control plane ---------------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.poll()
+        while not self._stop.is_set():
+            if self._use_watch():
+                answered = self._watch(self.version if self.connected else None)
+                if answered is True:
+                    continue  # at once: the next watch waits on the server
+                if answered is None and self.poll():  # no watch there: this round polls
+                    continue
+            if self._stop.wait(self.interval):
+                return
+            if not self._use_watch():
+                self.poll()
+
+    def refresh(self) -> bool:
+        """One read of the control plane, answered at once; True if it answered."""
+        if self._use_watch():
+            answered = self._watch(None)
+            if answered is not None:
+                return answered
+        return self.poll()
+
+    def _use_watch(self) -> bool:
+        if not self._watch_ok and self.watch and time.monotonic() >= self._probe_at:
+            self._watch_ok = True  # try it again: the control plane may have been upgraded, or calmed down
+        return self._watch_ok
+
+    def _watch(self, version: str | None) -> bool | None:
+        """One watch: True if the control plane answered, False if it could not be reached, None if it has no
+        watch for us (then poll)."""
+        self.fetches += 1
+        self._watching = version is not None
+        try:
+            out = self.api.watch(version, self.wait)
+        except HttpError as e:
+            if e.status not in (404, 405, 429):
+                self._failed(e)
+                return False
+            if e.status not in self._fallbacks:  # said once per reason
+                self._fallbacks.add(e.status)
+                if e.status == 429:
+                    log.info("the control plane has too many watches waiting (%s): polling every %.1fs, trying "
+                             "the watch again every %ds", e, self.interval, BUSY_RETRY)
+                else:
+                    log.info("the control plane has no watch (an older version: %s): polling every %.1fs",
+                             e, self.interval)
+            self._watch_ok = False
+            self._probe_at = time.monotonic() + (BUSY_RETRY if e.status == 429 else REPROBE)
+            return None
+        except ClientError as e:
+            self._failed(e)
+            return False
+        finally:
+            self._watching = False
+        self._reached()
+        if out.get("changed") and not self._stop.is_set():
+            self.version = str(out.get("version") or "") or None
+            self._apply(list(out.get("resources") or ()), list(out.get("instances") or ()), "control-plane")
+        return True
 
     def poll(self) -> bool:
-        """One read of the control plane; True if it answered."""
+        """One read of the control plane without the watch (`resources` + `instances`); True if it answered."""
         self.fetches += 1
         try:
             resources = self.api.list_resources()
             instances = self.api.instances()
         except ClientError as e:
-            self.failures += 1
-            if self.connected or self.last_ok is None and self.failures == 1:
-                log.warning("control plane unreachable (%s): serving the last mesh view (%s, generation %d); "
-                            "calls go on with it", e, self.source, self.generation)
-            self.connected = False
+            self._failed(e)
             return False
+        self._reached()
+        if not self._stop.is_set():
+            self._apply(resources, instances, "control-plane")
+        return True
+
+    def _failed(self, e: ClientError) -> None:
+        self.failures += 1
+        if self.connected or self.last_ok is None and self.failures == 1:
+            log.warning("control plane unreachable (%s): serving the last mesh view (%s, generation %d); "
+                        "calls go on with it", e, self.source, self.generation)
+        self.connected = False
+        if self.watch:
+            self._probe_at = 0.0  # what comes back may be a newer control plane: try the watch first
+
+    def _reached(self) -> None:
         if not self.connected and self.last_ok is not None:
             log.info("control plane reachable again")
         self.connected = True
         self.last_ok = time.monotonic()
-        self._apply(resources, instances, "control-plane")
-        return True
 
     def _apply(self, resources: list[dict], instances: list[dict], source: str) -> None:
         digest = _digest([resources, instances])
@@ -150,4 +238,4 @@ class Feed:
 
     def status(self) -> dict[str, Any]:
         return {"source": self.source, "generation": self.generation, "connected": self.connected,
-                "fetches": self.fetches, "failures": self.failures}
+                "mode": self.mode, "version": self.version, "fetches": self.fetches, "failures": self.failures}

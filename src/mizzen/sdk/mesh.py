@@ -40,11 +40,12 @@ class Mesh:
     def __init__(self, *, state_dir: str | None = None, api_addresses: Sequence[str] | None = None,
                  namespace: str | None = None, workload: str = "", labels: Mapping[str, str] | None = None,
                  snapshot_file: str | None = None, interval: float = 0.5, seed: int | None = None,
-                 token_file: str | None = None,
+                 token_file: str | None = None, watch: bool = True,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.api = api = _api_client(state_dir, api_addresses, token_file or os.environ.get("MIZZEN_TOKEN_FILE"))
         namespace = namespace or os.environ.get("POD_NAMESPACE", "default")
-        self.feed = Feed(api, snapshot_file=snapshot_file, interval=interval)
+        # `watch`: follow the control plane with its REST watch (False: poll every `interval`; docs/sdk.md)
+        self.feed = Feed(api, snapshot_file=snapshot_file, interval=interval, watch=watch)
         self.proxy = Proxy(id=f"sdk~{workload}.{namespace}", namespace=namespace, workload=workload,
                            labels=labels_tuple(labels), kind="sdk")
         self.clock, self.sleep = clock, sleep

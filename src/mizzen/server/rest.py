@@ -33,6 +33,7 @@ from .auth import (APP, Authenticator, Forbidden, Principal, Unauthenticated, be
                    require_admin, require_reader, visible)
 from .auth_rest import add_credential_routes, add_token_routes
 from .core import ControlPlaneCore
+from .watch import MAX_WATCHERS, Watches
 from ..unixpath import serve_app
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ SCOPED_ROUTES = {
     ("GET", "/api/v1/resources/{kind}/{ns}/{name}"), ("DELETE", "/api/v1/resources/{kind}/{ns}/{name}"),
     ("GET", "/api/v1/services"), ("GET", "/api/v1/instances"), ("PUT", "/api/v1/instances/{id}"),
     ("DELETE", "/api/v1/instances/{id}"), ("GET", "/api/v1/proxies"), ("GET", "/api/v1/proxies/{id}/resources"),
-    ("GET", "/api/v1/whoami"),
+    ("GET", "/api/v1/whoami"), ("GET", "/api/v1/watch"),
 }
 
 
@@ -195,9 +196,10 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
              proxy_resources: Callable[[str, str], dict[str, Any] | None],
              egress: Callable[[str, dict[str, str]], dict[str, Any]] | None = None,
              credential_routes: bool = True, health: Callable[[], dict[str, Any]] | None = None,
-             apps_only: bool = False) -> web.Application:
+             apps_only: bool = False, max_watchers: int = MAX_WATCHERS) -> web.Application:
     """`credential_routes`: serve /api/v1/credentials from `auth.pods` (False when the mesh CA serves them);
-    `health`: the store's health for /healthz; `apps_only`: the pods' socket (accepts app credentials only)."""
+    `health`: the store's health for /healthz; `apps_only`: the pods' socket (accepts app credentials only);
+    `max_watchers`: how many `GET /api/v1/watch` may wait at a time (watch.py)."""
     app = web.Application(middlewares=[_errors, _authenticate], client_max_size=MAX_BODY,
                           handler_args={"auto_decompress": False})  # see _decoded
     app[CORE_KEY] = core
@@ -316,6 +318,7 @@ def make_app(core: ControlPlaneCore, *, auth: Authenticator, ready: Callable[[],
     app.router.add_delete("/api/v1/instances/{id}", delete_instance)
     app.router.add_get("/api/v1/proxies", list_proxies)
     app.router.add_get("/api/v1/proxies/{id}/resources", get_proxy_resources)
+    Watches(core, principal, max_watchers=max_watchers).add_to(app)  # the SDK's long-poll (watch.py)
     add_token_routes(app, auth, principal)  # (on the apps' socket: whoami; the rest is admin-only)
     if credential_routes and not apps_only and hasattr(auth.pods, "issue"):
         add_credential_routes(app, auth.pods)
