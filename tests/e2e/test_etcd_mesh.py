@@ -236,7 +236,9 @@ def test_whole_cluster_down_30s_under_load(tmp_path: Path) -> None:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 c = next(x for x in m.status()["components"] if x["name"] == "controlplane-1")
-                if c["pid"] != cp1 and c.get("alive") and (m.state_dir / "api-1.sock").exists():
+                # the new process answers on api-1.sock (the killed one left its socket file behind: a file
+                # that exists is not yet the new process listening)
+                if c["pid"] != cp1 and c.get("alive") and accepts(m.state_dir / "api-1.sock"):
                     break
                 time.sleep(0.3)
             status, health = replica_health(m, "api-1.sock")
