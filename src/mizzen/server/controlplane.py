@@ -238,7 +238,10 @@ class ControlPlane:
         # subscribe first: a change landing while the initial snapshot is built only causes one more rebuild
         self.store.subscribe(self._config_changed)
         self.registry.subscribe(self._endpoints_changed)
-        self._build_initial()
+        # in a worker thread: a replica that waited for its store keeps answering /healthz (the waiting app)
+        # while a large first snapshot builds -- on the loop it was silent for seconds once etcd came back.
+        # Nothing else reads the snapshot yet (ready() is False, the push loop starts below).
+        await asyncio.to_thread(self._build_initial)
         self._ready = True
         xds_addrs = [f"unix:{self.xds_socket}"]
         if self.settings.xds_tcp:
