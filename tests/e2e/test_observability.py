@@ -842,9 +842,11 @@ def test_a_workloads_spans_go_to_an_external_collector_named_at_runtime(mesh: Me
         # productpage's spans went there instead of to the embedded collector; its callers and callees still
         # report to the embedded one (one tracer per sidecar: the workload's Telemetry switched only its own)
         ids = {t["traceId"] for t in external}
-        embedded = cli_json(mesh, "traces", "--service", "reviews-v3", "--limit", "200")
-        joined = [t for t in embedded if t["traceId"] in ids]
-        assert joined, (ids, [t["traceId"] for t in embedded][:10])
+
+        def joined_traces() -> list[dict]:  # the other sidecars ship their spans on their own flush schedule
+            embedded = cli_json(mesh, "traces", "--service", "reviews-v3", "--limit", "200")
+            return [t for t in embedded if t["traceId"] in ids]
+        joined = until(joined_traces, 30, 1.0, what=f"reviews-v3's spans of trace {sorted(ids)} at the embedded store")
         for t in joined:
             assert "productpage-v1" not in t["services"] and "reviews-v3" in t["services"], t
         # (Envoy's OpenTelemetry tracer names the service as configured, <workload>.<namespace>; the Zipkin
