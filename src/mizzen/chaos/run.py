@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,8 @@ class ScenarioRun:
                     self.tl.add("undo", f"{f.id} stopped at the end of the run")
             if not load:
                 load = self._finish_load(stop=True)
+            if self.stop_file:  # its private temp dir (17 empty ones were left behind by earlier runs)
+                shutil.rmtree(os.path.dirname(self.stop_file), ignore_errors=True)
             self._cleanup(applied)
         return self._result(src, load, sync_after, sync_known)
 
