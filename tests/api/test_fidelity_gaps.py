@@ -4,32 +4,15 @@ the security and workload kinds (issue 14's fidelity goal). Each case is written
 does not act on is reported by `mizzen analyze`."""
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from mizzen.analyze import analyze
 from mizzen.analyze.inputs import read_for_analysis
-from mizzen.api import InvalidConfig, load_text
+from mizzen.api import load_text
 from mizzen.model.workloadentries import instances_of
 from mizzen.translate.filters.jwt import provider
 
-GROUP = {"AuthorizationPolicy": "security.istio.io/v1", "RequestAuthentication": "security.istio.io/v1",
-         "PeerAuthentication": "security.istio.io/v1", "WorkloadEntry": "networking.istio.io/v1",
-         "WorkloadGroup": "networking.istio.io/v1", "VirtualService": "networking.istio.io/v1"}
-
-
-def doc(kind: str, spec: str, name: str = "x", namespace: str = "ns") -> str:
-    return (f"apiVersion: {GROUP[kind]}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
-            "spec:\n" + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ") + "\n")
-
-
-def problems(text: str) -> list[str]:
-    try:
-        load_text(text)
-    except InvalidConfig as e:
-        return [f"{i.path}: {i.message}" for i in e.issues]
-    return []
+from .istiodoc import doc, problems
 
 
 def messages(text: str) -> list[tuple[str, str, str]]:

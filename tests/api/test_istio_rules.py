@@ -3,28 +3,9 @@ is rejected with the field named, and the nearest valid document is accepted (so
 not some other mistake in the document)."""
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from mizzen.api import InvalidConfig, load_text
-
-GROUP = {"VirtualService": "networking.istio.io/v1", "DestinationRule": "networking.istio.io/v1",
-         "ServiceEntry": "networking.istio.io/v1", "Sidecar": "networking.istio.io/v1",
-         "Gateway": "networking.istio.io/v1", "Telemetry": "telemetry.istio.io/v1"}
-
-
-def doc(kind: str, spec: str, name: str = "x", namespace: str = "ns") -> str:
-    return (f"apiVersion: {GROUP[kind]}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
-            "spec:\n" + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ") + "\n")
-
-
-def problems(text: str) -> list[str]:
-    try:
-        load_text(text)
-    except InvalidConfig as e:
-        return [f"{i.path}: {i.message}" for i in e.issues]
-    return []
+from .istiodoc import doc, problems
 
 
 ROUTE = "http: [{route: [{destination: {host: a}}]}]"
