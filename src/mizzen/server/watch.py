@@ -16,8 +16,8 @@ Consul's blocking queries (consulapi/server.py) are the model: `version` plays `
 and the registry's change notifications set (from whatever thread commits), and it re-reads the revisions every
 second as well (a replica in another process). The view is rebuilt and digested in a worker thread, and only when
 the store revision or the registry version moved since the request last looked: nothing slow on the loop, which
-also serves xDS. Callers of one scope (role and namespaces) share
-that build. At most `max_watchers` requests wait at a time per socket; one more is answered 429 with
+also serves xDS. Callers of one scope (role and namespaces) share that build, also when one change wakes
+them all at once (`_shared_view`). At most `max_watchers` requests wait at a time per socket; one more is answered 429 with
 Retry-After (the SDK polls meanwhile); a caller that disconnects frees its place within RECHECK seconds.
 Shutting the API down answers every waiting request at once.
 """
@@ -27,11 +27,13 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 from typing import Any, Callable
 
 from aiohttp import web
 
 from ..api import InvalidConfig, Issue
+from ..api.duration import duration_seconds
 from .auth import Principal
 from .core import ControlPlaneCore
 
@@ -44,6 +46,7 @@ MAX_WATCHERS = 256
 MAX_SCOPES = 1024  # views kept for sharing (one per role and namespaces)
 RECHECK = 1.0  # seconds between looks at the revisions while waiting (changes made by another process)
 WATCHES: web.AppKey["Watches"] = web.AppKey("watches")
+_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 
 def view_version(resources: list[dict[str, Any]], instances: list[dict[str, Any]]) -> str:
@@ -53,21 +56,16 @@ def view_version(resources: list[dict[str, Any]], instances: list[dict[str, Any]
 
 
 def parse_wait(raw: str | None) -> float:
-    """`wait`: seconds (`30`, `2.5`) or with an `s`/`m` unit (`30s`, `5m`); bounded to MAX_WAIT."""
+    """`wait`: seconds (`30`, `2.5`) or a Go/Istio duration (`30s`, `5m`, `1m30s`: `api.duration`, the one
+    parser); bounded to MAX_WAIT."""
     if raw is None or raw == "":
         return DEFAULT_WAIT
-    text, scale = raw.strip().lower(), 1.0
-    if text.endswith("ms"):
-        text, scale = text[:-2], 0.001
-    elif text.endswith("s"):
-        text = text[:-1]
-    elif text.endswith("m"):
-        text, scale = text[:-1], 60.0
+    text = raw.strip().lower()
     try:
-        value = float(text) * scale
+        value = float(text) if _SECONDS.fullmatch(text) else duration_seconds(text)
     except ValueError:
         value = -1.0
-    if not value >= 0 or value != value or value == float("inf"):
+    if value < 0:
         raise InvalidConfig([Issue(f"wait must be a number of seconds (e.g. 30 or 30s), not {raw[:40]!r}",
                                    "<request>", path="wait")])
     return min(value, MAX_WAIT)
@@ -88,6 +86,7 @@ class Watches:
         self._changed: asyncio.Event | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._views: dict[tuple[str, frozenset[str]], tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._building: dict[tuple, asyncio.Future] = {}  # (scope, marks) -> the build in flight
 
     def add_to(self, app: web.Application) -> None:
         app[WATCHES] = self
@@ -145,11 +144,21 @@ class Watches:
         self._views[scope] = (marks, view)
         return view
 
+    async def _shared_view(self, p: Principal) -> dict[str, Any]:
+        """`_view` in a worker thread, one build per scope and revisions however many waiting requests of that
+        scope a change wakes at once (they await the same build instead of each starting one)."""
+        key = (p.role, p.namespaces, self._marks())
+        fut = self._building.get(key)
+        if fut is None:
+            fut = self._building[key] = asyncio.ensure_future(asyncio.to_thread(self._view, p))
+            fut.add_done_callback(lambda _f: self._building.pop(key, None))
+        return await asyncio.shield(fut)
+
     async def handle(self, request: web.Request) -> web.Response:
         p = self.principal(request)
         known = request.query.get("version") or None
         wait = parse_wait(request.query.get("wait"))
-        view = await asyncio.to_thread(self._view, p)
+        view = await self._shared_view(p)
         if known is None or view["version"] != known or wait <= 0 or self.closing:
             return _answer(view, known)
         if self.waiting >= self.max_watchers:
@@ -177,7 +186,7 @@ class Watches:
                         pass
                 if self.closing or self._marks() == looked_at:
                     continue
-                view = await asyncio.to_thread(self._view, p)
+                view = await self._shared_view(p)
                 looked_at = (view["revision"], view["registryVersion"])
                 if view["version"] != known:
                     break
