@@ -470,6 +470,9 @@ class ControlPlane:
 
 
 async def run(settings: Settings) -> None:
+    from .memdiag import start_from_env
+
+    diag = start_from_env(settings.replica)
     cp = ControlPlane(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -493,3 +496,5 @@ async def run(settings: Settings) -> None:
     stopping.cancel()
     log.info("stopping")
     await cp.stop()
+    if diag is not None:
+        diag.set()
