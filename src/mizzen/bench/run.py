@@ -4,7 +4,9 @@
    same run (bench/goals.py: the bare gRPC floor, bench/xds_floor.py; bare Envoys for memory, bench/sidecar.py).
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
-3. Two-hop latency through the mesh vs direct, on the same run.
+3. Two-hop latency through the mesh vs direct, on the same run; and issue 15 goal 1, the data path: the mesh vs two
+   bare Envoys with the same iptables capture, paced and at saturation, plaintext and mTLS, alternated pairs
+   (bench/datapath.py).
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis, server variants
    (server/ratelimit_bench.py); the added latency of a global limit on a two-hop request at 1000 rps
@@ -28,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import distributed, edges, gateway, goals, latency, mtls, sidecar, telemetry
+from . import datapath, distributed, edges, gateway, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                          "10000x100000x2000 does not finish on 2 cores: docs/benchmarks.md)")
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-datapath", action="store_true", help="skip the mesh vs bare Envoys with the same capture")
     ap.add_argument("--skip-distributed", action="store_true", help="skip SQLite vs etcd and the Consul API")
     ap.add_argument("--skip-mtls", action="store_true", help="skip mesh mTLS vs bare Envoys with static mTLS")
     ap.add_argument("--skip-telemetry", action="store_true", help="skip the telemetry cost")
@@ -101,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
             print(md)
             with out.open("a") as f:
                 f.write("\n### Two-hop latency through the mesh vs direct\n\n" + md + "\n")
+            if not a.skip_datapath:
+                print("$ data path: mesh vs two bare Envoys with the same capture (python -m mizzen.bench.datapath)",
+                      flush=True)
+                md = datapath.markdown(datapath.run(seconds=a.latency_seconds))
+                print(md)
+                with out.open("a") as f:
+                    f.write("\n### Data path: two hops through the mesh vs two bare Envoys with the same capture\n\n"
+                            + md + "\n")
     if not a.skip_distributed:
         print("$ store/registry on SQLite vs etcd, Consul API blocking queries", flush=True)
         md = distributed.run()
