@@ -102,6 +102,38 @@ def test_memo_is_bounded_and_keeps_its_keys():
     assert m.get(("k", id(objs[-1]))) == 1
 
 
+def test_memo_entries_live_two_generations_unless_used():
+    """Issue 16: an entry that no stream asked for since the previous snapshot only keeps an old view alive."""
+    m = shared.IdentityMemo()
+    old, kept, new = {"v": 1}, {"v": 2}, {"v": 3}
+    m.put(("k", id(old)), (old,), "old")
+    m.put(("k", id(kept)), (kept,), "kept")
+    m.advance()  # generation 1: both still live (they may be asked for while this push runs)
+    assert len(m) == 2
+    assert m.get(("k", id(kept))) == "kept"  # used in generation 1
+    m.put(("k", id(new)), (new,), "new")
+    assert m.advance() == 1  # generation 2: "old" was not used in 1 or 2
+    assert m.get(("k", id(old))) is shared._MISSING
+    assert (m.get(("k", id(kept))), m.get(("k", id(new)))) == ("kept", "new")
+
+
+def test_memo_stays_flat_under_endless_churn():
+    """A stream following a new view each generation (the soak's endpoint churn): the memo holds the last two
+    generations' entries, not the history."""
+    s = DeltaStream()
+    t = t1()
+    sync_delta(s, t)
+    sizes = []
+    for i in range(200):
+        t = {k: dict(v) for k, v in t.items()}
+        t[ENDPOINT]["c0"] = endpoints("c0", [(f"127.0.1.{i % 250}", 9000)])
+        shared.advance()
+        for r in s.set_target(t, float(i)):
+            s.on_request(delta_req(r.type_url, nonce=r.nonce), float(i) + 0.5)
+        sizes.append(len(shared.MEMO))
+    assert max(sizes[100:]) <= max(sizes[:20]) + 2, sizes[::20]
+
+
 def test_partial_subscription_updated_cluster_gets_its_endpoints_again():
     """Delta, EDS subscribed to part of the target: an updated cluster's endpoints are resent (the stream's
     private view of a partial subscription is never shared with a later view)."""

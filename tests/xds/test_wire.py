@@ -98,3 +98,14 @@ def test_body_cache_is_bounded():
     c.put(("t", "a"), b"z" * 20)
     c.put(("t", "b"), b"z" * 20)
     assert c._bytes <= 100 and len(c._d) <= 3
+
+
+def test_body_cache_drops_versions_no_stream_asked_for_in_two_generations():
+    c = wire._BodyCache()
+    c.put(("t", "old"), b"o" * 10)
+    c.put(("t", "live"), b"l" * 10)
+    c.advance()
+    assert c.get(("t", "live")) == b"l" * 10
+    c.advance()
+    assert c.get(("t", "old")) is None and c.get(("t", "live")) == b"l" * 10
+    assert c._bytes == 10

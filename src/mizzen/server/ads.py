@@ -45,6 +45,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory
 
 from ..model.types import SHORT_TYPE, Proxy, ProxyResources, Rendered
+from ..xds import shared
 from ..xds.stream import Response, new_stream
 from .ads_heap import IdleCollector
 
@@ -244,6 +245,7 @@ class AdsServer:
         """Queue every connected proxy for a re-target (the predicates are asked when its turn comes; notifies
         before that collapse into one re-target)."""
         self.last_activity = time.monotonic()
+        shared.advance()  # a new snapshot: what only older ones used can go (bounded memory in a long run)
         todo = self._todo
         for c in self._conns.values():
             if c.connected:

@@ -23,8 +23,9 @@ import itertools
 from typing import Any, Callable, Hashable, Mapping
 
 from mizzen.model.types import Rendered
+from mizzen.xds import wire
 
-__all__ = ["Own", "is_shared", "IdentityMemo", "MEMO", "version", "delta", "same", "merge", "updated_names",
+__all__ = ["Own", "is_shared", "IdentityMemo", "MEMO", "advance", "version", "delta", "same", "merge", "updated_names",
            "without", "added_keys", "intern_names", "next_nonce", "memoized"]
 
 
@@ -42,11 +43,17 @@ _MISSING = object()
 
 
 class IdentityMemo:
-    """Bounded memo keyed by tuples of ids (+ hashables), holding the objects whose ids are in the key."""
+    """Bounded memo keyed by tuples of ids (+ hashables), holding the objects whose ids are in the key.
+
+    Entries live for two generations (`advance()`, called once per snapshot the server pushes): an entry not
+    used since the previous snapshot only held old views alive. Without that, a long-running control plane with
+    steady churn kept up to `max_entries` old views and responses (a chaos soak grew 0.3 MiB/min for 30+
+    minutes, issue 16); `max_entries` still bounds one generation's working set."""
 
     def __init__(self, max_entries: int = 8192) -> None:
         self.max_entries = max_entries
-        self._d: dict[Hashable, tuple[tuple, Any]] = {}
+        self._d: dict[Hashable, tuple[tuple, Any, int]] = {}
+        self.gen = 0
         self.hits = 0
         self.misses = 0
 
@@ -56,15 +63,27 @@ class IdentityMemo:
             self.misses += 1
             return _MISSING
         self.hits += 1
+        if e[2] != self.gen:  # used in this generation: keep it for the next one
+            self._d[key] = (e[0], e[1], self.gen)
         return e[1]
 
     def put(self, key: Hashable, keep: tuple, value: Any) -> Any:
         d = self._d
-        d[key] = (keep, value)
+        d[key] = (keep, value, self.gen)
         if len(d) > self.max_entries:  # evict the oldest quarter (insertion order)
             for k in list(itertools.islice(d, len(d) // 4)):
                 del d[k]
         return value
+
+    def advance(self) -> int:
+        """A new snapshot is being pushed: drop the entries not used in this generation or the one before it.
+        Returns how many were dropped."""
+        self.gen += 1
+        floor = self.gen - 1
+        stale = [k for k, e in self._d.items() if e[2] < floor]
+        for k in stale:
+            del self._d[k]
+        return len(stale)
 
     def clear(self) -> None:
         self._d.clear()
@@ -74,6 +93,13 @@ class IdentityMemo:
 
 
 MEMO = IdentityMemo()
+
+
+def advance() -> None:
+    """Called by the server once per pushed snapshot: ages the shared memo and the SotW body cache (see
+    `IdentityMemo`), so memory follows the live views, not the history of changes."""
+    MEMO.advance()
+    wire.SOTW_BODIES.advance()
 
 
 def memoized(key: Hashable, keep: tuple, build: Callable[[], Any]) -> Any:

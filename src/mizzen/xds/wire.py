@@ -102,27 +102,43 @@ class _BodyCache:
     """Bounded LRU of encoded `resources` runs, keyed by (type_url, version_info).
 
     A SotW version is a hash of the (name, content version) pairs, so equal keys mean equal bytes: proxies that
-    get the same set share one concatenation (1000 sidecars with the same 100 endpoints join it once)."""
+    get the same set share one concatenation (1000 sidecars with the same 100 endpoints join it once).
+    Like `shared.IdentityMemo`, an entry not used in this generation or the one before (`advance()`, once per
+    pushed snapshot) is dropped: old versions are not asked for again."""
 
     def __init__(self, max_entries: int = 512, max_bytes: int = 128 * 1024 * 1024) -> None:
         self.max_entries, self.max_bytes = max_entries, max_bytes
-        self._d: dict[tuple[str, str], bytes] = {}
+        self._d: dict[tuple[str, str], tuple[bytes, int]] = {}
         self._bytes = 0
+        self.gen = 0
 
     def get(self, key: tuple[str, str]) -> bytes | None:
-        b = self._d.pop(key, None)
-        if b is not None:
-            self._d[key] = b  # most recently used last
-        return b
+        e = self._d.pop(key, None)
+        if e is None:
+            return None
+        self._d[key] = (e[0], self.gen)  # most recently used last
+        return e[0]
 
     def put(self, key: tuple[str, str], b: bytes) -> None:
         if len(b) > self.max_bytes // 4:
             return
-        self._d[key] = b
+        old = self._d.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[0])
+        self._d[key] = (b, self.gen)
         self._bytes += len(b)
         while len(self._d) > self.max_entries or self._bytes > self.max_bytes:
-            old = next(iter(self._d))
-            self._bytes -= len(self._d.pop(old))
+            first = next(iter(self._d))
+            self._bytes -= len(self._d.pop(first)[0])
+
+    def advance(self) -> None:
+        self.gen += 1
+        floor = self.gen - 1
+        for k in [k for k, e in self._d.items() if e[1] < floor]:
+            self._bytes -= len(self._d.pop(k)[0])
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 SOTW_BODIES = _BodyCache()
