@@ -1,6 +1,7 @@
 """Memory diagnostics for long runs: `MIZZEN_TRACEMALLOC=DIR` makes a control plane trace Python allocations
 and write a tracemalloc snapshot plus live-object counts by type every `MIZZEN_TRACEMALLOC_EVERY` seconds
-(default 300) to DIR/controlplane-<replica>-<n>.{snap,types.json}.
+(default 300) to DIR/controlplane-<replica>-<n>.{snap,types.json}; `MIZZEN_TRACEMALLOC_FRAMES=0` writes the
+object counts only (no tracing, so the process's RSS is not inflated by it).
 
 Off unless asked: tracemalloc slows allocation-heavy code. Compare two snapshots with
 `python -m mizzen.server.memdiag OLD.snap NEW.snap` (the top growth by allocation site). This is how the chaos
@@ -35,7 +36,9 @@ def start_from_env(replica: int) -> threading.Event | None:
     every = float(os.environ.get("MIZZEN_TRACEMALLOC_EVERY", "300"))
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(int(os.environ.get("MIZZEN_TRACEMALLOC_FRAMES", "8")))
+    frames = int(os.environ.get("MIZZEN_TRACEMALLOC_FRAMES", "8"))  # 0: object counts only (RSS stays honest)
+    if frames > 0:
+        tracemalloc.start(frames)
     stop = threading.Event()
 
     def loop() -> None:
@@ -43,7 +46,8 @@ def start_from_env(replica: int) -> threading.Event | None:
         while True:
             base = d / f"controlplane-{replica}-{n:03d}"
             try:
-                tracemalloc.take_snapshot().dump(str(base) + ".snap")
+                if frames > 0:
+                    tracemalloc.take_snapshot().dump(str(base) + ".snap")
                 base.with_suffix(".types.json").write_text(json.dumps(_type_counts(), indent=0))
             except OSError as e:
                 log.warning("memory diagnostics: cannot write %s (%s); stopping them", base, e)
