@@ -1,7 +1,10 @@
 """Fault injection (`VirtualService.http[].fault`) → `envoy.filters.http.fault`.
 
-The HCM of every outbound chain carries the filter with an empty config (it does nothing by itself);
-routes with a `fault` carry the actual delay/abort as per-route config, so faults change with RDS only.
+The HCM of every outbound chain carries the filter with an empty config, `disabled` (issue 15: an enabled
+fault filter is instantiated for every request and cost ~8 % of a sidecar's CPU per request at saturation,
+with nothing to inject); routes with a `fault` carry the actual delay/abort as per-route config, which also
+enables the filter for that route only (Envoy's route-based filter chain). So faults change with RDS only and
+only the routes that inject a fault pay for the filter.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ NAME = "envoy.filters.http.fault"
 
 
 def http_filter() -> hcm_pb2.HttpFilter:
-    return hcm_pb2.HttpFilter(name=NAME, typed_config=pack(fault_pb2.HTTPFault()))
+    return hcm_pb2.HttpFilter(name=NAME, typed_config=pack(fault_pb2.HTTPFault()), disabled=True)
 
 
 def fraction(percentage: Percent | None, percent: int | None = None) -> percent_pb2.FractionalPercent:
