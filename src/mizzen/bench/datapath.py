@@ -1,6 +1,7 @@
 """Issue 15 goal 1, the data path: two hops through the mesh vs two bare Envoys with a minimal static config and
 the same iptables capture, same app, same run, runs alternated so drift hits both; paced (1000 rps, `hey -q`)
-and at saturation (`wrk -t1 -c4`); plaintext and mTLS. Never pass/fail.
+and at saturation (`wrk -t1 -c4`); plaintext, plaintext with the telemetry features off, and mTLS. Never
+pass/fail.
 
     client --capture--> sidecar --(pod IP)--> capture --> sidecar --> app            mesh (xDS, generated config)
     client-direct --capture--> Envoy A --(pod IP)--> capture --> Envoy B --> app     bare (static, one route)
@@ -39,6 +40,20 @@ from .latency import parse_wrk
 from .mtls import _certs, _cluster, _hcm, _tls, parse_hey
 
 BODY_BYTES = 1024
+TELEMETRY_OFF = "plaintext-telemetry-off"
+MODES = ("plaintext", TELEMETRY_OFF, "mtls")
+PLAINTEXT_DR = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo}\nspec:\n"
+                "  host: echo\n  trafficPolicy:\n    tls: {mode: DISABLE}\n")
+MODE_TEXT = {"plaintext": "the mesh's defaults (metrics and tracing at 1 % on) with plaintext between the sidecars "
+                          "(a DestinationRule `tls: DISABLE`) vs a plaintext bare pair",
+             TELEMETRY_OFF: "the same with a mesh-wide Telemetry switching metrics and span reporting off, i.e. "
+                            "what the generated config costs without the telemetry features",
+             "mtls": "the mesh's defaults (auto mTLS from SDS) vs a bare pair with static mTLS files"}
+# a mesh-wide Telemetry switching off the two telemetry features that cost per request: the metrics' access-log
+# stream (both sidecars) and span reporting (tracing at 1 %)
+NO_TELEMETRY = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: "
+                "istio-system}\nspec: {tracing: [{disableSpanReporting: true}], metrics: [{overrides: "
+                "[{disabled: true}]}]}\n")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -220,7 +235,7 @@ class Bench:
         return Run(path, load, rps, p50, p99, n, errors, per[0], per[1])
 
 
-def run(seconds: int = 10, rate: int = 1000, pairs: int = 3, modes: tuple[str, ...] = ("plaintext", "mtls")) -> dict:
+def run(seconds: int = 10, rate: int = 1000, pairs: int = 3, modes: tuple[str, ...] = MODES) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="mizzen-bench-datapath-"))
     os.chmod(tmp, 0o755)  # the pods' app users run the app Envoy from its config here
     b = Bench(tmp, seconds)
@@ -228,17 +243,21 @@ def run(seconds: int = 10, rate: int = 1000, pairs: int = 3, modes: tuple[str, .
     started = time.time()
     try:
         b.up()
-        dr = False
+        dr = tel = False
         for mode in modes:
             tls = mode == "mtls"
-            if not tls:  # the mesh's default is auto mTLS: plaintext is a DestinationRule away
-                b.cli("apply", "-f", "-", input="apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
-                                                "metadata: {name: echo}\nspec:\n  host: echo\n  trafficPolicy:\n"
-                                                "    tls: {mode: DISABLE}\n")
+            if not tls and not dr:  # the mesh's default is auto mTLS: plaintext is a DestinationRule away
+                b.cli("apply", "-f", "-", input=PLAINTEXT_DR)
                 dr = True
-            elif dr:
+            elif tls and dr:
                 b.cli("delete", "destinationrule", "echo")
                 dr = False
+            if mode == TELEMETRY_OFF:  # what the generated config costs apart from the telemetry features
+                b.cli("apply", "-f", "-", input=NO_TELEMETRY)
+                tel = True
+            elif tel:
+                b.cli("delete", "telemetry", "mesh-default", "-n", "istio-system")
+                tel = False
             time.sleep(3)  # debounce + push
             b.start_bare(tls)
             for path in ("mesh", "bare"):  # warm-up: connections, certificates, first requests
@@ -269,7 +288,8 @@ def _med(xs: list[float]) -> str:
 def markdown(r: dict) -> str:
     lines = []
     for mode, rs in r["runs"].items():
-        lines += [f"**{mode}** (runs in order; CPU µs/request of the client-side and server-side proxy):", "",
+        lines += [f"**{mode}**: {MODE_TEXT.get(mode, mode)} (runs in order; CPU µs/request of the client-side and "
+                  "server-side proxy):", "",
                   "| path | load | requests/s | p50 ms | p99 ms | requests | errors | CPU client µs/req | "
                   "CPU server µs/req |", "|---|---|---|---|---|---|---|---|---|"]
         for x in rs:
@@ -296,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--modes", default="plaintext,mtls")
+    ap.add_argument("--modes", default=",".join(MODES), help="plaintext (the mesh's defaults with a DestinationRule "
+                    f"tls DISABLE), {TELEMETRY_OFF} (the same with metrics and span reporting off), mtls")
     ap.add_argument("--output", default=None, help="append the markdown to this file")
     a = ap.parse_args(argv)
     md = markdown(run(a.seconds, a.rate, a.pairs, tuple(a.modes.split(","))))
