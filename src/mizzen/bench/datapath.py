@@ -36,7 +36,8 @@ import yaml
 from ..api.uids import ENVOY_UID
 from ..envoybin import find_envoy
 from ..local import netns
-from .latency import parse_wrk
+from .latency import mizzen, parse_wrk
+from .telemetry import cpu_seconds
 from .mtls import _certs, _cluster, _hcm, _tls, parse_hey
 
 BODY_BYTES = 1024
@@ -54,7 +55,6 @@ MODE_TEXT = {"plaintext": "the mesh's defaults (metrics and tracing at 1 % on) w
 NO_TELEMETRY = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: "
                 "istio-system}\nspec: {tracing: [{disableSpanReporting: true}], metrics: [{overrides: "
                 "[{disabled: true}]}]}\n")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def mesh_yaml(envoy: str, app_config: Path) -> str:
@@ -125,11 +125,6 @@ class Run:
     cpu_server_us: float  # the same, server side
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
 def _envoy_in(ns: str) -> int:
     """The pid of the uid-1337 Envoy in a network namespace (the sidecar or the bare Envoy, not the app)."""
     pids = [int(x) for x in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
@@ -146,18 +141,13 @@ class Bench:
     def __init__(self, tmp: Path, seconds: int):
         self.tmp, self.seconds = tmp, seconds
         self.state = tmp / ".mizzen"
-        self.base = [sys.executable, "-m", "mizzen.cli.main"]
         self.envoy = find_envoy(None)
         self.bare: list[subprocess.Popen] = []
         self.saved_nat: dict[str, str] = {}
         self.pods: dict[str, dict] = {}
 
     def cli(self, *args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
-        p = subprocess.run([*self.base, args[0], "--state-dir", str(self.state), *args[1:]], capture_output=True,
-                           text=True, timeout=timeout, input=input)
-        if p.returncode != 0:
-            raise RuntimeError(f"mizzen {args[0]} failed: {p.stdout}\n{p.stderr}")
-        return p
+        return mizzen(self.state, *args, timeout=timeout, input=input)
 
     def up(self) -> None:
         app = self.tmp / "app.yaml"
@@ -202,7 +192,8 @@ class Bench:
         for ns, saved in self.saved_nat.items():
             subprocess.run(["ip", "netns", "exec", ns, "iptables-restore", "-T", "nat"], input=saved, text=True,
                            capture_output=True)
-        subprocess.run([*self.base, "down", "--state-dir", str(self.state)], capture_output=True, timeout=180)
+        subprocess.run([sys.executable, "-m", "mizzen.cli.main", "down", "--state-dir", str(self.state)],
+                       capture_output=True, timeout=180)
 
     def proxies(self, path: str) -> tuple[int, int]:
         client, server = ("client", "echo") if path == "mesh" else ("client-direct", "echo-direct")
@@ -215,7 +206,7 @@ class Bench:
     def one(self, path: str, load: str, rate: int) -> Run:
         pod, url = self.url(path)
         pids = self.proxies(path)
-        before = [_cpu_seconds(p) for p in pids]
+        before = [cpu_seconds(p) for p in pids]
         if load == "paced":
             workers = max(1, rate // 100)  # hey -q is per worker
             out = self.cli("exec", pod, "--", "hey", "-z", f"{self.seconds}s", "-c", str(workers), "-q",
@@ -227,7 +218,7 @@ class Bench:
                            timeout=self.seconds + 60).stdout
             w = parse_wrk(out)
             rps, p50, p99, n, errors = w.rps, w.p50_ms, w.p99_ms, w.requests, w.errors
-        after = [_cpu_seconds(p) for p in pids]
+        after = [cpu_seconds(p) for p in pids]
         per = [(a - b) * 1e6 / max(n, 1) for a, b in zip(after, before)]
         if n > 100 and per[0] < 1:
             raise RuntimeError(f"{path}: the client-side proxy used no CPU for {n} requests: the capture is not in "

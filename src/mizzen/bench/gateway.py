@@ -10,6 +10,7 @@ The gateway's extra cost is its routing config and mesh mTLS to the backend. Bou
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from ..envoybin import find_envoy
+from .latency import mizzen
 from .mtls import HeyResult, _cluster, _hcm, parse_hey
 
 MESH = Path(__file__).resolve().parents[3] / "examples" / "bench" / "gateway-mesh.yaml"
@@ -45,12 +47,7 @@ def run(seconds: int = 10, rate: int = 500) -> dict:
     base = [sys.executable, "-m", "mizzen.cli.main"]
     bare: subprocess.Popen | None = None
 
-    def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        p = subprocess.run([*base, args[0], "--state-dir", str(state), *args[1:]], capture_output=True, text=True,
-                           timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"mizzen {args[0]} failed: {p.stdout}\n{p.stderr}")
-        return p
+    cli = functools.partial(mizzen, state)
 
     def hey(port: int) -> HeyResult:
         workers = max(1, rate // 100)

@@ -4,6 +4,7 @@ client --(its sidecar)--(echo's sidecar)--> echo   vs   client-direct --> echo-d
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -47,16 +48,21 @@ def parse_wrk(out: str) -> WrkResult:
     return WrkResult(rps, _ms(lat["50"]), _ms(lat["90"]), _ms(lat["99"]), errs, reqs)
 
 
+def mizzen(state: Path | str, *args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
+    """`mizzen ARGS[0] --state-dir STATE ARGS[1:]` (this interpreter's); a failure raises with its output. The
+    benchmarks' one way to drive their mesh (`functools.partial(mizzen, state)`)."""
+    p = subprocess.run([sys.executable, "-m", "mizzen.cli.main", args[0], "--state-dir", str(state), *args[1:]],
+                       capture_output=True, text=True, timeout=timeout, input=input)
+    if p.returncode != 0:
+        raise RuntimeError(f"mizzen {args[0]} failed: {p.stdout}\n{p.stderr}")
+    return p
+
+
 def run(seconds: int = 10, connections: int = 8, rate_note: str = "") -> dict:
     state = Path(tempfile.mkdtemp(prefix="mizzen-bench-")) / ".mizzen"
     base = [sys.executable, "-m", "mizzen.cli.main"]
 
-    def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        p = subprocess.run([*base, args[0], "--state-dir", str(state), *args[1:]], capture_output=True,
-                           text=True, timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"mizzen {args[0]} failed: {p.stdout}\n{p.stderr}")
-        return p
+    cli = functools.partial(mizzen, state)
 
     def wrk(pod: str, url: str) -> WrkResult:
         out = cli("exec", pod, "--", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url,

@@ -13,6 +13,7 @@ Bounded: every load run is `hey -z <seconds>`; everything is torn down at the en
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import shutil
@@ -28,7 +29,7 @@ import yaml
 from ..ca.authority import CaMaterial, CertificateAuthority, cert_pem, key_pem, make_intermediate, make_root, new_key
 from ..ca.identity import SpiffeId
 from ..envoybin import find_envoy
-from .latency import MESH
+from .latency import MESH, mizzen
 
 ENVOY_A_PORT, ENVOY_B_PORT = 18080, 18443
 
@@ -131,12 +132,7 @@ def run(seconds: int = 10, rate: int = 1000, handshake_rate: int = 300) -> dict:
     base = [sys.executable, "-m", "mizzen.cli.main"]
     envoys: list[subprocess.Popen] = []
 
-    def cli(*args: str, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
-        p = subprocess.run([*base, args[0], "--state-dir", str(state), *args[1:]], capture_output=True, text=True,
-                           timeout=timeout, input=input)
-        if p.returncode != 0:
-            raise RuntimeError(f"mizzen {args[0]} failed: {p.stdout}\n{p.stderr}")
-        return p
+    cli = functools.partial(mizzen, state)
 
     def hey(pod: str, url: str, qps: int) -> HeyResult:
         workers = max(1, qps // 100)  # hey -q is per worker: workers x 100 rps, paced
