@@ -75,7 +75,10 @@ def control():
     os.rmdir(d)
 
 
-def test_control_channel_streams_progress_and_one_operation_at_a_time(control):
+def test_control_channel_streams_progress_and_one_operation_at_a_time(control, monkeypatch):
+    from mizzen.local import control as control_mod
+
+    monkeypatch.setattr(control_mod, "BUSY_WAIT_SECONDS", 0.3)
     runner, srv = control
     client = RunnerClient(srv.path)
     events: list[dict] = []
@@ -99,6 +102,18 @@ def test_control_channel_streams_progress_and_one_operation_at_a_time(control):
         list(client.operation("/scale", {}))
     assert client.status() == {"phase": "running", "pods": []}
     assert stat.S_IMODE(os.stat(srv.path).st_mode) == 0o600
+
+
+def test_an_operation_waits_for_a_short_holder_of_the_lock(control):
+    """A reconcile pass (or the previous operation's tail) holds the lock briefly: the next operation waits for
+    it instead of answering 409."""
+    runner, srv = control
+    runner.op_lock.acquire()
+    threading.Timer(0.5, runner.op_lock.release).start()
+    t0 = time.monotonic()
+    events = list(RunnerClient(srv.path).operation("/proxy/upgrade", {"workload": "web"}))
+    assert events[-1]["event"] == "done" and events[-1]["ok"], events
+    assert time.monotonic() - t0 >= 0.4
 
 
 def test_control_channel_refuses_when_not_running(control):
