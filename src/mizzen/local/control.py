@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from typing import Any, Callable, Protocol
 
 from aiohttp import web
@@ -46,6 +47,18 @@ class ControlTarget(Protocol):
 
 
 BUSY_WAIT_SECONDS = 5.0  # how long an operation waits for the one lock before it is refused (409)
+
+
+async def _acquire(lock: threading.Lock, seconds: float) -> bool:
+    """`lock`, waited for up to `seconds` by polling on the loop, not in a worker thread: a request cancelled
+    while it waits then holds nothing (a thread blocked in `acquire()` would take the lock after the
+    cancellation, and nobody would release it)."""
+    deadline = time.monotonic() + seconds
+    while not lock.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 def _json(status: int, body: Any) -> web.Response:
@@ -82,7 +95,7 @@ def make_app(target: ControlTarget) -> web.Application:
         # the lock is also held by short holders: a reconcile pass, or the operation before this one finishing
         # after its CLI has read "done" (a script's second `proxy upgrade` right after the first was refused,
         # e2e test_proxy_upgrade_hot_restart_under_load): wait for it a little before refusing
-        if not await asyncio.to_thread(target.op_lock.acquire, True, BUSY_WAIT_SECONDS):
+        if not await _acquire(target.op_lock, BUSY_WAIT_SECONDS):
             return _json(409, {"message": "another operation is running; try again when it is done"})
         try:
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
