@@ -59,19 +59,19 @@ NO_TELEMETRY = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {
 
 def mesh_yaml(envoy: str, app_config: Path) -> str:
     app = [envoy, "-c", str(app_config), "--concurrency", "1", "--disable-hot-restart", "--log-level", "error"]
+    idle = ["sh", "-c", "while true; do sleep 3600; done"]
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
          "spec": {"ports": [{"port": 8080, "name": "http"}], "selector": {"app": "echo"}}}]
-    for name, sidecar in (("echo", True), ("echo-direct", False)):
+    for name, command, sidecar in (("echo", app, True), ("echo-direct", app, False), ("client", idle, True),
+                                   ("client-direct", idle, False)):
+        spec: dict[str, Any] = {"command": command}
+        if command is app:
+            spec["ports"] = [{"containerPort": 8080}]
+        if not sidecar:
+            spec["sidecar"] = False
         docs.append({"apiVersion": "mizzen.dev/v1", "kind": "Workload",
-                     "metadata": {"name": name, "labels": {"app": name}},
-                     "spec": {"command": app, "ports": [{"containerPort": 8080}], **({} if sidecar else
-                                                                                      {"sidecar": False})}})
-    for name, sidecar in (("client", True), ("client-direct", False)):
-        docs.append({"apiVersion": "mizzen.dev/v1", "kind": "Workload",
-                     "metadata": {"name": name, "labels": {"app": name}},
-                     "spec": {"command": ["sh", "-c", "while true; do sleep 3600; done"],
-                              **({} if sidecar else {"sidecar": False})}})
+                     "metadata": {"name": name, "labels": {"app": name}}, "spec": spec})
     return yaml.safe_dump_all(docs, sort_keys=False)
 
 
@@ -127,8 +127,7 @@ class Run:
 
 def _envoy_in(ns: str) -> int:
     """The pid of the uid-1337 Envoy in a network namespace (the sidecar or the bare Envoy, not the app)."""
-    pids = [int(x) for x in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
-    for pid in pids:
+    for pid in netns.namespace_pids(ns):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() == "envoy" and os.stat(f"/proc/{pid}").st_uid == ENVOY_UID:
                 return pid

@@ -137,9 +137,6 @@ class _BodyCache:
         for k in [k for k, e in self._d.items() if e[1] < floor]:
             self._bytes -= len(self._d.pop(k)[0])
 
-    def __len__(self) -> int:
-        return len(self._d)
-
 
 SOTW_BODIES = _BodyCache()
 
