@@ -42,6 +42,12 @@ def test_mesh_file_is_a_valid_mesh(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(f.read_text())]
     assert kinds.count("Workload") == 4
+    for i, text in enumerate(set(datapath.TELEMETRY.values()) | {datapath.PLAINTEXT_DR}):  # what the modes apply
+        g = tmp_path / f"mode{i}.yaml"
+        g.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "mizzen.cli.main", "validate", "-f", str(g)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, text + r.stdout + r.stderr
 
 
 def test_ratios_are_pairwise_and_markdown_names_the_goal():

@@ -453,6 +453,49 @@ def test_a_thousand_distinct_paths_keep_the_series_count_flat(mesh: Mesh) -> Non
         assert "/reviews/999" not in text and "q=p" not in text  # no path ever becomes a label
 
 
+NATIVE_RATINGS = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: ratings-native, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  metrics: [{providers: [{name: envoy-stats}]}]
+"""
+
+
+def test_the_envoy_stats_provider_counts_inside_envoy_with_the_same_istio_labels(mesh: Mesh) -> None:
+    """A Telemetry naming the `envoy-stats` metrics provider for ratings: its sidecar's Envoy counts the requests
+    (stats access logger, no access-log entry), and the agent's scrape shows them as Istio series with the
+    caller named from the directory and both SPIFFE identities from the mTLS hop."""
+    admin = EnvoyAdmin(StateLayout(str(mesh.state_dir)).pod("ratings-v1-0").admin_socket)
+
+    def envoy_count() -> int:
+        stats = admin.get_json("/stats?format=json&filter=^mizzen\\.requests_total").get("stats", [])
+        return sum(int(s.get("value") or 0) for s in stats if "value" in s)
+
+    def from_sleep() -> float:
+        return sum(s.value for s in istio_requests(scrape(mesh, "ratings-v1-0"))
+                   if s.labels["reporter"] == "destination" and s.labels["source_workload"] == "sleep")
+    mesh.apply_text(NATIVE_RATINGS)
+    try:
+        mesh.wait_synced()
+        assert envoy_count() == 0
+        before = from_sleep()
+        mesh.load("sleep", "http://ratings:9080/ratings/0", count=20)
+        until(lambda: envoy_count() >= 20, 15, what="ratings' Envoy counted the requests itself")
+        until(lambda: from_sleep() - before >= 20, 15, what="the agent's scrape shows them as Istio series")
+        text = scrape(mesh, "ratings-v1-0")
+        assert "envoy_mizzen_" not in text
+        mine = [s.labels for s in istio_requests(text)
+                if s.labels["reporter"] == "destination" and s.labels["source_workload"] == "sleep"]
+        want = {"source_principal": SPIFFE + "sleep", "destination_workload": "ratings-v1",
+                "destination_principal": SPIFFE + "bookinfo-ratings", "destination_service_name": "ratings",
+                "connection_security_policy": "mutual_tls", "response_code": "200", "request_protocol": "http"}
+        assert mine and all({k: lb[k] for k in want} == want for lb in mine), mine
+    finally:
+        mesh.cli("delete", "telemetry", "ratings-native", "-n", "default")
+        mesh.wait_synced()
+
+
 # ---------------------------------------------------------------------------------------------- control plane
 
 def cp_metrics(mesh: Mesh, where: str = "monitoring") -> dict[tuple[str, tuple], float]:

@@ -47,6 +47,9 @@ class Receivers:
             {"socket": self.socks[1], "httpPort": self.ports[1], "workload": "reviews-v1", "namespace": "default",
              "labels": {"app": "reviews", "version": "v1"}, "portServices": {"9080": "reviews.default.svc.cluster.local"}},
         ]}
+        if admin:  # each receiver merges its Envoy's stats into its scrape (and renames Envoy-native metrics)
+            for sc, who in zip(cfg["sidecars"], ("a", "b")):
+                sc["envoyAdmin"] = admin[who]
         path = os.path.join(work, "agents.json")
         json.dump(cfg, open(path, "w"))
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.telemetry.agentproc", path], stdout=subprocess.PIPE,

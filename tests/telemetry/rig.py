@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from mizzen.telemetry import envoy as tenvoy
+from mizzen.telemetry import istio
 from tests.envoy_bin import envoy_binary
 
 A_IP, B_IP, APP_IP = "127.0.0.2", "127.0.0.3", "127.0.0.4"
@@ -56,6 +57,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 @dataclass
 class Options:
     metrics: bool = False  # access-log stream to each sidecar's receiver
+    native_metrics: bool = False  # Istio's metrics counted inside Envoy (the envoy-stats provider)
     tracing: str = ""  # "" | "otel" | "zipkin"
     sampling: float = 100.0
     tap: bool = False
@@ -83,7 +85,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 def _hcm(name: str, direction: str, route: dict, opts: Options, service: str) -> dict:
     cfg: dict = {"@type": HCM, "stat_prefix": name, "codec_type": "AUTO", "route_config": route,
                  "http_filters": ([tenvoy.tap_filter()] if opts.tap else []) + [ROUTER]}
-    if opts.metrics:
+    if opts.native_metrics:
+        cfg["access_log"] = [tenvoy.native_metrics_log(direction)]
+    elif opts.metrics:
         cfg["access_log"] = [tenvoy.http_access_log(direction, flush_interval=opts.flush_interval)]
     if opts.tracing == "otel":
         cfg["tracing"] = tenvoy.otel_tracing(service, opts.sampling)
@@ -119,7 +123,9 @@ def _bootstrap(node: str, admin_port: int, listeners: list, clusters: list, opts
         clusters.append(tenvoy.grpc_cluster(tenvoy.TRACES_CLUSTER, opts.traces_address))
     elif opts.tracing == "zipkin":
         clusters.append(tenvoy.http_cluster(tenvoy.TRACES_CLUSTER, opts.traces_address))
-    return {"node": {"id": node, "cluster": node.split("~")[0]},
+    boot: dict = {} if not opts.native_metrics else {"stats_config": {"histogram_bucket_settings": (
+        tenvoy.native_histogram_buckets(istio.DURATION_BUCKETS_MS, istio.BYTES_BUCKETS))}}
+    return {**boot, "node": {"id": node, "cluster": node.split("~")[0]},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             "static_resources": {"listeners": listeners, "clusters": clusters}}
 

@@ -76,6 +76,55 @@ def test_istio_metrics_from_the_access_log_stream_on_both_sides(work):
         recv.stop()
 
 
+REQUESTS = ("/a", "/fail", "/grpcfail", "/b")
+
+
+def _istio_series(text: str) -> dict:
+    """{(family, labels without le): value} of the Istio request families (counters and histogram counts)."""
+    out = {}
+    for f in text_string_to_metric_families(text):
+        if f.name in ("istio_requests", "istio_request_duration_milliseconds", "istio_request_bytes",
+                      "istio_response_bytes"):
+            for s in f.samples:
+                if s.name.endswith("_total") or s.name.endswith("_count"):
+                    out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _metrics_of(work: str, opts: Options) -> tuple[dict, dict, str]:
+    os.makedirs(work, exist_ok=True)
+    rig = Rig(opts, work=work)
+    recv = Receivers(work, admin=rig.admin)
+    try:
+        with rig:
+            for path in REQUESTS:
+                rig.get(path)
+            want = len(REQUESTS)
+
+            def complete() -> tuple[dict, dict] | None:  # both sides counted every request, histograms flushed
+                got = tuple(_istio_series(recv.metrics(i)) for i in (0, 1))
+                done = all(sum(v for (n, _), v in g.items() if n == fam) == want for g in got
+                           for fam in ("istio_requests_total", "istio_request_duration_milliseconds_count"))
+                return got if done else None
+            a, b = wait_for(complete, timeout=30, what="every request counted on both sides")
+            return a, b, recv.metrics(1)
+    finally:
+        recv.stop()
+
+
+def test_envoy_native_metrics_give_the_same_istio_series_as_the_access_log_stream(work):
+    """The envoy-stats provider: Envoy counts each request into `mizzen.*` stats (stats access logger), the agent
+    renames them at scrape time; the label sets and counts equal the access-log stream's for the same requests."""
+    stream = _metrics_of(os.path.join(work, "s"), Options(metrics=True, telemetry_sockets=(
+        os.path.join(work, "s", "a-als.sock"), os.path.join(work, "s", "b-als.sock"))))
+    native = _metrics_of(os.path.join(work, "n"), Options(native_metrics=True))
+    for side in (0, 1):
+        assert native[side] == stream[side], (side, native[side], stream[side])
+    assert "envoy_mizzen_" not in native[2]  # renamed, not duplicated
+    assert any(dict(k[1]).get("grpc_response_status") == "14" and dict(k[1])["request_protocol"] == "grpc"
+               for k in native[1])
+
+
 def test_a_thousand_distinct_paths_keep_the_series_count_flat(work):
     recv = Receivers(work)
     try:

@@ -15,6 +15,8 @@ without being held again.
 
 HTTP (JSON unless said otherwise):
     GET /stats/prometheus     text: Envoy's /stats/prometheus + istio_* + mizzen_agent_* + the app's metrics
+                              (Envoy's native `envoy_mizzen_*` request series, if any, become istio_* series,
+                              added to the access-log ones: telemetry/native.py)
     GET /telemetry/window     the golden-metrics window (aggregate.Window.snapshot)
     GET /telemetry/top?n=20   the busiest paths (top.TopPaths.snapshot)
 """
@@ -31,7 +33,7 @@ import grpc
 from aiohttp import web
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
-from ..telemetry import exposition
+from ..telemetry import exposition, native
 from ..telemetry.aggregate import Aggregator, SelfInfo
 from ..telemetry.istio import UNKNOWN
 from ..telemetry.peers import Directory
@@ -92,6 +94,12 @@ class Telemetry:
         self._settled: set[str] = set()  # peer addresses a refresh did not name: counted at once from then on
         self.max_held, self.max_hold_seconds = max_held, max_hold_seconds
         self.held_records = 0  # records that waited for a refresh (since start)
+        # Envoy-native request metrics (renamed at scrape time, see telemetry/native.py)
+        self.native = native.Converter(max_series=max_series)
+        self._native_waiting: dict[str, tuple[float, int]] = {}  # unknown peer -> (first seen, refreshes then)
+        self._native_unknown = 0  # requests of native series with an unknown peer, at the last scrape
+        self.native_series = 0  # Istio series of the last scrape that came from Envoy's stats alone
+        self.native_dropped = 0  # requests of the Envoy series the cap left out of the last scrape
         self._server: grpc.aio.Server | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -236,8 +244,9 @@ class Telemetry:
             ("accesslog_streams", "Access-log streams open from Envoy.", self.streams),
             ("accesslog_entries", "Access-log entries received since start.", self.entries),
             ("accesslog_bad_entries", "Access-log entries that could not be read.", self.bad_entries),
-            ("telemetry_series", "Istio series held.", self.agg.series_count),
-            ("telemetry_dropped_records", "Records not stored because of the series cap.", self.agg.dropped_records),
+            ("telemetry_series", "Istio series held.", self.agg.series_count + self.native_series),
+            ("telemetry_dropped_records", "Records not stored because of the series cap.",
+             self.agg.dropped_records + self.native_dropped),
             ("telemetry_unknown_peers", "Records whose peer address was not in the directory.", self.agg.unknown_peers),
             ("telemetry_held_records", "Records that waited for a directory refresh (their peer was new).",
              self.held_records),
@@ -258,7 +267,45 @@ class Telemetry:
         envoy_text, app_text = await asyncio.gather(self._fetch("envoy", self.envoy_stats),
                                                     self._fetch("app", self.app_metrics))
         extra = self.extra_metrics() if self.extra_metrics is not None else ""
-        return exposition.merge(envoy_text, exposition.render(self.agg), self.self_metrics(), extra, app_text)
+        envoy_text, series = native.split_envoy_text(envoy_text)
+        converted = self._convert(series) if series else {}
+        if not series:
+            self.native_series = self.native_dropped = 0
+        return exposition.merge(envoy_text, exposition.render(self.agg, converted), self.self_metrics(), extra,
+                                app_text)
+
+    def _convert(self, series: dict) -> dict:
+        """Envoy's native request series -> Istio's (with the directory of the moment). A new series of a peer
+        address the directory does not know waits for the refresh it wakes (as a held record does), at most
+        max_hold_seconds; the scrape itself never waits."""
+        agg = self.agg
+        hold = self._hold_native if self.fetch_directory is not None else None
+        out = self.native.convert(series, agg.me, agg.directory, existing=agg.http, taken=agg.series_count, hold=hold)
+        self._native_waiting = {a: self._native_waiting[a] for a in out.held if a in self._native_waiting}
+        self.native_series = sum(1 for k in out.http if k not in agg.http)
+        self.native_dropped = out.dropped_requests
+        if out.held or out.unknown_requests > self._native_unknown:
+            self._wake.set()
+        self._native_unknown = out.unknown_requests
+        return out.http
+
+    def _hold_native(self, addr: str) -> bool:
+        if addr in self._settled:
+            return False
+        now = self.clock()
+        seen = self._native_waiting.get(addr)
+        if seen is None:
+            if len(self._native_waiting) >= self.max_held:
+                return False
+            self._native_waiting[addr] = (now, self.directory_refreshes)
+            return True
+        if self.directory_refreshes > seen[1] or now - seen[0] >= self.max_hold_seconds:
+            # a refresh since did not name it (a caller outside the mesh), or it cannot: shown as unknown
+            if len(self._settled) > 4096:
+                self._settled.clear()
+            self._settled.add(addr)
+            return False
+        return True
 
     async def _prometheus(self, request: web.Request) -> web.Response:
         return web.Response(text=await self.prometheus_text(), headers={"Content-Type": exposition.CONTENT_TYPE})

@@ -1,7 +1,7 @@
 """Issue 15 goal 1, the data path: two hops through the mesh vs two bare Envoys with a minimal static config and
 the same iptables capture, same app, same run, runs alternated so drift hits both; paced (1000 rps, `hey -q`)
-and at saturation (`wrk -t1 -c4`); plaintext, plaintext with the telemetry features off, and mTLS. Never
-pass/fail.
+and at saturation (`wrk -t1 -c4`); plaintext (the defaults, Istio's metrics counted inside Envoy, the telemetry
+features off) and mTLS (the defaults, metrics inside Envoy). Never pass/fail.
 
     client --capture--> sidecar --(pod IP)--> capture --> sidecar --> app            mesh (xDS, generated config)
     client-direct --capture--> Envoy A --(pod IP)--> capture --> Envoy B --> app     bare (static, one route)
@@ -42,19 +42,26 @@ from .mtls import _certs, _cluster, _hcm, _tls, parse_hey
 
 BODY_BYTES = 1024
 TELEMETRY_OFF = "plaintext-telemetry-off"
-MODES = ("plaintext", TELEMETRY_OFF, "mtls")
+NATIVE, MTLS_NATIVE = "plaintext-native-metrics", "mtls-native-metrics"
+MODES = ("plaintext", NATIVE, TELEMETRY_OFF, "mtls", MTLS_NATIVE)
 PLAINTEXT_DR = ("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: echo}\nspec:\n"
                 "  host: echo\n  trafficPolicy:\n    tls: {mode: DISABLE}\n")
 MODE_TEXT = {"plaintext": "the mesh's defaults (metrics and tracing at 1 % on) with plaintext between the sidecars "
                           "(a DestinationRule `tls: DISABLE`) vs a plaintext bare pair",
              TELEMETRY_OFF: "the same with a mesh-wide Telemetry switching metrics and span reporting off, i.e. "
                             "what the generated config costs without the telemetry features",
-             "mtls": "the mesh's defaults (auto mTLS from SDS) vs a bare pair with static mTLS files"}
+             NATIVE: "the mesh's defaults with Istio's metrics counted inside Envoy (a mesh-wide Telemetry naming the "
+                     "`envoy-stats` metrics provider) instead of the access-log stream, plaintext",
+             "mtls": "the mesh's defaults (auto mTLS from SDS) vs a bare pair with static mTLS files",
+             MTLS_NATIVE: "the same with the metrics counted inside Envoy (`envoy-stats`)"}
 # a mesh-wide Telemetry switching off the two telemetry features that cost per request: the metrics' access-log
 # stream (both sidecars) and span reporting (tracing at 1 %)
 NO_TELEMETRY = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: "
                 "istio-system}\nspec: {tracing: [{disableSpanReporting: true}], metrics: [{overrides: "
                 "[{disabled: true}]}]}\n")
+NATIVE_METRICS = ("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: "
+                  "istio-system}\nspec: {metrics: [{providers: [{name: envoy-stats}]}]}\n")
+TELEMETRY = {TELEMETRY_OFF: NO_TELEMETRY, NATIVE: NATIVE_METRICS, MTLS_NATIVE: NATIVE_METRICS}
 
 
 def mesh_yaml(envoy: str, app_config: Path) -> str:
@@ -233,21 +240,22 @@ def run(seconds: int = 10, rate: int = 1000, pairs: int = 3, modes: tuple[str, .
     started = time.time()
     try:
         b.up()
-        dr = tel = False
+        dr = False
+        tel: str | None = None  # the mesh-wide Telemetry applied
         for mode in modes:
-            tls = mode == "mtls"
+            tls = mode.startswith("mtls")
             if not tls and not dr:  # the mesh's default is auto mTLS: plaintext is a DestinationRule away
                 b.cli("apply", "-f", "-", input=PLAINTEXT_DR)
                 dr = True
             elif tls and dr:
                 b.cli("delete", "destinationrule", "echo")
                 dr = False
-            if mode == TELEMETRY_OFF:  # what the generated config costs apart from the telemetry features
-                b.cli("apply", "-f", "-", input=NO_TELEMETRY)
-                tel = True
-            elif tel:
+            want = TELEMETRY.get(mode)  # TELEMETRY_OFF: what the generated config costs apart from telemetry
+            if want is not None and want != tel:
+                b.cli("apply", "-f", "-", input=want)
+            elif want is None and tel is not None:
                 b.cli("delete", "telemetry", "mesh-default", "-n", "istio-system")
-                tel = False
+            tel = want
             time.sleep(3)  # debounce + push
             b.start_bare(tls)
             for path in ("mesh", "bare"):  # warm-up: connections, certificates, first requests
@@ -307,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--modes", default=",".join(MODES), help="plaintext (the mesh's defaults with a DestinationRule "
-                    f"tls DISABLE), {TELEMETRY_OFF} (the same with metrics and span reporting off), mtls")
+                    f"tls DISABLE), {NATIVE} (metrics counted inside Envoy), {TELEMETRY_OFF} (metrics and span "
+                    f"reporting off), mtls, {MTLS_NATIVE}")
     ap.add_argument("--output", default=None, help="append the markdown to this file")
     a = ap.parse_args(argv)
     md = markdown(run(a.seconds, a.rate, a.pairs, tuple(a.modes.split(","))))

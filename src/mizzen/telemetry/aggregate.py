@@ -47,6 +47,12 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def add(self, other: "Histogram") -> None:
+        for i, c in enumerate(other.counts):
+            self.counts[i] += c
+        self.sum += other.sum
+        self.count += other.count
+
 
 class HttpSeries:
     __slots__ = ("requests", "duration", "request_bytes", "response_bytes")
@@ -56,6 +62,35 @@ class HttpSeries:
         self.duration = Histogram(len(istio.DURATION_BUCKETS_MS))
         self.request_bytes = Histogram(len(istio.BYTES_BUCKETS))
         self.response_bytes = Histogram(len(istio.BYTES_BUCKETS))
+
+    def add(self, other: "HttpSeries") -> None:
+        self.requests += other.requests
+        self.duration.add(other.duration)
+        self.request_bytes.add(other.request_bytes)
+        self.response_bytes.add(other.response_bytes)
+
+
+def sum_http(*tables: Mapping[tuple[str, ...], HttpSeries]) -> dict[tuple[str, ...], HttpSeries]:
+    """Several tables of HTTP series as one, added label set by label set (the inputs are left unchanged)."""
+    out: dict[tuple[str, ...], HttpSeries] = {}
+    shared: set[tuple[str, ...]] = set()  # keys whose series in `out` is a new sum, not an input's object
+    for table in tables:
+        for key, s in table.items():
+            mine = out.get(key)
+            if mine is None:
+                out[key] = s
+                continue
+            if key not in shared:
+                mine = out[key] = _copy(mine)
+                shared.add(key)
+            mine.add(s)
+    return out
+
+
+def _copy(s: HttpSeries) -> HttpSeries:
+    c = HttpSeries()
+    c.add(s)
+    return c
 
 
 class TcpSeries:

@@ -66,6 +66,61 @@ def http_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_i
     }
 
 
+# Envoy-native metrics (the `envoy-stats` metrics provider): Envoy's stats access logger counts each request into
+# a few stats whose tags are formatter values, and the agent renames them to Istio's series at scrape time
+# (`telemetry/native.py`): no per-request entry leaves Envoy and no per-request work runs in Python. The tags are
+# the label-relevant fields only (the agent derives Istio's labels from them with its directory, as it does for an
+# access-log entry); every one is bounded by the mesh (identities, endpoints, clusters, codes, flags), except the
+# caller's IP on the inbound side, which callers outside the mesh make as many as they are.
+NATIVE_PREFIX = "mizzen"
+STATS_LOGGER = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
+NATIVE_COUNTER = "requests_total"
+NATIVE_DURATION = "request_duration_milliseconds"
+NATIVE_REQUEST_BYTES = "request_bytes"
+NATIVE_RESPONSE_BYTES = "response_bytes"
+
+
+def _native_tags(direction: str) -> list[dict[str, str]]:
+    # A missing value renders as "" in a stat tag, so `grpc` is the grpc-status of a trailers-only response
+    # (a header) or of a normal one (a trailer), as the access-log path reads it (`%GRPC_STATUS%` would be empty
+    # unless the request's content-type was gRPC).
+    outbound = direction == "outbound"
+    return [{"name": k, "value_format": v} for k, v in (
+        ("direction", direction),
+        ("peer", "%UPSTREAM_PEER_URI_SAN%" if outbound else "%DOWNSTREAM_PEER_URI_SAN%"),
+        ("host", "%UPSTREAM_HOST%" if outbound else "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
+        ("cluster", "%UPSTREAM_CLUSTER%"),
+        ("code", "%RESPONSE_CODE%"),
+        ("grpc", "%RESP(grpc-status)%%TRAILER(grpc-status)%"),
+        ("flags", "%RESPONSE_FLAGS%"),
+    )]
+
+
+def native_metrics_log(direction: str) -> dict[str, Any]:
+    """An HCM `access_log` entry counting each request into `mizzen.*` stats (requests, duration, sizes: the
+    bytes on the downstream connection, headers included, as Istio's request/response size)."""
+    tags = _native_tags(direction)
+
+    def stat(name: str) -> dict[str, Any]:
+        return {"name": name, "tags": tags}
+
+    return {"name": "envoy.access_loggers.stats", "typed_config": {
+        "@type": STATS_LOGGER, "stat_prefix": NATIVE_PREFIX,
+        "counters": [{"stat": stat(NATIVE_COUNTER), "value_fixed": 1}],
+        "histograms": [
+            {"stat": stat(NATIVE_DURATION), "unit": "Milliseconds", "value_format": "%DURATION%"},
+            {"stat": stat(NATIVE_REQUEST_BYTES), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},
+            {"stat": stat(NATIVE_RESPONSE_BYTES), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_SENT%"},
+        ]}}
+
+
+def native_histogram_buckets(duration_ms: tuple[float, ...], size_bytes: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Bootstrap `stats_config.histogram_bucket_settings`: Istio's bucket bounds for the native histograms."""
+    return [{"match": {"prefix": f"{NATIVE_PREFIX}.{NATIVE_DURATION}"}, "buckets": list(duration_ms)},
+            {"match": {"prefix": f"{NATIVE_PREFIX}.{NATIVE_REQUEST_BYTES}"}, "buckets": list(size_bytes)},
+            {"match": {"prefix": f"{NATIVE_PREFIX}.{NATIVE_RESPONSE_BYTES}"}, "buckets": list(size_bytes)}]
+
+
 def tcp_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_interval: str = "1s",
                    buffer_bytes: int = 16384) -> dict[str, Any]:
     """A tcp_proxy `access_log` entry; pair with `tcp_access_log_options` for opened/periodic entries."""

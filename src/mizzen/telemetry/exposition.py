@@ -1,10 +1,10 @@
 """The Prometheus text exposition format (version 0.0.4) of a sidecar's Istio series. PURE."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from . import istio
-from .aggregate import Aggregator, Histogram
+from .aggregate import Aggregator, Histogram, HttpSeries, TcpSeries, sum_http
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -44,25 +44,31 @@ def _header(out: list[str], fam: istio.Family) -> None:
     out.append(f"# TYPE {name} {fam.kind}")
 
 
-def render(agg: Aggregator) -> str:
-    """All Istio families with at least one series (a family with none is left out, as Envoy does)."""
+def render(agg: Aggregator, native: Mapping[tuple[str, ...], HttpSeries] | None = None) -> str:
+    """All Istio families with at least one series (a family with none is left out, as Envoy does). `native`:
+    HTTP series converted from Envoy's own stats (`native.Converter`), added to the aggregator's label set by
+    label set, so that each family is rendered once."""
+    return render_series(sum_http(agg.http, native) if native else agg.http, agg.tcp)
+
+
+def render_series(http: Mapping[tuple[str, ...], HttpSeries], tcp: Mapping[tuple[str, ...], TcpSeries]) -> str:
     out: list[str] = []
-    http = sorted(agg.http.items())
-    tcp = sorted(agg.tcp.items())
-    if http:
+    http_rows = sorted(http.items())
+    tcp_rows = sorted(tcp.items())
+    if http_rows:
         _header(out, istio.REQUESTS)
-        for key, s in http:
+        for key, s in http_rows:
             out.append(f"istio_requests_total{_labels(istio.HTTP_LABELS, key)} {s.requests}")
         for fam, attr in ((istio.DURATION, "duration"), (istio.REQUEST_BYTES, "request_bytes"),
                           (istio.RESPONSE_BYTES, "response_bytes")):
             _header(out, fam)
-            for key, s in http:
+            for key, s in http_rows:
                 _histogram(out, fam, key, getattr(s, attr))
-    if tcp:
+    if tcp_rows:
         for fam, attr in ((istio.TCP_SENT, "sent"), (istio.TCP_RECEIVED, "received"),
                           (istio.TCP_OPENED, "opened"), (istio.TCP_CLOSED, "closed")):
             _header(out, fam)
-            for key, s in tcp:
+            for key, s in tcp_rows:
                 out.append(f"{fam.name}_total{_labels(istio.TCP_LABELS, key)} {getattr(s, attr)}")
     return "\n".join(out) + ("\n" if out else "")
 

@@ -5,13 +5,16 @@ for it (its bootstrap has `mizzen-telemetry`, announced in the node metadata) st
 
 On by default on both sides (reporter=source on outbound chains, reporter=destination on inbound ones); a
 Telemetry `metrics[].overrides[{match: {mode}, disabled: true}]` turns a side off and `reportingInterval` sets
-how often Envoy flushes (`model/telemetry.py`). A proxy without the agent's stream (no bootstrap cluster)
+how often Envoy flushes (`model/telemetry.py`). With the `envoy-stats` metrics provider an HCM counts its requests
+into Envoy's own stats instead (`telemetry/envoy.native_metrics_log`; the agent renames them at scrape time);
+TCP connections stay on the stream (one entry per connection, not per request). A proxy without the agent's stream (no bootstrap cluster)
 keeps byte-identical listeners: the cluster name would be unknown to its Envoy (a NACK).
 """
 from __future__ import annotations
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2  # noqa: F401  (registers the typed configs)
+from envoy.extensions.access_loggers.stats.v3 import stats_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import json_format
@@ -31,7 +34,11 @@ TCP_INTERVAL = "5s"  # periodic entries of long-lived TCP connections (bytes sho
 def _on(ctx: ViewContext, at: Chain) -> bool:
     if tel.TELEMETRY_CLUSTER not in ctx.proxy.bootstrap_clusters:
         return False
-    return ctx.once("telemetry", lambda: ctx.resolved.telemetry_for(ctx.proxy)).metrics(at.outbound)
+    return _telemetry(ctx).metrics(at.outbound)
+
+
+def _telemetry(ctx: ViewContext):
+    return ctx.once("telemetry", lambda: ctx.resolved.telemetry_for(ctx.proxy))
 
 
 def _interval(ctx: ViewContext, default: str) -> str:
@@ -51,7 +58,9 @@ class Stats(Feature):
     name = NAME
 
     def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
-        if _on(ctx, at):
+        if _on(ctx, at) and _telemetry(ctx).metrics_native:
+            hcm.access_log.append(_parse(tel.native_metrics_log(_direction(at))))
+        elif _on(ctx, at):
             hcm.access_log.append(_parse(tel.http_access_log(
                 _direction(at), flush_interval=_interval(ctx, FLUSH_INTERVAL), buffer_bytes=BUFFER_BYTES)))
 

@@ -1,0 +1,272 @@
+"""Envoy-native request metrics -> Istio's series, at scrape time. PURE (text and values in, values out).
+
+With the `envoy-stats` metrics provider each HCM counts its requests into Envoy's own stats
+(`envoy.native_metrics_log`): a counter and three histograms whose tags are the label-relevant fields of the
+request (direction, peer certificate SANs, peer host, upstream cluster, response code, gRPC status, response
+flags). In Envoy's /stats/prometheus they read
+
+    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..} N
+    envoy_mizzen_request_duration_milliseconds_bucket{...,le=".."} / _sum / _count    (and request/response bytes)
+
+`split_envoy_text` takes these series out of Envoy's text; `Converter.convert` names each one as the access-log
+path names an equivalent record (`record_of` + `aggregate.http_labels`, with the directory of the moment) and
+adds up the series that get the same Istio labels; `aggregate.sum_http` adds them to the aggregator's own.
+
+The values are Envoy's cumulative counts, relabelled at every scrape. So that Istio's counters only grow:
+    * a series whose peer the directory named keeps those labels while Envoy keeps it (a pod that left the
+      directory does not move its past requests to `unknown`);
+    * a new series whose peer address is unknown may be left out until the directory refresh it wakes
+      (`hold`: the caller's policy), so that a peer registered moments ago is not shown as `unknown`; a series
+      already shown is never left out again;
+    * the series cap admits label sets in a stable order: a label set shown once stays while its Envoy series do.
+
+What the native tags cannot say, compared with an access-log entry: the request's :authority (the source side of
+a passthrough call reports destination_service `unknown` instead of the Host the app asked for; the destination
+side takes the service of the inbound port), and the content-type (a gRPC request is `grpc` only when a
+grpc-status came back).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Container, Mapping, NamedTuple
+
+from . import istio
+from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels
+from .istio import UNKNOWN
+from .peers import Directory, split_host
+from .records import INBOUND, OUTBOUND, RequestRecord, _spiffe
+
+PREFIX = "envoy_mizzen_"
+COUNTER = "envoy_mizzen_requests_total"
+# histogram family -> (HttpSeries attribute, Istio's bucket bounds)
+HISTOGRAMS = {
+    "envoy_mizzen_request_duration_milliseconds": ("duration", istio.DURATION_BUCKETS_MS),
+    "envoy_mizzen_request_bytes": ("request_bytes", istio.BYTES_BUCKETS),
+    "envoy_mizzen_response_bytes": ("response_bytes", istio.BYTES_BUCKETS),
+}
+TAGS = ("direction", "peer", "host", "cluster", "code", "grpc", "flags")
+# sample name -> (histogram family or None for the counter, part)
+_SAMPLES: dict[str, tuple[str | None, str]] = {COUNTER: (None, "")}
+for _fam in HISTOGRAMS:
+    _SAMPLES.update({f"{_fam}_{part}": (_fam, part) for part in ("bucket", "sum", "count")})
+_TYPE_LINES = {f"# {kind} {name}" for name in (COUNTER, *HISTOGRAMS) for kind in ("TYPE", "HELP")}
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+_INF = float("inf")
+
+EnvoyKey = tuple  # tag values in TAGS order
+IstioKey = tuple  # label values in istio.HTTP_LABELS order
+
+
+def _unescape(v: str) -> str:
+    if "\\" not in v:
+        return v
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+def _tags(body: str) -> dict[str, str]:
+    return {m.group(1): _unescape(m.group(2)) for m in _LABEL.finditer(body)}
+
+
+class _Hist:
+    __slots__ = ("cum", "sum", "count")
+
+    def __init__(self) -> None:
+        self.cum: dict[float, float] = {}
+        self.sum = 0.0
+        self.count: float | None = None
+
+
+def _histogram(bounds: tuple[float, ...], h: _Hist) -> Histogram:
+    """Envoy's cumulative buckets -> per-bucket counts on `bounds`. When Envoy's bounds are Istio's (the bootstrap
+    sets them) this is exact; for a bound Envoy lacks, the cumulative count of its largest bound below is taken."""
+    out = Histogram(len(bounds))
+    les = sorted(b for b in h.cum if b != _INF)
+    total = h.cum.get(_INF, h.count if h.count is not None else (h.cum[les[-1]] if les else 0))
+    j, cum, prev = 0, 0.0, 0.0
+    for i, b in enumerate(bounds):
+        while j < len(les) and les[j] <= b:
+            cum = h.cum[les[j]]
+            j += 1
+        c = min(cum, total)
+        out.counts[i] = int(max(c - prev, 0))
+        prev = max(prev, c)
+    out.counts[-1] = int(max(total - prev, 0))
+    out.sum = h.sum
+    out.count = int(h.count if h.count is not None else total)
+    return out
+
+
+def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
+    """(Envoy's text without the `envoy_mizzen_*` request families, those series by tag values). The text is
+    returned unchanged (the same object) when it has none of them."""
+    if PREFIX not in text:
+        return text, {}
+    keep: list[str] = []
+    counters: dict[EnvoyKey, float] = {}
+    hists: dict[tuple[str, EnvoyKey], _Hist] = {}
+    keys: dict[str, EnvoyKey] = {}  # label text (without le) -> tag values
+    for line in text.splitlines(keepends=True):
+        if not line.startswith(PREFIX):
+            if not (line.startswith("# ") and " ".join(line.split()[:3]) in _TYPE_LINES):
+                keep.append(line)
+            continue
+        brace = line.find("{")
+        name = line[:brace] if brace >= 0 else line.split(None, 1)[0]
+        what = _SAMPLES.get(name)
+        if what is None:  # some other envoy_mizzen_* stat: not ours to rename
+            keep.append(line)
+            continue
+        if brace >= 0:
+            close = line.rfind("}")
+            body, rest = line[brace + 1:close], line[close + 1:]
+        else:
+            body, rest = "", line[len(name):]
+        try:
+            value = float(rest.split()[0])
+        except (IndexError, ValueError):
+            continue  # not a sample line we can read: dropped with its family
+        le = key = None
+        if what[1] == "bucket":
+            i = body.rfind(',le="')  # Envoy puts le last
+            if i >= 0 and body.endswith('"') and '"' not in body[i + 5:-1]:
+                le, body = body[i + 5:-1], body[:i]
+            else:
+                tags = _tags(body)
+                le = tags.pop("le", None)
+                key = tuple(tags.get(t, "") for t in TAGS)
+            if le is None:
+                continue
+        if key is None:
+            key = keys.get(body)
+            if key is None:
+                tags = _tags(body)
+                key = keys[body] = tuple(tags.get(t, "") for t in TAGS)
+        fam, part = what
+        if fam is None:
+            counters[key] = counters.get(key, 0.0) + value
+            continue
+        h = hists.get((fam, key))
+        if h is None:
+            h = hists[(fam, key)] = _Hist()
+        if part == "bucket":
+            try:
+                h.cum[float(le)] = value  # "+Inf" parses as inf
+            except ValueError:
+                pass
+        elif part == "sum":
+            h.sum = value
+        else:
+            h.count = value
+    series: dict[EnvoyKey, HttpSeries] = {}
+    for key, v in counters.items():
+        s = series[key] = HttpSeries()
+        s.requests = int(v)
+    for (fam, key), h in hists.items():
+        s = series.get(key)
+        if s is None:
+            s = series[key] = HttpSeries()
+        attr, bounds = HISTOGRAMS[fam]
+        setattr(s, attr, _histogram(bounds, h))
+    return "".join(keep), series
+
+
+def _value(v: str) -> str:
+    return "" if v == "-" else v
+
+
+def record_of(key: EnvoyKey, me: SelfInfo) -> RequestRecord:
+    """The RequestRecord an access-log entry with these values would give (no authority, path, timing, sizes)."""
+    direction, peer, host, cluster, code, grpc, flags = key
+    direction = INBOUND if direction == INBOUND else OUTBOUND
+    peer = _spiffe(_value(peer))
+    host, grpc = _value(host), _value(grpc)
+    return RequestRecord(
+        direction=direction, downstream_ip=host if direction == INBOUND else "",
+        upstream_host=host if direction == OUTBOUND else "", upstream_cluster=_value(cluster), authority="",
+        method="", path="", protocol="grpc" if grpc else "http",
+        response_code=int(code) if code.isdigit() else 0, grpc_status=grpc, response_flags=flags or "-",
+        duration_ms=0.0, request_bytes=0, response_bytes=0, start=0.0, peer_principal=peer,
+        local_principal=me.principal if peer else "")
+
+
+def unknown_address(rec: RequestRecord, directory: Directory) -> str:
+    """As `Aggregator.unknown_peer_address`, with a given directory."""
+    if rec.direction == OUTBOUND:
+        host, port = split_host(rec.upstream_host)
+        return rec.upstream_host if host and directory.workload_at(host, port).workload == UNKNOWN else ""
+    ip = rec.downstream_ip
+    return ip if ip and directory.workload_at(ip).workload == UNKNOWN else ""
+
+
+class Converted(NamedTuple):
+    http: dict[IstioKey, HttpSeries]  # Istio labels -> the sum of the Envoy series named so
+    held: tuple[str, ...]  # unknown peer addresses whose (new) series were left out this time (`hold` said so)
+    unknown_requests: int  # requests of the series shown whose peer address the directory did not know
+    dropped_series: int  # Envoy series left out by the series cap
+    dropped_requests: int  # their requests
+
+
+class Converter:
+    """Per-sidecar state of the conversion (the labels each Envoy series was shown with), so that successive
+    scrapes agree. `max_series` caps the Istio label sets, with the ones the caller already holds (`taken`)."""
+
+    def __init__(self, max_series: int = 5000) -> None:
+        self.max_series = max_series
+        self._shown: dict[EnvoyKey, IstioKey] = {}  # the labels each Envoy series was last shown with
+        self._named: set[EnvoyKey] = set()  # ... when its peer was known then (or it had no peer address)
+        self._cache: dict[EnvoyKey, tuple[IstioKey, str]] = {}  # labels + unknown peer address, per (me, directory)
+        self._cache_for: tuple[SelfInfo | None, Directory | None] = (None, None)
+        self._admitted: set[IstioKey] = set()
+
+    def convert(self, series: Mapping[EnvoyKey, HttpSeries], me: SelfInfo, directory: Directory, *,
+                existing: Container[IstioKey] = (), taken: int = 0,
+                hold: Callable[[str], bool] | None = None) -> Converted:
+        """`existing`: label sets the caller already holds (adding to them makes no new series); `taken`: how many
+        series the caller holds; `hold(address)`: whether a new series of an unknown peer address should wait."""
+        if me != self._cache_for[0]:  # e.g. the ports' services changed: name everything again
+            self._named = set()
+        if me != self._cache_for[0] or directory is not self._cache_for[1] or len(self._cache) > 65536:
+            self._cache = {}
+            self._cache_for = (me, directory)
+        named: dict[EnvoyKey, IstioKey] = {}
+        unknown: set[EnvoyKey] = set()
+        held: list[str] = []
+        for ek in series:
+            hit = self._cache.get(ek)
+            if hit is None:
+                rec = record_of(ek, me)
+                hit = self._cache[ek] = (http_labels(rec, me, directory), unknown_address(rec, directory))
+            labels, addr = hit
+            if addr:
+                if ek in self._named:  # its peer left the directory: its past requests stay its own
+                    named[ek] = self._shown[ek]
+                    continue
+                if ek not in self._shown and hold is not None and hold(addr):
+                    held.append(addr)
+                    continue
+                unknown.add(ek)
+            named[ek] = labels
+        # the cap: label sets shown last time (or held by the caller) first, then new ones in a stable order
+        keys = set(named.values())
+        free = {k for k in keys if k in existing or k in self._admitted}
+        room = self.max_series - taken - sum(1 for k in free if k not in existing)
+        admitted = free | set(sorted(keys - free)[:max(room, 0)])
+        out: dict[IstioKey, HttpSeries] = {}
+        dropped = dropped_requests = unknown_requests = 0
+        shown: dict[EnvoyKey, IstioKey] = {}
+        for ek, key in named.items():
+            s = series[ek]
+            if key not in admitted:
+                dropped += 1
+                dropped_requests += s.requests
+                continue
+            shown[ek] = key
+            acc = out.get(key)
+            if acc is None:
+                acc = out[key] = HttpSeries()
+            acc.add(s)
+            if ek in unknown:
+                unknown_requests += s.requests
+        self._admitted, self._shown = admitted, shown
+        self._named = {ek for ek in shown if ek not in unknown}
+        return Converted(out, tuple(dict.fromkeys(held)), unknown_requests, dropped, dropped_requests)
