@@ -16,6 +16,7 @@ import sys
 from aiohttp import web
 
 from mizzen.agent.telemetry import Telemetry, http_get
+from mizzen.telemetry import native
 from mizzen.telemetry.aggregate import SelfInfo
 from mizzen.telemetry.peers import Directory, WorkloadInfo
 
@@ -31,8 +32,10 @@ async def main(path: str) -> None:
     for sc in cfg["sidecars"]:
         me = SelfInfo(WorkloadInfo.from_labels(sc["workload"], sc["namespace"], sc.get("labels", {})),
                       {int(k): v for k, v in sc.get("portServices", {}).items()})
-        envoy = http_get(f"http://127.0.0.1:{sc['envoyAdmin']}/stats/prometheus") if sc.get("envoyAdmin") else None
-        t = Telemetry(me, sc["socket"], fetch_directory=fetch, envoy_stats=envoy)
+        admin = f"http://127.0.0.1:{sc['envoyAdmin']}" if sc.get("envoyAdmin") else None
+        envoy = http_get(f"{admin}/stats/prometheus") if admin else None
+        t = Telemetry(me, sc["socket"], fetch_directory=fetch, envoy_stats=envoy,
+                      envoy_native=http_get(admin + native.STATS_PATH) if admin else None)
         await t.start()
         app = web.Application()
         app.add_routes(t.routes())

@@ -63,6 +63,10 @@ class Receivers:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/stats/prometheus", timeout=5) as r:
             return r.read().decode()
 
+    def window(self, i: int) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/telemetry/window", timeout=5) as r:
+            return json.loads(r.read().decode())
+
     def stop(self) -> None:
         self.proc.terminate()
         try:

@@ -91,7 +91,7 @@ def _istio_series(text: str) -> dict:
     return out
 
 
-def _metrics_of(work: str, opts: Options) -> tuple[dict, dict, str]:
+def _metrics_of(work: str, opts: Options) -> tuple[dict, dict, str, tuple]:
     os.makedirs(work, exist_ok=True)
     rig = Rig(opts, work=work)
     recv = Receivers(work, admin=rig.admin)
@@ -107,20 +107,26 @@ def _metrics_of(work: str, opts: Options) -> tuple[dict, dict, str]:
                            for fam in ("istio_requests_total", "istio_request_duration_milliseconds_count"))
                 return got if done else None
             a, b = wait_for(complete, timeout=30, what="every request counted on both sides")
-            return a, b, recv.metrics(1)
+            windows = tuple(sorted((tuple(sorted((k, v) for k, v in row.items() if isinstance(v, str))),
+                                    row["requests"], row["success"]) for row in recv.window(i)["rows"])
+                            for i in (0, 1))
+            return a, b, recv.metrics(1), windows
     finally:
         recv.stop()
 
 
 def test_envoy_native_metrics_give_the_same_istio_series_as_the_access_log_stream(work):
     """The envoy-stats provider: Envoy counts each request into `mizzen.*` stats (stats access logger), the agent
-    renames them at scrape time; the label sets and counts equal the access-log stream's for the same requests."""
+    renames them at scrape time; the label sets and counts equal the access-log stream's for the same requests,
+    and so do the golden window's rows."""
     stream = _metrics_of(os.path.join(work, "s"), Options(metrics=True, telemetry_sockets=(
         os.path.join(work, "s", "a-als.sock"), os.path.join(work, "s", "b-als.sock"))))
     native = _metrics_of(os.path.join(work, "n"), Options(native_metrics=True))
     for side in (0, 1):
         assert native[side] == stream[side], (side, native[side], stream[side])
     assert "envoy_mizzen_" not in native[2]  # renamed, not duplicated
+    # the golden window (`mizzen stat`, the console) gets the same rows, from the growth of Envoy's series
+    assert native[3] == stream[3] and sum(r[1] for r in native[3][1]) == len(REQUESTS), (native[3], stream[3])
     assert any(dict(k[1]).get("grpc_response_status") == "14" and dict(k[1])["request_protocol"] == "grpc"
                for k in native[1])
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mizzen.telemetry.aggregate import Aggregator, SelfInfo
+from mizzen.telemetry.aggregate import Aggregator, SelfInfo, Window
 from mizzen.telemetry.golden import edges, quantile, stat, table
 from mizzen.telemetry.istio import DURATION_BUCKETS_MS
 from mizzen.telemetry.peers import Directory, WorkloadInfo
@@ -97,6 +97,29 @@ def test_edges_count_each_request_once():
     assert got == {("productpage-v1", "reviews-v1", "v1"): 900, ("productpage-v1", "reviews-v2", "v2"): 100,
                    ("unknown", "reviews-v1", "v1"): 1}
     assert sum(got.values()) == 1001
+
+
+def test_window_observe_many_is_the_same_as_observing_each_request():
+    key = ("destination", "productpage-v1", "default", "reviews-v1", "default", REVIEWS, "v1")
+    durations = [(0.2, True), (3, True), (3, False), (40, True), (7000, False)]
+    one, many = Window(started=NOW - 100), Window(started=NOW - 100)
+    for ms, ok in durations:
+        one.observe(key, ok, ms, NOW)
+    counts = [0] * (len(DURATION_BUCKETS_MS) + 1)
+    for ms, _ in durations:
+        counts[next((i for i, b in enumerate(DURATION_BUCKETS_MS) if ms <= b), len(DURATION_BUCKETS_MS))] += 1
+    many.observe_many(key, 3, 2, counts[:3] + [0] * (len(counts) - 3), 6.2, NOW)
+    many.observe_many(key, 2, 1, [0] * 3 + counts[3:], 7040, NOW + 1)  # the same 10 s slot
+    many.observe_many(key, 0, 0, [0] * len(counts), 0.0, NOW)  # nothing: no row of its own
+    assert many.snapshot(NOW + 20) == one.snapshot(NOW + 20)
+    [row] = many.snapshot(NOW + 20)["rows"]
+    assert (row["requests"], row["success"], row["durationCounts"][2], row["durationSum"]) == (5, 3, 2, 7046.2)
+    [row] = stat([many.snapshot(NOW + 20)])
+    assert row["requests"] == 5 and row["success_rate"] == 0.6
+    # a slot later than the window: gone, as for single observations
+    assert many.snapshot(NOW + 70)["rows"] == []
+    with pytest.raises(ValueError):
+        many.observe_many(key, 1, 1, [1], 1.0, NOW)
 
 
 def test_top_paths_keeps_the_heavy_hitters_in_bounded_memory():

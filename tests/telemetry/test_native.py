@@ -8,13 +8,14 @@ import shutil
 import tempfile
 from collections import defaultdict
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from envoy.service.accesslog.v3 import als_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from mizzen.agent.telemetry import Telemetry, http_get
-from mizzen.telemetry import exposition, istio, native
+from mizzen.telemetry import exposition, golden, istio, native
 from mizzen.telemetry.aggregate import Aggregator, SelfInfo
 from mizzen.telemetry.envoy import als_log_name
 from mizzen.telemetry.peers import Directory, WorkloadInfo, principal_of
@@ -333,5 +334,199 @@ def test_a_new_peer_waits_for_the_refresh_and_a_named_series_keeps_its_labels():
         finally:
             await srv.close()
             shutil.rmtree(d, ignore_errors=True)
+
+    asyncio.run(run())
+
+
+# ---------------------------------------------------------------------- the golden window (native.WindowFeed)
+def _series(reqs: list) -> dict:
+    return native.split_envoy_text(envoy_text(reqs))[1]
+
+
+def _lagging(counted: list, flushed: list) -> str:
+    """Envoy's text when its counter has `counted` and its histograms (flushed every 5 s) only `flushed`."""
+    return envoy_text(counted, histograms=False) + envoy_text(flushed)[len(envoy_text(flushed, histograms=False)):]
+
+
+def _buckets(*ms: float) -> list[int]:
+    out = [0] * (len(istio.DURATION_BUCKETS_MS) + 1)
+    for v in ms:
+        out[next((i for i, b in enumerate(istio.DURATION_BUCKETS_MS) if v <= b), len(istio.DURATION_BUCKETS_MS))] += 1
+    return out
+
+
+def test_window_feed_takes_the_increase_per_envoy_series_from_the_histograms():
+    conv, feed = native.Converter(), native.WindowFeed(since=NOW, max_gap=60)
+
+    def update(series: dict, now: float) -> dict:
+        return feed.update(series, conv.convert(series, REVIEWS_V1, DIR).labels, now)
+    first = [(in_tags(), 3, 1, 1), (in_tags(code="503"), 700, 1, 1), (in_tags(host=B2_IP), 1, 1, 1)]
+    # the first reading, within max_gap of the agent's start: all of it (Envoy counted nothing before)
+    got = update(_series(first), NOW + 20)
+    assert {k[1]: (i.requests, i.successes) for k, i in got.items()} == {"productpage-v1": (2, 1), "reviews-v1": (1, 1)}
+    pp = ("destination", "productpage-v1", "default", "reviews-v1", "default", REVIEWS, "v1")
+    assert got[pp].counts == _buckets(3, 700) and got[pp].sum == 703
+    assert update(_series(first), NOW + 25) == {}  # nothing new
+    more = first + [(in_tags(peer=PP_P), 4, 1, 1), (in_tags(), 40, 1, 1), (in_tags(code="500", grpc="13"), 2, 1, 1)]
+    [(key, inc)] = update(_series(more), NOW + 30).items()  # a new series (mutual TLS) counts from its first request
+    assert (key, inc.requests, inc.successes, inc.counts, inc.sum) == (pp, 3, 2, _buckets(4, 40, 2), 46)
+    # the counter runs ahead of the histograms (Envoy flushes them every 5 s): the window follows the histograms
+    later = more + [(in_tags(), 9, 1, 1)]
+    assert update(native.split_envoy_text(_lagging(later, more))[1], NOW + 32) == {}
+    assert update(_series(later), NOW + 35)[pp].counts == _buckets(9)
+    # Envoy restarted: a count that went down is a new count, as Prometheus' rate takes it
+    restarted = [(in_tags(), 12, 1, 1), (in_tags(), 12, 1, 1)]
+    [(key, inc)] = update(_series(restarted), NOW + 40).items()
+    assert (inc.requests, inc.successes, inc.counts) == (2, 2, _buckets(12, 12))
+    # a series absent from a reading keeps its last one: when it is back, only what it grew by
+    assert update({}, NOW + 45) == {}
+    assert update(_series(restarted + [(in_tags(), 1, 1, 1)]), NOW + 50)[pp].requests == 1
+    # a reading long after the previous one: a baseline (when those requests were made is unknown)
+    assert update(_series(restarted + [(in_tags(), 1, 1, 1)] * 50), NOW + 200) == {}
+    assert update(_series(restarted + [(in_tags(), 1, 1, 1)] * 51), NOW + 205)[pp].requests == 1
+
+
+def test_window_feed_first_reading_long_after_the_start_is_a_baseline_and_held_series_wait():
+    conv, feed = native.Converter(), native.WindowFeed(since=NOW, max_gap=60)
+    reqs = [(in_tags(), 3, 1, 1)] * 5
+    assert feed.update(_series(reqs), conv.convert(_series(reqs), REVIEWS_V1, DIR).labels, NOW + 600) == {}
+    # a series held (its peer is new) is not counted until it is named, then all of it
+    outsider = [(in_tags(host="192.0.2.7"), 3, 1, 1)] * 2
+    s = _series(reqs + outsider)
+    out = conv.convert(s, REVIEWS_V1, DIR, hold=lambda addr: True)
+    assert out.held == ("192.0.2.7",) and feed.update(s, out.labels, NOW + 605) == {}
+    out = conv.convert(s, REVIEWS_V1, DIR, hold=lambda addr: False)
+    [(key, inc)] = feed.update(s, out.labels, NOW + 610).items()
+    assert (key[1], inc.requests) == ("unknown", 2)
+
+
+def _native_setup(full: str) -> tuple[web.Application, list, dict]:
+    """Envoy's admin (all stats, and the native series alone as its filter gives them), counting the fetches."""
+    texts, hits = [full], {"full": 0, "native": 0}
+
+    async def stats(request: web.Request) -> web.Response:
+        which = "native" if request.query.get("filter") == "^mizzen\\." else "full"
+        hits[which] += 1
+        text = texts[0]
+        if which == "native":
+            text = "".join(line for line in text.splitlines(keepends=True)
+                           if line.startswith(native.PREFIX) or line.startswith("# TYPE envoy_mizzen"))
+        return web.Response(text=text)
+    app = web.Application()
+    app.router.add_get("/stats/prometheus", stats)
+    return app, texts, hits
+
+
+def test_the_window_gets_the_native_requests_at_scrapes_and_window_reads():
+    async def run() -> None:
+        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
+        clock = [NOW - 600]
+        app, texts, hits = _native_setup(envoy_text([(in_tags(), 3, 1, 1)] * 10))
+        srv = TestServer(app)
+        await srv.start_server()
+        url = str(srv.make_url("/stats/prometheus"))
+        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), envoy_stats=http_get(url),
+                      envoy_native=http_get(url + native.STATS_PATH[len("/stats/prometheus"):]),
+                      clock=lambda: clock[0])
+        t.agg.set_directory(DIR)
+        window = web.Application()
+        window.router.add_routes(t.routes())
+        wsrv = TestServer(window)
+        await wsrv.start_server()
+
+        async def rows() -> list:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(wsrv.make_url("/telemetry/window")) as r:
+                    return (await r.json())["rows"]
+        try:
+            clock[0] = NOW
+            await t.prometheus_text()  # the first reading, 10 min after the start: a baseline
+            assert await rows() == [] and hits == {"full": 1, "native": 1}
+            texts[0] = envoy_text([(in_tags(), 3, 1, 1)] * 10 + [(in_tags(), 4, 1, 1), (in_tags(), 40, 1, 1),
+                                                                 (in_tags(code="503"), 700, 1, 1)])
+            clock[0] = NOW + 5
+            [row] = await rows()  # the window read reads Envoy's native series (filtered)
+            assert hits == {"full": 1, "native": 2}
+            assert (row["source_workload"], row["destination_workload"], row["requests"], row["success"]) == \
+                ("productpage-v1", "reviews-v1", 3, 2)
+            assert (row["durationCounts"], row["durationSum"]) == (_buckets(4, 40, 700), 744)
+            [stat_row] = golden.stat([{"rows": [row], "seconds": 60}])
+            assert (stat_row["name"], stat_row["requests"], stat_row["success_rate"]) == ("reviews-v1", 3, 0.6667)
+            # the same values read again (a scrape): nothing added; the scrape's Istio series are Envoy's totals
+            text = await t.prometheus_text()
+            assert (await rows())[0]["requests"] == 3
+            fams = {f.name: f for f in text_string_to_metric_families(text)}
+            assert sum(s.value for s in fams["istio_requests"].samples) == 13
+            # Envoy restarted (its counts went down): its new counts are new requests
+            texts[0] = envoy_text([(in_tags(code="503"), 2, 1, 1)] * 2)
+            clock[0] = NOW + 10
+            await t.prometheus_text()
+            [row] = await rows()
+            assert (row["requests"], row["success"]) == (5, 2)
+            # a reading older than one already fed (overlapping fetches) is not fed
+            t._native_applied += 5
+            texts[0] = envoy_text([(in_tags(code="503"), 2, 1, 1)] * 9)
+            await t.prometheus_text()
+            assert t._native_applied == t._native_fetches + 4 and (await rows())[0]["requests"] == 5
+        finally:
+            await wsrv.close()
+            await srv.close()
+            shutil.rmtree(d, ignore_errors=True)
+
+    asyncio.run(run())
+
+
+def test_without_native_series_the_window_is_untouched_and_envoy_is_not_read_again():
+    async def run() -> None:
+        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
+        app, texts, hits = _native_setup(OTHER_ENVOY)
+        srv = TestServer(app)
+        await srv.start_server()
+        url = str(srv.make_url("/stats/prometheus"))
+        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), envoy_stats=http_get(url),
+                      envoy_native=http_get(url + native.STATS_PATH[len("/stats/prometheus"):]),
+                      native_seconds=0.05, native_probe_seconds=30)
+        t.agg.set_directory(DIR)
+        await t.start()
+        window = web.Application()
+        window.router.add_routes(t.routes())
+        wsrv = TestServer(window)
+        await wsrv.start_server()
+
+        async def snapshot() -> dict:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(wsrv.make_url("/telemetry/window")) as r:
+                    snap = await r.json()
+            return {k: v for k, v in snap.items() if k != "seconds"}
+        try:
+            t.ingest(_inbound_message(http_entry(downstream=A_IP, cluster="inbound|9080||", duration_ms=7)), INBOUND)
+            for _ in range(3):
+                await t.prometheus_text()
+            await asyncio.sleep(0.3)  # the feed loop waits: no native series
+            assert hits == {"full": 3, "native": 0}
+            before = await snapshot()
+            assert [r["requests"] for r in before["rows"]] == [1]  # the access-log request only
+            assert hits["native"] == 0  # a scrape read Envoy moments ago: no probe
+            t._native_read_at -= 60
+            assert await snapshot() == before and hits["native"] == 1  # a probe, at most every 30 s
+            assert await snapshot() == before and hits["native"] == 1
+            await asyncio.sleep(0.3)
+            assert hits == {"full": 3, "native": 1}
+            # native series appear: the loop reads them every native_seconds, and stops when they are gone
+            texts[0] = envoy_text([(in_tags(), 3, 1, 1)])
+            await t.prometheus_text()
+            await asyncio.sleep(0.5)
+            assert hits["native"] >= 4
+            texts[0] = OTHER_ENVOY
+            await asyncio.sleep(0.2)
+            n = hits["native"]
+            await asyncio.sleep(0.3)
+            assert hits["native"] == n and not t._native_on.is_set()
+        finally:
+            await t.stop()
+            await wsrv.close()
+            await srv.close()
+            shutil.rmtree(d, ignore_errors=True)
+        assert t._native_task is None
 
     asyncio.run(run())

@@ -5,7 +5,8 @@
   service each of the pod's ports serves (the destination side's fallback);
 - the merged scrape `GET /stats/prometheus` (Envoy's stats + Istio's metrics + the agent's own + the app's
   metrics when its Workload declares `metrics: {port, path}`) on the health port (:15020, as Istio) and on the
-  control socket; `GET /telemetry/window` and `/telemetry/top` on both too;
+  control socket; `GET /telemetry/window` and `/telemetry/top` on both too (the window also counts the requests of
+  Envoy's native series, read with the admin's filter, native.STATS_PATH, while there are some);
 - tap on the control socket only (`POST /tap {path, method, max, seconds, bytes}` -> JSON lines), one shared
   Envoy session while anybody watches (`TapHub`).
 """
@@ -21,6 +22,7 @@ from aiohttp import web
 
 from ..client.aio import AsyncApiClient
 from ..model.labels import labels_match
+from ..telemetry import native
 from ..telemetry.aggregate import SelfInfo
 from ..telemetry.peers import Directory, WorkloadInfo, principal_of
 from ..telemetry.tap import TapError
@@ -56,6 +58,7 @@ class AgentTelemetry:
         self.telemetry = Telemetry(
             me, cfg.telemetry_socket, fetch_directory=self._directory if api is not None else None,
             envoy_stats=unix_get(cfg.admin_socket, "/stats/prometheus"),
+            envoy_native=unix_get(cfg.admin_socket, native.STATS_PATH),  # the golden window's reading
             app_metrics=http_get(cfg.app_metrics_url) if cfg.app_metrics_url else None,
             extra_metrics=extra_metrics)
         self.tap = TapHub(cfg.admin_socket, lambda: self.telemetry.agg.directory, reporter=cfg.workload,

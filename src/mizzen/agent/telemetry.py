@@ -17,7 +17,10 @@ HTTP (JSON unless said otherwise):
     GET /stats/prometheus     text: Envoy's /stats/prometheus + istio_* + mizzen_agent_* + the app's metrics
                               (Envoy's native `envoy_mizzen_*` request series, if any, become istio_* series,
                               added to the access-log ones: telemetry/native.py)
-    GET /telemetry/window     the golden-metrics window (aggregate.Window.snapshot)
+    GET /telemetry/window     the golden-metrics window (aggregate.Window.snapshot); the requests Envoy counted
+                              in its native series, if any, are in it too: what they grew by since the previous
+                              reading of Envoy's stats (at each scrape, each window read, and every
+                              `native_seconds` while there are such series: native.WindowFeed)
     GET /telemetry/top?n=20   the busiest paths (top.TopPaths.snapshot)
 """
 from __future__ import annotations
@@ -68,10 +71,12 @@ class Telemetry:
 
     def __init__(self, me: SelfInfo, socket_path: str, *,
                  fetch_directory: Callable[[], Awaitable[Directory]] | None = None,
-                 envoy_stats: Fetch | None = None, app_metrics: Fetch | None = None,
+                 envoy_stats: Fetch | None = None, envoy_native: Fetch | None = None,
+                 app_metrics: Fetch | None = None,
                  extra_metrics: Callable[[], str] | None = None, tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
                  top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time,
-                 max_held: int = 10000, max_hold_seconds: float = 10.0) -> None:
+                 max_held: int = 10000, max_hold_seconds: float = 10.0, native_seconds: float = 5.0,
+                 native_probe_seconds: float = 30.0) -> None:
         self.socket_path = socket_path
         self.tcp_address = tcp_address
         self.clock = clock
@@ -100,6 +105,17 @@ class Telemetry:
         self._native_unknown = 0  # requests of native series with an unknown peer, at the last scrape
         self.native_series = 0  # Istio series of the last scrape that came from Envoy's stats alone
         self.native_dropped = 0  # requests of the Envoy series the cap left out of the last scrape
+        # ... and their share of the golden window: `envoy_native` fetches Envoy's native series alone
+        # (native.STATS_PATH), else `envoy_stats` (all of Envoy's stats) is read
+        self.envoy_native = envoy_native
+        w = self.agg.window
+        self.native_window = native.WindowFeed(since=w.started, max_gap=w.slots * w.slot_seconds)
+        self.native_seconds, self.native_probe_seconds = native_seconds, native_probe_seconds
+        self._native_on = asyncio.Event()  # the last reading had native series: the feed loop reads every few s
+        self._native_fetches = 0  # readings started (they may end out of order)
+        self._native_applied = 0  # the latest reading fed to the window
+        self._native_read_at = float("-inf")  # when (self.clock) Envoy's native series were last read (or tried)
+        self._native_task: asyncio.Task | None = None
         self._server: grpc.aio.Server | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
@@ -194,16 +210,19 @@ class Telemetry:
         os.chmod(self.socket_path, 0o666)  # Envoy runs as uid 1337
         if self.fetch_directory is not None:
             self._task = asyncio.get_running_loop().create_task(self._refresh_loop())
+        if self.envoy_native is not None or self.envoy_stats is not None:
+            self._native_task = asyncio.get_running_loop().create_task(self._native_loop())
         log.info("access-log receiver on unix:%s", self.socket_path)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        for task in (self._task, self._native_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._native_task = None
         for rec, at in self._held:  # nothing received is lost: counted with the directory there is
             self._count(rec, at)
         self._held = []
@@ -253,28 +272,76 @@ class Telemetry:
             ("telemetry_directory_refreshes", "Peer directory refreshes.", self.directory_refreshes),
         ])
 
-    async def _fetch(self, name: str, fetch: Fetch | None) -> str:
+    async def _fetch(self, name: str, fetch: Fetch | None) -> tuple[str, bool]:
+        """(the text, whether it was fetched): a failure is a comment line in the merged scrape."""
         if fetch is None:
-            return ""
+            return "", False
         try:
-            return await fetch()
+            return await fetch(), True
         except Exception as e:
             log.warning("merged scrape: %s metrics unavailable: %s", name, e)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            return f"# {name} metrics unavailable: {first}\n"
+            return f"# {name} metrics unavailable: {first}\n", False
 
     async def prometheus_text(self) -> str:
-        envoy_text, app_text = await asyncio.gather(self._fetch("envoy", self.envoy_stats),
-                                                    self._fetch("app", self.app_metrics))
+        self._native_fetches += 1
+        reading = self._native_fetches
+        (envoy_text, envoy_ok), (app_text, _) = await asyncio.gather(self._fetch("envoy", self.envoy_stats),
+                                                                     self._fetch("app", self.app_metrics))
         extra = self.extra_metrics() if self.extra_metrics is not None else ""
-        envoy_text, series = native.split_envoy_text(envoy_text)
-        converted = self._convert(series) if series else {}
-        if not series:
-            self.native_series = self.native_dropped = 0
+        envoy_text, converted = self._native(envoy_text, reading if envoy_ok else 0)
         return exposition.merge(envoy_text, exposition.render(self.agg, converted), self.self_metrics(), extra,
                                 app_text)
 
-    def _convert(self, series: dict) -> dict:
+    def _native(self, envoy_text: str, reading: int) -> tuple[str, dict]:
+        """Envoy's text -> (the text without its native series, those as Istio's series); the golden window is fed
+        with what they grew by (`reading`: the fetch's number, 0 when it failed)."""
+        envoy_text, series = native.split_envoy_text(envoy_text)
+        out = self._convert(series) if series else None
+        if out is None:
+            self.native_series = self.native_dropped = 0
+        if reading > self._native_applied:  # not older than the reading fed last (fetches may overlap)
+            self._native_applied = reading
+            now = self._native_read_at = self.clock()
+            window = self.agg.window
+            for key, inc in self.native_window.update(series, out.labels if out else {}, now).items():
+                window.observe_many(key, inc.requests, inc.successes, inc.counts, inc.sum, now)
+            if series:
+                self._native_on.set()
+            else:
+                self._native_on.clear()
+        return envoy_text, out.http if out else {}
+
+    async def read_native(self) -> bool:
+        """One reading of Envoy's native series for the golden window (the filtered fetch if there is one);
+        False if Envoy could not be read."""
+        fetch = self.envoy_native or self.envoy_stats
+        if fetch is None:
+            return False
+        self._native_fetches += 1
+        reading = self._native_fetches
+        self._native_read_at = self.clock()  # tried: a failing Envoy is not asked again at every window read
+        try:
+            text = await fetch()
+        except Exception as e:
+            log.debug("cannot read Envoy's native request series: %s", e)
+            return False
+        self._native(text, reading)
+        return True
+
+    async def _native_loop(self) -> None:
+        """While Envoy has native series (the last reading said so), read them every `native_seconds` (unless a
+        scrape or a window read just did), so that the window's time slots follow them closely."""
+        while True:
+            await self._native_on.wait()
+            await asyncio.sleep(self.native_seconds)
+            if self._native_on.is_set() and self.clock() - self._native_read_at >= self.native_seconds / 2:
+                try:
+                    await self.read_native()
+                except Exception:
+                    log.exception("cannot feed the golden window from Envoy's native series")
+
+    def _convert(self, series: dict) -> native.Converted:
         """Envoy's native request series -> Istio's (with the directory of the moment). A new series of a peer
         address the directory does not know waits for the refresh it wakes (as a held record does), at most
         max_hold_seconds; the scrape itself never waits."""
@@ -287,7 +354,7 @@ class Telemetry:
         if out.held or out.unknown_requests > self._native_unknown:
             self._wake.set()
         self._native_unknown = out.unknown_requests
-        return out.http
+        return out
 
     def _hold_native(self, addr: str) -> bool:
         if addr in self._settled:
@@ -311,6 +378,10 @@ class Telemetry:
         return web.Response(text=await self.prometheus_text(), headers={"Content-Type": exposition.CONTENT_TYPE})
 
     async def _window(self, request: web.Request) -> web.Response:
+        # Envoy's native series: read now while there are some, else at most every native_probe_seconds (a
+        # window read is how a workload whose metrics moved to Envoy is found when nothing scrapes it)
+        if self._native_on.is_set() or self.clock() - self._native_read_at >= self.native_probe_seconds:
+            await self.read_native()
         snap = self.agg.window.snapshot(self.clock())
         me = self.agg.me.workload
         snap.update(workload=me.workload, namespace=me.namespace, version=me.version)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 from . import istio
 from .istio import UNKNOWN
@@ -159,6 +159,11 @@ WINDOW_LABELS = ("reporter", "source_workload", "source_workload_namespace", "de
 _WINDOW_IDX = tuple(istio.HTTP_LABELS.index(n) for n in WINDOW_LABELS)
 
 
+def window_key(labels: tuple[str, ...]) -> tuple[str, ...]:
+    """The window key (WINDOW_LABELS order) of a series' labels (HTTP_LABELS order)."""
+    return tuple(labels[i] for i in _WINDOW_IDX)
+
+
 class Cell:
     __slots__ = ("requests", "success", "duration")
 
@@ -192,6 +197,26 @@ class Window:
         cell.requests += 1
         cell.success += ok
         cell.duration.observe(istio.DURATION_BUCKETS_MS, duration_ms)
+
+    def observe_many(self, key: tuple[str, ...], requests: int, successes: int, duration_counts: Sequence[int],
+                     duration_sum: float, now: float) -> None:
+        """`requests` requests at once, as if observed at `now` (e.g. what a cumulative histogram grew by since
+        its last reading): `duration_counts` per bucket of DURATION_BUCKETS_MS, +Inf last, and their sum."""
+        if len(duration_counts) != len(istio.DURATION_BUCKETS_MS) + 1:
+            raise ValueError(f"{len(duration_counts)} duration buckets, not {len(istio.DURATION_BUCKETS_MS) + 1}")
+        if requests <= 0:
+            return
+        slot = self._slot(now)
+        cell = slot.get(key)
+        if cell is None:
+            cell = slot[key] = Cell()
+        cell.requests += requests
+        cell.success += min(max(successes, 0), requests)
+        counts = cell.duration.counts
+        for i, c in enumerate(duration_counts):
+            counts[i] += c
+        cell.duration.sum += duration_sum
+        cell.duration.count += requests
 
     def snapshot(self, now: float) -> dict:
         """JSON-ready: {"seconds": covered time, "buckets": [...], "rows": [{labels..., requests, success,
@@ -278,7 +303,7 @@ class Aggregator:
             s.duration.observe(istio.DURATION_BUCKETS_MS, rec.duration_ms)
             s.request_bytes.observe(istio.BYTES_BUCKETS, rec.request_bytes)
             s.response_bytes.observe(istio.BYTES_BUCKETS, rec.response_bytes)
-        self.window.observe(tuple(key[i] for i in _WINDOW_IDX), istio.is_success(rec.response_code, rec.grpc_status),
+        self.window.observe(window_key(key), istio.is_success(rec.response_code, rec.grpc_status),
                             rec.duration_ms, now)
         return key
 

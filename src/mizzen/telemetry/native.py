@@ -31,12 +31,15 @@ import re
 from typing import Callable, Container, Mapping, NamedTuple
 
 from . import istio
-from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels
+from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels, window_key
 from .istio import UNKNOWN
 from .peers import Directory, split_host
 from .records import INBOUND, OUTBOUND, RequestRecord, _spiffe
 
 PREFIX = "envoy_mizzen_"
+# Envoy's admin filters /stats/prometheus on its own stat names (`mizzen.requests_total...`, the stats access
+# logger's stat_prefix: telemetry/envoy.NATIVE_PREFIX), not on the Prometheus names; the query value is encoded
+STATS_PATH = "/stats/prometheus?filter=%5Emizzen%5C."  # filter=^mizzen\.
 COUNTER = "envoy_mizzen_requests_total"
 # histogram family -> (HttpSeries attribute, Istio's bucket bounds)
 HISTOGRAMS = {
@@ -204,6 +207,7 @@ class Converted(NamedTuple):
     unknown_requests: int  # requests of the series shown whose peer address the directory did not know
     dropped_series: int  # Envoy series left out by the series cap
     dropped_requests: int  # their requests
+    labels: dict[EnvoyKey, IstioKey]  # the labels of each Envoy series named this time (not held; capped or not)
 
 
 class Converter:
@@ -269,4 +273,81 @@ class Converter:
                 unknown_requests += s.requests
         self._admitted, self._shown = admitted, shown
         self._named = {ek for ek in shown if ek not in unknown}
-        return Converted(out, tuple(dict.fromkeys(held)), unknown_requests, dropped, dropped_requests)
+        return Converted(out, tuple(dict.fromkeys(held)), unknown_requests, dropped, dropped_requests, named)
+
+
+# ---------------------------------------------------------------------- the golden window, from the same series
+_CODE, _GRPC = istio.HTTP_LABELS.index("response_code"), istio.HTTP_LABELS.index("grpc_response_status")
+
+
+class Increase:
+    """Requests of one window key since the previous reading: `counts` per duration bucket (+Inf last)."""
+    __slots__ = ("requests", "successes", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.requests = self.successes = 0
+        self.counts = [0] * (len(istio.DURATION_BUCKETS_MS) + 1)
+        self.sum = 0.0
+
+
+def _success(labels: IstioKey) -> bool:
+    code = labels[_CODE]
+    return istio.is_success(int(code) if code.isdigit() else 0, labels[_GRPC])
+
+
+class WindowFeed:
+    """What Envoy's native series grew by between readings, per window key (as `Aggregator.add_request` would
+    have observed those requests). PURE: readings and their time in, increases out.
+
+    The requests, buckets and sum are the duration histogram's (`_count`, buckets, `_sum`), not the counter's:
+    Envoy flushes histograms every 5 s, so its counter runs ahead of them and the two would not agree; a request
+    reaches the window with the flush that puts it in the histogram. The increase is taken per Envoy series (its
+    labels may change between readings: a peer the directory named later), then added up per window key:
+        * a series not in the previous reading: all of it (Envoy created it since: its first request);
+        * a series whose count or a bucket went down (Envoy restarted): its new values, as Prometheus' rate does;
+        * a reading more than `max_gap` seconds after the previous one (or, the first, after `since`: the agent
+          starts before its Envoy, so Envoy counted nothing before) is a baseline only: when those requests were
+          made is unknown, and putting them all in the current slot would make a burst that never was.
+    A series absent from a reading keeps its previous reading (an Envoy restart shows as a reset when it comes
+    back), up to `max_kept` series."""
+
+    def __init__(self, since: float, max_gap: float = 60.0, max_kept: int = 65536) -> None:
+        self.max_gap, self.max_kept = max_gap, max_kept
+        self._prev: dict[EnvoyKey, tuple[int, tuple[int, ...], float]] = {}
+        self._at = since
+
+    def update(self, series: Mapping[EnvoyKey, HttpSeries], labels: Mapping[EnvoyKey, IstioKey],
+               now: float) -> dict[tuple[str, ...], Increase]:
+        """`series`: Envoy's series of this reading (split_envoy_text); `labels`: the Istio labels of those to
+        count (Converted.labels: a held series is counted, all of it, once it is named)."""
+        baseline = now - self._at > self.max_gap
+        self._at = max(self._at, now)
+        if len(self._prev) > self.max_kept:
+            self._prev = {k: v for k, v in self._prev.items() if k in labels}
+        out: dict[tuple[str, ...], Increase] = {}
+        for ek, ik in labels.items():
+            s = series.get(ek)
+            if s is None:
+                continue
+            h = s.duration
+            cur = (h.count, tuple(h.counts), h.sum)
+            old = self._prev.get(ek)
+            self._prev[ek] = cur
+            if baseline or cur == old:
+                continue
+            if old is None or cur[0] < old[0] or any(c < o for c, o in zip(cur[1], old[1])):
+                n, counts, total = cur
+            else:
+                n, counts, total = cur[0] - old[0], [c - o for c, o in zip(cur[1], old[1])], max(cur[2] - old[2], 0.0)
+            if n <= 0:
+                continue
+            key = window_key(ik)
+            inc = out.get(key)
+            if inc is None:
+                inc = out[key] = Increase()
+            inc.requests += n
+            inc.successes += n if _success(ik) else 0
+            for i, c in enumerate(counts):
+                inc.counts[i] += c
+            inc.sum += total
+        return out
