@@ -491,6 +491,17 @@ def test_the_envoy_stats_provider_counts_inside_envoy_with_the_same_istio_labels
                 "destination_principal": SPIFFE + "bookinfo-ratings", "destination_service_name": "ratings",
                 "connection_security_policy": "mutual_tls", "response_code": "200", "request_protocol": "http"}
         assert mine and all({k: lb[k] for k in want} == want for lb in mine), mine
+        # the golden window has them (from the growth of Envoy's series), and `mizzen top` samples the stream
+        # while it runs: the first read turns the sampling on, requests after it show their paths
+        until(lambda: any(r["requests"] >= 20 for r in cli_json(mesh, "stat", "service", "ratings", "--by", "caller")
+                          if r["caller"] == "sleep"), 30, what="mizzen stat counts the natively counted requests")
+        mesh.cli("top", "ratings-v1", "--iterations", "1")
+        mesh.load("sleep", "http://ratings:9080/ratings/7", count=10)
+
+        def top_paths() -> set:
+            snap = json.loads(mesh.cli("top", "ratings-v1", "--iterations", "1", "-o", "json").stdout.splitlines()[-1])
+            return {(p["direction"], p["path"]) for p in snap["paths"]}
+        until(lambda: ("inbound", "/ratings/7") in top_paths(), 15, what="mizzen top shows the sampled paths")
     finally:
         mesh.cli("delete", "telemetry", "ratings-native", "-n", "default")
         mesh.wait_synced()

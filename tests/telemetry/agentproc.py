@@ -15,7 +15,7 @@ import sys
 
 from aiohttp import web
 
-from mizzen.agent.telemetry import Telemetry, http_get
+from mizzen.agent.telemetry import Telemetry, envoy_runtime_setter, http_get
 from mizzen.telemetry import native
 from mizzen.telemetry.aggregate import SelfInfo
 from mizzen.telemetry.peers import Directory, WorkloadInfo
@@ -35,7 +35,9 @@ async def main(path: str) -> None:
         admin = f"http://127.0.0.1:{sc['envoyAdmin']}" if sc.get("envoyAdmin") else None
         envoy = http_get(f"{admin}/stats/prometheus") if admin else None
         t = Telemetry(me, sc["socket"], fetch_directory=fetch, envoy_stats=envoy,
-                      envoy_native=http_get(admin + native.STATS_PATH) if admin else None)
+                      envoy_native=http_get(admin + native.STATS_PATH) if admin else None,
+                      envoy_runtime=envoy_runtime_setter(admin) if admin else None,
+                      top_sampling_seconds=cfg.get("topSamplingSeconds", 120.0))
         await t.start()
         app = web.Application()
         app.add_routes(t.routes())

@@ -37,11 +37,11 @@ def hey(url: str, rps: int, seconds: int) -> dict:
 
 
 class Receivers:
-    def __init__(self, work: str, admin: dict | None = None) -> None:
+    def __init__(self, work: str, admin: dict | None = None, top_sampling_seconds: float = 120.0) -> None:
         self.work = work
         self.socks = (os.path.join(work, "a-als.sock"), os.path.join(work, "b-als.sock"))
         self.ports = (free_port(), free_port())
-        cfg = {"instances": INSTANCES, "services": SERVICES, "sidecars": [
+        cfg = {"instances": INSTANCES, "services": SERVICES, "topSamplingSeconds": top_sampling_seconds, "sidecars": [
             {"socket": self.socks[0], "httpPort": self.ports[0], "workload": "productpage-v1",
              "namespace": "default", "labels": {"app": "productpage", "version": "v1"}},
             {"socket": self.socks[1], "httpPort": self.ports[1], "workload": "reviews-v1", "namespace": "default",
@@ -62,6 +62,10 @@ class Receivers:
     def metrics(self, i: int) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/stats/prometheus", timeout=5) as r:
             return r.read().decode()
+
+    def top(self, i: int) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/telemetry/top", timeout=5) as r:
+            return json.loads(r.read().decode())
 
     def window(self, i: int) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[i]}/telemetry/window", timeout=5) as r:

@@ -85,8 +85,9 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 def _hcm(name: str, direction: str, route: dict, opts: Options, service: str) -> dict:
     cfg: dict = {"@type": HCM, "stat_prefix": name, "codec_type": "AUTO", "route_config": route,
                  "http_filters": ([tenvoy.tap_filter()] if opts.tap else []) + [ROUTER]}
-    if opts.native_metrics:
-        cfg["access_log"] = [tenvoy.native_metrics_log(direction)]
+    if opts.native_metrics:  # as translate/filters/stats.py: the native counts + the stream sampled for top
+        cfg["access_log"] = [tenvoy.native_metrics_log(direction)] + ([tenvoy.http_access_log(
+            direction, flush_interval=opts.flush_interval, sampled=True)] if opts.metrics else [])
     elif opts.metrics:
         cfg["access_log"] = [tenvoy.http_access_log(direction, flush_interval=opts.flush_interval)]
     if opts.tracing == "otel":
@@ -123,8 +124,10 @@ def _bootstrap(node: str, admin_port: int, listeners: list, clusters: list, opts
         clusters.append(tenvoy.grpc_cluster(tenvoy.TRACES_CLUSTER, opts.traces_address))
     elif opts.tracing == "zipkin":
         clusters.append(tenvoy.http_cluster(tenvoy.TRACES_CLUSTER, opts.traces_address))
-    boot: dict = {} if not opts.native_metrics else {"stats_config": {"histogram_bucket_settings": (
-        tenvoy.native_histogram_buckets(istio.DURATION_BUCKETS_MS, istio.BYTES_BUCKETS))}}
+    boot: dict = {} if not opts.native_metrics else {  # as the sidecar's bootstrap (agent/bootstrap.py)
+        "stats_config": {"histogram_bucket_settings": (
+            tenvoy.native_histogram_buckets(istio.DURATION_BUCKETS_MS, istio.BYTES_BUCKETS))},
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]}}
     return {**boot, "node": {"id": node, "cluster": node.split("~")[0]},
             "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
             "static_resources": {"listeners": listeners, "clusters": clusters}}

@@ -131,6 +131,43 @@ def test_envoy_native_metrics_give_the_same_istio_series_as_the_access_log_strea
                for k in native[1])
 
 
+def test_top_paths_of_an_envoy_stats_proxy_come_from_a_stream_sampled_only_while_top_is_read(work):
+    """Envoy counts the metrics itself; the access-log stream next to it is sampled at 0 % (a runtime key) until
+    a `top` read raises it for a while: paths then reach the top, and those entries are not counted twice."""
+    rig = Rig(Options(native_metrics=True, metrics=True, telemetry_sockets=(
+        os.path.join(work, "a-als.sock"), os.path.join(work, "b-als.sock"))), work=work)  # the Receivers' sockets
+    recv = Receivers(work, admin=rig.admin, top_sampling_seconds=4)
+    try:
+        with rig:
+            def requests_counted(i: int) -> float:
+                return sum(v for (n, _), v in _istio_series(recv.metrics(i)).items() if n == "istio_requests_total")
+            for _ in range(3):
+                rig.get("/before")
+            wait_for(lambda: requests_counted(1) == 3, what="3 requests counted by Envoy")
+            time.sleep(1.5)  # a flush interval: nothing was streamed
+            for i in (0, 1):  # each agent samples its own Envoy while its top is read
+                first = recv.top(i)
+                assert first["paths"] == [] and first["sampling"]["percent"] == 100, first
+            for _ in range(5):
+                rig.get("/during")
+            wait_for(lambda: [p for p in recv.top(1)["paths"] if p["path"] == "/during"], what="/during in top")
+            paths = {p["path"]: p["count"] for p in recv.top(0)["paths"]}
+            assert paths.get("/during") == 5 and "/before" not in paths, paths
+            assert requests_counted(0) == requests_counted(1) == 8  # the sampled entries are not counted again
+            time.sleep(4 + 1.5)  # the sampling ends with no read since; then a flush interval
+            for _ in range(4):
+                rig.get("/after")
+            wait_for(lambda: requests_counted(1) == 12, what="12 requests counted")
+            time.sleep(1.5)
+            for who in ("a", "b"):  # the agent set the runtime key back to 0
+                entry = json.loads(rig.admin_get(who, "/runtime"))["entries"]["mizzen.top_sampling_percent"]
+                assert entry["final_value"] == "0", entry
+            snap = {p["path"] for p in recv.top(1)["paths"]}
+            assert "/after" not in snap, snap
+    finally:
+        recv.stop()
+
+
 def test_a_thousand_distinct_paths_keep_the_series_count_flat(work):
     recv = Receivers(work)
     try:

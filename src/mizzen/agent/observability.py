@@ -28,7 +28,7 @@ from ..telemetry.peers import Directory, WorkloadInfo, principal_of
 from ..telemetry.tap import TapError
 from .config import AgentConfig
 from .tap import TapBusy, TapHub
-from .telemetry import Telemetry, http_get, unix_get
+from .telemetry import Telemetry, envoy_runtime_setter, http_get, unix_get
 
 log = logging.getLogger("mizzen.agent.telemetry")
 
@@ -59,6 +59,7 @@ class AgentTelemetry:
             me, cfg.telemetry_socket, fetch_directory=self._directory if api is not None else None,
             envoy_stats=unix_get(cfg.admin_socket, "/stats/prometheus"),
             envoy_native=unix_get(cfg.admin_socket, native.STATS_PATH),  # the golden window's reading
+            envoy_runtime=envoy_runtime_setter(cfg.admin_socket),  # `mizzen top` on demand for envoy-stats
             app_metrics=http_get(cfg.app_metrics_url) if cfg.app_metrics_url else None,
             extra_metrics=extra_metrics)
         self.tap = TapHub(cfg.admin_socket, lambda: self.telemetry.agg.directory, reporter=cfg.workload,

@@ -36,6 +36,7 @@ import grpc
 from aiohttp import web
 from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 
+from ..telemetry import envoy as tel
 from ..telemetry import exposition, native
 from ..telemetry.aggregate import Aggregator, SelfInfo
 from ..telemetry.istio import UNKNOWN
@@ -45,6 +46,8 @@ from ..telemetry.tap import MAX_EVENTS, MAX_SECONDS, TapError, TapStream, event_
 from ..telemetry.top import TopPaths
 
 log = logging.getLogger("mizzen.agent.telemetry")
+# how long one `mizzen top` read keeps the sampled stream of an envoy-stats proxy on (each read extends it)
+TOP_SAMPLING_SECONDS = 120.0
 
 Fetch = Callable[[], Awaitable[str]]
 
@@ -54,13 +57,14 @@ class _AccessLogService(als_pb2_grpc.AccessLogServiceServicer):
         self.owner = owner
 
     async def StreamAccessLogs(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        direction = "outbound"
+        direction, sampled = "outbound", False
         self.owner.streams += 1
         try:
             async for msg in request_iterator:
                 if msg.HasField("identifier"):
                     direction = direction_of(msg.identifier.log_name)
-                self.owner.ingest(msg, direction)
+                    sampled = tel.is_sampled(msg.identifier.log_name)
+                self.owner.ingest(msg, direction, sampled)
         finally:
             self.owner.streams -= 1
         return als_pb2.StreamAccessLogsResponse()
@@ -76,7 +80,8 @@ class Telemetry:
                  extra_metrics: Callable[[], str] | None = None, tcp_address: str | None = None, refresh_seconds: float = 15.0, min_refresh_seconds: float = 3.0,
                  top_capacity: int = 200, max_series: int = 5000, clock: Callable[[], float] = time.time,
                  max_held: int = 10000, max_hold_seconds: float = 10.0, native_seconds: float = 5.0,
-                 native_probe_seconds: float = 30.0) -> None:
+                 native_probe_seconds: float = 30.0, envoy_runtime: Callable[[str, int], Awaitable[None]] | None = None,
+                 top_sampling_seconds: float = TOP_SAMPLING_SECONDS) -> None:
         self.socket_path = socket_path
         self.tcp_address = tcp_address
         self.clock = clock
@@ -116,14 +121,25 @@ class Telemetry:
         self._native_applied = 0  # the latest reading fed to the window
         self._native_read_at = float("-inf")  # when (self.clock) Envoy's native series were last read (or tried)
         self._native_task: asyncio.Task | None = None
+        # `mizzen top` on demand for such a proxy: a top read raises the sampled stream's runtime key to 100 % for
+        # `top_sampling_seconds` (`envoy_runtime(key, percent)`: Envoy's admin /runtime_modify), then back to 0
+        self.envoy_runtime, self.top_sampling_seconds = envoy_runtime, top_sampling_seconds
+        self.sampled_entries = 0
+        self.top_sampling_until = float("-inf")
+        self._sampling_task: asyncio.Task | None = None
         self._server: grpc.aio.Server | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self.bound_port: int | None = None
 
     # ------------------------------------------------------------------ ingest (pure work, on the loop)
-    def ingest(self, msg: als_pb2.StreamAccessLogsMessage, direction: str) -> None:
+    def ingest(self, msg: als_pb2.StreamAccessLogsMessage, direction: str, sampled: bool = False) -> None:
+        """`sampled`: entries of the stream `mizzen top` turns on for a proxy whose metrics Envoy counts itself
+        (telemetry/envoy.http_access_log): they feed the top paths only, never a series or the window."""
         now = self.clock()
+        if sampled:
+            self._top_only(msg, direction, now)
+            return
         if msg.HasField("http_logs"):
             for e in msg.http_logs.log_entry:
                 self.entries += 1
@@ -147,6 +163,17 @@ class Telemetry:
         if self.agg.unknown_peers != self._unknown_seen:
             self._unknown_seen = self.agg.unknown_peers
             self._wake.set()
+
+    def _top_only(self, msg: als_pb2.StreamAccessLogsMessage, direction: str, now: float) -> None:
+        for e in msg.http_logs.log_entry:
+            self.sampled_entries += 1
+            try:
+                rec = from_http_entry(e, direction)
+                key = self.agg.labels_of(rec)
+                self.top.add_record(rec, key[1] if rec.direction == INBOUND else key[12], now)
+            except Exception:
+                self.bad_entries += 1
+                log.exception("cannot read a sampled access-log entry")
 
     def _count(self, rec: RequestRecord | TcpRecord, now: float) -> None:
         if isinstance(rec, TcpRecord):
@@ -215,14 +242,14 @@ class Telemetry:
         log.info("access-log receiver on unix:%s", self.socket_path)
 
     async def stop(self) -> None:
-        for task in (self._task, self._native_task):
+        for task in (self._task, self._native_task, self._sampling_task):
             if task is not None:
                 task.cancel()
                 try:
                     await task
                 except asyncio.CancelledError:
                     pass
-        self._task = self._native_task = None
+        self._task = self._native_task = self._sampling_task = None
         for rec, at in self._held:  # nothing received is lost: counted with the directory there is
             self._count(rec, at)
         self._held = []
@@ -263,6 +290,8 @@ class Telemetry:
             ("accesslog_streams", "Access-log streams open from Envoy.", self.streams),
             ("accesslog_entries", "Access-log entries received since start.", self.entries),
             ("accesslog_bad_entries", "Access-log entries that could not be read.", self.bad_entries),
+            ("accesslog_sampled_entries", "Entries of the sampled stream (`mizzen top` of an envoy-stats proxy).",
+             self.sampled_entries),
             ("telemetry_series", "Istio series held.", self.agg.series_count + self.native_series),
             ("telemetry_dropped_records", "Records not stored because of the series cap.",
              self.agg.dropped_records + self.native_dropped),
@@ -392,7 +421,40 @@ class Telemetry:
             n = max(1, min(int(request.query.get("n", "20")), self.top.capacity))
         except ValueError:
             raise web.HTTPBadRequest(text="n must be an integer\n")
-        return web.json_response(self.top.snapshot(n))
+        snap = self.top.snapshot(n)
+        if await self.sample_for_top():
+            snap["sampling"] = {"percent": 100, "seconds": self.top_sampling_seconds}
+        return web.json_response(snap)
+
+    async def sample_for_top(self) -> bool:
+        """For a proxy whose HTTP metrics Envoy counts itself: (re)start sampling its stream into the top paths
+        for `top_sampling_seconds` (set again at every read: an Envoy restarted since forgot the runtime value).
+        False if there is nothing to turn on (no native series, or no runtime control)."""
+        if self.envoy_runtime is None:
+            return False
+        if not (self._native_on.is_set() or self.native_series):
+            await self.read_native()  # nothing scraped this agent yet: does its Envoy count natively?
+            if not self._native_on.is_set():
+                return False
+        try:
+            await self.envoy_runtime(tel.TOP_RUNTIME_KEY, 100)
+        except Exception as e:
+            log.warning("cannot turn on the sampled access-log stream for `mizzen top` (%s): top paths stay "
+                        "empty for this proxy; check the Envoy admin socket", e)
+            return False
+        self.top_sampling_until = self.clock() + self.top_sampling_seconds
+        if self._sampling_task is None or self._sampling_task.done():
+            self._sampling_task = asyncio.get_running_loop().create_task(self._sampling_off(), name="top-sampling")
+        return True
+
+    async def _sampling_off(self) -> None:
+        while (left := self.top_sampling_until - self.clock()) > 0:
+            await asyncio.sleep(left)
+        try:
+            await self.envoy_runtime(tel.TOP_RUNTIME_KEY, 0)  # type: ignore[misc]
+        except Exception as e:
+            log.warning("cannot turn the sampled access-log stream off (%s): Envoy keeps streaming every "
+                        "request to the agent for `mizzen top` until it restarts", e)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/stats/prometheus", self._prometheus), web.get("/telemetry/window", self._window),
@@ -410,6 +472,20 @@ def unix_get(socket_path: str, path: str, timeout: float = 2.0) -> Fetch:
                     raise RuntimeError(f"GET {path}: HTTP {r.status}")
                 return await r.text()
     return fetch
+
+
+def envoy_runtime_setter(admin: str, timeout: float = 2.0) -> Callable[[str, int], Awaitable[None]]:
+    """`set(key, value)`: Envoy's admin `POST /runtime_modify?key=value`; `admin`: its unix socket's path, or an
+    `http://host:port` base URL."""
+    http = admin.startswith("http://")
+
+    async def set_value(key: str, value: int) -> None:
+        conn = aiohttp.TCPConnector(force_close=True) if http else aiohttp.UnixConnector(path=admin, force_close=True)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.post((admin if http else "http://local") + "/runtime_modify", params={key: str(value)}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"POST /runtime_modify: HTTP {r.status}: {(await r.text())[:200]}")
+    return set_value
 
 
 def http_get(url: str, timeout: float = 2.0) -> Fetch:

@@ -283,9 +283,8 @@ class Aggregator:
             s = table[key] = make()
         return s
 
-    def add_request(self, rec: RequestRecord, now: float) -> tuple[str, ...]:
-        """Count one request; returns its labels (HTTP_LABELS order)."""
-        self.records += 1
+    def labels_of(self, rec: RequestRecord) -> tuple[str, ...]:
+        """A request's Istio labels (HTTP_LABELS order), without counting it."""
         # requests of one edge share their labels: compute them once per distinct input (bounded cache)
         ck = (rec.direction, rec.downstream_ip, rec.upstream_host, rec.upstream_cluster, rec.authority, rec.protocol,
               rec.response_code, rec.grpc_status, rec.response_flags, rec.peer_principal, rec.local_principal)
@@ -294,6 +293,12 @@ class Aggregator:
             if len(self._labels) >= 4096:
                 self._labels.clear()
             key = self._labels[ck] = http_labels(rec, self.me, self.directory)
+        return key
+
+    def add_request(self, rec: RequestRecord, now: float) -> tuple[str, ...]:
+        """Count one request; returns its labels (HTTP_LABELS order)."""
+        self.records += 1
+        key = self.labels_of(rec)
         peer_workload = key[1] if rec.direction == INBOUND else key[7]
         if peer_workload == UNKNOWN:
             self.unknown_peers += 1

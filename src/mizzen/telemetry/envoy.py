@@ -22,9 +22,20 @@ TCP_GRPC = "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.TcpGrpcA
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def als_log_name(direction: str, kind: str = "http") -> str:
-    """`mizzen.outbound.http` etc.: the receiver learns the direction from the stream's identifier."""
-    return f"{ALS_PREFIX}{direction}.{kind}"
+SAMPLED_SUFFIX = ".sampled"
+# The runtime key (an integer percent, 0 unless the agent sets it through the admin `/runtime_modify`) that
+# samples the stream of a proxy whose metrics are counted inside Envoy: only `mizzen top` uses those entries.
+TOP_RUNTIME_KEY = "mizzen.top_sampling_percent"
+
+
+def als_log_name(direction: str, kind: str = "http", sampled: bool = False) -> str:
+    """`mizzen.outbound.http` etc.: the receiver learns the direction from the stream's identifier; a `.sampled`
+    stream feeds `mizzen top` only (its requests are counted by Envoy's native metrics)."""
+    return f"{ALS_PREFIX}{direction}.{kind}" + (SAMPLED_SUFFIX if sampled else "")
+
+
+def is_sampled(log_name: str) -> bool:
+    return log_name.endswith(SAMPLED_SUFFIX)
 
 
 # The upstream connection's certificates' URI SANs, as custom tags of each outbound entry: the entry's
@@ -37,9 +48,10 @@ UPSTREAM_PEER_TAG = "mizzen.upstream_peer_uri_san"
 UPSTREAM_LOCAL_TAG = "mizzen.upstream_local_uri_san"
 
 
-def _common(direction: str, kind: str, cluster: str, flush_interval: str, buffer_bytes: int) -> dict[str, Any]:
+def _common(direction: str, kind: str, cluster: str, flush_interval: str, buffer_bytes: int,
+            sampled: bool = False) -> dict[str, Any]:
     common: dict[str, Any] = {
-        "log_name": als_log_name(direction, kind),
+        "log_name": als_log_name(direction, kind, sampled),
         "transport_api_version": "V3",
         "grpc_service": {"envoy_grpc": {"cluster_name": cluster}},
         "buffer_flush_interval": flush_interval,
@@ -52,13 +64,18 @@ def _common(direction: str, kind: str, cluster: str, flush_interval: str, buffer
 
 
 def http_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_interval: str = "1s",
-                    buffer_bytes: int = 16384) -> dict[str, Any]:
-    """An HCM `access_log` entry streaming every request to the agent."""
+                    buffer_bytes: int = 16384, sampled: bool = False) -> dict[str, Any]:
+    """An HCM `access_log` entry streaming every request to the agent; `sampled`: only the share of requests the
+    runtime key TOP_RUNTIME_KEY says (0 % unless the agent raises it while `mizzen top` watches), to a `.sampled`
+    stream. Off, it costs a runtime lookup per request: the entry is neither built nor sent."""
     return {
         "name": "envoy.access_loggers.http_grpc",
+        **({"filter": {"runtime_filter": {"runtime_key": TOP_RUNTIME_KEY,
+                                          "percent_sampled": {"numerator": 0, "denominator": "HUNDRED"},
+                                          "use_independent_randomness": True}}} if sampled else {}),
         "typed_config": {
             "@type": HTTP_GRPC,
-            "common_config": _common(direction, "http", cluster, flush_interval, buffer_bytes),
+            "common_config": _common(direction, "http", cluster, flush_interval, buffer_bytes, sampled),
             "additional_request_headers_to_log": ["content-type"],
             "additional_response_headers_to_log": ["grpc-status"],
             "additional_response_trailers_to_log": ["grpc-status"],

@@ -7,7 +7,8 @@ On by default on both sides (reporter=source on outbound chains, reporter=destin
 Telemetry `metrics[].overrides[{match: {mode}, disabled: true}]` turns a side off and `reportingInterval` sets
 how often Envoy flushes (`model/telemetry.py`). With the `envoy-stats` metrics provider an HCM counts its requests
 into Envoy's own stats instead (`telemetry/envoy.native_metrics_log`; the agent renames them at scrape time);
-TCP connections stay on the stream (one entry per connection, not per request). A proxy without the agent's stream (no bootstrap cluster)
+TCP connections stay on the stream (one entry per connection, not per request), and a second HCM stream sampled by
+a runtime key (0 % until `mizzen top` watches, `agent/telemetry.py`) feeds the top paths only. A proxy without the agent's stream (no bootstrap cluster)
 keeps byte-identical listeners: the cluster name would be unknown to its Envoy (a NACK).
 """
 from __future__ import annotations
@@ -60,6 +61,9 @@ class Stats(Feature):
     def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
         if _on(ctx, at) and _telemetry(ctx).metrics_native:
             hcm.access_log.append(_parse(tel.native_metrics_log(_direction(at))))
+            # `mizzen top` on demand: the stream, sampled at 0 % until the agent raises the runtime key
+            hcm.access_log.append(_parse(tel.http_access_log(_direction(at), flush_interval=FLUSH_INTERVAL,
+                                                             buffer_bytes=BUFFER_BYTES, sampled=True)))
         elif _on(ctx, at):
             hcm.access_log.append(_parse(tel.http_access_log(
                 _direction(at), flush_interval=_interval(ctx, FLUSH_INTERVAL), buffer_bytes=BUFFER_BYTES)))
