@@ -12,7 +12,7 @@ analyze/base.py's Context.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from ..api.base import Resource
 from ..model.labels import scoped_to

@@ -7,7 +7,7 @@ Istio's `MeshConfig.extensionProviders` as a resource (Mizzen has no MeshConfig)
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 

@@ -143,7 +143,7 @@ def eds_latency(endpoints: list[str], proxies: int = 100, services: int = 50, ch
     registration path. The proxies ACK at once, so the time to the update is the time to the ACK."""
     import uuid
 
-    from .xds_load import BenchOptions, percentile, run_bench
+    from .xds_load import BenchOptions, run_bench
 
     rows = []
     for backend, url in (("sqlite", None), ("etcd (3 members)", "etcd://" + ",".join(endpoints) +

@@ -167,7 +167,6 @@ class LoadStream:
         w = self.w
         method = "DeltaAggregatedResources" if w.delta else "StreamAggregatedResources"
         req_cls = w.pb.DeltaDiscoveryRequest if w.delta else w.pb.DiscoveryRequest
-        resp_cls = w.pb.DeltaDiscoveryResponse if w.delta else w.pb.DiscoveryResponse
         stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
                                      request_serializer=req_cls.SerializeToString,
                                      response_deserializer=w.summary)
@@ -630,7 +629,7 @@ async def _run_floor(o: BenchOptions, res: BenchResult, ctx: "_Ctx", path: str, 
 
 
 async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
-    state, workers = ctx.state, ctx.workers
+    state = ctx.state
     xds_port = _free_port()
     cmd = [o.python, "-m", "mizzen.cli.main", "controlplane", "--state-dir", state, "--xds-port", str(xds_port),
            "--log-level", o.cp_log_level]

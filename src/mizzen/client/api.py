@@ -246,16 +246,6 @@ class ApiClient:
         """{"trustDomain", "rootCert" (PEM), ...}: what a pod must trust and which identities it gets."""
         return dict(self.request("GET", "/api/v1/ca"))
 
-    def create_credential(self, pod: str, namespace: str, service_account: str, workload: str, *,
-                          app: bool = False) -> str:
-        """A new token for pod `<namespace>.<pod>` (any earlier one stops working)."""
-        body = {"pod": pod, "namespace": namespace, "serviceAccount": service_account, "workload": workload,
-                **({"app": True} if app else {})}
-        return str(self.request("POST", "/api/v1/credentials", body)["token"])
-
-    def revoke_credential(self, pod: str) -> bool:
-        return bool(self.request("DELETE", f"/api/v1/credentials/{_q(pod)}").get("revoked"))
-
     def credentials(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/credentials")["items"])
 

@@ -210,10 +210,6 @@ class StateLayout:
     def ca_dir(self) -> str:
         return self._f("ca")
 
-    @property
-    def credentials_db(self) -> str:
-        return self._f("credentials.db")
-
     def api_sockets(self, replicas: int = MAX_CONTROL_PLANES) -> list[str]:
         return [self.api_socket(i) for i in range(replicas)]
 
