@@ -3,6 +3,7 @@ labels and values as the access-log path gives for the same requests, one family
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -226,6 +227,19 @@ def _scrape_setup(envoy: str) -> tuple[web.Application, list]:
     return app, texts
 
 
+@contextlib.asynccontextmanager
+async def _served(app: web.Application):
+    """(the started test server, a work dir for the Telemetry's socket), both gone afterwards."""
+    d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
+    srv = TestServer(app)
+    await srv.start_server()
+    try:
+        yield srv, d
+    finally:
+        await srv.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def _inbound_message(*entries) -> als_pb2.StreamAccessLogsMessage:
     m = als_pb2.StreamAccessLogsMessage()
     m.identifier.log_name = als_log_name("inbound")
@@ -235,16 +249,13 @@ def _inbound_message(*entries) -> als_pb2.StreamAccessLogsMessage:
 
 def test_the_merged_scrape_has_each_istio_family_once_summed_with_the_access_log_series():
     async def run() -> None:
-        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
         reqs = [(in_tags(), 3, 10, 10), (in_tags(), 30, 10, 10), (in_tags(code="404"), 1, 10, 10),
                 (in_tags(host="192.0.2.9"), 1, 10, 10)]
         app, _ = _scrape_setup(envoy_text(reqs))
-        srv = TestServer(app)
-        await srv.start_server()
-        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"),
-                      envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
-        t.agg.set_directory(DIR)
-        try:
+        async with _served(app) as (srv, d):
+            t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"),
+                          envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
+            t.agg.set_directory(DIR)
             # a proxy still on the access-log path: one request of the same label set as the native 200s, and TCP
             t.ingest(_inbound_message(http_entry(downstream=A_IP, cluster="inbound|9080||", duration_ms=7)), INBOUND)
             assert not t._wake.is_set()
@@ -267,23 +278,17 @@ def test_the_merged_scrape_has_each_istio_family_once_summed_with_the_access_log
             assert le10 == [2]  # 3 (native) + 7 (access log) under 10 ms, 30 above
             assert fams["mizzen_agent_telemetry_series"].samples[0].value == 3
             assert t.agg.http[next(iter(t.agg.http))].requests == 1  # the aggregator's own series is untouched
-        finally:
-            await srv.close()
-            shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
 
 
 def test_without_native_series_the_scrape_is_unchanged():
     async def run() -> None:
-        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
         app, _ = _scrape_setup(OTHER_ENVOY)
-        srv = TestServer(app)
-        await srv.start_server()
-        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"),
-                      envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
-        t.agg.set_directory(DIR)
-        try:
+        async with _served(app) as (srv, d):
+            t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"),
+                          envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
+            t.agg.set_directory(DIR)
             t.ingest(_inbound_message(http_entry(downstream=A_IP, cluster="inbound|9080||"),
                                       http_entry(downstream="192.0.2.1", cluster="inbound|9080||", code=503)), INBOUND)
             text = await t.prometheus_text()
@@ -291,32 +296,26 @@ def test_without_native_series_the_scrape_is_unchanged():
             assert native.split_envoy_text(OTHER_ENVOY)[0] is OTHER_ENVOY
             assert exposition.render(t.agg, {}) == exposition.render(t.agg) == \
                 exposition.render_series(t.agg.http, t.agg.tcp)
-        finally:
-            await srv.close()
-            shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
 
 
 def test_a_new_peer_waits_for_the_refresh_and_a_named_series_keeps_its_labels():
     async def run() -> None:
-        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
         outsider = "192.0.2.7"
         directories = [Directory(INSTANCES2[1:], SERVICES), DIR, Directory(INSTANCES2[1:], SERVICES)]
 
         async def fetch() -> Directory:
             return directories.pop(0)
         app, texts = _scrape_setup(envoy_text([(in_tags(), 1, 1, 1)]))
-        srv = TestServer(app)
-        await srv.start_server()
-        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), fetch_directory=fetch,
-                      envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
+        async with _served(app) as (srv, d):
+            t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), fetch_directory=fetch,
+                          envoy_stats=http_get(str(srv.make_url("/stats/prometheus"))))
 
-        async def requests() -> dict:
-            fams = {f.name: f for f in text_string_to_metric_families(await t.prometheus_text())}
-            return {s.labels["source_workload"]: s.value for s in fams["istio_requests"].samples} \
-                if "istio_requests" in fams else {}
-        try:
+            async def requests() -> dict:
+                fams = {f.name: f for f in text_string_to_metric_families(await t.prometheus_text())}
+                return {s.labels["source_workload"]: s.value for s in fams["istio_requests"].samples} \
+                    if "istio_requests" in fams else {}
             assert await t.refresh_directory()  # the first directory does not know the caller (productpage)
             assert await requests() == {}  # its series waits for the refresh it wakes
             assert t._wake.is_set()
@@ -331,9 +330,6 @@ def test_a_new_peer_waits_for_the_refresh_and_a_named_series_keeps_its_labels():
             directories.append(Directory(INSTANCES2[1:], SERVICES))
             assert await t.refresh_directory()
             assert await requests() == {"productpage-v1": 4, "unknown": 1}  # the refresh did not name it: unknown
-        finally:
-            await srv.close()
-            shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
 
