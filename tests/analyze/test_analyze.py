@@ -175,6 +175,25 @@ def test_sidecar_and_telemetry_selectors() -> None:
                            ("IST0160", "Telemetry default/t2")}
 
 
+def test_an_unknown_metrics_provider_is_reported_naming_the_field() -> None:
+    text = """
+    apiVersion: telemetry.istio.io/v1
+    kind: Telemetry
+    metadata: {name: typo}
+    spec: {metrics: [{providers: [{name: prometheus}]}, {providers: [{name: envoy-stat}]}]}
+    ---
+    apiVersion: telemetry.istio.io/v1
+    kind: Telemetry
+    metadata: {name: native, namespace: shop}
+    spec: {metrics: [{providers: [{name: envoy-stats}]}]}
+    """
+    resources, workloads, _ = read_for_analysis([("in.yaml", textwrap.dedent(text))])
+    found = [m for m in analyze(resources, workloads) if m.code == "MZ0130"]
+    assert [(m.resource, m.path, m.level) for m in found] == [
+        ("Telemetry default/typo", "spec.metrics[1].providers[0].name", "Warning")], found
+    assert "'envoy-stat'" in found[0].message and "envoy-stats" in found[0].hint
+
+
 def test_golden_cases_are_consistent_and_envoy_filter_and_policy_codes(update_golden: bool) -> None:
     for case in sorted(GOLDEN.glob("*.yaml")):
         resources, workloads, msgs = read_for_analysis([(case.name, case.read_text())])
