@@ -63,3 +63,17 @@ def test_ratios_are_pairwise_and_markdown_names_the_goal():
     md = datapath.markdown({"seconds": 10, "rate": 1000, "pairs": 2, "wall_s": 60, "runs": {"plaintext": rs}})
     assert "| p50 | 1.30× (1.10–1.50) |" in md
     assert "| throughput | - | 0.90× (0.90–0.90) | ≥ 0.95× saturation |" in md
+    # the same pairs as goal 1's rows of the goals table: ratio goals, met or not by the median ratio
+    from mizzen.bench.table import table
+    rows = {r.goal: r for r in datapath.goal_rows({"runs": {"plaintext": rs}})}
+    p50 = rows["1. data path (plaintext): p50 ms at 1000 rps paced"]
+    assert p50.ratios() == pytest.approx([1.1, 1.5]) and p50.met() == "no"  # median 1.30 > 1.05
+    tput = rows["1. data path (plaintext): throughput at saturation, requests/s"]
+    assert tput.met() == "no" and tput.target == "≥ 0.95×"  # 0.90 < 0.95
+    assert rows["1. data path (plaintext): p99 ms at 1000 rps paced"].met() == "no"  # median(1.0, 2.0) = 1.5
+    ok = datapath.goal_rows({"runs": {"m": [run("bare", "saturation", 3000, 1.0, 2.0, 100),
+                                            run("mesh", "saturation", 2900, 1.0, 2.1, 100)]}})
+    assert [r.met() for r in ok if "saturation" in r.goal] == ["yes", "yes"]  # 0.97 >= 0.95, 1.05 <= 1.10
+    text = table(list(rows.values()))
+    assert "| 1. data path (plaintext): throughput at saturation, requests/s | ≥ 0.95× | 2700 | 3000 | two bare " \
+           "Envoys, same capture | 0.90 | no |" in text

@@ -39,6 +39,7 @@ from ..local import netns
 from .latency import mizzen, parse_wrk
 from .telemetry import cpu_seconds
 from .mtls import _certs, _cluster, _hcm, _tls, parse_hey
+from .table import Row
 
 BODY_BYTES = 1024
 TELEMETRY_OFF = "plaintext-telemetry-off"
@@ -271,6 +272,24 @@ def run(seconds: int = 10, rate: int = 1000, pairs: int = 3, modes: tuple[str, .
         b.down()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"seconds": seconds, "rate": rate, "pairs": pairs, "runs": runs, "wall_s": round(time.time() - started)}
+
+
+def goal_rows(r: dict) -> list[Row]:
+    """Issue 15 goal 1 as rows of the goals table (bench/table.py): per mode, mesh vs bare of the same pairs."""
+    out: list[Row] = []
+    for mode, rs in r["runs"].items():
+        def side(load: str, key: str, path: str) -> list[float]:
+            return [x[key] for x in rs if x["load"] == load and x["path"] == path]
+        base = "two bare Envoys, same capture"
+        for load, key, what, fmt, lo, hi in (
+                ("paced", "p50_ms", "p50 ms at 1000 rps paced", ".2f", None, 1.05),
+                ("paced", "p99_ms", "p99 ms at 1000 rps paced", ".2f", None, 1.05),
+                ("saturation", "rps", "throughput at saturation, requests/s", ".0f", 0.95, None),
+                ("saturation", "p99_ms", "p99 ms at saturation", ".2f", None, 1.10)):
+            target = f"≥ {lo:.2f}×" if lo is not None else f"≤ {hi:.2f}×"
+            out.append(Row(f"1. data path ({mode}): {what}", target, side(load, key, "mesh"), side(load, key, "bare"),
+                           fmt, note=base, max_ratio=hi, min_ratio=lo))
+    return out
 
 
 def _pairs(rs: list[dict], load: str, key: str) -> list[float]:

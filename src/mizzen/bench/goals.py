@@ -145,15 +145,18 @@ def rows(res: Results) -> list[Row]:
     return out
 
 
-def markdown(res: Results) -> str:
+def markdown(res: Results, extra: list[Row] | None = None) -> str:
+    """The goals table; `extra`: rows measured elsewhere in the same run (goal 1: `datapath.goal_rows`)."""
     runs = {n: len(v) for n, v in res.runs.items()}
-    return (table(rows(res)) + "\n\nMedian (min–max) over " +
+    return (table(rows(res) + list(extra or ())) + "\n\nMedian (min–max) over " +
             ", ".join(f"{k} run(s) at {n} proxies" for n, k in runs.items()) +
             "; each xDS run is Mizzen, then the floor right after, so the ratio is taken within one run. Delta "
             "ADS, 2 load-client processes, client and server sharing the machine's cores with whatever else runs. "
             "RSS per proxy: the whole process's peak RSS / proxies (it includes the loaded store and snapshot); "
             "marginal: (peak − RSS once the mesh is loaded, before any proxy connected) / proxies. Goal 1 (data "
-            "path vs bare Envoys) is not in this table.\n")
+            "path vs two bare Envoys with the same capture): " + ("its rows come from the data-path step of the "
+            "same run (pairs of alternated runs; its section has every run)" if extra else "not measured in this "
+            "run (the data-path step needs root and runs after the latency step)") + ".\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """`make bench`: the benchmark suite. Never pass/fail: results are appended to docs/benchmarks.md.
 
 0. Issue 15's goals at 1000 and 2000 proxies × 1000 services, each figure beside a baseline measured in the
-   same run (bench/goals.py: the bare gRPC floor, bench/xds_floor.py; bare Envoys for memory, bench/sidecar.py).
+   same run (bench/goals.py: the bare gRPC floor, bench/xds_floor.py; bare Envoys for memory, bench/sidecar.py);
+   the table is written after step 3, so that goal 1's rows (the data path vs bare Envoys) are in it too.
 1. xDS push at scale: `mizzen bench xds` for N proxies × M services (N, M ∈ {100, 1000}).
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run; and issue 15 goal 1, the data path: the mesh vs two
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n")
         f.write(f"Command: `make bench` (`python -m mizzen.bench.run --sizes {a.sizes}`)\n\n")
     failures = 0
+    goal1: list = []  # goal 1's rows, when the data-path step runs
     if a.goal_proxies:
         sizes = [int(x) for x in a.goal_proxies.split(",")]
         goal_results = goals.run(sizes, repeat=a.goal_repeat)
@@ -77,12 +79,6 @@ def main(argv: list[str] | None = None) -> int:
             from . import scale
 
             goal_results.scale = scale.run(*(int(x) for x in a.goal_scale.lower().split("x")))
-        md = goals.markdown(goal_results)
-        print(md)
-        with out.open("a") as f:
-            f.write("### Issue 15 goals: Mizzen vs a baseline of the same run\n\n"
-                    f"`python -m mizzen.bench.goals --proxies {a.goal_proxies} --repeat {a.goal_repeat}"
-                    f"{' --scale ' + a.goal_scale if a.goal_scale else ''}`\n\n" + md + "\n")
     with out.open("a") as f:
         f.write("### xDS push\n\n")
     for size in filter(None, a.sizes.split(",")):
@@ -107,11 +103,20 @@ def main(argv: list[str] | None = None) -> int:
             if not a.skip_datapath:
                 print("$ data path: mesh vs two bare Envoys with the same capture (python -m mizzen.bench.datapath)",
                       flush=True)
-                md = datapath.markdown(datapath.run(seconds=a.latency_seconds))
+                dp = datapath.run(seconds=a.latency_seconds)
+                goal1 = datapath.goal_rows(dp)
+                md = datapath.markdown(dp)
                 print(md)
                 with out.open("a") as f:
                     f.write("\n### Data path: two hops through the mesh vs two bare Envoys with the same capture\n\n"
                             + md + "\n")
+    if a.goal_proxies:  # one table: goals 2-6 (measured first) and goal 1 (the data-path step above)
+        md = goals.markdown(goal_results, goal1)
+        print(md)
+        with out.open("a") as f:
+            f.write("\n### Issue 15 goals: Mizzen vs a baseline of the same run\n\n"
+                    f"`python -m mizzen.bench.goals --proxies {a.goal_proxies} --repeat {a.goal_repeat}"
+                    f"{' --scale ' + a.goal_scale if a.goal_scale else ''}` and the data-path step\n\n" + md + "\n")
     if not a.skip_distributed:
         print("$ store/registry on SQLite vs etcd, Consul API blocking queries", flush=True)
         md = distributed.run()

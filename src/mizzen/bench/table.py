@@ -14,8 +14,21 @@ class Row:
     fmt: str = ".2f"
     limit: float | None = None  # met when the median figure is <= limit
     note: str = ""  # the baseline's name
+    # a goal on the ratio to the baseline (e.g. "≤ 1.05× bare Envoys"): met when the median ratio is within these
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+
+    def ratios(self) -> list[float]:
+        return [x / y for x, y in zip(self.figure, self.baseline) if y and x == x and y == y]
 
     def met(self) -> str:
+        if self.max_ratio is not None or self.min_ratio is not None:
+            rs = self.ratios()
+            if not rs:
+                return "-"
+            m = statistics.median(rs)
+            ok = (self.max_ratio is None or m <= self.max_ratio) and (self.min_ratio is None or m >= self.min_ratio)
+            return "yes" if ok else "no"
         if self.limit is None or not self.figure:
             return "-"
         return "yes" if statistics.median(self.figure) <= self.limit else "no"
@@ -34,7 +47,7 @@ def table(rs: list[Row]) -> str:
     lines = ["| goal | target | Mizzen | baseline (same run) | baseline | ratio Mizzen/baseline | met |",
              "|---|---|---|---|---|---|---|"]
     for r in rs:
-        ratios = [x / y for x, y in zip(r.figure, r.baseline) if y and x == x and y == y]
+        ratios = r.ratios()
         lines.append(f"| {r.goal} | {r.target} | {_spread(r.figure, r.fmt)} | {_spread(r.baseline, r.fmt)} | "
                      f"{r.note or '-'} | {_spread(ratios, '.2f')} | {r.met()} |")
     return "\n".join(lines)
