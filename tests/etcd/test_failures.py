@@ -44,8 +44,10 @@ def test_killing_members_during_writes_loses_no_acknowledged_write(cluster):
     stop = threading.Event()
 
     def writer() -> None:
+        # paced (at most ~400 writes/s) and bounded: it must still be writing when the follower dies, ~5 s in
+        # (unpaced, a fast etcd took its 2000 writes before that and the phase saw none)
         i = 0
-        while not stop.is_set() and i < 2000:
+        while not stop.is_set() and i < 10000:
             name = f"w-{i}"
             try:
                 acked[name] = store.apply([vs(name)]).revision
@@ -53,6 +55,7 @@ def test_killing_members_during_writes_loses_no_acknowledged_write(cluster):
             except StoreUnavailable as e:
                 failures.append(f"{phase['name']}: {e}")
             i += 1
+            time.sleep(0.0025)
 
     def registrar() -> None:
         i = 0
@@ -131,7 +134,11 @@ def test_whole_cluster_down_fails_fast_keeps_readers_and_resumes_watches(cluster
         # fast = two rounds of refused connections (well under a second when etcd's ports are closed), at most
         # the call's 5 s deadline when a channel still waits on a dead connection (seen on a loaded machine):
         # a bound, not a timing goal
-        assert time.monotonic() - t0 < 8.0 and not e.value.outcome_unknown
+        elapsed = time.monotonic() - t0
+        # outcome known when the ports refused at once; a channel still waiting on a dead connection (a loaded
+        # machine) ends at the deadline, and then the client rightly cannot say whether the write left: either
+        # way nothing was applied (checked below)
+        assert elapsed < 8.0 and (not e.value.outcome_unknown or elapsed >= 0.4), (elapsed, str(e.value))
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable):
             reg.upsert(Instance(id="default.y-0", namespace="default", workload="y", address="10.0.0.2"))
