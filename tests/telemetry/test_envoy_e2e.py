@@ -141,13 +141,21 @@ def test_top_paths_of_an_envoy_stats_proxy_come_from_a_stream_sampled_only_while
         with rig:
             def requests_counted(i: int) -> float:
                 return sum(v for (n, _), v in _istio_series(recv.metrics(i)).items() if n == "istio_requests_total")
+
+            def runtime(who: str) -> str:
+                return json.loads(rig.admin_get(who, "/runtime"))["entries"]["mizzen.top_sampling_percent"][
+                    "final_value"]
+            # B's top read before any request: its Envoy has no native series yet to tell it by, and the agent
+            # turns the sampled stream on all the same
+            zero = recv.top(1)
+            assert zero["paths"] == [] and "sampling" not in zero and runtime("b") == "100", zero
             for _ in range(3):
                 rig.get("/before")
             wait_for(lambda: requests_counted(1) == 3, what="3 requests counted by Envoy")
-            time.sleep(1.5)  # a flush interval: nothing was streamed
-            for i in (0, 1):  # each agent samples its own Envoy while its top is read
-                first = recv.top(i)
-                assert first["paths"] == [] and first["sampling"]["percent"] == 100, first
+            wait_for(lambda: {p["path"]: p["count"] for p in recv.top(1)["paths"]} == {"/before": 3},
+                     what="B's top has the requests after its first read")
+            first = recv.top(0)  # A was not sampled before its first read; each agent samples its own Envoy
+            assert first["paths"] == [] and first["sampling"]["percent"] == 100, first
             for _ in range(5):
                 rig.get("/during")
             wait_for(lambda: [p for p in recv.top(1)["paths"] if p["path"] == "/during"], what="/during in top")
@@ -159,9 +167,7 @@ def test_top_paths_of_an_envoy_stats_proxy_come_from_a_stream_sampled_only_while
                 rig.get("/after")
             wait_for(lambda: requests_counted(1) == 12, what="12 requests counted")
             time.sleep(1.5)
-            for who in ("a", "b"):  # the agent set the runtime key back to 0
-                entry = json.loads(rig.admin_get(who, "/runtime"))["entries"]["mizzen.top_sampling_percent"]
-                assert entry["final_value"] == "0", entry
+            assert runtime("a") == runtime("b") == "0"  # each agent set the runtime key back
             snap = {p["path"] for p in recv.top(1)["paths"]}
             assert "/after" not in snap, snap
     finally:

@@ -427,25 +427,28 @@ class Telemetry:
         return web.json_response(snap)
 
     async def sample_for_top(self) -> bool:
-        """For a proxy whose HTTP metrics Envoy counts itself: (re)start sampling its stream into the top paths
-        for `top_sampling_seconds` (set again at every read: an Envoy restarted since forgot the runtime value).
-        False if there is nothing to turn on (no native series, or no runtime control)."""
+        """(Re)start sampling this proxy's top stream for `top_sampling_seconds` (set again at every read: an
+        Envoy restarted since forgot the runtime value). The key is set whatever the agent knows of the proxy's
+        metrics provider: a proxy on the access-log stream has no sampled stream (the key does nothing there),
+        and one on `envoy-stats` that has served no request yet has no native series to tell it by. True when
+        the proxy is known to count natively (the top then says it samples)."""
         if self.envoy_runtime is None:
             return False
-        if not (self._native_on.is_set() or self.native_series):
+        native_known = self._native_on.is_set() or bool(self.native_series)
+        if not native_known:
             await self.read_native()  # nothing scraped this agent yet: does its Envoy count natively?
-            if not self._native_on.is_set():
-                return False
+            native_known = self._native_on.is_set()
         try:
             await self.envoy_runtime(tel.TOP_RUNTIME_KEY, 100)
         except Exception as e:
-            log.warning("cannot turn on the sampled access-log stream for `mizzen top` (%s): top paths stay "
-                        "empty for this proxy; check the Envoy admin socket", e)
+            (log.warning if native_known else log.debug)(
+                "cannot turn on the sampled access-log stream for `mizzen top` (%s): top paths stay empty for "
+                "this proxy if it counts its metrics in Envoy; check the Envoy admin socket", e)
             return False
         self.top_sampling_until = self.clock() + self.top_sampling_seconds
         if self._sampling_task is None or self._sampling_task.done():
             self._sampling_task = asyncio.get_running_loop().create_task(self._sampling_off(), name="top-sampling")
-        return True
+        return native_known
 
     async def _sampling_off(self) -> None:
         while (left := self.top_sampling_until - self.clock()) > 0:
