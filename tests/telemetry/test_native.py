@@ -240,6 +240,34 @@ async def _served(app: web.Application):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _native_telemetry(srv: TestServer, d: str, **kw) -> Telemetry:
+    """A Telemetry reading the served Envoy text as the agent reads its Envoy: all of it, and the native
+    series alone (native.STATS_PATH)."""
+    url = str(srv.make_url("/stats/prometheus"))
+    t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), envoy_stats=http_get(url),
+                  envoy_native=http_get(url + native.STATS_PATH[len("/stats/prometheus"):]), **kw)
+    t.agg.set_directory(DIR)
+    return t
+
+
+@contextlib.asynccontextmanager
+async def _window_of(t: Telemetry):
+    """(t, read()): the Telemetry's HTTP routes served, read() GETs its /telemetry/window."""
+    app = web.Application()
+    app.router.add_routes(t.routes())
+    wsrv = TestServer(app)
+    await wsrv.start_server()
+
+    async def read() -> dict:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(wsrv.make_url("/telemetry/window")) as r:
+                return await r.json()
+    try:
+        yield t, read
+    finally:
+        await wsrv.close()
+
+
 def _inbound_message(*entries) -> als_pb2.StreamAccessLogsMessage:
     m = als_pb2.StreamAccessLogsMessage()
     m.identifier.log_name = als_log_name("inbound")
@@ -415,26 +443,12 @@ def _native_setup(full: str) -> tuple[web.Application, list, dict]:
 
 def test_the_window_gets_the_native_requests_at_scrapes_and_window_reads():
     async def run() -> None:
-        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
         clock = [NOW - 600]
         app, texts, hits = _native_setup(envoy_text([(in_tags(), 3, 1, 1)] * 10))
-        srv = TestServer(app)
-        await srv.start_server()
-        url = str(srv.make_url("/stats/prometheus"))
-        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), envoy_stats=http_get(url),
-                      envoy_native=http_get(url + native.STATS_PATH[len("/stats/prometheus"):]),
-                      clock=lambda: clock[0])
-        t.agg.set_directory(DIR)
-        window = web.Application()
-        window.router.add_routes(t.routes())
-        wsrv = TestServer(window)
-        await wsrv.start_server()
-
-        async def rows() -> list:
-            async with aiohttp.ClientSession() as s:
-                async with s.get(wsrv.make_url("/telemetry/window")) as r:
-                    return (await r.json())["rows"]
-        try:
+        async with _served(app) as (srv, d), _window_of(_native_telemetry(srv, d, clock=lambda: clock[0])) as (
+                t, window):
+            async def rows() -> list:
+                return (await window())["rows"]
             clock[0] = NOW
             await t.prometheus_text()  # the first reading, 10 min after the start: a baseline
             assert await rows() == [] and hits == {"full": 1, "native": 1}
@@ -464,65 +478,44 @@ def test_the_window_gets_the_native_requests_at_scrapes_and_window_reads():
             texts[0] = envoy_text([(in_tags(code="503"), 2, 1, 1)] * 9)
             await t.prometheus_text()
             assert t._native_applied == t._native_fetches + 4 and (await rows())[0]["requests"] == 5
-        finally:
-            await wsrv.close()
-            await srv.close()
-            shutil.rmtree(d, ignore_errors=True)
 
     asyncio.run(run())
 
 
 def test_without_native_series_the_window_is_untouched_and_envoy_is_not_read_again():
     async def run() -> None:
-        d = tempfile.mkdtemp(prefix="mznat-", dir="/tmp")
         app, texts, hits = _native_setup(OTHER_ENVOY)
-        srv = TestServer(app)
-        await srv.start_server()
-        url = str(srv.make_url("/stats/prometheus"))
-        t = Telemetry(REVIEWS_V1, os.path.join(d, "als.sock"), envoy_stats=http_get(url),
-                      envoy_native=http_get(url + native.STATS_PATH[len("/stats/prometheus"):]),
-                      native_seconds=0.05, native_probe_seconds=30)
-        t.agg.set_directory(DIR)
-        await t.start()
-        window = web.Application()
-        window.router.add_routes(t.routes())
-        wsrv = TestServer(window)
-        await wsrv.start_server()
-
-        async def snapshot() -> dict:
-            async with aiohttp.ClientSession() as s:
-                async with s.get(wsrv.make_url("/telemetry/window")) as r:
-                    snap = await r.json()
-            return {k: v for k, v in snap.items() if k != "seconds"}
-        try:
-            t.ingest(_inbound_message(http_entry(downstream=A_IP, cluster="inbound|9080||", duration_ms=7)), INBOUND)
-            for _ in range(3):
+        async with _served(app) as (srv, d), _window_of(_native_telemetry(
+                srv, d, native_seconds=0.05, native_probe_seconds=30)) as (t, window):
+            async def snapshot() -> dict:
+                return {k: v for k, v in (await window()).items() if k != "seconds"}
+            await t.start()
+            try:
+                t.ingest(_inbound_message(http_entry(downstream=A_IP, cluster="inbound|9080||", duration_ms=7)), INBOUND)
+                for _ in range(3):
+                    await t.prometheus_text()
+                await asyncio.sleep(0.3)  # the feed loop waits: no native series
+                assert hits == {"full": 3, "native": 0}
+                before = await snapshot()
+                assert [r["requests"] for r in before["rows"]] == [1]  # the access-log request only
+                assert hits["native"] == 0  # a scrape read Envoy moments ago: no probe
+                t._native_read_at -= 60
+                assert await snapshot() == before and hits["native"] == 1  # a probe, at most every 30 s
+                assert await snapshot() == before and hits["native"] == 1
+                await asyncio.sleep(0.3)
+                assert hits == {"full": 3, "native": 1}
+                # native series appear: the loop reads them every native_seconds, and stops when they are gone
+                texts[0] = envoy_text([(in_tags(), 3, 1, 1)])
                 await t.prometheus_text()
-            await asyncio.sleep(0.3)  # the feed loop waits: no native series
-            assert hits == {"full": 3, "native": 0}
-            before = await snapshot()
-            assert [r["requests"] for r in before["rows"]] == [1]  # the access-log request only
-            assert hits["native"] == 0  # a scrape read Envoy moments ago: no probe
-            t._native_read_at -= 60
-            assert await snapshot() == before and hits["native"] == 1  # a probe, at most every 30 s
-            assert await snapshot() == before and hits["native"] == 1
-            await asyncio.sleep(0.3)
-            assert hits == {"full": 3, "native": 1}
-            # native series appear: the loop reads them every native_seconds, and stops when they are gone
-            texts[0] = envoy_text([(in_tags(), 3, 1, 1)])
-            await t.prometheus_text()
-            await asyncio.sleep(0.5)
-            assert hits["native"] >= 4
-            texts[0] = OTHER_ENVOY
-            await asyncio.sleep(0.2)
-            n = hits["native"]
-            await asyncio.sleep(0.3)
-            assert hits["native"] == n and not t._native_on.is_set()
-        finally:
-            await t.stop()
-            await wsrv.close()
-            await srv.close()
-            shutil.rmtree(d, ignore_errors=True)
-        assert t._native_task is None
+                await asyncio.sleep(0.5)
+                assert hits["native"] >= 4
+                texts[0] = OTHER_ENVOY
+                await asyncio.sleep(0.2)
+                n = hits["native"]
+                await asyncio.sleep(0.3)
+                assert hits["native"] == n and not t._native_on.is_set()
+            finally:
+                await t.stop()
+            assert t._native_task is None
 
     asyncio.run(run())
