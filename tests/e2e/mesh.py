@@ -122,15 +122,35 @@ class Mesh:
     def proxy_status(self) -> list[dict]:
         return json.loads(self.cli("proxy-status", "-o", "json").stdout)["items"]
 
+    def store_revision(self) -> int:
+        """The config store's revision, as the replicas that answer know it (the highest)."""
+        revs = []
+        for sock in sorted(self.state_dir.glob("api*.sock")):  # api.sock, api-1.sock, ...: one per replica
+            if sock.name.startswith("api") and sock.name[3:].lstrip("-").removesuffix(".sock").isdigit() \
+                    or sock.name == "api.sock":
+                try:
+                    revs.append(int(self.api_get("/healthz", sock.name, timeout=5).get("store", {}).get("revision")
+                                    or 0))
+                except Exception:  # a replica that is down (a test killed it) or still loading has no say
+                    continue
+        return max(revs, default=0)
+
     def wait_synced(self, timeout: float = 60, expect: int | None = None) -> list[dict]:
-        """Wait until every connected proxy has ACKed what was sent for every type."""
+        """Wait until every connected proxy has ACKed what was sent for every type, and what was sent is the
+        config of the store as it is now: the replica serving it has the store's current revision in its
+        snapshot, no change on its way in and no push queued (else SYNCED can describe the config from before
+        the last apply: between the apply and the debounced push, or on a replica whose store watch has not
+        delivered the change yet)."""
         deadline = time.monotonic() + timeout
         last: list[dict] = []
+        want = self.store_revision()
         while time.monotonic() < deadline:
             last = self.proxy_status()
             live = [p for p in last if p.get("connected")]
             if (expect is None or len(live) >= expect) and live and all(
-                    t.get("state") in ("SYNCED", "NOT_SENT") for p in live for t in p["types"].values()):
+                    t.get("state") in ("SYNCED", "NOT_SENT") for p in live for t in p["types"].values()) and all(
+                    p.get("configRevision", want) >= want and not p.get("configPending")
+                    and not p.get("pushPending") for p in live):
                 return live
             time.sleep(0.3)
         raise AssertionError(f"proxies not SYNCED within {timeout}s: {json.dumps(last, indent=1)[:3000]}")

@@ -443,6 +443,7 @@ class AdsServer:
                 "connected": c.connected, "connectedSince": _iso(c.connected_since),
                 "disconnectedAt": _iso(c.disconnected_at), "protocol": c.mode, "peer": c.peer,
                 "generation": c.generation, "phase": c.stream.phase_name, "types": c.stream.status(),
+                "pushPending": c.push_pending or c in self._todo,  # a re-target queued: its states may be old
             })
         return out
 

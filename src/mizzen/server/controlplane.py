@@ -443,9 +443,17 @@ class ControlPlane:
         return Path(self.layout.pod_api_socket(self.settings.replica))
 
     def proxy_statuses(self) -> list[dict[str, Any]]:
-        """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`)."""
+        """/api/v1/proxies: the ADS server's statuses, each naming this replica (`controlPlane`), the store
+        revision its snapshot reflects (`configRevision`) and whether a store change is still on its way into
+        the snapshot (`configPending`: seen, not yet rebuilt). With the item's `pushPending` and its types'
+        states, a caller can tell "every proxy has the config of store revision R" from "SYNCED on an older
+        one" (right after an apply, before the debounce and the push; on a replica whose store watch has not
+        delivered the change yet)."""
         name = self.replica_name
-        return [dict(it, controlPlane=name) for it in self.ads.statuses()]
+        snap = self._snapshot
+        extra = {"controlPlane": name, "configRevision": snap.config.revision if snap is not None else 0,
+                 "configPending": bool(self._dirty_config)}
+        return [dict(it, **extra) for it in self.ads.statuses()]
 
     def egress(self, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
         """The egress of a workload's proxies (namespace + labels): `mode` (its outbound traffic policy) and,
