@@ -146,6 +146,10 @@ def test_tcp_metrics_on_live_connections(mesh: Mesh) -> None:
     mesh.apply_text(RATINGS_TCP)
     try:
         mesh.wait_synced()
+        # the runner writes a new Service's names into the pods' hosts files on its own reconcile pass, which
+        # xDS sync does not wait for (curl said 000, "could not resolve host", in most runs of this test alone)
+        until(lambda: mesh.exec("sleep", "getent", "hosts", "ratings-tcp").returncode == 0, 30, 0.3,
+              what="the sleep pod resolves ratings-tcp")
         n = 4
         for _ in range(n):  # curl opens one connection per run and closes it at the end
             p = mesh.exec("sleep", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://ratings-tcp:9000/ratings/0")
