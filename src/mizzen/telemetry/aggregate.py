@@ -243,6 +243,16 @@ class Window:
         return {"seconds": round(covered, 3), "buckets": list(istio.DURATION_BUCKETS_MS), "rows": rows}
 
 
+def unknown_peer_address(rec: RequestRecord | TcpRecord, directory: Directory) -> str:
+    """The peer address of a record (the caller's IP inbound, the picked upstream `ip:port` outbound) when
+    `directory` does not know it, else "" (known, or no address: e.g. no upstream was picked)."""
+    if rec.direction == OUTBOUND:
+        host, port = split_host(rec.upstream_host)
+        return rec.upstream_host if host and directory.workload_at(host, port).workload == UNKNOWN else ""
+    ip = rec.downstream_ip
+    return ip if ip and directory.workload_at(ip).workload == UNKNOWN else ""
+
+
 class Aggregator:
     """Istio's series of one sidecar, plus its golden-metrics window."""
 
@@ -266,13 +276,7 @@ class Aggregator:
         self._labels.clear()
 
     def unknown_peer_address(self, rec: RequestRecord | TcpRecord) -> str:
-        """The peer address of a record (the caller's IP inbound, the picked upstream `ip:port` outbound) when
-        the directory does not know it, else "" (known, or no address: e.g. no upstream was picked)."""
-        if rec.direction == OUTBOUND:
-            host, port = split_host(rec.upstream_host)
-            return rec.upstream_host if host and self.directory.workload_at(host, port).workload == UNKNOWN else ""
-        ip = rec.downstream_ip
-        return ip if ip and self.directory.workload_at(ip).workload == UNKNOWN else ""
+        return unknown_peer_address(rec, self.directory)
 
     def _series(self, table: dict, key: tuple[str, ...], make) -> object | None:
         s = table.get(key)

@@ -31,9 +31,8 @@ import re
 from typing import Callable, Container, Mapping, NamedTuple
 
 from . import istio
-from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels, window_key
-from .istio import UNKNOWN
-from .peers import Directory, split_host
+from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels, unknown_peer_address, window_key
+from .peers import Directory
 from .records import INBOUND, OUTBOUND, RequestRecord, _spiffe
 
 PREFIX = "envoy_mizzen_"
@@ -192,15 +191,6 @@ def record_of(key: EnvoyKey, me: SelfInfo) -> RequestRecord:
         local_principal=me.principal if peer else "")
 
 
-def unknown_address(rec: RequestRecord, directory: Directory) -> str:
-    """As `Aggregator.unknown_peer_address`, with a given directory."""
-    if rec.direction == OUTBOUND:
-        host, port = split_host(rec.upstream_host)
-        return rec.upstream_host if host and directory.workload_at(host, port).workload == UNKNOWN else ""
-    ip = rec.downstream_ip
-    return ip if ip and directory.workload_at(ip).workload == UNKNOWN else ""
-
-
 class Converted(NamedTuple):
     http: dict[IstioKey, HttpSeries]  # Istio labels -> the sum of the Envoy series named so
     held: tuple[str, ...]  # unknown peer addresses whose (new) series were left out this time (`hold` said so)
@@ -239,7 +229,7 @@ class Converter:
             hit = self._cache.get(ek)
             if hit is None:
                 rec = record_of(ek, me)
-                hit = self._cache[ek] = (http_labels(rec, me, directory), unknown_address(rec, directory))
+                hit = self._cache[ek] = (http_labels(rec, me, directory), unknown_peer_address(rec, directory))
             labels, addr = hit
             if addr:
                 if ek in self._named:  # its peer left the directory: its past requests stay its own
