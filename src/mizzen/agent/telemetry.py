@@ -203,12 +203,10 @@ class Telemetry:
             return
         if refreshed:
             ready, self._held = self._held, []
-            if len(self._settled) > 4096:  # bounded: a settled address is at worst held once more
-                self._settled.clear()
             for rec, _ in ready:
                 addr = self.agg.unknown_peer_address(rec)
                 if addr:
-                    self._settled.add(addr)
+                    self._settle(addr)
         else:
             oldest = self.clock() - self.max_hold_seconds
             ready = [h for h in self._held if h[1] <= oldest]
@@ -397,11 +395,15 @@ class Telemetry:
             return True
         if self.directory_refreshes > seen[1] or now - seen[0] >= self.max_hold_seconds:
             # a refresh since did not name it (a caller outside the mesh), or it cannot: shown as unknown
-            if len(self._settled) > 4096:
-                self._settled.clear()
-            self._settled.add(addr)
+            self._settle(addr)
             return False
         return True
+
+    def _settle(self, addr: str) -> None:
+        """A peer address no refresh names: counted (shown) as unknown at once from then on."""
+        if len(self._settled) > 4096:  # bounded: a settled address is at worst held once more
+            self._settled.clear()
+        self._settled.add(addr)
 
     async def _prometheus(self, request: web.Request) -> web.Response:
         return web.Response(text=await self.prometheus_text(), headers={"Content-Type": exposition.CONTENT_TYPE})
