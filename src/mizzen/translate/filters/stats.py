@@ -59,12 +59,14 @@ class Stats(Feature):
     name = NAME
 
     def patch_hcm(self, hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
-        if _on(ctx, at) and _telemetry(ctx).metrics_native:
+        if not _on(ctx, at):
+            return
+        if _telemetry(ctx).metrics_native:
             hcm.access_log.append(_parse(tel.native_metrics_log(_direction(at))))
             # `mizzen top` on demand: the stream, sampled at 0 % until the agent raises the runtime key
             hcm.access_log.append(_parse(tel.http_access_log(_direction(at), flush_interval=FLUSH_INTERVAL,
                                                              buffer_bytes=BUFFER_BYTES, sampled=True)))
-        elif _on(ctx, at):
+        else:
             hcm.access_log.append(_parse(tel.http_access_log(
                 _direction(at), flush_interval=_interval(ctx, FLUSH_INTERVAL), buffer_bytes=BUFFER_BYTES)))
 
