@@ -124,15 +124,17 @@ class Mesh:
 
     def store_revision(self) -> int:
         """The config store's revision, as the replicas that answer know it (the highest)."""
+        from mizzen.client import StateLayout
+
         revs = []
-        for sock in sorted(self.state_dir.glob("api*.sock")):  # api.sock, api-1.sock, ...: one per replica
-            if sock.name.startswith("api") and sock.name[3:].lstrip("-").removesuffix(".sock").isdigit() \
-                    or sock.name == "api.sock":
-                try:
-                    revs.append(int(self.api_get("/healthz", sock.name, timeout=5).get("store", {}).get("revision")
-                                    or 0))
-                except Exception:  # a replica that is down (a test killed it) or still loading has no say
-                    continue
+        for sock in StateLayout(str(self.state_dir)).api_sockets():  # one per replica that may run
+            if not os.path.exists(sock):
+                continue
+            try:
+                revs.append(int(self.api_get("/healthz", Path(sock).name, timeout=5).get("store", {})
+                                .get("revision") or 0))
+            except Exception:  # a replica that is down (a test killed it) or still loading has no say
+                continue
         return max(revs, default=0)
 
     def wait_synced(self, timeout: float = 60, expect: int | None = None) -> list[dict]:
