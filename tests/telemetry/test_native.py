@@ -94,8 +94,9 @@ def same_requests(cases: list, direction: str, me: SelfInfo) -> tuple[Aggregator
 
 
 def out_tags(host: str = f"{B_IP}:9080", code: str = "200", grpc: str = "-", flags: str = "-", peer: str = "-",
-             cluster: str = OUT_CLUSTER) -> dict:
-    return dict(direction="outbound", peer=peer, host=host, cluster=cluster, code=code, grpc=grpc, flags=flags)
+             cluster: str = OUT_CLUSTER, authority: str = "reviews:9080") -> dict:
+    return dict(direction="outbound", peer=peer, host=host, cluster=cluster, code=code, grpc=grpc, flags=flags,
+                authority=authority)
 
 
 def in_tags(host: str = A_IP, code: str = "200", peer: str = "-", grpc: str = "-", flags: str = "-") -> dict:
@@ -123,20 +124,31 @@ def test_outbound_series_get_the_labels_and_values_the_access_log_path_gives_the
                                                               duration_ms=12)),
         # gRPC: the status number, protocol grpc
         (out_tags(grpc="14"), http_entry(grpc="14", content_type="application/grpc", duration_ms=2)),
+        # another spelling of the same service: another Envoy series, the same Istio series (named by the cluster)
+        (out_tags(authority="reviews.default.svc.cluster.local:9080"),
+         http_entry(authority="reviews.default.svc.cluster.local:9080", duration_ms=7)),
+        # a passthrough call out of the mesh: named by the Host the app asked for, as Istio
+        (out_tags(host="192.0.2.80:80", cluster="PassthroughCluster", authority="example.org"),
+         http_entry(upstream="192.0.2.80:80", cluster="PassthroughCluster", authority="example.org", duration_ms=30)),
     ]
     agg, out = same_requests(cases, OUTBOUND, PRODUCTPAGE)
     assert table(out.http) == table(agg.http)
-    assert len(out.http) == 5  # 9 requests, 6 Envoy series, 5 Istio series
+    assert len(out.http) == 6  # 11 requests, 8 Envoy series, 6 Istio series
     by = {(l["response_code"], l["grpc_response_status"], l["destination_principal"]): (l, s) for l, s in
-          ((dict(zip(istio.HTTP_LABELS, k)), s) for k, s in out.http.items())}
+          ((dict(zip(istio.HTTP_LABELS, k)), s) for k, s in out.http.items()) if l["destination_service"] == REVIEWS}
     plain, s = by[("200", "", "unknown")]
-    assert (plain["destination_workload"], s.requests) == ("reviews-v1", 5)  # both pods' series added up
+    assert (plain["destination_workload"], s.requests) == ("reviews-v1", 6)  # both pods' and spellings' series
+    out_of_mesh = [l for l in (dict(zip(istio.HTTP_LABELS, k)) for k in out.http) if l["destination_service"] ==
+                   "example.org"]
+    assert [(l["destination_workload"], l["destination_service_name"]) for l in out_of_mesh] == \
+        [("unknown", "example.org")]
     assert (by[("200", "", RV_P)][0]["source_principal"], by[("200", "14", "unknown")][0]["request_protocol"]) == \
         (PP_P, "grpc")
     uh = by[("503", "", "unknown")][0]
     assert (uh["destination_workload"], uh["destination_service"], uh["response_flags"]) == ("unknown", REVIEWS, "UH")
     assert by[("0", "", "unknown")][0]["response_flags"] == "UF,URX"
-    assert out.unknown_requests == 0 and out.held == () and out.dropped_series == 0
+    # the passthrough call's peer (an address out of the mesh) is the one unknown
+    assert out.unknown_requests == 1 and out.held == () and out.dropped_series == 0
 
 
 def test_inbound_series_name_the_caller_from_its_ip_and_the_service_from_the_inbound_port():
@@ -188,7 +200,7 @@ envoy_mizzen_future_stat 4
     rest, series = native.split_envoy_text(real)
     assert rest == "# TYPE envoy_mizzen_future_stat counter\nenvoy_mizzen_future_stat 4\n"  # not ours: kept
     [(key, s)] = series.items()
-    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC")
+    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC", "")  # no authority tag: ""
     assert (s.requests, s.duration.counts[2], sum(s.duration.counts), s.duration.count) == (3, 3, 3, 3)
     assert abs(s.duration.sum - 9.48192771) < 1e-6
     # a tag value with an escaped quote, and Envoy bounds other than Istio's (projected, never over-counted)

@@ -54,6 +54,19 @@ def test_port_services_name_the_service_that_selects_the_pod_on_each_port():
         8080: "web.default.svc.cluster.local", 9090: "web.default.svc.cluster.local"}
 
 
+def test_a_port_backing_an_http_and_a_tcp_service_names_each_for_its_own_kind_of_traffic():
+    """`ratings-tcp` (a `tcp-` port) sorts before `ratings` but must not name ratings' HTTP requests."""
+    svcs = [{"namespace": "default", "hostname": "ratings.default.svc.cluster.local", "selector": {"app": "ratings"},
+             "ports": [{"port": 9080, "name": "http", "protocol": "HTTP", "targetPort": 9080}]},
+            {"namespace": "default", "hostname": "ratings-tcp.default.svc.cluster.local",
+             "selector": {"app": "ratings"},
+             "ports": [{"port": 9000, "name": "tcp-ratings", "protocol": "TCP", "targetPort": 9080}]}]
+    labels = {"app": "ratings"}
+    assert port_services(svcs, "default", labels) == {9080: "ratings.default.svc.cluster.local"}
+    assert port_services(svcs, "default", labels, http=False) == {9080: "ratings-tcp.default.svc.cluster.local"}
+    assert port_services(list(reversed(svcs)), "default", labels) == {9080: "ratings.default.svc.cluster.local"}
+
+
 def test_the_console_wants_its_token_then_a_cookie_and_refuses_cross_origin_posts():
     async def run() -> None:
         async def page(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from ..client.aio import AsyncApiClient
 from ..model.labels import labels_match
+from ..model.services import is_http
 from ..telemetry import native
 from ..telemetry.aggregate import SelfInfo
 from ..telemetry.peers import Directory, WorkloadInfo, principal_of
@@ -33,10 +34,13 @@ from .telemetry import Telemetry, envoy_runtime_setter, http_get, unix_get
 log = logging.getLogger("mizzen.agent.telemetry")
 
 
-def port_services(services: list[dict[str, Any]], namespace: str, labels: dict[str, str]) -> dict[int, str]:
-    """container port -> hostname of the service that selects this pod on it (first by name)."""
-    out: dict[int, str] = {}
-    for s in sorted(services, key=lambda s: str(s.get("hostname"))):
+def port_services(services: list[dict[str, Any]], namespace: str, labels: dict[str, str],
+                  http: bool = True) -> dict[int, str]:
+    """container port -> hostname of the service that selects this pod on it. When several do (a port that
+    backs an HTTP service and a `tcp-` one), the one whose declared protocol is of the kind asked for
+    (`http`: HTTP, HTTP2, GRPC; else the others) wins, then the first by hostname."""
+    cands: dict[int, list[tuple[bool, str]]] = {}
+    for s in services:
         sel = s.get("selector") or {}
         if s.get("namespace") != namespace or not sel or not labels_match(sel, labels):
             continue
@@ -44,8 +48,10 @@ def port_services(services: list[dict[str, Any]], namespace: str, labels: dict[s
             target = p.get("targetPort")
             port = target if isinstance(target, int) else p.get("port")
             if isinstance(port, int):
-                out.setdefault(port, str(s.get("hostname")))
-    return out
+                proto = str(p.get("protocol") or "")
+                other_kind = bool(proto) and is_http(proto) != http
+                cands.setdefault(port, []).append((other_kind, str(s.get("hostname"))))
+    return {port: min(c)[1] for port, c in cands.items()}
 
 
 class AgentTelemetry:
@@ -72,9 +78,11 @@ class AgentTelemetry:
                                           self.api.request("GET", "/api/v1/services"))
         services = list(svcs.get("items", ()))
         ports = port_services(services, self.cfg.namespace, self.cfg.label_dict)
+        tcp = port_services(services, self.cfg.namespace, self.cfg.label_dict, http=False)
+        tcp = {} if tcp == ports else tcp
         agg = self.telemetry.agg
-        if ports != dict(agg.me.port_services):
-            agg.me = dataclasses.replace(agg.me, port_services=ports)
+        if ports != dict(agg.me.port_services) or tcp != dict(agg.me.tcp_port_services):
+            agg.me = dataclasses.replace(agg.me, port_services=ports, tcp_port_services=tcp)
         return Directory(inst.get("items", ()), services)
 
     async def start(self) -> None:

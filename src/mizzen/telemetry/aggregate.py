@@ -22,11 +22,14 @@ REPORTER = {OUTBOUND: "source", INBOUND: "destination"}
 
 @dataclass(frozen=True)
 class SelfInfo:
-    """The reporting sidecar: its workload, and the service hostname each of its ports serves."""
+    """The reporting sidecar: its workload, and the service hostname each of its ports serves — for requests
+    (`port_services`: a service declaring an HTTP-family protocol on the port first) and for TCP connections
+    (`tcp_port_services`, a TCP-family one first; empty: the same as `port_services`)."""
 
     workload: WorkloadInfo
     port_services: Mapping[int, str] = field(default_factory=dict)
     principal: str = ""  # this sidecar's own SPIFFE identity (its workload certificate), "" if it has none
+    tcp_port_services: Mapping[int, str] = field(default_factory=dict)
 
 
 def _bucket(bounds: tuple[float, ...], value: float) -> int:
@@ -135,7 +138,8 @@ def peers_of(rec: RequestRecord | TcpRecord, me: SelfInfo, directory: Directory,
     parsed = parse_cluster(rec.upstream_cluster)
     service = directory.service_for_authority(authority, w.namespace) if authority else ""
     if not service and parsed:
-        service = me.port_services.get(parsed[1], "")
+        ports = me.tcp_port_services if isinstance(rec, TcpRecord) and me.tcp_port_services else me.port_services
+        service = ports.get(parsed[1], "")
     src_p = rec.peer_principal or UNKNOWN
     # a request that came over mutual TLS was answered with our own certificate: our identity is proven
     dst_p = (rec.local_principal or me.principal or UNKNOWN) if rec.peer_principal else UNKNOWN

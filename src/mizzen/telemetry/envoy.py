@@ -101,6 +101,10 @@ def _native_tags(direction: str) -> list[dict[str, str]]:
     # A missing value renders as "" in a stat tag, so `grpc` is the grpc-status of a trailers-only response
     # (a header) or of a normal one (a trailer), as the access-log path reads it (`%GRPC_STATUS%` would be empty
     # unless the request's content-type was gRPC).
+    # The caller's side adds the request's :authority: the agent names a passthrough call's destination_service by
+    # it (as Istio), and a mesh call's by its cluster (the tag then only splits a cluster's series by the spellings
+    # the app uses). The callee's side has none: there a caller would choose the tag's values, so it names the
+    # service of the inbound port (SelfInfo.port_services).
     outbound = direction == "outbound"
     return [{"name": k, "value_format": v} for k, v in (
         ("direction", direction),
@@ -110,6 +114,7 @@ def _native_tags(direction: str) -> list[dict[str, str]]:
         ("code", "%RESPONSE_CODE%"),
         ("grpc", "%RESP(grpc-status)%%TRAILER(grpc-status)%"),
         ("flags", "%RESPONSE_FLAGS%"),
+        *((("authority", "%REQ(:AUTHORITY)%"),) if outbound else ()),
     )]
 
 

@@ -5,7 +5,7 @@ With the `envoy-stats` metrics provider each HCM counts its requests into Envoy'
 request (direction, peer certificate SANs, peer host, upstream cluster, response code, gRPC status, response
 flags). In Envoy's /stats/prometheus they read
 
-    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..} N
+    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..[,authority=..]} N
     envoy_mizzen_request_duration_milliseconds_bucket{...,le=".."} / _sum / _count    (and request/response bytes)
 
 `split_envoy_text` takes these series out of Envoy's text; `Converter.convert` names each one as the access-log
@@ -20,10 +20,10 @@ The values are Envoy's cumulative counts, relabelled at every scrape. So that Is
       already shown is never left out again;
     * the series cap admits label sets in a stable order: a label set shown once stays while its Envoy series do.
 
-What the native tags cannot say, compared with an access-log entry: the request's :authority (the source side of
-a passthrough call reports destination_service `unknown` instead of the Host the app asked for; the destination
-side takes the service of the inbound port), and the content-type (a gRPC request is `grpc` only when a
-grpc-status came back).
+What the native tags cannot say, compared with an access-log entry: the :authority of a request on the callee's
+side (a caller would choose the tag's values there; the destination side names the service of the inbound port,
+an HTTP one first when a `tcp-` service shares it), and the content-type (a gRPC request is `grpc` only when a
+grpc-status came back). The caller's side has the :authority, so a passthrough call is named by its Host, as Istio.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ HISTOGRAMS = {
     "envoy_mizzen_request_bytes": ("request_bytes", istio.BYTES_BUCKETS),
     "envoy_mizzen_response_bytes": ("response_bytes", istio.BYTES_BUCKETS),
 }
-TAGS = ("direction", "peer", "host", "cluster", "code", "grpc", "flags")
+TAGS = ("direction", "peer", "host", "cluster", "code", "grpc", "flags", "authority")  # authority: outbound only
 # sample name -> (histogram family or None for the counter, part)
 _SAMPLES: dict[str, tuple[str | None, str]] = {COUNTER: (None, "")}
 for _fam in HISTOGRAMS:
@@ -177,14 +177,15 @@ def _value(v: str) -> str:
 
 
 def record_of(key: EnvoyKey, me: SelfInfo) -> RequestRecord:
-    """The RequestRecord an access-log entry with these values would give (no authority, path, timing, sizes)."""
-    direction, peer, host, cluster, code, grpc, flags = key
+    """The RequestRecord an access-log entry with these values would give (no path, timing, sizes)."""
+    direction, peer, host, cluster, code, grpc, flags, authority = key
     direction = INBOUND if direction == INBOUND else OUTBOUND
     peer = _spiffe(_value(peer))
     host, grpc = _value(host), _value(grpc)
     return RequestRecord(
         direction=direction, downstream_ip=host if direction == INBOUND else "",
-        upstream_host=host if direction == OUTBOUND else "", upstream_cluster=_value(cluster), authority="",
+        upstream_host=host if direction == OUTBOUND else "", upstream_cluster=_value(cluster),
+        authority=_value(authority) if direction == OUTBOUND else "",
         method="", path="", protocol="grpc" if grpc else "http",
         response_code=int(code) if code.isdigit() else 0, grpc_status=grpc, response_flags=flags or "-",
         duration_ms=0.0, request_bytes=0, response_bytes=0, start=0.0, peer_principal=peer,
