@@ -72,15 +72,18 @@ def test_metrics_per_side_reporting_interval_and_access_logs_per_aspect() -> Non
     assert not resolved(text, SHOP).metrics(False)
 
 
-def test_the_envoy_stats_metrics_provider_is_chosen_per_level_and_prometheus_chooses_the_stream_again() -> None:
-    assert not resolved(SVC, REVIEWS).metrics_native  # the default: the access-log stream
-    text = SVC + tel("mesh", "istio-system", "{metrics: [{providers: [{name: envoy-stats}]}]}") \
+def test_metrics_are_counted_in_envoy_by_default_and_access_log_stream_is_chosen_per_level() -> None:
+    assert resolved(SVC, REVIEWS).metrics_native  # the default: counted inside Envoy
+    text = SVC + tel("mesh", "istio-system", "{metrics: [{providers: [{name: access-log-stream}]}]}") \
         + tel("wl", "default", "{selector: {matchLabels: {app: ratings}}, metrics: [{providers: [{name: prometheus}]}]}") \
         + tel("ns", "shop", "{metrics: [{reportingInterval: 5s}]}")
-    assert resolved(text, REVIEWS).metrics_native
-    assert not resolved(text, RATINGS).metrics_native  # its workload level names prometheus
+    assert not resolved(text, REVIEWS).metrics_native
+    assert resolved(text, RATINGS).metrics_native  # its workload level names prometheus: Istio's name, in Envoy
     shop = resolved(text, SHOP)
-    assert shop.metrics_native and shop.reporting_interval == "5s"  # a metrics entry without providers keeps it
+    assert not shop.metrics_native and shop.reporting_interval == "5s"  # a metrics entry without providers keeps it
+    envoy_stats = SVC + tel("mesh", "istio-system", "{metrics: [{providers: [{name: access-log-stream}]}]}") \
+        + tel("wl", "default", "{selector: {matchLabels: {app: ratings}}, metrics: [{providers: [{name: envoy-stats}]}]}")
+    assert resolved(envoy_stats, RATINGS).metrics_native and not resolved(envoy_stats, REVIEWS).metrics_native
 
 
 def test_providers_are_found_in_the_namespace_then_the_root_and_a_missing_one_traces_nowhere() -> None:

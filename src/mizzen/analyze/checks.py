@@ -8,7 +8,7 @@ from ..api.base import Resource
 from ..api.effects import no_effect
 from ..api.fields import host_matches
 from ..api.networking import parse_protocol
-from ..model.telemetry import NATIVE_METRICS
+from ..model.telemetry import METRICS_PROVIDERS
 from .base import ERROR, INFO, WARNING, Context, Message, Workload, analyzer, ref, selects, selector_string
 
 SYSTEM_NAMESPACES = frozenset({"istio-system", "kube-system", "kube-public"})
@@ -207,20 +207,17 @@ def telemetry_default_selectors(ctx: Context) -> Iterable[Message]:
                                                "Telemetries") if m.code == "IST0160")
 
 
-METRICS_PROVIDERS = ("prometheus", NATIVE_METRICS)
-
-
 @analyzer
 def telemetry_metrics_providers(ctx: Context) -> Iterable[Message]:
     """MZ0130 (Warning): a Telemetry's `metrics[].providers[].name` Mizzen does not know: the metrics of the
-    workloads it selects are counted as with `prometheus` (the access-log stream), so a misspelt `envoy-stats`
-    does not do what its author meant."""
+    workloads it selects are counted as with `prometheus` (inside Envoy, the default), so a misspelt
+    `access-log-stream` does not do what its author meant."""
     for t in ctx.kind("Telemetry"):
         for i, m in enumerate(t.spec.metrics):
             for j, p in enumerate(m.providers):
                 if p.name not in METRICS_PROVIDERS:
                     yield Message("MZ0130", WARNING, ref(t), f"unknown metrics provider {p.name!r}: its workloads' "
-                                  "metrics are counted with 'prometheus' (the access-log stream)",
+                                  "metrics are counted with 'prometheus' (inside Envoy, the default)",
                                   f"name one of {', '.join(METRICS_PROVIDERS)}",
                                   f"spec.metrics[{i}].providers[{j}].name")
 
