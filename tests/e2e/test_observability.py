@@ -242,11 +242,17 @@ def test_stat_top_and_tap_on_live_traffic(mesh: Mesh) -> None:
         assert [(r["caller"], r["caller_namespace"]) for r in callers] == [("sleep", "default")], callers
         assert "SUCCESS" in mesh.cli("stat", "-n", "default").stdout
 
+        # metrics are counted inside Envoy (the default): the first top read turns the sampled stream on, the
+        # requests after it show their paths
         snaps = [json.loads(line) for line in mesh.cli("top", "productpage-v1", "--iterations", "2", "--interval", "1",
                                                        "-o", "json").stdout.splitlines()]
         assert len(snaps) == 2 and snaps[1]["replicas"] == 1
-        paths = {(p["direction"], p["path"]) for p in snaps[1]["paths"]}
-        assert {("inbound", "/productpage"), ("outbound", "/reviews/0"), ("outbound", "/details/0")} <= paths, paths
+
+        def top_paths() -> set:
+            snap = json.loads(mesh.cli("top", "productpage-v1", "--iterations", "1", "-o", "json").stdout.splitlines()[-1])
+            return {(p["direction"], p["path"]) for p in snap["paths"]}
+        want = {("inbound", "/productpage"), ("outbound", "/reviews/0"), ("outbound", "/details/0")}
+        until(lambda: want <= top_paths(), 15, 1.0, what="mizzen top shows the paths of the requests since it began")
         assert "PATH" in mesh.cli("top", "productpage-v1", "--iterations", "1").stdout
 
         out = mesh.cli("tap", "productpage-v1", "--path", "/reviews", "--max", "3", "--seconds", "30", "-o", "json")
@@ -457,19 +463,21 @@ def test_a_thousand_distinct_paths_keep_the_series_count_flat(mesh: Mesh) -> Non
         assert "/reviews/999" not in text and "q=p" not in text  # no path ever becomes a label
 
 
-NATIVE_RATINGS = """apiVersion: telemetry.istio.io/v1
+STREAM_RATINGS = """apiVersion: telemetry.istio.io/v1
 kind: Telemetry
-metadata: {name: ratings-native, namespace: default}
+metadata: {name: ratings-stream, namespace: default}
 spec:
   selector: {matchLabels: {app: ratings}}
-  metrics: [{providers: [{name: envoy-stats}]}]
+  metrics: [{providers: [{name: access-log-stream}]}]
 """
 
 
-def test_the_envoy_stats_provider_counts_inside_envoy_with_the_same_istio_labels(mesh: Mesh) -> None:
-    """A Telemetry naming the `envoy-stats` metrics provider for ratings: its sidecar's Envoy counts the requests
-    (stats access logger, no access-log entry), and the agent's scrape shows them as Istio series with the
-    caller named from the directory and both SPIFFE identities from the mTLS hop."""
+def test_metrics_are_counted_inside_envoy_by_default_and_the_stream_provider_gives_the_same_labels(mesh: Mesh) -> None:
+    """By default ratings' Envoy counts the requests itself (stats access logger, no access-log entry), and the
+    agent's scrape shows them as Istio series with the caller named from the directory and both SPIFFE identities
+    from the mTLS hop; `mizzen top` samples the stream only once it is read. A Telemetry naming
+    `access-log-stream` moves the counting to the agent: Envoy's counter stops, the same labels keep growing, and
+    top has paths without a first read."""
     admin = EnvoyAdmin(StateLayout(str(mesh.state_dir)).pod("ratings-v1-0").admin_socket)
 
     def envoy_count() -> int:
@@ -479,35 +487,46 @@ def test_the_envoy_stats_provider_counts_inside_envoy_with_the_same_istio_labels
     def from_sleep() -> float:
         return sum(s.value for s in istio_requests(scrape(mesh, "ratings-v1-0"))
                    if s.labels["reporter"] == "destination" and s.labels["source_workload"] == "sleep")
-    mesh.apply_text(NATIVE_RATINGS)
+
+    def labels_from_sleep() -> list[dict]:
+        return [s.labels for s in istio_requests(scrape(mesh, "ratings-v1-0"))
+                if s.labels["reporter"] == "destination" and s.labels["source_workload"] == "sleep"]
+
+    def top_paths() -> set:
+        snap = json.loads(mesh.cli("top", "ratings-v1", "--iterations", "1", "-o", "json").stdout.splitlines()[-1])
+        return {(p["direction"], p["path"]) for p in snap["paths"]}
+    want = {"source_principal": SPIFFE + "sleep", "destination_workload": "ratings-v1",
+            "destination_principal": SPIFFE + "bookinfo-ratings", "destination_service_name": "ratings",
+            "connection_security_policy": "mutual_tls", "response_code": "200", "request_protocol": "http"}
+    mesh.wait_synced()
+    envoy0, before = envoy_count(), from_sleep()
+    mesh.load("sleep", "http://ratings:9080/ratings/0", count=20)
+    until(lambda: envoy_count() >= envoy0 + 20, 15, what="ratings' Envoy counted the requests itself")
+    until(lambda: from_sleep() - before >= 20, 15, what="the agent's scrape shows them as Istio series")
+    text = scrape(mesh, "ratings-v1-0")
+    assert "envoy_mizzen_" not in text
+    mine = labels_from_sleep()
+    assert mine and all({k: lb[k] for k in want} == want for lb in mine), mine
+    # the golden window has them (from the growth of Envoy's series), and `mizzen top` samples the stream
+    # while it runs: the first read turns the sampling on, requests after it show their paths
+    until(lambda: any(r["requests"] >= 20 for r in cli_json(mesh, "stat", "service", "ratings", "--by", "caller")
+                      if r["caller"] == "sleep"), 30, what="mizzen stat counts the natively counted requests")
+    assert ("inbound", "/ratings/7") not in top_paths()
+    mesh.load("sleep", "http://ratings:9080/ratings/7", count=10)
+    until(lambda: ("inbound", "/ratings/7") in top_paths(), 15, what="mizzen top shows the sampled paths")
+
+    mesh.apply_text(STREAM_RATINGS)
     try:
         mesh.wait_synced()
-        assert envoy_count() == 0
-        before = from_sleep()
-        mesh.load("sleep", "http://ratings:9080/ratings/0", count=20)
-        until(lambda: envoy_count() >= 20, 15, what="ratings' Envoy counted the requests itself")
-        until(lambda: from_sleep() - before >= 20, 15, what="the agent's scrape shows them as Istio series")
-        text = scrape(mesh, "ratings-v1-0")
-        assert "envoy_mizzen_" not in text
-        mine = [s.labels for s in istio_requests(text)
-                if s.labels["reporter"] == "destination" and s.labels["source_workload"] == "sleep"]
-        want = {"source_principal": SPIFFE + "sleep", "destination_workload": "ratings-v1",
-                "destination_principal": SPIFFE + "bookinfo-ratings", "destination_service_name": "ratings",
-                "connection_security_policy": "mutual_tls", "response_code": "200", "request_protocol": "http"}
+        envoy1, before = envoy_count(), from_sleep()
+        mesh.load("sleep", "http://ratings:9080/ratings/8", count=20)
+        until(lambda: from_sleep() - before >= 20, 15, what="the agent counts the stream's requests")
+        assert envoy_count() == envoy1  # Envoy no longer counts them
+        mine = labels_from_sleep()
         assert mine and all({k: lb[k] for k in want} == want for lb in mine), mine
-        # the golden window has them (from the growth of Envoy's series), and `mizzen top` samples the stream
-        # while it runs: the first read turns the sampling on, requests after it show their paths
-        until(lambda: any(r["requests"] >= 20 for r in cli_json(mesh, "stat", "service", "ratings", "--by", "caller")
-                          if r["caller"] == "sleep"), 30, what="mizzen stat counts the natively counted requests")
-        mesh.cli("top", "ratings-v1", "--iterations", "1")
-        mesh.load("sleep", "http://ratings:9080/ratings/7", count=10)
-
-        def top_paths() -> set:
-            snap = json.loads(mesh.cli("top", "ratings-v1", "--iterations", "1", "-o", "json").stdout.splitlines()[-1])
-            return {(p["direction"], p["path"]) for p in snap["paths"]}
-        until(lambda: ("inbound", "/ratings/7") in top_paths(), 15, what="mizzen top shows the sampled paths")
+        assert ("inbound", "/ratings/8") in top_paths()  # the stream feeds top at all times
     finally:
-        mesh.cli("delete", "telemetry", "ratings-native", "-n", "default")
+        mesh.cli("delete", "telemetry", "ratings-stream", "-n", "default")
         mesh.wait_synced()
 
 

@@ -531,3 +531,41 @@ def test_without_native_series_the_window_is_untouched_and_envoy_is_not_read_aga
             assert t._native_task is None
 
     asyncio.run(run())
+
+
+def _hs(requests: int, durations: tuple[float, ...] = ()) -> "native.HttpSeries":
+    s = native.HttpSeries()
+    s.requests = requests
+    for d in durations:
+        s.duration.counts[0 if d <= 1 else -1] += 1
+        s.duration.count += 1
+        s.duration.sum += d
+    return s
+
+
+def test_cumulative_keeps_series_envoy_freed_and_adds_up_across_resets():
+    """A listener update frees the series no new request touched (or an Envoy restart resets all): Istio's
+    counters must not go down, or Prometheus counts the other series of the same labels twice."""
+    a, b = ("outbound", "a"), ("outbound", "b")
+    c = native.Cumulative()
+    out = c.update({a: _hs(5, (1, 1, 9, 9, 9)), b: _hs(2, (1, 1))})
+    assert (out[a].requests, out[b].requests) == (5, 2) and c.resets == 0
+    out = c.update({b: _hs(3, (1, 1, 1))})  # a was freed: it keeps its last values
+    assert (out[a].requests, out[a].duration.count, out[b].requests) == (5, 5, 3)
+    out = c.update({a: _hs(1, (9,)), b: _hs(4, (1, 1, 1, 1))})  # a created again, from zero: a reset
+    assert (out[a].requests, out[a].duration.count, out[a].duration.sum, c.resets) == (6, 6, 38.0, 1)
+    assert out[a].duration.counts[0] == 2 and out[a].duration.counts[-1] == 4
+    out = c.update({a: _hs(2, (9, 9)), b: _hs(4, (1, 1, 1, 1))})
+    assert (out[a].requests, out[b].requests, c.resets) == (7, 4, 1)
+    assert c.view().keys() == out.keys() and c.view()[a].requests == 7
+    # a histogram that lags its counter (Envoy flushes histograms every 5 s) is not a reset
+    c2 = native.Cumulative()
+    c2.update({a: _hs(1)})
+    assert c2.update({a: _hs(3, (1, 1))})[a].requests == 3 and c2.resets == 0
+
+
+def test_a_bounded_cumulative_forgets_absent_series_first():
+    c = native.Cumulative(max_kept=2)
+    c.update({("x", str(i)): _hs(1) for i in range(2)})
+    out = c.update({("x", "2"): _hs(1), ("x", "0"): _hs(2)})
+    assert sorted(out) == [("x", "0"), ("x", "2")]

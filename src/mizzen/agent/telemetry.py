@@ -106,6 +106,7 @@ class Telemetry:
         self.held_records = 0  # records that waited for a refresh (since start)
         # Envoy-native request metrics (renamed at scrape time, see telemetry/native.py)
         self.native = native.Converter(max_series=max_series)
+        self.native_total = native.Cumulative()
         self._native_waiting: dict[str, tuple[float, int]] = {}  # unknown peer -> (first seen, refreshes then)
         self._native_unknown = 0  # requests of native series with an unknown peer, at the last scrape
         self.native_series = 0  # Istio series of the last scrape that came from Envoy's stats alone
@@ -288,8 +289,10 @@ class Telemetry:
             ("accesslog_streams", "Access-log streams open from Envoy.", self.streams),
             ("accesslog_entries", "Access-log entries received since start.", self.entries),
             ("accesslog_bad_entries", "Access-log entries that could not be read.", self.bad_entries),
-            ("accesslog_sampled_entries", "Entries of the sampled stream (`mizzen top` of an envoy-stats proxy).",
+            ("accesslog_sampled_entries", "Entries of the sampled stream (`mizzen top` of a proxy counting in Envoy).",
              self.sampled_entries),
+            ("telemetry_native_resets", "Envoy request series found reset or freed (a listener update, a restart) "
+             "and kept counting from their last values.", self.native_total.resets),
             ("telemetry_series", "Istio series held.", self.agg.series_count + self.native_series),
             ("telemetry_dropped_records", "Records not stored because of the series cap.",
              self.agg.dropped_records + self.native_dropped),
@@ -323,17 +326,21 @@ class Telemetry:
     def _native(self, envoy_text: str, reading: int) -> tuple[str, dict]:
         """Envoy's text -> (the text without its native series, those as Istio's series); the golden window is fed
         with what they grew by (`reading`: the fetch's number, 0 when it failed)."""
-        envoy_text, series = native.split_envoy_text(envoy_text)
+        envoy_text, raw = native.split_envoy_text(envoy_text)
+        fresh = reading > self._native_applied  # not older than the reading applied last (fetches may overlap)
+        # cumulative: what Envoy freed or reset keeps counting (native.Cumulative); an older reading shows the
+        # newest state, and a failed one (reading 0) none
+        series = self.native_total.update(raw) if fresh else self.native_total.view() if reading else {}
         out = self._convert(series) if series else None
         if out is None:
             self.native_series = self.native_dropped = 0
-        if reading > self._native_applied:  # not older than the reading fed last (fetches may overlap)
+        if fresh:
             self._native_applied = reading
             now = self._native_read_at = self.clock()
             window = self.agg.window
             for key, inc in self.native_window.update(series, out.labels if out else {}, now).items():
                 window.observe_many(key, inc.requests, inc.successes, inc.counts, inc.sum, now)
-            if series:
+            if raw:
                 self._native_on.set()
             else:
                 self._native_on.clear()

@@ -267,6 +267,61 @@ class Converter:
         return Converted(out, tuple(dict.fromkeys(held)), unknown_requests, dropped, dropped_requests, named)
 
 
+class Cumulative:
+    """Envoy's native series as counters that never go down, across what Envoy forgets. PURE.
+
+    The stats access logger counts into a scope of its listener: when a listener update replaces the filter
+    chain (a new policy, a Telemetry switching to `access-log-stream`) and the old chain has drained, Envoy frees
+    the series no new request touched since, and a series created again starts from zero; an Envoy restart
+    starts every series from zero. Exported as they are, Istio's counters (a sum of Envoy series) would go
+    down, and Prometheus would read that as a reset and count the remaining series again. So, per Envoy series:
+        * a series absent from a reading keeps its last values;
+        * a series whose request count or a histogram's count went down was reset: its last values are added to
+          a base, and it is shown as base + the new values.
+    At most `max_kept` series are remembered; beyond that, those absent from the reading are forgotten."""
+
+    def __init__(self, max_kept: int = 65536) -> None:
+        self.max_kept = max_kept
+        self._last: dict[EnvoyKey, HttpSeries] = {}
+        self._base: dict[EnvoyKey, HttpSeries] = {}
+        self.resets = 0  # series found reset (or freed and created again) so far
+
+    def update(self, series: Mapping[EnvoyKey, HttpSeries]) -> dict[EnvoyKey, HttpSeries]:
+        """The cumulative series after this reading (`series`: split_envoy_text's, the newest reading)."""
+        for ek, s in series.items():
+            last = self._last.get(ek)
+            if last is not None and _went_down(s, last):
+                base = self._base.get(ek)
+                if base is None:
+                    base = self._base[ek] = HttpSeries()
+                base.add(last)
+                self.resets += 1
+            self._last[ek] = s
+        if len(self._last) > self.max_kept:
+            self._last = {k: v for k, v in self._last.items() if k in series}
+            self._base = {k: v for k, v in self._base.items() if k in series}
+        return self.view()
+
+    def view(self) -> dict[EnvoyKey, HttpSeries]:
+        """The cumulative series as of the last update."""
+        out: dict[EnvoyKey, HttpSeries] = {}
+        for ek, last in self._last.items():
+            base = self._base.get(ek)
+            if base is None:
+                out[ek] = last
+            else:
+                total = HttpSeries()
+                total.add(base)
+                total.add(last)
+                out[ek] = total
+        return out
+
+
+def _went_down(s: HttpSeries, last: HttpSeries) -> bool:
+    return s.requests < last.requests or any(getattr(s, a).count < getattr(last, a).count
+                                             for a in ("duration", "request_bytes", "response_bytes"))
+
+
 # ---------------------------------------------------------------------- the golden window, from the same series
 _CODE, _GRPC = istio.HTTP_LABELS.index("response_code"), istio.HTTP_LABELS.index("grpc_response_status")
 
