@@ -236,6 +236,8 @@ class NativeRow:
     p99_ms: float
     errors: int
     over_limit: int
+    rate: float = 0
+    not_sent: int = 0
 
 
 def native_compare(workdir: str, seconds: float, streams: int = 64, log=print) -> dict[str, Any]:
@@ -252,18 +254,23 @@ def native_compare(workdir: str, seconds: float, streams: int = 64, log=print) -
         with open(f"{workdir}/limits.yaml", "w") as f:
             f.write(LIMITS)
     rows: list[NativeRow] = []
-    for engine, label in (("python", "python engine (grpc.aio, wire codec)"), ("native", "native engine, 1 thread")):
+    labels = {"python": "python engine (grpc.aio, wire codec)", "native": "native engine, 1 thread"}
+    # (streams, open-loop rate or 0 for closed loop) per engine: saturated, a fixed moderate rate, unloaded
+    cases = {"python": [(streams, 0), (256, 1000), (1, 0)], "native": [(streams, 0), (256, 1000), (256, 10000), (1, 0)]}
+    for engine in ("python", "native"):
         proc, port = _rls(workdir, None, ("--engine", engine))
         try:
             pids = [proc.p.pid, *_children(proc.p.pid)]
             subprocess.run([exe, "--bench", "--target", f"127.0.0.1:{port}", "--streams", "4", "--seconds", "0.5"],
                            capture_output=True, timeout=60)  # warm-up: connections, first allocations
-            for n, case in ((streams, label), (1, f"{label}, 1 stream (unloaded latency)")):
+            for n, rate in cases[engine]:
+                case = labels[engine] + (f", open loop {rate}/s" if rate else
+                                         (", 1 stream (unloaded latency)" if n == 1 else f", closed loop"))
                 log(f"  rls {case}: native client, {n} stream(s), {seconds:g} s")
                 ru0 = os.times()
                 c0 = sum(_cpu_seconds(p) for p in pids)
                 out = subprocess.run([exe, "--bench", "--target", f"127.0.0.1:{port}", "--streams", str(n),
-                                      "--seconds", str(seconds), "--max-requests", "5000000"],
+                                      "--rate", str(rate), "--seconds", str(seconds), "--max-requests", "5000000"],
                                      capture_output=True, text=True, timeout=seconds + 60)
                 c1 = sum(_cpu_seconds(p) for p in pids)
                 ru1 = os.times()
@@ -273,7 +280,8 @@ def native_compare(workdir: str, seconds: float, streams: int = 64, log=print) -
                 cpu = c1 - c0
                 rows.append(NativeRow(engine, case, n, res["rate"], cpu, res["requests"] / cpu if cpu else float("nan"),
                                       (ru1.children_user + ru1.children_system) - (ru0.children_user + ru0.children_system),
-                                      res["p50_ms"], res["p99_ms"], res["errors"], res["over_limit"]))
+                                      res["p50_ms"], res["p99_ms"], res["errors"], res["over_limit"], rate,
+                                      res.get("not_sent", 0)))
         finally:
             proc.stop()
     return {"rows": rows, "streams": streams}
@@ -283,16 +291,19 @@ def native_markdown(native: dict[str, Any], seconds: float) -> str:
     if "skipped" in native:
         return f"Native engine not measured: {native['skipped']}"
     rows: list[NativeRow] = native["rows"]
-    base = {r.streams: r for r in rows if r.engine == "python"}
-    lines = ["| engine | client streams | decisions/s | RLS CPU s | decisions per RLS CPU-s (per core) | vs python | "
-             "client CPU s | p50 ms | p99 ms | errors | over limit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {(r.streams, r.rate): r for r in rows if r.engine == "python"}
+    lines = ["| engine, load | client streams | decisions/s | RLS CPU s | decisions per RLS CPU-s (per core) | vs python | "
+             "client CPU s | p50 ms | p99 ms | errors | not sent (open loop behind) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        b = base.get(r.streams)
+        b = base.get((r.streams, r.rate))
         ratio = f"{r.per_cpu_s / b.per_cpu_s:.1f}×" if b and b.per_cpu_s == b.per_cpu_s and b.per_cpu_s else "-"
         lines.append(f"| {r.case} | {r.streams} | {r.decisions_s:.0f} | {r.rls_cpu_s:.2f} | {r.per_cpu_s:.0f} | {ratio} | "
-                     f"{r.client_cpu_s:.2f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.errors} | {r.over_limit} |")
+                     f"{r.client_cpu_s:.2f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.errors} | {r.not_sent} |")
     lines += ["", f"{seconds:g} s per case, the same native load client (`mizzen-rls --bench`, one HTTP/2 connection) for "
-              "both engines, in memory, the request mix above. The client and the RLS share the machine's "
+              "both engines, in memory, the request mix above (one descriptor, 1000 keys of a limit never reached). "
+              "Closed loop: that many calls in flight, a new one as each completes (saturation: p50/p99 are queueing); "
+              "open loop: one call every 1/rate s, at most 256 in flight. The client and the RLS share the machine's "
               f"{os.cpu_count()} cores: decisions/s is bounded by both; decisions per RLS CPU-second is the service's own "
               "capacity per core (native: the binary's CPU plus its idle Python supervisor's)."]
     return "\n".join(lines)
