@@ -33,7 +33,7 @@ from ..ratelimit.algorithms import Decision
 from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
 from ..ratelimit.stats import Stats
-from ..ratelimit.table import CompiledLimit, LimitTable
+from ..ratelimit.table import CompiledLimit, LimitTable, limits_body
 from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.ratelimit")
@@ -249,16 +249,6 @@ def start_sync_grpc(service: RateLimitService, threads: int, *, unix_path: str |
         server.add_insecure_port(f"{tcp[0]}:{tcp[1]}")
     server.start()
     return server
-
-
-def limits_body(table: LimitTable) -> dict[str, Any]:
-    """The admin endpoint's `/limits` (both engines)."""
-    return {"version": table.version, "items": [
-        {"id": lim.id, "algorithm": lim.algorithm, "limit": lim.rate.limit, "period": lim.rate.period,
-         "burst": lim.rate.capacity, "strategy": lim.strategy, "maxDelay": lim.max_delay, "shadow": lim.shadow,
-         "failureMode": lim.failure_mode, "key": [list(k) for k in lim.key],
-         "priority": None if lim.priority is None else dict(lim.priority.classes)}
-        for lim in table.limits.values()]}
 
 
 def admin_app(service: RateLimitService, ready: Callable[[], bool]) -> web.Application:

@@ -30,7 +30,8 @@ from typing import Any
 
 from ..ratelimit import engine
 from ..ratelimit.stats import LIMIT_COUNTERS, Stats
-from ..ratelimit.table import CompiledLimit, LimitTable, entry_key
+from ..ratelimit.table import CompiledLimit, LimitTable, entry_key, limits_body
+from ..ratelimit.wire import current_limit_fields
 
 log = logging.getLogger("mizzen.ratelimit.native")
 
@@ -79,9 +80,7 @@ def unsupported_settings(settings: Any) -> list[str]:
 
 
 def _limit_json(lim: CompiledLimit) -> dict[str, Any]:
-    from .ratelimit import current_limit
-
-    cl = current_limit(lim)
+    rpu, unit = current_limit_fields(lim)
     key = []
     for form, arg in lim.key:
         ek = entry_key(form, arg)
@@ -89,7 +88,7 @@ def _limit_json(lim: CompiledLimit) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": lim.id, "algorithm": lim.algorithm, "state_kind": lim.state_kind, "limit": lim.rate.limit,
         "period": lim.rate.period, "capacity": lim.rate.capacity, "quota": lim.quota, "shadow": lim.shadow,
-        "key": key, "current_limit_rpu": cl.requests_per_unit, "current_limit_unit": cl.unit,
+        "key": key, "current_limit_rpu": rpu, "current_limit_unit": unit,
         "window_seconds": engine.window_seconds(lim)}
     if lim.max_delay is not None:
         out["max_delay"] = lim.max_delay
@@ -243,8 +242,6 @@ def _stats_of(data: dict[str, Any]) -> Stats:
 
 def admin_app(rls: NativeRls, table_of: Any, refused_of: Any) -> Any:
     from aiohttp import web
-
-    from .ratelimit import limits_body
 
     app = web.Application()
 
