@@ -281,6 +281,41 @@ def test_auto_uses_python_for_what_native_does_not_support(workdir):
     assert "does not support t/pr/p: priority classes" in nat.log()
 
 
+def test_auto_switches_to_python_when_a_reload_needs_it(workdir):
+    path = f"{workdir}/limits.yaml"
+    with open(path, "w") as f:
+        f.write(LIMITS)
+    auto = RlsProcess(workdir, path, extra=["--engine", "auto"])
+    try:
+        auto.start()
+        assert admin(auto.admin_port, "/healthz")["engine"] == "native"
+        with open(path, "w") as f:
+            f.write(LIMITS + PRIORITY)
+        deadline = time.monotonic() + 20
+        while True:  # the same process (pid) re-executes itself with --engine python
+            try:
+                h = admin(auto.admin_port, "/healthz")
+                if "engine" not in h and h["ready"]:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and auto.proc.poll() is None, auto.log()
+            time.sleep(0.2)
+        assert h["limits"] == 11
+        wait_port(auto.port, 20, auto.proc)
+
+        async def ask():
+            c = Client(f"127.0.0.1:{auto.port}")
+            try:
+                return await c.check("t/pr/p", [("mizzen_class", "gold")])
+            finally:
+                await c.close()
+        assert asyncio.run(ask()).overall_code == OK
+        assert "restarting this service with the Python engine" in auto.log()
+    finally:
+        auto.stop()
+
+
 @pytest.mark.e2e
 def test_envoy_enforces_a_global_limit_through_the_native_service(workdir):
     import aiohttp

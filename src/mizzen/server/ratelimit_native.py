@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -328,7 +327,14 @@ async def run(settings: Any) -> bool:
     stop = asyncio.Event()
     switch = False
     try:
-        await rls.start(table)
+        try:
+            await rls.start(table)
+        except RuntimeError as e:
+            if not auto:
+                raise SystemExit(f"mizzen ratelimit --engine native: {e}") from None
+            log.warning("engine auto: using the Python engine (%s)", e)
+            settings.first_table = table
+            return False
         if settings.admin_unix or settings.admin_tcp:
             admin = await serve(admin_app(rls, lambda: state["table"], lambda: state["refused"]),
                                 settings.admin_unix, settings.admin_tcp)
@@ -368,7 +374,6 @@ async def run(settings: Any) -> bool:
             await admin.cleanup()
         log.info("native rate-limit service stopped")
     if switch:
-        time.sleep(0.1)
         argv = _python_argv()
         log.info("exec %s", " ".join(argv))
         os.execv(argv[0], argv)
