@@ -113,7 +113,7 @@ static int serve(const std::string& table_path, const std::vector<std::string>& 
     logf("%s", err.c_str());
     return 2;
   }
-  logf("serving %zu global limit(s) (version %s)", engine.table()->limits.size(), engine.table()->version.c_str());
+  logf("table loaded: %zu limit(s), version %s", engine.table()->limits.size(), engine.table()->version.c_str());
 
   rl::RateLimitService::AsyncService rls;
   mz::Admin::AsyncService admin;
@@ -163,7 +163,7 @@ static int serve(const std::string& table_path, const std::vector<std::string>& 
     if (sig == SIGHUP) {
       std::string e = engine.load(table_path);
       if (e.empty())
-        logf("serving %zu global limit(s) (version %s)", engine.table()->limits.size(),
+        logf("table reloaded: %zu limit(s), version %s", engine.table()->limits.size(),
              engine.table()->version.c_str());
       else
         logf("reload failed, keeping the last limits: %s", e.c_str());
