@@ -124,6 +124,23 @@ def _decode_stats_reply(data: bytes) -> dict[str, Any]:
     return json.loads(data[i:i + n])
 
 
+DIR_PREFIX = "mizzen-rls-"
+
+
+def _remove_stale_dirs() -> None:
+    """Table directories of supervisors that died without cleaning up (SIGKILL): named after their pid."""
+    import glob
+
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), f"{DIR_PREFIX}*-*")):
+        try:
+            pid = int(os.path.basename(d)[len(DIR_PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
 class NativeRls:
     """One mizzen-rls child: started, reloaded (SIGHUP), restarted when it dies, stopped."""
 
@@ -131,7 +148,8 @@ class NativeRls:
         self.exe = exe
         self.listens = listens
         self.threads = threads
-        self.dir = tempfile.mkdtemp(prefix="mizzen-rls-")
+        _remove_stale_dirs()
+        self.dir = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         self.table_path = os.path.join(self.dir, "table.json")
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
@@ -310,21 +328,39 @@ async def run(settings: Any) -> bool:
             return False
         raise SystemExit(f"mizzen ratelimit --engine native: {msg}")
 
+    # SIGTERM/SIGINT from here on: whatever is started is stopped and cleaned up
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def python_instead() -> bool:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        return False
+
     log.info("loading limits from %s", settings.source.describe())
-    table = await ratelimit_source.first_load(settings.source)
+    loading = asyncio.create_task(ratelimit_source.first_load(settings.source))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not loading.done():
+        loading.cancel()
+        log.info("stopped before the limits were loaded")
+        return True
+    table = loading.result()
     bad = unsupported_limits(table)
     if bad:
         msg = "the native engine does not support " + "; ".join(bad)
         if auto:
             log.info("engine auto: using the Python engine (%s)", msg)
             settings.first_table = table
-            return False
+            return python_instead()
         raise SystemExit(f"mizzen ratelimit --engine native: {msg} (use --engine python or auto)")
 
     rls = NativeRls(exe, _listens(settings), settings.native_threads)
     state: dict[str, Any] = {"table": table, "refused": None}
     admin = None
-    stop = asyncio.Event()
     switch = False
     try:
         try:
@@ -334,7 +370,7 @@ async def run(settings: Any) -> bool:
                 raise SystemExit(f"mizzen ratelimit --engine native: {e}") from None
             log.warning("engine auto: using the Python engine (%s)", e)
             settings.first_table = table
-            return False
+            return python_instead()
         if settings.admin_unix or settings.admin_tcp:
             admin = await serve(admin_app(rls, lambda: state["table"], lambda: state["refused"]),
                                 settings.admin_unix, settings.admin_tcp)
@@ -360,9 +396,6 @@ async def run(settings: Any) -> bool:
                      ", ".join(new.limits) or "none")
             rls.apply(new)
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         watcher = asyncio.create_task(ratelimit_source.watch(settings.source, apply, settings.poll_interval))
         try:
             await stop.wait()
