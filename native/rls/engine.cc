@@ -117,9 +117,12 @@ static void set_header(rl::HeaderValue* h, const char* k, const std::string& v) 
 }
 
 void Engine::handle(const rl::RateLimitRequest& req, rl::RateLimitResponse* resp) {
+  handle_at(req, resp, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void Engine::handle_at(const rl::RateLimitRequest& req, rl::RateLimitResponse* resp, const double now) {
   resp->Clear();
   auto table = this->table();
-  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   const int64_t default_hits = req.hits_addend() ? req.hits_addend() : 1;
   const bool our_domain = req.domain() == DOMAIN;
   static const std::string empty;

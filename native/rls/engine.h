@@ -57,6 +57,9 @@ class Engine {
   // ShouldRateLimit: fills `resp` (cleared first).
   void handle(const envoy::service::ratelimit::v3::RateLimitRequest& req,
               envoy::service::ratelimit::v3::RateLimitResponse* resp);
+  // The same at a given time (seconds since the epoch): --replay and the tests' clock-free comparisons.
+  void handle_at(const envoy::service::ratelimit::v3::RateLimitRequest& req,
+                 envoy::service::ratelimit::v3::RateLimitResponse* resp, double now);
   std::string stats_json() const;
   size_t size() const;
 

@@ -5,6 +5,7 @@
 //   mizzen-rls --table FILE --listen ADDR [--listen ADDR] [--threads N] [--die-with-parent]
 //       ADDR: HOST:PORT or unix:/path. SIGHUP: reload FILE (a bad file keeps the last table). SIGTERM/SIGINT: stop.
 //       Also serves mizzen.rls.v1.Admin/Stats (the counters as JSON) on the same listeners.
+//   mizzen-rls --replay --table FILE   (tests: stdin "<now> <hex request>" lines → stdout hex responses)
 //   mizzen-rls --bench --target ADDR [--streams N] [--rate R] [--seconds S] [--max-requests N] [--limit ID] [--keys N]
 //       N concurrent ShouldRateLimit calls on one HTTP/2 connection (closed loop), or with --rate one call every
 //       1/R s (open loop, at most N in flight); prints one JSON line (count, p50, p99).
@@ -288,6 +289,61 @@ static int bench(const std::string& target, int streams, double seconds, long ma
   return 0;
 }
 
+// ------------------------------------------------------------------------------------------------ replay
+
+// --replay: the engine on a given clock, for tests. Each stdin line: "<now> <hex RateLimitRequest>"; each stdout
+// line: the hex RateLimitResponse (or "ERR <why>"). The counters persist across lines, as in the service.
+static int replay(const std::string& table_path) {
+  mizzen::Engine engine;
+  std::string err = engine.load(table_path);
+  if (!err.empty()) {
+    logf("%s", err.c_str());
+    return 2;
+  }
+  auto unhex = [](const std::string& h, std::string* out) {
+    if (h.size() % 2) return false;
+    out->clear();
+    for (size_t i = 0; i < h.size(); i += 2) {
+      char b[3] = {h[i], h[i + 1], 0};
+      char* end;
+      long v = strtol(b, &end, 16);
+      if (*end) return false;
+      out->push_back(static_cast<char>(v));
+    }
+    return true;
+  };
+  static const char* digits = "0123456789abcdef";
+  char* line = nullptr;
+  size_t cap = 0;
+  ssize_t n;
+  rl::RateLimitRequest req;
+  rl::RateLimitResponse resp;
+  std::string bytes, out;
+  while ((n = getline(&line, &cap, stdin)) > 0) {
+    std::string l(line, n);
+    while (!l.empty() && (l.back() == '\n' || l.back() == '\r')) l.pop_back();
+    size_t sp = l.find(' ');
+    char* end = nullptr;
+    double now = strtod(l.c_str(), &end);
+    if (sp == std::string::npos || end != l.c_str() + sp || !unhex(l.substr(sp + 1), &bytes) ||
+        !req.ParseFromString(bytes)) {
+      printf("ERR bad line\n");
+      continue;
+    }
+    engine.handle_at(req, &resp, now);
+    bytes = resp.SerializeAsString();
+    out.clear();
+    for (unsigned char c : bytes) {
+      out += digits[c >> 4];
+      out += digits[c & 15];
+    }
+    printf("%s\n", out.c_str());
+  }
+  free(line);
+  fflush(stdout);
+  return 0;
+}
+
 // ------------------------------------------------------------------------------------------------ main
 
 static void usage() {
@@ -313,7 +369,7 @@ int main(int argc, char** argv) {
   int threads = 1, streams = 64, keys = 1000, calls = 256;
   double seconds = 5, rate = 0;
   long max_requests = 10000000;
-  bool is_bench = false;
+  bool is_bench = false, is_replay = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -329,6 +385,7 @@ int main(int argc, char** argv) {
     else if (a == "--calls") calls = std::max(1, atoi(next().c_str()));
     else if (a == "--die-with-parent") prctl(PR_SET_PDEATHSIG, SIGTERM);
     else if (a == "--bench") is_bench = true;
+    else if (a == "--replay") is_replay = true;
     else if (a == "--target") target = next();
     else if (a == "--streams") streams = std::max(1, atoi(next().c_str()));
     else if (a == "--seconds") seconds = atof(next().c_str());
@@ -351,6 +408,7 @@ int main(int argc, char** argv) {
     }
     return bench(target, streams, seconds, max_requests, limit, keys, rate);
   }
+  if (is_replay && !table.empty()) return replay(table);
   if (table.empty() || listens.empty()) {
     usage();
     return 64;

@@ -201,6 +201,84 @@ def test_native_answers_like_the_python_engine(workdir):
         assert m == n, (lid, m, n)
 
 
+PARITY = """
+apiVersion: mizzen.dev/v1
+kind: RateLimit
+metadata: {name: p, namespace: t}
+spec:
+  host: svc
+  mode: global
+  response: {body: "no"}
+  limits:
+  - {name: fw, requestsPerUnit: 5, unit: second, algorithm: fixed_window, key: [{header: u}]}
+  - {name: sw, requestsPerUnit: 7, unit: second, algorithm: sliding_window, key: [{header: u}]}
+  - {name: sl, requestsPerUnit: 6, unit: second, algorithm: sliding_log, key: [{header: u}, path]}
+  - {name: tb, requestsPerUnit: 4, unit: second, burst: 6, algorithm: token_bucket, key: [{header: u}, {value: k}]}
+  - {name: tbd, rate: 8, burst: 2, algorithm: token_bucket, strategy: delay, maxDelay: 300ms}
+  - {name: lb, requestsPerUnit: 5, unit: second, burst: 3, algorithm: leaky_bucket}
+  - {name: lq, requestsPerUnit: 10, unit: second, algorithm: leaky_bucket, strategy: delay, maxDelay: 400ms}
+  - {name: gc, requestsPerUnit: 6, unit: second, burst: 3, algorithm: gcra, key: [{query: q}]}
+  - {name: gcd, rate: 5, burst: 2, algorithm: gcra, strategy: delay, maxDelay: 500ms}
+  - {name: slow, rate: 0.3, algorithm: gcra}
+  - {name: sh, requestsPerUnit: 2, unit: second, algorithm: fixed_window, shadow: true}
+"""
+
+
+def _parity_requests(seed: int, n: int, speed: float = 1.0):
+    """(now, request) pairs: random limits, keys, hits (request and descriptor level), several descriptors,
+    unknown ones, time steps from 0 to 2.3 s (windows turn over, buckets refill, queues drain)."""
+    import random
+
+    rnd = random.Random(seed)
+    names = ["fw", "sw", "sl", "tb", "tbd", "lb", "lq", "gc", "gcd", "slow", "sh"]
+    t = 1_800_000_000.0 + rnd.random()
+    for _ in range(n):
+        t += rnd.choice([0.0, 0.0, 0.001, 0.01, 0.05, 0.13, 0.3, 0.7, 1.1, 2.3]) / speed
+        descs = []
+        for _ in range(rnd.choice([1, 1, 1, 2, 3])):
+            name = rnd.choice(names + ["nope"])
+            entries = [("header:u", rnd.choice(["a", "b", "a|b", ""])), ("path", rnd.choice(["/x", "/y"])),
+                       ("query:q", rnd.choice(["1", "2"]))]
+            rnd.shuffle(entries)
+            descs.append((f"t/p/{name}", entries[:rnd.randint(0, 3)], rnd.choice([None, None, None, 0, 1, 2, 4, 9])))
+        yield t, req(*descs, hits=rnd.choice([0, 0, 0, 1, 2, 3]), domain=rnd.choice(["mizzen"] * 9 + ["other"]))
+
+
+def test_native_engine_answers_byte_for_byte_like_python_on_the_same_clock(workdir):
+    """No tolerance: the binary's --replay mode takes the clock from its input, so the same random request
+    sequence at the same times gives the Python engine's exact response bytes (wire.encode_response)."""
+    import subprocess
+
+    from mizzen.api import load_text
+    from mizzen.ratelimit import engine, wire
+    from mizzen.ratelimit.memory import MemoryCounters
+    from mizzen.ratelimit.table import build_table
+
+    table = build_table(load_text(PARITY).resources)
+    ratelimit_native.write_table(f"{workdir}/table.json", table)
+    delayed = 0
+    for seed in range(6):
+        reqs = list(_parity_requests(seed, 400, speed=(1.0, 8.0)[seed % 2]))
+        mem = MemoryCounters()
+        expected = []
+        for now, r in reqs:
+            descs = [([(e.key, e.value) for e in d.entries], d.hits_addend.value if d.HasField("hits_addend") else None)
+                     for d in r.descriptors]
+            checks = engine.plan(table, r.domain, descs, r.hits_addend)
+            expected.append(wire.encode_response(engine.respond(checks, mem.run(checks, now))))
+        lines = "".join(f"{now!r} {r.SerializeToString().hex()}\n" for now, r in reqs)
+        out = subprocess.run([EXE, "--replay", "--table", f"{workdir}/table.json"], input=lines, capture_output=True,
+                             text=True, timeout=60, check=True).stdout.split()
+        assert len(out) == len(reqs)
+        for i, (want, got) in enumerate(zip(expected, out)):
+            assert got == want.hex(), (seed, i, reqs[i], rls_pb2.RateLimitResponse.FromString(want),
+                                       rls_pb2.RateLimitResponse.FromString(bytes.fromhex(got)))
+        answers = [rls_pb2.RateLimitResponse.FromString(x) for x in expected]
+        assert sum(a.overall_code == OVER for a in answers) > 40 and sum(a.overall_code == OK for a in answers) > 100
+        delayed += sum(any(h.key == "x-envoy-fault-delay-request" for h in a.request_headers_to_add) for a in answers)
+    assert delayed > 20
+
+
 def test_supervisor_reloads_restarts_and_refuses(workdir):
     path = f"{workdir}/limits.yaml"
     with open(path, "w") as f:
