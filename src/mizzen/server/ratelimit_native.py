@@ -159,6 +159,11 @@ class NativeRls:
         self._channel: Any = None
 
     @property
+    def up(self) -> bool:
+        """Running and listening."""
+        return self.proc is not None and self.proc.returncode is None and self._ready.is_set()
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
@@ -263,7 +268,7 @@ def admin_app(rls: NativeRls, table_of: Any, refused_of: Any) -> Any:
     app = web.Application()
 
     async def healthz(_: web.Request) -> web.Response:
-        up = rls.proc is not None and rls.proc.returncode is None and rls._ready.is_set()
+        up = rls.up
         body = {"ready": up, "backend": rls.describe(), "backendUp": up, "limits": len(table_of()),
                 "engine": "native", "pid": rls.pid, "restarts": rls.restarts}
         if refused_of():
