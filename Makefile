@@ -4,11 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
-APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver hey prometheus
+APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver hey prometheus \
+	protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev pkg-config g++ make
 
-.PHONY: install sysdeps demo test test-slow test-unit test-e2e bench clean
+.PHONY: install sysdeps native demo test test-slow test-unit test-e2e bench clean
 
-install: $(STAMP)
+install: $(STAMP) native
+
+# The native rate-limit service (native/rls → build/mizzen-rls; `mizzen ratelimit --engine auto` uses it when
+# present). Optional: without the compilers and Debian's gRPC/protobuf packages (`make sysdeps`) or when the
+# build fails, it says why and everything else works on the Python rate-limit service.
+native:
+	@if command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null && pkg-config --exists grpc++ protobuf \
+	    && command -v g++ >/dev/null; then \
+	  $(MAKE) --no-print-directory -j2 -C native/rls || { rm -f build/mizzen-rls; \
+	    echo "warning: the native rate-limit service did not build (see above): mizzen ratelimit uses the Python engine"; }; \
+	else \
+	  echo "note: not building the native rate-limit service (needs protobuf-compiler, protobuf-compiler-grpc, libprotobuf-dev," \
+	       "libgrpc++-dev, pkg-config, g++: make sysdeps installs them); mizzen ratelimit uses the Python engine"; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,9 +37,11 @@ $(STAMP): pyproject.toml
 
 # System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture;
 # chromium + chromium-driver: the console's browser tests; hey: fixed-rate load for telemetry cost;
-# prometheus: the end-to-end test that scrapes a mesh with the config `mizzen prometheus-config` writes).
+# prometheus: the end-to-end test that scrapes a mesh with the config `mizzen prometheus-config` writes;
+# protobuf/gRPC compilers and headers, g++: the native rate-limit service, `make native`).
 sysdeps:
-	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus protoc grpc_cpp_plugin pkg-config g++; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	pkg-config --exists grpc++ protobuf 2>/dev/null || missing="$$missing libgrpc++-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing system packages ($$missing )"; \
@@ -34,7 +50,7 @@ sysdeps:
 	fi
 
 # Ends with the mesh still running and the console's URL (and how to stop it); DEMO_ARGS=--down tears it down.
-demo: install sysdeps
+demo: sysdeps install
 	$(BIN)/python examples/bookinfo/demo.py $(DEMO_ARGS)
 
 # Fast unit, protocol and golden tests first; end-to-end suites (real Envoy, namespaces) after.
@@ -42,22 +58,22 @@ demo: install sysdeps
 # first failure stays in the output (search "E2E RETRY") so a flaky test is seen, not hidden.
 # The suites marked slow (several hosts, etcd failures under load, the chaos soak: many minutes each) run in
 # `make test-slow`, to keep `make test` within its time budget on a 2-core machine.
-test: install sysdeps
+test: sysdeps install
 	$(PYTEST) -q -m "not e2e" -p no:cacheprovider
 	$(PYTEST) -q -m "e2e and not slow" -o cache_dir=.pytest_cache/e2e --durations=25 || { \
 	  echo "E2E RETRY: the tests above failed; running only them once more"; \
 	  $(PYTEST) -q -m "e2e and not slow" -o cache_dir=.pytest_cache/e2e --last-failed --last-failed-no-failures none; }
 
-test-slow: install sysdeps
+test-slow: sysdeps install
 	$(PYTEST) -q -m slow
 
 test-unit: install
 	$(PYTEST) -q -m "not e2e"
 
-test-e2e: install sysdeps
+test-e2e: sysdeps install
 	$(PYTEST) -q -m e2e
 
-bench: install sysdeps
+bench: sysdeps install
 	$(BIN)/python -m mizzen.bench.run --output docs/benchmarks.md
 
 clean:

@@ -24,6 +24,14 @@ def _die_with_the_test() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+def engines() -> list:
+    """`mizzen ratelimit --engine` values to run a service test with: python always, native when it is built."""
+    from mizzen.server.ratelimit_native import binary
+
+    exe, why = binary()
+    return ["python", pytest.param("native", marks=pytest.mark.skipif(exe is None, reason=f"native RLS: {why}"))]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from .envoy_static import StaticEnvoy, route
-from .procs import RlsProcess
+from .procs import RlsProcess, engines
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -35,11 +35,12 @@ async def get(session, port, path, hdrs=None):
         return r.status, time.monotonic() - t, {k.lower(): v for k, v in r.headers.items()}, body
 
 
-def test_envoy_enforces_global_limits_with_headers_and_delay():
+@pytest.mark.parametrize("engine", engines())
+def test_envoy_enforces_global_limits_with_headers_and_delay(engine):
     d = tempfile.mkdtemp(prefix="mizzen-rl-envoy-")
     with open(f"{d}/limits.yaml", "w") as f:
         f.write(LIMITS)
-    rls = RlsProcess(d, f"{d}/limits.yaml")
+    rls = RlsProcess(d, f"{d}/limits.yaml", extra=["--engine", engine])
     envoy = None
     try:
         rls.start()

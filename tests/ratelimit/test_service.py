@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli.conftest import Mesh
 
-from .procs import RlsProcess, free_port
+from .procs import RlsProcess, engines, free_port
 from .rls_client import OK, OVER, Client, headers
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,11 +43,12 @@ def admin(port: int, path: str):
         return json.load(r)
 
 
-def test_answers_headers_shadow_delay_stats_and_reload(workdir):
+@pytest.mark.parametrize("engine", engines())
+def test_answers_headers_shadow_delay_stats_and_reload(workdir, engine):
     path = f"{workdir}/limits.yaml"
     with open(path, "w") as f:
         f.write(LIMITS)
-    rls = RlsProcess(workdir, path)
+    rls = RlsProcess(workdir, path, extra=["--engine", engine])
     rls.start()
 
     async def go():

@@ -44,11 +44,18 @@ def _addr(value: str | None) -> tuple[str, int] | None:
               help="wire: a hand-written codec on raw bytes; protobuf: the generated classes (for comparison)")
 @click.option("--server", "server_kind", type=click.Choice(["aio", "sync"]), default="aio", show_default=True,
               help="aio: grpc.aio; sync: grpc's thread-pool server (in-memory counters only; for comparison)")
+@click.option("--engine", type=click.Choice(["auto", "native", "python"]),
+              default=lambda: os.environ.get("MIZZEN_RLS_ENGINE", "auto"), show_default="auto",
+              help="native: the C++ in-memory service (build/mizzen-rls, `make native`), supervised by this process; "
+                   "python: this process serves; auto: native when it is built and supports the limits and options "
+                   "(no priority classes, no Redis, delay mode header), else python (the log says why).")
+@click.option("--native-threads", default=1, show_default=True, help="Serving threads of the native engine.")
 @click.option("--log-level", default="info", show_default=True)
 def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, port: str | None, api: str | None,
               redis_url: str | None, redis_timeout: float, redis_batch: bool, admin_socket: str | None,
               admin_port: str | None,
-              poll_interval: float, delay_mode: str, codec: str, server_kind: str, log_level: str) -> None:
+              poll_interval: float, delay_mode: str, codec: str, server_kind: str, engine: str, native_threads: int,
+              log_level: str) -> None:
     """Run the global rate-limit service (Envoy's envoy.service.ratelimit.v3 API)."""
     from ..client.layout import StateLayout
     from ..server.ratelimit import Settings, run
@@ -64,5 +71,6 @@ def ratelimit(limits_file: str | None, state_dir: str, unix_path: str | None, po
     if not unix_path and not port:
         unix_path = StateLayout(state_dir).ratelimit_socket()
     settings = Settings(source, redis_url, redis_timeout, unix_path, _addr(port), admin_socket, _addr(admin_port),
-                        poll_interval, delay_mode, codec, server_kind, redis_batch=redis_batch)
+                        poll_interval, delay_mode, codec, server_kind, redis_batch=redis_batch, engine=engine,
+                        native_threads=native_threads)
     asyncio.run(run(settings))

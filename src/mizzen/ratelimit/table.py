@@ -144,6 +144,16 @@ class LimitTable:
         return len(self.limits)
 
 
+def limits_body(table: LimitTable) -> dict[str, Any]:
+    """The rate-limit service's admin `/limits` (both engines)."""
+    return {"version": table.version, "items": [
+        {"id": lim.id, "algorithm": lim.algorithm, "limit": lim.rate.limit, "period": lim.rate.period,
+         "burst": lim.rate.capacity, "strategy": lim.strategy, "maxDelay": lim.max_delay, "shadow": lim.shadow,
+         "failureMode": lim.failure_mode, "key": [list(k) for k in lim.key],
+         "priority": None if lim.priority is None else dict(lim.priority.classes)}
+        for lim in table.limits.values()]}
+
+
 def build_table(resources: Iterable[Any]) -> LimitTable:
     """From validated `Resource`s (any kind; only RateLimits in mode global are kept)."""
     limits: dict[str, CompiledLimit] = {}

@@ -76,24 +76,26 @@ def _header(fn: int, k: str, v: str) -> bytes:
 _LIMIT_CACHE: dict[tuple[str, int, float], bytes] = {}
 
 
+def current_limit_fields(lim: CompiledLimit) -> tuple[int, int]:
+    """The limit as Envoy's (requests_per_unit, unit): the user's unit, else the smallest whole one."""
+    per_s = lim.quota / lim.rate.period
+    for secs, u in _UNITS:
+        if abs(lim.rate.period - secs) < 1e-9:
+            return lim.quota, u
+    for secs, u in _UNITS:
+        n = per_s * secs
+        if n >= 1 and abs(n - round(n)) < 1e-6:
+            return int(round(n)), u
+    return max(1, int(per_s * 86400)), DAY
+
+
 def current_limit(lim: CompiledLimit) -> bytes:
-    """The limit as Envoy's (requests_per_unit, unit, name): the user's unit, else the smallest whole one."""
+    """The encoded RateLimit message of `current_limit_fields` plus the limit's name."""
     key = (lim.id, lim.quota, lim.rate.period)
     hit = _LIMIT_CACHE.get(key)
     if hit is not None:
         return hit
-    per_s = lim.quota / lim.rate.period
-    rpu, unit = max(1, int(per_s * 86400)), DAY
-    for secs, u in _UNITS:
-        if abs(lim.rate.period - secs) < 1e-9:
-            rpu, unit = lim.quota, u
-            break
-    else:
-        for secs, u in _UNITS:
-            n = per_s * secs
-            if n >= 1 and abs(n - round(n)) < 1e-6:
-                rpu, unit = int(round(n)), u
-                break
+    rpu, unit = current_limit_fields(lim)
     out = _vi(1, rpu) + _vi(2, unit) + _ld(3, lim.id.encode())
     if len(_LIMIT_CACHE) > 4096:
         _LIMIT_CACHE.clear()

@@ -33,7 +33,7 @@ from ..ratelimit.algorithms import Decision
 from ..ratelimit.engine import Answer, BackendUnavailable, Check
 from ..ratelimit.memory import MemoryCounters
 from ..ratelimit.stats import Stats
-from ..ratelimit.table import CompiledLimit, LimitTable
+from ..ratelimit.table import CompiledLimit, LimitTable, limits_body
 from ..unixpath import UNIX_PATH_MAX
 
 log = logging.getLogger("mizzen.ratelimit")
@@ -272,12 +272,7 @@ def admin_app(service: RateLimitService, ready: Callable[[], bool]) -> web.Appli
         return web.Response(text=service.stats.prometheus(), content_type="text/plain")
 
     async def limits(_: web.Request) -> web.Response:
-        return web.json_response({"version": service.table.version, "items": [
-            {"id": lim.id, "algorithm": lim.algorithm, "limit": lim.rate.limit, "period": lim.rate.period,
-             "burst": lim.rate.capacity, "strategy": lim.strategy, "maxDelay": lim.max_delay, "shadow": lim.shadow,
-             "failureMode": lim.failure_mode, "key": [list(k) for k in lim.key],
-             "priority": None if lim.priority is None else dict(lim.priority.classes)}
-            for lim in service.table.limits.values()]})
+        return web.json_response(limits_body(service.table))
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/stats", stats)
@@ -301,12 +296,20 @@ class Settings:
     server: str = "aio"  # aio | sync (a thread-pool gRPC server, in-memory counters only; for comparison)
     threads: int = 8
     redis_batch: bool = True
+    engine: str = "python"  # python | native | auto (server/ratelimit_native.py)
+    native_threads: int = 1
+    first_table: LimitTable | None = None  # already loaded (engine auto that fell back to Python)
 
 
 async def run(settings: Settings) -> None:
     from . import ratelimit_source
     from .rest import serve
 
+    if settings.engine != "python":
+        from . import ratelimit_native
+
+        if await ratelimit_native.run(settings):
+            return
     if settings.redis_url:
         from .ratelimit_redis import RedisCounters
 
@@ -318,8 +321,9 @@ async def run(settings: Settings) -> None:
     admin = None
     if settings.admin_unix or settings.admin_tcp:
         admin = await serve(admin_app(service, lambda: ready), settings.admin_unix, settings.admin_tcp)
-    log.info("loading limits from %s", settings.source.describe())
-    service.set_table(await ratelimit_source.first_load(settings.source))
+    if settings.first_table is None:
+        log.info("loading limits from %s", settings.source.describe())
+    service.set_table(settings.first_table or await ratelimit_source.first_load(settings.source))
     if settings.server == "sync":
         server: Any = start_sync_grpc(service, settings.threads, unix_path=settings.unix_path, tcp=settings.tcp)
     else:

@@ -179,6 +179,8 @@ class _Proc:
 def _rls(workdir: str, redis_url: str | None, extra: tuple[str, ...] = ()) -> tuple[_Proc, int]:
     port = _free_port()
     _ADMIN[port] = _free_port()
+    if "--engine" not in extra:  # the Python variants below are the Python engine's, whatever auto would pick
+        extra = ("--engine", "python", *extra)
     cmd = [sys.executable, "-m", "mizzen.cli.main", "ratelimit", "--limits", f"{workdir}/limits.yaml",
            "--port", f"127.0.0.1:{port}", "--admin-port", f"127.0.0.1:{_ADMIN[port]}", "--log-level", "warning",
            *extra]
@@ -213,8 +215,109 @@ VARIANTS: list[tuple[str, str, int, tuple[str, ...]]] = [
 ]
 
 
-def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print) -> dict[str, Any]:
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+@dataclass
+class NativeRow:
+    engine: str
+    case: str
+    streams: int
+    decisions_s: float
+    rls_cpu_s: float
+    per_cpu_s: float
+    client_cpu_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    over_limit: int
+    rate: float = 0
+    not_sent: int = 0
+
+
+def native_compare(workdir: str, seconds: float, streams: int = 64, log=print) -> dict[str, Any]:
+    """The native engine against the Python one, both driven by the native load client (`mizzen-rls --bench`:
+    N concurrent ShouldRateLimit calls on one HTTP/2 connection, the request mix of the rows above: one
+    descriptor over 1000 keys of `b/bench/tb`), bounded in time and count. RLS CPU: the serving process and its
+    children (the native engine's binary under its Python supervisor), from /proc."""
+    from .ratelimit_native import binary
+
+    exe, why = binary()
+    if exe is None:
+        return {"skipped": why}
+    if not os.path.exists(f"{workdir}/limits.yaml"):
+        with open(f"{workdir}/limits.yaml", "w") as f:
+            f.write(LIMITS)
+    rows: list[NativeRow] = []
+    labels = {"python": "python engine (grpc.aio, wire codec)", "native": "native engine, 1 thread"}
+    # (streams, open-loop rate or 0 for closed loop) per engine: saturated, a fixed moderate rate, unloaded
+    cases = {"python": [(streams, 0), (256, 1000), (1, 0)], "native": [(streams, 0), (256, 1000), (256, 10000), (1, 0)]}
+    for engine in ("python", "native"):
+        proc, port = _rls(workdir, None, ("--engine", engine))
+        try:
+            pids = [proc.p.pid, *_children(proc.p.pid)]
+            subprocess.run([exe, "--bench", "--target", f"127.0.0.1:{port}", "--streams", "4", "--seconds", "0.5"],
+                           capture_output=True, timeout=60)  # warm-up: connections, first allocations
+            for n, rate in cases[engine]:
+                case = labels[engine] + (f", open loop {rate}/s" if rate else
+                                         (", 1 stream (unloaded latency)" if n == 1 else f", closed loop"))
+                log(f"  rls {case}: native client, {n} stream(s), {seconds:g} s")
+                ru0 = os.times()
+                c0 = sum(_cpu_seconds(p) for p in pids)
+                out = subprocess.run([exe, "--bench", "--target", f"127.0.0.1:{port}", "--streams", str(n),
+                                      "--rate", str(rate), "--seconds", str(seconds), "--max-requests", "5000000"],
+                                     capture_output=True, text=True, timeout=seconds + 60)
+                c1 = sum(_cpu_seconds(p) for p in pids)
+                ru1 = os.times()
+                if out.returncode != 0:
+                    raise RuntimeError(f"mizzen-rls --bench failed: {out.stderr.strip()}")
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                cpu = c1 - c0
+                rows.append(NativeRow(engine, case, n, res["rate"], cpu, res["requests"] / cpu if cpu else float("nan"),
+                                      (ru1.children_user + ru1.children_system) - (ru0.children_user + ru0.children_system),
+                                      res["p50_ms"], res["p99_ms"], res["errors"], res["over_limit"], rate,
+                                      res.get("not_sent", 0)))
+        finally:
+            proc.stop()
+    return {"rows": rows, "streams": streams}
+
+
+def native_markdown(native: dict[str, Any], seconds: float) -> str:
+    if "skipped" in native:
+        return f"Native engine not measured: {native['skipped']}"
+    rows: list[NativeRow] = native["rows"]
+    base = {(r.streams, r.rate): r for r in rows if r.engine == "python"}
+    lines = ["| engine, load | client streams | decisions/s | RLS CPU s | decisions per RLS CPU-s (per core) | vs python | "
+             "client CPU s | p50 ms | p99 ms | errors | not sent (open loop behind) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b = base.get((r.streams, r.rate))
+        ratio = f"{r.per_cpu_s / b.per_cpu_s:.1f}×" if b and b.per_cpu_s == b.per_cpu_s and b.per_cpu_s else "-"
+        lines.append(f"| {r.case} | {r.streams} | {r.decisions_s:.0f} | {r.rls_cpu_s:.2f} | {r.per_cpu_s:.0f} | {ratio} | "
+                     f"{r.client_cpu_s:.2f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | {r.errors} | {r.not_sent} |")
+    lines += ["", f"{seconds:g} s per case, the same native load client (`mizzen-rls --bench`, one HTTP/2 connection) for "
+              "both engines, in memory, the request mix above (one descriptor, 1000 keys of a limit never reached). "
+              "Closed loop: that many calls in flight, a new one as each completes (saturation: p50/p99 are queueing); "
+              "open loop: one call every 1/rate s, at most 256 in flight. The client and the RLS share the machine's "
+              f"{os.cpu_count()} cores: decisions/s is bounded by both; decisions per RLS CPU-second is the service's own "
+              "capacity per core (native: the binary's CPU plus its idle Python supervisor's)."]
+    return "\n".join(lines)
+
+
+def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print, native_only: bool = False
+        ) -> dict[str, Any]:
     workdir = tempfile.mkdtemp(prefix="mizzen-rl-bench-")
+    if native_only:
+        try:
+            return {"rows": [], "seconds": seconds, "native": native_compare(workdir, seconds, log=log),
+                    "load": os.getloadavg()[0]}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     rows: list[Row] = []
     extra: dict[str, Any] = {}
     redis = None
@@ -257,6 +360,7 @@ def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print) -> d
             finally:
                 for p, _ in servers:
                     p.stop()
+        extra["native"] = native_compare(workdir, seconds, log=log)
     finally:
         if redis is not None:
             redis.stop()
@@ -349,6 +453,10 @@ def _parse_wrk(text: str) -> dict[str, float]:
 
 def markdown(result: dict[str, Any]) -> str:
     rows: list[Row] = result["rows"]
+    native = result.get("native")
+    if not rows and native:
+        return ("Native engine vs Python engine (`mizzen ratelimit --engine native|python`):\n\n"
+                + native_markdown(native, result["seconds"]) + f"\n\nLoad average {result.get('load', 0):.1f} at the end.")
     base = next((r for r in rows if r.case.startswith("empty")), None)
     lines = ["| counters | server | client procs × streams | answers/s | RLS CPU s | answers per RLS CPU-s "
              "(per core) | vs empty handler | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -374,6 +482,9 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{lim.get('p99', 0):.2f} | {lim.get('non2xx', 0):.0f} |", "",
                   f"Added p50: {lim.get('p50', 0) - f.get('p50', 0):.2f} ms (one hop, closed loop; the two-hop "
                   "figure at a fixed 1000 rps through a mesh is bench/ratelimit_mesh.py)."]
+    if native:
+        lines += ["", "Native engine vs Python engine (`mizzen ratelimit --engine native|python`):", "",
+                  native_markdown(native, result["seconds"])]
     return "\n".join(lines)
 
 
@@ -385,8 +496,9 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--streams", type=int, default=32)
     ap.add_argument("--output")
+    ap.add_argument("--native-only", action="store_true", help="only the native engine vs the Python one")
     a = ap.parse_args()
-    md = markdown(run(a.seconds, a.procs, a.streams))
+    md = markdown(run(a.seconds, a.procs, a.streams, native_only=a.native_only))
     print(md)
     if a.output:
         import datetime
@@ -396,7 +508,8 @@ def main() -> None:
             f.write(f"\n## {datetime.datetime.now().isoformat(timespec='seconds')} — {platform.node()}, "
                     f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
                     f"Command: `python -m mizzen.server.ratelimit_bench --seconds {a.seconds:g} --procs {a.procs} "
-                    f"--streams {a.streams}` (the rate-limit part of `make bench`, run alone)\n\n"
+                    f"--streams {a.streams}{' --native-only' if a.native_only else ''}` (the rate-limit part of "
+                    "`make bench`, run alone)\n\n"
                     "### Rate-limit service (mizzen ratelimit)\n\n" + md + "\n")
 
 
