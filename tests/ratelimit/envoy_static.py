@@ -113,7 +113,7 @@ class StaticEnvoy:
             json.dump(self.config, f)
         log = open(os.path.join(self.workdir, f"envoy-{self.port}.log"), "ab")
         env = subprocess.Popen([envoy_binary(), "-c", path, "--concurrency", "1", "--base-id",
-                                str(self.port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+                                str(self.port), "--disable-hot-restart", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(env)
         wait_port(self.port, 30, env)

@@ -72,7 +72,7 @@ class GeneratedSidecar:
             json.dump(static_bootstrap(self.view, admin_port=self.admin_port), f)
         log = open(os.path.join(self.workdir, f"envoy-{self.admin_port}.log"), "ab")
         env = subprocess.Popen([envoy_binary(), "-c", path, "--concurrency", "1", "--base-id", str(self.admin_port),
-                                "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+                                "--disable-hot-restart", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(env)
         wait_port(self.inbound_port, 30, env)

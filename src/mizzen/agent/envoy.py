@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
+from ..envoybin import remove_hot_restart_memory
+
 log = logging.getLogger("mizzen.agent")
 
 _PR_SET_PDEATHSIG = 1
@@ -349,10 +351,7 @@ class EnvoyProcess:
             return
         if check_in_use and _hot_restart_socket_bound(base):
             return
-        try:
-            os.unlink(f"/dev/shm/envoy_shared_memory_{base * 10}")
-        except OSError:
-            pass
+        remove_hot_restart_memory(self.opts.base_id_path)
 
 
 class _ChildCrashed(RuntimeError):

@@ -75,7 +75,7 @@ def _start_envoy(d: str, bootstrap: dict, procs: list) -> tuple[subprocess.Popen
     with open(os.path.join(d, "envoy.yaml"), "w") as f:
         f.write(yaml.safe_dump(bootstrap, sort_keys=False))
     envoy = subprocess.Popen([find_envoy(), "-c", os.path.join(d, "envoy.yaml"), "--concurrency", "1",
-                              "--log-level", "error", "--use-dynamic-base-id"],
+                              "--log-level", "error", "--disable-hot-restart"],
                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "envoy.log"), "wb"))
     procs.append(envoy)
     return envoy, EnvoyAdmin(os.path.join(d, "admin.sock"))

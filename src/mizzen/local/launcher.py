@@ -30,6 +30,7 @@ from ..agent.config import AgentConfig, AgentConfigError, load_config
 from ..ca.credentials import provision_app, provision_pod
 from ..client import (ENVOY_UID, Address, AgentControl, ApiClient, ClientError, EnvoyAdmin, HttpError, StateLayout,
                       replica_name)
+from ..envoybin import remove_hot_restart_memory
 from ..model.types import labels_tuple
 from ..proxyless.bootstrap import grpc_bootstrap
 from . import netns
@@ -319,6 +320,11 @@ class ProcessLauncher:
             epid = self.table.envoy_pids.get(p.name)
             if epid and alive(epid) and any("envoy" in a for a in cmdline(epid)):
                 signal_pid(epid, signal.SIGKILL)
+                deadline = time.monotonic() + 3.0
+                while alive(epid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                # its agent (SIGKILLed, or dead before) could not remove Envoy's hot-restart memory
+                remove_hot_restart_memory(p.files.base_id)
 
     def revoke(self, pod: Pod) -> None:
         """A stopped pod's credentials (its agent's and its app's) stop working (best effort: a pod made later

@@ -380,7 +380,7 @@ def _envoy_added_latency(workdir: str, rls_port: int, seconds: float) -> dict[st
     with open(f"{workdir}/envoy.json", "w") as f:
         json.dump(cfg, f)
     env = _Proc([find_envoy(), "-c", f"{workdir}/envoy.json", "--concurrency", "1", "--base-id", str(eport),
-                 "--log-level", "warning"], lport, f"{workdir}/envoy.log")
+                 "--disable-hot-restart", "--log-level", "warning"], lport, f"{workdir}/envoy.log")
     out: dict[str, Any] = {}
     try:
         for path in ("/free", "/limited", "/free", "/limited"):
