@@ -86,7 +86,7 @@ def _hcm(name: str, direction: str, route: dict, opts: Options, service: str) ->
     cfg: dict = {"@type": HCM, "stat_prefix": name, "codec_type": "AUTO", "route_config": route,
                  "http_filters": ([tenvoy.tap_filter()] if opts.tap else []) + [ROUTER]}
     if opts.native_metrics:  # as translate/filters/stats.py: the native counts + the stream sampled for top
-        cfg["access_log"] = [tenvoy.native_metrics_log(direction)] + ([tenvoy.http_access_log(
+        cfg["access_log"] = [tenvoy.native_metrics_log(direction, authority=direction == "outbound")] + ([tenvoy.http_access_log(
             direction, flush_interval=opts.flush_interval, sampled=True)] if opts.metrics else [])
     elif opts.metrics:
         cfg["access_log"] = [tenvoy.http_access_log(direction, flush_interval=opts.flush_interval)]

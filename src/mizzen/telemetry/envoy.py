@@ -97,14 +97,15 @@ NATIVE_REQUEST_BYTES = "request_bytes"
 NATIVE_RESPONSE_BYTES = "response_bytes"
 
 
-def _native_tags(direction: str) -> list[dict[str, str]]:
+def _native_tags(direction: str, authority: bool) -> list[dict[str, str]]:
     # A missing value renders as "" in a stat tag, so `grpc` is the grpc-status of a trailers-only response
     # (a header) or of a normal one (a trailer), as the access-log path reads it (`%GRPC_STATUS%` would be empty
     # unless the request's content-type was gRPC).
-    # The caller's side adds the request's :authority: the agent names a passthrough call's destination_service by
-    # it (as Istio), and a mesh call's by its cluster (the tag then only splits a cluster's series by the spellings
-    # the app uses). The callee's side has none: there a caller would choose the tag's values, so it names the
-    # service of the inbound port (SelfInfo.port_services).
+    # A sidecar's outbound side adds the request's :authority: the agent names a passthrough call's
+    # destination_service by it (as Istio), and a mesh call's by its cluster (the tag then only splits a cluster's
+    # series by the spellings the app uses). The callee's side and a gateway have none: there the callers (outside
+    # ones, for a gateway) would choose the tag's values, one Envoy series per Host header sent; the callee's side
+    # names the service of the inbound port (SelfInfo.port_services), a gateway its route's cluster.
     outbound = direction == "outbound"
     return [{"name": k, "value_format": v} for k, v in (
         ("direction", direction),
@@ -114,14 +115,15 @@ def _native_tags(direction: str) -> list[dict[str, str]]:
         ("code", "%RESPONSE_CODE%"),
         ("grpc", "%RESP(grpc-status)%%TRAILER(grpc-status)%"),
         ("flags", "%RESPONSE_FLAGS%"),
-        *((("authority", "%REQ(:AUTHORITY)%"),) if outbound else ()),
+        *((("authority", "%REQ(:AUTHORITY)%"),) if authority else ()),
     )]
 
 
-def native_metrics_log(direction: str) -> dict[str, Any]:
+def native_metrics_log(direction: str, authority: bool = False) -> dict[str, Any]:
     """An HCM `access_log` entry counting each request into `mizzen.*` stats (requests, duration, sizes: the
-    bytes on the downstream connection, headers included, as Istio's request/response size)."""
-    tags = _native_tags(direction)
+    bytes on the downstream connection, headers included, as Istio's request/response size); `authority`: tag
+    the request's :authority too (a sidecar's outbound side only)."""
+    tags = _native_tags(direction, authority)
 
     def stat(name: str) -> dict[str, Any]:
         return {"name": name, "tags": tags}

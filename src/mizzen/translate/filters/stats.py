@@ -1,14 +1,15 @@
-"""Istio's request metrics, from the access-log stream: every HCM and tcp_proxy of a proxy whose agent listens
-for it (its bootstrap has `mizzen-telemetry`, announced in the node metadata) streams one entry per request
-(per TCP connection: when it connects, every reporting interval, at the end) to the agent, which computes
-`istio_requests_total` & co. (`mizzen.agent.telemetry`, docs/observability.md).
+"""Istio's request metrics: every HCM and tcp_proxy of a proxy whose agent listens for them (its bootstrap has
+`mizzen-telemetry`, announced in the node metadata) has them counted; the agent serves `istio_requests_total` & co.
+(`mizzen.agent.telemetry`, docs/observability.md).
 
 On by default on both sides (reporter=source on outbound chains, reporter=destination on inbound ones); a
 Telemetry `metrics[].overrides[{match: {mode}, disabled: true}]` turns a side off and `reportingInterval` sets
-how often Envoy flushes (`model/telemetry.py`). With the `envoy-stats` metrics provider an HCM counts its requests
-into Envoy's own stats instead (`telemetry/envoy.native_metrics_log`; the agent renames them at scrape time);
-TCP connections stay on the stream (one entry per connection, not per request), and a second HCM stream sampled by
-a runtime key (0 % until `mizzen top` watches, `agent/telemetry.py`) feeds the top paths only. A proxy without the agent's stream (no bootstrap cluster)
+how often Envoy flushes (`model/telemetry.py`). By default (`prometheus`, `envoy-stats`) an HCM counts its requests
+into Envoy's own stats (`telemetry/envoy.native_metrics_log`, the request's :authority a tag on a sidecar's
+outbound side only; the agent renames them at scrape time), and a second HCM stream sampled by a runtime key
+(0 % until `mizzen top` watches, `agent/telemetry.py`) feeds the top paths only. With `access-log-stream` an HCM
+streams one entry per request to the agent instead. TCP connections are always on the stream (one entry when
+it connects, every reporting interval, at the end). A proxy without the agent's stream (no bootstrap cluster)
 keeps byte-identical listeners: the cluster name would be unknown to its Envoy (a NACK).
 """
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Stats(Feature):
         if not _on(ctx, at):
             return
         if _telemetry(ctx).metrics_native:
-            hcm.access_log.append(_parse(tel.native_metrics_log(_direction(at))))
+            authority = at.outbound and not at.gateway  # see native_metrics_log
+            hcm.access_log.append(_parse(tel.native_metrics_log(_direction(at), authority=authority)))
             # `mizzen top` on demand: the stream, sampled at 0 % until the agent raises the runtime key
             hcm.access_log.append(_parse(tel.http_access_log(_direction(at), flush_interval=FLUSH_INTERVAL,
                                                              buffer_bytes=BUFFER_BYTES, sampled=True)))
