@@ -7,7 +7,7 @@
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run; and issue 15 goal 1, the data path: the mesh vs two
    bare Envoys with the same iptables capture, paced and at saturation, plaintext and mTLS, alternated pairs
-   (bench/datapath.py).
+   (bench/datapath.py), and what each per-request HCM feature costs one Envoy (bench/filtercost.py).
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis, server variants
    (server/ratelimit_bench.py); the added latency of a global limit on a two-hop request at 1000 rps
@@ -31,7 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import datapath, distributed, edges, gateway, goals, latency, mtls, sidecar, telemetry
+from . import datapath, distributed, edges, filtercost, gateway, goals, latency, mtls, sidecar, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(md)
                 with out.open("a") as f:
                     f.write("\n### Data path: two hops through the mesh vs two bare Envoys with the same capture\n\n"
+                            + md + "\n")
+                print("$ data path: what each per-request HCM feature costs one Envoy (python -m mizzen.bench.filtercost)",
+                      flush=True)
+                md = filtercost.markdown(filtercost.run())
+                print(md)
+                with out.open("a") as f:
+                    f.write("\n### Data path: what each per-request feature of a sidecar HCM costs one Envoy\n\n"
                             + md + "\n")
     if a.goal_proxies:  # one table: goals 2-6 (measured first) and goal 1 (the data-path step above)
         md = goals.markdown(goal_results, goal1)
