@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 from tests.envoy_bin import envoy_binary

@@ -10,13 +10,9 @@ clock is compared within a tolerance: X-RateLimit-Reset and Retry-After (whole s
 durations until reset within 1 s, delays (ms) within 100 ms. A run that straddles an hour boundary (the fixed
 windows turn over between the two services) is retried once."""
 import asyncio
-import json
 import os
-import shutil
 import signal
-import tempfile
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -25,7 +21,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from mizzen.server import ratelimit_native
 
-from .procs import RlsProcess, wait_port
+from .procs import admin, RlsProcess, wait_port
 from .rls_client import OK, OVER, Client, headers
 
 EXE, WHY = ratelimit_native.binary()
@@ -135,16 +131,6 @@ def compare(i: int, a: rls_pb2.RateLimitResponse, b: rls_pb2.RateLimitResponse) 
                 assert abs(int(x.value) - int(y.value)) <= tol, where
 
 
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="mizzen-rl-native-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def admin(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return json.load(r)
 
 
 def _differential_run(workdir: str) -> tuple[list, list, dict, dict]:

@@ -1,9 +1,6 @@
 """`mizzen ratelimit` as a real process, asked by a real gRPC client: answers, headers, shadow, delay, stats,
 hot reload of its limits file, and limits read from a control plane's REST API."""
 import asyncio
-import json
-import shutil
-import tempfile
 import time
 import urllib.request
 
@@ -11,7 +8,7 @@ import pytest
 
 from tests.cli.conftest import Mesh
 
-from .procs import RlsProcess, engines, free_port
+from .procs import admin, RlsProcess, engines, free_port
 from .rls_client import OK, OVER, Client, headers
 
 pytestmark = pytest.mark.timeout(90)
@@ -31,16 +28,6 @@ spec:
 """
 
 
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="mizzen-rl-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def admin(port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-        return json.load(r)
 
 
 @pytest.mark.parametrize("engine", engines())

@@ -5,8 +5,6 @@ Tolerances: a token bucket admits burst + rate·t; the clients here are one proc
 a shared 2-core machine, so counts are checked within ±20% (and never a limit that lets everything through)."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 
 import pytest
@@ -16,12 +14,6 @@ from .sidecar import GeneratedSidecar
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
-
-@pytest.fixture
-def workdir():
-    d = tempfile.mkdtemp(prefix="mizzen-rl-sidecar-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _rls(workdir: str, text: str) -> RlsProcess:
