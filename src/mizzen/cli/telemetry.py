@@ -109,8 +109,10 @@ def top(workload: str, namespace: str, n: int, interval: float, seconds: float, 
                 click.echo(json.dumps(snap, sort_keys=True))
             else:
                 rows = _top_rows(snap, prev, now - last)
+                since = ("sampled since the first top read (metrics counted in Envoy)" if snap.get("sampled")
+                         else "since their start")
                 title = (f"{namespace}/{workload}: {snap.get('replicas')} replica(s), {snap.get('total')} requests "
-                         f"since their start — {time.strftime('%H:%M:%S')}")
+                         f"{since} — {time.strftime('%H:%M:%S')}")
                 if live is not None:
                     from rich.table import Table
                     t = Table(title=title, box=None, header_style="bold")
@@ -121,7 +123,8 @@ def top(workload: str, namespace: str, n: int, interval: float, seconds: float, 
                     live.update(t, refresh=True)
                 else:
                     click.echo(title)
-                    print_table(TOP_HEAD, rows, empty="(no requests yet)")
+                    print_table(TOP_HEAD, rows, empty="(no requests yet: the paths of requests made from now on "
+                                "show here)" if snap.get("sampled") else "(no requests yet)")
                     click.echo("")
             prev = {(p["direction"], p["peer"], p["method"], p["path"]): p["count"] for p in snap.get("paths", ())}
             last = now

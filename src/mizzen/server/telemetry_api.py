@@ -81,6 +81,8 @@ class Agents:
         await asyncio.gather(*(one(p) for _, p in pods))
         return {"workload": workload, "namespace": namespace, "replicas": len(pods), "at": time.time(),
                 "total": sum(int(s.get("total", 0)) for s in snaps), "paths": merge_snapshots(snaps, n),
+                # replicas counting metrics in Envoy: their paths are sampled from the first top read on
+                "sampled": sum(1 for s in snaps if s.get("sampling")),
                 "errors": sorted(errors)}
 
     async def tap(self, workload: str, namespace: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
