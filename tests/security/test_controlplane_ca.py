@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -36,8 +37,21 @@ async def sign(cp_dir: Path, token: str, root: bytes, sock: str = "ca.sock") -> 
     return x509.load_pem_x509_certificate(chain[0].encode())
 
 
-def test_credentials_and_signing_through_the_control_plane():
-    d = Path(short_tmpdir())
+@pytest.fixture
+def short_dirs():
+    """Short temp dirs (unix socket paths) made through `make()`, removed after the test."""
+    made: list[Path] = []
+
+    def make() -> Path:
+        made.append(Path(short_tmpdir()))
+        return made[-1]
+    yield make
+    for d in made:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_credentials_and_signing_through_the_control_plane(short_dirs):
+    d = short_dirs()
 
     async def main() -> None:
         a = ControlPlane(settings(d, trust_domain="example.org", workload_ttl_seconds=600))
@@ -77,8 +91,8 @@ def test_credentials_and_signing_through_the_control_plane():
     asyncio.run(main())
 
 
-def test_a_ca_plugged_in_while_running_is_used_for_new_certificates():
-    d, other = Path(short_tmpdir()), Path(short_tmpdir())
+def test_a_ca_plugged_in_while_running_is_used_for_new_certificates(short_dirs):
+    d, other = short_dirs(), short_dirs()
 
     async def main() -> None:
         cp = ControlPlane(settings(d))
