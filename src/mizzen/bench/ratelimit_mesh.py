@@ -63,12 +63,15 @@ def run(seconds: int = 10, rate: int = 1000, workers: int = 10) -> dict:
             items = json.loads(cli("proxy-status", "-o", "json").stdout)["items"]
             if items and all(t.get("state") in ("SYNCED", "NOT_SENT") for p in items for t in p["types"].values()):
                 break
+        # which engine the mesh's rate-limit service runs (`--engine auto`: the native binary when it is built)
+        engine = "native" if subprocess.run(["pgrep", "-f", "mizzen-rls "], capture_output=True).returncode == 0 \
+            else "python"
         out = {}
         for path in ("/free", "/limited", "/free", "/limited"):
             out[path] = hey(path)  # the second run of each is kept (the first warms connections up)
     finally:
         subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=120)
-    return {"seconds": seconds, "rate": rate, "workers": workers, **out}
+    return {"seconds": seconds, "rate": rate, "workers": workers, "engine": engine, **out}
 
 
 def markdown(r: dict) -> str:
@@ -80,7 +83,7 @@ def markdown(r: dict) -> str:
     rows += ["", f"Added by the global limit: p50 {r['/limited']['p50'] - r['/free']['p50']:+.2f} ms, p99 "
              f"{r['/limited']['p99'] - r['/free']['p99']:+.2f} ms (hey -q {r['rate'] // r['workers']} -c "
              f"{r['workers']}: {r['rate']} requests/s for {r['seconds']} s; in-memory rate-limit service on "
-             "STATE/ratelimit.sock; Envoy --concurrency 1)."]
+             f"STATE/ratelimit.sock, {r.get('engine', 'python')} engine; Envoy --concurrency 1)."]
     return "\n".join(rows)
 
 
