@@ -65,6 +65,10 @@ def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, deb
         lat = res.route_latencies_ms
         click.echo(f"route changes: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
                    f"max {max(lat):.1f} ms, {res.route_missing} missing (EDS p99 {res.pct(99):.1f} ms)")
+        fl = res.floor.route_latencies_ms if res.floor is not None else []
+        if fl:
+            click.echo(f"floor route changes (the same RDS bytes, bare gRPC): p50 {percentile(fl, 50):.1f} ms, "
+                       f"p99 {percentile(fl, 99):.1f} ms, max {max(fl):.1f} ms, {res.floor.route_missing} missing")
     if res.profiles:
         from .profile import top_entries
 

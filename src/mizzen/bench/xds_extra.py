@@ -67,13 +67,30 @@ async def route_changes(o, res, ctx, http: aiohttp.ClientSession, api: str, log)
         marker = f"mzbench-{k}"
         t0 = time.monotonic()
         await apply(http, api, route_yaml(marker))
+        applied = (time.monotonic() - t0) * 1000  # the REST apply (validation, store commit) is in the figure
         lat, missing = await _await_seen(ctx.workers, marker, t0, 30)
         res.route_latencies_ms += lat
         res.route_missing += missing
-        log(f"route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
+        log(f"route change {k + 1}/{o.route_changes}: apply returned after {applied:.0f} ms; first "
+            f"{min(lat) if lat else float('nan'):.0f} ms, all {max(lat) if lat else float('nan'):.0f} ms, "
             f"{missing} missing")
     if sampler is not None:
         res.profiles["routes"] = sampler.stop()
+
+
+async def floor_route_changes(o, res, ctx, floor, log) -> None:
+    """The same K route changes against the bare gRPC floor (`xds_floor.Floor.route`): the same RouteConfiguration
+    bytes written to every stream at once — what the wire costs, without debounce or any control-plane logic."""
+    for k in range(o.route_changes):
+        marker = f"mzbench-{100 + k}"  # not one the floor's initial routes (proxy 0's, saved) already carry
+        t0 = time.monotonic()
+        await floor.send({"cmd": "route", "marker": marker})
+        await floor.next_event(30)
+        lat, missing = await _await_seen(ctx.workers, marker, t0, 30)
+        res.route_latencies_ms += lat
+        res.route_missing += missing
+        log(f"floor route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
+            f"{missing} missing")
 
 
 async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str, state: str,

@@ -625,6 +625,8 @@ async def _run_floor(o: BenchOptions, res: BenchResult, ctx: "_Ctx", path: str, 
         await fw.next_event(30)
 
     await _drive(replace(o, profile_dir=None), res, ctx, f"127.0.0.1:{port}", p.pid, change, None, log, net="127.2")
+    if o.route_changes:
+        await xds_extra.floor_route_changes(o, res, ctx, fw, log)
     res.connected = o.proxies
 
 
