@@ -79,17 +79,23 @@ class Floor:
                 break
         return self._response(EDS, eds if self.delta else self.items.get(EDS, []))
 
-    def route(self, marker: str) -> bytes:
-        """A change of one service's routes (xds_extra.route_yaml): the route configs with the marker header's
-        value replaced, the whole RouteConfiguration sent again, as an xDS server without VHDS must."""
+    def route(self, watch_host: str, marker: str) -> bytes:
+        """A change of one service's routes (xds_extra.route_yaml): the watched host's first route sets the marker
+        header; every route config is sent again whole, as an xDS server without VHDS must."""
+        from envoy.config.core.v3 import base_pb2
+
         items = []
         for name, m in self.items.get(RDS, []):
             m = type(m).FromString(m.SerializeToString())
             for vh in m.virtual_hosts:
-                for rt in vh.routes:
-                    for h in rt.request_headers_to_add:
-                        if h.header.key == ROUTE_MARKER_HEADER:
-                            h.header.value = marker
+                if vh.name.startswith(watch_host + ":") and vh.routes:
+                    hdrs = vh.routes[0].request_headers_to_add
+                    found = [h for h in hdrs if h.header.key == ROUTE_MARKER_HEADER]
+                    if found:
+                        found[0].header.value = marker
+                    else:
+                        hdrs.add(header=base_pb2.HeaderValue(key=ROUTE_MARKER_HEADER, value=marker),
+                                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
             items.append((name, m))
         self.items[RDS] = items
         return self._response(RDS, items)
@@ -141,7 +147,7 @@ class Floor:
                         q.put_nowait(b)
                     _emit({"event": "sent", "t": time.monotonic(), "streams": len(self.queues)})
                 elif cmd["cmd"] == "route":
-                    b = self.route(cmd["marker"])
+                    b = self.route(watch_suffix.lstrip("|"), cmd["marker"])
                     for q in self.queues:
                         q.put_nowait(b)
                     _emit({"event": "sent", "t": time.monotonic(), "streams": len(self.queues)})
