@@ -230,3 +230,18 @@ def test_a_proxy_not_asked_in_between_renders_from_scratch_correctly():
         new = mesh.apply(vs_a(marker))
         r = Renderer(new, r, diff(old, new))
         check(r, new, PROXIES[:1] if marker == "m1" else PROXIES)
+
+
+def test_workloads_of_one_namespace_share_route_configs_unless_a_route_matches_their_labels():
+    w1, w2 = (Proxy(f"w{i}", namespace="ns1", labels=(("app", f"w{i}"),)) for i in (1, 2))
+    x, y = PROXIES[0], PROXIES[1]
+    no_labels = Mesh(SERVICES + "---\n" + vs_c("c0", '["*"]'))  # no route matches on sourceLabels
+    r = Renderer(no_labels.snap)
+    check(r, no_labels.snap, [w1, w2, x, y])
+    assert r.resources_for(w1)[ROUTE]["8080"] is r.resources_for(w2)[ROUTE]["8080"]
+    assert r.resources_for(w1)[ROUTE]["8080"] is not r.resources_for(PROXIES[2])[ROUTE]["8080"]  # Sidecar
+    assert r.resources_for(w1)[ROUTE]["8080"] is not r.resources_for(PROXIES[3])[ROUTE]["8080"]  # ns2
+    labels = Mesh(SERVICES + "---\n" + vs_a("m0"))  # a's first route applies to app=x only
+    r = Renderer(labels.snap)
+    check(r, labels.snap, [w1, w2, x, y])
+    assert r.resources_for(x)[ROUTE]["8080"].payload != r.resources_for(y)[ROUTE]["8080"].payload

@@ -66,6 +66,26 @@ def _hosts_only(old: Snapshot, new: Snapshot, change: Change) -> bool:
             and old.config.namespaces == new.config.namespaces)
 
 
+def route_inputs(snap: Snapshot, proxy: Proxy) -> tuple | None:
+    """What a sidecar's outbound route configs are built from beyond the snapshot (`routes.RouteBuilder`): its
+    namespace (name forms, exportTo), its Sidecar scope (the services it sees, the fallback virtual host), and
+    its labels only while some VirtualService matches on sourceLabels, and what the features' route hooks read
+    of it (`Feature.route_inputs`: nothing for CORS and faults, the proxy itself for rate limits that shape it
+    and for a feature that does not say).  None: not shared (gateways, proxyless)."""
+    if proxy.kind != "sidecar":
+        return None
+    scope = snap.config.sidecar_scope(proxy)
+    labels = proxy.labels if _source_labels_used(snap) else None
+    return (proxy.namespace, scope.key, scope.egress, snap.outbound_mode(proxy), labels, proxy.interception,
+            filters.route_inputs(snap, proxy))
+
+
+def _source_labels_used(snap: Snapshot) -> bool:
+    config = snap.config
+    return config.memoized(("source_labels_used",), lambda: any(
+        m.source_labels for vs in config.by_kind.get("VirtualService", ()) for r in vs.spec.http for m in r.match))
+
+
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
     scope = snap.config.sidecar_scope(proxy)
     return (proxy.namespace, proxy.labels, scope.key, proxy.interception, proxy.ports, proxy.port_map,
@@ -86,6 +106,9 @@ class Renderer:
         self._hosts: dict[tuple, HostResources] = {}
         self._views: dict[tuple, View] = {}
         self._final: dict[tuple, View] = {}  # with EnvoyPatches applied
+        # route configs shared by the views whose routes have the same inputs (`route_inputs`): proxies of
+        # different workloads (labels) in one namespace usually differ in nothing their routes are built from
+        self._routes: dict[tuple, Rendered] = {}
         self._prev_views: dict[tuple, View] = {}
         # a change of hosts' routes only: the previous base views, whose virtual hosts not touched by the change
         # are reused as they are (`routes.VhostReuse`)
@@ -229,17 +252,28 @@ class Renderer:
                 out[ROUTE].clear()
             return out
 
-        self._listeners_and_routes(ctx, rb, add)
+        inputs = route_inputs(self.snap, proxy)
+
+        def add_route(name: str, build: Callable[[], RouteConfiguration]) -> None:
+            key = (name, inputs) if inputs is not None else None
+            hit = self._routes.get(key) if key is not None else None
+            if hit is None:
+                hit = render(ROUTE, name, build())
+                if key is not None:
+                    self._routes[key] = hit
+            out[ROUTE][name] = hit
+
+        self._listeners_and_routes(ctx, rb, add, add_route)
         if rb.reuse is not None:
             self.stats["vhosts_reused"] += rb.reuse.reused
         return out
 
-    def _listeners_and_routes(self, ctx: ViewContext, rb: RouteBuilder, add: Callable) -> None:
+    def _listeners_and_routes(self, ctx: ViewContext, rb: RouteBuilder, add: Callable, add_route: Callable) -> None:
         proxy, services = ctx.proxy, ctx.services
         protocols = {p: self.snap.inbound_protocol(proxy, p) for p in proxy.ports}
         if proxy.interception == "loopback":
             add(LISTENER, "outbound_http_proxy", L.http_proxy_outbound(ctx))
-            add(ROUTE, HTTP_PROXY_ROUTE, rb.http_proxy())
+            add_route(HTTP_PROXY_ROUTE, rb.http_proxy)
             for i, p in enumerate(sorted(proxy.ports)):
                 lst = L.loopback_inbound(ctx, p, proxy.inbound_port + i, protocols[p], rb.inbound(p))
                 add(LISTENER, lst.name, lst)
@@ -247,7 +281,7 @@ class Renderer:
             add(LISTENER, L.VIRTUAL_OUTBOUND, L.virtual_outbound(ctx))
             for port in sorted({p.port for s in services for p in s.ports if is_http(p.protocol)}):
                 try:
-                    add(ROUTE, str(port), rb.for_port(port))
+                    add_route(str(port), lambda: rb.for_port(port))
                 except Exception as e:  # this port's routes are empty; every other port still works
                     self._failed(proxy, f"route configuration {port}", e)
                     add(ROUTE, str(port), RouteConfiguration(name=str(port)))
