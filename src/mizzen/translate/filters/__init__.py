@@ -30,7 +30,8 @@ applies, and does nothing otherwise, so a proxy that uses no feature keeps byte-
 feature needs to know about Istio resources is a question for `model/resolved.py`, not re-derived here; when
 the feature adds a per-proxy kind, give it an entry in `model/dependencies.PROXY_KINDS` so that changing one
 pushes the proxies it applies to; a feature whose `patch_virtual_host` / `patch_route` read nothing of the proxy
-returns () from `route_inputs` (else the proxies' route configs are not shared across workloads). Tests: a golden case under `tests/golden/` (checked by the real Envoy).
+returns () from `route_inputs` (else the proxies' route configs are not shared across workloads). Tests: a
+golden case under `tests/golden/` (checked by the real Envoy).
 """
 from __future__ import annotations
 
