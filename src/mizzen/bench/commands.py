@@ -64,11 +64,14 @@ def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, deb
 
         lat = res.route_latencies_ms
         click.echo(f"route changes: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
-                   f"max {max(lat):.1f} ms, {res.route_missing} missing (EDS p99 {res.pct(99):.1f} ms)")
+                   f"max {max(lat):.1f} ms, {res.route_missing} missing (EDS p99 {res.pct(99):.1f} ms); "
+                   f"control-plane CPU {res.cp_cpu_routes_s / max(1, route_changes):.3f} s "
+                   "per route change")
         fl = res.floor.route_latencies_ms if res.floor is not None else []
         if fl:
             click.echo(f"floor route changes (the same RDS bytes, bare gRPC): p50 {percentile(fl, 50):.1f} ms, "
-                       f"p99 {percentile(fl, 99):.1f} ms, max {max(fl):.1f} ms, {res.floor.route_missing} missing")
+                       f"p99 {percentile(fl, 99):.1f} ms, max {max(fl):.1f} ms, {res.floor.route_missing} missing; "
+                       f"server CPU {res.floor.cp_cpu_routes_s / max(1, route_changes):.3f} s per route change")
     if res.profiles:
         from .profile import top_entries
 

@@ -482,6 +482,7 @@ class BenchResult:
     cp_rss_before_mb: float = 0.0  # the control plane's RSS with the mesh loaded, before any proxy connected
     route_latencies_ms: list[float] = field(default_factory=list)  # every proxy, every route change
     route_missing: int = 0
+    cp_cpu_routes_s: float = 0.0  # the server's CPU seconds over the route changes (apply to last stream)
     restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
     restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
     restart_missing: int = 0
