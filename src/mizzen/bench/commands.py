@@ -33,18 +33,20 @@ def bench() -> None:
 @click.option("--route-changes", default=0, show_default=True,
               help="Then K VirtualService changes of svc-0's routes: time until every proxy has each.")
 @click.option("--scoped", is_flag=True, help="Half the proxies scoped by a Sidecar allowing a few hosts.")
+@click.option("--workloads", default=1, show_default=True,
+              help="Spread the proxies over K workloads (labels app=bench-<i>): K distinct views.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
               help="Sample the control plane with py-spy: DIR/sync.txt and DIR/changes.txt, top entries printed.")
 def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
         output: str | None, keep_state: bool, cp_log_level: str, quiet: bool, profile_dir: str | None,
-        floor: bool, route_changes: int, scoped: bool) -> None:
+        floor: bool, route_changes: int, scoped: bool, workloads: int) -> None:
     """EDS push latency and control-plane cost with N ADS streams and M services."""
     from .xds_load import TABLE_HEADER, BenchOptions, run_bench
 
     opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
                         timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
                         cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor,
-                        route_changes=route_changes, scoped=scoped)
+                        route_changes=route_changes, scoped=scoped, workloads=workloads)
 
     def log(msg: str) -> None:
         if not quiet:
