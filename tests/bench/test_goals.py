@@ -36,6 +36,10 @@ def test_rows_name_their_baselines_and_the_scenarios():
     rows = {r.goal: r for r in goals.rows(goals.Results(runs={100: [run]}, scoped=[scoped], sidecar=costs))}
     route = next(r for g, r in rows.items() if "VirtualService" in g)
     assert route.figure == [120.0] and route.baseline == [100.0] and "endpoint change" in route.note
+    assert not any("floor sending its bytes" in g for g in rows)  # the floor did no route change in this run
+    run.floor.route_latencies_ms = [30.0, 60.0]
+    wire = next(r for r in goals.rows(goals.Results(runs={100: [run]})) if "floor sending its bytes" in r.goal)
+    assert wire.figure == [120.0] and wire.baseline == [60.0] and wire.ratios() == [2.0]
     restart = next(r for g, r in rows.items() if "restart" in g)
     assert restart.figure == [1.5] and restart.met() == "yes"
     marginal = next(r for g, r in rows.items() if "half scoped" in g and "marginal" in g)
@@ -60,3 +64,29 @@ def test_instance_addresses_are_distinct_for_100k_endpoints():
     assert len(addrs) == 100_000
     assert all(0 <= int(p) < 256 for a in addrs for p in a.split(".")) and all(not a.endswith(".0") for a in addrs)
     assert xds_common._addr(0) == "127.0.0.1" and xds_common._addr(250) == "127.0.1.1"
+
+
+def test_the_floor_route_change_sets_the_marker_on_the_watched_host_only():
+    import json
+    import os
+    import tempfile
+
+    from google.protobuf import json_format
+
+    from mizzen.bench.xds_floor import RDS, Floor
+
+    rc = route_pb2.RouteConfiguration(name="8080")
+    for h in ("svc-0.default.svc.cluster.local", "svc-1.default.svc.cluster.local"):
+        vh = rc.virtual_hosts.add(name=f"{h}:8080", domains=[h])
+        vh.routes.add(name="default").match.prefix = "/"
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "r.json")
+        with open(path, "w") as f:
+            json.dump({RDS: [{"name": "8080", "resource": json_format.MessageToDict(rc)}]}, f)
+        with open(path) as f:
+            floor = Floor(True, json.load(f))
+    for marker in ("mzbench-100", "mzbench-101"):
+        b = floor.route("svc-0.default.svc.cluster.local", marker)
+        assert MARKER.findall(b) == [marker.encode()]  # replaced, not added twice
+    (m,) = [m for _, m in floor.items[RDS]]
+    assert [len(vh.routes[0].request_headers_to_add) for vh in m.virtual_hosts] == [1, 0]

@@ -89,3 +89,35 @@ def test_untouched_tables_are_shared() -> None:
     assert new.by_kind["Sidecar"] is old.by_kind["Sidecar"]
     assert new.destination_rules_by_host is not old.destination_rules_by_host
     assert old.destination_rules_by_host["a.default.svc.cluster.local"][0].revision == 4  # old stays as it was
+
+
+def test_answers_carried_to_the_next_index_equal_a_whole_rebuild() -> None:
+    """`visible` and `own` answers are carried while the services table is the same object (a VirtualService or
+    DestinationRule change); after any change sequence they equal a fresh index's."""
+    from mizzen.model import Proxy
+
+    proxies = [Proxy("p1", namespace="default", labels=(("app", "a"),)),
+               Proxy("p2", namespace="shop", labels=(("app", "b"),)), Proxy("p3", namespace="web")]
+
+    def answers(ci: ConfigIndex) -> list:
+        return [(tuple(s.hostname for s in ci.visible_services(p)), tuple(s.hostname for s in ci.own_services(p)))
+                for p in proxies]
+
+    rnd = random.Random(15)
+    carried = 0
+    for _ in range(12):
+        stored: dict = {}
+        index = ConfigIndex([], 0)
+        for revision in range(1, 21):
+            answers(index)  # warm the memo, as pushes do
+            r = parse(rnd.choice(sorted(DOCS)))
+            change = {r.key: None if r.key in stored and rnd.random() < 0.4 else r.with_revision(revision)}
+            if change[r.key] is None:
+                del stored[r.key]
+            else:
+                stored[r.key] = change[r.key]
+            new = ConfigIndex.updated(index, change, revision)
+            carried += new.services is index.services
+            index = new
+            assert answers(index) == answers(ConfigIndex(stored.values(), revision)), r.key
+    assert carried > 0

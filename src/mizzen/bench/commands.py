@@ -30,17 +30,23 @@ def bench() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="Only print the result row.")
 @click.option("--floor", is_flag=True,
               help="Then run the same load against a bare gRPC server writing the same bytes (the baseline).")
+@click.option("--route-changes", default=0, show_default=True,
+              help="Then K VirtualService changes of svc-0's routes: time until every proxy has each.")
+@click.option("--scoped", is_flag=True, help="Half the proxies scoped by a Sidecar allowing a few hosts.")
+@click.option("--workloads", default=1, show_default=True,
+              help="Spread the proxies over K workloads (labels app=bench-<i>): K distinct views.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
               help="Sample the control plane with py-spy: DIR/sync.txt and DIR/changes.txt, top entries printed.")
 def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
         output: str | None, keep_state: bool, cp_log_level: str, quiet: bool, profile_dir: str | None,
-        floor: bool) -> None:
+        floor: bool, route_changes: int, scoped: bool, workloads: int) -> None:
     """EDS push latency and control-plane cost with N ADS streams and M services."""
     from .xds_load import TABLE_HEADER, BenchOptions, run_bench
 
     opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
                         timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
-                        cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor)
+                        cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor,
+                        route_changes=route_changes, scoped=scoped, workloads=workloads)
 
     def log(msg: str) -> None:
         if not quiet:
@@ -55,6 +61,19 @@ def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, deb
     row = res.row()
     if res.floor is not None:
         row += "\n" + res.floor.row(" (floor)")
+    if res.route_latencies_ms:
+        from .xds_load import percentile
+
+        lat = res.route_latencies_ms
+        click.echo(f"route changes: p50 {percentile(lat, 50):.1f} ms, p99 {percentile(lat, 99):.1f} ms, "
+                   f"max {max(lat):.1f} ms, {res.route_missing} missing (EDS p99 {res.pct(99):.1f} ms); "
+                   f"control-plane CPU {res.cp_cpu_routes_s / max(1, route_changes):.3f} s "
+                   "per route change")
+        fl = res.floor.route_latencies_ms if res.floor is not None else []
+        if fl:
+            click.echo(f"floor route changes (the same RDS bytes, bare gRPC): p50 {percentile(fl, 50):.1f} ms, "
+                       f"p99 {percentile(fl, 99):.1f} ms, max {max(fl):.1f} ms, {res.floor.route_missing} missing; "
+                       f"server CPU {res.floor.cp_cpu_routes_s / max(1, route_changes):.3f} s per route change")
     if res.profiles:
         from .profile import top_entries
 

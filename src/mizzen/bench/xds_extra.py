@@ -22,7 +22,7 @@ import time
 
 import aiohttp
 
-from .xds_common import NAMESPACE, _profile, percentile
+from .xds_common import NAMESPACE, _profile, percentile, proc_cpu_seconds
 
 ALLOWED = 5
 SIDECAR = ("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata:\n  name: bench-scoped\n"
@@ -63,17 +63,38 @@ async def apply(http: aiohttp.ClientSession, api: str, text: str) -> None:
 
 async def route_changes(o, res, ctx, http: aiohttp.ClientSession, api: str, log) -> None:
     sampler = _profile(o, ctx.cp.pid, "routes", log)  # with --profile DIR: DIR/routes.txt
+    cpu0 = proc_cpu_seconds(ctx.cp.pid)
     for k in range(o.route_changes):
         marker = f"mzbench-{k}"
         t0 = time.monotonic()
         await apply(http, api, route_yaml(marker))
+        applied = (time.monotonic() - t0) * 1000  # the REST apply (validation, store commit) is in the figure
         lat, missing = await _await_seen(ctx.workers, marker, t0, 30)
         res.route_latencies_ms += lat
         res.route_missing += missing
-        log(f"route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
+        log(f"route change {k + 1}/{o.route_changes}: apply returned after {applied:.0f} ms; first "
+            f"{min(lat) if lat else float('nan'):.0f} ms, all {max(lat) if lat else float('nan'):.0f} ms, "
             f"{missing} missing")
+    res.cp_cpu_routes_s = proc_cpu_seconds(ctx.cp.pid) - cpu0
     if sampler is not None:
         res.profiles["routes"] = sampler.stop()
+
+
+async def floor_route_changes(o, res, ctx, floor, log) -> None:
+    """The same K route changes against the bare gRPC floor (`xds_floor.Floor.route`): the same RouteConfiguration
+    bytes written to every stream at once — what the wire costs, without debounce or any control-plane logic."""
+    for k in range(o.route_changes):
+        marker = f"mzbench-{100 + k}"  # not one the floor's initial routes (proxy 0's, saved) already carry
+        t0 = time.monotonic()
+        cpu0 = proc_cpu_seconds(floor.proc.pid)
+        await floor.send({"cmd": "route", "marker": marker})
+        await floor.next_event(30)
+        lat, missing = await _await_seen(ctx.workers, marker, t0, 30)
+        res.route_latencies_ms += lat
+        res.route_missing += missing
+        res.cp_cpu_routes_s += proc_cpu_seconds(floor.proc.pid) - cpu0
+        log(f"floor route change {k + 1}/{o.route_changes}: all {max(lat) if lat else float('nan'):.0f} ms, "
+            f"{missing} missing")
 
 
 async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str, state: str,

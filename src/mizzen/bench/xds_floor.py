@@ -9,6 +9,7 @@ what its own logic costs; the floor itself is what Python gRPC costs on this mac
 
     python -m mizzen.bench.xds_floor PORT delta|sotw RESOURCES.json
     stdin:  {"cmd": "change", "address": "127.1.0.1"}  ->  stdout {"event": "sent", "t": <monotonic>}
+            {"cmd": "route", "marker": "mzbench-100"}  ->  the same (every route config, its marker replaced)
             {"cmd": "stop"}
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+ROUTE_MARKER_HEADER = "x-mizzen-bench"  # xds_extra.route_yaml
 
 
 def _emit(obj: dict) -> None:
@@ -77,6 +79,27 @@ class Floor:
                 break
         return self._response(EDS, eds if self.delta else self.items.get(EDS, []))
 
+    def route(self, watch_host: str, marker: str) -> bytes:
+        """A change of one service's routes (xds_extra.route_yaml): the watched host's first route sets the marker
+        header; every route config is sent again whole, as an xDS server without VHDS must."""
+        from envoy.config.core.v3 import base_pb2
+
+        items = []
+        for name, m in self.items.get(RDS, []):
+            m = type(m).FromString(m.SerializeToString())
+            for vh in m.virtual_hosts:
+                if vh.name.startswith(watch_host + ":") and vh.routes:
+                    hdrs = vh.routes[0].request_headers_to_add
+                    found = [h for h in hdrs if h.header.key == ROUTE_MARKER_HEADER]
+                    if found:
+                        found[0].header.value = marker
+                    else:
+                        hdrs.add(header=base_pb2.HeaderValue(key=ROUTE_MARKER_HEADER, value=marker),
+                                 append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+            items.append((name, m))
+        self.items[RDS] = items
+        return self._response(RDS, items)
+
     async def handler(self, requests, context):
         q: asyncio.Queue = asyncio.Queue()
         self.queues.add(q)
@@ -120,6 +143,11 @@ class Floor:
                 cmd = json.loads(line)
                 if cmd["cmd"] == "change":
                     b = self.change(watch_suffix, cmd["address"])
+                    for q in self.queues:
+                        q.put_nowait(b)
+                    _emit({"event": "sent", "t": time.monotonic(), "streams": len(self.queues)})
+                elif cmd["cmd"] == "route":
+                    b = self.route(watch_suffix.lstrip("|"), cmd["marker"])
                     for q in self.queues:
                         q.put_nowait(b)
                     _emit({"event": "sent", "t": time.monotonic(), "streams": len(self.queues)})

@@ -120,6 +120,7 @@ class LoadStream:
         from mizzen.model.types import Proxy
 
         app = "bench-scoped" if w.scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
+        app += f"-{index % w.workloads}" if w.workloads > 1 and app == "bench" else ""  # K workloads: K views
         self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload=app, labels=(("app", app),),
                               ip=ip, interception="netns").node_metadata()
         self.clusters: dict[str, str | None] = {}  # cluster name -> eds name
@@ -306,11 +307,11 @@ class _Summary:
 
 
 class Worker:
-    def __init__(self, xds: str, delta: bool, start: int, count: int, scoped: bool = False) -> None:
+    def __init__(self, xds: str, delta: bool, start: int, count: int, scoped: bool = False, workloads: int = 1) -> None:
         from envoy.service.discovery.v3 import discovery_pb2
 
         self.pb = discovery_pb2
-        self.scoped = scoped
+        self.scoped, self.workloads = scoped, workloads
         self.xds = xds
         self.delta = delta
         self.parsers = _Parsers()
@@ -424,7 +425,8 @@ def _emit(obj: dict) -> None:
 def worker_entry(argv: list[str]) -> None:
     xds, mode, start, count = argv[0], argv[1], int(argv[2]), int(argv[3])
     _raise_nofile()
-    w = Worker(xds, mode == "delta", start, count, scoped=argv[4:5] == ["scoped"])
+    k = [int(a.split("=", 1)[1]) for a in argv[4:] if a.startswith("workloads=")]
+    w = Worker(xds, mode == "delta", start, count, scoped="scoped" in argv[4:], workloads=k[0] if k else 1)
     try:
         import uvloop  # type: ignore
 
@@ -454,6 +456,7 @@ class BenchOptions:
     profile_dir: str | None = None  # py-spy the control plane: DIR/sync.txt, DIR/changes.txt (bench/profile.py)
     floor: bool = False  # then the same load against a bare gRPC server writing the same bytes (bench/xds_floor.py)
     scoped: bool = False  # half the proxies (odd indexes) selected by a Sidecar allowing a few hosts (xds_extra)
+    workloads: int = 1  # proxies spread over K workloads (app=bench-<i>): K distinct views, as in a real mesh
     route_changes: int = 0  # then K VirtualService changes of svc-0's routes: time until every proxy has each
     restart: bool = False  # then restart the control plane: time until every proxy has a change made at ready
     instances: int = 2  # per service
@@ -482,6 +485,7 @@ class BenchResult:
     cp_rss_before_mb: float = 0.0  # the control plane's RSS with the mesh loaded, before any proxy connected
     route_latencies_ms: list[float] = field(default_factory=list)  # every proxy, every route change
     route_missing: int = 0
+    cp_cpu_routes_s: float = 0.0  # the server's CPU seconds over the route changes (apply to last stream)
     restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
     restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
     restart_missing: int = 0
@@ -625,6 +629,8 @@ async def _run_floor(o: BenchOptions, res: BenchResult, ctx: "_Ctx", path: str, 
         await fw.next_event(30)
 
     await _drive(replace(o, profile_dir=None), res, ctx, f"127.0.0.1:{port}", p.pid, change, None, log, net="127.2")
+    if o.route_changes:
+        await xds_extra.floor_route_changes(o, res, ctx, fw, log)
     res.connected = o.proxies
 
 
@@ -725,7 +731,8 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
     for cnt in per:
         p = await asyncio.create_subprocess_exec(
             o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
-            str(start), str(cnt), *(["scoped"] if o.scoped else []), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            str(start), str(cnt), *(["scoped"] if o.scoped else []), f"workloads={o.workloads}",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             start_new_session=True, limit=64 * 1024 * 1024)
         workers.append(_WorkerProc(p, cnt))
         res.pids.append(p.pid)

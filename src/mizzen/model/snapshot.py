@@ -27,6 +27,9 @@ __all__ = ["ROOT_NAMESPACE", "labels_match", "Endpoint", "SidecarScope", "Config
            "Snapshot"]
 
 _EXPANDED = ("VirtualService", "DestinationRule", "Router")  # kinds a Router expands into (and itself)
+# memo keys (`ConfigIndex.memoized`) whose answers depend on nothing but the services table and the key itself
+# (`visible`: the key holds the Sidecar scope): carried to the next index while its services are the same object
+_SERVICES_ONLY = frozenset({"visible", "own"})
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,10 @@ class ConfigIndex:
             self.destination_rules_by_host = prev.destination_rules_by_host
         self.sidecars: tuple[Resource, ...] = self.by_kind.get("Sidecar", ())
         self._memo: dict = {}
+        if prev is not None and self.services is prev.services:
+            # answers that follow from the services table alone (and the key) stay true: a VirtualService or
+            # DestinationRule change does not scan every service again for every workload
+            self._memo = {k: v for k, v in prev._memo.items() if k[0] in _SERVICES_ONLY}
 
     def memoized(self, key: tuple, compute):
         """A derived answer, computed once per index (the index is immutable)."""

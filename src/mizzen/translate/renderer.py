@@ -37,7 +37,7 @@ from .envoyfilter import apply_envoy_filters, envoy_filters_for
 from .filters import ViewContext
 from .patches import Patched, apply_patches
 from .proxyless import PROXYLESS, proxyless_view
-from .routes import RouteBuilder
+from .routes import RouteBuilder, VhostReuse
 
 View = dict[str, dict[str, Rendered]]
 
@@ -55,6 +55,35 @@ class HostResources:
     # per caller locality by `local_endpoints`; cluster name -> (policy, endpoints)
     local: tuple = ()
     by_locality: dict = field(default_factory=dict, compare=False)
+
+
+def _hosts_only(old: Snapshot, new: Snapshot, change: Change) -> bool:
+    """Did only hosts change (their services, routes, DestinationRules, endpoints), nothing per proxy, and
+    nothing that re-resolves every name (the namespaces a short host name may name)?  Then a virtual host
+    whose host and route destinations are not among `change.hosts` renders as it did (`routes.VhostReuse`)."""
+    return (not change.everything and not change.resources and (old.jwks is new.jwks or old.jwks == new.jwks)
+            and old.mesh == new.mesh
+            and old.config.namespaces == new.config.namespaces)
+
+
+def route_inputs(snap: Snapshot, proxy: Proxy) -> tuple | None:
+    """What a sidecar's outbound route configs are built from beyond the snapshot (`routes.RouteBuilder`): its
+    namespace (name forms, exportTo), its Sidecar scope (the services it sees, the fallback virtual host), and
+    its labels only while some VirtualService matches on sourceLabels, and what the features' route hooks read
+    of it (`Feature.route_inputs`: nothing for CORS and faults, the proxy itself for rate limits that shape it
+    and for a feature that does not say).  None: not shared (gateways, proxyless)."""
+    if proxy.kind != "sidecar":
+        return None
+    scope = snap.config.sidecar_scope(proxy)
+    labels = proxy.labels if _source_labels_used(snap) else None
+    return (proxy.namespace, scope.key, scope.egress, snap.outbound_mode(proxy), labels, proxy.interception,
+            filters.route_inputs(snap, proxy))
+
+
+def _source_labels_used(snap: Snapshot) -> bool:
+    config = snap.config
+    return config.memoized(("source_labels_used",), lambda: any(
+        m.source_labels for vs in config.by_kind.get("VirtualService", ()) for r in vs.spec.http for m in r.match))
 
 
 def view_key(snap: Snapshot, proxy: Proxy) -> tuple:
@@ -77,13 +106,22 @@ class Renderer:
         self._hosts: dict[tuple, HostResources] = {}
         self._views: dict[tuple, View] = {}
         self._final: dict[tuple, View] = {}  # with EnvoyPatches applied
+        # route configs shared by the views whose routes have the same inputs (`route_inputs`): proxies of
+        # different workloads (labels) in one namespace usually differ in nothing their routes are built from
+        self._routes: dict[tuple, Rendered] = {}
         self._prev_views: dict[tuple, View] = {}
+        # a change of hosts' routes only: the previous base views, whose virtual hosts not touched by the change
+        # are reused as they are (`routes.VhostReuse`)
+        self._prev_routes: dict[tuple, View] = {}
+        self._stale: frozenset[str] = frozenset()
         if prev is not None and change is not None and not change.everything:
             self._hosts = {k: r for k, r in prev._hosts.items() if k[0] not in change.hosts}
             if prev.snap.config is snap.config and prev.snap.jwks is snap.jwks:
                 # endpoint-only change: listeners, routes and clusters are unchanged for every view
                 self._prev_views = prev._views
-        self.stats = {"hosts_rendered": 0, "views_rendered": 0}
+            elif _hosts_only(prev.snap, snap, change):
+                self._prev_routes, self._stale = prev._views, change.hosts
+        self.stats = {"hosts_rendered": 0, "views_rendered": 0, "vhosts_reused": 0}
         self.render_errors: list[tuple[str, str]] = []  # (what, why): left out of a view, see _failed
 
     # -- per host -------------------------------------------------------------------------------
@@ -200,7 +238,7 @@ class Renderer:
         if proxy.kind == "gateway":  # Istio Gateways instead of capture listeners (translate/gateway.py)
             ctx.gateway_routes = GW.gateway_routes(ctx)
         self._static_clusters(ctx, out[CLUSTER])
-        rb = RouteBuilder(ctx)
+        rb = RouteBuilder(ctx, self._reuse(proxy))
 
         def add(t: str, n: str, m) -> None:
             out[t][n] = render(t, n, m)
@@ -214,10 +252,28 @@ class Renderer:
                 out[ROUTE].clear()
             return out
 
+        inputs = route_inputs(self.snap, proxy)
+
+        def add_route(name: str, build: Callable[[], RouteConfiguration]) -> None:
+            key = (name, inputs) if inputs is not None else None
+            hit = self._routes.get(key) if key is not None else None
+            if hit is None:
+                hit = render(ROUTE, name, build())
+                if key is not None:
+                    self._routes[key] = hit
+            out[ROUTE][name] = hit
+
+        self._listeners_and_routes(ctx, rb, add, add_route)
+        if rb.reuse is not None:
+            self.stats["vhosts_reused"] += rb.reuse.reused
+        return out
+
+    def _listeners_and_routes(self, ctx: ViewContext, rb: RouteBuilder, add: Callable, add_route: Callable) -> None:
+        proxy, services = ctx.proxy, ctx.services
         protocols = {p: self.snap.inbound_protocol(proxy, p) for p in proxy.ports}
         if proxy.interception == "loopback":
             add(LISTENER, "outbound_http_proxy", L.http_proxy_outbound(ctx))
-            add(ROUTE, HTTP_PROXY_ROUTE, rb.http_proxy())
+            add_route(HTTP_PROXY_ROUTE, rb.http_proxy)
             for i, p in enumerate(sorted(proxy.ports)):
                 lst = L.loopback_inbound(ctx, p, proxy.inbound_port + i, protocols[p], rb.inbound(p))
                 add(LISTENER, lst.name, lst)
@@ -225,13 +281,21 @@ class Renderer:
             add(LISTENER, L.VIRTUAL_OUTBOUND, L.virtual_outbound(ctx))
             for port in sorted({p.port for s in services for p in s.ports if is_http(p.protocol)}):
                 try:
-                    add(ROUTE, str(port), rb.for_port(port))
+                    add_route(str(port), lambda: rb.for_port(port))
                 except Exception as e:  # this port's routes are empty; every other port still works
                     self._failed(proxy, f"route configuration {port}", e)
                     add(ROUTE, str(port), RouteConfiguration(name=str(port)))
             add(LISTENER, L.VIRTUAL_INBOUND,
                 L.virtual_inbound(ctx, protocols, {p: rb.inbound(p) for p in proxy.ports}))
-        return out
+
+    def _reuse(self, proxy: Proxy) -> VhostReuse | None:
+        """The previous snapshot's route configs of this view, when their untouched virtual hosts can be reused."""
+        if not self._prev_routes or proxy.kind != "sidecar" or ratelimits.relevant(self.snap.config, proxy):
+            return None  # rate limits: per-host config from RateLimits and registry shares, always rendered
+        prev = self._prev_routes.get(view_key(self.snap, proxy))
+        if prev is None:
+            return None
+        return VhostReuse(prev[ROUTE], self._stale)
 
     def _failed(self, proxy: Proxy, what: str, e: Exception) -> None:
         """A render failure, kept (and reported as a problem) instead of failing the whole view."""

@@ -177,13 +177,47 @@ def direct_response(d: HTTPDirectResponse) -> rc.DirectResponseAction:
     return act
 
 
-class RouteBuilder:
-    """Builds the routes of one proxy's view; pure."""
+class VhostReuse:
+    """The same view's route configs in the previous snapshot, and the hosts the change between the two
+    touched (`model.dependencies.Change.hosts`, when nothing else changed: `renderer._hosts_only`).
 
-    def __init__(self, ctx: ViewContext):
+    A virtual host is built from its service (names, VIP, ports), the VirtualService of its host (delegates
+    merged; its matches as they apply to this view's proxy), the services and DestinationRules of the hosts its
+    routes send to (cluster names, hash policies) and the per-route features of those routes — all keyed by
+    `{host} | resolved.route_destinations(host)`, the hosts push scoping already follows.  When none of them
+    changed, the previous virtual host is the one a fresh render would build, byte for byte (tested:
+    tests/translate/test_incremental_routes.py), so a change of one service's routes renders one virtual host
+    per route config, not all of them."""
+
+    def __init__(self, routes: dict, stale: frozenset[str]) -> None:
+        self.routes = routes  # route config name -> Rendered (the previous base view's)
+        self.stale = stale
+        self.reused = 0
+
+    def previous(self, name: str) -> dict[str, rc.VirtualHost]:
+        r = self.routes.get(name)
+        return {vh.name: vh for vh in r.message.virtual_hosts} if r is not None and r.message is not None else {}
+
+    def fresh(self, host: str, resolved) -> bool:
+        return host not in self.stale and not (resolved.route_destinations(host) & self.stale)
+
+
+class RouteBuilder:
+    """Builds the routes of one proxy's view; pure. With `reuse`, untouched virtual hosts of the previous
+    snapshot's route configs are taken as they are (`VhostReuse`)."""
+
+    def __init__(self, ctx: ViewContext, reuse: VhostReuse | None = None):
         self.ctx = ctx
         self.proxy = ctx.proxy
         self.resolved = ctx.resolved
+        self.reuse = reuse
+
+    def _vhost(self, prev: dict[str, rc.VirtualHost], svc: Service, port: int, with_bare: bool) -> rc.VirtualHost:
+        old = prev.get(f"{svc.hostname}:{port}")
+        if old is not None and self.reuse is not None and self.reuse.fresh(svc.hostname, self.resolved):
+            self.reuse.reused += 1
+            return old
+        return self.virtual_host(svc, port, with_bare)
 
     def _action(self, r: HTTPRoute, namespace: str, port: int) -> rc.RouteAction:
         dests = [(self.resolved.destination(d.destination, namespace, port), d) for d in r.route]
@@ -290,10 +324,11 @@ class RouteBuilder:
     def for_port(self, port: int) -> route_pb2.RouteConfiguration:
         rcfg = route_pb2.RouteConfiguration(name=str(port), validate_clusters={"value": False},
                                             response_headers_to_remove=[UNSERVED_HEADER])
+        prev = self.reuse.previous(rcfg.name) if self.reuse is not None else {}
         for svc in self.ctx.services:
             sp = svc.port(port)
             if sp is not None and is_http(sp.protocol):
-                rcfg.virtual_hosts.append(self.virtual_host(svc, port, with_bare=True))
+                rcfg.virtual_hosts.append(self._vhost(prev, svc, port, with_bare=True))
         rcfg.virtual_hosts.append(self._allow_any())
         return rcfg
 
@@ -301,10 +336,11 @@ class RouteBuilder:
         """Loopback mode: one route config for an explicit HTTP proxy, every port."""
         rcfg = route_pb2.RouteConfiguration(name="http_proxy", validate_clusters={"value": False},
                                             response_headers_to_remove=[UNSERVED_HEADER])
+        prev = self.reuse.previous(rcfg.name) if self.reuse is not None else {}
         for svc in self.ctx.services:
             for sp in svc.ports:
                 if is_http(sp.protocol):
-                    rcfg.virtual_hosts.append(self.virtual_host(svc, sp.port, with_bare=(sp.port == 80)))
+                    rcfg.virtual_hosts.append(self._vhost(prev, svc, sp.port, with_bare=(sp.port == 80)))
         return rcfg
 
     def inbound(self, port: int) -> route_pb2.RouteConfiguration:

@@ -29,7 +29,9 @@ Rules: a hook decides from `at` (which chain) and `ctx` (the proxy, its snapshot
 applies, and does nothing otherwise, so a proxy that uses no feature keeps byte-identical listeners; what a
 feature needs to know about Istio resources is a question for `model/resolved.py`, not re-derived here; when
 the feature adds a per-proxy kind, give it an entry in `model/dependencies.PROXY_KINDS` so that changing one
-pushes the proxies it applies to. Tests: a golden case under `tests/golden/` (checked by the real Envoy).
+pushes the proxies it applies to; a feature whose `patch_virtual_host` / `patch_route` read nothing of the proxy
+returns () from `route_inputs` (else the proxies' route configs are not shared across workloads). Tests: a
+golden case under `tests/golden/` (checked by the real Envoy).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 __all__ = ["Chain", "Feature", "ViewContext", "FEATURES", "patch_hcm", "patch_tcp_proxy", "network_filters",
-           "patch_virtual_host", "patch_route", "clusters"]
+           "patch_virtual_host", "patch_route", "route_inputs", "clusters"]
 
 
 def patch_hcm(hcm: hcm_pb2.HttpConnectionManager, at: Chain, ctx: ViewContext) -> None:
@@ -86,6 +88,11 @@ def patch_virtual_host(vh: rc.VirtualHost, svc: Service | None, at: Chain, ctx: 
 def patch_route(route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
     for f in FEATURES:
         f.patch_route(route, http_route, at, ctx)
+
+
+def route_inputs(snap, proxy) -> tuple:
+    """Every feature's `route_inputs` (the proxy's own, for a feature that does not say)."""
+    return tuple(f.route_inputs(snap, proxy) for f in FEATURES)
 
 
 def clusters(ctx: ViewContext) -> Iterable[cluster_pb2.Cluster]:

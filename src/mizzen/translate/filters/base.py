@@ -96,6 +96,16 @@ class Feature:
         route (delegation merged) it was built from; None for a default route (no VirtualService) and
         inbound routes."""
 
+    def route_inputs(self, snap: Snapshot, proxy: Proxy) -> Any:
+        """What `patch_virtual_host` / `patch_route` read of the proxy beyond the snapshot, the route and what
+        `translate.renderer.route_inputs` names (namespace, Sidecar scope): sidecars whose answers agree for every
+        feature share their outbound route configs. The default shares nothing when the feature patches routes
+        or virtual hosts (the whole proxy); a feature whose route hooks read nothing of the proxy returns ()."""
+        cls = type(self)
+        if cls.patch_route is Feature.patch_route and cls.patch_virtual_host is Feature.patch_virtual_host:
+            return ()
+        return proxy
+
     def clusters(self, ctx: ViewContext) -> Iterable[cluster_pb2.Cluster]:
         """Extra clusters the feature's filters need (e.g. a rate-limit service, a JWKS server)."""
         return ()

@@ -65,6 +65,9 @@ class Cors(Feature):
         if at.outbound and ctx.any_route("cors", lambda r: r.cors_policy is not None):
             hcm.http_filters.append(http_filter())
 
+    def route_inputs(self, snap, proxy) -> tuple:
+        return ()  # per-route config from the VirtualService route only
+
     def patch_route(self, route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
         if http_route is not None and http_route.cors_policy is not None:
             route.typed_per_filter_config[NAME].CopyFrom(pack(per_route(http_route.cors_policy)))

@@ -58,6 +58,9 @@ class Fault(Feature):
         if at.outbound:
             hcm.http_filters.append(http_filter())
 
+    def route_inputs(self, snap, proxy) -> tuple:
+        return ()  # per-route config from the VirtualService route only
+
     def patch_route(self, route: rc.Route, http_route: HTTPRoute | None, at: Chain, ctx: ViewContext) -> None:
         if http_route is not None and http_route.fault is not None:
             route.typed_per_filter_config[NAME].CopyFrom(pack(per_route(http_route.fault)))

@@ -235,6 +235,9 @@ class RateLimitFeature(Feature):
         if delay:
             hcm.http_filters.append(_delay_filter(delay))
 
+    def route_inputs(self, snap, proxy):
+        return proxy if M.relevant(snap.config, proxy) else ()  # descriptors carry the proxy's own identity
+
     def patch_virtual_host(self, vh: rc.VirtualHost, svc: Service | None, at: Chain, ctx: ViewContext) -> None:
         limits = vh_limits(at, svc, ctx) if M.relevant(ctx.snap.config, ctx.proxy) else ()
         if not limits:
