@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ def run(seconds: int = 10, rate: int = 1000, workers: int = 10) -> dict:
             out[path] = hey(path)  # the second run of each is kept (the first warms connections up)
     finally:
         subprocess.run([*base, "down", "--state-dir", str(state)], capture_output=True, timeout=120)
+        shutil.rmtree(state.parent, ignore_errors=True)
     return {"seconds": seconds, "rate": rate, "workers": workers, "engine": engine, **out}
 
 
