@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 from ..envoybin import find_envoy
+from ..local.procs import free_ports
 from ..telemetry import envoy as tel
 from ..telemetry import istio
 from .telemetry import cpu_seconds
@@ -42,12 +43,6 @@ VARIANTS = ("bare", "tap", "tracing", "metrics", "stream", "default")
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = {"name": "envoy.filters.http.router",
           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _addr(port: int) -> dict:
@@ -71,8 +66,8 @@ def _listener(port: int, hcm: dict) -> dict:
                                             "typed_config": hcm}]}]}
 
 
-def proxy_config(variant: str, port: int, app_port: int, sink_port: int) -> dict:
-    """The proxy's bootstrap for one variant (see the module docstring)."""
+def proxy_config(variant: str, port: int, app_port: int, sink_port: int, admin_port: int = 0) -> dict:
+    """The proxy's bootstrap for one variant (see the module docstring); admin on `admin_port` (0: any)."""
     filters = ([tel.tap_filter()] if variant in ("tap", "default") else []) + [ROUTER]
     hcm: dict[str, Any] = {"@type": HCM, "stat_prefix": "out", "http_filters": filters, "route_config": {
         "virtual_hosts": [{"name": "app", "domains": ["*"],
@@ -85,7 +80,7 @@ def proxy_config(variant: str, port: int, app_port: int, sink_port: int) -> dict
     if variant == "stream":
         hcm["access_log"] = [tel.http_access_log("outbound")]
     return {
-        "admin": {"address": _addr(_free_port())},
+        "admin": {"address": _addr(admin_port)},
         "stats_config": {"histogram_bucket_settings": tel.native_histogram_buckets(istio.DURATION_BUCKETS_MS,
                                                                                    istio.BYTES_BUCKETS)},
         "static_resources": {
@@ -156,9 +151,9 @@ def run(seconds: float = 5.0, rounds: int = 4, variants: tuple[str, ...] = VARIA
                                  stderr=open(os.path.join(work, f"{name}.log"), "wb"))
             procs.append(p)
             return p
-        app_port = _free_port()
+        app_port, *picked = free_ports(1 + len(variants))
         start("app", app_config(app_port), 1)
-        ports = {v: _free_port() for v in variants}
+        ports = dict(zip(variants, picked))
         proxies = {v: start(v, proxy_config(v, ports[v], app_port, sink.port), 0) for v in variants}
         deadline = time.monotonic() + 20
         for v, port in ports.items():
