@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import tempfile
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..api import Resource, from_dict
+from ..local.procs import free_ports
 from ..model.types import Instance
 
 
@@ -77,12 +77,6 @@ def _store_registry(open_: Callable[[str], tuple[Any, Any]], registrations: int,
         reg.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wakeups(open_: Callable[[str], tuple[Any, Any]], kv: Any, rounds: int) -> list[float]:
     """Time from a Consul registration's request to the return of a health query blocked on the old index."""
     from aiohttp import web
@@ -91,7 +85,7 @@ def _wakeups(open_: Callable[[str], tuple[Any, Any]], kv: Any, rounds: int) -> l
 
     store, reg = open_("bq")
     store.close()
-    port = _free_port()
+    port = free_ports(1)[0]
     api = ConsulAPI(reg, kv, advertise=f"127.0.0.1:{port}")
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(api.app())

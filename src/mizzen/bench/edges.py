@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
+
+from ..local.procs import free_ports
 
 BACKEND = r"""
 import os, sys
@@ -54,12 +55,6 @@ with grpc.insecure_channel(target) as ch:
             errors += 1
 print(json.dumps({"lat": lat, "errors": errors}))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stats(lat: list[float]) -> dict[str, float]:
@@ -114,7 +109,7 @@ def run_sdk(calls: int = 2000) -> dict:
     home = Path(tempfile.mkdtemp(prefix="mz-bench-sdk-"))
     state = home / "state"
     state.mkdir()
-    port = _free_port()
+    port = free_ports(1)[0]
     procs = [subprocess.Popen([sys.executable, "-c", BACKEND, str(port)]),
              subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", str(state)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

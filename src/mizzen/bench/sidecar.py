@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from google.protobuf import json_format
 from ..agent.bootstrap import build_bootstrap
 from ..agent.config import AgentConfig
 from ..envoybin import find_envoy
+from ..local.procs import free_ports
 from ..client import ApiClient, ClientError, EnvoyAdmin
 from ..translate import renderer as _renderer  # noqa: F401 - registers every extension's descriptor
 from ..translate.patches import MESSAGE
@@ -39,12 +39,6 @@ class ProxyCost:
     private_mb: float = 0.0  # RssAnon: what this Envoy alone costs the machine (the binary's pages are shared)
     allocated_mb: float = 0.0  # tcmalloc's allocated bytes (admin /memory)
     stats: int = 0             # stats Envoy holds (admin /stats)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _api(state_dir: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -119,7 +113,7 @@ def _settle(admin: EnvoyAdmin, name: str, timeout: float, dynamic: bool) -> None
 def run(services: int = 1000, timeout: float = 300) -> list[ProxyCost]:
     work = tempfile.mkdtemp(prefix="mizzen-bench-sidecar-")
     os.chmod(work, 0o755)
-    xds, api = _free_port(), work
+    (xds, outbound, inbound), api = free_ports(3), work
     procs: list[subprocess.Popen] = []
     try:
         cp = subprocess.Popen([sys.executable, "-m", "mizzen.cli.main", "controlplane", "--state-dir", work,
@@ -156,7 +150,7 @@ def run(services: int = 1000, timeout: float = 300) -> list[ProxyCost]:
             os.makedirs(d)
             cfg = AgentConfig.from_dict({
                 "pod": f"{name}-0", "workload": name, "labels": {"app": name}, "ip": "127.0.0.1",
-                "interception": "netns", "outboundPort": _free_port(), "inboundPort": _free_port(),
+                "interception": "netns", "outboundPort": outbound, "inboundPort": inbound,
                 "xdsAddress": f"127.0.0.1:{xds}", "workDir": d, "adminSocket": os.path.join(d, "admin.sock"),
                 "register": False}, base_dir=d)
             boot = build_bootstrap(cfg)

@@ -13,13 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..local.procs import free_ports
 from .client import EtcdClient, EtcdUnavailable
 
 STATE_FILE = "cluster.json"
@@ -37,20 +37,6 @@ def find_etcd() -> str:
             return cand
     raise ClusterError("etcd is not installed: apt-get install etcd-server (make sysdeps does), "
                        "or set MIZZEN_ETCD to the etcd binary")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @dataclass
@@ -132,7 +118,7 @@ class LocalCluster:
             if placement:
                 self.members = [Member(name, 2379, 2380, host=addr, netns=ns) for name, ns, addr in placement]
             else:
-                ports = _free_ports(2 * members)
+                ports = free_ports(2 * members)
                 self.members = [Member(f"m{i}", ports[2 * i], ports[2 * i + 1]) for i in range(members)]
             self.token = f"mizzen-{os.getpid()}-{int(time.time())}"
         for i, m in enumerate(self.members):

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..local.procs import free_ports
+
 LIMITS = """
 apiVersion: mizzen.dev/v1
 kind: RateLimit
@@ -41,12 +43,6 @@ spec:
   - {name: sw, requestsPerUnit: 100000, unit: second, algorithm: sliding_window, key: [{header: x-user}]}
   - {name: env, requestsPerUnit: 1000000, unit: second}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -178,8 +174,7 @@ class _Proc:
 
 
 def _rls(workdir: str, redis_url: str | None, extra: tuple[str, ...] = ()) -> tuple[_Proc, int]:
-    port = _free_port()
-    _ADMIN[port] = _free_port()
+    port, _ADMIN[port] = free_ports(2)
     if "--engine" not in extra:  # the Python variants below are the Python engine's, whatever auto would pick
         extra = ("--engine", "python", *extra)
     cmd = [sys.executable, "-m", "mizzen.cli.main", "ratelimit", "--limits", f"{workdir}/limits.yaml",
@@ -339,7 +334,7 @@ def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print, nati
             f.write(LIMITS)
         redis_url = None
         if shutil.which("redis-server"):
-            rport = _free_port()
+            rport = free_ports(1)[0]
             redis = _Proc(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                            "--appendonly", "no", "--dir", workdir], rport, f"{workdir}/redis.log")
             redis_url = f"redis://127.0.0.1:{rport}/0"
@@ -350,7 +345,7 @@ def run(seconds: float = 5.0, procs: int = 2, streams: int = 32, log=print, nati
             try:
                 for _ in range(n):
                     if backend == "none":
-                        port = _free_port()
+                        port = free_ports(1)[0]
                         servers.append((_Proc([sys.executable, "-c", _EMPTY, str(port)], port,
                                               f"{workdir}/empty.log"), port))
                     else:
@@ -387,7 +382,7 @@ def _envoy_added_latency(workdir: str, rls_port: int, seconds: float) -> dict[st
         return None
     from ..envoybin import find_envoy
 
-    lport, aport, eport = _free_port(), _free_port(), _free_port()
+    lport, aport, eport = free_ports(3)
     app = _Proc([sys.executable, "-c", _APP, str(aport)], aport, f"{workdir}/app.log")
     cfg = _envoy_config(lport, aport, rls_port)
     with open(f"{workdir}/envoy.json", "w") as f:
