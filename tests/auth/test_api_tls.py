@@ -16,14 +16,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from mizzen.ca.authority import CaMaterial, CertificateAuthority, make_intermediate, make_root
 from mizzen.client import ApiClient, Unavailable
+from mizzen.local.procs import free_ports
 from mizzen.server.auth_tls import ServerTls
 from mizzen.server.controlplane import ControlPlane, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def peer_serial(port: int, cafile: str) -> int:
@@ -35,7 +30,7 @@ def peer_serial(port: int, cafile: str) -> int:
 
 def test_tcp_api_is_tls_from_the_mesh_ca(tmp_path):
     state = tmp_path / "state"
-    port = free_port()
+    port = free_ports(1)[0]
 
     async def main() -> None:
         cp = ControlPlane(Settings(state, api_tcp=("127.0.0.1", port)))

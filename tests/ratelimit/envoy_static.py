@@ -9,9 +9,10 @@ import subprocess
 import sys
 from typing import Any
 
+from mizzen.local.procs import free_ports
 from tests.envoy_bin import envoy_binary
 
-from .procs import free_port, wait_port
+from .procs import wait_port
 
 UPSTREAM = r'''
 import http.server, sys
@@ -99,7 +100,7 @@ def bootstrap(listen_port: int, app_port: int, rls_port: int, routes: list[dict[
 class StaticEnvoy:
     def __init__(self, workdir: str, rls_port: int, routes: list[dict[str, Any]], **kw: Any):
         self.workdir = workdir
-        self.port, self.app_port, self.admin_port = free_port(), free_port(), free_port()
+        self.port, self.app_port, self.admin_port = free_ports(3)
         self.config = bootstrap(self.port, self.app_port, rls_port, routes, admin_port=self.admin_port, **kw)
         self.procs: list[subprocess.Popen] = []
 

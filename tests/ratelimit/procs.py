@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from mizzen.local.procs import free_ports
+
 
 def _die_with_the_test() -> None:
     """preexec_fn: SIGKILL this child when the test process dies (PR_SET_PDEATHSIG), so a killed pytest leaves
@@ -41,9 +43,7 @@ def engines() -> list:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
@@ -110,8 +110,7 @@ class RlsProcess:
 
     def __init__(self, workdir: str, limits: str, *, backend: str | None = None, extra: list[str] | None = None):
         self.workdir = workdir
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port, self.admin_port = free_ports(2)
         self.limits = limits
         self.backend = backend
         self.extra = extra or []

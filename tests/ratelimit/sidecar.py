@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from mizzen.api import load_text
+from mizzen.local.procs import free_ports
 from mizzen.model import Instance, Proxy, Snapshot
 from mizzen.translate import Renderer
 from mizzen.translate.static import static_bootstrap
 from tests.envoy_bin import envoy_binary
 
-from .procs import free_port, wait_port
+from .procs import wait_port
 
 SERVICE = """
 apiVersion: v1
@@ -50,7 +51,7 @@ class GeneratedSidecar:
     def __init__(self, workdir: str, limits_yaml: str, rls_port: int | tuple[int, ...] | None = None,
                  workload: str = "hello"):
         self.workdir = workdir
-        self.app_port, self.outbound_port, self.inbound_port, self.admin_port = (free_port() for _ in range(4))
+        self.app_port, self.outbound_port, self.inbound_port, self.admin_port = free_ports(4)
         resources = [r.with_revision(i + 1) for i, r in enumerate(load_text(SERVICE + "---\n" + limits_yaml).resources)]
         inst = Instance(id="default.hello-0", namespace="default", workload="hello", address="127.0.0.1",
                         ports=(8080,), labels=(("app", "hello"),), port_map=((8080, self.app_port),))
