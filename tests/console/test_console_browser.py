@@ -1,9 +1,9 @@
 """The console in a real headless Chromium against a real control plane process."""
 from __future__ import annotations
 
-import time
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -125,10 +125,18 @@ def _switch_to(browser, label: str) -> None:
     """Click the default namespace's access-log switch and wait for the page the POST redirects to. The old
     button goes stale while the browser navigates: wait for that first (reading the text of a button that is
     being unloaded raises StaleElementReferenceException, which a plain wait does not ignore)."""
-    old = wait(browser).until(EC.element_to_be_clickable((By.ID, "access-log-default")))
-    old.click()
+    for _ in range(3):
+        old = wait(browser).until(EC.element_to_be_clickable((By.ID, "access-log-default")))
+        try:
+            old.click()  # a stale button was not clicked: find the current one and click that
+            break
+        except StaleElementReferenceException:
+            continue
     wait(browser, 30).until(EC.staleness_of(old))
-    wait(browser, 30).until(lambda d: label in d.find_element(By.ID, "access-log-default").text)
+    # the new page's button is looked up and read in one step; if the document is replaced between the two
+    # (Chromium: "Node with given id does not belong to the document"), look it up again
+    WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: label in d.find_element(By.ID, "access-log-default").text)
 
 
 def test_access_log_switch_applies_a_telemetry_resource(control_plane, console_factory, browser):
