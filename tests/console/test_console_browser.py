@@ -1,7 +1,6 @@
 """The console in a real headless Chromium against a real control plane process."""
 from __future__ import annotations
 
-
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
