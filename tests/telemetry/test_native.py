@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mizzen.agent.telemetry import Telemetry, http_get
 from mizzen.telemetry import exposition, golden, istio, native
 from mizzen.telemetry.aggregate import Aggregator, SelfInfo
-from mizzen.telemetry.envoy import als_log_name
+from mizzen.telemetry.envoy import NATIVE_KEY_TAG, NATIVE_OWN_TAGS, NATIVE_PACKED, NATIVE_SEP, als_log_name
 from mizzen.telemetry.peers import Directory, WorkloadInfo, principal_of
 from mizzen.telemetry.records import INBOUND, OUTBOUND, from_http_entry
 from tests.telemetry.entries import A_IP, B_IP, INSTANCES, REVIEWS, SERVICES, http_entry
@@ -43,6 +43,17 @@ def _le(b: float) -> str:
     return "+Inf" if b == float("inf") else (str(int(b)) if float(b).is_integer() else repr(float(b)))
 
 
+def packed_labels(tags: dict) -> str:
+    """Envoy's label text for these tag values, in the layout telemetry/envoy._native_tags configures (the fields
+    Mizzen controls in one `key` tag, :authority last on the outbound side; peer and grpc a tag each)."""
+    fields = [tags.get(f, "") for f in NATIVE_PACKED[:-1]]
+    if tags.get("direction") == "outbound":
+        fields.append(tags.get("authority", ""))
+    esc = lambda v: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # noqa: E731
+    return ",".join(f'{n}="{esc(v)}"' for n, v in [(NATIVE_KEY_TAG, NATIVE_SEP.join(fields)),
+                                                     *((t, tags.get(t, "")) for t in NATIVE_OWN_TAGS)])
+
+
 def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool = True) -> str:
     """Envoy's /stats/prometheus for these requests ((tags, duration ms, request bytes, response bytes)), as the
     stats access logger counts them, between other Envoy stats (cumulative buckets: value <= le)."""
@@ -51,8 +62,7 @@ def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool
         by_tags[tuple(tags.get(t, "") for t in native.TAGS)].append((ms, rq, rs))
 
     def labels(key: tuple, extra: str = "") -> str:
-        body = ",".join(f'{n}="{v}"' for n, v in zip(native.TAGS, key))
-        return "{" + body + ("," + extra if extra else "") + "}"
+        return "{" + packed_labels(dict(zip(native.TAGS, key))) + ("," + extra if extra else "") + "}"
     out = [OTHER_ENVOY, "# TYPE envoy_mizzen_requests_total counter\n"]
     out += [f"envoy_mizzen_requests_total{labels(k)} {len(v)}\n" for k, v in by_tags.items()]
     out.append('envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="in"} 7\n')
@@ -211,6 +221,22 @@ envoy_mizzen_future_stat 4
     [(key, s)] = native.split_envoy_text(odd)[1].items()
     assert key[1] == 'a"b'
     assert s.request_bytes.counts == [0, 0, 2, 0, 0, 0, 0, 0, 0, 3] and s.request_bytes.count == 5
+
+
+def test_a_crafted_authority_cannot_forge_another_label():
+    # the caller's app chooses the :authority, any byte but NUL, CR and LF: the separator, quotes, characters
+    # str.splitlines() takes for line ends, a whole fake series; it stays the authority of its own series
+    fake = (NATIVE_SEP.join(["inbound", A_IP, "inbound|9080||", "500", "UF"]) + '"} 99\x0benvoy_mizzen_requests_total{'
+            + packed_labels(in_tags(code="503")) + "} 1000\x1c\x85")
+    text = envoy_text([(out_tags(), 3, 10, 10), (out_tags(authority=fake), 4, 11, 12)])
+    rest, series = native.split_envoy_text(text)
+    assert len(series) == 2
+    forged = series[tuple(out_tags(authority=fake)[t] for t in native.TAGS)]
+    assert forged.requests == 1 and forged.duration.count == 1 and forged.response_bytes.sum == 12
+    assert {k[0] for k in series} == {"outbound"} and {k[4] for k in series} == {"200"}
+    # a `key` tag with too few fields is not ours: left out, not misread
+    bad = 'envoy_mizzen_requests_total{key="outbound' + NATIVE_SEP + 'x",peer="",grpc=""} 5\n'
+    assert native.split_envoy_text(bad)[1] == {}
 
 
 def test_series_cap_admits_in_a_stable_order_and_counts_what_it_left_out():

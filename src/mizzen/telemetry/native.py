@@ -31,6 +31,7 @@ import re
 from typing import Callable, Container, Mapping, NamedTuple
 
 from . import istio
+from .envoy import NATIVE_KEY_TAG, NATIVE_PACKED, NATIVE_SEP
 from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels, unknown_peer_address, window_key
 from .peers import Directory
 from .records import INBOUND, OUTBOUND, RequestRecord, _spiffe
@@ -47,6 +48,8 @@ HISTOGRAMS = {
     "envoy_mizzen_response_bytes": ("response_bytes", istio.BYTES_BUCKETS),
 }
 TAGS = ("direction", "peer", "host", "cluster", "code", "grpc", "flags", "authority")  # authority: outbound only
+_PACKED_AT = tuple(TAGS.index(f) for f in NATIVE_PACKED)
+_KEY_FIELDS = len(NATIVE_PACKED) - 1  # the fields before the optional authority, which may contain the separator
 # sample name -> (histogram family or None for the counter, part)
 _SAMPLES: dict[str, tuple[str | None, str]] = {COUNTER: (None, "")}
 for _fam in HISTOGRAMS:
@@ -67,6 +70,34 @@ def _unescape(v: str) -> str:
 
 def _tags(body: str) -> dict[str, str]:
     return {m.group(1): _unescape(m.group(2)) for m in _LABEL.finditer(body)}
+
+
+def _key(tags: dict[str, str]) -> EnvoyKey | None:
+    """The tag values in TAGS order, from Envoy's tags: the packed `key` tag (telemetry/envoy._native_tags: the
+    fields Mizzen controls, then the :authority last, which alone may contain the separator) and a tag each for
+    the others; or, from an Envoy still configured by an earlier Mizzen, a tag per value. None: a `key` with too
+    few fields (not one we configured)."""
+    packed = tags.get(NATIVE_KEY_TAG)
+    if packed is None:
+        return tuple(tags.get(t, "") for t in TAGS)
+    fields = packed.split(NATIVE_SEP, _KEY_FIELDS)
+    if len(fields) < _KEY_FIELDS:
+        return None
+    out = [tags.get(t, "") for t in TAGS]
+    for i, v in zip(_PACKED_AT, fields):
+        out[i] = v
+    return tuple(out)
+
+
+def _lines(text: str):
+    """Envoy's lines, split at "\\n" only: a tag value (an :authority) may hold other characters that
+    str.splitlines() would take for line ends (\\v, \\f, \\x1c-\\x1e, \\x85, ...)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 class _Hist:
@@ -107,7 +138,7 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
     counters: dict[EnvoyKey, float] = {}
     hists: dict[tuple[str, EnvoyKey], _Hist] = {}
     keys: dict[str, EnvoyKey] = {}  # label text (without le) -> tag values
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         if not line.startswith(PREFIX):
             if not (line.startswith("# ") and " ".join(line.split()[:3]) in _TYPE_LINES):
                 keep.append(line)
@@ -135,14 +166,18 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
             else:
                 tags = _tags(body)
                 le = tags.pop("le", None)
-                key = tuple(tags.get(t, "") for t in TAGS)
+                key = _key(tags)
+                if key is None:
+                    continue
             if le is None:
                 continue
         if key is None:
-            key = keys.get(body)
+            if body in keys:
+                key = keys[body]
+            else:
+                key = keys[body] = _key(_tags(body))
             if key is None:
-                tags = _tags(body)
-                key = keys[body] = tuple(tags.get(t, "") for t in TAGS)
+                continue
         fam, part = what
         if fam is None:
             counters[key] = counters.get(key, 0.0) + value
