@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromium-driver hey prometheus \
-	protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev pkg-config g++ make
+	protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev pkg-config g++ make valgrind
 
 .PHONY: install sysdeps native demo test test-slow test-unit test-e2e bench clean
 
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 # prometheus: the end-to-end test that scrapes a mesh with the config `mizzen prometheus-config` writes;
 # protobuf/gRPC compilers and headers, g++: the native rate-limit service, `make native`).
 sysdeps:
-	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus protoc grpc_cpp_plugin pkg-config g++; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus protoc grpc_cpp_plugin pkg-config g++ valgrind; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	pkg-config --exists grpc++ protobuf 2>/dev/null || missing="$$missing libgrpc++-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -3,6 +3,7 @@ validation and differs from `bare` by exactly its feature; a short real run meas
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -33,3 +34,10 @@ def test_a_short_run_measures_every_variant():
     r = filtercost.run(seconds=1, rounds=1, variants=("bare", "default"), log=lambda *_: None)
     assert all(len(r["us"][v]) == 1 and r["us"][v][0] > 0 for v in ("bare", "default")), r
     assert "| default |" in filtercost.markdown(r)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind (callgrind) not installed")
+def test_the_instructions_mode_counts_per_request_under_callgrind():
+    r = filtercost.instructions(n=50, variants=("bare",), log=lambda *_: None)
+    assert 10_000 < r["instructions"]["bare"] < 10_000_000, r
+    assert "| bare |" in filtercost.instructions_markdown(r)

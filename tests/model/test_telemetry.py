@@ -96,6 +96,11 @@ def test_providers_are_found_in_the_namespace_then_the_root_and_a_missing_one_tr
     assert (p.kind, p.host, p.port) == ("opentelemetry", "collector.observability.svc.cluster.local", 4317)
     p = resolved(text, SHOP).tracing(True).provider
     assert (p.kind, p.host, p.path) == ("zipkin", "collector.observability.svc.cluster.local", "/spans")
+    assert p.context == "USE_B3"  # Istio's default traceContextOption; W3C too only when the provider asks
+    both = SVC + provider("otel", "shop", "{zipkin: {service: observability/collector, port: 4317, "
+                                          "traceContextOption: USE_B3_WITH_W3C_PROPAGATION}}") \
+        + tel("b", "shop", "{tracing: [{providers: [{name: otel}]}]}")
+    assert resolved(both, SHOP).tracing(True).provider.context == "USE_B3_WITH_W3C_PROPAGATION"
     assert resolved(text, RATINGS).tracing(True).provider.kind == "missing"
 
 

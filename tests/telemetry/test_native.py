@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mizzen.agent.telemetry import Telemetry, http_get
 from mizzen.telemetry import exposition, golden, istio, native
 from mizzen.telemetry.aggregate import Aggregator, SelfInfo
-from mizzen.telemetry.envoy import als_log_name
+from mizzen.telemetry.envoy import NATIVE_KEY_TAG, NATIVE_OWN_TAGS, NATIVE_PACKED, NATIVE_SEP, als_log_name
 from mizzen.telemetry.peers import Directory, WorkloadInfo, principal_of
 from mizzen.telemetry.records import INBOUND, OUTBOUND, from_http_entry
 from tests.telemetry.entries import A_IP, B_IP, INSTANCES, REVIEWS, SERVICES, http_entry
@@ -43,7 +43,18 @@ def _le(b: float) -> str:
     return "+Inf" if b == float("inf") else (str(int(b)) if float(b).is_integer() else repr(float(b)))
 
 
-def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool = True) -> str:
+def packed_labels(tags: dict) -> str:
+    """Envoy's label text for these tag values, in the layout telemetry/envoy._native_tags configures (the fields
+    Mizzen controls in one `key` tag, :authority last on the outbound side; peer and grpc a tag each)."""
+    fields = [tags.get(f, "") for f in NATIVE_PACKED[:-1]]
+    if tags.get("direction") == "outbound":
+        fields.append(tags.get("authority", ""))
+    esc = lambda v: v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")  # noqa: E731
+    return ",".join(f'{n}="{esc(v)}"' for n, v in [(NATIVE_KEY_TAG, NATIVE_SEP.join(fields)),
+                                                     *((t, tags.get(t, "")) for t in NATIVE_OWN_TAGS)])
+
+
+def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool = True, counter: bool = False) -> str:
     """Envoy's /stats/prometheus for these requests ((tags, duration ms, request bytes, response bytes)), as the
     stats access logger counts them, between other Envoy stats (cumulative buckets: value <= le)."""
     by_tags: dict[tuple, list] = defaultdict(list)
@@ -51,10 +62,11 @@ def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool
         by_tags[tuple(tags.get(t, "") for t in native.TAGS)].append((ms, rq, rs))
 
     def labels(key: tuple, extra: str = "") -> str:
-        body = ",".join(f'{n}="{v}"' for n, v in zip(native.TAGS, key))
-        return "{" + body + ("," + extra if extra else "") + "}"
-    out = [OTHER_ENVOY, "# TYPE envoy_mizzen_requests_total counter\n"]
-    out += [f"envoy_mizzen_requests_total{labels(k)} {len(v)}\n" for k, v in by_tags.items()]
+        return "{" + packed_labels(dict(zip(native.TAGS, key))) + ("," + extra if extra else "") + "}"
+    out = [OTHER_ENVOY]
+    if counter:  # an Envoy configured by an earlier Mizzen counted requests_total too (now: the duration's count)
+        out.append("# TYPE envoy_mizzen_requests_total counter\n")
+        out += [f"envoy_mizzen_requests_total{labels(k)} {len(v)}\n" for k, v in by_tags.items()]
     out.append('envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="in"} 7\n')
     for i, fam in enumerate(FAMILIES if histograms else ()):
         bounds = istio.DURATION_BUCKETS_MS if i == 0 else istio.BYTES_BUCKETS
@@ -178,9 +190,13 @@ def test_inbound_series_name_the_caller_from_its_ip_and_the_service_from_the_inb
     assert out.unknown_requests == 1  # the outsider: no hold policy given, shown as unknown at once
 
 
-def test_histograms_lagging_the_counter_and_the_real_envoy_format():
-    # Envoy flushes histograms every 5 s: a series may have its counter and no histogram yet
-    text = envoy_text([(out_tags(), 3, 10, 10)], histograms=False)
+def test_requests_are_the_duration_histograms_count_and_the_real_envoy_format():
+    # no requests_total: a series is its histograms, as of Envoy's last flush (every 5 s); before it, nothing
+    assert native.split_envoy_text(envoy_text([(out_tags(), 3, 10, 10)], histograms=False))[1] == {}
+    [s] = convert(envoy_text([(out_tags(), 3, 10, 10), (out_tags(), 30, 10, 10)]), PRODUCTPAGE).http.values()
+    assert (s.requests, s.duration.count, sum(s.duration.counts)) == (2, 2, 2)
+    # an Envoy configured by an earlier Mizzen (a tag per value, and a counter that runs ahead of the histograms)
+    text = envoy_text([(out_tags(), 3, 10, 10)], histograms=False, counter=True)
     out = convert(text, PRODUCTPAGE)
     [s] = out.http.values()
     assert (s.requests, s.duration.count, sum(s.duration.counts)) == (1, 0, 0)
@@ -200,7 +216,7 @@ envoy_mizzen_future_stat 4
     rest, series = native.split_envoy_text(real)
     assert rest == "# TYPE envoy_mizzen_future_stat counter\nenvoy_mizzen_future_stat 4\n"  # not ours: kept
     [(key, s)] = series.items()
-    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC", "")  # no authority tag: ""
+    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC", "", "per-tag")  # no authority tag: ""
     assert (s.requests, s.duration.counts[2], sum(s.duration.counts), s.duration.count) == (3, 3, 3, 3)
     assert abs(s.duration.sum - 9.48192771) < 1e-6
     # a tag value with an escaped quote, and Envoy bounds other than Istio's (projected, never over-counted)
@@ -211,6 +227,22 @@ envoy_mizzen_future_stat 4
     [(key, s)] = native.split_envoy_text(odd)[1].items()
     assert key[1] == 'a"b'
     assert s.request_bytes.counts == [0, 0, 2, 0, 0, 0, 0, 0, 0, 3] and s.request_bytes.count == 5
+
+
+def test_a_crafted_authority_cannot_forge_another_label():
+    # the caller's app chooses the :authority, any byte but NUL, CR and LF: the separator, quotes, characters
+    # str.splitlines() takes for line ends, a whole fake series; it stays the authority of its own series
+    fake = (NATIVE_SEP.join(["inbound", A_IP, "inbound|9080||", "500", "UF"]) + '"} 99\x0benvoy_mizzen_requests_total{'
+            + packed_labels(in_tags(code="503")) + "} 1000\x1c\x85")
+    text = envoy_text([(out_tags(), 3, 10, 10), (out_tags(authority=fake), 4, 11, 12)])
+    rest, series = native.split_envoy_text(text)
+    assert len(series) == 2
+    forged = series[tuple(out_tags(authority=fake)[t] for t in native.TAGS)]
+    assert forged.requests == 1 and forged.duration.count == 1 and forged.response_bytes.sum == 12
+    assert {k[0] for k in series} == {"outbound"} and {k[4] for k in series} == {"200"}
+    # a `key` tag with too few fields is not ours: left out, not misread
+    bad = 'envoy_mizzen_requests_total{key="outbound' + NATIVE_SEP + 'x",peer="",grpc=""} 5\n'
+    assert native.split_envoy_text(bad)[1] == {}
 
 
 def test_series_cap_admits_in_a_stable_order_and_counts_what_it_left_out():
@@ -381,7 +413,8 @@ def _series(reqs: list) -> dict:
 
 def _lagging(counted: list, flushed: list) -> str:
     """Envoy's text when its counter has `counted` and its histograms (flushed every 5 s) only `flushed`."""
-    return envoy_text(counted, histograms=False) + envoy_text(flushed)[len(envoy_text(flushed, histograms=False)):]
+    return (envoy_text(counted, histograms=False, counter=True)
+            + envoy_text(flushed)[len(envoy_text(flushed, histograms=False)):])
 
 
 def _buckets(*ms: float) -> list[int]:

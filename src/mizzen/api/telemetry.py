@@ -220,7 +220,9 @@ class ZipkinProvider(Spec):
     port: int = Field(ge=1, le=65535)
     path: str = "/api/v2/spans"
     max_tag_length: int | None = Field(default=None, ge=0)
-    trace_context_option: Literal["USE_B3", "USE_B3_WITH_W3C_PROPAGATION"] = "USE_B3_WITH_W3C_PROPAGATION"
+    # Istio's default (MeshConfig.ExtensionProvider.ZipkinTracingProvider): B3 only; the embedded `mizzen` provider
+    # propagates both (telemetry/envoy.zipkin_tracing)
+    trace_context_option: Literal["USE_B3", "USE_B3_WITH_W3C_PROPAGATION"] = "USE_B3"
 
     @field_validator("path")
     @classmethod

@@ -28,6 +28,7 @@ import datetime as dt
 import os
 import platform
 import subprocess
+import shutil
 import sys
 from pathlib import Path
 
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                 with out.open("a") as f:
                     f.write("\n### Data path: what each per-request feature of a sidecar HCM costs one Envoy\n\n"
                             + md + "\n")
+                if shutil.which("valgrind"):  # the same, counted in instructions (deterministic on a shared machine)
+                    print("$ python -m mizzen.bench.filtercost --instructions 2000", flush=True)
+                    md = filtercost.instructions_markdown(filtercost.instructions(2000))
+                    print(md)
+                    with out.open("a") as f:
+                        f.write("\n### Data path: the same features in instructions per request (callgrind)\n\n"
+                                + md + "\n")
     if a.goal_proxies:  # one table: goals 2-6 (measured first) and goal 1 (the data-path step above)
         md = goals.markdown(goal_results, goal1)
         print(md)

@@ -51,7 +51,7 @@ class Provider:
     host: str = ""  # FQDN of the collector's service (zipkin, opentelemetry)
     port: int = 0
     path: str = "/api/v2/spans"
-    context: str = "USE_B3_WITH_W3C_PROPAGATION"
+    context: str = "USE_B3"  # a zipkin ExtensionProvider's traceContextOption (Istio's default)
     max_tag_length: int | None = None
     key: ResourceKey | None = None  # the ExtensionProvider resource, if any
 

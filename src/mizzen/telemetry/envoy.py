@@ -91,38 +91,63 @@ def http_access_log(direction: str, *, cluster: str = TELEMETRY_CLUSTER, flush_i
 # caller's IP on the inbound side, which callers outside the mesh make as many as they are.
 NATIVE_PREFIX = "mizzen"
 STATS_LOGGER = "type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config"
-NATIVE_COUNTER = "requests_total"
+NATIVE_COUNTER = "requests_total"  # not configured any more (an Envoy configured by an earlier Mizzen has it)
 NATIVE_DURATION = "request_duration_milliseconds"
 NATIVE_REQUEST_BYTES = "request_bytes"
 NATIVE_RESPONSE_BYTES = "response_bytes"
 
 
+# The tags' layout (Envoy formats each tag of each stat once per request, and every tag costs a stat-name copy and a
+# longer stat lookup: 8 tags x 4 stats made the logger ~+15 % of a proxy's CPU per request, bench/filtercost.py).
+# The values Mizzen controls are packed into ONE tag, `key`, one format string whose fields are joined by
+# NATIVE_SEP (a control character no address, cluster name, code, flag or literal of ours contains); the agent
+# splits it again (`telemetry/native.py`). The fields are NATIVE_PACKED in this order, then, on a sidecar's
+# outbound side, the request's :authority LAST: the caller's app chooses it (any byte but NUL, CR and LF, the
+# separator included), so the agent splits only the first len(NATIVE_PACKED) - 1 separators and a crafted Host
+# can only ever be the authority. The other values a peer chooses keep a tag each (NATIVE_OWN_TAGS): the grpc-status
+# (the callee's app) and the peer certificate's URI SANs (an outside server's certificate, under a DestinationRule
+# TLS origination) could contain the separator too, and two such values in one tag could not be split safely.
+NATIVE_KEY_TAG = "key"
+NATIVE_SEP = "\x1f"  # ASCII unit separator
+NATIVE_PACKED = ("direction", "host", "cluster", "code", "flags", "authority")  # authority: optional, last
+NATIVE_OWN_TAGS = ("peer", "grpc")
+
+
 def _native_tags(direction: str, authority: bool) -> list[dict[str, str]]:
-    # A missing value renders as "" in a stat tag, so `grpc` is the grpc-status of a trailers-only response
-    # (a header) or of a normal one (a trailer), as the access-log path reads it (`%GRPC_STATUS%` would be empty
-    # unless the request's content-type was gRPC).
+    # A missing value renders as "" in a stat tag (each empty field of `key` too), so `grpc` is the grpc-status of a
+    # trailers-only response (a header) or of a normal one (a trailer), as the access-log path reads it
+    # (`%GRPC_STATUS%` would be empty unless the request's content-type was gRPC).
     # A sidecar's outbound side adds the request's :authority: the agent names a passthrough call's
-    # destination_service by it (as Istio), and a mesh call's by its cluster (the tag then only splits a cluster's
-    # series by the spellings the app uses). The callee's side and a gateway have none: there the callers (outside
-    # ones, for a gateway) would choose the tag's values, one Envoy series per Host header sent; the callee's side
-    # names the service of the inbound port (SelfInfo.port_services), a gateway its route's cluster.
+    # destination_service by it (as Istio), and a mesh call's by its cluster (the field then only splits a
+    # cluster's series by the spellings the app uses). The callee's side and a gateway have none: there the callers
+    # (outside ones, for a gateway) would choose its values, one Envoy series per Host header sent; the callee's
+    # side names the service of the inbound port (SelfInfo.port_services), a gateway its route's cluster.
     outbound = direction == "outbound"
-    return [{"name": k, "value_format": v} for k, v in (
-        ("direction", direction),
-        ("peer", "%UPSTREAM_PEER_URI_SAN%" if outbound else "%DOWNSTREAM_PEER_URI_SAN%"),
-        ("host", "%UPSTREAM_HOST%" if outbound else "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"),
-        ("cluster", "%UPSTREAM_CLUSTER%"),
-        ("code", "%RESPONSE_CODE%"),
-        ("grpc", "%RESP(grpc-status)%%TRAILER(grpc-status)%"),
-        ("flags", "%RESPONSE_FLAGS%"),
-        *((("authority", "%REQ(:AUTHORITY)%"),) if authority else ()),
-    )]
+    fields = {
+        "direction": direction,
+        "host": "%UPSTREAM_HOST%" if outbound else "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "cluster": "%UPSTREAM_CLUSTER%",
+        "code": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "authority": "%REQ(:AUTHORITY)%",
+    }
+    packed = NATIVE_PACKED if authority else NATIVE_PACKED[:-1]
+    own = {"peer": "%UPSTREAM_PEER_URI_SAN%" if outbound else "%DOWNSTREAM_PEER_URI_SAN%",
+           "grpc": "%RESP(grpc-status)%%TRAILER(grpc-status)%"}
+    return [{"name": NATIVE_KEY_TAG, "value_format": NATIVE_SEP.join(fields[f] for f in packed)},
+            *({"name": k, "value_format": own[k]} for k in NATIVE_OWN_TAGS)]
 
 
 def native_metrics_log(direction: str, authority: bool = False) -> dict[str, Any]:
-    """An HCM `access_log` entry counting each request into `mizzen.*` stats (requests, duration, sizes: the
-    bytes on the downstream connection, headers included, as Istio's request/response size); `authority`: tag
-    the request's :authority too (a sidecar's outbound side only)."""
+    """An HCM `access_log` entry counting each request into `mizzen.*` histograms (duration, sizes: the bytes on
+    the downstream connection, headers included, as Istio's request/response size); `authority`: the request's
+    :authority too (a sidecar's outbound side only).
+
+    No request counter: the duration histogram's count is the same number (`%DURATION%` always has a value at
+    the end of a stream: StreamInfo::currentDuration), and each stat costs its tags' formatting and a stat lookup
+    per request (a counter was ~4 % of a router-only proxy's instructions per request). The agent takes
+    `istio_requests_total` from that count (`telemetry/native.py`), which Envoy publishes at its stats flush
+    (every 5 s) as the histograms: the counter and the histograms of a series agree at every scrape."""
     tags = _native_tags(direction, authority)
 
     def stat(name: str) -> dict[str, Any]:
@@ -130,7 +155,6 @@ def native_metrics_log(direction: str, authority: bool = False) -> dict[str, Any
 
     return {"name": "envoy.access_loggers.stats", "typed_config": {
         "@type": STATS_LOGGER, "stat_prefix": NATIVE_PREFIX,
-        "counters": [{"stat": stat(NATIVE_COUNTER), "value_fixed": 1}],
         "histograms": [
             {"stat": stat(NATIVE_DURATION), "unit": "Milliseconds", "value_format": "%DURATION%"},
             {"stat": stat(NATIVE_REQUEST_BYTES), "unit": "Bytes", "value_format": "%DOWNSTREAM_WIRE_BYTES_RECEIVED%"},

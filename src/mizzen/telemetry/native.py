@@ -1,12 +1,16 @@
 """Envoy-native request metrics -> Istio's series, at scrape time. PURE (text and values in, values out).
 
 With the `envoy-stats` metrics provider each HCM counts its requests into Envoy's own stats
-(`envoy.native_metrics_log`): a counter and three histograms whose tags are the label-relevant fields of the
-request (direction, peer certificate SANs, peer host, upstream cluster, response code, gRPC status, response
-flags). In Envoy's /stats/prometheus they read
+(`envoy.native_metrics_log`): three histograms (duration, request and response bytes) whose tags are the
+label-relevant fields of the request (direction, peer certificate SANs, peer host, upstream cluster, response code,
+gRPC status, response flags, and on a sidecar's outbound side the :authority). In Envoy's /stats/prometheus they read
 
-    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..[,authority=..]} N
-    envoy_mizzen_request_duration_milliseconds_bucket{...,le=".."} / _sum / _count    (and request/response bytes)
+    envoy_mizzen_request_duration_milliseconds_bucket{key="outbound\x1f<host>\x1f<cluster>\x1f<code>\x1f<flags>[\x1f<authority>]",
+        peer="..",grpc="..",le=".."} / _sum / _count    (and request/response bytes)
+
+(the `key` tag packs the values Mizzen controls, the :authority last: telemetry/envoy._native_tags). The request
+count is the duration histogram's `_count`; an Envoy configured by an earlier Mizzen has a tag per value and an
+`envoy_mizzen_requests_total` counter, still read.
 
 `split_envoy_text` takes these series out of Envoy's text; `Converter.convert` names each one as the access-log
 path names an equivalent record (`record_of` + `aggregate.http_labels`, with the directory of the moment) and
@@ -31,6 +35,7 @@ import re
 from typing import Callable, Container, Mapping, NamedTuple
 
 from . import istio
+from .envoy import NATIVE_KEY_TAG, NATIVE_PACKED, NATIVE_SEP
 from .aggregate import Histogram, HttpSeries, SelfInfo, http_labels, unknown_peer_address, window_key
 from .peers import Directory
 from .records import INBOUND, OUTBOUND, RequestRecord, _spiffe
@@ -47,6 +52,8 @@ HISTOGRAMS = {
     "envoy_mizzen_response_bytes": ("response_bytes", istio.BYTES_BUCKETS),
 }
 TAGS = ("direction", "peer", "host", "cluster", "code", "grpc", "flags", "authority")  # authority: outbound only
+_PACKED_AT = tuple(TAGS.index(f) for f in NATIVE_PACKED)
+_KEY_FIELDS = len(NATIVE_PACKED) - 1  # the fields before the optional authority, which may contain the separator
 # sample name -> (histogram family or None for the counter, part)
 _SAMPLES: dict[str, tuple[str | None, str]] = {COUNTER: (None, "")}
 for _fam in HISTOGRAMS:
@@ -55,7 +62,7 @@ _TYPE_LINES = {f"# {kind} {name}" for name in (COUNTER, *HISTOGRAMS) for kind in
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _INF = float("inf")
 
-EnvoyKey = tuple  # tag values in TAGS order
+EnvoyKey = tuple  # tag values in TAGS order (+ "per-tag": a series of the layout before the packed `key` tag)
 IstioKey = tuple  # label values in istio.HTTP_LABELS order
 
 
@@ -67,6 +74,34 @@ def _unescape(v: str) -> str:
 
 def _tags(body: str) -> dict[str, str]:
     return {m.group(1): _unescape(m.group(2)) for m in _LABEL.finditer(body)}
+
+
+def _key(tags: dict[str, str]) -> EnvoyKey | None:
+    """The tag values in TAGS order, from Envoy's tags: the packed `key` tag (telemetry/envoy._native_tags: the
+    fields Mizzen controls, then the :authority last, which alone may contain the separator) and a tag each for
+    the others; or, from an Envoy still configured by an earlier Mizzen, a tag per value. None: a `key` with too
+    few fields (not one we configured)."""
+    packed = tags.get(NATIVE_KEY_TAG)
+    if packed is None:  # a series of its own (while Envoy drains the old filter chain both layouts may name one)
+        return (*(tags.get(t, "") for t in TAGS), "per-tag")
+    fields = packed.split(NATIVE_SEP, _KEY_FIELDS)
+    if len(fields) < _KEY_FIELDS:
+        return None
+    out = [tags.get(t, "") for t in TAGS]
+    for i, v in zip(_PACKED_AT, fields):
+        out[i] = v
+    return tuple(out)
+
+
+def _lines(text: str):
+    """Envoy's lines, split at "\\n" only: a tag value (an :authority) may hold other characters that
+    str.splitlines() would take for line ends (\\v, \\f, \\x1c-\\x1e, \\x85, ...)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
 
 class _Hist:
@@ -107,7 +142,7 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
     counters: dict[EnvoyKey, float] = {}
     hists: dict[tuple[str, EnvoyKey], _Hist] = {}
     keys: dict[str, EnvoyKey] = {}  # label text (without le) -> tag values
-    for line in text.splitlines(keepends=True):
+    for line in _lines(text):
         if not line.startswith(PREFIX):
             if not (line.startswith("# ") and " ".join(line.split()[:3]) in _TYPE_LINES):
                 keep.append(line)
@@ -135,14 +170,18 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
             else:
                 tags = _tags(body)
                 le = tags.pop("le", None)
-                key = tuple(tags.get(t, "") for t in TAGS)
+                key = _key(tags)
+                if key is None:
+                    continue
             if le is None:
                 continue
         if key is None:
-            key = keys.get(body)
+            if body in keys:
+                key = keys[body]
+            else:
+                key = keys[body] = _key(_tags(body))
             if key is None:
-                tags = _tags(body)
-                key = keys[body] = tuple(tags.get(t, "") for t in TAGS)
+                continue
         fam, part = what
         if fam is None:
             counters[key] = counters.get(key, 0.0) + value
@@ -169,6 +208,9 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
             s = series[key] = HttpSeries()
         attr, bounds = HISTOGRAMS[fam]
         setattr(s, attr, _histogram(bounds, h))
+    for key, s in series.items():
+        if key not in counters:  # Envoy counts no requests_total (telemetry/envoy.native_metrics_log): the duration
+            s.requests = s.duration.count  # histogram's count is that number, as of Envoy's last stats flush
     return "".join(keep), series
 
 
@@ -178,7 +220,7 @@ def _value(v: str) -> str:
 
 def record_of(key: EnvoyKey, me: SelfInfo) -> RequestRecord:
     """The RequestRecord an access-log entry with these values would give (no path, timing, sizes)."""
-    direction, peer, host, cluster, code, grpc, flags, authority = key
+    direction, peer, host, cluster, code, grpc, flags, authority = key[:len(TAGS)]
     direction = INBOUND if direction == INBOUND else OUTBOUND
     peer = _spiffe(_value(peer))
     host, grpc = _value(host), _value(grpc)
@@ -345,9 +387,9 @@ class WindowFeed:
     """What Envoy's native series grew by between readings, per window key (as `Aggregator.add_request` would
     have observed those requests). PURE: readings and their time in, increases out.
 
-    The requests, buckets and sum are the duration histogram's (`_count`, buckets, `_sum`), not the counter's:
-    Envoy flushes histograms every 5 s, so its counter runs ahead of them and the two would not agree; a request
-    reaches the window with the flush that puts it in the histogram. The increase is taken per Envoy series (its
+    The requests, buckets and sum are the duration histogram's (`_count`, buckets, `_sum`; an earlier Mizzen's
+    counter would run ahead of them, Envoy flushes histograms every 5 s): a request reaches the window with the
+    flush that puts it in the histogram. The increase is taken per Envoy series (its
     labels may change between readings: a peer the directory named later), then added up per window key:
         * a series not in the previous reading: all of it (Envoy created it since: its first request);
         * a series whose count or a bucket went down (Envoy restarted): its new values, as Prometheus' rate does;
