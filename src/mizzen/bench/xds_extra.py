@@ -118,6 +118,7 @@ async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str
 
 
 async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[str], put, log) -> None:
+    client_cpu0 = sum(proc_cpu_seconds(w.proc.pid) for w in ctx.workers)
     t_kill = time.monotonic()
     ctx.cp.send_signal(signal.SIGTERM)
     try:
@@ -125,6 +126,7 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     except subprocess.TimeoutExpired:
         ctx.cp.kill()
         await asyncio.to_thread(ctx.cp.wait)
+    res.restart_stop_s = time.monotonic() - t_kill
     with open(os.path.join(ctx.state, "controlplane.log"), "ab") as logf:
         cp = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     ctx.cp = cp
@@ -137,10 +139,14 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     await put(0, 0, address)
     lat, res.restart_missing = await _await_seen(ctx.workers, address, t_ready, 120)
     res.restart_push_s = max(lat) / 1000 if lat else float("nan")
+    res.restart_cp_cpu_s = proc_cpu_seconds(cp.pid)  # the new process: its whole life (start, storm, push)
+    res.restart_client_cpu_s = sum(proc_cpu_seconds(w.proc.pid) for w in ctx.workers) - client_cpu0
     if sampler is not None:
         res.profiles["restart"] = sampler.stop()
-    log(f"restart: ready after {res.restart_ready_s:.2f} s; every proxy had the next change "
-        f"{res.restart_push_s:.2f} s later ({res.restart_missing} missing)")
+    log(f"restart: SIGTERM -> exited {res.restart_stop_s:.2f} s, -> ready {res.restart_ready_s:.2f} s; every proxy "
+        f"had the next change {res.restart_push_s:.2f} s later ({res.restart_missing} missing; p50 "
+        f"{percentile(lat, 50) / 1000:.2f} s); CPU s from SIGTERM: new control plane {res.restart_cp_cpu_s:.1f}, "
+        f"load clients {res.restart_client_cpu_s:.1f}")
 
 
 async def churn(o, res, ctx, put, log) -> None:

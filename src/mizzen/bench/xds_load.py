@@ -489,6 +489,9 @@ class BenchResult:
     restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
     restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
     restart_missing: int = 0
+    restart_stop_s: float = 0.0  # SIGTERM -> the old control plane exited
+    restart_cp_cpu_s: float = 0.0  # the new control plane's CPU seconds, start to every proxy having the change
+    restart_client_cpu_s: float = 0.0  # the load clients' CPU seconds over the same window (from SIGTERM)
     churn_sent: int = 0
     churn_failed: int = 0
     churn_elapsed_s: float = 0.0
