@@ -103,7 +103,7 @@ class _TypeState:
     __slots__ = (
         "type_url", "subscribed", "wildcard", "names", "have", "ever_sent", "force", "reported_version",
         "last_nonce", "inflight", "inflight_version", "sent_version", "acked_version", "error", "nacks",
-        "sent_at", "acked_at", "gen", "memo", "sub_gen", "pick_memo", "part_memo", "covered",
+        "sent_at", "acked_at", "gen", "memo", "sub_gen", "pick_memo", "part_memo", "covered", "seed",
     )
 
     def __init__(self, type_url: str) -> None:
@@ -133,6 +133,9 @@ class _TypeState:
         self.pick_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
         self.part_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
         self.covered: tuple[Any, int] | None = None  # (a shared map all of whose names are subscribed, sub_gen)
+        # Delta: the initial_resource_versions of the stream's first request for this type, not yet merged into
+        # `have` (`DeltaStream._settle_seed`: against the target, when there is one)
+        self.seed: Mapping[str, str] | None = None
 
     def interested(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -236,6 +239,8 @@ class _Stream:
         types = list(STATUS_TYPES) + [t for t in self.types if t not in STATUS_TYPES]
         for t in types:
             st = self.types.get(t)
+            if st is not None and st.seed is not None:
+                self._settle_seed(st)
             if st is None or not st.ever_sent:
                 state = "NOT_SENT"
             elif st.inflight is not None:
@@ -260,6 +265,8 @@ class _Stream:
     def sent(self, type_url: str) -> dict[str, Rendered]:
         """What the client was last sent (Delta: including versions it reported, as payload-less entries)."""
         st = self.types.get(type_url)
+        if st is not None and st.seed is not None:
+            self._settle_seed(st)
         return dict(st.have) if st else {}
 
     def synced(self) -> bool:
@@ -275,6 +282,10 @@ class _Stream:
             st = self.types[type_url] = _TypeState(type_url)
         return st
 
+    def _settle_seed(self, st: _TypeState) -> None:
+        """Only Delta streams have seeds."""
+        st.seed = None
+
     def _subscribe_first(self, st: _TypeState) -> None:
         st.subscribed = True
         if self.target is not None:
@@ -289,6 +300,8 @@ class _Stream:
         ep = self.types.get(ENDPOINT)
         if ep is None or not ep.subscribed:
             return
+        if ep.seed is not None:
+            self._settle_seed(ep)
         if is_shared(before) and is_shared(after):
             updated = shared.updated_names(before, after)
         else:
@@ -475,6 +488,8 @@ class DeltaStream(_Stream):
             self.node = req.node
         st = self._ts(req.type_url)
         first = not st.subscribed
+        if st.seed is not None:  # against the subscription it was sent with
+            self._settle_seed(st)
         changed = False
         subscribe = list(req.resource_names_subscribe)
         if first and not subscribe and req.type_url in WILDCARD_TYPES:
@@ -508,11 +523,11 @@ class DeltaStream(_Stream):
                 for n in gone:
                     del have[n]  # the client forgets what it unsubscribed from
         if first:
-            seeded = [(n, v) for n, v in req.initial_resource_versions.items() if st.interested(n)]
-            if seeded:
-                have = st.own_have()
-                for n, v in seeded:
-                    have[n] = Rendered(req.type_url, n, v, b"")
+            initial = req.initial_resource_versions
+            if initial:
+                # kept as given; merged into `have` when the target is known (`_settle_seed`): a reconnecting
+                # client that holds exactly the current view then costs one comparison, not a private map
+                st.seed = initial  # read-only (the request's map): copying it cost more than comparing it
             changed = True
         if changed:
             st.gen += 1
@@ -523,7 +538,38 @@ class DeltaStream(_Stream):
             self._subscribe_first(st)
         return self._advance(now)
 
+    def _settle_seed(self, st: _TypeState) -> None:
+        """Merge the client's initial_resource_versions into `have`. When they are exactly the subscribed part of
+        the target (a client back after a control-plane restart, nothing changed meanwhile), `have` becomes that
+        shared map: nothing is resent, and later pushes take the shared path. Otherwise each name the client holds
+        at the target's version gets the target's entry (so comparisons hit identity), the others a payload-less
+        placeholder, as before."""
+        seed, st.seed = st.seed, None
+        if not seed:
+            return
+        interested = st.interested
+        tgt = st.pick(self.target.get(st.type_url) or _EMPTY) if self.target is not None else _EMPTY
+        if not st.have and len(seed) == len(tgt):
+            get = seed.get
+            for n, r in tgt.items():
+                if get(n) != r.version:
+                    break
+            else:  # the same names (as many, each of tgt's found), all subscribed (tgt is the subscribed part)
+                st.have = tgt
+                st.gen += 1
+                return
+        have = st.own_have()
+        tget = tgt.get
+        t = st.type_url
+        for n, v in seed.items():
+            if interested(n):
+                r = tget(n)
+                have[n] = r if r is not None and r.version == v else Rendered(t, n, v, b"")
+        st.gen += 1
+
     def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
+        if st.seed is not None:
+            self._settle_seed(st)
         view = self._view(st, mode)
         have = st.have
         if is_shared(view) and is_shared(have):
