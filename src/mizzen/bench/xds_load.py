@@ -94,6 +94,7 @@ class _Parsers:
         return r
 
 
+RETRY_BASE, RETRY_MAX = 0.5, 5.0  # the sidecar bootstrap's ADS retry_back_off (agent/bootstrap.py)
 MARKER = re.compile(rb"mzbench-[0-9]+")  # a route change's marker (a header value set by a VirtualService)
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -135,6 +136,7 @@ class LoadStream:
         self.seen: set[str] = set()  # addresses of the watched cluster seen
         self.responses = 0
         self.call: Any = None
+        self.channel: Any = None
 
     def _req(self, type_url: str, names=None, sub=(), unsub=(), nonce: str = "", version: str = "",
              first: bool = False, initial: dict[str, str] | None = None):
@@ -161,20 +163,27 @@ class LoadStream:
         self.got = set()
         self.sotw_state = {}
 
-    async def run(self, channel) -> None:
-        """Keep one ADS stream open; reconnect with jittered backoff (0.5-1 s) like Envoy when it breaks."""
+    async def run(self, new_channel) -> None:
+        """Keep one ADS stream open; when it breaks, reconnect like Envoy with the sidecar bootstrap's ADS retry
+        policy (agent/bootstrap.py XDS_RETRY_POLICY): each wait drawn at random below an interval that starts at
+        0.5 s and doubles per failed attempt up to 5 s, reset once a stream gets a response; every attempt on a
+        fresh connection (Envoy's stream retry opens one; a reused grpc channel would add grpc core's own
+        connect back-off on top, up to 5 s more than Envoy waits)."""
         import random
 
         w = self.w
         method = "DeltaAggregatedResources" if w.delta else "StreamAggregatedResources"
         req_cls = w.pb.DeltaDiscoveryRequest if w.delta else w.pb.DiscoveryRequest
-        stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
-                                     request_serializer=req_cls.SerializeToString,
-                                     response_deserializer=w.summary)
         resume = False
+        interval = RETRY_BASE
         while True:
             if not (resume and w.delta):
                 self._reset()
+            if self.channel is None:
+                self.channel = new_channel()
+            stub = self.channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
+                                              request_serializer=req_cls.SerializeToString,
+                                              response_deserializer=w.summary)
             self.call = stub()
             try:
                 if resume and w.delta:
@@ -185,6 +194,7 @@ class LoadStream:
                 resume = True
                 async for resp in self.call:
                     self.responses += 1
+                    interval = RETRY_BASE
                     await self._on_response(resp)
                 why = "ended by the server"
             except Exception as e:  # noqa: BLE001 - any stream failure: reconnect, like Envoy
@@ -192,7 +202,10 @@ class LoadStream:
             w.reconnects += 1
             if w.reconnects <= 3:
                 print(f"stream {self.index}: {why}; reconnecting", file=sys.stderr)
-            await asyncio.sleep(0.5 + random.random() * 0.5)
+            channel, self.channel = self.channel, None
+            await channel.close()
+            await asyncio.sleep(random.random() * interval)
+            interval = min(2 * interval, RETRY_MAX)
 
     async def _resume(self) -> None:
         """Like Envoy on a new Delta ADS stream: keep the config, subscribe again to everything it holds, with
@@ -368,14 +381,15 @@ class Worker:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        # reconnect back-off as the sidecar bootstrap's ADS retry policy (agent/bootstrap.py: 0.5 s, at most 5 s)
-        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1),
-                ("grpc.initial_reconnect_backoff_ms", 500),
-                ("grpc.max_reconnect_backoff_ms", 5000)]
-        channels = [grpc.aio.insecure_channel(self.xds, options=opts) for _ in self.streams]
+        # one connection per stream; a broken stream is retried on a new one (LoadStream.run: Envoy's back-off)
+        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+
+        def new_channel():
+            return grpc.aio.insecure_channel(self.xds, options=opts)
+
         t_start = time.monotonic()
         cpu0 = time.process_time()
-        tasks = [asyncio.create_task(s.run(ch)) for s, ch in zip(self.streams, channels)]
+        tasks = [asyncio.create_task(s.run(new_channel)) for s in self.streams]
         _emit({"event": "started", "t": t_start})
         try:
             while not self.synced_event.is_set():
@@ -386,8 +400,8 @@ class Worker:
                            "responses": sum(s.responses for s in self.streams),
                            "reconnects": self.reconnects,
                            "silent": sum(1 for s in self.streams if s.responses == 0),
-                           "states": sorted({str(ch.get_state()) for ch, s in zip(channels, self.streams)
-                                             if s.responses == 0})})
+                           "states": sorted({str(s.channel.get_state()) for s in self.streams
+                                             if s.responses == 0 and s.channel is not None})})
             _emit({"event": "synced", "t0": t_start, "times": [s.synced_at for s in self.streams],
                    "cpu": time.process_time() - cpu0, "reconnects": self.reconnects})
             while True:
@@ -414,7 +428,8 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
+            await asyncio.gather(*(s.channel.close() for s in self.streams if s.channel is not None),
+                                 return_exceptions=True)
 
 
 def _emit(obj: dict) -> None:
