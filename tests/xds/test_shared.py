@@ -216,3 +216,27 @@ def test_reconnect_seed_counts_only_subscribed_names():
     assert s.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0) == []
     assert s.synced(), s.status()
     assert s.types[CLUSTER].have is t[CLUSTER]
+
+
+def test_reconnects_holding_the_same_old_versions_share_one_response():
+    """Streams back after a restart holding the same old versions (an endpoint changed while they were away) get
+    the same response object: the delta and its bytes are built once, not per stream; each ends synced."""
+    t = t1()
+    held = {typ: {n: r.version for n, r in t[typ].items()} for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    t2 = dict(t)
+    t2[ENDPOINT] = dict(t[ENDPOINT])
+    t2[ENDPOINT]["c2"] = endpoints("c2", [("127.0.0.9", 9000)])
+    outs = []
+    for k in range(2):
+        s = DeltaStream()
+        out = list(s.on_request(delta_req(CLUSTER, node_id=f"n{k}", initial=held[CLUSTER]), 0.0))
+        out += s.on_request(delta_req(LISTENER, initial=held[LISTENER]), 0.0)
+        out += s.set_target(t2, 0.0)
+        out += s.on_request(delta_req(ENDPOINT, sorted(t[ENDPOINT]), initial=held[ENDPOINT]), 0.0)
+        out += s.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0)
+        assert [(r.type_url, r.resources, r.removed) for r in out] == [(ENDPOINT, ("c2",), ())]
+        s.on_request(delta_req(ENDPOINT, nonce=out[0].nonce), 0.1)
+        assert s.synced(), s.status()
+        assert s.types[ENDPOINT].have is t2[ENDPOINT]
+        outs.append(out[0])
+    assert outs[0] is outs[1]

@@ -539,23 +539,30 @@ class DeltaStream(_Stream):
         return self._advance(now)
 
     def _settle_seed(self, st: _TypeState) -> None:
-        """Merge the client's initial_resource_versions into `have`. When they are exactly the subscribed part of
-        the target (a client back after a control-plane restart, nothing changed meanwhile), `have` becomes that
-        shared map: nothing is resent, and later pushes take the shared path. Otherwise each name the client holds
-        at the target's version gets the target's entry (so comparisons hit identity), the others a payload-less
-        placeholder, as before."""
+        """Merge the client's initial_resource_versions into `have`. When they name only resources of the subscribed
+        part of the target (a client back after a control-plane restart), `have` is that shared map -- itself when
+        every version matches (nothing is resent), else one derived from it that every stream reporting the same
+        versions shares (`shared.seeded`: one delta, one response for all of them). Otherwise (it holds names the
+        target lacks) each name held at the target's version gets the target's entry, the others a payload-less
+        placeholder, in a private map."""
         seed, st.seed = st.seed, None
         if not seed:
             return
         interested = st.interested
         tgt = st.pick(self.target.get(st.type_url) or _EMPTY) if self.target is not None else _EMPTY
-        if not st.have and len(seed) == len(tgt):
+        if not st.have and is_shared(tgt):
             get = seed.get
+            stale: list[tuple[str, str]] = []
+            lacking: list[str] = []
             for n, r in tgt.items():
-                if get(n) != r.version:
-                    break
-            else:  # the same names (as many, each of tgt's found), all subscribed (tgt is the subscribed part)
-                st.have = tgt
+                v = get(n)
+                if v != r.version:
+                    if v is None:
+                        lacking.append(n)
+                    else:
+                        stale.append((n, v))
+            if len(seed) == len(tgt) - len(lacking):  # no name outside the target: a map derived from it
+                st.have = shared.seeded(tgt, st.type_url, tuple(stale), tuple(lacking))
                 st.gen += 1
                 return
         have = st.own_have()
