@@ -26,7 +26,7 @@ def _result(proxies: int, lat: list[float], peak: float, before: float, **kw) ->
 
 def test_rows_name_their_baselines_and_the_scenarios():
     run = _result(100, [50.0, 100.0], 130.0, 100.0, route_latencies_ms=[80.0, 120.0], restart_ready_s=3.0,
-                  restart_push_s=1.5)
+                  restart_push_s=1.5, restart_serve_max_s=0.7, restart_last_open_s=1.2)
     scoped = _result(100, [50.0], 110.0, 100.0)
     costs = [sidecar.ProxyCost("scoped", {"CDS": 8}, 0, 66.0, 15.0),
              sidecar.ProxyCost("everything", {"CDS": 1008}, 0, 123.0, 75.0),
@@ -42,6 +42,8 @@ def test_rows_name_their_baselines_and_the_scenarios():
     assert wire.figure == [120.0] and wire.baseline == [60.0] and wire.ratios() == [2.0]
     restart = next(r for g, r in rows.items() if "restart" in g)
     assert restart.figure == [1.5] and restart.met() == "yes"
+    assert next(r for g, r in rows.items() if "server's part" in g).figure == [0.7]
+    assert next(r for g, r in rows.items() if "retry back-off" in g).figure == [1.2]
     marginal = next(r for g, r in rows.items() if "half scoped" in g and "marginal" in g)
     assert marginal.figure == [0.1] and marginal.met() == "no" and marginal.baseline == [0.05]
     full = next(r for g, r in rows.items() if "per 1000 services" in g)

@@ -180,3 +180,63 @@ def test_reconnect_with_current_initial_versions_holds_the_shared_view():
     t2[ENDPOINT]["c3"] = endpoints("c3", [("127.0.0.9", 9000)])
     ra, rb = a.set_target(t2, 1.0), b.set_target(t2, 1.0)
     assert [r.type_url for r in rb] == [ENDPOINT] and rb[0] is ra[0]
+
+
+def test_reconnect_with_an_updated_cluster_resends_its_endpoints():
+    """A Delta client back with a cluster at an old version and its endpoints current (the cluster changed while
+    it was away): the cluster is sent, and its unchanged ClusterLoadAssignment right after it (Envoy re-creates
+    an updated cluster and waits for its endpoints), even though the endpoint versions it reported match."""
+    t = t1()
+    held = {typ: {n: r.version for n, r in t[typ].items()} for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    held[CLUSTER]["c1"] = "old-version"
+    s = DeltaStream()
+    s.on_request(delta_req(CLUSTER, node_id="n", initial=held[CLUSTER]), 0.0)
+    s.on_request(delta_req(LISTENER, initial=held[LISTENER]), 0.0)
+    s.on_request(delta_req(ENDPOINT, sorted(t[ENDPOINT]), initial=held[ENDPOINT]), 0.0)
+    s.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0)
+    out = s.set_target(t, 1.0)
+    assert [(r.type_url, r.resources) for r in out] == [(CLUSTER, ("c1",)), (ENDPOINT, ("c1",))]
+    for r in out:
+        s.on_request(delta_req(r.type_url, nonce=r.nonce), 1.1)
+    assert s.synced(), s.status()
+
+
+def test_reconnect_seed_counts_only_subscribed_names():
+    """initial_resource_versions naming a resource the stream did not subscribe to (EDS by name) are ignored:
+    the stream is current, and its status counts the subscribed resources only."""
+    t = t1()
+    held = {typ: {n: r.version for n, r in t[typ].items()} for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    s = DeltaStream()
+    s.on_request(delta_req(CLUSTER, node_id="n", initial=held[CLUSTER]), 0.0)
+    s.on_request(delta_req(LISTENER, initial=held[LISTENER]), 0.0)
+    assert s.set_target(t, 0.0) == []
+    eps = dict(held[ENDPOINT], other="x")
+    assert s.on_request(delta_req(ENDPOINT, sorted(t[ENDPOINT]), initial=eps), 0.0) == []
+    assert s.status()["EDS"]["resources"] == len(t[ENDPOINT])
+    assert s.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0) == []
+    assert s.synced(), s.status()
+    assert s.types[CLUSTER].have is t[CLUSTER]
+
+
+def test_reconnects_holding_the_same_old_versions_share_one_response():
+    """Streams back after a restart holding the same old versions (an endpoint changed while they were away) get
+    the same response object: the delta and its bytes are built once, not per stream; each ends synced."""
+    t = t1()
+    held = {typ: {n: r.version for n, r in t[typ].items()} for typ in (CLUSTER, ENDPOINT, LISTENER, ROUTE)}
+    t2 = dict(t)
+    t2[ENDPOINT] = dict(t[ENDPOINT])
+    t2[ENDPOINT]["c2"] = endpoints("c2", [("127.0.0.9", 9000)])
+    outs = []
+    for k in range(2):
+        s = DeltaStream()
+        out = list(s.on_request(delta_req(CLUSTER, node_id=f"n{k}", initial=held[CLUSTER]), 0.0))
+        out += s.on_request(delta_req(LISTENER, initial=held[LISTENER]), 0.0)
+        out += s.set_target(t2, 0.0)
+        out += s.on_request(delta_req(ENDPOINT, sorted(t[ENDPOINT]), initial=held[ENDPOINT]), 0.0)
+        out += s.on_request(delta_req(ROUTE, ["R"], initial=held[ROUTE]), 0.0)
+        assert [(r.type_url, r.resources, r.removed) for r in out] == [(ENDPOINT, ("c2",), ())]
+        s.on_request(delta_req(ENDPOINT, nonce=out[0].nonce), 0.1)
+        assert s.synced(), s.status()
+        assert s.types[ENDPOINT].have is t2[ENDPOINT]
+        outs.append(out[0])
+    assert outs[0] is outs[1]

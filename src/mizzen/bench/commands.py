@@ -35,18 +35,20 @@ def bench() -> None:
 @click.option("--scoped", is_flag=True, help="Half the proxies scoped by a Sidecar allowing a few hosts.")
 @click.option("--workloads", default=1, show_default=True,
               help="Spread the proxies over K workloads (labels app=bench-<i>): K distinct views.")
+@click.option("--restart", is_flag=True,
+              help="Then SIGTERM and restart the control plane: SIGTERM -> ready, ready -> every proxy has a change.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
               help="Sample the control plane with py-spy: DIR/sync.txt and DIR/changes.txt, top entries printed.")
 def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
         output: str | None, keep_state: bool, cp_log_level: str, quiet: bool, profile_dir: str | None,
-        floor: bool, route_changes: int, scoped: bool, workloads: int) -> None:
+        floor: bool, route_changes: int, scoped: bool, workloads: int, restart: bool) -> None:
     """EDS push latency and control-plane cost with N ADS streams and M services."""
     from .xds_load import TABLE_HEADER, BenchOptions, run_bench
 
     opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
                         timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
                         cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor,
-                        route_changes=route_changes, scoped=scoped, workloads=workloads)
+                        route_changes=route_changes, scoped=scoped, workloads=workloads, restart=restart)
 
     def log(msg: str) -> None:
         if not quiet:
@@ -81,6 +83,9 @@ def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, deb
             click.echo(f"\ncontrol-plane profile, {phase} ({path}):\n"
                        + top_entries(path, 15, skip=("asyncio/", "click/", "runpy", "cli/main.py", "cli/options.py",
                                                      "server/commands.py")) + "\n")
+    if restart:
+        click.echo(f"restart: SIGTERM -> ready {res.restart_ready_s:.2f} s; ready -> every proxy has the next change "
+                   f"{res.restart_push_s:.2f} s ({res.restart_missing} missing)")
     click.echo(TABLE_HEADER)
     click.echo(row)
     if res.connected not in (proxies, -1):

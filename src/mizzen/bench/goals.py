@@ -46,6 +46,8 @@ def _figures(r: BenchResult) -> dict[str, float]:
         "route_p99": percentile(r.route_latencies_ms, 99),
         "restart_push": r.restart_push_s,
         "restart_ready": r.restart_ready_s,
+        "restart_serve": r.restart_serve_max_s,
+        "restart_last_open": r.restart_last_open_s,
         "all_mean_s": (sum(r.all_ms) / len(r.all_ms) / 1000) if r.all_ms else float("nan"),
     }
 
@@ -120,6 +122,10 @@ def rows(res: Results) -> list[Row]:
                            "Mizzen's endpoint change to all, steady state, same run"))
             out.append(Row(f"4. … SIGTERM → the new control plane ready ({services} services), s", "-",
                            [m["restart_ready"] for m in rs], [], ".2f", None, ""))
+            out.append(Row("4. … the server's part: longest (a stream reopened → it has the change), s", "-",
+                           [m.get("restart_serve", float("nan")) for m in rs], [], ".2f", None, ""))
+            out.append(Row("4. … the clients' retry back-off: ready → the last stream reopened, s", "-",
+                           [m.get("restart_last_open", float("nan")) for m in rs], [], ".2f", None, ""))
     if res.scoped:
         sc = [_figures(r) for r in res.scoped]
         fl = [_figures(r.floor) for r in res.scoped if r.floor is not None]

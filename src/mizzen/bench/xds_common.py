@@ -82,3 +82,55 @@ def _profile(o, pid: int, phase: str, log):
     if s is None:
         log("py-spy is not installed (pip install py-spy): no profile")
     return s
+
+
+class _Parsers:
+    """Per-process caches: the same resource bytes arrive on every stream; parse them once."""
+
+    def __init__(self) -> None:
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.endpoint.v3 import endpoint_pb2
+        from envoy.config.listener.v3 import listener_pb2
+        from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+
+        self.Cluster = cluster_pb2.Cluster
+        self.CLA = endpoint_pb2.ClusterLoadAssignment
+        self.Listener = listener_pb2.Listener
+        self.HCM = http_connection_manager_pb2.HttpConnectionManager
+        self._eds: dict[bytes, str | None] = {}
+        self._rds: dict[bytes, frozenset[str]] = {}
+        self._addrs: dict[bytes, frozenset[str]] = {}
+
+    def eds_name(self, value: bytes) -> str | None:
+        """The EDS service name a Cluster needs, None if it is not an EDS cluster."""
+        r = self._eds.get(value, 0)
+        if r == 0:
+            c = self.Cluster.FromString(value)
+            r = (c.eds_cluster_config.service_name or c.name) if c.type == self.Cluster.EDS else None
+            self._eds[value] = r
+        return r  # type: ignore[return-value]
+
+    def rds_names(self, value: bytes) -> frozenset[str]:
+        r = self._rds.get(value)
+        if r is None:
+            lst = self.Listener.FromString(value)
+            names = set()
+            chains = list(lst.filter_chains)
+            if lst.HasField("default_filter_chain"):
+                chains.append(lst.default_filter_chain)
+            for fc in chains:
+                for f in fc.filters:
+                    if f.typed_config.type_url.endswith("HttpConnectionManager"):
+                        hcm = self.HCM.FromString(f.typed_config.value)
+                        if hcm.HasField("rds"):
+                            names.add(hcm.rds.route_config_name)
+            r = self._rds[value] = frozenset(names)
+        return r
+
+    def addresses(self, value: bytes) -> frozenset[str]:
+        r = self._addrs.get(value)
+        if r is None:
+            cla = self.CLA.FromString(value)
+            r = self._addrs[value] = frozenset(
+                lb.endpoint.address.socket_address.address for le in cla.endpoints for lb in le.lb_endpoints)
+        return r

@@ -40,8 +40,10 @@ def route_yaml(marker: str) -> str:
             f"    route: [{{destination: {{host: {host}}}}}]\n")
 
 
-async def _await_seen(workers, token: str, t0: float, timeout: float) -> tuple[list[float], int]:
-    """Ask every load worker for the times its streams first saw `token`: (latencies ms from t0, missing)."""
+async def _await_seen(workers, token: str, t0: float, timeout: float,
+                      opened: list[tuple[float, float]] | None = None) -> tuple[list[float], int]:
+    """Ask every load worker for the times its streams first saw `token`: (latencies ms from t0, missing); with
+    `opened`, also (when the stream that saw it was opened, when it saw it) per stream."""
     for w in workers:
         await w.send({"cmd": "expect", "address": token, "timeout": timeout})
     lat: list[float] = []
@@ -51,6 +53,8 @@ async def _await_seen(workers, token: str, t0: float, timeout: float) -> tuple[l
         assert ev["event"] == "seen", ev
         lat += [(t - t0) * 1000 for t in ev["times"]]
         missing += ev["missing"]
+        if opened is not None:
+            opened += zip(ev.get("attempts", ()), ev["times"])
     return lat, missing
 
 
@@ -118,6 +122,7 @@ async def wait_ready(cp: subprocess.Popen, http: aiohttp.ClientSession, api: str
 
 
 async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[str], put, log) -> None:
+    client_cpu0 = sum(proc_cpu_seconds(w.proc.pid) for w in ctx.workers)
     t_kill = time.monotonic()
     ctx.cp.send_signal(signal.SIGTERM)
     try:
@@ -125,6 +130,7 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     except subprocess.TimeoutExpired:
         ctx.cp.kill()
         await asyncio.to_thread(ctx.cp.wait)
+    res.restart_stop_s = time.monotonic() - t_kill
     with open(os.path.join(ctx.state, "controlplane.log"), "ab") as logf:
         cp = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     ctx.cp = cp
@@ -135,12 +141,22 @@ async def restart(o, res, ctx, http: aiohttp.ClientSession, api: str, cmd: list[
     res.restart_ready_s = t_ready - t_kill
     address = "127.3.0.1"
     await put(0, 0, address)
-    lat, res.restart_missing = await _await_seen(ctx.workers, address, t_ready, 120)
+    opened: list[tuple[float, float]] = []
+    lat, res.restart_missing = await _await_seen(ctx.workers, address, t_ready, 120, opened)
     res.restart_push_s = max(lat) / 1000 if lat else float("nan")
+    # split: the clients' retry back-off (when the last stream came back) and the server's part (a stream opened
+    # -> it has the change; streams already back before ready count from ready)
+    res.restart_last_open_s = max((a - t_ready for a, _ in opened), default=float("nan"))
+    res.restart_serve_max_s = max((t - max(a, t_ready) for a, t in opened), default=float("nan"))
+    res.restart_cp_cpu_s = proc_cpu_seconds(cp.pid)  # the new process: its whole life (start, storm, push)
+    res.restart_client_cpu_s = sum(proc_cpu_seconds(w.proc.pid) for w in ctx.workers) - client_cpu0
     if sampler is not None:
         res.profiles["restart"] = sampler.stop()
-    log(f"restart: ready after {res.restart_ready_s:.2f} s; every proxy had the next change "
-        f"{res.restart_push_s:.2f} s later ({res.restart_missing} missing)")
+    log(f"restart: SIGTERM -> exited {res.restart_stop_s:.2f} s, -> ready {res.restart_ready_s:.2f} s; every proxy "
+        f"had the next change {res.restart_push_s:.2f} s later ({res.restart_missing} missing; p50 "
+        f"{percentile(lat, 50) / 1000:.2f} s); the last stream reopened {res.restart_last_open_s:.2f} s after ready, "
+        f"longest reopened -> has it {res.restart_serve_max_s:.2f} s; CPU s from SIGTERM: new control plane "
+        f"{res.restart_cp_cpu_s:.1f}, load clients {res.restart_client_cpu_s:.1f}")
 
 
 async def churn(o, res, ctx, put, log) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 
 from . import xds_extra
-from .xds_common import (NAMESPACE, _addr, _free_port, _raise_nofile, instance_dict, percentile,  # noqa: F401
+from .xds_common import (NAMESPACE, _Parsers, _addr, _free_port, _raise_nofile, instance_dict, percentile,  # noqa: F401
                          _profile, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, services_yaml)
 
 WATCH_SERVICE = "svc-0"
@@ -42,58 +42,7 @@ WATCH_SERVICE = "svc-0"
 # ---------------------------------------------------------------------------------------------------------
 # worker side: N_i streams in one process
 # ---------------------------------------------------------------------------------------------------------
-class _Parsers:
-    """Per-process caches: the same resource bytes arrive on every stream; parse them once."""
-
-    def __init__(self) -> None:
-        from envoy.config.cluster.v3 import cluster_pb2
-        from envoy.config.endpoint.v3 import endpoint_pb2
-        from envoy.config.listener.v3 import listener_pb2
-        from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
-
-        self.Cluster = cluster_pb2.Cluster
-        self.CLA = endpoint_pb2.ClusterLoadAssignment
-        self.Listener = listener_pb2.Listener
-        self.HCM = http_connection_manager_pb2.HttpConnectionManager
-        self._eds: dict[bytes, str | None] = {}
-        self._rds: dict[bytes, frozenset[str]] = {}
-        self._addrs: dict[bytes, frozenset[str]] = {}
-
-    def eds_name(self, value: bytes) -> str | None:
-        """The EDS service name a Cluster needs, None if it is not an EDS cluster."""
-        r = self._eds.get(value, 0)
-        if r == 0:
-            c = self.Cluster.FromString(value)
-            r = (c.eds_cluster_config.service_name or c.name) if c.type == self.Cluster.EDS else None
-            self._eds[value] = r
-        return r  # type: ignore[return-value]
-
-    def rds_names(self, value: bytes) -> frozenset[str]:
-        r = self._rds.get(value)
-        if r is None:
-            lst = self.Listener.FromString(value)
-            names = set()
-            chains = list(lst.filter_chains)
-            if lst.HasField("default_filter_chain"):
-                chains.append(lst.default_filter_chain)
-            for fc in chains:
-                for f in fc.filters:
-                    if f.typed_config.type_url.endswith("HttpConnectionManager"):
-                        hcm = self.HCM.FromString(f.typed_config.value)
-                        if hcm.HasField("rds"):
-                            names.add(hcm.rds.route_config_name)
-            r = self._rds[value] = frozenset(names)
-        return r
-
-    def addresses(self, value: bytes) -> frozenset[str]:
-        r = self._addrs.get(value)
-        if r is None:
-            cla = self.CLA.FromString(value)
-            r = self._addrs[value] = frozenset(
-                lb.endpoint.address.socket_address.address for le in cla.endpoints for lb in le.lb_endpoints)
-        return r
-
-
+RETRY_BASE, RETRY_MAX = 0.5, 5.0  # the sidecar bootstrap's ADS retry_back_off (agent/bootstrap.py)
 MARKER = re.compile(rb"mzbench-[0-9]+")  # a route change's marker (a header value set by a VirtualService)
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -135,6 +84,8 @@ class LoadStream:
         self.seen: set[str] = set()  # addresses of the watched cluster seen
         self.responses = 0
         self.call: Any = None
+        self.channel: Any = None
+        self.attempt_at = 0.0  # when the current stream was opened (its connect attempt began)
 
     def _req(self, type_url: str, names=None, sub=(), unsub=(), nonce: str = "", version: str = "",
              first: bool = False, initial: dict[str, str] | None = None):
@@ -161,20 +112,28 @@ class LoadStream:
         self.got = set()
         self.sotw_state = {}
 
-    async def run(self, channel) -> None:
-        """Keep one ADS stream open; reconnect with jittered backoff (0.5-1 s) like Envoy when it breaks."""
+    async def run(self, new_channel) -> None:
+        """Keep one ADS stream open; when it breaks, reconnect like Envoy with the sidecar bootstrap's ADS retry
+        policy (agent/bootstrap.py XDS_RETRY_POLICY): each wait drawn at random below an interval that starts at
+        0.5 s and doubles per failed attempt up to 5 s, reset once a stream gets a response; every attempt on a
+        fresh connection (Envoy's stream retry opens one; a reused grpc channel would add grpc core's own
+        connect back-off on top, up to 5 s more than Envoy waits)."""
         import random
 
         w = self.w
         method = "DeltaAggregatedResources" if w.delta else "StreamAggregatedResources"
         req_cls = w.pb.DeltaDiscoveryRequest if w.delta else w.pb.DiscoveryRequest
-        stub = channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
-                                     request_serializer=req_cls.SerializeToString,
-                                     response_deserializer=w.summary)
         resume = False
+        interval = RETRY_BASE
         while True:
             if not (resume and w.delta):
                 self._reset()
+            if self.channel is None:
+                self.channel = new_channel()
+            stub = self.channel.stream_stream(f"/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}",
+                                              request_serializer=req_cls.SerializeToString,
+                                              response_deserializer=w.summary)
+            self.attempt_at = time.monotonic()
             self.call = stub()
             try:
                 if resume and w.delta:
@@ -185,6 +144,7 @@ class LoadStream:
                 resume = True
                 async for resp in self.call:
                     self.responses += 1
+                    interval = RETRY_BASE
                     await self._on_response(resp)
                 why = "ended by the server"
             except Exception as e:  # noqa: BLE001 - any stream failure: reconnect, like Envoy
@@ -192,7 +152,10 @@ class LoadStream:
             w.reconnects += 1
             if w.reconnects <= 3:
                 print(f"stream {self.index}: {why}; reconnecting", file=sys.stderr)
-            await asyncio.sleep(0.5 + random.random() * 0.5)
+            channel, self.channel = self.channel, None
+            await channel.close()
+            await asyncio.sleep(random.random() * interval)
+            interval = min(2 * interval, RETRY_MAX)
 
     async def _resume(self) -> None:
         """Like Envoy on a new Delta ADS stream: keep the config, subscribe again to everything it holds, with
@@ -240,7 +203,7 @@ class LoadStream:
             for a in resp.watched:
                 if a not in self.seen:
                     self.seen.add(a)
-                    w.saw(a, now)
+                    w.saw(a, now, self.attempt_at)
             for n in removed or ():
                 self.have_eds.discard(n)
         elif t == RDS:
@@ -248,7 +211,7 @@ class LoadStream:
             for a in resp.watched:  # route markers (xds_extra.route_change)
                 if a not in self.seen:
                     self.seen.add(a)
-                    w.saw(a, now)
+                    w.saw(a, now, self.attempt_at)
         # ACK
         if w.delta:
             await self.call.write(self._req(t, nonce=resp.nonce))
@@ -323,6 +286,7 @@ class Worker:
         self.synced_event = asyncio.Event()
         self.seen_times: dict[str, list[float]] = {}
         self.seen_events: dict[str, asyncio.Event] = {}
+        self.seen_attempts: dict[str, list[float]] = {}  # per address: when the stream that got it was opened
         self._names: dict[bytes, str] = {}
         self._summaries: dict[bytes, _Summary] = {}
 
@@ -356,9 +320,10 @@ class Worker:
         if self.synced == len(self.streams):
             self.synced_event.set()
 
-    def saw(self, addr: str, now: float) -> None:
+    def saw(self, addr: str, now: float, attempt_at: float) -> None:
         lst = self.seen_times.setdefault(addr, [])
         lst.append(now)
+        self.seen_attempts.setdefault(addr, []).append(attempt_at)
         if len(lst) == len(self.streams):
             self.seen_events.setdefault(addr, asyncio.Event()).set()
 
@@ -368,14 +333,15 @@ class Worker:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        # reconnect back-off as the sidecar bootstrap's ADS retry policy (agent/bootstrap.py: 0.5 s, at most 5 s)
-        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1),
-                ("grpc.initial_reconnect_backoff_ms", 500),
-                ("grpc.max_reconnect_backoff_ms", 5000)]
-        channels = [grpc.aio.insecure_channel(self.xds, options=opts) for _ in self.streams]
+        # one connection per stream; a broken stream is retried on a new one (LoadStream.run: Envoy's back-off)
+        opts = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", -1)]
+
+        def new_channel():
+            return grpc.aio.insecure_channel(self.xds, options=opts)
+
         t_start = time.monotonic()
         cpu0 = time.process_time()
-        tasks = [asyncio.create_task(s.run(ch)) for s, ch in zip(self.streams, channels)]
+        tasks = [asyncio.create_task(s.run(new_channel)) for s in self.streams]
         _emit({"event": "started", "t": t_start})
         try:
             while not self.synced_event.is_set():
@@ -386,8 +352,8 @@ class Worker:
                            "responses": sum(s.responses for s in self.streams),
                            "reconnects": self.reconnects,
                            "silent": sum(1 for s in self.streams if s.responses == 0),
-                           "states": sorted({str(ch.get_state()) for ch, s in zip(channels, self.streams)
-                                             if s.responses == 0})})
+                           "states": sorted({str(s.channel.get_state()) for s in self.streams
+                                             if s.responses == 0 and s.channel is not None})})
             _emit({"event": "synced", "t0": t_start, "times": [s.synced_at for s in self.streams],
                    "cpu": time.process_time() - cpu0, "reconnects": self.reconnects})
             while True:
@@ -405,6 +371,7 @@ class Worker:
                     except asyncio.TimeoutError:
                         pass
                     _emit({"event": "seen", "address": addr, "times": self.seen_times.get(addr, []),
+                           "attempts": self.seen_attempts.get(addr, []),
                            "missing": len(self.streams) - len(self.seen_times.get(addr, ())),
                            "reconnects": self.reconnects,
                            "cpu": time.process_time() - cpu0})
@@ -414,7 +381,8 @@ class Worker:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.gather(*(ch.close() for ch in channels), return_exceptions=True)
+            await asyncio.gather(*(s.channel.close() for s in self.streams if s.channel is not None),
+                                 return_exceptions=True)
 
 
 def _emit(obj: dict) -> None:
@@ -489,6 +457,11 @@ class BenchResult:
     restart_ready_s: float = 0.0  # SIGTERM -> the new control plane is ready
     restart_push_s: float = 0.0  # ready -> every proxy has the change made at ready (reconnect storm included)
     restart_missing: int = 0
+    restart_stop_s: float = 0.0  # SIGTERM -> the old control plane exited
+    restart_cp_cpu_s: float = 0.0  # the new control plane's CPU seconds, start to every proxy having the change
+    restart_client_cpu_s: float = 0.0  # the load clients' CPU seconds over the same window (from SIGTERM)
+    restart_last_open_s: float = 0.0  # ready -> the last stream (re)opened (the clients' retry back-off)
+    restart_serve_max_s: float = 0.0  # max over streams: (re)opened -> has the change (the server's part)
     churn_sent: int = 0
     churn_failed: int = 0
     churn_elapsed_s: float = 0.0

@@ -149,6 +149,7 @@ class AdsServer:
         self.on_send = on_send  # observer (tests, debug): called with (proxy id, Response) before each write
         self.ready_poll = ready_poll
         self._conns: dict[str, _Conn] = {}
+        self._queues: set[asyncio.Queue] = set()  # every open stream's writer queue (registered or not yet)
         self._server: grpc.aio.Server | None = None
         self._unix_paths: list[str] = []
         self.addresses: list[str] = []  # bound addresses (TCP port 0 resolved)
@@ -210,6 +211,11 @@ class AdsServer:
             self._gc = None
         self._todo.clear()
         if self._server is not None:
+            # End every stream ourselves (each proxy sees its stream close and reconnects, to another replica or to
+            # this one restarted): xDS streams never end on their own, so grpc's grace would always run out in full
+            # before the process can exit -- with 2000 streams, seconds of a restart spent waiting on nothing.
+            for q in self._queues:
+                q.put_nowait(_END)
             await self._server.stop(grace)
             self._server = None
         for c in self._conns.values():
@@ -342,6 +348,7 @@ class AdsServer:
         box: list[_Conn] = []
         peer = context.peer() or ""
         reader = asyncio.create_task(self._read(mode, new_stream(mode), requests, queue, peer, box))
+        self._queues.add(queue)
         try:
             while True:
                 item = await queue.get()
@@ -358,6 +365,7 @@ class AdsServer:
                         log.debug("-> %s %s", pid, r)
                     yield r.data
         finally:
+            self._queues.discard(queue)
             reader.cancel()
             if box:
                 conn = box[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -136,6 +137,12 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
     except ImportError:
         pass
     asyncio.run(run(settings))
+    # Stopped cleanly (stores closed, sockets removed): exit without the interpreter's teardown, which freed every
+    # object of a large heap one by one -- with 2000 proxies connected, 1.4 s more before a restart could begin.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _observability(monitoring: str, console: str, otlp: str | None):

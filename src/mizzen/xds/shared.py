@@ -26,7 +26,7 @@ from mizzen.model.types import Rendered
 from mizzen.xds import wire
 
 __all__ = ["Own", "is_shared", "IdentityMemo", "MEMO", "advance", "version", "delta", "same", "merge", "updated_names",
-           "without", "added_keys", "intern_names", "next_nonce", "memoized"]
+           "without", "seeded", "added_keys", "intern_names", "next_nonce", "memoized"]
 
 
 class Own(dict):
@@ -186,6 +186,26 @@ def without(m: Mapping[str, Rendered], names: tuple[str, ...]) -> Mapping[str, R
         return {n: r for n, r in m.items() if n not in drop}
 
     return memoized(("without", id(m), names), (m,), build)
+
+
+def seeded(m: Mapping[str, Rendered], type_url: str, stale: tuple[tuple[str, str], ...],
+           lacking: tuple[str, ...]) -> Mapping[str, Rendered]:
+    """What a reconnecting Delta client holds, as a shared map: `m` (the target it subscribes to) with the
+    `stale` names at the (name, version) it reported (payload-less entries) and without the `lacking` names. Every
+    stream that comes back holding the same old versions gets the same object, so what it must be sent is
+    computed, serialized and given a nonce once (`delta`, the streams' response memo), not per stream."""
+    if not stale and not lacking:
+        return m
+
+    def build() -> Mapping[str, Rendered]:
+        out = dict(m)
+        for n in lacking:
+            del out[n]
+        for n, v in stale:
+            out[n] = Rendered(type_url, n, v, b"")
+        return out
+
+    return memoized(("seeded", id(m), stale, lacking), (m,), build)
 
 
 _NAMES: dict[frozenset, frozenset] = {}

@@ -103,7 +103,7 @@ class _TypeState:
     __slots__ = (
         "type_url", "subscribed", "wildcard", "names", "have", "ever_sent", "force", "reported_version",
         "last_nonce", "inflight", "inflight_version", "sent_version", "acked_version", "error", "nacks",
-        "sent_at", "acked_at", "gen", "memo", "sub_gen", "pick_memo", "part_memo", "covered",
+        "sent_at", "acked_at", "gen", "memo", "sub_gen", "pick_memo", "part_memo", "covered", "seed",
     )
 
     def __init__(self, type_url: str) -> None:
@@ -133,6 +133,9 @@ class _TypeState:
         self.pick_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
         self.part_memo: tuple[Any, int, Mapping[str, Rendered]] | None = None
         self.covered: tuple[Any, int] | None = None  # (a shared map all of whose names are subscribed, sub_gen)
+        # Delta: the initial_resource_versions of the stream's first request for this type, not yet merged into
+        # `have` (`DeltaStream._settle_seed`: against the target, when there is one)
+        self.seed: Mapping[str, str] | None = None
 
     def interested(self, name: str) -> bool:
         return self.wildcard or name in self.names
@@ -236,6 +239,8 @@ class _Stream:
         types = list(STATUS_TYPES) + [t for t in self.types if t not in STATUS_TYPES]
         for t in types:
             st = self.types.get(t)
+            if st is not None and st.seed is not None:
+                self._settle_seed(st)
             if st is None or not st.ever_sent:
                 state = "NOT_SENT"
             elif st.inflight is not None:
@@ -260,6 +265,8 @@ class _Stream:
     def sent(self, type_url: str) -> dict[str, Rendered]:
         """What the client was last sent (Delta: including versions it reported, as payload-less entries)."""
         st = self.types.get(type_url)
+        if st is not None and st.seed is not None:
+            self._settle_seed(st)
         return dict(st.have) if st else {}
 
     def synced(self) -> bool:
@@ -275,6 +282,10 @@ class _Stream:
             st = self.types[type_url] = _TypeState(type_url)
         return st
 
+    def _settle_seed(self, st: _TypeState) -> None:
+        """Only Delta streams have seeds."""
+        st.seed = None
+
     def _subscribe_first(self, st: _TypeState) -> None:
         st.subscribed = True
         if self.target is not None:
@@ -289,6 +300,8 @@ class _Stream:
         ep = self.types.get(ENDPOINT)
         if ep is None or not ep.subscribed:
             return
+        if ep.seed is not None:
+            self._settle_seed(ep)
         if is_shared(before) and is_shared(after):
             updated = shared.updated_names(before, after)
         else:
@@ -475,6 +488,8 @@ class DeltaStream(_Stream):
             self.node = req.node
         st = self._ts(req.type_url)
         first = not st.subscribed
+        if st.seed is not None:  # against the subscription it was sent with
+            self._settle_seed(st)
         changed = False
         subscribe = list(req.resource_names_subscribe)
         if first and not subscribe and req.type_url in WILDCARD_TYPES:
@@ -508,11 +523,11 @@ class DeltaStream(_Stream):
                 for n in gone:
                     del have[n]  # the client forgets what it unsubscribed from
         if first:
-            seeded = [(n, v) for n, v in req.initial_resource_versions.items() if st.interested(n)]
-            if seeded:
-                have = st.own_have()
-                for n, v in seeded:
-                    have[n] = Rendered(req.type_url, n, v, b"")
+            initial = req.initial_resource_versions
+            if initial:
+                # kept as given; merged into `have` when the target is known (`_settle_seed`): a reconnecting
+                # client that holds exactly the current view then costs one comparison, not a private map
+                st.seed = initial  # read-only (the request's map): copying it cost more than comparing it
             changed = True
         if changed:
             st.gen += 1
@@ -523,7 +538,45 @@ class DeltaStream(_Stream):
             self._subscribe_first(st)
         return self._advance(now)
 
+    def _settle_seed(self, st: _TypeState) -> None:
+        """Merge the client's initial_resource_versions into `have`. When they name only resources of the subscribed
+        part of the target (a client back after a control-plane restart), `have` is that shared map -- itself when
+        every version matches (nothing is resent), else one derived from it that every stream reporting the same
+        versions shares (`shared.seeded`: one delta, one response for all of them). Otherwise (it holds names the
+        target lacks) each name held at the target's version gets the target's entry, the others a payload-less
+        placeholder, in a private map."""
+        seed, st.seed = st.seed, None
+        if not seed:
+            return
+        interested = st.interested
+        tgt = st.pick(self.target.get(st.type_url) or _EMPTY) if self.target is not None else _EMPTY
+        if not st.have and is_shared(tgt):
+            get = seed.get
+            stale: list[tuple[str, str]] = []
+            lacking: list[str] = []
+            for n, r in tgt.items():
+                v = get(n)
+                if v != r.version:
+                    if v is None:
+                        lacking.append(n)
+                    else:
+                        stale.append((n, v))
+            if len(seed) == len(tgt) - len(lacking):  # no name outside the target: a map derived from it
+                st.have = shared.seeded(tgt, st.type_url, tuple(stale), tuple(lacking))
+                st.gen += 1
+                return
+        have = st.own_have()
+        tget = tgt.get
+        t = st.type_url
+        for n, v in seed.items():
+            if interested(n):
+                r = tget(n)
+                have[n] = r if r is not None and r.version == v else Rendered(t, n, v, b"")
+        st.gen += 1
+
     def _send_if_needed(self, st: _TypeState, mode: str, now: float) -> Response | None:
+        if st.seed is not None:
+            self._settle_seed(st)
         view = self._view(st, mode)
         have = st.have
         if is_shared(view) and is_shared(have):
