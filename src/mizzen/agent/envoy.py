@@ -25,11 +25,23 @@ log = logging.getLogger("mizzen.agent")
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# resolved here, in the parent: the forked child of this multi-threaded process should not dlopen (the loader's
+# lock may have been held by another thread at the fork)
+_PRCTL = _load_prctl()
+
+
 def _child_setup(parent_pid: int) -> None:
     """preexec_fn: runs in the child after setuid (so the death signal is not reset by the uid change)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # noqa: BLE001 - best effort; try/finally in the agent is the first line of defence
         pass
     if os.getppid() != parent_pid:  # the agent died between fork and prctl
