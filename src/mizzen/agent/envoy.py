@@ -327,26 +327,32 @@ class EnvoyProcess:
                 pass
 
     async def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL (hot-restart parents too). Idempotent."""
-        for p in self.parents:
-            if p.poll() is None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL; then SIGKILL hot-restart parents still draining.
+        Idempotent. The current process goes first: a hot-restart child whose parent still runs asks it to
+        terminate as it shuts down, and with that parent SIGKILLed first it retried the send for the whole
+        `timeout` (Envoy retries a refused hot-restart sendmsg for 10 s, then aborts) and was SIGKILLed."""
+        rc = None
+        if self.proc is not None:
+            if self.running:
+                log.info("envoy stopping: SIGTERM pid %d", self.proc.pid)
+                self.signal(signal.SIGTERM)
                 try:
-                    p.kill()  # a parent is draining already; its listeners belong to the current process
-                    p.wait(2)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+                    await asyncio.wait_for(self.wait(), timeout)
+                except asyncio.TimeoutError:
+                    log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
+                    self.signal(signal.SIGKILL)
+            rc = await self.wait()
+        if any(p.poll() is None for p in self.parents):
+            for p in self.parents:
+                if p.poll() is None:
+                    try:
+                        p.kill()  # a parent is draining already; its listeners belong to the current process
+                        p.wait(2)
+                    except (ProcessLookupError, subprocess.TimeoutExpired):
+                        pass
+            self._remove_stale_shm()  # wait() left it while a parent ran
         self.parents = []
-        if self.proc is None:
-            return None
-        if self.running:
-            log.info("envoy stopping: SIGTERM pid %d", self.proc.pid)
-            self.signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.wait(), timeout)
-            except asyncio.TimeoutError:
-                log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
-                self.signal(signal.SIGKILL)
-        return await self.wait()
+        return rc
 
     def kill_now(self) -> None:
         """Synchronous last resort (crash paths, atexit): SIGKILL and reap."""
