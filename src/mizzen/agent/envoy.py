@@ -342,16 +342,16 @@ class EnvoyProcess:
                     log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
                     self.signal(signal.SIGKILL)
             rc = await self.wait()
-        if any(p.poll() is None for p in self.parents):
-            for p in self.parents:
-                if p.poll() is None:
-                    try:
-                        p.kill()  # a parent is draining already; its listeners belong to the current process
-                        p.wait(2)
-                    except (ProcessLookupError, subprocess.TimeoutExpired):
-                        pass
-            self._remove_stale_shm()  # wait() left it while a parent ran
+        left = [p for p in self.parents if p.poll() is None]
+        for p in left:
+            try:
+                p.kill()  # a parent is draining already; its listeners belong to the current process
+                p.wait(2)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
         self.parents = []
+        if left:
+            self._remove_stale_shm()  # wait() left it while a parent ran
         return rc
 
     def kill_now(self) -> None:
