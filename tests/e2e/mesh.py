@@ -256,4 +256,19 @@ def running_mesh(base: Path, mesh_file: Path | None = None, *, text: str | None 
                 with contextlib.suppress(OSError):
                     assert b"controlplane" not in open(f"/proc/{pid}/cmdline", "rb").read(), \
                         f"control plane {pid} survived"
+        _keep_logs(home)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _keep_logs(home: Path) -> None:
+    """With $MIZZEN_E2E_KEEP_LOGS=<dir>, copy every *.log of the mesh (runner, control plane, each pod's agent,
+    Envoy, access and app logs) to <dir>/<the mesh's temp dir name>/ before the state dir is removed: the logs
+    of a flaky run are still there when it fails."""
+    keep = os.environ.get("MIZZEN_E2E_KEEP_LOGS")
+    if not keep:
+        return
+    for f in home.rglob("*.log"):
+        dst = Path(keep) / home.name / f.relative_to(home)
+        with contextlib.suppress(OSError):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)

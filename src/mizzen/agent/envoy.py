@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -24,11 +25,23 @@ log = logging.getLogger("mizzen.agent")
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# resolved here, in the parent: the forked child of this multi-threaded process should not dlopen (the loader's
+# lock may have been held by another thread at the fork)
+_PRCTL = _load_prctl()
+
+
 def _child_setup(parent_pid: int) -> None:
     """preexec_fn: runs in the child after setuid (so the death signal is not reset by the uid change)."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:  # noqa: BLE001 - best effort; try/finally in the agent is the first line of defence
         pass
     if os.getppid() != parent_pid:  # the agent died between fork and prctl
@@ -73,6 +86,7 @@ class EnvoyProcess:
     parents: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
     _settled: asyncio.Event | None = field(default=None, repr=False)
     _warned: set[tuple[str, int]] = field(default_factory=set, repr=False)
+    log_offset: int = 0  # size of log_path when the current process started: its own lines come after
 
     # ------------------------------------------------------------------ command line
     def command(self, epoch: int = 0) -> list[str]:
@@ -177,6 +191,7 @@ class EnvoyProcess:
         if epoch == 0 and not self.running and not self._any_alive():
             self._remove_stale_shm(check_in_use=True)  # left by an Envoy of a previous (SIGKILLed) agent
         logf = open(o.log_path, "ab", buffering=0)  # noqa: SIM115 - handed to the child
+        self.log_offset = os.fstat(logf.fileno()).st_size
         # access logs (switched on per workload by a Telemetry resource) are Envoy's stdout
         access = o.access_log_path or os.path.join(os.path.dirname(o.log_path), "access.log")
         accessf = open(access, "ab", buffering=0)  # noqa: SIM115
@@ -243,10 +258,13 @@ class EnvoyProcess:
         says the new process serves; if the new process exits first or `timeout` passes, the parent stays
         current and RuntimeError is raised.
 
-        A new process that dies of a signal (Envoy 1.40 was seen to segfault once in a hot restart under load,
-        in a clean-clone CI run) while the parent still serves is started once more at the same epoch: the
-        parent has not handed anything over for good (it terminates only when a child asks it to, after
-        `--parent-shutdown-time-s`), so the second try is a fresh start of the same step."""
+        A new process that dies of a signal while the parent still serves is started once more at the same
+        epoch: the parent has not handed anything over for good (it terminates only when a child asks it to,
+        after `--parent-shutdown-time-s`). The deaths this was added for (SIGSEGV, later SIGABRT, in CI) were not
+        Envoy's: the agent's forked child died before exec, in gRPC's at-fork handlers (fixed in
+        agent/commands.py, `_no_grpc_fork_handlers`). An Envoy that itself dies after it attached the
+        hot-restart memory leaves Envoy's "initializing" flag set there, and the second try then exits with
+        "previous envoy process is still initializing"; the error says so."""
         if not self.running or self.proc is None or self._exited is None:
             raise RuntimeError("envoy is not running: nothing to hot-restart")
         if self.base_id() is None:
@@ -258,9 +276,8 @@ class EnvoyProcess:
             except _ChildCrashed as e:
                 if attempt == 2 or parent.poll() is not None:
                     raise RuntimeError(str(e)) from None
-                log.warning("%s; the old process (pid %d, epoch %d) still serves: starting epoch %d once more. "
-                            "Envoy's crash report: %s", e, parent.pid, self.epoch, epoch,
-                            _crash_report(self.opts.log_path) or "(none in the log)")
+                log.warning("%s; the old process (pid %d, epoch %d) still serves: starting epoch %d once more",
+                            e, parent.pid, self.epoch, epoch)
                 await asyncio.sleep(1.0)
         raise AssertionError("unreachable")
 
@@ -276,7 +293,10 @@ class EnvoyProcess:
             while True:
                 if child.poll() is not None:
                     msg = (f"envoy epoch {epoch} exited ({child.returncode}) during the hot restart; "
-                           f"see {self.opts.log_path}")
+                           f"see {self.opts.log_path}. Its log: "
+                           + (_crash_report(self.opts.log_path, self.log_offset) or
+                              "(nothing after its start line: the process may have died before it ran Envoy; "
+                              "see the agent's own log)"))
                     raise _ChildCrashed(msg) if child.returncode < 0 else RuntimeError(msg)
                 if await ready():
                     break
@@ -307,26 +327,32 @@ class EnvoyProcess:
                 pass
 
     async def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL (hot-restart parents too). Idempotent."""
-        for p in self.parents:
-            if p.poll() is None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL; then SIGKILL hot-restart parents still draining.
+        Idempotent. The current process goes first: a hot-restart child whose parent still runs asks it to
+        terminate as it shuts down, and with that parent SIGKILLed first it retried the send for the whole
+        `timeout` (Envoy retries a refused hot-restart sendmsg for 10 s, then aborts) and was SIGKILLed."""
+        rc = None
+        if self.proc is not None:
+            if self.running:
+                log.info("envoy stopping: SIGTERM pid %d", self.proc.pid)
+                self.signal(signal.SIGTERM)
                 try:
-                    p.kill()  # a parent is draining already; its listeners belong to the current process
-                    p.wait(2)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
-        self.parents = []
-        if self.proc is None:
-            return None
-        if self.running:
-            log.info("envoy stopping: SIGTERM pid %d", self.proc.pid)
-            self.signal(signal.SIGTERM)
+                    await asyncio.wait_for(self.wait(), timeout)
+                except asyncio.TimeoutError:
+                    log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
+                    self.signal(signal.SIGKILL)
+            rc = await self.wait()
+        left = [p for p in self.parents if p.poll() is None]
+        for p in left:
             try:
-                await asyncio.wait_for(self.wait(), timeout)
-            except asyncio.TimeoutError:
-                log.warning("envoy pid %d still running after %.1fs: SIGKILL", self.proc.pid, timeout)
-                self.signal(signal.SIGKILL)
-        return await self.wait()
+                p.kill()  # a parent is draining already; its listeners belong to the current process
+                p.wait(2)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        self.parents = []
+        if left:
+            self._remove_stale_shm()  # wait() left it while a parent ran
+        return rc
 
     def kill_now(self) -> None:
         """Synchronous last resort (crash paths, atexit): SIGKILL and reap."""
@@ -358,18 +384,25 @@ class _ChildCrashed(RuntimeError):
     """The new process of a hot restart was killed by a signal."""
 
 
-def _crash_report(log_path: str, limit: int = 6) -> str:
-    """The last lines of Envoy's own crash report (its backtrace handler logs "Caught <signal>" and the
-    frames at critical level) from the tail of its log."""
+_ABSL_FATAL = re.compile(r"^[FE]\d{4} ")  # gRPC core's (absl) CHECK failures and errors go to stderr as is
+
+
+def _crash_report(log_path: str, since: int = 0, limit: int = 12) -> str:
+    """What one Envoy process wrote to its log from byte `since` on (its start; a hot-restart parent shares the
+    file but logs little at warning level): its errors and, when it died of a signal, its own crash report (the
+    assertion that failed, then "Caught <signal>" and the first frames, at critical level; an absl CHECK of
+    gRPC core as "F<mmdd> ..."). At most `limit` lines, each cut to 300 characters, joined with " | "; "" if it
+    wrote nothing."""
     try:
         with open(log_path, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+            f.seek(max(since, os.fstat(f.fileno()).st_size - 262144))
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return ""
-    start = max((i for i, ln in enumerate(lines) if "Caught " in ln), default=-1)
-    picked = lines[start:start + limit] if start >= 0 else [ln for ln in lines if "critical" in ln][-limit:]
-    return " | ".join(ln.strip()[-200:] for ln in picked)
+    lines = [ln for ln in lines if ln.strip() and not ln.startswith("--- ")]  # not the agent's start line
+    picked = [ln for ln in lines if "[critical]" in ln or "[error]" in ln or "Caught " in ln
+              or _ABSL_FATAL.match(ln)] or lines[-limit:]
+    return " | ".join(ln.strip()[-300:] for ln in picked[:limit])
 
 
 def _hot_restart_socket_bound(base_id: int) -> bool:

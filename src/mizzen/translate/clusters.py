@@ -119,6 +119,11 @@ def inbound(port: int, app_host: str, app_port: int, protocol: str) -> cluster_p
     c.load_assignment.cluster_name = c.name
     c.load_assignment.endpoints.add().lb_endpoints.add().endpoint.address.CopyFrom(
         socket_address(app_host, app_port))
+    # Unlimited, as Istio's inbound clusters: with Envoy's default of 3 concurrent retries, an app that dies with
+    # more requests outstanding on its pooled connections (a loaded pod) has the rest of them answered 503 UC,UO
+    # instead of resent (routes.inbound_retry_policy) and refused as UF, which callers retry on another replica
+    # (tests/chaos/test_faults_e2e.py::test_an_app_kill_costs_only_its_in_flight_requests failed with 17)
+    c.circuit_breakers.thresholds.append(P.thresholds())
     if protocol in ("HTTP2", "GRPC"):
         for k, v in _http2_options().items():
             c.typed_extension_protocol_options[k].CopyFrom(v)

@@ -59,17 +59,25 @@ def apply_lb(c: cluster_pb2.Cluster, pol: Policy) -> None:
         c.common_lb_config.locality_weighted_lb_config.SetInParent()
 
 
-def apply_connection_pool(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
-    """Circuit breakers (Istio's defaults: unlimited unless set), connect timeout, keepalive, HTTP options."""
-    cp = pol.connection_pool or ConnectionPoolSettings()
-    tcp, http = cp.tcp, cp.http
-    th = circuit_breaker_pb2.CircuitBreakers.Thresholds(
+def thresholds(cp: ConnectionPoolSettings | None = None) -> circuit_breaker_pb2.CircuitBreakers.Thresholds:
+    """A cluster's circuit breakers: what a DestinationRule's connectionPool sets, the rest unlimited (Istio's
+    defaults, for every cluster it builds, inbound ones too). Envoy's own defaults (1024 connections, pending
+    and active requests; 3 concurrent retries) are not Istio's."""
+    tcp, http = (cp.tcp, cp.http) if cp is not None else (None, None)
+    return circuit_breaker_pb2.CircuitBreakers.Thresholds(
         max_connections=u32(tcp.max_connections if tcp and tcp.max_connections else MAX_U32),
         max_pending_requests=u32(http.http1_max_pending_requests if http and http.http1_max_pending_requests
                                  else MAX_U32),
         max_requests=u32(http.http2_max_requests if http and http.http2_max_requests else MAX_U32),
         max_retries=u32(http.max_retries if http and http.max_retries is not None else MAX_U32),
         track_remaining=True)
+
+
+def apply_connection_pool(c: cluster_pb2.Cluster, pol: Policy, protocol: str) -> None:
+    """Circuit breakers (Istio's defaults: unlimited unless set), connect timeout, keepalive, HTTP options."""
+    cp = pol.connection_pool or ConnectionPoolSettings()
+    tcp, http = cp.tcp, cp.http
+    th = thresholds(cp)
     if pol.retry_budget is not None:
         rb = pol.retry_budget
         th.retry_budget.budget_percent.CopyFrom(percent_pb2.Percent(value=rb.percent))
