@@ -480,10 +480,9 @@ def test_metrics_are_counted_inside_envoy_by_default_and_the_stream_provider_giv
     top has paths without a first read."""
     admin = EnvoyAdmin(StateLayout(str(mesh.state_dir)).pod("ratings-v1-0").admin_socket)
 
-    def envoy_count() -> int:  # the requests in Envoy's duration histograms (their count is requests_total)
-        text = admin.get("/stats/prometheus?filter=%5Emizzen%5C.request_duration").decode()
-        return sum(int(float(line.rsplit(None, 1)[1])) for line in text.splitlines()
-                   if line.startswith("envoy_mizzen_request_duration_milliseconds_count"))
+    def envoy_count() -> int:
+        stats = admin.get_json("/stats?format=json&filter=^mizzen\\.requests_total").get("stats", [])
+        return sum(int(s.get("value") or 0) for s in stats if "value" in s)
 
     def from_sleep() -> float:
         return sum(s.value for s in istio_requests(scrape(mesh, "ratings-v1-0"))

@@ -54,7 +54,7 @@ def packed_labels(tags: dict) -> str:
                                                      *((t, tags.get(t, "")) for t in NATIVE_OWN_TAGS)])
 
 
-def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool = True, counter: bool = False) -> str:
+def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool = True) -> str:
     """Envoy's /stats/prometheus for these requests ((tags, duration ms, request bytes, response bytes)), as the
     stats access logger counts them, between other Envoy stats (cumulative buckets: value <= le)."""
     by_tags: dict[tuple, list] = defaultdict(list)
@@ -63,10 +63,8 @@ def envoy_text(requests: list[tuple[dict, float, int, int]], *, histograms: bool
 
     def labels(key: tuple, extra: str = "") -> str:
         return "{" + packed_labels(dict(zip(native.TAGS, key))) + ("," + extra if extra else "") + "}"
-    out = [OTHER_ENVOY]
-    if counter:  # an Envoy configured by an earlier Mizzen counted requests_total too (now: the duration's count)
-        out.append("# TYPE envoy_mizzen_requests_total counter\n")
-        out += [f"envoy_mizzen_requests_total{labels(k)} {len(v)}\n" for k, v in by_tags.items()]
+    out = [OTHER_ENVOY, "# TYPE envoy_mizzen_requests_total counter\n"]
+    out += [f"envoy_mizzen_requests_total{labels(k)} {len(v)}\n" for k, v in by_tags.items()]
     out.append('envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="in"} 7\n')
     for i, fam in enumerate(FAMILIES if histograms else ()):
         bounds = istio.DURATION_BUCKETS_MS if i == 0 else istio.BYTES_BUCKETS
@@ -190,13 +188,9 @@ def test_inbound_series_name_the_caller_from_its_ip_and_the_service_from_the_inb
     assert out.unknown_requests == 1  # the outsider: no hold policy given, shown as unknown at once
 
 
-def test_requests_are_the_duration_histograms_count_and_the_real_envoy_format():
-    # no requests_total: a series is its histograms, as of Envoy's last flush (every 5 s); before it, nothing
-    assert native.split_envoy_text(envoy_text([(out_tags(), 3, 10, 10)], histograms=False))[1] == {}
-    [s] = convert(envoy_text([(out_tags(), 3, 10, 10), (out_tags(), 30, 10, 10)]), PRODUCTPAGE).http.values()
-    assert (s.requests, s.duration.count, sum(s.duration.counts)) == (2, 2, 2)
-    # an Envoy configured by an earlier Mizzen (a tag per value, and a counter that runs ahead of the histograms)
-    text = envoy_text([(out_tags(), 3, 10, 10)], histograms=False, counter=True)
+def test_histograms_lagging_the_counter_and_the_real_envoy_format():
+    # Envoy flushes histograms every 5 s: a series may have its counter and no histogram yet
+    text = envoy_text([(out_tags(), 3, 10, 10)], histograms=False)
     out = convert(text, PRODUCTPAGE)
     [s] = out.http.values()
     assert (s.requests, s.duration.count, sum(s.duration.counts)) == (1, 0, 0)
@@ -216,7 +210,7 @@ envoy_mizzen_future_stat 4
     rest, series = native.split_envoy_text(real)
     assert rest == "# TYPE envoy_mizzen_future_stat counter\nenvoy_mizzen_future_stat 4\n"  # not ours: kept
     [(key, s)] = series.items()
-    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC", "", "per-tag")  # no authority tag: ""
+    assert key == ("outbound", "", "127.0.0.1:17006", "b", "0", "", "DC", "")  # no authority tag: ""
     assert (s.requests, s.duration.counts[2], sum(s.duration.counts), s.duration.count) == (3, 3, 3, 3)
     assert abs(s.duration.sum - 9.48192771) < 1e-6
     # a tag value with an escaped quote, and Envoy bounds other than Istio's (projected, never over-counted)
@@ -413,8 +407,7 @@ def _series(reqs: list) -> dict:
 
 def _lagging(counted: list, flushed: list) -> str:
     """Envoy's text when its counter has `counted` and its histograms (flushed every 5 s) only `flushed`."""
-    return (envoy_text(counted, histograms=False, counter=True)
-            + envoy_text(flushed)[len(envoy_text(flushed, histograms=False)):])
+    return envoy_text(counted, histograms=False) + envoy_text(flushed)[len(envoy_text(flushed, histograms=False)):]
 
 
 def _buckets(*ms: float) -> list[int]:

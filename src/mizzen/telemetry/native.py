@@ -1,16 +1,12 @@
 """Envoy-native request metrics -> Istio's series, at scrape time. PURE (text and values in, values out).
 
 With the `envoy-stats` metrics provider each HCM counts its requests into Envoy's own stats
-(`envoy.native_metrics_log`): three histograms (duration, request and response bytes) whose tags are the
-label-relevant fields of the request (direction, peer certificate SANs, peer host, upstream cluster, response code,
-gRPC status, response flags, and on a sidecar's outbound side the :authority). In Envoy's /stats/prometheus they read
+(`envoy.native_metrics_log`): a counter and three histograms whose tags are the label-relevant fields of the
+request (direction, peer certificate SANs, peer host, upstream cluster, response code, gRPC status, response
+flags). In Envoy's /stats/prometheus they read
 
-    envoy_mizzen_request_duration_milliseconds_bucket{key="outbound\x1f<host>\x1f<cluster>\x1f<code>\x1f<flags>[\x1f<authority>]",
-        peer="..",grpc="..",le=".."} / _sum / _count    (and request/response bytes)
-
-(the `key` tag packs the values Mizzen controls, the :authority last: telemetry/envoy._native_tags). The request
-count is the duration histogram's `_count`; an Envoy configured by an earlier Mizzen has a tag per value and an
-`envoy_mizzen_requests_total` counter, still read.
+    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..[,authority=..]} N
+    envoy_mizzen_request_duration_milliseconds_bucket{...,le=".."} / _sum / _count    (and request/response bytes)
 
 `split_envoy_text` takes these series out of Envoy's text; `Converter.convert` names each one as the access-log
 path names an equivalent record (`record_of` + `aggregate.http_labels`, with the directory of the moment) and
@@ -62,7 +58,7 @@ _TYPE_LINES = {f"# {kind} {name}" for name in (COUNTER, *HISTOGRAMS) for kind in
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _INF = float("inf")
 
-EnvoyKey = tuple  # tag values in TAGS order (+ "per-tag": a series of the layout before the packed `key` tag)
+EnvoyKey = tuple  # tag values in TAGS order
 IstioKey = tuple  # label values in istio.HTTP_LABELS order
 
 
@@ -82,8 +78,8 @@ def _key(tags: dict[str, str]) -> EnvoyKey | None:
     the others; or, from an Envoy still configured by an earlier Mizzen, a tag per value. None: a `key` with too
     few fields (not one we configured)."""
     packed = tags.get(NATIVE_KEY_TAG)
-    if packed is None:  # a series of its own (while Envoy drains the old filter chain both layouts may name one)
-        return (*(tags.get(t, "") for t in TAGS), "per-tag")
+    if packed is None:
+        return tuple(tags.get(t, "") for t in TAGS)
     fields = packed.split(NATIVE_SEP, _KEY_FIELDS)
     if len(fields) < _KEY_FIELDS:
         return None
@@ -208,9 +204,6 @@ def split_envoy_text(text: str) -> tuple[str, dict[EnvoyKey, HttpSeries]]:
             s = series[key] = HttpSeries()
         attr, bounds = HISTOGRAMS[fam]
         setattr(s, attr, _histogram(bounds, h))
-    for key, s in series.items():
-        if key not in counters:  # Envoy counts no requests_total (telemetry/envoy.native_metrics_log): the duration
-            s.requests = s.duration.count  # histogram's count is that number, as of Envoy's last stats flush
     return "".join(keep), series
 
 
@@ -220,7 +213,7 @@ def _value(v: str) -> str:
 
 def record_of(key: EnvoyKey, me: SelfInfo) -> RequestRecord:
     """The RequestRecord an access-log entry with these values would give (no path, timing, sizes)."""
-    direction, peer, host, cluster, code, grpc, flags, authority = key[:len(TAGS)]
+    direction, peer, host, cluster, code, grpc, flags, authority = key
     direction = INBOUND if direction == INBOUND else OUTBOUND
     peer = _spiffe(_value(peer))
     host, grpc = _value(host), _value(grpc)
@@ -387,9 +380,9 @@ class WindowFeed:
     """What Envoy's native series grew by between readings, per window key (as `Aggregator.add_request` would
     have observed those requests). PURE: readings and their time in, increases out.
 
-    The requests, buckets and sum are the duration histogram's (`_count`, buckets, `_sum`; an earlier Mizzen's
-    counter would run ahead of them, Envoy flushes histograms every 5 s): a request reaches the window with the
-    flush that puts it in the histogram. The increase is taken per Envoy series (its
+    The requests, buckets and sum are the duration histogram's (`_count`, buckets, `_sum`), not the counter's:
+    Envoy flushes histograms every 5 s, so its counter runs ahead of them and the two would not agree; a request
+    reaches the window with the flush that puts it in the histogram. The increase is taken per Envoy series (its
     labels may change between readings: a peer the directory named later), then added up per window key:
         * a series not in the previous reading: all of it (Envoy created it since: its first request);
         * a series whose count or a bucket went down (Envoy restarted): its new values, as Prometheus' rate does;
