@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 import os
 import resource
-import socket
 from typing import Any
+
+from ..local.procs import free_ports
 
 NAMESPACE = "default"
 
@@ -19,9 +20,7 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]  # below the ephemeral range (local.procs.free_ports)
 
 
 def _raise_nofile() -> None:
