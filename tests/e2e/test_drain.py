@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -188,3 +189,65 @@ def test_http11_keepalive_gets_connection_close_and_no_error(mesh: Mesh) -> None
     closes = cluster_stat(mesh, 8080, "upstream_cx_close_notify") - closes_before
     print(f"HTTP/1.1 rollout: {r['total']} requests, {closes} upstream connection(s) closed by Connection: close")
     assert closes >= 1, f"no Connection: close reached the caller's sidecar ({closes})"
+
+
+SLOW = ("import json, time, urllib.request\n"
+        "t = time.monotonic()\n"
+        "try:\n"
+        "    r = urllib.request.urlopen('http://hello:8080/slow?ms=5000', timeout=30)\n"
+        "    print(json.dumps({'status': r.status, 'body': r.read().decode(), 's': time.monotonic() - t}))\n"
+        "except Exception as e:\n"
+        "    print(json.dumps({'error': f'{type(e).__name__}: {e}', 's': time.monotonic() - t}))\n")
+
+ALLOW_GET = """apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: hello-allow-get}
+spec:
+  selector: {matchLabels: {app: hello}}
+  action: ALLOW
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+"""
+CALLER_LOG = """apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: sleep-log}
+spec:
+  selector: {matchLabels: {app: sleep}}
+  accessLogging: [{providers: [{name: envoy}]}]
+"""
+
+
+def listener_updates(m: Mesh, pod: str) -> int:
+    from mizzen.client import unix_request
+
+    status, raw = unix_request(str(m.state_dir / "pods" / pod / "admin.sock"), "GET",
+                               "/stats?format=json&filter=" + r"^listener_manager\.listener_(in_place_updated|modified)$",
+                               timeout=10)
+    assert status == 200, raw[:300]
+    return sum(s["value"] for s in json.loads(raw)["stats"])
+
+
+@pytest.mark.parametrize("side, change", [("server", ALLOW_GET), ("client", CALLER_LOG)])
+def test_a_request_in_flight_survives_a_config_change_of_its_listener(mesh: Mesh, side: str, change: str) -> None:
+    """A 5 s request is in flight while a config change replaces the filter chain carrying it — the server's
+    inbound (an AuthorizationPolicy) or the caller's outbound (a Telemetry): Envoy keeps the old chain for the
+    listener drain (45 s, Istio's drainDuration) and the request completes. With the 2 s drain sidecars had
+    before, Envoy removed the old chain mid-request: 503 on the server side, a reset on the client side."""
+    pods = hello_pods(mesh) if side == "server" else {CALLER}
+    before = {p: listener_updates(mesh, p) for p in pods}
+    name = change.split("name: ")[1].split("}")[0]
+    kind = "authorizationpolicy" if side == "server" else "telemetry"
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.update(p=mesh.exec(CALLER, "python3", "-c", SLOW, timeout=60)))
+    th.start()
+    try:
+        time.sleep(1.0)
+        mesh.apply_text(change)
+        mesh.wait_synced()
+        th.join(60)
+    finally:
+        mesh.cli("delete", kind, name, "-n", "default", check=False)
+        mesh.wait_synced()
+    after = {p: listener_updates(mesh, p) for p in pods}
+    assert all(after[p] > before[p] for p in pods), (before, after)  # the change did replace the listener
+    r = json.loads(out["p"].stdout.strip().splitlines()[-1])
+    assert r.get("status") == 200 and r["s"] >= 4.9, r

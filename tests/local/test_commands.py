@@ -116,9 +116,9 @@ def test_agent_config_loopback_round_trips(tmp_path):
     pod = plan_pods(load_files([BOOKINFO]).resources, "/m")[3]
     pod.port_map, pod.register_port_map = {9080: 23456}, {9080: 23457}
     pod.outbound_port, pod.inbound_port, pod.health_port = 23458, 23457, 23459
-    cfg = agent_config(pod, layout, Options(drain_seconds=3.5, concurrency=2), "loopback")
+    cfg = agent_config(pod, layout, Options(drain_seconds=3.5, listener_drain_seconds=30, concurrency=2), "loopback")
     assert cfg.envoy_uid is None and cfg.health_host == "127.0.0.1" and cfg.register_port_map == ((9080, 23457),)
-    assert (cfg.drain_seconds, cfg.concurrency) == (3.5, 2)
+    assert (cfg.drain_seconds, cfg.listener_drain_seconds, cfg.concurrency) == (3.5, 30, 2)
     assert AgentConfig.from_dict(cfg.to_dict()) == cfg
 
 

@@ -72,6 +72,12 @@ class AgentConfig:
     health_host: str = ""  # default: 0.0.0.0 in netns mode (the pod's own namespace), 127.0.0.1 in loopback mode
     health_port: int = 15020  # 0: pick a free port (written to agent.state as healthPort)
     drain_seconds: float = 5.0
+    # Envoy's --drain-time-s: how long a filter chain replaced by a listener update (any config change that
+    # touches a listener: a policy, telemetry, a rate limit) keeps serving the requests and connections it has
+    # before Envoy removes it and cuts what is left (`filter_chain_is_being_removed`). Istio's drainDuration.
+    # With --drain-strategy immediate every such connection is told to close on its next response at once, so
+    # this bounds only requests already in flight (long polls, streams, slow calls) and idle keep-alives.
+    listener_drain_seconds: float = 45.0
     parent_shutdown_seconds: float | None = None  # Envoy --parent-shutdown-time-s; default drain + 5
     withdraw_delay_seconds: float | None = None  # default min(2, drainSeconds / 2)
     stop_timeout_seconds: float = 5.0  # SIGTERM -> SIGKILL grace when stopping Envoy
@@ -255,6 +261,8 @@ class AgentConfig:
                     bad(key, f"{a} -> {b} is not a TCP port mapping")
         if self.drain_seconds < 0:
             bad("drainSeconds", "must be >= 0")
+        if self.listener_drain_seconds < 0:
+            bad("listenerDrainSeconds", "must be >= 0")
         if self.heartbeat_seconds <= 0:
             bad("heartbeatSeconds", "must be > 0")
         if not self.xds_address:
@@ -328,8 +336,8 @@ _NULLABLE = {"envoy_binary", "envoy_uid", "envoy_gid", "api_address", "ca_addres
              "withdraw_delay_seconds", "parent_shutdown_seconds", "traces_address", "app_metrics_url"}
 _INT = {"concurrency", "outbound_port", "inbound_port", "health_port", "envoy_uid", "envoy_gid",
         "max_downstream_connections", "cert_ttl_seconds"}
-_FLOAT = {"drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds", "parent_shutdown_seconds",
-          "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
+_FLOAT = {"drain_seconds", "listener_drain_seconds", "heartbeat_seconds", "withdraw_delay_seconds",
+          "parent_shutdown_seconds", "stop_timeout_seconds", "restart_backoff_seconds", "restart_backoff_max_seconds",
           "app_wait_log_seconds", "app_probe_seconds", "credential_poll_seconds"}
 
 

@@ -90,7 +90,7 @@ class Agent:
             binary=binary, config_path=cfg.bootstrap_path, work_dir=cfg.work_dir, log_path=cfg.envoy_log_path,
             access_log_path=cfg.access_log_path, base_id_path=cfg.base_id_path, concurrency=cfg.concurrency,
             log_level=cfg.log_level,
-            drain_seconds=cfg.drain_seconds, parent_shutdown_seconds=cfg.parent_shutdown,
+            drain_seconds=cfg.listener_drain_seconds, parent_shutdown_seconds=cfg.parent_shutdown,
             uid=cfg.envoy_uid, gid=cfg.envoy_gid,
         ))
         self.admin = AsyncEnvoyAdmin(cfg.admin_socket)

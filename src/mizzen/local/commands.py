@@ -15,6 +15,7 @@ from ..cli.options import state_dir_option
 from ..cli.render import input_issue_line, print_table
 from ..client import ApiClient, HttpError, PodDir, RunnerClient, StateLayout, Unavailable
 from . import netns
+from .options import LISTENER_DRAIN_SECONDS
 from .meshstate import failing_logs, live_status, not_ready_reasons, read_json, runner_alive, stop_mesh, summary_lines
 from .users import as_user, path_for
 
@@ -43,7 +44,11 @@ def _echo_err(msg: str) -> None:
 @click.option("--timeout", type=float, default=120.0, show_default=True,
               help="seconds to wait for the mesh to be ready")
 @click.option("--drain-seconds", type=float, default=2.0, show_default=True,
-              help="how long a sidecar drains when its pod stops (also Envoy's --drain-time-s)")
+              help="how long a sidecar drains when its pod stops")
+@click.option("--listener-drain-seconds", type=click.FloatRange(0), default=LISTENER_DRAIN_SECONDS,
+              show_default=True,
+              help="after a config change, how long requests in flight on a replaced listener filter chain may "
+                   "still finish before Envoy cuts them (Envoy's --drain-time-s; Istio's drainDuration)")
 @click.option("--withdraw-timeout", type=float, default=10.0, show_default=True,
               help="when a pod stops: at most this long to wait for callers' proxies to drop its endpoint")
 @click.option("--app-stop-seconds", type=float, default=10.0, show_default=True,
@@ -98,7 +103,8 @@ def _echo_err(msg: str) -> None:
 @click.option("--exclude-outbound", "exclude_outbound", multiple=True, metavar="CIDR",
               help="destinations sidecars never capture (the control plane's address)")
 def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrency: int, timeout: float,
-       drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float, control_planes: int,
+       drain_seconds: float, listener_drain_seconds: float, withdraw_timeout: float, app_stop_seconds: float,
+       control_planes: int,
        trust_domain: str, cert_ttl: str, outbound_traffic_policy: str, ratelimit: bool,
        ratelimit_redis: str | None, ratelimit_replicas: int, store_url: str | None, etcd_ca: str | None,
        etcd_cert: str | None, etcd_key: str | None, consul_api: str, host: str | None, join: str | None,
@@ -117,6 +123,7 @@ def up(mesh_file: str, detach: bool, state_dir: str, mode: str, envoy_concurrenc
     except (InvalidIdentity, ValueError) as e:
         raise click.BadParameter(str(e)) from None
     kw = dict(mode=mode, concurrency=envoy_concurrency, timeout=timeout, drain_seconds=drain_seconds,
+              listener_drain_seconds=listener_drain_seconds,
               withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds, control_planes=control_planes,
               trust_domain=trust_domain, cert_ttl_seconds=ttl, outbound_traffic_policy=outbound_traffic_policy,
               ratelimit=ratelimit, ratelimit_replicas=ratelimit_replicas, ratelimit_redis=ratelimit_redis,

@@ -79,7 +79,8 @@ def agent_config(pod: Pod, layout: StateLayout, options: Options, mode: str, tru
         work_dir=files.path,
         concurrency=options.concurrency, envoy_uid=envoy_uid, envoy_gid=envoy_uid,
         health_host="0.0.0.0" if netns_mode else "127.0.0.1",
-        health_port=pod.health_port, drain_seconds=options.drain_seconds, register=True,
+        health_port=pod.health_port, drain_seconds=options.drain_seconds,
+        listener_drain_seconds=options.listener_drain_seconds, register=True,
         ca_address=(_join(options.join_ca) or _addresses(layout.ca_sockets(options.control_planes)))
         if trust_domain else None,
         trust_domain=trust_domain or "cluster.local",

@@ -38,7 +38,7 @@ from .hosts import (API_PORT, CA_PORT, CONSUL_PORT, HOSTS_NETWORK, PODS_NETWORK,
                     control_plane_host, plan_hosts)
 from .launcher import ProcessLauncher
 from .meshstate import issue_text, read_json, read_pid, runner_alive, summary_lines, write_json, write_private
-from .options import Options
+from .options import LISTENER_DRAIN_SECONDS, Options
 from .pods import OperationError, RunnerError
 from .procs import Child, env_without_proxies, wait_children
 from .protocols import Progress
@@ -54,7 +54,8 @@ class MultiHostRunner:
     """Same surface as `Runner` for `mizzen up` (preflight, run, on_ready) and the control channel."""
 
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
-                 timeout: float = 120.0, drain_seconds: float = 2.0, withdraw_timeout: float = 10.0,
+                 timeout: float = 120.0, drain_seconds: float = 2.0,
+                 listener_drain_seconds: float = LISTENER_DRAIN_SECONDS, withdraw_timeout: float = 10.0,
                  app_stop_seconds: float = 10.0, on_ready: Callable[[dict[str, Any]], None] | None = None,
                  control_planes: int = 1, store_url: str | None = None, consul_api: str | None = "auto",
                  trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
@@ -66,6 +67,7 @@ class MultiHostRunner:
         self.requested_mode = mode
         self.consul_request = consul_api
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
+                               listener_drain_seconds=listener_drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
                                control_planes=control_planes, store_url=store_url, trust_domain=trust_domain,
                                cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy,
@@ -258,7 +260,8 @@ class MultiHostRunner:
                 "--pod-subnet", h.subnet, "--route", PODS_NETWORK, "--route", str(HOSTS_NETWORK),
                 "--exclude-outbound", f"{cp.ip}/32",
                 "--envoy-concurrency", str(o.concurrency), "--timeout", str(o.timeout),
-                "--drain-seconds", str(o.drain_seconds), "--withdraw-timeout", str(o.withdraw_timeout),
+                "--drain-seconds", str(o.drain_seconds), "--listener-drain-seconds", str(o.listener_drain_seconds),
+                "--withdraw-timeout", str(o.withdraw_timeout),
                 "--app-stop-seconds", str(o.app_stop_seconds),
                 # the host's own rate-limit service (in-memory counters unless a shared Redis is named)
                 "--ratelimit" if o.ratelimit else "--no-ratelimit"]

@@ -5,13 +5,16 @@ from dataclasses import dataclass
 
 WITHDRAW_TIMEOUT_SECONDS = 10.0  # how long a stop waits for callers' proxies to drop a withdrawn instance
 APP_STOP_SECONDS = 10.0  # SIGTERM -> SIGKILL grace of an app
+LISTENER_DRAIN_SECONDS = 45.0  # Istio's drainDuration: agent.config.AgentConfig.listener_drain_seconds
 
 
 @dataclass(frozen=True)
 class Options:
     concurrency: int = 1  # Envoy worker threads
     timeout: float = 120.0  # start-up, and a new replica's readiness
-    drain_seconds: float = 2.0  # a sidecar's drain (Envoy --drain-time-s); also the in-flight wait of a stop
+    drain_seconds: float = 2.0  # a sidecar's drain when its pod stops: the in-flight wait of a stop
+    # how long a filter chain replaced by a config change keeps serving what is in flight (Envoy --drain-time-s)
+    listener_drain_seconds: float = LISTENER_DRAIN_SECONDS
     withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS
     app_stop_seconds: float = APP_STOP_SECONDS
     control_planes: int = 1

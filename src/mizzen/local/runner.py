@@ -39,7 +39,7 @@ from .launcher import ProcessLauncher, joined_api
 from .meshstate import issue_text, not_ready_reasons, read_pid, runner_alive, summary_lines
 from .network import LoopbackNetwork, NetnsNetwork
 from .operations import Operations
-from .options import APP_STOP_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
+from .options import APP_STOP_SECONDS, LISTENER_DRAIN_SECONDS, WITHDRAW_TIMEOUT_SECONDS, Options
 from .pods import POLL_SECONDS, Pod, RunnerError, check_host_ports, plan_pods
 from .procs import free_ports
 from ..server.backends import display_url
@@ -145,6 +145,7 @@ class Runner:
 
     def __init__(self, mesh_file: str, state_dir: str, *, mode: str = "auto", concurrency: int = 1,
                  timeout: float = 120.0, drain_seconds: float = 2.0,
+                 listener_drain_seconds: float = LISTENER_DRAIN_SECONDS,
                  withdraw_timeout: float = WITHDRAW_TIMEOUT_SECONDS, app_stop_seconds: float = APP_STOP_SECONDS,
                  on_ready: Callable[[dict[str, Any]], None] | None = None, control_planes: int = 1,
                  trust_domain: str = "cluster.local", cert_ttl_seconds: float = 24 * 3600.0,
@@ -159,6 +160,7 @@ class Runner:
         self.state_dir = self.layout.root
         self.requested_mode = mode
         self.options = Options(concurrency=concurrency, timeout=timeout, drain_seconds=drain_seconds,
+                               listener_drain_seconds=listener_drain_seconds,
                                withdraw_timeout=withdraw_timeout, app_stop_seconds=app_stop_seconds,
                                control_planes=control_planes, trust_domain=trust_domain,
                                cert_ttl_seconds=cert_ttl_seconds, outbound_traffic_policy=outbound_traffic_policy,
