@@ -53,18 +53,18 @@ def test_bad_values(over, key):
 
 
 def test_envoy_drains_replaced_filter_chains_for_the_listener_drain_not_the_pod_drain(tmp_path):
-    """A config change's old filter chain keeps what is in flight for listenerDrainSeconds (Envoy's
-    --drain-time-s, 45 s by default as Istio's drainDuration), telling every connection to close at once
-    (--drain-strategy immediate); the pod's own stop drain (drainSeconds) sets only the hot-restart parent's life."""
+    """A config change's old filter chain lives for listenerDrainSeconds (Envoy's --drain-time-s), telling every
+    connection to close at once (--drain-strategy immediate); the pod's own stop drain (drainSeconds) sets only
+    the hot-restart parent's life."""
     from mizzen.agent.main import Agent
 
-    assert AgentConfig.from_dict({"pod": "p", "workDir": "/w"}).listener_drain_seconds == 45.0
+    assert AgentConfig.from_dict({"pod": "p", "workDir": "/w"}).listener_drain_seconds == 5.0
     def options(over: dict) -> dict[str, str]:
         cfg = AgentConfig.from_dict({"pod": "p", "workDir": str(tmp_path), **over})
         argv = Agent(cfg, envoy_binary="/bin/true").envoy.command()
         return dict(zip(argv, argv[1:]))
 
-    opts = options({"drainSeconds": 2})
+    opts = options({"drainSeconds": 2, "listenerDrainSeconds": 45})
     assert (opts["--drain-time-s"], opts["--drain-strategy"], opts["--parent-shutdown-time-s"]) == ("45", "immediate", "7")
     assert options({"listenerDrainSeconds": 10})["--drain-time-s"] == "10"
 

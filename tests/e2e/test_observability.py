@@ -519,9 +519,8 @@ def test_metrics_are_counted_inside_envoy_by_default_and_the_stream_provider_giv
     try:
         mesh.wait_synced()
         # requests on connections opened before the switch are still served (and counted) by the old filter
-        # chain until it drains; once it has (the listener drain, 45 s), Envoy frees its series (the agent keeps
-        # their last values)
-        until(lambda: envoy_count() == 0, 100, what="ratings' old filter chain drained (Envoy freed its series)")
+        # chain until it drains; once it has, Envoy frees its series (the agent keeps their last values)
+        until(lambda: envoy_count() == 0, 60, what="ratings' old filter chain drained (Envoy freed its series)")
         envoy1, before = envoy_count(), from_sleep()
         mesh.load("sleep", "http://ratings:9080/ratings/8", count=20)
         until(lambda: from_sleep() - before >= 20, 15, what="the agent counts the stream's requests")

@@ -73,11 +73,13 @@ class AgentConfig:
     health_port: int = 15020  # 0: pick a free port (written to agent.state as healthPort)
     drain_seconds: float = 5.0
     # Envoy's --drain-time-s: how long a filter chain replaced by a listener update (any config change that
-    # touches a listener: a policy, telemetry, a rate limit) keeps serving the requests and connections it has
-    # before Envoy removes it and cuts what is left (`filter_chain_is_being_removed`). Istio's drainDuration.
-    # With --drain-strategy immediate every such connection is told to close on its next response at once, so
-    # this bounds only requests already in flight (long polls, streams, slow calls) and idle keep-alives.
-    listener_drain_seconds: float = 45.0
+    # touches a listener: a policy, telemetry, a rate limit) keeps the connections it has before Envoy removes it
+    # and cuts what is left (`filter_chain_is_being_removed`). One number bounds two things: a request in
+    # flight across the change is cut if it runs longer, and a connection opened before the change (an idle
+    # pooled keep-alive) may still serve ONE request under the old config within it (--drain-strategy
+    # immediate tells each to close on its next response; Envoy does not close idle HTTP/1.1 connections of a
+    # replaced chain earlier). Short keeps a new policy prompt; Istio's drainDuration is 45 s.
+    listener_drain_seconds: float = 5.0
     parent_shutdown_seconds: float | None = None  # Envoy --parent-shutdown-time-s; default drain + 5
     withdraw_delay_seconds: float | None = None  # default min(2, drainSeconds / 2)
     stop_timeout_seconds: float = 5.0  # SIGTERM -> SIGKILL grace when stopping Envoy

@@ -58,7 +58,7 @@ class EnvoyOptions:
     access_log_path: str = ""  # Envoy's stdout (access logs); default: access.log next to log_path
     concurrency: int = 1
     log_level: str = "warning"
-    drain_seconds: float = 45.0  # --drain-time-s: a replaced filter chain's (and a hot-restart parent's) drain
+    drain_seconds: float = 5.0  # --drain-time-s: a replaced filter chain's (and a hot-restart parent's) drain
     parent_shutdown_seconds: float = 10.0
     uid: int | None = None
     gid: int | None = None
@@ -96,9 +96,8 @@ class EnvoyProcess:
             "--concurrency", str(o.concurrency),
             "--log-level", o.log_level,
             "--drain-time-s", str(max(0, round(o.drain_seconds))),
-            # every draining connection is told to close on its next response at once (Istio's choice): with
-            # the default "gradual" a long drain time would keep connections on an old filter chain (its old
-            # policy) for most of it
+            # every connection of a replaced filter chain is told to close on its next response at once (Istio's
+            # choice): with the default "gradual" most kept serving under the old config for most of the drain
             "--drain-strategy", "immediate",
             "--parent-shutdown-time-s", str(max(1, round(o.parent_shutdown_seconds))),
             "--restart-epoch", str(epoch),

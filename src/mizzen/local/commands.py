@@ -47,8 +47,9 @@ def _echo_err(msg: str) -> None:
               help="how long a sidecar drains when its pod stops")
 @click.option("--listener-drain-seconds", type=click.FloatRange(0), default=LISTENER_DRAIN_SECONDS,
               show_default=True,
-              help="after a config change, how long requests in flight on a replaced listener filter chain may "
-                   "still finish before Envoy cuts them (Envoy's --drain-time-s; Istio's drainDuration)")
+              help="after a config change, how long a replaced listener filter chain lives (Envoy's --drain-time-s): "
+                   "requests in flight longer are cut, and a connection opened before the change may serve one "
+                   "more request under the old config within it (Istio's drainDuration is 45 s)")
 @click.option("--withdraw-timeout", type=float, default=10.0, show_default=True,
               help="when a pod stops: at most this long to wait for callers' proxies to drop its endpoint")
 @click.option("--app-stop-seconds", type=float, default=10.0, show_default=True,

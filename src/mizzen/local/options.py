@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 WITHDRAW_TIMEOUT_SECONDS = 10.0  # how long a stop waits for callers' proxies to drop a withdrawn instance
 APP_STOP_SECONDS = 10.0  # SIGTERM -> SIGKILL grace of an app
-LISTENER_DRAIN_SECONDS = 45.0  # Istio's drainDuration: agent.config.AgentConfig.listener_drain_seconds
+LISTENER_DRAIN_SECONDS = 2.0  # Envoy --drain-time-s: agent.config.AgentConfig.listener_drain_seconds
 
 
 @dataclass(frozen=True)
