@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from mizzen.client import StateLayout, unix_request
+from mizzen.local.options import LISTENER_DRAIN_SECONDS
 
 from .mesh import ROOT, SLEEP_COMMAND, Mesh, can_run_netns, running_mesh
 
@@ -74,9 +75,18 @@ def mesh(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------ helpers
 
 def limit(m: Mesh, text: str) -> None:
-    """Apply RateLimit(s), then wait until every sidecar ACKed and both services serve the global ones."""
+    """Apply RateLimit(s), then wait until every sidecar ACKed and both services serve the global ones, and
+    until the filter chains the change replaced are gone (the listener drain): until then a connection opened
+    before it may serve one more request without the limit, or be cut mid-request when its chain is removed
+    (seen: 2 IncompleteRead in a burst)."""
+    t0 = time.monotonic()
     m.apply_text(text)
     m.wait_synced()
+    _serving(m, text)
+    time.sleep(max(0.0, t0 + LISTENER_DRAIN_SECONDS + 0.5 - time.monotonic()))
+
+
+def _serving(m: Mesh, text: str) -> None:
     docs = [yaml.safe_load(d) for d in text.split("\n---\n")]
     want = {f"default/{d['metadata']['name']}/{lim['name']}" for d in docs if d["spec"].get("mode") == "global"
             for lim in d["spec"]["limits"]}
