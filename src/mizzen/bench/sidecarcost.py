@@ -282,6 +282,10 @@ VARIANTS: dict[str, tuple[str, Callable[[dict], None]]] = {
     "no-tap": ("the tap filter (inert)", _drop_filter("envoy.filters.http.tap")),
     "no-fault": ("the fault filter (disabled; per-route enabled)", _drop_filter("envoy.filters.http.fault")),
     "no-tracing": ("the HCM's Zipkin tracer at 1 %", _drop_hcm_key("tracing")),
+    "no-tracing-out": ("the tracer on the client's outbound HCMs only (the server still traces)",
+                       lambda cfg: [h.pop("tracing", None) for h in _hcms(cfg) if h["stat_prefix"].startswith("outbound")]),
+    "no-tracing-in": ("the tracer on the server's inbound HCMs only (the client still traces and injects)",
+                      lambda cfg: [h.pop("tracing", None) for h in _hcms(cfg) if h["stat_prefix"].startswith("inbound")]),
     "tracing-0": ("(not removed) tracing at 0 % sampling: the tracer's cost without the sampled spans' randomness",
                   _tracing(lambda t: t.__setitem__("random_sampling", {"value": 0}))),
     "tracing-b3-only": ("W3C trace-context propagation (B3 only)", _tracing(lambda t: t["provider"]["typed_config"].pop(
@@ -319,6 +323,7 @@ def variant_configs(name: str, client: dict, server: dict, tls: bool) -> tuple[d
     if name == "stripped":  # every piece off at once
         names = [n for n in VARIANTS if n not in ("no-track-remaining", "no-retry-predicate", "no-retriable-headers",
                                                   "retry-exact-methods", "no-tls-inspector", "tracing-0",
+                                                  "no-tracing-out", "no-tracing-in",
                                                   "tracing-b3-only", "no-grpc-tag", "no-peer-tag",
                                                   "no-requests-total")]
     else:
