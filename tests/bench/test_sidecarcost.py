@@ -56,7 +56,7 @@ def test_the_dump_becomes_a_static_bootstrap(bootstrap):
     assert "admin" in bootstrap  # the tap filter's admin sink needs one
 
 
-@pytest.mark.parametrize("variant", ["mesh", "stripped", *sc.VARIANTS])
+@pytest.mark.parametrize("variant", sorted(set(sc.VARIANTS) | set(sc.default_variants()) - {"bare"}))
 def test_every_variant_is_a_valid_envoy_config(variant, bootstrap, tmp_path):
     a, _ = sc.variant_configs(variant, bootstrap, bootstrap, tls=True)
     path = tmp_path / "cfg.json"
@@ -68,3 +68,12 @@ def test_every_variant_is_a_valid_envoy_config(variant, bootstrap, tmp_path):
         hcms = sc._hcms(a)
         assert hcms and all("tracing" not in h and not h.get("access_log") for h in hcms)
         assert all([f["name"] for f in h["http_filters"]][-1:] == ["envoy.filters.http.router"] for h in hcms)
+
+
+def test_the_table_gives_each_piece_against_its_base():
+    r = {"requests": 10, "modes": {"plaintext": {"bare": (100.0, 100.0), "mesh": (150.0, 160.0),
+                                                 "no-tracing": (120.0, 130.0),
+                                                 "no-tracing+no-tap": (117.0, 126.0)}}}
+    md = sc.markdown(r)
+    assert "| no-tracing | 120 | 1.20× | +30 | 130 | 1.30× | +30 |" in md
+    assert "| no-tracing+no-tap | 117 | 1.17× | +3 | 126 | 1.26× | +4 |" in md

@@ -18,7 +18,7 @@ Variants: `bare` (datapath.py's static pair), `mesh` (the dumped config), and `m
 (VARIANTS below), so each piece's cost is `mesh - variant`. Modes: `mtls` (the mesh's default, auto mTLS) and
 `plaintext` (a DestinationRule `tls: DISABLE`, as datapath.py).
 
-    python -m mizzen.bench.sidecarcost [--requests 2000] [--modes mtls,plaintext] [--variants mesh,no-tap,...]
+    python -m mizzen.bench.sidecarcost [--requests 1000] [--modes mtls,plaintext] [--variants mesh,no-tap,...]
 """
 from __future__ import annotations
 
@@ -471,23 +471,38 @@ def run_mode(b: datapath.Bench, work: Path, tls: bool, variants: list[str], n: i
     return out
 
 
-def run(n: int = 2000, modes: tuple[str, ...] = ("mtls", "plaintext"), variants: list[str] | None = None,
+NOT_PIECES = ("no-tracing", "tracing-0", "tracing-b3-only", "no-tracing-out", "no-tracing-in")
+
+
+def default_variants() -> list[str]:
+    """bare, mesh, every piece off at once, the tracer's parts, then each other piece off on the `no-tracing` base
+    (the 1 % sampled spans make the tracer's figures vary by ±5k between runs; without it they repeat to ~0.05 %)."""
+    return ["bare", "mesh", "stripped", "no-tracing", "no-tracing-out", "no-tracing-in", "tracing-0",
+            "tracing-0+tracing-b3-only", *(f"no-tracing+{v}" for v in VARIANTS if v not in NOT_PIECES)]
+
+
+def run(n: int = 1000, modes: tuple[str, ...] = ("mtls", "plaintext"), variants: list[str] | None = None,
         log=print) -> dict[str, Any]:
-    variants = variants or ["bare", "mesh", *VARIANTS, "stripped"]
+    variants = variants or default_variants()
     tmp = Path(tempfile.mkdtemp(prefix="mizzen-bench-sidecarcost-"))
     os.chmod(tmp, 0o755)
     work = tmp / "cg"
     work.mkdir()
-    os.chmod(work, 0o777)  # the uid-1337 Envoys write their callgrind files here
+    os.chmod(work, 0o777)  # the measured Envoys (gid 1337) write their callgrind files and logs here
     b = datapath.Bench(tmp, 10)
     res: dict[str, Any] = {"requests": n, "modes": {}}
     try:
         b.up()
         time.sleep(3)
+        dr = False  # the mesh's default is auto mTLS: plaintext is a DestinationRule away (as datapath.py)
         for mode in modes:
-            if mode == "plaintext":
-                b.cli("apply", "-f", "-", input=datapath.PLAINTEXT_DR)
-                time.sleep(4)
+            if (mode == "plaintext") != dr:
+                if dr:
+                    b.cli("delete", "destinationrule", "echo")
+                else:
+                    b.cli("apply", "-f", "-", input=datapath.PLAINTEXT_DR)
+                dr = not dr
+                time.sleep(4)  # debounce + push
             log(f"{mode}:")
             res["modes"][mode] = run_mode(b, work, mode == "mtls", variants, n, log)
     finally:
@@ -499,16 +514,20 @@ def run(n: int = 2000, modes: tuple[str, ...] = ("mtls", "plaintext"), variants:
 def markdown(r: dict) -> str:
     lines = []
     for mode, vs in r["modes"].items():
-        bare, mesh = vs.get("bare"), vs.get("mesh")
-        lines += [f"**{mode}**", "", "| variant | client hop | vs bare | mesh − variant | server hop | vs bare | "
-                  "mesh − variant | what is removed |", "|---|---|---|---|---|---|---|---|"]
+        bare = vs.get("bare")
+        lines += [f"**{mode}**", "", "| variant | client hop | vs bare | base − variant | server hop | vs bare | "
+                  "base − variant | what is removed (base: `mesh`, or what precedes the last `+`) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for v, (a, s) in vs.items():
-            what = VARIANTS[v][0] if v in VARIANTS else {"bare": "datapath.py's bare pair", "mesh": "the dumped "
-                                                         "sidecar config", "stripped": "every piece above off"}.get(v, v)
+            last = v.rsplit("+", 1)[-1]
+            what = VARIANTS[last][0] if last in VARIANTS else {
+                "bare": "datapath.py's bare pair", "mesh": "the dumped sidecar config",
+                "stripped": "every piece off at once"}.get(v, v)
+            base = vs.get(v.rsplit("+", 1)[0] if "+" in v else "mesh")
             ra = f"{a / bare[0]:.2f}×" if bare else "-"
             rs = f"{s / bare[1]:.2f}×" if bare else "-"
-            da = f"{mesh[0] - a:+,.0f}" if mesh and v not in ("mesh", "bare") else ""
-            ds = f"{mesh[1] - s:+,.0f}" if mesh and v not in ("mesh", "bare") else ""
+            da = f"{base[0] - a:+,.0f}" if base and v not in ("mesh", "bare") else ""
+            ds = f"{base[1] - s:+,.0f}" if base and v not in ("mesh", "bare") else ""
             lines.append(f"| {v} | {a:,.0f} | {ra} | {da} | {s:,.0f} | {rs} | {ds} | {what} |")
         lines.append("")
     lines.append(f"Instructions per request of each proxy's busiest thread under callgrind, {r['requests']} keep-alive "
@@ -518,10 +537,10 @@ def markdown(r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--modes", default="mtls,plaintext")
-    ap.add_argument("--variants", default=None, help="comma-separated; default: bare, mesh, each of "
-                    + ", ".join(VARIANTS) + ", stripped; `a+b` removes several pieces")
+    ap.add_argument("--variants", default=None, help="comma-separated; `a+b` removes several pieces; default: "
+                    + ",".join(default_variants()))
     a = ap.parse_args(argv)
     r = run(a.requests, tuple(a.modes.split(",")), a.variants.split(",") if a.variants else None)
     print(markdown(r))
