@@ -16,3 +16,13 @@ def test_inbound_cluster_retries_are_not_capped():
     assert "reset" in inbound_retry_policy().retry_on
     assert th.max_retries.value == MAX_U32
     assert th.max_requests.value == th.max_pending_requests.value == th.max_connections.value == MAX_U32
+
+
+def test_inbound_retry_is_limited_to_safe_methods_by_exact_matchers():
+    # Envoy retries when any of retriable_request_headers matches: one exact matcher per safe method, no regex
+    # run on every request (bench/sidecarcost.py); POST and the other unsafe methods match none of them
+    pol = inbound_retry_policy()
+    ms = list(pol.retriable_request_headers)
+    assert {m.name for m in ms} == {":method"}
+    assert all(m.string_match.WhichOneof("match_pattern") == "exact" and not m.invert_match for m in ms)
+    assert {m.string_match.exact for m in ms} == {"GET", "HEAD", "OPTIONS"}

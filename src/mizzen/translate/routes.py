@@ -365,11 +365,13 @@ def _cluster(d: Destination) -> str:
 # refused (UF), which callers retry on another replica (UNSERVED_HEADER). Found by `mizzen chaos`: after an
 # app kill its sidecar kept writing requests on pooled connections to the dead app for tens of milliseconds.
 # Other methods are never retried here (the app may have read the request before it died).
-INBOUND_RETRY_METHODS = "GET|HEAD|OPTIONS"
+# One exact matcher per method: Envoy allows the retry when any of `retriable_request_headers` matches, and
+# comparing `:method` with three strings costs a fraction of running a regex on every request.
+INBOUND_RETRY_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def inbound_retry_policy() -> rc.RetryPolicy:
     pol = rc.RetryPolicy(retry_on="reset", num_retries=u32(1))
-    pol.retriable_request_headers.add(name=":method", string_match=string_pb2.StringMatcher(
-        safe_regex=regex_pb2.RegexMatcher(regex=INBOUND_RETRY_METHODS)))
+    for method in INBOUND_RETRY_METHODS:
+        pol.retriable_request_headers.add(name=":method", string_match=string_pb2.StringMatcher(exact=method))
     return pol
