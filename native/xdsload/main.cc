@@ -330,7 +330,7 @@ struct Stream {
   double interval = RETRY_BASE;
   bool resume = false;
   std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<ds::AggregatedDiscoveryService::Stub> stub;
+  std::shared_ptr<ds::AggregatedDiscoveryService::Stub> stub;
 
   void reset() {
     versions.clear();
@@ -494,7 +494,7 @@ void Stream::open() {
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1);
     channel = grpc::CreateCustomChannel(w->xds, grpc::InsecureChannelCredentials(), args);
   }
-  if (!stub) stub = ds::AggregatedDiscoveryService::NewStub(channel);
+  if (!stub) stub = ds::AggregatedDiscoveryService::NewStub(channel);  // unique_ptr -> shared_ptr
   attempt_at = mono();
   if (w->delta) {
     auto* c = new DeltaCall(this);
@@ -532,14 +532,23 @@ void Stream::on_done(const grpc::Status& st) {
     fprintf(stderr, "stream %d: %s; reconnecting\n", index,
             st.ok() ? "ended by the server" : ("status " + std::to_string(st.error_code()) + ": " + st.error_message()).c_str());
   double wait;
+  std::shared_ptr<grpc::Channel> old_channel;
+  std::shared_ptr<ds::AggregatedDiscoveryService::Stub> old_stub;
   {
     std::lock_guard<std::mutex> g(mu);
-    stub.reset();
-    channel.reset();
+    old_stub = std::move(stub);
+    old_channel = std::move(channel);
     wait = w->random01() * interval;
     interval = std::min(2 * interval, RETRY_MAX);
   }
-  w->timers.after(wait, [this] { open(); });
+  // The old channel is released on the timer thread, not here: this runs on a thread of the channel's callback
+  // completion queue, and the last channel's release shuts that queue down (done on its own thread, grpc 1.51
+  // frees it twice: ASan saw it when every stream of a worker broke at once, a control-plane restart).
+  w->timers.after(wait, [this, old_channel, old_stub]() mutable {
+    old_stub.reset();
+    old_channel.reset();
+    open();
+  });
 }
 
 static bool subset(const std::vector<Id>& want, const std::unordered_set<Id>& have) {
@@ -623,9 +632,11 @@ void Stream::on_response(C* call, const R& resp) {
   } else if (t == EDS) {
     for (auto& it : items) {
       have_eds.insert(it.name);
-      if (w->is_watched(names.name(it.name)))
-        for (auto& a : *addresses_of(*it.value))
+      if (w->is_watched(names.name(it.name))) {
+        auto addrs = addresses_of(*it.value);  // held: a range-for over `*temporary` would dangle
+        for (auto& a : *addrs)
           if (seen.insert(a).second) w->saw(a, now, attempt_at);
+      }
     }
     for (Id n : removed) have_eds.erase(n);
   } else if (t == RDS) {

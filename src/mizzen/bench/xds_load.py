@@ -449,6 +449,7 @@ class BenchResult:
     cp_cpu_total_s: float = 0.0
     cp_peak_rss_mb: float = 0.0
     client_cpu_s: float = 0.0
+    client_cpu_sync_s: float = 0.0  # the load workers' CPU seconds from their start to every stream synced
     connected: int = 0
     reconnects: int = 0  # streams that broke and were reopened (like Envoy would)
     pids: list[int] = field(default_factory=list)  # every process started (all reaped at the end)
@@ -738,6 +739,7 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
         res.reconnects += ev["reconnects"]
         res.client_cpu_s += ev["cpu"]
     res.initial_sync_s = max(ends) - min(starts)
+    res.client_cpu_sync_s = res.client_cpu_s
     cpu1 = proc_cpu_seconds(server_pid)
     res.cp_cpu_sync_s = cpu1 - cpu0
     log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")
