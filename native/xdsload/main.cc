@@ -164,16 +164,16 @@ template <typename V>
 class Cache {
  public:
   template <typename F>
-  V get(const std::string& bytes, F compute) {
+  V get(const std::string& key, const std::string& bytes, F compute) {  // key: the bytes, or (name, version)
     {
       std::shared_lock<std::shared_mutex> g(mu_);
-      auto it = m_.find(bytes);
+      auto it = m_.find(key);
       if (it != m_.end()) return it->second;
     }
     V v = compute(bytes);
     std::unique_lock<std::shared_mutex> g(mu_);
     if (m_.size() > 100000) m_.clear();
-    m_.emplace(bytes, v);
+    m_.emplace(key, v);
     return v;
   }
 
@@ -187,8 +187,8 @@ static Cache<Id> eds_cache, name_cache;
 static Cache<IdSet> rds_cache;
 static Cache<std::shared_ptr<const std::vector<std::string>>> addr_cache;
 
-static Id eds_name_of(const std::string& v) {  // the EDS service name a Cluster needs, NONE if not EDS
-  return eds_cache.get(v, [](const std::string& b) {
+static Id eds_name_of(const std::string& key, const std::string& v) {  // EDS name a Cluster needs, NONE if not EDS
+  return eds_cache.get(key, v, [](const std::string& b) {
     mx::Cluster c;
     c.ParseFromString(b);
     if (c.type() != 3) return NONE;
@@ -197,8 +197,8 @@ static Id eds_name_of(const std::string& v) {  // the EDS service name a Cluster
   });
 }
 
-static IdSet rds_names_of(const std::string& v) {
-  return rds_cache.get(v, [](const std::string& b) {
+static IdSet rds_names_of(const std::string& key, const std::string& v) {
+  return rds_cache.get(key, v, [](const std::string& b) {
     mx::Listener l;
     l.ParseFromString(b);
     std::vector<const mx::FilterChain*> chains;
@@ -220,7 +220,7 @@ static IdSet rds_names_of(const std::string& v) {
 }
 
 static std::shared_ptr<const std::vector<std::string>> addresses_of(const std::string& v) {
-  return addr_cache.get(v, [](const std::string& b) {
+  return addr_cache.get(v, v, [](const std::string& b) {
     mx::ClusterLoadAssignment cla;
     cla.ParseFromString(b);
     std::set<std::string> out;
@@ -231,7 +231,7 @@ static std::shared_ptr<const std::vector<std::string>> addresses_of(const std::s
 }
 
 static Id name_of(const std::string& type, const std::string& v) {  // SotW: a resource's name from its bytes
-  return name_cache.get(v, [&type](const std::string& b) {
+  return name_cache.get(v, v, [&type](const std::string& b) {
     std::string n;
     if (type == CDS) {
       mx::Cluster c;
@@ -567,6 +567,15 @@ struct Item {
   Id name;
   Id version;
   const std::string* value;
+  // what the per-process caches key it by: Delta (name, version), as a resource's version names its content
+  // (hashing 8 bytes, not the resource's); SotW, which has no per-resource version: the bytes
+  std::string key() const {
+    if (version == NONE) return *value;
+    std::string k(8, '\0');
+    memcpy(&k[0], &name, 4);
+    memcpy(&k[4], &version, 4);
+    return k;
+  }
 };
 
 template <typename C, typename R>
@@ -601,11 +610,11 @@ void Stream::on_response(C* call, const R& resp) {
     if (cds) {
       if (full) clusters.clear();
       for (Id n : removed) clusters.erase(n);
-      for (auto& it : items) clusters[it.name] = eds_name_of(*it.value);
+      for (auto& it : items) clusters[it.name] = eds_name_of(it.key(), *it.value);
     } else {
       if (full) listeners.clear();
       for (Id n : removed) listeners.erase(n);
-      for (auto& it : items) listeners[it.name] = rds_names_of(*it.value);
+      for (auto& it : items) listeners[it.name] = rds_names_of(it.key(), *it.value);
     }
     std::set<Id> want_set;
     if (cds) {
