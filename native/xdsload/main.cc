@@ -18,6 +18,7 @@
 // {"cmd":"expect","address":A,"timeout":S} one {"event":"seen","address":A,"times":[...],"attempts":[...],
 // "missing":M,"reconnects":R,"cpu":S} (A: an endpoint address of the watched cluster, or a route marker
 // mzbench-N found in an RDS response's bytes); {"cmd":"stop"} (or stdin closed) ends the process.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -309,6 +310,8 @@ class Timers {
 };
 
 struct Worker;
+static Worker* the_worker = nullptr;
+static bool w_is_watched(const std::string& n);
 
 // One simulated Envoy (xds_load.LoadStream).
 struct Stream {
@@ -330,7 +333,7 @@ struct Stream {
   double interval = RETRY_BASE;
   bool resume = false;
   std::shared_ptr<grpc::Channel> channel;
-  std::shared_ptr<ds::AggregatedDiscoveryService::Stub> stub;
+  std::shared_ptr<void> stub;  // a grpc::TemplatedGenericStub of the channel (requests as protos, responses raw)
 
   void reset() {
     versions.clear();
@@ -345,8 +348,8 @@ struct Stream {
   }
   void open();
   void on_done(const grpc::Status& st);
-  template <typename C, typename R>
-  void on_response(C* call, const R& resp);
+  template <typename C>
+  void on_response(C* call, const struct Summary& resp);
 };
 
 struct Worker {
@@ -394,11 +397,11 @@ struct Worker {
 
 // One ADS call (one attempt of a Stream): a callback reactor with a write queue (one write in flight).
 template <typename Req, typename Resp>
-class Call : public grpc::ClientBidiReactor<Req, Resp> {
+class Call : public grpc::ClientBidiReactor<Req, grpc::ByteBuffer> {
  public:
   explicit Call(Stream* s) : s_(s) {}
   grpc::ClientContext ctx;
-  Resp resp;
+  grpc::ByteBuffer resp;  // raw: parsed once per distinct response (summary_of)
 
   void Write(Req r) {
     Req* next = nullptr;
@@ -437,9 +440,10 @@ class Call : public grpc::ClientBidiReactor<Req, Resp> {
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;
-    s_->on_response(this, resp);
+    on_read(this);
     this->StartRead(&resp);
   }
+  static void on_read(Call* c);
   void OnDone(const grpc::Status& st) override {
     Stream* s = s_;
     delete this;
@@ -455,6 +459,7 @@ class Call : public grpc::ClientBidiReactor<Req, Resp> {
 
 using DeltaCall = Call<ds::DeltaDiscoveryRequest, ds::DeltaDiscoveryResponse>;
 using SotwCall = Call<ds::DiscoveryRequest, ds::DiscoveryResponse>;
+static bool w_is_watched(const std::string& n) { return the_worker->is_watched(n); }
 
 static ds::DeltaDiscoveryRequest delta_req(const std::string& type, const std::vector<Id>& sub = {},
                                            const std::vector<Id>& unsub = {}, const std::string& nonce = "",
@@ -494,11 +499,13 @@ void Stream::open() {
     args.SetInt(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, -1);
     channel = grpc::CreateCustomChannel(w->xds, grpc::InsecureChannelCredentials(), args);
   }
-  if (!stub) stub = ds::AggregatedDiscoveryService::NewStub(channel);  // unique_ptr -> shared_ptr
   attempt_at = mono();
   if (w->delta) {
     auto* c = new DeltaCall(this);
-    stub->async()->DeltaAggregatedResources(&c->ctx, c);
+    auto st = std::make_shared<grpc::TemplatedGenericStub<ds::DeltaDiscoveryRequest, grpc::ByteBuffer>>(channel);
+    stub = st;
+    st->PrepareBidiStreamingCall(&c->ctx, "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources",
+                                 grpc::StubOptions(), c);
     if (resume) {  // keep the config; subscribe again to everything held, with the versions held
       auto r = delta_req(CDS, {}, {}, "", &versions[CDS]);
       r.set_node(node);
@@ -516,7 +523,10 @@ void Stream::open() {
     c->Begin();
   } else {
     auto* c = new SotwCall(this);
-    stub->async()->StreamAggregatedResources(&c->ctx, c);
+    auto st = std::make_shared<grpc::TemplatedGenericStub<ds::DiscoveryRequest, grpc::ByteBuffer>>(channel);
+    stub = st;
+    st->PrepareBidiStreamingCall(&c->ctx, "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                                 grpc::StubOptions(), c);
     auto r = sotw_req(CDS, {}, "", "");
     r.set_node(node);
     c->Write(std::move(r));
@@ -533,7 +543,7 @@ void Stream::on_done(const grpc::Status& st) {
             st.ok() ? "ended by the server" : ("status " + std::to_string(st.error_code()) + ": " + st.error_message()).c_str());
   double wait;
   std::shared_ptr<grpc::Channel> old_channel;
-  std::shared_ptr<ds::AggregatedDiscoveryService::Stub> old_stub;
+  std::shared_ptr<void> old_stub;
   {
     std::lock_guard<std::mutex> g(mu);
     old_stub = std::move(stub);
@@ -563,58 +573,109 @@ static std::vector<Id> minus(const std::vector<Id>& a, const std::vector<Id>& b)
   return o;
 }
 
-struct Item {
-  Id name;
-  Id version;
-  const std::string* value;
-  // what the per-process caches key it by: Delta (name, version), as a resource's version names its content
-  // (hashing 8 bytes, not the resource's); SotW, which has no per-resource version: the bytes
-  std::string key() const {
-    if (version == NONE) return *value;
-    std::string k(8, '\0');
-    memcpy(&k[0], &name, 4);
-    memcpy(&k[4], &version, 4);
-    return k;
-  }
+// What a stream needs from one response, computed once per distinct response bytes in the process (like the
+// Python worker's _Summary): servers that share responses send the same bytes to every stream, so the client's
+// CPU goes to the protocol, not to parsing identical messages again.
+struct Summary {
+  struct Item {
+    Id name;
+    Id version;    // Delta; NONE in SotW
+    Id eds;        // CDS: the EDS name it needs (NONE: not EDS)
+    IdSet rds;     // LDS: the route names its HTTP connection managers name
+  };
+  bool delta = true;
+  std::string type_url, nonce, version_info;
+  std::vector<Item> items;
+  std::vector<Id> removed;
+  std::vector<std::string> watched;  // EDS: the watched cluster's addresses; RDS: route markers
 };
+using SummaryPtr = std::shared_ptr<const Summary>;
 
-template <typename C, typename R>
-void Stream::on_response(C* call, const R& resp) {
+template <typename R>
+static SummaryPtr summarize(const std::string& bytes) {
   constexpr bool delta = std::is_same<R, ds::DeltaDiscoveryResponse>::value;
+  R resp;
+  resp.ParseFromString(bytes);
+  auto s = std::make_shared<Summary>();
+  s->delta = delta;
+  s->type_url = resp.type_url();
+  s->nonce = resp.nonce();
+  const std::string& t = s->type_url;
+  std::vector<std::pair<Summary::Item, const std::string*>> items;
+  if constexpr (delta) {
+    for (auto& r : resp.resources())
+      items.push_back({{names.id(r.name()), names.id(r.version()), NONE, nullptr}, &r.resource().value()});
+    for (auto& n : resp.removed_resources()) s->removed.push_back(names.id(n));
+  } else {
+    s->version_info = resp.version_info();
+    for (auto& a : resp.resources()) items.push_back({{name_of(t, a.value()), NONE, NONE, nullptr}, &a.value()});
+  }
+  std::set<std::string> watched;
+  for (auto& [it, value] : items) {
+    if (t == CDS) {
+      it.eds = eds_name_of(*value, *value);
+    } else if (t == LDS) {
+      it.rds = rds_names_of(*value, *value);
+    } else if (t == EDS) {
+      if (w_is_watched(names.name(it.name))) {
+        auto addrs = addresses_of(*value);
+        watched.insert(addrs->begin(), addrs->end());
+      }
+    } else if (t == RDS) {
+      for (auto& m : markers_in(*value)) watched.insert(m);
+    }
+    s->items.push_back(it);
+  }
+  s->watched.assign(watched.begin(), watched.end());
+  return s;
+}
+
+static std::mutex summaries_mu;
+static std::unordered_map<std::string, SummaryPtr> summaries;  // response bytes -> summary (bounded)
+
+template <typename R>
+static SummaryPtr summary_of(const grpc::ByteBuffer& buf) {
+  grpc::Slice slice;
+  buf.DumpToSingleSlice(&slice);
+  std::string bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  {
+    std::lock_guard<std::mutex> g(summaries_mu);
+    auto it = summaries.find(bytes);
+    if (it != summaries.end()) return it->second;
+  }
+  SummaryPtr s = summarize<R>(bytes);
+  std::lock_guard<std::mutex> g(summaries_mu);
+  if (summaries.size() > 64) summaries.clear();
+  summaries.emplace(std::move(bytes), s);
+  return s;
+}
+
+template <typename C>
+void Stream::on_response(C* call, const Summary& resp) {
+  constexpr bool delta = std::is_same<C, DeltaCall>::value;
   double now = mono();
   responses++;
   std::lock_guard<std::mutex> g(mu);
   interval = RETRY_BASE;
-  const std::string& t = resp.type_url();
+  const std::string& t = resp.type_url;
   got.insert(t);
-  std::vector<Item> items;
-  std::vector<Id> removed;
   bool full = !delta;  // SotW: CDS/LDS carry the full set
   if constexpr (delta) {
     auto& held = versions[t];
-    for (auto& r : resp.resources()) {
-      Id n = names.id(r.name()), v = names.id(r.version());
-      items.push_back({n, v, &r.resource().value()});
-      held[n] = v;
-    }
-    for (auto& n : resp.removed_resources()) {
-      Id i = names.id(n);
-      removed.push_back(i);
-      held.erase(i);
-    }
-  } else {
-    for (auto& a : resp.resources()) items.push_back({name_of(t, a.value()), NONE, &a.value()});
+    for (auto& it : resp.items) held[it.name] = it.version;
+    for (Id n : resp.removed) held.erase(n);
   }
+  const std::vector<Id>& removed = resp.removed;
   if (t == CDS || t == LDS) {
     bool cds = t == CDS;
     if (cds) {
       if (full) clusters.clear();
       for (Id n : removed) clusters.erase(n);
-      for (auto& it : items) clusters[it.name] = eds_name_of(it.key(), *it.value);
+      for (auto& it : resp.items) clusters[it.name] = it.eds;
     } else {
       if (full) listeners.clear();
       for (Id n : removed) listeners.erase(n);
-      for (auto& it : items) listeners[it.name] = rds_names_of(it.key(), *it.value);
+      for (auto& it : resp.items) listeners[it.name] = it.rds;
     }
     std::set<Id> want_set;
     if (cds) {
@@ -638,36 +699,33 @@ void Stream::on_response(C* call, const R& resp) {
     auto& have = cds ? have_eds : have_rds;
     for (auto it = have.begin(); it != have.end();)
       it = std::binary_search(want.begin(), want.end(), *it) ? std::next(it) : have.erase(it);
-  } else if (t == EDS) {
-    for (auto& it : items) {
-      have_eds.insert(it.name);
-      if (w->is_watched(names.name(it.name))) {
-        auto addrs = addresses_of(*it.value);  // held: a range-for over `*temporary` would dangle
-        for (auto& a : *addrs)
-          if (seen.insert(a).second) w->saw(a, now, attempt_at);
-      }
-    }
-    for (Id n : removed) have_eds.erase(n);
-  } else if (t == RDS) {
-    for (auto& it : items) {
-      have_rds.insert(it.name);
-      for (auto& m : markers_in(*it.value))
-        if (seen.insert(m).second) w->saw(m, now, attempt_at);
-    }
+  } else if (t == EDS || t == RDS) {
+    auto& have = t == EDS ? have_eds : have_rds;
+    for (auto& it : resp.items) have.insert(it.name);
+    for (auto& a : resp.watched)
+      if (seen.insert(a).second) w->saw(a, now, attempt_at);
+    if (t == EDS)
+      for (Id n : removed) have_eds.erase(n);
   }
   // ACK
   if constexpr (delta) {
-    call->Write(delta_req(t, {}, {}, resp.nonce()));
+    call->Write(delta_req(t, {}, {}, resp.nonce));
   } else {
-    sotw_state[t] = {resp.version_info(), resp.nonce()};
+    sotw_state[t] = {resp.version_info, resp.nonce};
     static const std::vector<Id> none;
     const std::vector<Id>& ns = t == EDS ? eds_names : t == RDS ? rds_names : none;
-    call->Write(sotw_req(t, ns, resp.nonce(), resp.version_info()));
+    call->Write(sotw_req(t, ns, resp.nonce, resp.version_info));
   }
   if (synced_at < 0 && got.count(CDS) && got.count(LDS) && subset(eds_names, have_eds) && subset(rds_names, have_rds)) {
     synced_at = now;
     w->on_synced();
   }
+}
+
+template <typename Req, typename Resp>
+void Call<Req, Resp>::on_read(Call* c) {
+  SummaryPtr s = summary_of<Resp>(c->resp);
+  c->s_->on_response(c, *s);
 }
 
 static std::string unhex(const std::string& h) {
@@ -692,6 +750,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   Worker w;
+  the_worker = &w;
   w.xds = argv[1];
   w.delta = !strcmp(argv[2], "delta");
   int start = atoi(argv[3]), count = atoi(argv[4]);
