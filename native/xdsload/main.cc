@@ -11,7 +11,9 @@
 // like Envoy it subscribes to CDS and LDS (wildcard), then to EDS / RDS by the names the clusters / listeners
 // name, and ACKs every response. A broken stream is reopened on a new channel after a random wait below an
 // interval that starts at 0.5 s and doubles up to 5 s (reset by a response); a Delta stream resumes with
-// initial_resource_versions. Times are CLOCK_MONOTONIC (Python's time.monotonic), CPU is the process's.
+// initial_resource_versions. Responses are read as raw bytes and summarized once per distinct response (the
+// Python worker's _Summary: servers that share responses send every stream the same bytes), so the client's CPU
+// goes to the protocol. Times are CLOCK_MONOTONIC (Python's time.monotonic), CPU is the process's.
 //
 // stdout (JSON lines): {"event":"started","t":T}, {"event":"progress",...} every 2 s until every stream is
 // synced, {"event":"synced","t0":T,"times":[...],"cpu":S,"reconnects":R}; then per stdin command
