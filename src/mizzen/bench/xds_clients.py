@@ -24,8 +24,8 @@ HEADER = ("| run | client | server | proxies | initial sync s | EDS p50 ms | EDS
 def row(k: int, client: str, server: str, r: BenchResult, load: float) -> str:
     o = r.options
     cpu = r.cp_cpu_changes_s / max(1, o.changes) / o.proxies * 1000
-    return (f"| {k} | {client} | {server} | {o.proxies} | {r.initial_sync_s:.2f} | {percentile(r.latencies_ms, 50):.0f} | "
-            f"{percentile(r.latencies_ms, 99):.0f} | {cpu:.3f} | {r.cp_cpu_sync_s:.2f} | {r.client_cpu_sync_s:.1f} | "
+    return (f"| {k} | {client} | {server} | {o.proxies} | {r.initial_sync_s:.2f} | "
+            f"{percentile(r.latencies_ms, 50):.0f} | {percentile(r.latencies_ms, 99):.0f} | {cpu:.3f} | {r.cp_cpu_sync_s:.2f} | {r.client_cpu_sync_s:.1f} | "
             f"{r.client_cpu_s - r.client_cpu_sync_s:.1f} | {r.missing} | {r.reconnects} | {load:.1f} |")
 
 

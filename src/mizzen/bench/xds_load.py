@@ -434,6 +434,7 @@ class BenchOptions:
     instances: int = 2  # per service
     churn_rate: int = 0  # then instance changes per second (paced) for churn_seconds (xds_extra.churn)
     churn_seconds: float = 60.0
+    debounce_leading: bool = False  # the control plane's --debounce-leading (xds.PushQueue leading edge)
     client: str = "python"  # the load worker: "python" (the reference) or "native" (build/mizzen-xdsload)
 
 
@@ -620,6 +621,8 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
            "--log-level", o.cp_log_level]
     if o.debounce_ms is not None:
         cmd += ["--debounce-ms", str(o.debounce_ms)]
+    if o.debounce_leading:
+        cmd += ["--debounce-leading"]
     if o.store_url:
         cmd += ["--store", o.store_url]
     consul = f"127.0.0.1:{_free_port()}" if o.via == "consul" else None
