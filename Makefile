@@ -11,17 +11,21 @@ APT_PKGS := iptables iproute2 curl wrk etcd-server redis-server chromium chromiu
 
 install: $(STAMP) native
 
-# The native rate-limit service (native/rls → build/mizzen-rls; `mizzen ratelimit --engine auto` uses it when
-# present). Optional: without the compilers and Debian's gRPC/protobuf packages (`make sysdeps`) or when the
-# build fails, it says why and everything else works on the Python rate-limit service.
+# The native parts, each optional: the rate-limit service (native/rls → build/mizzen-rls; `mizzen ratelimit
+# --engine auto` uses it when present) and the xDS load client (native/xdsload → build/mizzen-xdsload; `mizzen
+# bench xds --client auto` uses it when present). Without the compilers and Debian's gRPC/protobuf packages
+# (`make sysdeps`) or when a build fails, it says why and everything else works on the Python equivalents.
 native:
 	@if command -v protoc >/dev/null && command -v grpc_cpp_plugin >/dev/null && pkg-config --exists grpc++ protobuf \
 	    && command -v g++ >/dev/null; then \
 	  $(MAKE) --no-print-directory -j2 -C native/rls || { rm -f build/mizzen-rls; \
 	    echo "warning: the native rate-limit service did not build (see above): mizzen ratelimit uses the Python engine"; }; \
+	  $(MAKE) --no-print-directory -j2 -C native/xdsload || { rm -f build/mizzen-xdsload; \
+	    echo "warning: the native xDS load client did not build (see above): mizzen bench xds uses the Python client"; }; \
 	else \
-	  echo "note: not building the native rate-limit service (needs protobuf-compiler, protobuf-compiler-grpc, libprotobuf-dev," \
-	       "libgrpc++-dev, pkg-config, g++: make sysdeps installs them); mizzen ratelimit uses the Python engine"; \
+	  echo "note: not building the native rate-limit service and xDS load client (needs protobuf-compiler," \
+	       "protobuf-compiler-grpc, libprotobuf-dev, libgrpc++-dev, pkg-config, g++: make sysdeps installs them);" \
+	       "mizzen ratelimit uses the Python engine, mizzen bench xds the Python load client"; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -38,7 +42,7 @@ $(STAMP): pyproject.toml
 # System packages the end-to-end tests and the local mesh need (network namespaces, iptables capture;
 # chromium + chromium-driver: the console's browser tests; hey: fixed-rate load for telemetry cost;
 # prometheus: the end-to-end test that scrapes a mesh with the config `mizzen prometheus-config` writes;
-# protobuf/gRPC compilers and headers, g++: the native rate-limit service, `make native`).
+# protobuf/gRPC compilers and headers, g++: the native rate-limit service and xDS load client, `make native`).
 sysdeps:
 	@missing=""; for c in iptables ip curl wrk etcd redis-server chromium chromedriver hey prometheus protoc grpc_cpp_plugin pkg-config g++ valgrind; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	pkg-config --exists grpc++ protobuf 2>/dev/null || missing="$$missing libgrpc++-dev"; \

@@ -202,3 +202,41 @@ def test_own_service_hidden_by_sidecar_egress_still_pushes_inbound(tmp_path: Pat
             await cp.stop()
 
     asyncio.run(main())
+
+
+def test_leading_edge_debounce_pushes_a_lone_change_at_once(tmp_path: Path) -> None:
+    """--debounce-leading: with a 2 s quiet period, a change after a quiet spell reaches the proxy long before
+    2 s; the next change, right after it, is debounced as usual (it arrives, but not before the quiet period)."""
+    async def main() -> None:
+        quiet = 2.0
+        cp = ControlPlane(Settings(tmp_path, xds_tcp=("127.0.0.1", 0), debounce_quiet=quiet, debounce_max_wait=5.0,
+                                   debounce_leading=True))
+        cp.core.apply([("svc.yaml", SERVICES)])
+        cp.core.upsert_instance(instance(1, "10.244.0.1"))
+        await cp.start()
+        try:
+            async with grpc.aio.insecure_channel(cp.ads.addresses[-1]) as ch:
+                p = Proxyish(ch, "wide", {"app": "wide"})
+                svc1 = "outbound|8080||svc-1.default.svc.cluster.local"
+                await wait_for(lambda: svc1 in p.have[ENDPOINT])
+                await asyncio.sleep(quiet + 0.2)  # a quiet spell
+                loop = asyncio.get_running_loop()
+
+                def has(addr: str) -> bool:
+                    return any(r.name == svc1 and addr.encode() in r.resource.value
+                               for resp in p.received for r in resp.resources)
+
+                t0 = loop.time()
+                cp.core.upsert_instance(instance(1, "10.244.0.11"))
+                await wait_for(lambda: has("10.244.0.11"), timeout=quiet * 0.75)  # not held for the quiet period
+                t1 = loop.time()
+                cp.core.upsert_instance(instance(1, "10.244.0.12"))  # within the quiet period: debounced
+                await asyncio.sleep(quiet * 0.5)
+                assert not has("10.244.0.12")
+                await wait_for(lambda: has("10.244.0.12"), timeout=quiet + 3)
+                assert loop.time() - t1 >= quiet * 0.9 and t1 - t0 < quiet * 0.75
+                p.call.cancel()
+        finally:
+            await cp.stop()
+
+    asyncio.run(main())

@@ -55,6 +55,30 @@ def test_new_cycle_after_take():
     assert q.take().keys == frozenset({"b"})
 
 
+def test_leading_edge_pushes_a_lone_change_at_once_and_debounces_what_follows():
+    q = PushQueue(quiet_period=0.1, max_wait=1.0, leading=True)
+    q.add({"a"}, 10.0)  # the first change ever: after a quiet period
+    assert q.next_deadline() == 10.0 and q.due(10.0)
+    q.add({"b"}, 10.0)  # same instant, before the flush ran: merged into it
+    assert q.take().keys == frozenset({"a", "b"})
+    q.add({"c"}, 10.05)  # within the quiet period of the previous change: debounced as without `leading`
+    assert q.next_deadline() == pytest.approx(10.15) and not q.due(10.1)
+    q.add({"d"}, 10.12)
+    assert q.next_deadline() == pytest.approx(10.22)
+    assert q.take().keys == frozenset({"c", "d"})
+    q.add({"e"}, 10.3)  # 0.18 s after the previous change: quiet again, at once
+    assert q.due(10.3) and q.take().keys == frozenset({"e"})
+    for k in range(20):  # a steady stream 50 ms apart: one at-once flush, then merged (max wait bounds it)
+        q.add({k}, 20.0 + 0.05 * k)
+        if k == 0:
+            assert q.due(20.0) and q.take().count == 1
+    assert not q.due(20.0 + 0.05 * 19) and q.next_deadline() == pytest.approx(20.05 + 1.0)
+    assert q.take().count == 19
+    plain = PushQueue(quiet_period=0.1, max_wait=1.0)  # the default: no leading edge
+    plain.add({"a"}, 10.0)
+    assert plain.next_deadline() == pytest.approx(10.1)
+
+
 def test_invalid():
     with pytest.raises(ValueError):
         PushQueue(-1, 1)

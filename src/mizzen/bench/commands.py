@@ -23,6 +23,8 @@ def bench() -> None:
 @click.option("--workers", "-w", default=1, show_default=True,
               help="Client processes sharing the streams (use more if one process saturates a core).")
 @click.option("--debounce-ms", default=None, type=int, help="Control plane quiet period (default: its own).")
+@click.option("--debounce-leading", is_flag=True,
+              help="The control plane pushes a change after a quiet period at once (--debounce-leading).")
 @click.option("--timeout", default=300.0, show_default=True, help="Give up (and tear down) after this many seconds.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Append the result (markdown) to this file.")
 @click.option("--keep-state", is_flag=True, help="Keep the temp state dir (control-plane log) for inspection.")
@@ -39,20 +41,31 @@ def bench() -> None:
               help="Then SIGTERM and restart the control plane: SIGTERM -> ready, ready -> every proxy has a change.")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False),
               help="Sample the control plane with py-spy: DIR/sync.txt and DIR/changes.txt, top entries printed.")
+@click.option("--client", type=click.Choice(["auto", "native", "python"]), default="auto", show_default=True,
+              help="The load client: native (build/mizzen-xdsload, `make native`: less of the 2 cores spent "
+                   "simulating Envoys), python (the reference), auto: native when built.")
 def xds(proxies: int, services: int, sotw: bool, changes: int, workers: int, debounce_ms: int | None, timeout: float,
         output: str | None, keep_state: bool, cp_log_level: str, quiet: bool, profile_dir: str | None,
-        floor: bool, route_changes: int, scoped: bool, workloads: int, restart: bool) -> None:
+        floor: bool, route_changes: int, scoped: bool, workloads: int, restart: bool, client: str,
+        debounce_leading: bool) -> None:
     """EDS push latency and control-plane cost with N ADS streams and M services."""
     from .xds_load import TABLE_HEADER, BenchOptions, run_bench
-
-    opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
-                        timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
-                        cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor,
-                        route_changes=route_changes, scoped=scoped, workloads=workloads, restart=restart)
+    from .xds_native import resolve
 
     def log(msg: str) -> None:
         if not quiet:
             click.echo(msg, err=True)
+
+    try:
+        client, why = resolve(client)
+    except RuntimeError as e:
+        raise click.ClickException(str(e))
+    log(f"load client: {client}" + (f" ({why})" if why else ""))
+    opts = BenchOptions(proxies=proxies, services=services, delta=not sotw, changes=changes, workers=workers,
+                        timeout=timeout, debounce_ms=debounce_ms, keep_state=keep_state,
+                        cp_log_level=cp_log_level, profile_dir=profile_dir, floor=floor,
+                        route_changes=route_changes, scoped=scoped, workloads=workloads, restart=restart,
+                        client=client, debounce_leading=debounce_leading)
 
     try:
         res = asyncio.run(run_bench(opts, log))

@@ -32,6 +32,7 @@ class Results:
     sidecar: list = field(default_factory=list)  # sidecar.ProxyCost of one run
     scale: object | None = None  # scale.ScaleResult
     services: int = 1000
+    client: str = "python"  # the load client of the xDS runs (xds_native.resolve)
 
 
 def _figures(r: BenchResult) -> dict[str, float]:
@@ -53,26 +54,32 @@ def _figures(r: BenchResult) -> dict[str, float]:
 
 
 def run(proxies: list[int], services: int = 1000, repeat: int = 2, changes: int = 5, workers: int = 2,
-        scoped: bool = True, sidecar_memory: bool = True, route_changes: int = 3, log=print) -> Results:
-    out = Results(services=services)
+        scoped: bool = True, sidecar_memory: bool = True, route_changes: int = 3, log=print,
+        client: str = "auto") -> Results:
+    from .xds_native import resolve
+
+    client, why = resolve(client)
+    log(f"load client: {client}" + (f" ({why})" if why else ""))
+    out = Results(services=services, client=client)
     last = max(proxies) if proxies else 0
     for n in proxies:
         for i in range(repeat if n <= 1000 else 1):
             restart = n == last and i == 0
             log(f"$ mizzen bench xds --proxies {n} --services {services} --workers {workers} --changes {changes} --floor"
-                f" --route-changes {route_changes}{' --restart' if restart else ''}  (run {i + 1})")
+                f" --route-changes {route_changes} --client {client}{' --restart' if restart else ''}  (run {i + 1})")
             r = asyncio.run(run_bench(BenchOptions(proxies=n, services=services, changes=changes, workers=workers,
                                                    floor=True, timeout=900, route_changes=route_changes,
-                                                   restart=restart)))
+                                                   restart=restart, client=client)))
             out.runs.setdefault(n, []).append(r)
             log(r.row())
             if r.floor is not None:
                 log(r.floor.row(" (floor)"))
     if scoped and proxies:
         n = min(proxies)
-        log(f"$ mizzen bench xds --proxies {n} --services {services} --workers {workers} --scoped --floor")
+        log(f"$ mizzen bench xds --proxies {n} --services {services} --workers {workers} --scoped --floor "
+            f"--client {client}")
         r = asyncio.run(run_bench(BenchOptions(proxies=n, services=services, changes=3, workers=workers,
-                                               floor=True, timeout=900, scoped=True)))
+                                               floor=True, timeout=900, scoped=True, client=client)))
         out.scoped.append(r)
         log(r.row(" (half scoped)"))
     if sidecar_memory:
@@ -163,7 +170,9 @@ def markdown(res: Results, extra: list[Row] | None = None) -> str:
     return (table(rows(res) + list(extra or ())) + "\n\nMedian (min–max) over " +
             ", ".join(f"{k} run(s) at {n} proxies" for n, k in runs.items()) +
             "; each xDS run is Mizzen, then the floor right after, so the ratio is taken within one run. Delta "
-            "ADS, 2 load-client processes, client and server sharing the machine's cores with whatever else runs. "
+            "ADS, 2 load-client processes (" + ("native, build/mizzen-xdsload" if res.client == "native" else
+            "Python, the reference client") + "), client and server sharing the machine's cores with whatever else "
+            "runs. "
             "RSS per proxy: the whole process's peak RSS / proxies (it includes the loaded store and snapshot); "
             "marginal: (peak − RSS once the mesh is loaded, before any proxy connected) / proxies. Goal 1 (data "
             "path vs two bare Envoys with the same capture): " + ("its rows come from the data-path step of the "
@@ -179,9 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-scoped", action="store_true", help="skip the half-scoped run")
     ap.add_argument("--no-sidecar-memory", action="store_true", help="skip the Envoy memory rows (goal 6)")
     ap.add_argument("--scale", default="", help="goal 5: SERVICESxENDPOINTSxPROXIES, e.g. 10000x100000x2000")
+    ap.add_argument("--client", choices=("auto", "native", "python"), default="auto",
+                    help="the xDS load client (auto: native when build/mizzen-xdsload is built)")
     a = ap.parse_args(argv)
     res = run([int(x) for x in a.proxies.split(",") if x], a.services, a.repeat, scoped=not a.no_scoped,
-              sidecar_memory=not a.no_sidecar_memory)
+              sidecar_memory=not a.no_sidecar_memory, client=a.client)
     if a.scale:
         from . import scale
 

@@ -58,20 +58,24 @@ def node_id(index: int) -> str:
     return f"sidecar~{_ip(index)}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
 
 
+def node_metadata(index: int, scoped: bool, workloads: int) -> dict:
+    """Simulated proxy `index`'s node metadata (what its sidecar bootstrap would send)."""
+    from mizzen.model.types import Proxy
+
+    app = "bench-scoped" if scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
+    app += f"-{index % workloads}" if workloads > 1 and app == "bench" else ""  # K workloads: K views
+    return Proxy(node_id(index), namespace=NAMESPACE, workload=app, labels=(("app", app),),
+                 ip=_ip(index), interception="netns").node_metadata()
+
+
 class LoadStream:
     """One simulated Envoy: subscribes like Envoy, ACKs everything, records when addresses appear."""
 
     def __init__(self, w: "Worker", index: int) -> None:
         self.w = w
         self.index = index
-        ip = _ip(index)
         self.node_id = node_id(index)
-        from mizzen.model.types import Proxy
-
-        app = "bench-scoped" if w.scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
-        app += f"-{index % w.workloads}" if w.workloads > 1 and app == "bench" else ""  # K workloads: K views
-        self.metadata = Proxy(self.node_id, namespace=NAMESPACE, workload=app, labels=(("app", app),),
-                              ip=ip, interception="netns").node_metadata()
+        self.metadata = node_metadata(index, w.scoped, w.workloads)
         self.clusters: dict[str, str | None] = {}  # cluster name -> eds name
         self.listeners: dict[str, frozenset[str]] = {}
         self.eds_names: set[str] = set()
@@ -430,6 +434,8 @@ class BenchOptions:
     instances: int = 2  # per service
     churn_rate: int = 0  # then instance changes per second (paced) for churn_seconds (xds_extra.churn)
     churn_seconds: float = 60.0
+    debounce_leading: bool = False  # the control plane's --debounce-leading (xds.PushQueue leading edge)
+    client: str = "python"  # the load worker: "python" (the reference) or "native" (build/mizzen-xdsload)
 
 
 @dataclass
@@ -444,6 +450,7 @@ class BenchResult:
     cp_cpu_total_s: float = 0.0
     cp_peak_rss_mb: float = 0.0
     client_cpu_s: float = 0.0
+    client_cpu_sync_s: float = 0.0  # the load workers' CPU seconds from their start to every stream synced
     connected: int = 0
     reconnects: int = 0  # streams that broke and were reopened (like Envoy would)
     pids: list[int] = field(default_factory=list)  # every process started (all reaped at the end)
@@ -473,7 +480,7 @@ class BenchResult:
 
     def row(self, label: str = "") -> str:
         o = self.options
-        mode = ('delta' if o.delta else 'sotw') + label
+        mode = ('delta' if o.delta else 'sotw') + label + (", native client" if o.client == "native" else "")
         return (f"| {mode} | {o.proxies} | {o.services} | {o.workers} | "
                 f"{self.initial_sync_s:.2f} | {self.pct(50):.1f} | {self.pct(99):.1f} | "
                 f"{(sum(self.all_ms) / len(self.all_ms)) if self.all_ms else float('nan'):.1f} | {self.missing} | "
@@ -614,6 +621,8 @@ async def _run(o: BenchOptions, res: BenchResult, ctx: _Ctx, log) -> None:
            "--log-level", o.cp_log_level]
     if o.debounce_ms is not None:
         cmd += ["--debounce-ms", str(o.debounce_ms)]
+    if o.debounce_leading:
+        cmd += ["--debounce-leading"]
     if o.store_url:
         cmd += ["--store", o.store_url]
     consul = f"127.0.0.1:{_free_port()}" if o.via == "consul" else None
@@ -702,11 +711,21 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
     per = [o.proxies // n_w + (1 if k < o.proxies % n_w else 0) for k in range(n_w)]
     start = 0
     for cnt in per:
-        p = await asyncio.create_subprocess_exec(
-            o.python, "-m", "mizzen.bench.xds_load", "worker", xds, "delta" if o.delta else "sotw",
-            str(start), str(cnt), *(["scoped"] if o.scoped else []), f"workloads={o.workloads}",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            start_new_session=True, limit=64 * 1024 * 1024)
+        mode = "delta" if o.delta else "sotw"
+        if o.client == "native":
+            from . import xds_native
+
+            exe, why = xds_native.binary()
+            if exe is None:
+                raise RuntimeError(why)
+            nodes = os.path.join(ctx.state, f"nodes-{net}-{start}.hex")
+            xds_native.write_nodes(nodes, start, cnt, o.scoped, o.workloads)
+            argv = [exe, xds, mode, str(start), str(cnt), nodes]
+        else:
+            argv = [o.python, "-m", "mizzen.bench.xds_load", "worker", xds, mode, str(start), str(cnt),
+                    *(["scoped"] if o.scoped else []), f"workloads={o.workloads}"]
+        p = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                 start_new_session=True, limit=64 * 1024 * 1024)
         workers.append(_WorkerProc(p, cnt))
         res.pids.append(p.pid)
         start += cnt
@@ -723,6 +742,7 @@ async def _drive(o: BenchOptions, res: BenchResult, ctx: _Ctx, xds: str, server_
         res.reconnects += ev["reconnects"]
         res.client_cpu_s += ev["cpu"]
     res.initial_sync_s = max(ends) - min(starts)
+    res.client_cpu_sync_s = res.client_cpu_s
     cpu1 = proc_cpu_seconds(server_pid)
     res.cp_cpu_sync_s = cpu1 - cpu0
     log(f"{o.proxies} streams synced in {res.initial_sync_s:.2f} s")

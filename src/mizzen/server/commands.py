@@ -83,6 +83,8 @@ def resolve_store_url(url: str | None, ca: str | None, cert: str | None, key: st
               help="Also serve the Consul HTTP API (agent, health, catalog, KV) on this address.")
 @click.option("--debounce-ms", default=100, show_default=True, help="Quiet period before a push.")
 @click.option("--max-wait-ms", default=1000, show_default=True, help="Longest a change waits for a push.")
+@click.option("--debounce-leading", is_flag=True,
+              help="Push a change that comes after a quiet period at once (debounce only what follows it).")
 @click.option("--trust-domain", default="cluster.local", show_default=True,
               help="SPIFFE trust domain of the mesh's workload identities (spiffe://TD/ns/NS/sa/SA).")
 @click.option("--cert-ttl", default="24h", show_default=True,
@@ -105,7 +107,7 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                  store_url: str | None, etcd_ca: str | None, etcd_cert: str | None, etcd_key: str | None,
                  consul_api: str | None, debounce_ms: int, max_wait_ms: int, trust_domain: str, cert_ttl: str,
                  max_cert_ttl: str, ca_port: str | None, outbound_traffic_policy: str, monitoring_port: str,
-                 console_port: str, otlp_port: str | None, log_level: str) -> None:
+                 console_port: str, otlp_port: str | None, log_level: str, debounce_leading: bool) -> None:
     """Run the control plane: config store, registry, xDS (SotW + Delta), the REST API, the mesh CA, its metrics,
     the trace collector and the console."""
     from .controlplane import Settings, run
@@ -124,6 +126,7 @@ def controlplane(state_dir: str, xds_port: str | None, xds_socket: str | None, a
                         debounce_ms / 1000.0, max_wait_ms / 1000.0,
                         Path(xds_socket).resolve() if xds_socket else None,
                         Path(api_socket).resolve() if api_socket else None, replica=replica, api_group=api_group,
+                        debounce_leading=debounce_leading,
                         api_tls_names=api_tls_names,
                         trust_domain=trust_domain, workload_ttl_seconds=ttl, max_workload_ttl_seconds=max_ttl,
                         ca_tcp=_addr(ca_port), outbound_traffic_policy=outbound_traffic_policy,

@@ -113,6 +113,8 @@ class Settings:
     # Which control-plane replica this is (0: "controlplane" on api.sock/xds.sock, i: "controlplane-<i>" on
     # api-<i>.sock/xds-<i>.sock, as client.layout names them); the sockets above override its defaults.
     replica: int = 0
+    # xds.PushQueue(leading=...): a change after a quiet period is pushed at once, what follows is debounced
+    debounce_leading: bool = False
     # Other control-plane replicas may write the same store and registry: poll for their commits (SQLite only;
     # an etcd store's watches deliver them).
     refresh_interval: float = 0.5
@@ -168,7 +170,7 @@ class ControlPlane:
         self._dirty_config = False
         self._dirty_endpoints = False
         self._dirty_jwks = False
-        self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait)
+        self._queue = PushQueue(settings.debounce_quiet, settings.debounce_max_wait, leading=settings.debounce_leading)
         self._wake = asyncio.Event()
         self._ready = False
         self.metrics = ControlPlaneMetrics()
