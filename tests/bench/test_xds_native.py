@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mizzen.bench import xds_native
+from mizzen.local.procs import alive
 
 NATIVE = Path(__file__).resolve().parents[2] / "native" / "xdsload"
 
@@ -88,13 +89,6 @@ def test_resolve_client(monkeypatch, tmp_path):
         xds_native.resolve("native")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
 
 @pytest.mark.skipif(xds_native.binary()[0] is None, reason=xds_native.binary()[1])
 @pytest.mark.parametrize("delta", [True, False])
@@ -114,5 +108,5 @@ def test_native_client_against_a_real_control_plane(delta):
         assert res.restart_missing == 0 and res.restart_push_s > 0
     assert res.connected == 5
     assert res.row().startswith(f"| {'delta' if delta else 'sotw'}, native client | 5 | 4 | 2 |")
-    assert not any(_alive(p) for p in res.pids)
+    assert not any(alive(p) for p in res.pids)
     assert res.state_dir and not os.path.exists(res.state_dir)

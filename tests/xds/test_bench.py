@@ -4,14 +4,8 @@ import os
 from click.testing import CliRunner
 
 from mizzen.bench.commands import bench
+from mizzen.local.procs import alive
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_bench_xds_small_run(tmp_path):
@@ -27,7 +21,7 @@ def test_bench_xds_small_run(tmp_path):
         assert all(0 < x < 10_000 for x in res.latencies_ms)
         assert res.initial_sync_s > 0 and res.cp_peak_rss_mb > 10 and res.cp_cpu_total_s > 0
         assert res.connected == 6  # the control plane itself lists every stream as a connected proxy
-        assert len(res.pids) == 3 and not any(_alive(p) for p in res.pids)  # control plane + 2 workers reaped
+        assert len(res.pids) == 3 and not any(alive(p) for p in res.pids)  # control plane + 2 workers reaped
         assert res.state_dir and not os.path.exists(res.state_dir)
         assert res.row().startswith("| delta | 6 | 3 | 2 |" if delta else "| sotw | 6 | 3 | 2 |")
 
@@ -62,4 +56,4 @@ def test_bench_xds_scenarios_scoped_routes_churn_restart():
     assert res.churn_missing == 0 and len(res.churn_latencies_ms) == 6 * 2  # one timed change a second
     assert res.restart_missing == 0 and res.restart_ready_s > 0 and res.restart_push_s > 0
     assert 0 < res.cp_rss_before_mb <= res.cp_peak_rss_mb
-    assert len(res.pids) == 4 and not any(_alive(p) for p in res.pids)  # 2 control planes + 2 workers reaped
+    assert len(res.pids) == 4 and not any(alive(p) for p in res.pids)  # 2 control planes + 2 workers reaped

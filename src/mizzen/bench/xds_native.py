@@ -8,27 +8,14 @@ weighs less on what it measures.
 """
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
+from ..nativebin import find_native
 
 BINARY_ENV = "MIZZEN_XDSLOAD"
 
 
 def binary() -> tuple[str | None, str]:
     """The native load worker, or None and why it is not there."""
-    env = os.environ.get(BINARY_ENV)
-    if env:
-        return (env, "") if os.access(env, os.X_OK) else (None, f"${BINARY_ENV}={env} is not an executable file")
-    built = Path(__file__).resolve().parents[3] / "build" / "mizzen-xdsload"
-    if os.access(built, os.X_OK):
-        return str(built), ""
-    found = shutil.which("mizzen-xdsload")
-    if found:
-        return found, ""
-    return None, (f"the native xDS load client is not built ({built} is missing: `make native` builds it; it needs "
-                  "Debian's libgrpc++-dev, protobuf-compiler-grpc, protobuf-compiler and libprotobuf-dev, which "
-                  "`make sysdeps` installs)")
+    return find_native("mizzen-xdsload", BINARY_ENV, "the native xDS load client")
 
 
 def node_bytes(index: int, scoped: bool, workloads: int) -> bytes:

@@ -24,9 +24,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
+from ..nativebin import find_native
 from ..ratelimit import engine
 from ..ratelimit.stats import LIMIT_COUNTERS, Stats
 from ..ratelimit.table import CompiledLimit, LimitTable, entry_key, limits_body
@@ -41,18 +41,7 @@ RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 def binary() -> tuple[str | None, str]:
     """The native binary, or None and why it is not there."""
-    env = os.environ.get(BINARY_ENV)
-    if env:
-        return (env, "") if os.access(env, os.X_OK) else (None, f"${BINARY_ENV}={env} is not an executable file")
-    built = Path(__file__).resolve().parents[3] / "build" / "mizzen-rls"
-    if os.access(built, os.X_OK):
-        return str(built), ""
-    found = shutil.which("mizzen-rls")
-    if found:
-        return found, ""
-    return None, (f"the native rate-limit service is not built ({built} is missing: `make native` builds it; it needs "
-                  "Debian's libgrpc++-dev, protobuf-compiler-grpc, protobuf-compiler and libprotobuf-dev, which "
-                  "`make sysdeps` installs)")
+    return find_native("mizzen-rls", BINARY_ENV, "the native rate-limit service")
 
 
 def unsupported_limits(table: LimitTable) -> list[str]:
