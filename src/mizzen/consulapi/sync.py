@@ -73,9 +73,11 @@ def desired(instances: Iterable[Instance], resources: Iterable[Resource]) -> tup
     not returned."""
     resources = list(resources)
     insts = list(instances)
-    defined = _defined_hosts(resources)
     synced = {(r.namespace, r.name): r for r in resources
               if r.kind == "Service" and r.metadata.labels.get(SYNCED_LABEL) == "true"}
+    if not synced and not any(i.source == SOURCE for i in insts):
+        return [], []  # the usual mesh, nothing registered through the Consul API: no per-host work on every change
+    defined = _defined_hosts(resources)
     wanted: dict[tuple[str, str], dict[int, str]] = {}
     for inst in insts:
         if inst.source != SOURCE or SERVICE_LABEL not in inst.label_dict:
