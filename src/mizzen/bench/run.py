@@ -7,7 +7,8 @@
 2. Config bytes and Envoy RSS per proxy with and without a Sidecar in a 1000-service mesh.
 3. Two-hop latency through the mesh vs direct, on the same run; and issue 15 goal 1, the data path: the mesh vs two
    bare Envoys with the same iptables capture, paced and at saturation, plaintext and mTLS, alternated pairs
-   (bench/datapath.py), and what each per-request HCM feature costs one Envoy (bench/filtercost.py).
+   (bench/datapath.py), what each per-request HCM feature costs one Envoy (bench/filtercost.py), and with
+   valgrind a real sidecar hop vs a bare Envoy in instructions, its two large items taken out (bench/sidecarcost.py).
 4. Registration throughput and apply latency on SQLite vs a 3-member etcd; Consul blocking-query wake-up.
 5. The rate-limit service: decisions/s per core, p50/p99, in-memory and Redis, server variants
    (server/ratelimit_bench.py); the added latency of a global limit on a two-hop request at 1000 rps
@@ -32,7 +33,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import datapath, distributed, edges, filtercost, gateway, goals, latency, mtls, sidecar, telemetry
+from . import datapath, distributed, edges, filtercost, gateway, goals, latency, mtls, sidecar, sidecarcost, telemetry
 
 
 def _xds(n: int, m: int, output: Path, extra: list[str]) -> int:
@@ -125,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
                     with out.open("a") as f:
                         f.write("\n### Data path: the same features in instructions per request (callgrind)\n\n"
                                 + md + "\n")
+                    # the real sidecar hop (dumped configs) vs the bare pair, with its two large items taken out;
+                    # `python -m mizzen.bench.sidecarcost` alone bisects every piece
+                    variants = ["bare", "mesh", "no-tracing", "no-tracing+no-stats-logger", "stripped"]
+                    print(f"$ python -m mizzen.bench.sidecarcost --requests 1000 --variants {','.join(variants)}",
+                          flush=True)
+                    md = sidecarcost.markdown(sidecarcost.run(1000, variants=variants))
+                    print(md)
+                    with out.open("a") as f:
+                        f.write("\n### Data path: a real sidecar hop vs a bare Envoy in instructions per request "
+                                "(callgrind)\n\n" + md + "\n")
     if a.goal_proxies:  # one table: goals 2-6 (measured first) and goal 1 (the data-path step above)
         md = goals.markdown(goal_results, goal1)
         print(md)
