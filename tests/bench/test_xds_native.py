@@ -72,7 +72,7 @@ def test_node_bytes_are_the_python_workers_node():
     from envoy.config.core.v3 import base_pb2
     from google.protobuf import json_format
 
-    from mizzen.bench.xds_load import node_id, node_metadata
+    from mizzen.bench.xds_common import node_id, node_metadata
 
     n = base_pb2.Node.FromString(xds_native.node_bytes(3, True, 1))
     assert n.id == node_id(3) and n.cluster == "bench"

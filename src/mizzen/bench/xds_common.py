@@ -133,3 +133,22 @@ class _Parsers:
             r = self._addrs[value] = frozenset(
                 lb.endpoint.address.socket_address.address for le in cla.endpoints for lb in le.lb_endpoints)
         return r
+
+
+# the simulated proxies' identities, shared by the Python worker (xds_load) and the native one (xds_native)
+def _ip(index: int) -> str:
+    return f"10.{1 + index // 65536}.{(index // 256) % 256}.{index % 256}"
+
+
+def node_id(index: int) -> str:
+    return f"sidecar~{_ip(index)}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
+
+
+def node_metadata(index: int, scoped: bool, workloads: int) -> dict:
+    """Simulated proxy `index`'s node metadata (what its sidecar bootstrap would send)."""
+    from mizzen.model.types import Proxy
+
+    app = "bench-scoped" if scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
+    app += f"-{index % workloads}" if workloads > 1 and app == "bench" else ""  # K workloads: K views
+    return Proxy(node_id(index), namespace=NAMESPACE, workload=app, labels=(("app", app),),
+                 ip=_ip(index), interception="netns").node_metadata()

@@ -33,8 +33,9 @@ from typing import Any
 import aiohttp
 
 from . import xds_extra
-from .xds_common import (NAMESPACE, _Parsers, _addr, _free_port, _raise_nofile, instance_dict, percentile,  # noqa: F401
-                         _profile, proc_cpu_seconds, proc_peak_rss_mb, proc_rss_mb, services_yaml)
+from .xds_common import (NAMESPACE, _Parsers, _addr, _free_port, _raise_nofile, instance_dict,  # noqa: F401
+                         node_id, node_metadata, percentile, _profile, proc_cpu_seconds, proc_peak_rss_mb,
+                         proc_rss_mb, services_yaml)
 
 WATCH_SERVICE = "svc-0"
 
@@ -48,24 +49,6 @@ CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-
-
-def _ip(index: int) -> str:
-    return f"10.{1 + index // 65536}.{(index // 256) % 256}.{index % 256}"
-
-
-def node_id(index: int) -> str:
-    return f"sidecar~{_ip(index)}~bench-{index}.{NAMESPACE}~{NAMESPACE}.svc.cluster.local"
-
-
-def node_metadata(index: int, scoped: bool, workloads: int) -> dict:
-    """Simulated proxy `index`'s node metadata (what its sidecar bootstrap would send)."""
-    from mizzen.model.types import Proxy
-
-    app = "bench-scoped" if scoped and index % 2 else "bench"  # xds_extra.SIDECAR selects bench-scoped
-    app += f"-{index % workloads}" if workloads > 1 and app == "bench" else ""  # K workloads: K views
-    return Proxy(node_id(index), namespace=NAMESPACE, workload=app, labels=(("app", app),),
-                 ip=_ip(index), interception="netns").node_metadata()
 
 
 class LoadStream:

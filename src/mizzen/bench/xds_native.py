@@ -1,7 +1,7 @@
 """The native xDS load worker (native/xdsload → build/mizzen-xdsload): `mizzen bench xds --client native`.
 
 A drop-in for the Python worker (`python -m mizzen.bench.xds_load worker`): the same streams, node ids and
-metadata (written here, from the same `xds_load.node_metadata`, as one hex-encoded envoy.config.core.v3.Node per
+metadata (written here, from the same `xds_common.node_metadata`, as one hex-encoded envoy.config.core.v3.Node per
 line), subscriptions, ACKs, reconnect back-off and JSON-lines protocol with the driver. Written in C++ so that
 the load client's own CPU (protobuf parsing, an asyncio task per stream, on the same 2 cores as the server)
 weighs less on what it measures.
@@ -22,7 +22,7 @@ def node_bytes(index: int, scoped: bool, workloads: int) -> bytes:
     """The Node the Python worker's first request carries (xds_load.LoadStream._req), serialized."""
     from envoy.config.core.v3 import base_pb2
 
-    from .xds_load import node_id, node_metadata
+    from .xds_common import node_id, node_metadata
 
     n = base_pb2.Node(id=node_id(index), cluster="bench")
     n.metadata.update(node_metadata(index, scoped, workloads))
