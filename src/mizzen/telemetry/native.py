@@ -2,11 +2,15 @@
 
 With the `envoy-stats` metrics provider each HCM counts its requests into Envoy's own stats
 (`envoy.native_metrics_log`): a counter and three histograms whose tags are the label-relevant fields of the
-request (direction, peer certificate SANs, peer host, upstream cluster, response code, gRPC status, response
-flags). In Envoy's /stats/prometheus they read
+request (direction, peer host, upstream cluster, response code, response flags and, on a sidecar's outbound
+side, the :authority, packed into one `key` tag; the peer certificate SANs and the gRPC status a tag each:
+telemetry/envoy._native_tags). In Envoy's /stats/prometheus they read
 
-    envoy_mizzen_requests_total{direction=..,peer=..,host=..,cluster=..,code=..,grpc=..,flags=..[,authority=..]} N
+    envoy_mizzen_requests_total{key="outbound\x1f<host>\x1f<cluster>\x1f<code>\x1f<flags>[\x1f<authority>]",
+        peer="..",grpc=".."} N
     envoy_mizzen_request_duration_milliseconds_bucket{...,le=".."} / _sum / _count    (and request/response bytes)
+
+(an Envoy configured by an earlier Mizzen has a tag per value instead of `key`; still read).
 
 `split_envoy_text` takes these series out of Envoy's text; `Converter.convert` names each one as the access-log
 path names an equivalent record (`record_of` + `aggregate.http_labels`, with the directory of the moment) and
