@@ -29,6 +29,7 @@ syscalls (the same for every variant here), and no load on the other helpers' ti
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -211,7 +212,6 @@ def _load(port: int, n: int) -> None:
 
 def instructions(n: int = 2000, variants: tuple[str, ...] = VARIANTS, log=print) -> dict:
     """Instructions per request of each variant's busiest proxy thread, under callgrind (module docstring)."""
-    import glob
     envoy = find_envoy()
     work = tempfile.mkdtemp(prefix="mizzen-bench-filtercost-cg-")
     sink = _Sink()
@@ -243,13 +243,8 @@ def instructions(n: int = 2000, variants: tuple[str, ...] = VARIANTS, log=print)
             finally:
                 p.terminate()
                 p.wait(timeout=120)
-            counts = []
-            for fn in glob.glob(f"{work}/cg.{v}.{p.pid}.1-*"):  # the dump: one file per thread
-                with open(fn, errors="replace") as f:
-                    m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-                if m:
-                    counts.append(int(m.group(1)))
-            out[v] = max(counts) / n if counts else float("nan")
+            busiest = busiest_thread_instructions(work, v, p.pid)
+            out[v] = busiest / n if busiest is not None else float("nan")
             log(f"  {v}: {out[v]:,.0f} instructions/request")
     finally:
         for p in procs:
@@ -259,6 +254,18 @@ def instructions(n: int = 2000, variants: tuple[str, ...] = VARIANTS, log=print)
         sink.stop()
         shutil.rmtree(work, ignore_errors=True)
     return {"requests": n, "instructions": out}
+
+
+def busiest_thread_instructions(work: str, tag: str, pid: int) -> int | None:
+    """The instructions of the busiest thread in callgrind's dump of `pid` (`--callgrind-out-file=WORK/cg.TAG.%p`
+    with `--separate-threads=yes`: one file per thread), None if there is no dump."""
+    counts = []
+    for fn in glob.glob(f"{work}/cg.{tag}.{pid}.1-*"):
+        with open(fn, errors="replace") as f:
+            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+        if m:
+            counts.append(int(m.group(1)))
+    return max(counts) if counts else None
 
 
 def _wait(port: int, p: subprocess.Popen, timeout: float) -> None:

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import glob
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +35,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..api.uids import ENVOY_UID
-from ..local import netns
 from . import datapath
+from .filtercost import busiest_thread_instructions
 from .mtls import _certs
 
 WARM = 100  # requests before counting: connections, first stats, every series created
@@ -372,16 +370,6 @@ def _callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], capture_output=True, timeout=180)
 
 
-def _busiest(work: Path, tag: str, pid: int) -> int | None:
-    counts = []
-    for fn in glob.glob(f"{work}/cg.{tag}.{pid}.1-*"):
-        with open(fn, errors="replace") as f:
-            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-        if m:
-            counts.append(int(m.group(1)))
-    return max(counts) if counts else None
-
-
 def exempt_gid(b: datapath.Bench) -> None:
     """callgrind_control (vgdb) cannot reach a valgrind that changed its uid, so the measured Envoys run as root
     with Envoy's gid: the client pod's capture gets one rule exempting that gid, as it exempts uid 1337 (the
@@ -425,7 +413,7 @@ def measure(b: datapath.Bench, work: Path, tag: str, a_cfg: dict, b_cfg: dict, n
         load.wait(30)
         out = []
         for side, p in zip("ab", procs[:2]):
-            x = _busiest(work, f"{tag}-{side}", p.pid)
+            x = busiest_thread_instructions(str(work), f"{tag}-{side}", p.pid)
             out.append(x / n if x else float("nan"))
         log(f"  {tag}: client {out[0]:,.0f}  server {out[1]:,.0f} instructions/request")
         return out[0], out[1]
